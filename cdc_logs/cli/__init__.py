@@ -1,0 +1,1 @@
+"""The `cdc-logs` command line (typer): one module per command group."""

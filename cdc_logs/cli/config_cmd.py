@@ -1,0 +1,28 @@
+"""`cdc-logs config validate|schema`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import orjson
+import typer
+
+from cdc_logs.config import json_schema, load_config
+
+app = typer.Typer(help="Validate a pipeline config or print its JSON Schema.", no_args_is_help=True)
+
+
+@app.command("validate")
+def validate(config: Path = typer.Option(..., "-c", "--config", help="Pipeline YAML file.")) -> None:
+    """Check a pipeline config without connecting to anything; exit 2 naming the bad field."""
+    cfg = load_config(config)
+    sources = ", ".join(f"{s.name or s.type} ({s.type})" for s in cfg.all_sources())
+    sinks = ", ".join(f"{d.name or d.type} ({d.type})" for d in cfg.all_destinations())
+    print(f"ok: pipeline {cfg.name!r}: sources {sources}; destinations {sinks}; sync {cfg.sync.mode}")
+
+
+@app.command("schema")
+def schema() -> None:
+    """Print the JSON Schema of the pipeline config (for editors and CI checks)."""
+    sys.stdout.buffer.write(orjson.dumps(json_schema(), option=orjson.OPT_INDENT_2) + b"\n")

@@ -1,0 +1,83 @@
+"""Entry point: the typer app, global options, and the one place errors become exit codes.
+
+Exit codes: 0 ok, 1 runtime failure, 2 usage or config error. A `CdcError` prints one line (and its
+fix) on stderr; a traceback only with `--debug`.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+import click
+import typer
+
+from cdc_logs import __version__
+from cdc_logs.cli import config_cmd, demo, offsets_cmd, run_cmd, tail
+from cdc_logs.errors import CdcError
+from cdc_logs.observability import logging as cdc_logging
+
+app = typer.Typer(
+    name="cdc-logs",
+    help="Log-based change data capture: stream every insert, update and delete as Debezium-shaped JSON.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("demo")(demo.demo)
+app.command("tail")(tail.tail)
+app.command("run")(run_cmd.run)
+app.add_typer(offsets_cmd.app, name="offsets")
+app.add_typer(config_cmd.app, name="config")
+
+_state = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"cdc-logs {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks and debug logs."),
+    log_level: str = typer.Option(
+        "info", "--log-level", envvar="CDC_LOG_LEVEL", help="debug|info|warning|error"
+    ),
+    log_format: str = typer.Option("console", "--log-format", envvar="CDC_LOG_FORMAT", help="console|json"),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    _state["debug"] = debug
+    cdc_logging.configure("debug" if debug else log_level, log_format)
+
+
+def main() -> None:
+    cdc_logging.configure()
+    try:
+        app(standalone_mode=False)
+    except CdcError as exc:
+        if _state["debug"]:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(1)
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(2 if isinstance(exc, click.exceptions.UsageError) else exc.exit_code or 1)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        if _state["debug"]:
+            traceback.print_exc()
+        print(
+            f"error: unexpected {type(exc).__name__}: {exc}\n  fix: rerun with --debug and report it",
+            file=sys.stderr,
+        )
+        sys.exit(1)

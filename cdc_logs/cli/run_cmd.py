@@ -1,0 +1,109 @@
+"""`cdc-logs run -c pipeline.yaml`: the long-running service (or a one-time / cron-scheduled drain).
+
+SIGINT/SIGTERM stop it gracefully: the batch in flight is written, its positions committed, then the
+process exits 0. `--http-port` (or `health_checks` in the config) serves /metrics, /health, /ready.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+import typer
+
+from cdc_logs.build import build_offsets, build_pipeline_parts
+from cdc_logs.config import PipelineConfig, load_config
+from cdc_logs.observability import health
+from cdc_logs.observability.logging import get_logger
+from cdc_logs.observability.metrics import Metrics
+from cdc_logs.pipeline import BatchPolicy, Pipeline, RetryPolicy
+
+log = get_logger(__name__)
+
+
+def make_pipeline(
+    cfg: PipelineConfig, *, metrics: Metrics, stop_when_idle: bool, limit: int | None = None
+) -> Pipeline:
+    parts = build_pipeline_parts(cfg)
+    sync = cfg.sync
+    return Pipeline(
+        cfg.name,
+        parts["readers"],
+        parts["sinks"],
+        build_offsets(cfg.offsets, cfg.name),
+        transforms=parts["transforms"],
+        batch=BatchPolicy(sync.batch.max_events, sync.batch.max_bytes, sync.batch.max_wait_ms / 1000),
+        retry=RetryPolicy(
+            sync.retry.max_attempts, sync.retry.initial_backoff_ms / 1000, sync.retry.max_backoff_ms / 1000
+        ),
+        queue_size=sync.queue_size,
+        limit=limit,
+        stop_when_idle=stop_when_idle,
+        metrics=metrics,
+    )
+
+
+def run(
+    config: Path = typer.Option(..., "-c", "--config", help="Pipeline YAML file."),
+    http_port: int | None = typer.Option(
+        None, "--http-port", help="Serve /metrics, /health and /ready here."
+    ),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Stop after delivering N events."),
+) -> None:
+    """Run a pipeline from a YAML config until stopped (continuous), once (one_time), or on a cron."""
+    cfg = load_config(config)
+    metrics = Metrics(cfg.name)
+    stop = threading.Event()
+    current: list[Pipeline] = []
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("stopping", signal=signal.Signals(signum).name)
+        stop.set()
+        for pipeline in current:
+            pipeline.stop()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    port = http_port or (cfg.health_checks.port if cfg.health_checks.enabled else None)
+    server = None
+    if port:
+        server = health.serve(
+            port,
+            metrics,
+            lambda: bool(current) and current[-1].ready.is_set() and not current[-1].stopping,
+            cfg.health_checks.host,
+        )
+        log.info("http endpoints up", port=port, paths="/metrics /health /ready")
+    try:
+        if cfg.sync.mode == "cron":
+            _run_cron(cfg, metrics, stop, current)
+        else:
+            pipeline = make_pipeline(
+                cfg, metrics=metrics, stop_when_idle=cfg.sync.mode == "one_time", limit=limit
+            )
+            current.append(pipeline)
+            stats = pipeline.run()
+            log.info("pipeline ended", events=stats.events, batches=stats.batches, filtered=stats.dropped)
+    finally:
+        if server is not None:
+            server.shutdown()
+
+
+def _run_cron(cfg: PipelineConfig, metrics: Metrics, stop: threading.Event, current: list[Pipeline]) -> None:
+    from croniter import croniter
+
+    schedule = croniter(cfg.sync.cron, dt.datetime.now())
+    while not stop.is_set():
+        next_run: dt.datetime = schedule.get_next(dt.datetime)
+        wait = (next_run - dt.datetime.now()).total_seconds()
+        log.info("next scheduled run", at=next_run.isoformat(timespec="seconds"))
+        if stop.wait(max(0.0, wait)):
+            return
+        pipeline = make_pipeline(cfg, metrics=metrics, stop_when_idle=True)
+        current[:] = [pipeline]
+        stats = pipeline.run()
+        log.info("scheduled run ended", events=stats.events)

@@ -1,0 +1,143 @@
+"""`cdc-logs tail --source ...`: print a source's changes, nothing persisted, nothing left behind.
+
+With `--format json`, stdout carries exactly one envelope per line; logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import signal
+from types import FrameType
+from typing import Any
+
+import typer
+
+from cdc_logs.build import build_reader, source_name
+from cdc_logs.config import PolledTableConfig, PollSourceConfig, SqliteSourceConfig
+from cdc_logs.errors import CdcError, ErrorKind
+from cdc_logs.offsets.memory import MemoryOffsetStore
+from cdc_logs.pipeline import BatchPolicy, Pipeline
+from cdc_logs.sinks.stdout import StdoutSink
+
+SOURCES = ("sqlite", "poll")
+
+
+def tail(
+    source: str = typer.Option(..., "--source", "-s", help=f"Source type: {'|'.join(SOURCES)}."),
+    dsn: str | None = typer.Option(
+        None,
+        "--dsn",
+        envvar="CDC_DSN",
+        help="Database URL (sqlite:///file.db, or a SQLAlchemy URL for poll); env CDC_DSN.",
+    ),
+    table: list[str] = typer.Option([], "--table", "-t", help="Table to capture; repeat for several."),
+    limit: int | None = typer.Option(None, "--limit", "-n", min=1, help="Exit 0 after N events."),
+    format: str = typer.Option("pretty", "--format", "-f", help="json (one envelope per line) | pretty."),
+    snapshot: bool = typer.Option(False, "--snapshot/--no-snapshot", help="Emit existing rows (op r) first."),
+    cleanup: bool = typer.Option(False, "--cleanup", help="sqlite: remove the capture triggers on exit."),
+    mode: str = typer.Option(
+        "timestamp+incrementing", "--mode", help="poll: timestamp | incrementing | timestamp+incrementing."
+    ),
+    timestamp_column: str | None = typer.Option(
+        None, "--timestamp-column", help="poll: watermark timestamp column."
+    ),
+    incrementing_column: str | None = typer.Option(
+        None, "--incrementing-column", help="poll: strictly increasing id column."
+    ),
+    soft_delete_column: str | None = typer.Option(
+        None,
+        "--soft-delete-column",
+        help="poll: rows with this column set are emitted as deletes (polling cannot see real deletes).",
+    ),
+    interval_ms: int = typer.Option(200, "--interval-ms", min=1, help="Poll interval."),
+) -> None:
+    """Stream changes of a source to stdout.
+
+    sqlite installs capture triggers on each --table (remove them with --cleanup). poll runs watermark
+    queries: it cannot see deletes unless --soft-delete-column is set, nor an update's old values.
+    """
+    if format not in ("json", "pretty"):
+        raise CdcError(
+            ErrorKind.USAGE, f"--format must be json or pretty, got {format!r}", "use --format json"
+        )
+    if source not in SOURCES:
+        raise CdcError(ErrorKind.USAGE, f"unknown --source {source!r}", f"use one of: {', '.join(SOURCES)}")
+    if not dsn:
+        raise CdcError(ErrorKind.USAGE, "--dsn is required", "pass --dsn URL or set CDC_DSN")
+    if not table:
+        raise CdcError(ErrorKind.USAGE, "at least one --table is required", "pass --table name (repeatable)")
+    cfg = _source_config(
+        source,
+        dsn,
+        table,
+        snapshot,
+        mode,
+        timestamp_column,
+        incrementing_column,
+        soft_delete_column,
+        interval_ms,
+    )
+    reader = build_reader(cfg, "tail")
+    pipeline = Pipeline(
+        "tail",
+        {source_name(cfg): reader},
+        [StdoutSink(format)],
+        MemoryOffsetStore(),
+        batch=BatchPolicy(max_events=500, max_wait_s=0.05),
+        limit=limit,
+    )
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        pipeline.stop()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        pipeline.run()
+    finally:
+        if cleanup and isinstance(cfg, SqliteSourceConfig):
+            from cdc_logs.readers.sqlite import cleanup as remove_triggers
+
+            remove_triggers(cfg.path, cfg.tables)
+
+
+def _source_config(
+    source: str,
+    dsn: str,
+    tables: list[str],
+    snapshot: bool,
+    mode: str,
+    timestamp_column: str | None,
+    incrementing_column: str | None,
+    soft_delete_column: str | None,
+    interval_ms: int,
+) -> Any:
+    from pydantic import ValidationError
+
+    from cdc_logs.config import format_validation_error
+
+    try:
+        if source == "sqlite":
+            return SqliteSourceConfig(
+                type="sqlite", path=dsn, tables=tables, snapshot=snapshot, poll_interval_ms=interval_ms
+            )
+        return PollSourceConfig(
+            type="poll",
+            url=dsn,
+            poll_interval_ms=interval_ms,
+            tables=[
+                PolledTableConfig(
+                    table=t,
+                    mode=mode,
+                    timestamp_column=timestamp_column,  # type: ignore[arg-type]
+                    incrementing_column=incrementing_column,
+                    soft_delete_column=soft_delete_column,
+                )
+                for t in tables
+            ],
+        )
+    except ValidationError as exc:
+        raise CdcError(
+            ErrorKind.USAGE,
+            format_validation_error(exc),
+            "see `cdc-logs tail --help` for the options of each source",
+        ) from exc

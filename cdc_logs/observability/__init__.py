@@ -1,0 +1,1 @@
+"""Logging (structlog, secrets redacted), Prometheus metrics and health endpoints."""

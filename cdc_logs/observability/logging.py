@@ -1,0 +1,61 @@
+"""Structured logs on stderr (stdout belongs to `--format json` envelopes), with secrets redacted.
+
+Any value that looks like a URL with a password, or a key named like a secret, is masked before it is
+rendered, so DSNs can be logged safely.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@")
+_KV_PASSWORD = re.compile(r"(?i)\b(password|passwd|pwd|secret|token|api[_-]?key)=([^\s&]+)")
+_SECRET_KEYS = ("password", "passwd", "secret", "token", "api_key", "apikey", "sasl_password", "credentials")
+
+
+def redact(text: str) -> str:
+    """Mask passwords in URLs (`scheme://user:***@host`) and `password=...` pairs."""
+    text = _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    return _KV_PASSWORD.sub(lambda m: f"{m.group(1)}=***", text)
+
+
+def _redact_processor(
+    _logger: Any, _name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    for key, value in list(event_dict.items()):
+        if any(s in key.lower() for s in _SECRET_KEYS):
+            event_dict[key] = "***"
+        elif isinstance(value, str):
+            event_dict[key] = redact(value)
+    return event_dict
+
+
+def configure(level: str = "info", fmt: str = "console") -> None:
+    """Set up structlog to write to stderr as `console` (human) or `json` lines."""
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _redact_processor,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str) -> Any:
+    return structlog.get_logger(name)

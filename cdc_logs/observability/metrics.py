@@ -1,0 +1,85 @@
+"""Prometheus metrics for a pipeline. Each pipeline owns a registry, so tests can run several."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from cdc_logs.envelope import ChangeEvent
+from cdc_logs.position import Position
+
+
+class Metrics:
+    def __init__(
+        self, pipeline: str, registry: CollectorRegistry | None = None, enabled: bool = True
+    ) -> None:
+        self.enabled = enabled
+        self.pipeline = pipeline
+        self.registry = registry or CollectorRegistry()
+        labels = ["pipeline", "source"]
+        self.events = Counter(
+            "cdc_events_total", "Change events read", [*labels, "table", "op"], registry=self.registry
+        )
+        self.batches = Counter(
+            "cdc_batches_total", "Batches written to every sink", ["pipeline"], registry=self.registry
+        )
+        self.batch_seconds = Histogram(
+            "cdc_batch_write_seconds",
+            "Time to make a batch durable in every sink",
+            ["pipeline"],
+            registry=self.registry,
+        )
+        self.sink_errors = Counter(
+            "cdc_sink_errors_total",
+            "Failed sink writes (retried or fatal)",
+            ["pipeline", "sink"],
+            registry=self.registry,
+        )
+        self.source_errors = Counter(
+            "cdc_source_errors_total", "Source failures", labels, registry=self.registry
+        )
+        self.commit_ts = Gauge(
+            "cdc_last_commit_timestamp_seconds",
+            "When the source position was last committed",
+            labels,
+            registry=self.registry,
+        )
+        self.lag_ms = Gauge(
+            "cdc_source_lag_ms",
+            "Now minus the source timestamp of the last event read",
+            labels,
+            registry=self.registry,
+        )
+
+    @classmethod
+    def disabled(cls) -> Metrics:
+        return cls("disabled", enabled=False)
+
+    def event_read(self, source: str, event: ChangeEvent) -> None:
+        if not self.enabled:
+            return
+        self.events.labels(self.pipeline, source, event.source.table, event.op.value).inc()
+        if event.source.ts_ms:
+            self.lag_ms.labels(self.pipeline, source).set(time.time() * 1000 - event.source.ts_ms)
+
+    def batch_written(self, size: int, seconds: float) -> None:
+        if self.enabled:
+            self.batches.labels(self.pipeline).inc()
+            self.batch_seconds.labels(self.pipeline).observe(seconds)
+
+    def sink_error(self, sink: str) -> None:
+        if self.enabled:
+            self.sink_errors.labels(self.pipeline, sink).inc()
+
+    def source_error(self, source: str) -> None:
+        if self.enabled:
+            self.source_errors.labels(self.pipeline, source).inc()
+
+    def committed(self, source: str, position: Position) -> None:
+        if self.enabled:
+            self.commit_ts.labels(self.pipeline, source).set(time.time())
+
+    def render(self) -> Any:
+        return generate_latest(self.registry)

@@ -1,0 +1,355 @@
+"""The pipeline: readers -> transforms -> sinks, with batching, retries and durable checkpoints.
+
+Each reader runs in its own thread and feeds one bounded queue (backpressure: a slow sink slows the
+readers instead of growing memory). The main thread cuts batches by count, bytes and time, applies the
+transforms, writes the batch to every sink (each `write` returns only when durable), acknowledges it
+to the checkpointer, then saves the committable positions to the offset store and tells the readers
+(`reader.commit`). A crash at any instant therefore replays at most the batch in flight.
+
+Failures are decided by `CdcError.directive`: RETRY backs off exponentially and tries again (a sink
+batch is re-written whole; a reader is reopened and resumed from the last committed position);
+OPERATOR and STOP end the run with the error's hint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from cdc_logs.checkpoint import Checkpointer
+from cdc_logs.envelope import ChangeEvent, Heartbeat
+from cdc_logs.errors import CdcError, Directive, ErrorKind
+from cdc_logs.observability.logging import get_logger
+from cdc_logs.observability.metrics import Metrics
+from cdc_logs.offsets.base import OffsetStore
+from cdc_logs.position import Position
+from cdc_logs.readers.base import Reader
+from cdc_logs.sinks.base import Sink
+from cdc_logs.transforms.base import Transform, apply_all
+
+log = get_logger(__name__)
+
+
+@dataclass(slots=True)
+class BatchPolicy:
+    max_events: int = 1000
+    max_bytes: int = 4 * 1024 * 1024
+    max_wait_s: float = 0.2
+
+
+@dataclass(slots=True)
+class RetryPolicy:
+    max_attempts: int = 10  # per failure streak; 0 = retry forever
+    initial_backoff_s: float = 0.5
+    max_backoff_s: float = 30.0
+
+    def backoff(self, attempt: int) -> float:
+        return min(self.max_backoff_s, self.initial_backoff_s * (2 ** max(0, attempt - 1)))
+
+    def exhausted(self, attempt: int) -> bool:
+        return self.max_attempts > 0 and attempt >= self.max_attempts
+
+
+@dataclass(slots=True)
+class _Failure:
+    source: str
+    error: BaseException
+
+
+@dataclass(slots=True)
+class _Idle:
+    source: str
+
+
+@dataclass
+class PipelineStats:
+    events: int = 0
+    batches: int = 0
+    dropped: int = 0
+    commits: dict[str, Position] = field(default_factory=dict)
+
+
+class Pipeline:
+    """Runs sources into sinks until stopped, a limit is reached, or (one_time) every source is idle."""
+
+    def __init__(
+        self,
+        name: str,
+        readers: dict[str, Reader],
+        sinks: Sequence[Sink],
+        offsets: OffsetStore,
+        *,
+        transforms: Sequence[Transform] = (),
+        batch: BatchPolicy | None = None,
+        retry: RetryPolicy | None = None,
+        queue_size: int = 10_000,
+        limit: int | None = None,
+        stop_when_idle: bool = False,
+        metrics: Metrics | None = None,
+        on_batch: Callable[[Sequence[ChangeEvent]], None] | None = None,
+    ) -> None:
+        names = [s.name for s in sinks]
+        if len(set(names)) != len(names):
+            raise CdcError(
+                ErrorKind.CONFIG,
+                f"destination names must be unique, got {names}",
+                "give each destination a distinct `name`",
+            )
+        self.name = name
+        self.readers = readers
+        self.sinks = list(sinks)
+        self.offsets = offsets
+        self.transforms = list(transforms)
+        self.batch = batch or BatchPolicy()
+        self.retry = retry or RetryPolicy()
+        self.limit = limit
+        self.stop_when_idle = stop_when_idle
+        self.metrics = metrics or Metrics.disabled()
+        self.on_batch = on_batch
+        self.stats = PipelineStats()
+        self.ready = threading.Event()
+        self._queue: queue.Queue[tuple[int, str, ChangeEvent | Heartbeat] | _Failure | _Idle] = queue.Queue(
+            queue_size
+        )
+        self._stop = threading.Event()
+        self._checkpoint = Checkpointer(names)
+        self._threads: dict[str, threading.Thread] = {}
+        self._idle: set[str] = set()
+        self._servers: dict[str, str] = {}
+
+    # -- control -------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the pipeline to flush, commit and return (safe from signal handlers and threads)."""
+        self._stop.set()
+        for reader in self.readers.values():
+            reader.stop()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    # -- reader threads ------------------------------------------------------------------------
+    def _start_reader(self, source: str, attempt: int = 0) -> None:
+        reader = self.readers[source]
+        reader.open()
+        server = reader.server_identity()
+        self._servers[source] = server
+        start = self.offsets.resume_position(self.name, source, server)
+        log.info(
+            "source started",
+            source=source,
+            server=server,
+            resume_from=start.describe() if start else "beginning (snapshot or current end)",
+        )
+        thread = threading.Thread(
+            target=self._pump, args=(source, reader, start), name=f"reader-{source}", daemon=True
+        )
+        self._threads[source] = thread
+        thread.start()
+
+    def _put(self, item: tuple[int, str, ChangeEvent | Heartbeat] | _Failure | _Idle) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _pump(self, source: str, reader: Reader, start: Position | None) -> None:
+        try:
+            for item in reader.stream(start):
+                if self._stop.is_set():
+                    return
+                if item is None:
+                    if not self._put(_Idle(source)):
+                        return
+                    continue
+                # The sequence number is taken here, in source order, before queueing.
+                if not self._put((self._checkpoint.next_seq(), source, item)):
+                    return
+            self._put(_Idle(source))
+        except BaseException as exc:  # handed to the main thread, which decides retry or stop
+            self._put(_Failure(source, exc))
+
+    # -- main loop -----------------------------------------------------------------------------
+    def run(self) -> PipelineStats:
+        for sink in self.sinks:
+            sink.open()
+        try:
+            for source in self.readers:
+                self._start_reader(source)
+            self.ready.set()
+            self._loop()
+        finally:
+            self._shutdown()
+        return self.stats
+
+    def _loop(self) -> None:
+        batch: list[ChangeEvent] = []
+        seqs: list[int] = []  # seqs[i] is the sequence number of batch[i]
+        marks: list[tuple[int, str, Position | None, bool]] = []
+        size = 0
+        deadline: float | None = None
+        reader_attempts: dict[str, int] = {}
+        while True:
+            # Short waits: a stop request must be seen promptly even with a long batch deadline.
+            timeout = 0.2 if deadline is None else min(0.2, max(0.0, deadline - time.monotonic()))
+            try:
+                item = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                item = None
+            if isinstance(item, _Failure):
+                self._flush(batch, marks)
+                batch, seqs, marks, size, deadline = [], [], [], 0, None
+                self._handle_reader_failure(item, reader_attempts)
+                continue
+            if isinstance(item, _Idle):
+                self._idle.add(item.source)
+            elif item is not None:
+                seq, source, payload = item
+                self._idle.discard(source)
+                reader_attempts.pop(source, None)
+                marks.append((seq, source, payload.position, payload.boundary))
+                if isinstance(payload, ChangeEvent):
+                    self.metrics.event_read(source, payload)
+                    event = apply_all(self.transforms, payload) if self.transforms else payload
+                    if event is None:
+                        self.stats.dropped += 1
+                    else:
+                        batch.append(event)
+                        seqs.append(seq)
+                        size += len(event.to_json())
+                        if deadline is None:
+                            deadline = time.monotonic() + self.batch.max_wait_s
+                if deadline is None:
+                    deadline = time.monotonic() + self.batch.max_wait_s
+            limit_hit = self.limit is not None and self.stats.events + len(batch) >= self.limit
+            drained = self.stop_when_idle and self._queue.empty() and self._idle >= set(self.readers)
+            finishing = limit_hit or drained or self._stop.is_set()
+            due = (
+                finishing
+                or len(batch) >= self.batch.max_events
+                or size >= self.batch.max_bytes
+                or (deadline is not None and time.monotonic() >= deadline)
+            )
+            if due and (batch or marks):
+                if limit_hit and self.limit is not None and len(batch) > self.limit - self.stats.events:
+                    # Deliver exactly the limit; positions past the last delivered event stay uncommitted.
+                    keep = self.limit - self.stats.events
+                    cutoff = seqs[keep - 1] if keep > 0 else 0
+                    del batch[keep:]
+                    marks = [m for m in marks if m[0] <= cutoff]
+                self._flush(batch, marks)
+                batch, seqs, marks, size, deadline = [], [], [], 0, None
+            if finishing:
+                return
+
+    def _flush(self, batch: list[ChangeEvent], marks: list[tuple[int, str, Position | None, bool]]) -> None:
+        if not marks:
+            return
+        last_seq = marks[-1][0]
+        if batch:
+            started = time.monotonic()
+            for sink in self.sinks:
+                self._write_with_retry(sink, batch)
+            if self.on_batch is not None:
+                self.on_batch(batch)
+            self.metrics.batch_written(len(batch), time.monotonic() - started)
+        for seq, source, position, boundary in marks:
+            self._checkpoint.track(seq, source, position, boundary)
+        for sink in self.sinks:
+            self._checkpoint.ack(sink.name, last_seq)
+        self.stats.events += len(batch)
+        self.stats.batches += 1 if batch else 0
+        self._commit()
+
+    def _write_with_retry(self, sink: Sink, batch: list[ChangeEvent]) -> None:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                sink.write(batch)
+                return
+            except Exception as exc:
+                error = (
+                    exc
+                    if isinstance(exc, CdcError)
+                    else CdcError(
+                        ErrorKind.SINK_TRANSIENT, f"{type(exc).__name__}: {exc}", "the batch is retried"
+                    )
+                )
+                self.metrics.sink_error(sink.name)
+                if error.directive is not Directive.RETRY or self.retry.exhausted(attempt):
+                    log.error("sink failed", sink=sink.name, attempt=attempt, error=str(error))
+                    raise error from exc
+                delay = self.retry.backoff(attempt)
+                log.warning(
+                    "sink write failed, retrying",
+                    sink=sink.name,
+                    attempt=attempt,
+                    retry_in_s=delay,
+                    error=error.message,
+                )
+                # Wait out the backoff even when stopping: the batch must land before we commit.
+                time.sleep(delay)
+
+    def _commit(self) -> None:
+        for source, position in self._checkpoint.take_committable().items():
+            self.offsets.save(self.name, source, position)
+            self.readers[source].commit(position)
+            self.stats.commits[source] = position
+            self.metrics.committed(source, position)
+
+    def _handle_reader_failure(self, failure: _Failure, attempts: dict[str, int]) -> None:
+        exc = failure.error
+        error = (
+            exc
+            if isinstance(exc, CdcError)
+            else CdcError(
+                ErrorKind.INTERNAL, f"{type(exc).__name__}: {exc}", "report this with the --debug output"
+            )
+        )
+        attempt = attempts.get(failure.source, 0) + 1
+        attempts[failure.source] = attempt
+        self.metrics.source_error(failure.source)
+        if error.directive is not Directive.RETRY or self.retry.exhausted(attempt) or self._stop.is_set():
+            raise error from exc if error is not exc else None
+        delay = self.retry.backoff(attempt)
+        log.warning(
+            "source failed, reconnecting",
+            source=failure.source,
+            attempt=attempt,
+            retry_in_s=delay,
+            error=error.message,
+        )
+        self._threads[failure.source].join(timeout=5)
+        with contextlib.suppress(Exception):
+            self.readers[failure.source].close()
+        if self._stop.wait(delay):
+            return
+        try:
+            self._start_reader(failure.source)
+        except CdcError as again:
+            self._queue.put(_Failure(failure.source, again))
+
+    def _shutdown(self) -> None:
+        self._stop.set()
+        for reader in self.readers.values():
+            reader.stop()
+        for thread in self._threads.values():
+            thread.join(timeout=10)
+        for reader in self.readers.values():
+            try:
+                reader.close()
+            except Exception as exc:
+                log.warning("closing source failed", error=str(exc))
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception as exc:
+                log.warning("closing sink failed", sink=sink.name, error=str(exc))

@@ -1,0 +1,56 @@
+"""The Reader contract every source implements.
+
+A reader is opened once, then `stream(start)` yields `ChangeEvent`s and `Heartbeat`s in log order
+(snapshot rows first when a snapshot is due, with op "r"). It may also yield `None` as an idle tick,
+at least every `idle_tick_s` seconds, so the pipeline can stop it promptly; it must never block
+forever. `commit(position)` is called by the pipeline (from another thread) once every event at or
+before `position` is durable in every sink: the reader then lets the database discard that log
+(Postgres flush LSN, SQLite change-table trim). `commit` must be thread-safe and cheap: record the
+position, act on it from the reader's own loop.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+
+from cdc_logs.envelope import ChangeEvent, Heartbeat
+from cdc_logs.position import Position
+
+StreamItem = ChangeEvent | Heartbeat | None
+
+
+class Reader(ABC):
+    """A source of change events. Subclasses: postgres, mysql, oracle, mongo, sqlite, polling."""
+
+    #: Debezium connector name written to `source.connector`.
+    connector: str = ""
+
+    @abstractmethod
+    def open(self) -> None:
+        """Connect and check the source (raises CdcError naming the fix)."""
+
+    @abstractmethod
+    def server_identity(self) -> str:
+        """The identity stamped on positions; stored with offsets and checked on resume."""
+
+    @abstractmethod
+    def stream(self, start: Position | None) -> Iterator[StreamItem]:
+        """Yield changes after `start` (or a snapshot then changes when `start` is None)."""
+
+    def commit(self, position: Position) -> None:  # noqa: B027 - optional hook
+        """Everything up to `position` is durable downstream; the source may discard it."""
+
+    def stop(self) -> None:  # noqa: B027 - optional hook
+        """Ask a blocking `stream` to return soon (called from another thread)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections. Temporary server-side state (temporary slots) goes away here."""
+
+    def __enter__(self) -> Reader:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

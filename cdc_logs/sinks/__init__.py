@@ -1,0 +1,1 @@
+"""Sinks: one module per destination, all on the contract in `base`."""

@@ -1,0 +1,100 @@
+"""File sink: JSON lines, fsync'd before `write` returns, rotated by size.
+
+The active file is `path`; when it would grow past `max_bytes` it is renamed to `path.NNNNNN` (a
+monotonically increasing segment number, so `ls` orders segments by age) and a new one is started.
+Each line is one Debezium JSON envelope. A replayed batch (after a crash) is appended again: readers
+of the files dedup by the envelope's source position if they need exactly-once.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+from cdc_logs.envelope import ChangeEvent
+from cdc_logs.errors import CdcError, ErrorKind
+from cdc_logs.sinks.base import Sink
+
+
+class FileSink(Sink):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        max_bytes: int = 256 * 1024 * 1024,
+        max_files: int | None = None,
+        fsync: bool = True,
+        name: str = "file",
+    ) -> None:
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.max_files = max_files
+        self.fsync = fsync
+        self.name = name
+        self._fh: IO[bytes] | None = None
+        self._size = 0
+
+    def open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path, "ab")  # noqa: SIM115 - held open across batches
+        except OSError as exc:
+            raise CdcError(
+                ErrorKind.SINK_REJECTED,
+                f"cannot open {self.path}: {exc.strerror}",
+                "check destination.path and that the directory is writable",
+            ) from exc
+        self._size = self._fh.tell()
+
+    def write(self, batch: Sequence[ChangeEvent]) -> None:
+        if self._fh is None:
+            self.open()
+        data = b"".join(event.to_json() + b"\n" for event in batch)
+        if self._size and self._size + len(data) > self.max_bytes:
+            self._rotate()
+        fh = self._fh
+        assert fh is not None
+        try:
+            fh.write(data)
+            fh.flush()
+            if self.fsync:
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            raise CdcError(
+                ErrorKind.SINK_TRANSIENT,
+                f"write to {self.path} failed: {exc.strerror}",
+                "free disk space or fix permissions; the batch is retried",
+            ) from exc
+        self._size += len(data)
+
+    def segments(self) -> list[Path]:
+        """Rotated segments, oldest first."""
+        pattern = re.compile(re.escape(self.path.name) + r"\.(\d{6,})$")
+        found = [(int(m.group(1)), p) for p in self.path.parent.iterdir() if (m := pattern.match(p.name))]
+        return [p for _, p in sorted(found)]
+
+    def _rotate(self) -> None:
+        assert self._fh is not None
+        self._fh.close()
+        existing = self.segments()
+        last = int(existing[-1].name.rsplit(".", 1)[1]) if existing else 0
+        os.replace(self.path, self.path.with_name(f"{self.path.name}.{last + 1:06d}"))
+        if self.max_files is not None:
+            for old in self.segments()[: -self.max_files] if self.max_files > 0 else self.segments():
+                old.unlink()
+        self._fh = open(self.path, "ab")  # noqa: SIM115
+        self._size = 0
+        if self.fsync:
+            dir_fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
