@@ -13,11 +13,13 @@ from cdc_logs.config import (
     FileSinkConfig,
     OffsetsConfig,
     PipelineConfig,
+    PollSourceConfig,
+    SqliteSourceConfig,
     StdoutSinkConfig,
     TransformConfig,
 )
-from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.offsets.base import OffsetStore
+from cdc_logs.readers.base import Reader
 from cdc_logs.sinks.base import Sink
 from cdc_logs.transforms.base import Transform
 
@@ -44,8 +46,16 @@ def build_transform(cfg: TransformConfig) -> Transform:
                     "retention_period_days is not supported: cdc-logs keeps no data of its own; "
                     "set retention on the destination"
                 )
-            params = {_MASK_ALIASES.get(k, k): v for k, v in params.items()}
-            return MaskTransform(**params)
+            merged: dict[str, Any] = {}
+            for key, value in params.items():
+                name = _MASK_ALIASES.get(key, key)
+                if name == "fields" and "fields" in merged:
+                    merged["fields"] = [*merged["fields"], *value]  # pii_fields + mask_fields: mask both
+                elif name in merged:
+                    raise ValueError(f"{cfg.type} params: {key!r} repeats {name!r}; give it once")
+                else:
+                    merged[name] = value
+            return MaskTransform(**merged)
         from cdc_logs.transforms.rename import RenameTransform
 
         return RenameTransform(**params)
@@ -83,9 +93,44 @@ def build_offsets(cfg: OffsetsConfig, pipeline: str) -> OffsetStore:
     return PostgresOffsetStore(cfg.dsn, cfg.table)
 
 
-def build_reader(cfg: Any, pipeline: str) -> Any:
-    """Build the reader for one source config."""
-    raise CdcError(ErrorKind.UNSUPPORTED, f"source type {cfg.type!r} has no reader", "see docs/sources/")
+def build_reader(
+    cfg: SqliteSourceConfig | PollSourceConfig, pipeline: str, *, temporary: bool = False
+) -> Reader:
+    """Build the reader for one source config. `temporary`: leave no consumer state behind (tail)."""
+    if isinstance(cfg, SqliteSourceConfig):
+        from cdc_logs.readers.sqlite import SqliteReader
+
+        return SqliteReader(
+            cfg.path,
+            cfg.tables,
+            pipeline_name=pipeline,
+            consumer=cfg.consumer or pipeline,
+            temporary=temporary,
+            snapshot=cfg.snapshot,
+            poll_interval_s=cfg.poll_interval_ms / 1000,
+        )
+    from cdc_logs.readers.polling import PolledTable, PollingReader
+
+    tables = [
+        PolledTable(
+            name=t.table,
+            mode=t.mode,
+            timestamp_column=t.timestamp_column,
+            incrementing_column=t.incrementing_column,
+            key_columns=tuple(t.key_columns) if t.key_columns else None,
+            soft_delete_column=t.soft_delete_column,
+            query=t.query,
+        )
+        for t in cfg.tables
+    ]
+    return PollingReader(
+        cfg.url,
+        tables,
+        pipeline_name=pipeline,
+        snapshot=cfg.snapshot,
+        safety_lag_s=cfg.safety_lag_ms / 1000,
+        poll_interval_s=cfg.poll_interval_ms / 1000,
+    )
 
 
 def source_name(cfg: Any) -> str:

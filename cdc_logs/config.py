@@ -83,6 +83,7 @@ class PollSourceConfig(_Model):
     url: str = Field(description="SQLAlchemy URL, e.g. postgresql+psycopg://user:pw@host/db")
     tables: list[PolledTableConfig] = Field(min_length=1)
     poll_interval_ms: int = Field(1000, ge=1)
+    snapshot: bool = Field(True, description="first run: emit existing rows (True) or start at the newest")
     safety_lag_ms: int = Field(0, ge=0, description="ignore rows newer than now - lag (late commits)")
 
     @model_validator(mode="before")
@@ -152,11 +153,6 @@ class TransformConfig(_Model):
         return self
 
 
-class _TransformList(_Model):
-    transformers: list[TransformConfig] = Field(default_factory=list)
-    middleware: list[TransformConfig] = Field(default_factory=list)
-
-
 class PluginsConfig(_Model):
     """`middleware` runs first, then `transformers`; each a list (or the seed's nested form)."""
 
@@ -170,8 +166,15 @@ class PluginsConfig(_Model):
         if isinstance(data, dict):
             data = dict(data)
             for key in ("middleware", "transformers"):
-                if isinstance(data.get(key), dict):
-                    data[key] = _TransformList.model_validate(data[key]).model_dump()[key]
+                inner = data.get(key)
+                if isinstance(inner, dict):
+                    if set(inner) != {key}:
+                        # Silently dropping a list here could drop PII masking: refuse instead.
+                        raise ValueError(
+                            f"plugins.{key} as a mapping must hold exactly `{key}: [...]`, "
+                            f"got keys {sorted(inner)}"
+                        )
+                    data[key] = inner[key]
         return data
 
     def all(self) -> list[TransformConfig]:
@@ -206,7 +209,19 @@ class SyncConfig(_Model):
             if "cron_expression" in data:
                 data["cron"] = data.pop("cron_expression")
             opt = data.pop("batch_optimization", None)
-            if isinstance(opt, dict):
+            if opt is not None:
+                known = {"adaptive_batching", "min_batch_size", "max_batch_size", "target_latency_ms"}
+                if not isinstance(opt, dict) or not set(opt) <= known:
+                    raise ValueError(f"batch_optimization accepts only {sorted(known)}")
+                # Batching is adaptive already: a batch closes at max_batch_size or target_latency_ms,
+                # whichever comes first, so it grows with load. A floor would only add latency.
+                # min_batch_size is accepted for the seed's shape but cannot hold a batch back past
+                # target_latency_ms (docs/configuration.md says so).
+                if opt.get("adaptive_batching") is False:
+                    raise ValueError(
+                        "batch_optimization: adaptive_batching: false is not supported; batches close at "
+                        "max_batch_size or target_latency_ms, whichever comes first"
+                    )
                 batch = dict(data.get("batch") or {})
                 if "max_batch_size" in opt:
                     batch["max_events"] = opt["max_batch_size"]
@@ -299,10 +314,11 @@ def interpolate(value: Any, env: Mapping[str, str] | None = None, path: str = ""
         if match.group(1) == "$":
             return "$"
         name, default = match.group(2), match.group(3)
-        if name in environ:
-            return environ[name]
-        if default is not None:
-            return default
+        value = environ.get(name)
+        if default is not None and not value:
+            return default  # as in the shell: ${VAR:-x} also applies when VAR is set but empty
+        if value is not None:
+            return value
         raise CdcError(
             ErrorKind.CONFIG,
             f"{path or 'config'}: environment variable {name} is not set",
@@ -377,6 +393,9 @@ def load_config(path: str | Path, env: dict[str, str] | None = None) -> Pipeline
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        context, opened = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and opened:  # e.g. an unclosed quote: say where it opened, not only where the file ends
+            where += f" ({context} at line {opened.line + 1}, column {opened.column + 1})"
         raise CdcError(
             ErrorKind.CONFIG,
             f"{path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}",

@@ -62,9 +62,9 @@ def encode_value(value: Any) -> Any:
         if value.tzinfo is None:
             return _micros(value - _EPOCH)
         utc = value.astimezone(dt.UTC)
-        return (
-            utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if utc.microsecond else utc.strftime("%Y-%m-%dT%H:%M:%SZ")
-        )
+        # isoformat, not strftime: strftime drops the leading zeros of years before 1000.
+        naive = utc.replace(tzinfo=None)
+        return naive.isoformat(timespec="microseconds" if utc.microsecond else "seconds") + "Z"
     if isinstance(value, dt.date):
         return (value - _EPOCH_DATE).days
     if isinstance(value, dt.time):

@@ -12,6 +12,7 @@ for every registered position type.
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, TypeVar
 
@@ -21,6 +22,7 @@ from cdc_logs.errors import CdcError, ErrorKind
 
 _TYPES: dict[str, type[Position]] = {}
 _P = TypeVar("_P", bound="Position")
+_LSN = re.compile(r"([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})")
 
 
 def _register(cls: type[_P]) -> type[_P]:
@@ -69,7 +71,19 @@ class Position:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Position:
-        return cls(**data)
+        position = cls(**data)
+        position._check_types()
+        return position
+
+    def _check_types(self) -> None:
+        """Refuse a decoded position whose fields have the wrong types (hand-edited offsets)."""
+        for name, expected in self._field_types().items():
+            value = getattr(self, name)
+            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+                raise TypeError(f"field {name!r} must be {expected}, got {value!r}")
+
+    def _field_types(self) -> dict[str, Any]:
+        return {"server": str}
 
     def describe(self) -> str:
         """Short human form for logs and tables."""
@@ -96,13 +110,10 @@ def format_lsn(lsn: int) -> str:
 
 
 def parse_lsn(text: str) -> int:
-    try:
-        hi, lo = text.split("/")
-        return (int(hi, 16) << 32) | int(lo, 16)
-    except ValueError as exc:
-        raise CdcError(
-            ErrorKind.USAGE, f"not an LSN: {text!r}", "write an LSN as X/Y, e.g. 0/16B3748"
-        ) from exc
+    match = _LSN.fullmatch(text.strip())
+    if match is None:
+        raise CdcError(ErrorKind.USAGE, f"not an LSN: {text!r}", "write an LSN as X/Y in hex, e.g. 0/16B3748")
+    return (int(match.group(1), 16) << 32) | int(match.group(2), 16)
 
 
 @_register
@@ -112,6 +123,9 @@ class Lsn(Position):
 
     kind: ClassVar[str] = "pg_lsn"
     lsn: int = 0
+
+    def _field_types(self) -> dict[str, Any]:
+        return {"server": str, "lsn": int}
 
     def sort_key(self) -> tuple[Any, ...]:
         return (self.lsn,)
@@ -135,6 +149,9 @@ class BinlogPosition(Position):
     gtid: str | None = None
     flavor: str = "mysql"
 
+    def _field_types(self) -> dict[str, Any]:
+        return {"server": str, "file": str, "pos": int, "gtid": (str, type(None)), "flavor": str}
+
     def sort_key(self) -> tuple[Any, ...]:
         stem, _, seq = self.file.rpartition(".")
         return (stem, int(seq) if seq.isdigit() else 0, self.pos)
@@ -152,6 +169,9 @@ class Scn(Position):
     kind: ClassVar[str] = "oracle_scn"
     scn: int = 0
 
+    def _field_types(self) -> dict[str, Any]:
+        return {"server": str, "scn": int}
+
     def sort_key(self) -> tuple[Any, ...]:
         return (self.scn,)
 
@@ -164,6 +184,9 @@ class ResumeToken(Position):
     kind: ClassVar[str] = "mongo_resume"
     cluster_time: int = 0  # (seconds << 32) | increment
     token: str = ""  # the token's _data (hex keystring)
+
+    def _field_types(self) -> dict[str, Any]:
+        return {"server": str, "cluster_time": int, "token": str}
 
     def sort_key(self) -> tuple[Any, ...]:
         return (self.cluster_time, self.token)
@@ -182,7 +205,11 @@ class Watermark(Position):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Position:
-        return cls(server=data["server"], values=tuple(data.get("values", ())))
+        if not isinstance(data.get("values", ()), list | tuple):
+            raise TypeError("field 'values' must be a list")
+        position = cls(server=data["server"], values=tuple(data.get("values", ())))
+        position._check_types()
+        return position
 
     def describe(self) -> str:
         return ",".join(str(v) for v in self.values)
@@ -201,4 +228,8 @@ class KafkaOffsets(Position):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Position:
-        return cls(server=data["server"], offsets=tuple((k, int(v)) for k, v in data.get("offsets", ())))
+        position = cls(
+            server=data["server"], offsets=tuple((str(k), int(v)) for k, v in data.get("offsets", ()))
+        )
+        position._check_types()
+        return position

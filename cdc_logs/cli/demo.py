@@ -42,7 +42,7 @@ def demo(
     cfg = SqliteSourceConfig(type="sqlite", path=str(db), tables=["users"], poll_interval_ms=50)
     pipeline = Pipeline(
         "demo",
-        {"sqlite": build_reader(cfg, "demo")},
+        {"sqlite": build_reader(cfg, "demo", temporary=True)},
         [StdoutSink(format)],
         MemoryOffsetStore(),
         batch=BatchPolicy(max_events=100, max_wait_s=0.05),

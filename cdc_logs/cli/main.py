@@ -9,7 +9,6 @@ from __future__ import annotations
 import sys
 import traceback
 
-import click
 import typer
 
 from cdc_logs import __version__
@@ -57,19 +56,12 @@ def _global(
 def main() -> None:
     cdc_logging.configure()
     try:
-        app(standalone_mode=False)
+        # Standalone mode: typer/click turn usage errors into exit code 2 and `--help` into 0.
+        app()
     except CdcError as exc:
         if _state["debug"]:
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        print("aborted", file=sys.stderr)
-        sys.exit(1)
-    except click.exceptions.ClickException as exc:
-        exc.show()
-        sys.exit(2 if isinstance(exc, click.exceptions.UsageError) else exc.exit_code or 1)
-    except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -76,7 +76,7 @@ def tail(
         soft_delete_column,
         interval_ms,
     )
-    reader = build_reader(cfg, "tail")
+    reader = build_reader(cfg, "tail", temporary=True)
     pipeline = Pipeline(
         "tail",
         {source_name(cfg): reader},
@@ -123,12 +123,13 @@ def _source_config(
         return PollSourceConfig(
             type="poll",
             url=dsn,
+            snapshot=snapshot,
             poll_interval_ms=interval_ms,
             tables=[
                 PolledTableConfig(
                     table=t,
                     mode=mode,
-                    timestamp_column=timestamp_column,  # type: ignore[arg-type]
+                    timestamp_column=timestamp_column,
                     incrementing_column=incrementing_column,
                     soft_delete_column=soft_delete_column,
                 )

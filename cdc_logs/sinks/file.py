@@ -2,8 +2,9 @@
 
 The active file is `path`; when it would grow past `max_bytes` it is renamed to `path.NNNNNN` (a
 monotonically increasing segment number, so `ls` orders segments by age) and a new one is started.
-Each line is one Debezium JSON envelope. A replayed batch (after a crash) is appended again: readers
-of the files dedup by the envelope's source position if they need exactly-once.
+Each line is one Debezium JSON envelope; a line torn by a crash is cut off on the next open.
+A replayed batch (after a crash) is appended again: readers of the files dedup by the envelope's
+source position if they need exactly-once.
 """
 
 from __future__ import annotations
@@ -48,6 +49,34 @@ class FileSink(Sink):
                 "check destination.path and that the directory is writable",
             ) from exc
         self._size = self._fh.tell()
+        self._drop_torn_tail()
+
+    def _drop_torn_tail(self) -> None:
+        """A crash mid-write can leave half a line; that batch was never committed, so it is replayed.
+
+        Cut the file back to its last complete line so every line stays one valid envelope.
+        """
+        assert self._fh is not None
+        if self._size == 0:
+            return
+        with open(self.path, "rb") as reader:
+            reader.seek(max(0, self._size - 1))
+            if reader.read(1) == b"\n":
+                return
+            block = 64 * 1024
+            end = self._size
+            while end > 0:
+                start = max(0, end - block)
+                reader.seek(start)
+                chunk = reader.read(end - start)
+                cut = chunk.rfind(b"\n")
+                if cut >= 0:
+                    end = start + cut + 1
+                    break
+                end = start
+        self._fh.truncate(end)
+        self._fh.seek(end)
+        self._size = end
 
     def write(self, batch: Sequence[ChangeEvent]) -> None:
         if self._fh is None:

@@ -1,6 +1,7 @@
 """Mask PII columns in before/after: hash (salted SHA-256), mask (a pattern), or delete the column.
 
-The key is masked too when it holds a masked column, so the plain value never leaves the pipeline.
+The key is hashed when it holds a masked column (whatever the strategy, so rows stay distinct), so the
+plain value never leaves the pipeline.
 """
 
 from __future__ import annotations
@@ -33,11 +34,12 @@ class MaskTransform(Transform):
         self.salt = salt.encode()
         self.tables = list(tables)
 
+    def _hash(self, value: Any) -> Any:
+        return None if value is None else hashlib.sha256(self.salt + str(value).encode()).hexdigest()
+
     def _mask(self, value: Any) -> Any:
-        if value is None:
-            return None
-        if self.strategy == "hash":
-            return hashlib.sha256(self.salt + str(value).encode()).hexdigest()
+        if value is None or self.strategy == "hash":
+            return self._hash(value)
         return self.pattern
 
     def _row(self, row: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -53,5 +55,7 @@ class MaskTransform(Transform):
         event.before = self._row(event.before)
         event.after = self._row(event.after)
         if event.key is not None and not self.fields.isdisjoint(event.key):
-            event.key = {k: (self._mask(v) if k in self.fields else v) for k, v in event.key.items()}
+            # Key columns are always hashed: a constant mask would make distinct rows collide in keyed
+            # sinks (compaction, upserts), and a key column cannot be deleted.
+            event.key = {k: (self._hash(v) if k in self.fields else v) for k, v in event.key.items()}
         return event

@@ -44,7 +44,11 @@ def test_rotation_keeps_every_line_in_order(tmp_path: Path) -> None:
     assert len(segments) >= 3
     names = [p.name for p in segments]
     assert names == sorted(names)
-    seen = [orjson.loads(line)["source"]["seq"] for p in [*segments, sink.path] for line in p.read_bytes().splitlines()]
+    seen = [
+        orjson.loads(line)["source"]["seq"]
+        for p in [*segments, sink.path]
+        for line in p.read_bytes().splitlines()
+    ]
     assert seen == list(range(100))
     assert all(p.stat().st_size <= 2048 + 1024 for p in segments)
 
@@ -76,3 +80,18 @@ def test_unwritable_path_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(CdcError) as err:
         sink.open()
     assert "destination.path" in (err.value.hint or "")
+
+
+def test_a_torn_last_line_is_cut_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "c.jsonl"
+    sink = FileSink(path)
+    sink.open()
+    sink.write([make_event(1), make_event(2)])
+    sink.close()
+    with open(path, "ab") as fh:
+        fh.write(b'{"before":null,"aft')  # killed mid-write
+    sink = FileSink(path)
+    sink.open()
+    sink.write([make_event(3)])
+    sink.close()
+    assert [orjson.loads(line)["source"]["seq"] for line in path.read_bytes().splitlines()] == [1, 2, 3]
