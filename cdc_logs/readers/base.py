@@ -7,6 +7,10 @@ forever. `commit(position)` is called by the pipeline (from another thread) once
 before `position` is durable in every sink: the reader then lets the database discard that log
 (Postgres flush LSN, SQLite change-table trim). `commit` must be thread-safe and cheap: record the
 position, act on it from the reader's own loop.
+
+Started without a position (`start is None`), a reader first yields a `Heartbeat` of the position it
+starts from (after the snapshot, if any, the snapshot's own events carry positions): the pipeline
+commits it, so a later run resumes there and never skips changes made while it was down.
 """
 
 from __future__ import annotations
