@@ -194,12 +194,22 @@ class RetryConfig(_Model):
     max_backoff_ms: int = Field(30_000, ge=1)
 
 
+class FanoutConfig(_Model):
+    """Several destinations: each reads a shared on-disk spool at its own pace (docs/configuration.md)."""
+
+    enabled: bool | Literal["auto"] = Field("auto", description="auto: on when there are 2+ destinations")
+    spool_dir: str | None = Field(None, description="default .cdc-logs/<pipeline>.spool")
+    max_spool_bytes: int = Field(1 << 30, ge=1 << 20, description="the slowest sink may lag this far")
+    dead_letter_dir: str | None = Field(None, description="rejected batches go here per sink; unset = stop")
+
+
 class SyncConfig(_Model):
     mode: Literal["one_time", "continuous", "cron"] = "continuous"
     cron: str | None = Field(None, description="cron expression for mode: cron (each run drains, then waits)")
     batch: BatchConfig = Field(default_factory=BatchConfig)
     queue_size: int = Field(10_000, ge=1)
     retry: RetryConfig = Field(default_factory=RetryConfig)
+    fanout: FanoutConfig = Field(default_factory=FanoutConfig)
 
     @model_validator(mode="before")
     @classmethod

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from cdc_logs.checkpoint import Checkpointer
 from cdc_logs.envelope import ChangeEvent, Heartbeat
 from cdc_logs.errors import CdcError, Directive, ErrorKind
+from cdc_logs.fanout import FanOut
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.observability.metrics import Metrics
 from cdc_logs.offsets.base import OffsetStore
@@ -52,6 +53,15 @@ class RetryPolicy:
 
     def exhausted(self, attempt: int) -> bool:
         return self.max_attempts > 0 and attempt >= self.max_attempts
+
+
+@dataclass(slots=True)
+class FanoutPolicy:
+    """Deliver to several sinks independently through a bounded on-disk spool (see fanout.py)."""
+
+    spool_dir: str
+    max_spool_bytes: int = 1 << 30
+    dead_letter_dir: str | None = None
 
 
 @dataclass(slots=True)
@@ -91,6 +101,7 @@ class Pipeline:
         stop_when_idle: bool = False,
         metrics: Metrics | None = None,
         on_batch: Callable[[Sequence[ChangeEvent]], None] | None = None,
+        fanout: FanoutPolicy | None = None,
     ) -> None:
         names = [s.name for s in sinks]
         if len(set(names)) != len(names):
@@ -120,6 +131,19 @@ class Pipeline:
         self._threads: dict[str, threading.Thread] = {}
         self._idle: set[str] = set()
         self._servers: dict[str, str] = {}
+        self._fanout: FanOut | None = None
+        if fanout is not None:
+            self._fanout = FanOut(
+                self.sinks,
+                self._checkpoint,
+                fanout.spool_dir,
+                max_spool_bytes=fanout.max_spool_bytes,
+                batch_events=self.batch.max_events,
+                initial_backoff_s=self.retry.initial_backoff_s,
+                max_backoff_s=self.retry.max_backoff_s,
+                dead_letter_dir=fanout.dead_letter_dir,
+                metrics=self.metrics,
+            )
 
     # -- control -------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -180,6 +204,8 @@ class Pipeline:
     def run(self) -> PipelineStats:
         for sink in self.sinks:
             sink.open()
+        if self._fanout is not None:
+            self._fanout.start()
         try:
             for source in self.readers:
                 self._start_reader(source)
@@ -204,7 +230,7 @@ class Pipeline:
             except queue.Empty:
                 item = None
             if isinstance(item, _Failure):
-                self._flush(batch, marks)
+                self._flush(batch, seqs, marks)
                 batch, seqs, marks, size, deadline = [], [], [], 0, None
                 self._handle_reader_failure(item, reader_attempts)
                 continue
@@ -244,29 +270,50 @@ class Pipeline:
                     cutoff = seqs[keep - 1] if keep > 0 else 0
                     del batch[keep:]
                     marks = [m for m in marks if m[0] <= cutoff]
-                self._flush(batch, marks)
+                self._flush(batch, seqs, marks)
                 batch, seqs, marks, size, deadline = [], [], [], 0, None
+            if self._fanout is not None:
+                self._commit()  # fan-out sinks acknowledge asynchronously
+                self._fanout.check()
             if finishing:
+                self._finish_fanout()
                 return
 
-    def _flush(self, batch: list[ChangeEvent], marks: list[tuple[int, str, Position | None, bool]]) -> None:
+    def _flush(
+        self, batch: list[ChangeEvent], seqs: list[int], marks: list[tuple[int, str, Position | None, bool]]
+    ) -> None:
         if not marks:
             return
         last_seq = marks[-1][0]
-        if batch:
-            started = time.monotonic()
+        for seq, source, position, boundary in marks:
+            self._checkpoint.track(seq, source, position, boundary)
+        started = time.monotonic()
+        if self._fanout is not None:
+            if not self._fanout.submit(seqs[: len(batch)], batch, last_seq, self._stop):
+                return  # stopped while the spool was full: nothing past the checkpoint is lost
+        else:
+            if batch:
+                for sink in self.sinks:
+                    self._write_with_retry(sink, batch)
             for sink in self.sinks:
-                self._write_with_retry(sink, batch)
+                self._checkpoint.ack(sink.name, last_seq)
+        if batch:
             if self.on_batch is not None:
                 self.on_batch(batch)
             self.metrics.batch_written(len(batch), time.monotonic() - started)
-        for seq, source, position, boundary in marks:
-            self._checkpoint.track(seq, source, position, boundary)
-        for sink in self.sinks:
-            self._checkpoint.ack(sink.name, last_seq)
         self.stats.events += len(batch)
         self.stats.batches += 1 if batch else 0
         self._commit()
+
+    def _finish_fanout(self) -> None:
+        """On the way out, give fan-out sinks a bounded time to deliver what is spooled, then commit."""
+        if self._fanout is None:
+            return
+        if not self._fanout.drain(timeout=30):
+            log.warning("not every sink delivered before stopping; the rest is replayed on restart")
+        self._commit()
+        if self._fanout.failure is not None:
+            raise self._fanout.failure
 
     def _write_with_retry(self, sink: Sink, batch: list[ChangeEvent]) -> None:
         attempt = 0
@@ -339,6 +386,8 @@ class Pipeline:
 
     def _shutdown(self) -> None:
         self._stop.set()
+        if self._fanout is not None:
+            self._fanout.close()
         for reader in self.readers.values():
             reader.stop()
         for thread in self._threads.values():

@@ -19,7 +19,7 @@ from cdc_logs.config import PipelineConfig, load_config
 from cdc_logs.observability import health
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.observability.metrics import Metrics
-from cdc_logs.pipeline import BatchPolicy, Pipeline, RetryPolicy
+from cdc_logs.pipeline import BatchPolicy, FanoutPolicy, Pipeline, RetryPolicy
 
 log = get_logger(__name__)
 
@@ -43,7 +43,16 @@ def make_pipeline(
         limit=limit,
         stop_when_idle=stop_when_idle,
         metrics=metrics,
+        fanout=_fanout_policy(cfg),
     )
+
+
+def _fanout_policy(cfg: PipelineConfig) -> FanoutPolicy | None:
+    fan = cfg.sync.fanout
+    if fan.enabled is False or (fan.enabled == "auto" and len(cfg.all_destinations()) < 2):
+        return None
+    spool = fan.spool_dir or str(Path(".cdc-logs") / f"{cfg.name}.spool")
+    return FanoutPolicy(spool, fan.max_spool_bytes, fan.dead_letter_dir)
 
 
 def run(

@@ -53,6 +53,13 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.sink_lag_bytes = Gauge(
+            "cdc_sink_spool_lag_bytes",
+            "Spooled bytes a fan-out sink has not delivered yet",
+            ["pipeline", "sink"],
+            registry=self.registry,
+        )
+
     @classmethod
     def disabled(cls) -> Metrics:
         return cls("disabled", enabled=False)
@@ -72,6 +79,10 @@ class Metrics:
     def sink_error(self, sink: str) -> None:
         if self.enabled:
             self.sink_errors.labels(self.pipeline, sink).inc()
+
+    def sink_lag(self, sink: str, lag_bytes: int) -> None:
+        if self.enabled:
+            self.sink_lag_bytes.labels(self.pipeline, sink).set(lag_bytes)
 
     def source_error(self, source: str) -> None:
         if self.enabled:
