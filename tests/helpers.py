@@ -16,7 +16,13 @@ SERVER = "test-server"
 
 
 def make_event(
-    n: int, *, op: str = "c", table: str = "t", key: int | None = None, boundary: bool = True, tx: str | None = None
+    n: int,
+    *,
+    op: str = "c",
+    table: str = "t",
+    key: int | None = None,
+    boundary: bool = True,
+    tx: str | None = None,
 ) -> ChangeEvent:
     """Event number `n` (its position is Watermark((n,))) for row `key` (default n)."""
     row_key = n if key is None else key
@@ -40,8 +46,9 @@ class ScriptedReader(Reader):
 
     connector = "test"
 
-    def __init__(self, items: Sequence[ChangeEvent | Heartbeat], *, fail_after: int | None = None,
-                 follow: bool = True) -> None:
+    def __init__(
+        self, items: Sequence[ChangeEvent | Heartbeat], *, fail_after: int | None = None, follow: bool = True
+    ) -> None:
         self.items = list(items)
         self.fail_after = fail_after
         self.follow = follow

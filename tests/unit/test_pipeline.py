@@ -26,8 +26,9 @@ def _pipeline(reader: ScriptedReader, *sinks: MemorySink, **kw: object) -> Pipel
     kw.setdefault("batch", BatchPolicy(max_events=10, max_wait_s=0.01))
     kw.setdefault("retry", FAST_RETRY)
     kw.setdefault("stop_when_idle", True)
-    return Pipeline("p", {"src": reader}, list(sinks) or [MemorySink()], kw.pop("offsets", MemoryOffsetStore()),
-                    **kw)  # type: ignore[arg-type]
+    return Pipeline(
+        "p", {"src": reader}, list(sinks) or [MemorySink()], kw.pop("offsets", MemoryOffsetStore()), **kw
+    )  # type: ignore[arg-type]
 
 
 def test_delivers_everything_in_order_and_commits_the_last_position() -> None:
@@ -56,7 +57,9 @@ def test_batches_are_cut_by_count_and_by_bytes() -> None:
 
 def test_checkpoint_only_on_transaction_boundary() -> None:
     # Events 1..3 are one transaction (only 3 is a boundary), 4..6 another whose commit never arrives.
-    items = [make_event(n, boundary=n == 3) for n in (1, 2, 3)] + [make_event(n, boundary=False) for n in (4, 5, 6)]
+    items = [make_event(n, boundary=n == 3) for n in (1, 2, 3)] + [
+        make_event(n, boundary=False) for n in (4, 5, 6)
+    ]
     reader = ScriptedReader(items)
     offsets = MemoryOffsetStore()
     _pipeline(reader, MemorySink(), offsets=offsets).run()
@@ -112,7 +115,9 @@ def test_filtered_events_still_move_the_checkpoint() -> None:
     reader = ScriptedReader(items)
     sink = MemorySink()
     offsets = MemoryOffsetStore()
-    stats = _pipeline(reader, sink, offsets=offsets, transforms=[FilterTransform(include_tables=["keep"])]).run()
+    stats = _pipeline(
+        reader, sink, offsets=offsets, transforms=[FilterTransform(include_tables=["keep"])]
+    ).run()
     assert seqs(sink.events) == [1, 2]
     assert stats.dropped == 8
     stored = offsets.load("p", "src")
@@ -215,8 +220,9 @@ def test_stop_flushes_and_commits_what_was_read() -> None:
     reader = ScriptedReader([make_event(n) for n in range(1, 6)])
     sink = MemorySink()
     offsets = MemoryOffsetStore()
-    pipeline = _pipeline(reader, sink, offsets=offsets, stop_when_idle=False,
-                         batch=BatchPolicy(max_events=1000, max_wait_s=60))
+    pipeline = _pipeline(
+        reader, sink, offsets=offsets, stop_when_idle=False, batch=BatchPolicy(max_events=1000, max_wait_s=60)
+    )
     runner = threading.Thread(target=pipeline.run)
     runner.start()
     deadline = time.monotonic() + 5
