@@ -54,12 +54,14 @@ def _writer(db: Path, done: threading.Event, rng: random.Random) -> None:
 
 
 def _start(config: Path, cwd: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "cdc_logs", "run", "-c", str(config)],
-        cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    # stderr to a file, not a pipe: nobody reads a pipe while the test sleeps, and a full one blocks.
+    with open(cwd / "run.log", "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "cdc_logs", "run", "-c", str(config)],
+            cwd=cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
 
 
 def _changes(out: Path) -> list[int]:
@@ -93,32 +95,38 @@ sync:
         time.sleep(0.05)
     else:
         first.kill()
-        pytest.fail("triggers were never installed: " + first.communicate()[1].decode()[-2000:])
+        pytest.fail("triggers were never installed: " + (tmp_path / "run.log").read_text()[-2000:])
     done = threading.Event()
     writer = threading.Thread(target=_writer, args=(db, done, rng), daemon=True)
     writer.start()
 
     proc = first
-    kills = 0
-    while kills < KILLS:
-        time.sleep(rng.uniform(0.15, 0.6))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        kills += 1
-        proc = _start(config, tmp_path)
-    writer.join(120)
-    assert done.is_set(), "the workload did not finish"
-    with sqlite3.connect(db) as conn:
-        total = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = '_cdc_changes'").fetchone()[0]
-    assert total == CHANGES
+    try:
+        kills = 0
+        while kills < KILLS:
+            time.sleep(rng.uniform(0.15, 0.6))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            kills += 1
+            proc = _start(config, tmp_path)
+        writer.join(120)
+        assert done.is_set(), "the workload did not finish"
+        with sqlite3.connect(db) as conn:
+            total = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = '_cdc_changes'").fetchone()[0]
+        assert total == CHANGES
 
-    # Let the last run catch up, then stop it gracefully (SIGTERM flushes and commits).
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and (not out.exists() or max(_changes(out), default=0) < total):
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err.decode()[-3000:]
+        # Let the last run catch up, then stop it gracefully (SIGTERM flushes and commits).
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (not out.exists() or max(_changes(out), default=0) < total):
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        assert proc.returncode == 0, (tmp_path / "run.log").read_text()[-3000:]
+
+    finally:
+        if proc.poll() is None:  # a failed assertion must not leave a pipeline running
+            proc.kill()
+            proc.wait(10)
 
     seen = _changes(out)
     assert set(seen) == set(range(1, total + 1)), "a change was lost"

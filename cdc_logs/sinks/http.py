@@ -1,0 +1,202 @@
+"""HTTP webhook sink: batched POSTs of envelopes, signed, retried with backoff, dead-lettered on 4xx.
+
+A batch is sent as one request (or several of at most `max_events_per_request`, in order): a JSON
+array of Debezium envelopes (`format: json`) or one envelope per line (`format: ndjson`). Headers:
+  X-CDC-Signature   `sha256=<hex HMAC-SHA256 of the raw body>` with `secret` (when set). Verify it
+                    over the exact bytes received, with a constant-time compare.
+  Idempotency-Key   a digest of the events' stable ids (dedup.EventIds): a replayed request carries
+                    the same key, so a receiver can drop it even though `ts_ms` fields differ.
+
+Responses: 2xx delivered. 5xx, 408, 429, timeouts and connection errors are retried in place with
+exponential backoff (honouring a numeric Retry-After, capped), `max_attempts` times; then the batch
+fails as SINK_TRANSIENT and the pipeline retries it later (requests already accepted are sent again:
+at-least-once). Any other 4xx means the receiver refuses this data: after `rejected_attempts` tries
+the request's events go to `dead_letter_path` (JSON lines: reason, status, the response's start,
+the envelope), fsync'd, and the sink carries on; without a dead-letter path it fails as
+SINK_REJECTED so an operator looks.
+
+Ordering: requests are sent one at a time in source order. A dead-lettered request leaves a gap in
+its keys' history at the receiver; the dead-letter file keeps those events, in order.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from cdc_logs.envelope import ChangeEvent
+from cdc_logs.errors import CdcError, ErrorKind
+from cdc_logs.observability.logging import get_logger, redact
+from cdc_logs.sinks.base import Sink
+from cdc_logs.sinks.dedup import EventIds
+
+log = get_logger(__name__)
+
+_RETRY_STATUS = frozenset({408, 429})
+
+
+class HttpSink(Sink):
+    def __init__(
+        self,
+        url: str,
+        *,
+        method: str = "POST",
+        format: str = "json",
+        headers: Mapping[str, str] | None = None,
+        secret: str | None = None,
+        signature_header: str = "X-CDC-Signature",
+        timeout_s: float = 10.0,
+        max_attempts: int = 5,
+        initial_backoff_s: float = 0.5,
+        max_backoff_s: float = 10.0,
+        max_events_per_request: int | None = None,
+        rejected_attempts: int = 1,
+        dead_letter_path: str | Path | None = None,
+        name: str = "http",
+    ) -> None:
+        if format not in ("json", "ndjson"):
+            raise CdcError(ErrorKind.CONFIG, f"http format must be json or ndjson, got {format!r}")
+        self.url = url
+        self.method = method.upper()
+        self.format = format
+        self.headers = dict(headers or {})
+        self._secret = secret.encode() if secret else None
+        self.signature_header = signature_header
+        self.timeout_s = timeout_s
+        self.max_attempts = max(1, max_attempts)
+        self.initial_backoff_s = initial_backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.max_events_per_request = max_events_per_request
+        self.rejected_attempts = max(1, rejected_attempts)
+        self.dead_letter_path = Path(dead_letter_path) if dead_letter_path else None
+        self.name = name
+        self._session: Any = None
+        self._ids = EventIds()
+
+    def open(self) -> None:
+        import requests
+
+        self._session = requests.Session()
+        if self.dead_letter_path is not None:
+            self.dead_letter_path.parent.mkdir(parents=True, exist_ok=True)
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def body(self, events: Sequence[ChangeEvent]) -> bytes:
+        if self.format == "ndjson":
+            return b"".join(e.to_json() + b"\n" for e in events)
+        return b"[" + b",".join(e.to_json() for e in events) + b"]"
+
+    def sign(self, body: bytes) -> str | None:
+        if self._secret is None:
+            return None
+        return "sha256=" + hmac.new(self._secret, body, hashlib.sha256).hexdigest()
+
+    def write(self, batch: Sequence[ChangeEvent]) -> None:
+        if not batch:
+            return
+        if self._session is None:
+            self.open()
+        ids, state = self._ids.assign(batch)
+        size = self.max_events_per_request or len(batch)
+        for start in range(0, len(batch), size):
+            chunk, chunk_ids = batch[start : start + size], ids[start : start + size]
+            self._send(chunk, hashlib.sha256("\n".join(chunk_ids).encode()).hexdigest())
+        self._ids.commit(state)
+
+    def _send(self, events: Sequence[ChangeEvent], idempotency_key: str) -> None:
+        import requests
+
+        body = self.body(events)
+        headers = {
+            "Content-Type": "application/x-ndjson" if self.format == "ndjson" else "application/json",
+            "Idempotency-Key": idempotency_key,
+            **self.headers,
+        }
+        signature = self.sign(body)
+        if signature is not None:
+            headers[self.signature_header] = signature
+        rejected = 0
+        problem = ""
+        for attempt in range(1, self.max_attempts + 1):
+            wait = self._backoff(attempt)
+            try:
+                resp = self._session.request(
+                    self.method, self.url, data=body, headers=headers, timeout=self.timeout_s
+                )
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                problem = f"{type(exc).__name__}: {redact(str(exc))[:300]}"
+            else:
+                if resp.status_code < 300:
+                    return
+                problem = f"HTTP {resp.status_code}: {resp.text[:300]}"
+                if resp.status_code >= 500 or resp.status_code in _RETRY_STATUS:
+                    wait = _retry_after(resp.headers.get("Retry-After"), wait, self.max_backoff_s)
+                else:
+                    rejected += 1
+                    if rejected >= self.rejected_attempts:
+                        self._reject(events, resp.status_code, resp.text)
+                        return
+            if attempt < self.max_attempts:
+                log.warning(
+                    "webhook request failed; retrying", sink=self.name, attempt=attempt, problem=problem
+                )
+                time.sleep(wait)
+        raise CdcError(
+            ErrorKind.SINK_TRANSIENT,
+            f"webhook {redact(self.url)} failed {self.max_attempts} times: {problem}",
+            "the batch is retried later; check the receiver",
+        )
+
+    def _backoff(self, attempt: int) -> float:
+        return float(min(self.max_backoff_s, self.initial_backoff_s * 2 ** (attempt - 1)))
+
+    def _reject(self, events: Sequence[ChangeEvent], status: int, text: str) -> None:
+        reason = f"HTTP {status} from {redact(self.url)}"
+        if self.dead_letter_path is None:
+            raise CdcError(
+                ErrorKind.SINK_REJECTED,
+                f"webhook refused {len(events)} events: {reason}: {text[:300]}",
+                "fix the receiver or the payload, or set destination.dead_letter_path to park refused events",
+            )
+        now = dt.datetime.now(dt.UTC).isoformat()
+        lines = b"".join(
+            orjson.dumps(
+                {"ts": now, "sink": self.name, "reason": reason, "status": status, "response": text[:1000]}
+            )[:-1]
+            + b',"envelope":'
+            + e.to_json()
+            + b"}\n"
+            for e in events
+        )
+        try:
+            with open(self.dead_letter_path, "ab") as fh:
+                fh.write(lines)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            raise CdcError(
+                ErrorKind.SINK_TRANSIENT,
+                f"cannot write the dead-letter file {self.dead_letter_path}: {exc.strerror}",
+                "free disk space or fix permissions; the batch is retried",
+            ) from exc
+        log.error("webhook refused events; dead-lettered", sink=self.name, events=len(events), reason=reason)
+
+
+def _retry_after(value: str | None, default: float, cap: float) -> float:
+    """A numeric Retry-After (seconds), capped; dates and garbage fall back to the backoff."""
+    try:
+        return min(cap, max(0.0, float(value))) if value else default
+    except ValueError:
+        return default

@@ -1,0 +1,239 @@
+"""Kafka sink: Debezium-shaped messages through an idempotent producer (confluent-kafka / librdkafka).
+
+Each event becomes one record: the key is the event key as JSON (`{"id": 1}`, Debezium's key with
+schemas disabled), the value the Debezium envelope, the topic `{prefix}.{schema}.{table}` as
+Debezium names it (a fixed `topic` overrides the template). Headers carry the op and the source
+position (`position`: the encoded offset; `lsn` / `gtid` / `scn` ... when the source has them), so a
+consumer can route or deduplicate without parsing the value. After a delete a tombstone (same key,
+null value) follows by default, as Debezium does, so log compaction can drop the key.
+
+Delivery: `write` produces the whole batch, then flushes once and waits for every delivery report;
+with `acks=all` a report means every in-sync replica has the record. Any failed report fails the
+batch: retriable librdkafka errors as SINK_TRANSIENT (the pipeline re-writes the batch), refused
+data (record too large, not authorised, invalid topic) as SINK_REJECTED. Never a flush per message:
+that would cost a round trip per record.
+
+Ordering: records with the same key go to the same partition (librdkafka's murmur2, the Java
+client's partitioner, so our partitions match what Debezium would pick), and the idempotent producer
+keeps their order across internal retries. A replayed batch is appended again (at-least-once);
+consumers deduplicate by the `position` header if they must.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from cdc_logs.envelope import ChangeEvent, Op, dumps
+from cdc_logs.errors import CdcError, ErrorKind
+from cdc_logs.observability.logging import get_logger, redact
+from cdc_logs.sinks.base import Sink
+from cdc_logs.sinks.routing import DEBEZIUM_TOPIC, check_template, position_headers, render, source_label
+
+log = get_logger(__name__)
+
+#: (event, topic) -> (key bytes, value bytes); the Avro encoder plugs in here.
+Encoder = Callable[[ChangeEvent, str, bytes | None], tuple[bytes | None, bytes]]
+
+_ILLEGAL_TOPIC_CHARS = re.compile(r"[^a-zA-Z0-9._-]")
+# Settings the sink's guarantees rest on: a passthrough may not weaken them.
+_PINNED = {"enable.idempotence": "true", "acks": "all"}
+
+
+def _rejecting_codes() -> frozenset[int]:
+    from confluent_kafka import KafkaError
+
+    names = (
+        "MSG_SIZE_TOO_LARGE",
+        "INVALID_MSG_SIZE",
+        "RECORD_LIST_TOO_LARGE",
+        "INVALID_MSG",
+        "INVALID_RECORD",
+        "TOPIC_EXCEPTION",
+        "TOPIC_AUTHORIZATION_FAILED",
+        "CLUSTER_AUTHORIZATION_FAILED",
+        "SASL_AUTHENTICATION_FAILED",
+        "_AUTHENTICATION",
+        "POLICY_VIOLATION",
+        "UNSUPPORTED_COMPRESSION_TYPE",
+        "_INVALID_ARG",
+    )
+    return frozenset(getattr(KafkaError, n) for n in names if hasattr(KafkaError, n))
+
+
+class _Reports:
+    """Delivery reports of one batch; a closure per batch so a late report never lands in the next."""
+
+    def __init__(self) -> None:
+        self.delivered = 0
+        self.failed = 0
+        self.first_error: Any = None
+
+    def __call__(self, err: Any, _msg: Any) -> None:
+        if err is None:
+            self.delivered += 1
+        else:
+            self.failed += 1
+            if self.first_error is None:
+                self.first_error = err
+
+
+class KafkaSink(Sink):
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        topic: str | None = None,
+        topic_template: str = DEBEZIUM_TOPIC,
+        prefix: str | None = None,
+        key_field: str | None = None,
+        compression: str = "none",
+        tombstones_on_delete: bool = True,
+        headers: bool = True,
+        delivery_timeout_ms: int = 30_000,
+        linger_ms: int = 5,
+        open_timeout_s: float = 10.0,
+        config: Mapping[str, Any] | None = None,
+        encoder: Encoder | None = None,
+        name: str = "kafka",
+    ) -> None:
+        check_template(topic or topic_template, "topic")
+        bad = {k for k in config or {} if k in _PINNED and str((config or {})[k]).lower() != _PINNED[k]}
+        if bad:
+            raise CdcError(
+                ErrorKind.CONFIG,
+                f"kafka producer settings {sorted(bad)} cannot be changed: the sink's delivery guarantee "
+                "rests on enable.idempotence=true and acks=all",
+                "remove them from producer_config",
+            )
+        self.bootstrap_servers = bootstrap_servers
+        self.topic_template = topic or topic_template
+        self.prefix = prefix
+        self.key_field = key_field
+        self.tombstones_on_delete = tombstones_on_delete
+        self.headers = headers
+        self.delivery_timeout_ms = delivery_timeout_ms
+        self.encoder = encoder
+        self.open_timeout_s = open_timeout_s
+        self.name = name
+        self._conf: dict[str, Any] = {
+            "bootstrap.servers": bootstrap_servers,
+            "compression.type": compression,
+            "linger.ms": linger_ms,
+            "delivery.timeout.ms": delivery_timeout_ms,
+            # murmur2 is the Java client's hash: same key -> same partition as Debezium's producer.
+            # (murmur2_random spreads key-less records; key-less records have no order to keep.)
+            "partitioner": "murmur2_random",
+            **(config or {}),
+            **_PINNED,
+        }
+        self._producer: Any = None
+        self._rejecting = _rejecting_codes()
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def open(self) -> None:
+        from confluent_kafka import KafkaException, Producer
+
+        try:
+            self._producer = Producer(self._conf)
+            # Fails fast on a wrong address or credentials instead of at the first batch's timeout.
+            self._producer.list_topics(timeout=self.open_timeout_s)
+        except KafkaException as exc:
+            self._producer = None
+            raise CdcError(
+                ErrorKind.SINK_TRANSIENT,
+                f"cannot reach Kafka at {redact(self.bootstrap_servers)}: {exc.args[0]}",
+                "check destination.bootstrap_servers, security_protocol and the sasl_* settings",
+            ) from exc
+
+    def close(self) -> None:
+        if self._producer is not None:
+            # Anything still queued belongs to a batch whose write() did not return: not acknowledged,
+            # so it will be replayed; a short flush just avoids needless duplicates.
+            self._producer.flush(5)
+            self._producer = None
+
+    # -- writing -----------------------------------------------------------------------------------
+    def topic_for(self, event: ChangeEvent) -> str:
+        topic = render(self.topic_template, event, self.prefix)
+        return _ILLEGAL_TOPIC_CHARS.sub("_", topic)[:249]
+
+    def key_for(self, event: ChangeEvent) -> bytes | None:
+        if self.key_field is None:
+            return event.key_json()
+        row = event.row or {}
+        if self.key_field not in row:
+            raise CdcError(
+                ErrorKind.SINK_REJECTED,
+                f"{source_label(event)}: the row has no column {self.key_field!r} for the Kafka key",
+                "set destination.key_field to a column every row carries, or drop it to key by primary key",
+            )
+        return dumps({self.key_field: row[self.key_field]})
+
+    def write(self, batch: Sequence[ChangeEvent]) -> None:
+        if not batch:
+            return
+        if self._producer is None:
+            self.open()
+        reports = _Reports()
+        sent = 0
+        for event in batch:
+            topic = self.topic_for(event)
+            key = self.key_for(event)
+            if self.encoder is not None:
+                key, value = self.encoder(event, topic, key)
+            else:
+                value = event.to_json()
+            headers = position_headers(event) if self.headers else None
+            self._produce(topic, key, value, headers, reports)
+            sent += 1
+            if event.op is Op.DELETE and self.tombstones_on_delete and key is not None:
+                self._produce(topic, key, None, None, reports)
+                sent += 1
+        # One flush per batch: waits for every delivery report (acks=all), serving the callbacks.
+        remaining = self._producer.flush(self.delivery_timeout_ms / 1000 + 5)
+        if remaining or reports.delivered + reports.failed < sent:
+            raise CdcError(
+                ErrorKind.SINK_TRANSIENT,
+                f"Kafka did not confirm {sent - reports.delivered} of {sent} records in time",
+                "check the brokers' health; the batch is retried",
+            )
+        if reports.first_error is not None:
+            raise self._error(reports.first_error, reports.failed, sent)
+
+    def _produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, str]] | None,
+        reports: _Reports,
+    ) -> None:
+        from confluent_kafka import KafkaException
+
+        while True:
+            try:
+                self._producer.produce(topic, value=value, key=key, headers=headers, on_delivery=reports)
+                return
+            except BufferError:
+                # The local queue is full: serve delivery reports to make room, then try again.
+                self._producer.poll(0.5)
+            except KafkaException as exc:
+                raise self._error(exc.args[0], 1, 1) from exc
+
+    def _error(self, err: Any, failed: int, sent: int) -> CdcError:
+        text = f"{failed} of {sent} Kafka records failed: {err.str()} ({err.name()})"
+        if err.fatal():
+            # A fatal error poisons the idempotent producer: start a fresh one for the retry.
+            self._producer = None
+        if err.code() in self._rejecting:
+            return CdcError(
+                ErrorKind.SINK_REJECTED,
+                text,
+                "the brokers refuse this data: raise the topic's max.message.bytes, fix ACLs or the "
+                "topic name template",
+            )
+        return CdcError(
+            ErrorKind.SINK_TRANSIENT, text, "the batch is retried; check the brokers if it persists"
+        )

@@ -1,0 +1,168 @@
+"""Redis Streams sink: one XADD per event, one MULTI/EXEC round trip per batch, replays skipped.
+
+Each event is appended to the stream named by `stream_template` (default `{prefix}.{schema}.{table}`,
+Debezium's topic name; a fixed `stream_name` sends every table to one stream) with the fields
+`key` (the event key as JSON; absent for key-less tables), `value` (the Debezium envelope), `op` and
+`position` (the encoded source position). Streams are trimmed with `MAXLEN ~ max_length`: the `~`
+lets Redis cut whole macro-nodes, which is far cheaper than an exact cut; a stream may hold a few
+more entries than the limit.
+
+Replays: entry ids stay Redis's own (time-sequence). Deriving ids from source positions looks like a
+free dedup (Redis refuses an id "equal or smaller" than the stream's last), but positions are not
+numbers for every source (GTID sets, binlog file/pos, watermarks), events of one transaction share a
+position, and a refused id inside MULTI/EXEC fails only that command. Instead the last applied
+position per source table is kept in a hash (`marker_key`) and updated in the same MULTI/EXEC as the
+entries; events at or below it are skipped (see `dedup.py` for the exact rule). One writer per
+marker hash: two pipelines must not share a sink name.
+
+Delivery: `write` returns when EXEC has returned. Durability on the Redis side is Redis's own
+(appendonly / `appendfsync`): a Redis without AOF can lose the last writes on a crash. Order: a
+stream keeps append order, so per-key (indeed per-table) order holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from cdc_logs.envelope import ChangeEvent
+from cdc_logs.errors import CdcError, ErrorKind
+from cdc_logs.observability.logging import redact
+from cdc_logs.sinks.base import Sink
+from cdc_logs.sinks.dedup import Marker, ReplayGuard, marker_key
+from cdc_logs.sinks.routing import DEBEZIUM_TOPIC, check_template, position_text, render
+
+
+def connect_redis(url: str, password: str | None = None, timeout_s: float = 10.0) -> Any:
+    """A redis-py client for `url` (redis://[user:pw@]host:port/db), checked with PING."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(
+            url, password=password, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
+        client.ping()
+    except redis.AuthenticationError as exc:
+        raise CdcError(
+            ErrorKind.AUTH,
+            f"Redis at {redact(url)} refused the credentials",
+            "check destination.password (or the password in destination.url)",
+        ) from exc
+    except redis.RedisError as exc:
+        raise CdcError(
+            ErrorKind.SINK_TRANSIENT,
+            f"cannot reach Redis at {redact(url)}: {exc}",
+            "check destination.url / host / port and that Redis is running",
+        ) from exc
+    return client
+
+
+def redis_error(exc: Exception, what: str) -> CdcError:
+    import redis
+
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        return CdcError(ErrorKind.SINK_TRANSIENT, f"{what}: {exc}", "the batch is retried when Redis is back")
+    return CdcError(
+        ErrorKind.SINK_REJECTED,
+        f"{what}: {exc}",
+        "Redis refused the data (a key of another type under the same name, or out of memory)",
+    )
+
+
+class RedisStreamSink(Sink):
+    def __init__(
+        self,
+        url: str,
+        *,
+        password: str | None = None,
+        stream_name: str | None = None,
+        stream_template: str = DEBEZIUM_TOPIC,
+        prefix: str | None = None,
+        max_length: int | None = None,
+        marker_key: str | None = None,
+        name: str = "redis_stream",
+    ) -> None:
+        check_template(stream_name or stream_template, "stream name")
+        self.url = url
+        self.password = password
+        self.template = stream_name or stream_template
+        self.prefix = prefix
+        self.max_length = max_length
+        self.name = name
+        self.marker_key = marker_key or f"cdc-logs:applied:{name}"
+        self._client: Any = None
+        self._guard = ReplayGuard()
+        self._loaded: set[str] = set()
+
+    def open(self) -> None:
+        self._client = connect_redis(self.url, self.password)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def stream_for(self, event: ChangeEvent) -> str:
+        return render(self.template, event, self.prefix)
+
+    def _load_markers(self, batch: Sequence[ChangeEvent]) -> None:
+        """Read the stored markers of source tables not seen yet (once per table per process)."""
+        wanted = sorted({k for e in batch if (k := marker_key(e)) is not None and k not in self._loaded})
+        if not wanted:
+            return
+        values = self._client.hmget(self.marker_key, wanted)
+        self._guard.committed({k: Marker.decode(v) for k, v in zip(wanted, values, strict=True) if v})
+        self._loaded.update(wanted)
+
+    def write(self, batch: Sequence[ChangeEvent]) -> None:
+        if not batch:
+            return
+        if self._client is None:
+            self.open()
+        import redis
+
+        try:
+            self._load_markers(batch)
+            fresh, changed = self._guard.plan(batch)
+            if not fresh and not changed:
+                return
+            pipe = self._client.pipeline(transaction=True)
+            for event in fresh:
+                fields: dict[str, bytes | str] = {"value": event.to_json(), "op": event.op.value}
+                key = event.key_json()
+                if key is not None:
+                    fields["key"] = key
+                position = position_text(event)
+                if position is not None:
+                    fields["position"] = position
+                pipe.xadd(self.stream_for(event), fields, maxlen=self.max_length, approximate=True)
+            if changed:
+                pipe.hset(self.marker_key, mapping={k: m.encode() for k, m in changed.items()})
+            replies = pipe.execute(raise_on_error=False)
+        except redis.RedisError as exc:
+            raise redis_error(exc, f"XADD of {len(batch)} events failed") from exc
+        failed = [r for r in replies if isinstance(r, Exception)]
+        if failed:
+            # EXEC does not roll back: put the markers back so a retry re-sends the whole batch.
+            self._restore_markers(changed)
+            raise redis_error(failed[0], f"{len(failed)} of {len(replies)} commands failed")
+        self._guard.committed(changed)
+
+    def _restore_markers(self, changed: dict[str, Marker]) -> None:
+        import redis
+
+        old = {k: self._guard.markers[k].encode() for k in changed if k in self._guard.markers}
+        gone = [k for k in changed if k not in self._guard.markers]
+        try:
+            pipe = self._client.pipeline(transaction=True)
+            if old:
+                pipe.hset(self.marker_key, mapping=old)
+            if gone:
+                pipe.hdel(self.marker_key, *gone)
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise CdcError(
+                ErrorKind.SINK_REJECTED,
+                f"a batch failed in part and its replay markers could not be put back: {exc}",
+                f"HDEL {self.marker_key} {' '.join(changed)} so the replay re-sends it, then resume",
+            ) from exc

@@ -1,0 +1,370 @@
+"""SQL apply sink (SQLAlchemy): keeps target tables equal to the source tables.
+
+Each change is applied to the target table rendered from `schema` / `table` (default: the source's
+own schema and table name): c/r/u upsert on the target's primary key (INSERT ... ON CONFLICT DO
+UPDATE on Postgres and SQLite, ON DUPLICATE KEY UPDATE on MySQL/MariaDB, UPDATE-then-INSERT
+elsewhere), d deletes by key, t truncates (`apply_truncate`). An update that changes the primary key
+deletes the old row first. Columns the source did not send (the envelope's `unchanged`: Postgres
+unchanged TOAST) are left out of the UPDATE, so the target keeps its value instead of getting NULL.
+
+A batch is one transaction, and so is its replay marker: table `cdc_applied` holds, per sink and
+source table, the last applied source position (dedup.py has the rule), written in the same
+transaction as the rows. A replayed batch is therefore skipped, not re-applied.
+
+Values: the envelope carries Debezium's JSON encodings (dates as days since the epoch, timestamps as
+microseconds or ISO-8601 UTC strings, decimals as strings, bytes as base64, JSON as text). They are
+converted back where the target column's type asks for it (Date, DateTime, Time, Interval, Numeric,
+LargeBinary, JSON); otherwise the value is written as the envelope holds it.
+
+`auto_create` creates a missing target table from the first row (loose types: BIGINT, DOUBLE,
+BOOLEAN, TEXT, JSON; the primary key from the event key) and adds columns that appear later; meant
+for quick starts, not for schemas you care about.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+
+from cdc_logs.envelope import ChangeEvent, Op
+from cdc_logs.errors import CdcError, ErrorKind
+from cdc_logs.observability.logging import get_logger, redact
+from cdc_logs.position import decode
+from cdc_logs.sinks.base import Sink
+from cdc_logs.sinks.dedup import Marker, ReplayGuard
+from cdc_logs.sinks.routing import check_template, render, source_label
+
+log = get_logger(__name__)
+
+_EPOCH = dt.datetime(1970, 1, 1)
+
+
+def normalize_url(url: str) -> str:
+    """Plain postgresql:// URLs use psycopg 3 (the driver this project installs), not psycopg2."""
+    for plain in ("postgresql://", "postgres://"):
+        if url.startswith(plain):
+            return "postgresql+psycopg://" + url[len(plain) :]
+    return url
+
+
+def to_column(column_type: sa.types.TypeEngine[Any], value: Any) -> Any:
+    """Undo Debezium's JSON encoding of `value` when the target column's type needs the real thing."""
+    if value is None:
+        return None
+    if isinstance(column_type, sa.DateTime):
+        if isinstance(value, int):
+            return _EPOCH + dt.timedelta(microseconds=value)
+        if isinstance(value, str):
+            parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            if parsed.tzinfo is not None and not column_type.timezone:
+                return parsed.astimezone(dt.UTC).replace(tzinfo=None)
+            return parsed
+    elif isinstance(column_type, sa.Date) and isinstance(value, int):
+        return dt.date(1970, 1, 1) + dt.timedelta(days=value)
+    elif isinstance(column_type, sa.Time) and isinstance(value, int):
+        return (_EPOCH + dt.timedelta(microseconds=value)).time()
+    elif isinstance(column_type, sa.Interval) and isinstance(value, int):
+        return dt.timedelta(microseconds=value)
+    elif isinstance(column_type, sa.LargeBinary) and isinstance(value, str):
+        return base64.b64decode(value)
+    elif isinstance(column_type, sa.Numeric) and not isinstance(column_type, sa.Float):
+        return Decimal(value) if isinstance(value, str) else value
+    elif isinstance(column_type, sa.JSON) and isinstance(value, str):
+        return json.loads(value)
+    return value
+
+
+def _column_type(value: Any) -> sa.types.TypeEngine[Any]:
+    if isinstance(value, bool):
+        return sa.Boolean()
+    if isinstance(value, int):
+        return sa.BigInteger()
+    if isinstance(value, float):
+        return sa.Float()
+    if isinstance(value, dict | list):
+        return sa.JSON()
+    return sa.Text()
+
+
+class SqlSink(Sink):
+    def __init__(
+        self,
+        url: str,
+        *,
+        table: str = "{table}",
+        schema: str | None = "{schema}",
+        auto_create: bool = False,
+        apply_truncate: bool = True,
+        applied_table: str = "cdc_applied",
+        name: str = "sql",
+    ) -> None:
+        check_template(table, "table")
+        if schema:
+            check_template(schema, "schema")
+        self.url = normalize_url(url)
+        self.table_template = table
+        self.schema_template = schema
+        self.auto_create = auto_create
+        self.apply_truncate = apply_truncate
+        self.name = name
+        self._engine: sa.Engine | None = None
+        self._tables: dict[tuple[str | None, str], sa.Table] = {}
+        self._guard = ReplayGuard()
+        self._applied = sa.Table(
+            applied_table,
+            sa.MetaData(),
+            sa.Column("sink", sa.String(200), primary_key=True),
+            sa.Column("source_table", sa.String(500), primary_key=True),
+            sa.Column("position", sa.Text, nullable=False),
+            sa.Column("complete", sa.Boolean, nullable=False),
+            sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def open(self) -> None:
+        try:
+            self._engine = sa.create_engine(self.url, pool_pre_ping=True)
+            with self._engine.begin() as conn:
+                self._applied.create(conn, checkfirst=True)
+                rows = conn.execute(sa.select(self._applied).where(self._applied.c.sink == self.name))
+                self._guard.markers = {r.source_table: Marker(decode(r.position), r.complete) for r in rows}
+        except sa_exc.SQLAlchemyError as exc:
+            self._engine = None
+            raise self._error(exc, f"cannot open {redact(self.url)}") from exc
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    # -- writing -----------------------------------------------------------------------------------
+    def write(self, batch: Sequence[ChangeEvent]) -> None:
+        if not batch:
+            return
+        if self._engine is None:
+            self.open()
+        assert self._engine is not None
+        fresh, changed = self._guard.plan(batch)
+        if not fresh and not changed:
+            return
+        try:
+            with self._engine.begin() as conn:
+                pending = _Upserts(self._upsert)
+                for event in fresh:
+                    self._apply(conn, event, pending)
+                pending.flush(conn)
+                if changed:
+                    now = dt.datetime.now(dt.UTC)
+                    rows = [
+                        {
+                            "sink": self.name,
+                            "source_table": k,
+                            "position": m.position.encode(),
+                            "complete": m.complete,
+                            "updated_at": now,
+                        }
+                        for k, m in changed.items()
+                    ]
+                    self._upsert(conn, self._applied, rows, ["position", "complete", "updated_at"])
+        except sa_exc.SQLAlchemyError as exc:
+            self._tables.clear()  # a failed DDL or a changed table: reflect again on the retry
+            raise self._error(exc, f"applying {len(fresh)} changes failed") from exc
+        self._guard.committed(changed)
+
+    def _apply(self, conn: sa.Connection, event: ChangeEvent, pending: _Upserts) -> None:
+        if event.op is Op.MESSAGE:
+            return
+        table = self._table(conn, event)
+        if event.op is Op.TRUNCATE or event.op is Op.DELETE:
+            pending.flush(conn)  # statements of other shapes run after the queued upserts
+        if event.op is Op.TRUNCATE:
+            if self.apply_truncate:
+                conn.execute(
+                    sa.delete(table) if conn.dialect.name == "sqlite" else sa.text(_truncate(conn, table))
+                )
+            return
+        pk = [c.name for c in table.primary_key.columns] or list(event.key or ())
+        if not pk:
+            raise CdcError(
+                ErrorKind.SINK_REJECTED,
+                f"target table {table.fullname} has no primary key and {source_label(event)} sends none",
+                "add a primary key to the target table",
+            )
+        if event.op is Op.DELETE:
+            self._delete(conn, table, pk, {**(event.before or {}), **(event.key or {})}, event)
+            return
+        assert event.after is not None
+        before = event.before or {}
+        if all(c in before for c in pk) and any(before[c] != event.after.get(c) for c in pk):
+            pending.flush(conn)
+            self._delete(conn, table, pk, before, event)  # the key changed: move the row
+        table = self._with_columns(conn, table, event.after, event)
+        row = {c: to_column(table.c[c].type, v) for c, v in event.after.items()}
+        pending.add(conn, table, row, [c for c in row if c not in pk], tuple(row.get(c) for c in pk))
+
+    def _delete(
+        self, conn: sa.Connection, table: sa.Table, pk: list[str], row: dict[str, Any], event: ChangeEvent
+    ) -> None:
+        missing = [c for c in pk if c not in row]
+        if missing:
+            raise CdcError(
+                ErrorKind.SINK_REJECTED,
+                f"{source_label(event)}: a delete without the key column(s) {missing} of {table.fullname}",
+                "make the target's primary key the source's key, or set REPLICA IDENTITY FULL at the source",
+            )
+        where = sa.and_(*(table.c[c] == to_column(table.c[c].type, row[c]) for c in pk))
+        conn.execute(sa.delete(table).where(where))
+
+    def _upsert(
+        self, conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], update: list[str]
+    ) -> None:
+        pk = [c.name for c in table.primary_key.columns]
+        dialect = conn.dialect.name
+        if dialect in ("postgresql", "sqlite"):
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
+            if update:
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=pk, set_={c: stmt.excluded[c] for c in update}
+                )
+            else:
+                stmt = stmt.on_conflict_do_nothing(index_elements=pk)
+            conn.execute(stmt, rows)
+        elif dialect in ("mysql", "mariadb"):
+            from sqlalchemy.dialects.mysql import insert as my_insert
+
+            my_stmt = my_insert(table)
+            cols = update or pk  # a no-op update keeps ON DUPLICATE KEY valid
+            conn.execute(my_stmt.on_duplicate_key_update({c: my_stmt.inserted[c] for c in cols}), rows)
+        else:
+            # Portable fallback: UPDATE, and INSERT when no row has the key.
+            for row in rows:
+                where = sa.and_(*(table.c[c] == row[c] for c in pk))
+                if (
+                    update
+                    and conn.execute(
+                        sa.update(table).where(where).values({c: row[c] for c in update})
+                    ).rowcount
+                ):
+                    continue
+                if conn.execute(sa.select(sa.literal(1)).select_from(table).where(where)).first() is None:
+                    conn.execute(sa.insert(table).values(row))
+
+    # -- target tables -----------------------------------------------------------------------------
+    def _target(self, event: ChangeEvent) -> tuple[str | None, str]:
+        schema = render(self.schema_template, event, None) if self.schema_template else None
+        return schema, render(self.table_template, event, None)
+
+    def _table(self, conn: sa.Connection, event: ChangeEvent) -> sa.Table:
+        schema, name = self._target(event)
+        table = self._tables.get((schema, name))
+        if table is not None:
+            return table
+        if sa.inspect(conn).has_table(name, schema=schema):
+            table = sa.Table(name, sa.MetaData(), schema=schema, autoload_with=conn)
+        elif self.auto_create and event.row is not None and event.key:
+            row = event.row
+            columns = [
+                sa.Column(
+                    c, _column_type(row.get(c)), primary_key=c in event.key, nullable=c not in event.key
+                )
+                for c in dict.fromkeys([*event.key, *row])
+            ]
+            table = sa.Table(name, sa.MetaData(), *columns, schema=schema)
+            table.create(conn, checkfirst=True)
+            log.info("created target table", table=table.fullname, sink=self.name)
+        else:
+            raise CdcError(
+                ErrorKind.SINK_REJECTED,
+                f"target table {f'{schema}.' if schema else ''}{name} for {source_label(event)} is missing",
+                "create it, point destination.table/schema at it, or set destination.auto_create: true",
+            )
+        self._tables[(schema, name)] = table
+        return table
+
+    def _with_columns(
+        self, conn: sa.Connection, table: sa.Table, row: dict[str, Any], event: ChangeEvent
+    ) -> sa.Table:
+        """`table` holding every column of `row`: new ones are added (auto_create) or refused, never
+        silently dropped."""
+        extra = [c for c in row if c not in table.c]
+        if not extra:
+            return table
+        if not self.auto_create:
+            raise CdcError(
+                ErrorKind.SINK_REJECTED,
+                f"target table {table.fullname} has no column(s) {extra} sent by {source_label(event)}",
+                "add the columns to the target table, drop them with a transform, or set auto_create: true",
+            )
+        for column in extra:
+            ddl = sa.schema.CreateColumn(sa.Column(column, _column_type(row[column]))).compile(
+                dialect=conn.dialect
+            )
+            conn.execute(sa.text(f"ALTER TABLE {_qualified(conn, table)} ADD COLUMN {ddl}"))
+        self._tables.pop((table.schema, table.name), None)
+        return self._table(conn, event)
+
+    def _error(self, exc: sa_exc.SQLAlchemyError, what: str) -> CdcError:
+        transient = isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError)
+        if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+            transient = True
+        detail = redact(str(getattr(exc, "orig", None) or exc)).splitlines()[0]
+        if transient:
+            return CdcError(ErrorKind.SINK_TRANSIENT, f"{what}: {detail}", "the batch is retried")
+        return CdcError(
+            ErrorKind.SINK_REJECTED,
+            f"{what}: {detail}",
+            "the target refused the data: compare its columns and constraints with the source's",
+        )
+
+
+class _Upserts:
+    """Consecutive upserts of one shape (table, columns), sent as one executemany: the driver
+    pipelines them, instead of a round trip per row. A repeated key starts a new group, so one
+    multi-row INSERT never touches a row twice (Postgres refuses that in ON CONFLICT DO UPDATE)."""
+
+    def __init__(self, upsert: Any) -> None:
+        self._upsert = upsert
+        self._shape: tuple[Any, ...] | None = None
+        self._rows: list[dict[str, Any]] = []
+        self._keys: set[tuple[Any, ...]] = set()
+        self._table: sa.Table | None = None
+        self._update: list[str] = []
+
+    def add(
+        self,
+        conn: sa.Connection,
+        table: sa.Table,
+        row: dict[str, Any],
+        update: list[str],
+        key: tuple[Any, ...],
+    ) -> None:
+        shape = (table.schema, table.name, tuple(row))
+        if shape != self._shape or key in self._keys:
+            self.flush(conn)
+            self._shape, self._table, self._update = shape, table, update
+        self._rows.append(row)
+        self._keys.add(key)
+
+    def flush(self, conn: sa.Connection) -> None:
+        if self._rows and self._table is not None:
+            self._upsert(conn, self._table, self._rows, self._update)
+        self._shape, self._rows, self._keys, self._table = None, [], set(), None
+
+
+def _qualified(conn: sa.Connection, table: sa.Table) -> str:
+    prep = conn.dialect.identifier_preparer
+    return prep.format_table(table)
+
+
+def _truncate(conn: sa.Connection, table: sa.Table) -> str:
+    return f"TRUNCATE TABLE {_qualified(conn, table)}"

@@ -1,0 +1,222 @@
+"""SQL apply sink on the stack's Postgres and on SQLite: the target table mirrors the source.
+
+The shared contract suite reads envelopes back in delivery order; a table holds rows, not history,
+so this sink proves the same promises on the rows instead: durable when `write` returns (read by a
+separate connection), a replay changes nothing, per-key order (the last change of each key wins),
+and a batch applies whole or not at all.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from cdc_logs.envelope import ChangeEvent, Op, SourceInfo
+from cdc_logs.errors import CdcError, ErrorKind
+from cdc_logs.position import Watermark
+from cdc_logs.sinks.sql import SqlSink, normalize_url
+from tests.helpers import SERVER, make_event
+
+pytestmark = pytest.mark.integration
+
+
+class Target:
+    """The target database, read through its own engine (not the sink's)."""
+
+    def __init__(self, url: str, schema: str | None, sink_name: str, table: str = "t") -> None:
+        self.url, self.schema, self.sink_name, self.table = url, schema, sink_name, table
+        self.engine = sa.create_engine(normalize_url(url))
+        self.dialect = self.engine.dialect.name
+
+    def create(self, ddl: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(sa.text(ddl.format(t=self.qualified())))
+
+    def qualified(self) -> str:
+        quote = self.engine.dialect.identifier_preparer.quote
+        return f"{quote(self.schema)}.{quote(self.table)}" if self.schema else quote(self.table)
+
+    def rows(self) -> list[tuple[Any, ...]]:
+        with self.engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(sa.text(f"SELECT * FROM {self.qualified()} ORDER BY 1"))]
+
+    def sink(self, **kw: Any) -> SqlSink:
+        return SqlSink(self.url, schema=self.schema, table=self.table, name=self.sink_name, **kw)
+
+
+@pytest.fixture(params=["postgres", "mariadb", "sqlite"])
+def target(request: pytest.FixtureRequest, tmp_path: Path, unique_name: str) -> Iterator[Target]:
+    if request.param == "sqlite":
+        yield Target(f"sqlite:///{tmp_path / 'target.db'}", None, unique_name)
+        return
+    if request.param == "mariadb":
+        # The stack's user may not create databases: a table named per test in the `test` database.
+        dsn = request.getfixturevalue("mariadb_dsn").replace("mysql://", "mysql+pymysql://", 1)
+        target = Target(dsn, None, unique_name, table=unique_name)
+        yield target
+        with target.engine.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {target.qualified()}"))
+            conn.execute(sa.text("DELETE FROM cdc_applied WHERE sink = :s"), {"s": unique_name})
+        target.engine.dispose()
+        return
+    pg_dsn = request.getfixturevalue("pg_dsn")
+    target = Target(pg_dsn, unique_name, unique_name)
+    with target.engine.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{unique_name}"'))
+    yield target
+    with target.engine.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA "{unique_name}" CASCADE'))
+        conn.execute(sa.text("DELETE FROM cdc_applied WHERE sink = :s"), {"s": unique_name})
+    target.engine.dispose()
+
+
+def test_mirrors_inserts_updates_deletes(target: Target) -> None:
+    target.create("CREATE TABLE {t} (id INTEGER PRIMARY KEY, v INTEGER)")
+    sink = target.sink()
+    sink.open()
+    ops = ["c", "u", "u", "d"]
+    for start in range(0, 40, 10):
+        sink.write([make_event(n, op=ops[(n // 7) % 4], key=n % 7) for n in range(start, start + 10)])
+        # Durable on return: a separate connection sees the batch.
+        assert target.rows() == expected_rows(start + 10)
+    sink.close()
+
+
+def expected_rows(upto: int) -> list[tuple[int, int]]:
+    ops = ["c", "u", "u", "d"]
+    state: dict[int, int] = {}
+    for n in range(upto):
+        key = n % 7
+        if ops[(n // 7) % 4] == "d":
+            state.pop(key, None)
+        else:
+            state[key] = n
+    return sorted(state.items())
+
+
+def test_replay_is_skipped_even_by_a_new_process(target: Target) -> None:
+    target.create("CREATE TABLE {t} (id INTEGER PRIMARY KEY, v INTEGER)")
+    first, second = [make_event(1, key=1)], [make_event(2, op="u", key=1)]
+    sink = target.sink()
+    sink.open()
+    sink.write(first)
+    sink.write(second)
+    sink.close()
+    assert target.rows() == [(1, 2)]
+    again = target.sink()
+    again.open()
+    again.write(first)  # without the applied marker this would set v back to 1
+    assert target.rows() == [(1, 2)]
+    again.write([make_event(3, op="u", key=1)])
+    assert target.rows() == [(1, 3)]
+    again.close()
+
+
+def test_partial_update_keeps_unchanged_toast_column(target: Target) -> None:
+    target.create("CREATE TABLE {t} (id INTEGER PRIMARY KEY, v INTEGER, bio TEXT)")
+    sink = target.sink()
+    sink.open()
+    sink.write([event(1, "c", after={"id": 1, "v": 1, "bio": "a long text"})])
+    sink.write([event(2, "u", after={"id": 1, "v": 2}, unchanged=("bio",))])
+    assert target.rows() == [(1, 2, "a long text")]
+    sink.close()
+
+
+def test_key_change_moves_the_row(target: Target) -> None:
+    target.create("CREATE TABLE {t} (id INTEGER PRIMARY KEY, v INTEGER)")
+    sink = target.sink()
+    sink.open()
+    sink.write([event(1, "c", after={"id": 1, "v": 1})])
+    sink.write([event(2, "u", before={"id": 1, "v": 1}, after={"id": 5, "v": 1}, key={"id": 5})])
+    assert target.rows() == [(5, 1)]
+    sink.close()
+
+
+def test_a_failing_batch_applies_nothing(target: Target) -> None:
+    target.create("CREATE TABLE {t} (id INTEGER PRIMARY KEY, v INTEGER NOT NULL)")
+    sink = target.sink()
+    sink.open()
+    with pytest.raises(CdcError) as err:
+        sink.write([event(1, "c", after={"id": 1, "v": 1}), event(2, "c", after={"id": 2, "v": None})])
+    assert err.value.kind is ErrorKind.SINK_REJECTED
+    assert target.rows() == []
+    sink.write([event(1, "c", after={"id": 1, "v": 1})])  # not marked applied by the failed batch
+    assert target.rows() == [(1, 1)]
+    sink.close()
+
+
+def test_truncate(target: Target) -> None:
+    target.create("CREATE TABLE {t} (id INTEGER PRIMARY KEY, v INTEGER)")
+    sink = target.sink()
+    sink.open()
+    sink.write([make_event(1), make_event(2), event(3, "t")])
+    assert target.rows() == []
+    sink.close()
+
+
+def test_debezium_encodings_are_converted_for_typed_columns(target: Target) -> None:
+    ts, raw = {"postgresql": ("TIMESTAMP", "BYTEA"), "mysql": ("DATETIME(6)", "BLOB")}.get(
+        target.dialect, ("TIMESTAMP", "BLOB")
+    )
+    target.create(
+        f"CREATE TABLE {{t}} (id INTEGER PRIMARY KEY, d DATE, ts {ts}, amount NUMERIC(10,2), raw {raw})"
+    )
+    sink = target.sink()
+    sink.open()
+    micros = 1_700_000_000_123_456
+    after = {"id": 1, "d": 19_000, "ts": micros, "amount": "12.50", "raw": "AAEC"}
+    sink.write([event(1, "c", after=after)])
+    ((_id, d, ts, amount, raw),) = target.rows()
+    assert str(d)[:10] == "2022-01-08"
+    assert str(ts).startswith("2023-11-14 22:13:20.123456")
+    assert Decimal(str(amount)) == Decimal("12.50")
+    assert bytes(raw) == b"\x00\x01\x02"
+    sink.close()
+
+
+def test_missing_target_table_is_rejected_unless_auto_create(target: Target) -> None:
+    sink = target.sink()
+    sink.open()
+    with pytest.raises(CdcError) as err:
+        sink.write([make_event(1)])
+    assert err.value.kind is ErrorKind.SINK_REJECTED and "auto_create" in (err.value.hint or "")
+    sink.close()
+    sink = target.sink(auto_create=True)
+    sink.open()
+    sink.write([make_event(1)])
+    sink.write([event(2, "u", after={"id": 1, "v": 2, "extra": "new column"})])
+    assert target.rows() == [(1, 2, "new column")]
+    sink.close()
+
+
+def event(
+    n: int, op: str, *, before: Any = None, after: Any = None, key: Any = None, **kw: Any
+) -> ChangeEvent:
+    row = after or before or {}
+    return ChangeEvent(
+        op=Op(op),
+        source=SourceInfo("test", "p", "db", "t", schema="main", ts_ms=n, extra={"seq": n}),
+        before=before,
+        after=after,
+        key=key or ({"id": row["id"]} if "id" in row else None),
+        ts_ms=n,
+        position=Watermark(SERVER, (n,)),
+        **kw,
+    )
+
+
+def test_sqlite_timestamptz_iso_string(tmp_path: Path) -> None:
+    from cdc_logs.sinks.sql import to_column
+
+    assert to_column(sa.DateTime(timezone=True), "2024-01-02T03:04:05Z") == dt.datetime(
+        2024, 1, 2, 3, 4, 5, tzinfo=dt.UTC
+    )
+    assert to_column(sa.DateTime(), "2024-01-02T03:04:05Z") == dt.datetime(2024, 1, 2, 3, 4, 5)
+    assert to_column(sa.Time(), 3_600_000_001) == dt.time(1, 0, 0, 1)
+    assert to_column(sa.JSON(), '{"a": 1}') == {"a": 1}
