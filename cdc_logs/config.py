@@ -18,9 +18,18 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from cdc_logs.errors import CdcError, ErrorKind
+from cdc_logs.sink_configs import SINK_MODELS, SinkModel
 
 
 class _Model(BaseModel):
@@ -116,8 +125,248 @@ class PollSourceConfig(_Model):
         return data
 
 
-_SOURCE_MODELS = (SqliteSourceConfig, PollSourceConfig)
-SourceConfig = Annotated[SqliteSourceConfig | PollSourceConfig, Field(discriminator="type")]
+_SLOT_NAME = re.compile(r"^[a-z0-9_]{1,63}$")
+
+
+def default_slot_name(pipeline: str) -> str:
+    """`cdc_logs_<pipeline>` as a valid slot name (lowercase letters, digits and _, at most 63)."""
+    return ("cdc_logs_" + re.sub(r"[^a-z0-9_]", "_", pipeline.lower()))[:63]
+
+
+class PostgresSourceConfig(_Model):
+    """Postgres logical replication (pgoutput) through a replication slot; see docs/sources/postgres.md."""
+
+    type: Literal["postgresql", "postgres", "pg"]
+    name: str | None = None
+    dsn: SecretStr = Field(description="postgresql://user:password@host:5432/dbname (never logged)")
+    tables: list[str] = Field(default_factory=list, description="schema.table to capture")
+    all_tables: bool = Field(False, description="capture every table (publication FOR ALL TABLES)")
+    slot: str | None = Field(None, description="replication slot (default cdc_logs_<pipeline>)")
+    publication: str | None = Field(None, description="publication (default cdc_logs_<slot>)")
+    snapshot: bool = Field(True, description="first run: emit existing rows (op r), then stream")
+    snapshot_chunk_rows: int = Field(10_000, ge=1, description="rows per snapshot chunk (resume unit)")
+    heartbeat_interval_ms: int = Field(
+        10_000, ge=0, description="pg_logical_emit_message heartbeat period; 0 turns heartbeats off"
+    )
+    status_interval_ms: int = Field(10_000, ge=100, description="standby status update period")
+    binary: bool = Field(False, description="pgoutput binary format (same values, less text parsing)")
+    messages: bool = Field(True, description="emit pg_logical_emit_message messages as op m events")
+    max_tx_memory_bytes: int = Field(
+        64 * 1024 * 1024, ge=0, description="memory for in-progress streamed transactions before spilling"
+    )
+    logical_decoding_work_mem: str | None = Field(
+        None, description="walsender session setting, e.g. 64MB: when the server streams a transaction"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _aliases(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            for alias in ("url", "connection_string", "uri"):
+                if alias in data and "dsn" not in data:
+                    data["dsn"] = data.pop(alias)
+            if "table" in data and "tables" not in data:
+                data["tables"] = [data.pop("table")]
+            if "slot_name" in data and "slot" not in data:
+                data["slot"] = data.pop("slot_name")
+            if "publication_name" in data and "publication" not in data:
+                data["publication"] = data.pop("publication_name")
+            if "dsn" not in data and "host" in data:  # the seed's host/port/database/user/password shape
+                from psycopg.conninfo import make_conninfo
+
+                parts = {
+                    k: data.pop(k) for k in ("host", "port", "database", "user", "password") if k in data
+                }
+                if "database" in parts:
+                    parts["dbname"] = parts.pop("database")
+                data["dsn"] = make_conninfo("", **{k: str(v) for k, v in parts.items()})
+        return data
+
+    @field_validator("slot")
+    @classmethod
+    def _slot_name(cls, value: str | None) -> str | None:
+        if value is not None and not _SLOT_NAME.fullmatch(value):
+            raise ValueError("a slot name has 1-63 lowercase letters, digits and underscores")
+        return value
+
+    @model_validator(mode="after")
+    def _tables(self) -> PostgresSourceConfig:
+        if not self.tables and not self.all_tables:
+            raise ValueError("give `tables: [schema.table, ...]` or `all_tables: true`")
+        if self.tables and self.all_tables:
+            raise ValueError("give either `tables` or `all_tables: true`, not both")
+        return self
+
+
+class MysqlBinlogConfig(_Model):
+    """The seed's `binlog_config` block: where a first run starts (a stored offset always wins)."""
+
+    server_id: int | None = Field(None, ge=1, le=4294967295)
+    binlog_filename: str | None = Field(None, description="MariaDB: start at this file (converted to a GTID)")
+    binlog_position: int | None = Field(None, ge=4)
+    gtid_set: str = Field("auto", description="auto (current end, or snapshot) | a GTID set / position")
+
+
+class MysqlSourceConfig(_Model):
+    """MySQL / MariaDB row-based binlog, resumed by GTID; see docs/sources/mysql.md."""
+
+    type: Literal["mysql", "mariadb"]
+    name: str | None = None
+    dsn: SecretStr | None = Field(None, description="mysql://user:password@host:3306/db (never logged)")
+    host: str = "127.0.0.1"
+    port: int = Field(3306, ge=1, le=65535)
+    user: str | None = None
+    password: SecretStr | None = None
+    database: str | None = Field(None, description="default database for unqualified table names")
+    tables: list[str] = Field(default_factory=list, description="db.table to capture")
+    schemas: list[str] = Field(default_factory=list, description="capture every table of these databases")
+    snapshot: bool = Field(True, description="first run: emit existing rows (op r), then stream")
+    snapshot_chunk_rows: int = Field(2000, ge=1, description="rows per primary-key chunk of the snapshot")
+    server_id: int | None = Field(
+        None, ge=1, le=4294967295, description="replication client id (default: from the pipeline name)"
+    )
+    heartbeat_interval_ms: int = Field(5000, ge=100, description="server heartbeat / idle position report")
+    binlog_config: MysqlBinlogConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seed_shape(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            for alias in ("url", "uri", "connection_string"):
+                if alias in data and "dsn" not in data:
+                    data["dsn"] = data.pop(alias)
+            if "table" in data and "tables" not in data:
+                data["tables"] = [data.pop("table")]
+            if "monitored_tables" in data and "tables" not in data:
+                data["tables"] = data.pop("monitored_tables")
+            if data.pop("cdc_mode", "binlog") != "binlog":
+                raise ValueError("cdc_mode: only `binlog` is supported for mysql/mariadb (or use type: poll)")
+            # The seed states the server settings it expects; they are checked at open, not set.
+            for key, want in (("binlog_format", "ROW"), ("binlog_row_image", "FULL")):
+                value = data.pop(key, want)
+                if str(value).upper() != want:
+                    raise ValueError(f"{key}: only {want} is supported (it is a server setting)")
+        return data
+
+    @model_validator(mode="after")
+    def _needs(self) -> MysqlSourceConfig:
+        if not self.tables and not self.schemas:
+            raise ValueError("give `tables: [db.table, ...]` or `schemas: [db, ...]`")
+        if self.dsn is None and self.user is None:
+            raise ValueError("give `dsn: mysql://user:password@host:3306/db` or host/port/user/password")
+        if self.binlog_config and self.binlog_config.server_id and self.server_id is None:
+            self.server_id = self.binlog_config.server_id
+        return self
+
+
+class DeadLetterConfig(_Model):
+    """Where undecodable Debezium records go (with the reason); the pipeline keeps going."""
+
+    type: Literal["file", "kafka", "log"] = "file"
+    path: str | None = Field(
+        None, description="file: JSON lines (default .cdc-logs/<pipeline>.<source>.dlq.jsonl)"
+    )
+    topic: str | None = Field(None, description="kafka: dead-letter topic (default <pipeline>.dlq)")
+
+
+class DebeziumSourceConfig(_Model):
+    """Debezium change events read from Kafka (a Debezium connector on Kafka Connect writes them).
+
+    `connector_config` (the seed's shape) makes cdc-logs create or update that connector through
+    `connect_url` when the source opens; otherwise provision it with `cdc-logs debezium connectors apply`.
+    See docs/debezium.md.
+    """
+
+    type: Literal["debezium"]
+    name: str | None = None
+    bootstrap_servers: str = Field(description="Kafka bootstrap servers, host:port[,host:port]")
+    topic_prefix: str | None = Field(None, description="the connector's topic.prefix: reads <prefix>.*")
+    topics: list[str] | None = Field(None, description="explicit topics (or ^regex) instead of a prefix")
+    tables: list[str] = Field(default_factory=list, description="only these schema.table under topic_prefix")
+    group_id: str | None = Field(None, description="consumer group (default cdc-logs.<pipeline>.<source>)")
+    auto_offset_reset: Literal["earliest", "latest"] = Field(
+        "earliest", description="where a group without committed offsets starts"
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] | None = None
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: str | None = None
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
+    ssl_key_password: SecretStr | None = None
+    consumer_config: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="extra librdkafka consumer settings"
+    )
+    dead_letter: DeadLetterConfig = Field(default_factory=DeadLetterConfig)
+    message_format: Literal["json"] = Field("json", description="Debezium JSON converter output only")
+    connect_url: str | None = Field(None, description="Kafka Connect REST URL, to provision connector_config")
+    connect_username: str | None = None
+    connect_password: SecretStr | None = None
+    connector_config: dict[str, Any] | None = Field(
+        None, description="a connector to create/update on start (needs connect_url); includes `name`"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seed_shape(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            if "topic" in data and "topics" not in data:
+                data["topics"] = [data.pop("topic")]
+            if data.pop("capture_mode", "wal") != "wal":
+                raise ValueError(
+                    "capture_mode: Debezium reads the database log (`wal`); for polling use type: poll"
+                )
+            slot = data.pop("slot_name", None)
+            connector = data.get("connector_config")
+            if isinstance(connector, dict):
+                connector = dict(connector)
+                # Debezium 2.0 renamed database.server.name to topic.prefix; the seed uses the old name.
+                if "database.server.name" in connector and "topic.prefix" not in connector:
+                    connector["topic.prefix"] = connector.pop("database.server.name")
+                if slot is not None:
+                    connector.setdefault("slot.name", slot)
+                data["connector_config"] = connector
+            elif slot is not None:
+                raise ValueError("slot_name belongs to the connector: set it with connector_config")
+        return data
+
+    @model_validator(mode="after")
+    def _needs(self) -> DebeziumSourceConfig:
+        if self.connector_config is not None:
+            if not self.connect_url:
+                raise ValueError(
+                    "connector_config needs connect_url (the Kafka Connect REST URL), or provision the "
+                    "connector with `cdc-logs debezium connectors apply -f connectors.yaml` and drop it here"
+                )
+            for key in ("name", "connector.class", "topic.prefix"):
+                if not self.connector_config.get(key):
+                    raise ValueError(f"connector_config needs `{key}`")
+            if self.topic_prefix is None and not self.topics:
+                self.topic_prefix = str(self.connector_config["topic.prefix"])
+        if not self.topics and not self.topic_prefix:
+            raise ValueError("give `topic_prefix` (the connector's topic.prefix) or `topics`")
+        if self.topics and (self.topic_prefix or self.tables):
+            raise ValueError("give either `topics`, or `topic_prefix` (with optional `tables`), not both")
+        if self.dead_letter.type == "file" and self.dead_letter.topic:
+            raise ValueError("dead_letter.topic is for type: kafka")
+        return self
+
+
+_SOURCE_MODELS = (
+    SqliteSourceConfig,
+    PollSourceConfig,
+    PostgresSourceConfig,
+    MysqlSourceConfig,
+    DebeziumSourceConfig,
+)
+SourceConfig = Annotated[
+    SqliteSourceConfig | PollSourceConfig | PostgresSourceConfig | MysqlSourceConfig | DebeziumSourceConfig,
+    Field(discriminator="type"),
+]
 
 
 # -- destinations ----------------------------------------------------------------------------------
@@ -136,8 +385,10 @@ class FileSinkConfig(_Model):
     fsync: bool = True
 
 
-_DESTINATION_MODELS = (StdoutSinkConfig, FileSinkConfig)
-DestinationConfig = Annotated[StdoutSinkConfig | FileSinkConfig, Field(discriminator="type")]
+# The message-bus, database and webhook sinks' configs live in sink_configs.py.
+_DESTINATION_MODELS = (StdoutSinkConfig, FileSinkConfig, *SINK_MODELS)
+AnyDestinationConfig = StdoutSinkConfig | FileSinkConfig | SinkModel
+DestinationConfig = Annotated[AnyDestinationConfig, Field(discriminator="type")]
 
 
 # -- plugins ---------------------------------------------------------------------------------------
@@ -299,10 +550,18 @@ class PipelineConfig(_Model):
             raise ValueError(f"destination names must be unique (got {dnames}); set `name:` on each")
         return self
 
-    def all_sources(self) -> list[SqliteSourceConfig | PollSourceConfig]:
+    def all_sources(
+        self,
+    ) -> list[
+        SqliteSourceConfig
+        | PollSourceConfig
+        | PostgresSourceConfig
+        | MysqlSourceConfig
+        | DebeziumSourceConfig
+    ]:
         return list(self.sources or ([self.source] if self.source else []))
 
-    def all_destinations(self) -> list[StdoutSinkConfig | FileSinkConfig]:
+    def all_destinations(self) -> list[AnyDestinationConfig]:
         return list(self.destinations or ([self.destination] if self.destination else []))
 
 

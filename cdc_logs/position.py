@@ -136,6 +136,51 @@ class Lsn(Position):
 
 @_register
 @dataclass(frozen=True, eq=False)
+class PgSnapshot(Position):
+    """A Postgres initial snapshot in progress: where to resume it by chunk, then stream from `lsn`.
+
+    `lsn` is the slot's consistent point (streaming starts there once the snapshot is done); `done`
+    lists the tables read completely; rows of `table` whose primary key is <= `key` (the key values
+    as Postgres text) are delivered too. An empty `key` means `table` starts from its first row.
+    Once the snapshot ends, the reader's positions are plain `Lsn`s again.
+    """
+
+    kind: ClassVar[str] = "pg_snapshot"
+    lsn: int = 0
+    done: tuple[str, ...] = ()
+    table: str = ""
+    key: tuple[str, ...] = ()
+
+    def _field_types(self) -> dict[str, Any]:
+        return {"server": str, "lsn": int, "table": str}
+
+    def sort_key(self) -> tuple[Any, ...]:
+        # Orders chunks of one snapshot only (the reader never compares positions across snapshots).
+        return (self.lsn, len(self.done), self.table, self.key)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Position:
+        for name in ("done", "key"):
+            value = data.get(name, ())
+            if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+                raise TypeError(f"field {name!r} must be a list of strings")
+        position = cls(
+            server=data["server"],
+            lsn=data.get("lsn", 0),
+            done=tuple(data.get("done", ())),
+            table=data.get("table", ""),
+            key=tuple(data.get("key", ())),
+        )
+        position._check_types()
+        return position
+
+    def describe(self) -> str:
+        where = f"after key ({', '.join(self.key)})" if self.key else "from its first row"
+        return f"snapshot at {format_lsn(self.lsn)}: {len(self.done)} tables done, {self.table} {where}"
+
+
+@_register
+@dataclass(frozen=True, eq=False)
 class BinlogPosition(Position):
     """MySQL/MariaDB binlog position: file/pos for order and display, GTID text for resume.
 

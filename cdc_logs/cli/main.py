@@ -12,7 +12,17 @@ import traceback
 import typer
 
 from cdc_logs import __version__
-from cdc_logs.cli import config_cmd, demo, offsets_cmd, run_cmd, tail
+from cdc_logs.cli import (
+    config_cmd,
+    debezium_cmd,
+    demo,
+    doctor_cmd,
+    offsets_cmd,
+    publications_cmd,
+    run_cmd,
+    slots_cmd,
+    tail,
+)
 from cdc_logs.errors import CdcError
 from cdc_logs.observability import logging as cdc_logging
 
@@ -26,8 +36,12 @@ app = typer.Typer(
 app.command("demo")(demo.demo)
 app.command("tail")(tail.tail)
 app.command("run")(run_cmd.run)
+app.command("doctor")(doctor_cmd.doctor)
 app.add_typer(offsets_cmd.app, name="offsets")
 app.add_typer(config_cmd.app, name="config")
+app.add_typer(debezium_cmd.app, name="debezium")
+app.add_typer(slots_cmd.app, name="slots")
+app.add_typer(publications_cmd.app, name="publications")
 
 _state = {"debug": False}
 

@@ -12,13 +12,14 @@ from typing import Any
 import typer
 
 from cdc_logs.build import build_reader, source_name
-from cdc_logs.config import PolledTableConfig, PollSourceConfig, SqliteSourceConfig
+from cdc_logs.config import PolledTableConfig, PollSourceConfig, PostgresSourceConfig, SqliteSourceConfig
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.offsets.memory import MemoryOffsetStore
 from cdc_logs.pipeline import BatchPolicy, Pipeline
 from cdc_logs.sinks.stdout import StdoutSink
 
-SOURCES = ("sqlite", "poll")
+SOURCES = ("pg", "sqlite", "poll", "mariadb", "mysql", "debezium")
+_PG_ALIASES = ("pg", "postgres", "postgresql")
 
 
 def tail(
@@ -27,7 +28,8 @@ def tail(
         None,
         "--dsn",
         envvar="CDC_DSN",
-        help="Database URL (sqlite:///file.db, or a SQLAlchemy URL for poll); env CDC_DSN.",
+        help="Database URL (postgresql://user:pw@host/db for pg, sqlite:///file.db, or a SQLAlchemy URL "
+        "for poll); env CDC_DSN.",
     ),
     table: list[str] = typer.Option([], "--table", "-t", help="Table to capture; repeat for several."),
     limit: int | None = typer.Option(None, "--limit", "-n", min=1, help="Exit 0 after N events."),
@@ -49,25 +51,46 @@ def tail(
         help="poll: rows with this column set are emitted as deletes (polling cannot see real deletes).",
     ),
     interval_ms: int = typer.Option(200, "--interval-ms", min=1, help="Poll interval."),
+    slot: str | None = typer.Option(
+        None, "--slot", help="pg: replication slot to use (kept); without it a temporary slot, nothing left."
+    ),
+    publication: str | None = typer.Option(None, "--publication", help="pg: publication to read."),
+    bootstrap: str | None = typer.Option(
+        None, "--bootstrap", envvar="CDC_KAFKA_BOOTSTRAP", help="debezium: Kafka bootstrap servers."
+    ),
+    topic_prefix: str | None = typer.Option(
+        None, "--topic-prefix", help="debezium: the connector's topic.prefix (--table: schema.table)."
+    ),
+    group_id: str | None = typer.Option(
+        None, "--group-id", help="debezium: consumer group (default: throwaway)."
+    ),
+    from_beginning: bool = typer.Option(
+        False, "--from-beginning/--from-end", help="debezium: start at the topics' start, not their end."
+    ),
 ) -> None:
     """Stream changes of a source to stdout.
 
+    pg reads a logical replication slot: without --slot a temporary slot and publication that are gone
+    when tail exits; with --slot that slot (created if missing) resumes where it was confirmed.
     sqlite installs capture triggers on each --table (remove them with --cleanup). poll runs watermark
     queries: it cannot see deletes unless --soft-delete-column is set, nor an update's old values.
+    debezium reads a connector's Kafka topics with a throwaway consumer group that commits nothing.
     """
     if format not in ("json", "pretty"):
         raise CdcError(
             ErrorKind.USAGE, f"--format must be json or pretty, got {format!r}", "use --format json"
         )
+    if source in _PG_ALIASES:
+        source = "pg"
     if source not in SOURCES:
         raise CdcError(ErrorKind.USAGE, f"unknown --source {source!r}", f"use one of: {', '.join(SOURCES)}")
-    if not dsn:
+    if not dsn and source != "debezium":
         raise CdcError(ErrorKind.USAGE, "--dsn is required", "pass --dsn URL or set CDC_DSN")
-    if not table:
+    if not table and source != "debezium":
         raise CdcError(ErrorKind.USAGE, "at least one --table is required", "pass --table name (repeatable)")
     cfg = _source_config(
         source,
-        dsn,
+        dsn or "",
         table,
         snapshot,
         mode,
@@ -75,6 +98,9 @@ def tail(
         incrementing_column,
         soft_delete_column,
         interval_ms,
+        slot,
+        publication,
+        debezium=(bootstrap, topic_prefix, group_id, from_beginning),
     )
     reader = build_reader(cfg, "tail", temporary=True)
     pipeline = Pipeline(
@@ -110,12 +136,27 @@ def _source_config(
     incrementing_column: str | None,
     soft_delete_column: str | None,
     interval_ms: int,
+    slot: str | None = None,
+    publication: str | None = None,
+    debezium: tuple[Any, ...] = (),
 ) -> Any:
     from pydantic import ValidationError
 
     from cdc_logs.config import format_validation_error
 
     try:
+        if source == "debezium":
+            from cdc_logs.debezium.source import tail_config
+
+            return tail_config(tables, *debezium)
+        if source == "pg":
+            return PostgresSourceConfig(
+                type="pg", dsn=dsn, tables=tables, slot=slot, publication=publication, snapshot=snapshot
+            )
+        if source in ("mariadb", "mysql"):  # binlog: a random server_id, tail keeps no position
+            from cdc_logs.config import MysqlSourceConfig
+
+            return MysqlSourceConfig(type=source, dsn=dsn, tables=tables, snapshot=snapshot)
         if source == "sqlite":
             return SqliteSourceConfig(
                 type="sqlite", path=dsn, tables=tables, snapshot=snapshot, poll_interval_ms=interval_ms

@@ -21,3 +21,11 @@ CREATE PUBLICATION cdc_pub FOR TABLE app_schema.orders, app_schema.customers;
 -- pg_hba.conf must allow the role both normal and replication connections, e.g.:
 --   host  app_db       cdc_reader  10.0.0.0/8  scram-sha-256
 --   host  replication  cdc_reader  10.0.0.0/8  scram-sha-256
+
+-- What cdc-logs itself creates (nothing in your tables):
+--   * a logical replication slot, default cdc_logs_<pipeline> (REPLICATION is enough);
+--   * a publication of the same name, FOR TABLE the captured tables, when it does not exist yet
+--     (needs ownership of those tables, or create it yourself as above and set `publication:`);
+--   * heartbeat messages, `pg_logical_emit_message(false, 'cdc-logs-heartbeat', ...)`, every 10 s
+--     (REPLICATION is enough; they write a few bytes of WAL, no table).
+-- `cdc-logs doctor --source pg --dsn URL --table app_schema.orders` checks all of the above.

@@ -624,8 +624,12 @@ def test_json_schema_is_json_schema_ish() -> None:
 def test_json_schema_lists_source_and_destination_types() -> None:
     schema = json_schema()
     source_union = schema["properties"]["source"]["anyOf"][0]
-    assert set(source_union["discriminator"]["mapping"]) == {"sqlite", "poll", "polling", "query"}
+    assert {"sqlite", "poll", "polling", "query", "mysql", "mariadb"} <= set(
+        source_union["discriminator"]["mapping"]
+    )
     dest_union = schema["properties"]["destination"]["anyOf"][0]
-    assert set(dest_union["discriminator"]["mapping"]) == {"stdout", "file"}
+    assert {"stdout", "file", "kafka", "redis_stream", "redis", "rabbitmq", "postgresql", "webhook"} <= set(
+        dest_union["discriminator"]["mapping"]
+    )
     sync = schema["$defs"]["SyncConfig"]["properties"]["mode"]
     assert set(sync["enum"]) == {"one_time", "continuous", "cron"}

@@ -1,0 +1,184 @@
+"""Preflight checks for a Postgres logical replication source, each failing one with its fix.
+
+Used by `cdc-logs doctor --source pg --dsn URL [--table schema.t ...]`. Read-only: settings, the
+role's privileges, slot and sender headroom, invalidated slots, and the replica identity of the
+captured tables (without --table: every table of every publication).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from cdc_logs.errors import CdcError
+from cdc_logs.readers.postgres import catalog, slots
+from cdc_logs.readers.postgres.connection import ReplicationStream, connect, map_error, protocol_version
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str | None = None
+
+
+def run_checks(dsn: str, tables: list[str] | None = None) -> list[Check]:
+    try:
+        conn = connect(dsn, application_name="cdc-logs doctor")
+    except CdcError as exc:
+        return [Check("connect", False, exc.message, exc.hint)]
+    try:
+        return [Check("connect", True, f"server {conn.info.server_version}"), *_checks(conn, dsn, tables)]
+    except psycopg.Error as exc:
+        error = map_error(exc, "running the checks")
+        return [Check("queries", False, error.message, error.hint)]
+    finally:
+        conn.close()
+
+
+def _one(conn: psycopg.Connection[Any], query: str, params: Any = None) -> Any:
+    row = conn.execute(query, params).fetchone()
+    return row[0] if row else None
+
+
+def _checks(conn: psycopg.Connection[Any], dsn: str, tables: list[str] | None) -> list[Check]:
+    out: list[Check] = []
+    version = int(conn.info.server_version)
+    proto = protocol_version(version)
+    out.append(
+        Check(
+            "server version",
+            version >= 140000,
+            f"{version // 10000}.{version % 10000}: pgoutput protocol {proto}"
+            + (", large transactions streamed" if proto >= 2 else ", no streaming, no logical messages"),
+            None if version >= 140000 else "Postgres 14+ streams large transactions and carries heartbeats",
+        )
+    )
+    wal_level = _one(conn, "SHOW wal_level")
+    out.append(
+        Check(
+            "wal_level",
+            wal_level == "logical",
+            f"wal_level = {wal_level}",
+            None if wal_level == "logical" else "ALTER SYSTEM SET wal_level = logical; then restart Postgres",
+        )
+    )
+    max_slots = int(_one(conn, "SHOW max_replication_slots"))
+    used_slots = int(_one(conn, "SELECT count(*) FROM pg_replication_slots"))
+    out.append(
+        Check(
+            "free replication slots",
+            used_slots < max_slots,
+            f"{used_slots} of max_replication_slots = {max_slots} in use",
+            None
+            if used_slots < max_slots
+            else "raise max_replication_slots (restart), or drop unused slots: `cdc-logs slots list`",
+        )
+    )
+    max_senders = int(_one(conn, "SHOW max_wal_senders"))
+    used_senders = int(_one(conn, "SELECT count(*) FROM pg_stat_replication"))
+    out.append(
+        Check(
+            "free wal senders",
+            used_senders < max_senders,
+            f"{used_senders} of max_wal_senders = {max_senders} in use",
+            None if used_senders < max_senders else "raise max_wal_senders (restart)",
+        )
+    )
+    keep = str(_one(conn, "SHOW max_slot_wal_keep_size"))
+    out.append(
+        Check(
+            "max_slot_wal_keep_size",
+            keep not in ("-1", "-1MB"),
+            f"max_slot_wal_keep_size = {keep}"
+            + (" (unlimited: an abandoned slot can fill the disk)" if keep in ("-1", "-1MB") else ""),
+            None
+            if keep not in ("-1", "-1MB")
+            else "ALTER SYSTEM SET max_slot_wal_keep_size = '8GB'; SELECT pg_reload_conf();",
+        )
+    )
+    user = _one(conn, "SELECT current_user")
+    can = bool(_one(conn, "SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user"))
+    out.append(
+        Check(
+            "REPLICATION privilege",
+            can,
+            f"role {user} " + ("may" if can else "may not") + " open replication connections",
+            None if can else f"ALTER ROLE {user} REPLICATION;",
+        )
+    )
+    out.append(_replication_login(dsn))
+    lost = [s.slot_name for s in slots.list_slots(conn) if s.wal_status == "lost"]
+    out.append(
+        Check(
+            "invalidated slots",
+            not lost,
+            f"invalidated: {', '.join(lost)}" if lost else "none",
+            None if not lost else " ; ".join(f"cdc-logs slots drop {s} --dsn URL" for s in lost),
+        )
+    )
+    out.extend(_table_checks(conn, tables))
+    return out
+
+
+def _replication_login(dsn: str) -> Check:
+    try:
+        repl = ReplicationStream(dsn, application_name="cdc-logs doctor")
+    except CdcError as exc:
+        return Check("replication connection", False, exc.message, exc.hint or _HBA_FIX)
+    try:
+        system = repl.identify_system()
+        return Check("replication connection", True, f"system identifier {system.system_id}")
+    except CdcError as exc:
+        return Check("replication connection", False, exc.message, exc.hint)
+    finally:
+        repl.close()
+
+
+_HBA_FIX = "allow it in pg_hba.conf: `host replication <user> <client address> scram-sha-256`, then reload"
+
+
+def _table_checks(conn: psycopg.Connection[Any], tables: list[str] | None) -> list[Check]:
+    names = list(tables or [])
+    if not names:
+        rows = conn.execute(
+            "SELECT DISTINCT format('%I.%I', schemaname, tablename) FROM pg_publication_tables ORDER BY 1"
+        ).fetchall()
+        names = [str(r[0]) for r in rows]
+        if not names:
+            return [Check("captured tables", True, "none given and no publication yet (pass --table)")]
+    out = []
+    for name in names:
+        try:
+            info = catalog.table_info(conn, catalog.table_oid(conn, name))
+        except CdcError as exc:
+            out.append(Check(f"table {name}", False, exc.message, exc.hint))
+            continue
+        readable = bool(_one(conn, "SELECT has_table_privilege(%s, 'SELECT')", (info.oid,)))
+        problem = info.identity_problem()
+        identity = catalog.IDENTITY_NAMES.get(info.replica_identity, info.replica_identity)
+        detail = f"replica identity {identity}, primary key ({', '.join(info.primary_key) or 'none'})"
+        if problem:
+            out.append(
+                Check(
+                    f"table {info.qualified}",
+                    False,
+                    problem,
+                    f"ALTER TABLE {info.sql_name} REPLICA IDENTITY FULL; (or add a primary key)",
+                )
+            )
+        elif not readable:
+            out.append(
+                Check(
+                    f"table {info.qualified}",
+                    False,
+                    detail + "; no SELECT privilege (needed for the snapshot)",
+                    f"GRANT SELECT ON {info.sql_name} TO <user>;",
+                )
+            )
+        else:
+            out.append(Check(f"table {info.qualified}", True, detail))
+    return out

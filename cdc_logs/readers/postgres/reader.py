@@ -1,0 +1,401 @@
+"""PostgresReader: logical replication (pgoutput) over the walsender protocol, with snapshot hand-off.
+
+`open()` connects twice (a normal connection for the catalog, publication, snapshot and heartbeats;
+a replication connection for the slot and the stream), checks the captured tables and the slot, and
+creates the publication when missing. `stream(start)`:
+
+  start None, snapshot on   create the slot with an exported snapshot (or, if the slot exists
+                            already, read a fresh snapshot), yield the rows (op "r"), then stream
+                            from the slot's consistent point;
+  start None, snapshot off  create the slot if missing, yield Heartbeat(its start), stream;
+  start PgSnapshot          resume the snapshot at its next chunk, then stream from its LSN;
+  start Lsn                 stream from it (the slot must still exist and be usable).
+
+Positions are `Lsn(system identifier, commit end LSN)`. `commit()` only records the LSN; the
+replication connection's feedback thread sends it as the flush LSN. When nothing is in flight (no
+open transaction, everything yielded committed), keepalives are confirmed as they come, and a
+heartbeat message (`pg_logical_emit_message`, every `heartbeat_interval_s`) gives the pipeline a
+position to commit, so a slot whose tables are quiet does not pin WAL.
+
+`temporary=True` (tail without a slot name): a TEMPORARY slot, which the server drops with the
+connection, and a publication of our own, dropped by `close()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+import uuid
+from collections.abc import Generator, Iterator
+from typing import Any
+
+import psycopg
+
+from cdc_logs.envelope import Heartbeat
+from cdc_logs.errors import CdcError, ErrorKind
+from cdc_logs.observability.logging import get_logger
+from cdc_logs.position import Lsn, PgSnapshot, Position, format_lsn
+from cdc_logs.readers.base import Reader, StreamItem
+from cdc_logs.readers.postgres import catalog, slots
+from cdc_logs.readers.postgres.changes import HEARTBEAT_PREFIX, ChangeStream
+from cdc_logs.readers.postgres.connection import (
+    ReplicationStream,
+    connect,
+    map_error,
+    plugin_options,
+    quote_ident,
+)
+from cdc_logs.readers.postgres.events import EventBuilder
+from cdc_logs.readers.postgres.pgoutput import Relation
+from cdc_logs.readers.postgres.snapshot import Snapshot
+from cdc_logs.readers.postgres.txbuffer import StreamBuffers
+from cdc_logs.readers.postgres.types import TypeRegistry
+from cdc_logs.readers.postgres.walproto import Keepalive
+
+log = get_logger(__name__)
+
+
+class PostgresReader(Reader):
+    """See the module docstring; arguments mirror `PostgresSourceConfig` (docs/sources/postgres.md)."""
+
+    connector = "postgresql"
+
+    def __init__(
+        self,
+        dsn: str,
+        tables: list[str],
+        *,
+        pipeline_name: str,
+        slot: str | None = None,
+        publication: str | None = None,
+        all_tables: bool = False,
+        temporary: bool = False,
+        snapshot: bool = False,
+        heartbeat_interval_s: float = 10.0,
+        binary: bool = False,
+        messages: bool = True,
+        max_tx_memory_bytes: int = 64 << 20,
+        snapshot_chunk_rows: int = 10_000,
+        logical_decoding_work_mem: str | None = None,
+        status_interval_s: float = 10.0,
+        idle_tick_s: float = 0.5,
+    ) -> None:
+        if not tables and not all_tables:
+            raise CdcError(ErrorKind.CONFIG, "the postgres source needs tables", "add `--table schema.t`")
+        if not temporary and not slot:
+            raise CdcError(ErrorKind.CONFIG, "a persistent postgres source needs a slot name", "set `slot:`")
+        self.dsn = dsn
+        self.table_names = list(tables)
+        self.pipeline_name = pipeline_name
+        suffix = f"{os.getpid()}_{uuid.uuid4().hex[:6]}"
+        self.temporary = temporary and not slot
+        self.slot = slot or f"cdc_logs_tail_{suffix}"
+        # A slot named cdc_logs_* (the default, and temporary ones) reads the publication of that name.
+        self.publication = publication or (
+            self.slot if self.slot.startswith("cdc_logs_") else f"cdc_logs_{self.slot}"
+        )
+        self.all_tables = all_tables
+        self.snapshot = snapshot
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.binary = binary
+        self.messages = messages
+        self.max_tx_memory_bytes = max_tx_memory_bytes
+        self.snapshot_chunk_rows = snapshot_chunk_rows
+        self.logical_decoding_work_mem = logical_decoding_work_mem
+        self.status_interval_s = status_interval_s
+        self.idle_tick_s = idle_tick_s
+        self._meta: psycopg.Connection[Any] | None = None
+        self._meta_lock = threading.RLock()
+        self._repl: ReplicationStream | None = None
+        self._snapshot_conn: psycopg.Connection[Any] | None = None
+        self._system_id: str | None = None
+        self._dbname = ""
+        self._tables: list[catalog.TableInfo] = []
+        self._publication_created = False
+        self._stop = threading.Event()
+        self._committed = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def open(self) -> None:
+        self._stop.clear()
+        self._committed = 0
+        try:
+            self._meta = connect(self.dsn, application_name=f"cdc-logs {self.pipeline_name}")
+            options = (
+                f"-c logical_decoding_work_mem={self.logical_decoding_work_mem}"
+                if self.logical_decoding_work_mem
+                else ""
+            )
+            self._repl = ReplicationStream(
+                self.dsn,
+                application_name=f"cdc-logs {self.pipeline_name}",
+                options=options,
+                status_interval_s=self.status_interval_s,
+            )
+            system = self._repl.identify_system()
+            self._system_id, self._dbname = system.system_id, system.dbname
+            with self._meta_lock:
+                self._prepare_tables(self._meta)
+                slots.check_slot(slots.get_slot(self._meta, self.slot), self.slot, self._dbname)
+        except BaseException:
+            self.close()
+            raise
+
+    def _prepare_tables(self, meta: psycopg.Connection[Any]) -> None:
+        self._tables, created = slots.prepare_capture(
+            meta,
+            self.publication,
+            self.table_names,
+            all_tables=self.all_tables,
+            fresh=self.temporary,  # a temporary publication is ours alone: made anew for this run
+        )
+        self._publication_created = self._publication_created or created
+
+    def server_identity(self) -> str:
+        if self._system_id is None:
+            raise CdcError(ErrorKind.USAGE, "PostgresReader.server_identity() called before open()")
+        return self._system_id
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def commit(self, position: Position) -> None:
+        """Record that everything up to `position` is durable (thread-safe; sent by the feedback thread)."""
+        if not isinstance(position, Lsn) or position.server != self._system_id:
+            return  # snapshot chunks keep the slot where it is; foreign positions are ignored
+        if position.lsn > self._committed:
+            self._committed = position.lsn
+        repl = self._repl
+        if repl is not None:
+            repl.confirm(position.lsn)
+
+    def close(self) -> None:
+        self._stop.set()
+        repl, self._repl = self._repl, None
+        if repl is not None:
+            repl.close()  # a temporary slot goes away with this connection
+        snap, self._snapshot_conn = self._snapshot_conn, None
+        if snap is not None:
+            with contextlib.suppress(Exception):
+                snap.close()
+        with self._meta_lock:
+            meta, self._meta = self._meta, None
+            if self.temporary and self._publication_created:
+                self._drop_own_publication(meta)
+            if meta is not None:
+                with contextlib.suppress(Exception):
+                    meta.close()
+
+    def _drop_own_publication(self, meta: psycopg.Connection[Any] | None) -> None:
+        try:
+            if meta is None or meta.closed or meta.broken:  # e.g. after a server restart
+                meta = connect(self.dsn, application_name=f"cdc-logs {self.pipeline_name}")
+            slots.drop_publication(meta, self.publication, missing_ok=True)
+            self._publication_created = False
+        except CdcError as exc:
+            log.warning(
+                "could not drop the temporary publication",
+                error=exc.message,
+                fix=f"cdc-logs publications drop {self.publication} --dsn URL",
+            )
+
+    # -- streaming ---------------------------------------------------------------------------------
+    def stream(self, start: Position | None) -> Iterator[StreamItem]:
+        repl, meta = self._repl, self._meta
+        if repl is None or meta is None or self._system_id is None:
+            raise CdcError(ErrorKind.USAGE, "PostgresReader.stream() called before open()")
+        builder = self._builder()
+        if isinstance(start, Lsn) and start.server == self._system_id:
+            self._committed = start.lsn  # it came from the offset store: durable already
+        lsn = yield from self._start(repl, meta, builder, start)
+        if lsn is None or self._stop.is_set():
+            return
+        yield from self._follow(repl, builder, lsn)
+
+    def _builder(self) -> EventBuilder:
+        registry = TypeRegistry()
+
+        def key_lookup(relation: Relation) -> tuple[str, ...]:
+            with self._meta_lock:
+                assert self._meta is not None
+                return catalog.primary_key(self._meta, relation.oid)
+
+        def learn(relation: Relation) -> None:
+            with self._meta_lock:
+                assert self._meta is not None
+                catalog.learn_types(self._meta, registry, relation)
+
+        return EventBuilder(
+            pipeline=self.pipeline_name,
+            db=self._dbname,
+            registry=registry,
+            binary=self.binary,
+            key_lookup=key_lookup,
+            learn_types=learn,
+        )
+
+    def _check_start(self, start: Position) -> None:
+        if not isinstance(start, Lsn | PgSnapshot):
+            raise CdcError(
+                ErrorKind.CONFIG,
+                f"stored position {start.encode()} is not a Postgres position",
+                "reset the offsets of this source (`cdc-logs offsets reset -c <pipeline.yaml>`)",
+            )
+        if start.server != self._system_id:
+            raise CdcError(
+                ErrorKind.SERVER_MISMATCH,
+                f"the stored position was taken on cluster {start.server}, but the DSN reaches cluster "
+                f"{self._system_id} (restored from a backup, failed over, or another server)",
+                "if that is intended, `cdc-logs offsets reset -c <pipeline.yaml>` and run again "
+                "(a new snapshot)",
+            )
+
+    def _start(
+        self,
+        repl: ReplicationStream,
+        meta: psycopg.Connection[Any],
+        builder: EventBuilder,
+        start: Position | None,
+    ) -> Generator[StreamItem, None, int | None]:
+        """Yield the snapshot (if any) or the start heartbeat; return the LSN to stream from."""
+        assert self._system_id is not None
+        server = self._system_id
+        if start is not None:
+            self._check_start(start)
+            if self.temporary:
+                log.warning("temporary slot: changes made while disconnected are not replayed")
+                created = repl.create_slot(self.slot, temporary=True, export_snapshot=False)
+                return created.consistent_point
+            with self._meta_lock:
+                slot = slots.get_slot(meta, self.slot)
+            if slot is None:
+                raise slots.missing_slot_error(self.slot)
+            slots.check_slot(slot, self.slot, self._dbname)
+            if isinstance(start, PgSnapshot):
+                done = yield from self._snapshot(meta, builder, start.lsn, None, start)
+                return start.lsn if done else None
+            assert isinstance(start, Lsn)
+            return start.lsn
+        with self._meta_lock:
+            existing = None if self.temporary else slots.get_slot(meta, self.slot)
+        if existing is not None:
+            lsn = existing.confirmed_flush or 0
+            log.info(
+                "postgres slot exists; starting at its confirmed position",
+                slot=self.slot,
+                lsn=format_lsn(lsn),
+            )
+            if self.snapshot:
+                # No exported snapshot for an existing slot: a fresh one, after the slot's position.
+                done = yield from self._snapshot(meta, builder, lsn, None, None)
+                return lsn if done else None
+            yield Heartbeat(Lsn(server, lsn))
+            return lsn
+        created = repl.create_slot(self.slot, temporary=self.temporary, export_snapshot=self.snapshot)
+        log.info(
+            "postgres slot created",
+            slot=self.slot,
+            temporary=self.temporary,
+            consistent_point=format_lsn(created.consistent_point),
+        )
+        if self.snapshot:
+            done = yield from self._snapshot(
+                meta, builder, created.consistent_point, created.snapshot_name, None
+            )
+            return created.consistent_point if done else None
+        yield Heartbeat(Lsn(server, created.consistent_point))
+        return created.consistent_point
+
+    def _snapshot(
+        self,
+        meta: psycopg.Connection[Any],
+        builder: EventBuilder,
+        lsn: int,
+        snapshot_name: str | None,
+        resume: PgSnapshot | None,
+    ) -> Generator[StreamItem, None, bool]:
+        """Yield the snapshot; return True when it completed (False: stopped)."""
+        assert self._system_id is not None
+
+        def learn(table: catalog.TableInfo) -> None:
+            with self._meta_lock:
+                catalog.learn_types(meta, builder.registry, table.relation())
+
+        # A connection of its own: the snapshot transaction stays open while `meta` serves lookups.
+        conn = connect(self.dsn, application_name=f"cdc-logs {self.pipeline_name} snapshot")
+        self._snapshot_conn = conn  # close() ends it too: its open transaction holds table locks
+        try:
+            snap = Snapshot(
+                conn,
+                self._tables,
+                builder,
+                server=self._system_id,
+                lsn=lsn,
+                snapshot_name=snapshot_name,
+                resume=resume,
+                chunk_rows=self.snapshot_chunk_rows,
+                learn_types=learn,
+                stopped=self._stop.is_set,
+            )
+            emitted = 0
+            for event in snap.events():
+                emitted += 1
+                yield event
+            if snap.complete and emitted == 0:
+                yield Heartbeat(Lsn(self._system_id, lsn))  # empty tables: still mark the snapshot done
+            log.info("postgres snapshot done" if snap.complete else "postgres snapshot stopped", rows=emitted)
+            return snap.complete
+        finally:
+            self._snapshot_conn = None
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def _follow(self, repl: ReplicationStream, builder: EventBuilder, lsn: int) -> Iterator[StreamItem]:
+        assert self._system_id is not None
+        buffers = StreamBuffers(self.max_tx_memory_bytes)
+        tables = None if self.all_tables else {t.qualified for t in self._tables}
+        changes = ChangeStream(builder, buffers, self._system_id, tables=tables, messages=self.messages)
+        assert self._meta is not None
+        opts = plugin_options(
+            repl.server_version, quote_ident(self._meta, self.publication), binary=self.binary
+        )
+        repl.start(self.slot, lsn, opts)
+        log.info("postgres streaming", slot=self.slot, start=format_lsn(lsn), proto=opts["proto_version"])
+        changes.last_boundary = lsn
+        next_tick = time.monotonic() + self.idle_tick_s
+        next_heartbeat = time.monotonic() + self.heartbeat_interval_s
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                if self.heartbeat_interval_s > 0 and now >= next_heartbeat:
+                    self._emit_heartbeat()
+                    next_heartbeat = now + self.heartbeat_interval_s
+                if now >= next_tick:
+                    yield None
+                    next_tick = time.monotonic() + self.idle_tick_s
+                msg = repl.read(min(self.idle_tick_s, 0.25))
+                if msg is None:
+                    continue
+                if type(msg) is Keepalive:
+                    if not changes.in_flight and self._committed >= changes.last_boundary:
+                        repl.idle_confirm(msg)
+                    if msg.reply_requested:
+                        repl.send_status()
+                    continue
+                for item in changes.feed(msg.wal_start, msg.payload):  # type: ignore[union-attr]
+                    yield item
+                    next_tick = time.monotonic() + self.idle_tick_s
+        finally:
+            buffers.clear()
+
+    def _emit_heartbeat(self) -> None:
+        with self._meta_lock:
+            meta = self._meta
+            if meta is None:
+                return
+            try:
+                meta.execute("SELECT pg_logical_emit_message(false, %s, %s)", (HEARTBEAT_PREFIX, self.slot))
+            except psycopg.Error as exc:
+                raise map_error(exc, "emitting a heartbeat message") from exc
