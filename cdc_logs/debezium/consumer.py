@@ -1,0 +1,349 @@
+"""DebeziumReader: Debezium's Kafka topics as a cdc-logs source (confluent-kafka consumer).
+
+Subscription: explicit `topics`, or `<prefix>.<table>` per table, or every table topic of a connector
+with the regex `^<prefix>\\..*` (which leaves out Debezium's schema-change topic `<prefix>` and heartbeat
+topic `__debezium-heartbeat.<prefix>`; the `<prefix>.transaction` metadata records it does match are
+skipped; `<prefix>.message`, Debezium's topic for `pg_logical_emit_message` messages of the whole
+database, is read as op "m" events). Debezium creates a topic with its first record, and a
+subscription sees it at the next metadata refresh, so `topic.metadata.refresh.interval.ms` defaults to
+5 s instead of librdkafka's 5 min.
+
+Offsets: `enable.auto.commit` is off. The pipeline calls `commit(position)` only once every sink holds
+the events before it; the reader then commits those offsets to the consumer group (synchronously, from
+its own polling thread, for the partitions it still owns). The pipeline's offset store keeps the same
+position (`KafkaOffsets`: next offset per `topic:partition`, stamped with the Kafka cluster id), and on
+the first assignment of a run a stored offset wins over the group's; partitions it does not cover
+start at the group's committed offset, else at `auto.offset.reset`. A start offset that retention has
+already deleted is refused (POSITION_LOST) rather than silently skipped.
+
+Every event is a boundary: a Kafka offset is per message, and the source transaction travels in the
+event's `transaction` block. Tombstones, transaction-metadata records and malformed records (those go
+to the dead-letter destination first) emit a Heartbeat so the position still moves past them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from cdc_logs.debezium.deadletter import DeadLetter, DeadRecord, LogDeadLetter
+from cdc_logs.debezium.decode import Malformed, Skip, decode_record
+from cdc_logs.envelope import ChangeEvent, Heartbeat
+from cdc_logs.errors import CdcError, ErrorKind
+from cdc_logs.observability.logging import get_logger
+from cdc_logs.position import KafkaOffsets, Position
+from cdc_logs.readers.base import Reader, StreamItem
+
+log = get_logger(__name__)
+
+_REGEX_SPECIAL = set(".^$*+?()[]{}|\\")
+
+
+def prefix_regex(prefix: str) -> str:
+    """librdkafka subscription regex for every topic under `prefix.` (only regex metacharacters escaped:
+    librdkafka's regex engine does not know escapes like `\\-`)."""
+    escaped = "".join(f"\\{c}" if c in _REGEX_SPECIAL else c for c in prefix)
+    return f"^{escaped}\\..*"
+
+
+def subscription(topics: Sequence[str], topic_prefix: str | None, tables: Sequence[str]) -> list[str]:
+    if topics:
+        return list(topics)
+    if not topic_prefix:
+        raise CdcError(ErrorKind.CONFIG, "a debezium source needs `topics` or `topic_prefix`", None)
+    if tables:
+        return [f"{topic_prefix}.{t}" for t in tables]
+    return [prefix_regex(topic_prefix)]
+
+
+class DebeziumReader(Reader):
+    """Read Debezium change events from Kafka.
+
+    Args:
+        consumer_config: librdkafka settings (`bootstrap.servers`, `group.id`, `auto.offset.reset`,
+            security); `enable.auto.commit` is forced off.
+        topics: the subscription (topic names or `^regex`), see `subscription()`.
+        dead_letter: where malformed records go (default: a warning in the log).
+        commit_offsets: commit to the consumer group (off for `tail`, whose group is throwaway).
+        provision: called once in `open()` before consuming (creates/updates the connector).
+        consumer_factory: builds the consumer from its settings (tests pass a fake).
+    """
+
+    connector = "debezium"
+
+    def __init__(
+        self,
+        consumer_config: dict[str, Any],
+        topics: Sequence[str],
+        *,
+        dead_letter: DeadLetter | None = None,
+        commit_offsets: bool = True,
+        provision: Callable[[], None] | None = None,
+        idle_tick_s: float = 0.5,
+        assignment_wait_s: float = 10.0,
+        broker_down_limit_s: float = 60.0,
+        consumer_factory: Callable[[dict[str, Any]], Any] | None = None,
+    ) -> None:
+        if str(consumer_config.get("enable.auto.commit", "false")).lower() == "true":
+            raise CdcError(
+                ErrorKind.CONFIG,
+                "enable.auto.commit=true would commit offsets before the sinks hold the events",
+                "remove it: cdc-logs commits offsets itself once every sink is durable",
+            )
+        self.consumer_config = {**consumer_config, "enable.auto.commit": False}
+        # Debezium creates a table's topic with its first change: a regex must see new topics, and a
+        # named topic that does not exist yet must be found, both at the next metadata refresh.
+        self.consumer_config.setdefault("topic.metadata.refresh.interval.ms", 5000)
+        self.topics = list(topics)
+        self.dead_letter = dead_letter or LogDeadLetter()
+        self.commit_offsets = commit_offsets
+        self.provision = provision
+        self.idle_tick_s = idle_tick_s
+        self.assignment_wait_s = assignment_wait_s
+        self.broker_down_limit_s = broker_down_limit_s
+        self._factory = consumer_factory
+        self.reset = str(self.consumer_config.get("auto.offset.reset", "latest")).lower()
+        self._consumer: Any = None
+        self._cluster_id = ""
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._pending: KafkaOffsets | None = None
+        self._committed: KafkaOffsets | None = None
+        self._positions: dict[str, int] = {}
+        self._assigned: set[str] = set()
+        self._start_offsets: dict[str, int] | None = None
+        self._assignments = 0
+        self._error: CdcError | None = None
+        self._down_since: float | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def open(self) -> None:
+        from confluent_kafka import KafkaException
+
+        self._stop.clear()
+        if self.provision is not None:
+            self.provision()
+        self._error, self._down_since = None, None
+        self._positions, self._assigned, self._assignments = {}, set(), 0
+        try:
+            self._consumer = self._make_consumer({**self.consumer_config, "error_cb": self._on_error})
+            metadata = self._consumer.list_topics(timeout=10)
+        except KafkaException as exc:
+            self._close_consumer()
+            raise CdcError(
+                ErrorKind.CONNECTION,
+                f"cannot reach Kafka at {self.consumer_config.get('bootstrap.servers')}: {exc}",
+                "check bootstrap_servers (--bootstrap) and the security settings",
+            ) from exc
+        self._cluster_id = metadata.cluster_id or str(self.consumer_config.get("bootstrap.servers"))
+        self.dead_letter.open()
+
+    def _make_consumer(self, settings: dict[str, Any]) -> Any:
+        if self._factory is not None:
+            return self._factory(settings)
+        from confluent_kafka import Consumer
+
+        return Consumer(settings)
+
+    def server_identity(self) -> str:
+        return self._cluster_id
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._consumer is not None:
+            self._apply_commit()
+        self._close_consumer()
+        self.dead_letter.close()
+
+    def _close_consumer(self) -> None:
+        if self._consumer is not None:
+            consumer, self._consumer = self._consumer, None
+            try:
+                consumer.close()  # leaves the group now instead of after the session timeout
+            except Exception as exc:
+                log.warning("closing the Kafka consumer failed", error=str(exc))
+
+    # -- positions and commits -------------------------------------------------------------------
+    def _position(self) -> KafkaOffsets:
+        return KafkaOffsets(self._cluster_id, tuple(sorted(self._positions.items())))
+
+    def commit(self, position: Position) -> None:
+        if isinstance(position, KafkaOffsets):
+            with self._lock:
+                self._pending = position
+
+    def _apply_commit(self) -> None:
+        """Commit the last durable position to the group (from the polling thread, or at close)."""
+        with self._lock:
+            position, self._pending = self._pending, None
+        if position is None or not self.commit_offsets or position == self._committed:
+            return
+        from confluent_kafka import KafkaException, TopicPartition
+
+        owned = [
+            TopicPartition(key.rpartition(":")[0], int(key.rpartition(":")[2]), offset)
+            for key, offset in position.offsets
+            if key in self._assigned
+        ]
+        if not owned:
+            return
+        try:
+            self._consumer.commit(offsets=owned, asynchronous=False)
+            self._committed = position
+        except KafkaException as exc:
+            # A rebalance took the partitions away: their next owner resumes from the previous commit
+            # (at-least-once). Any other failure is retried with the next commit.
+            log.warning("committing Kafka offsets failed; retried with the next commit", error=str(exc))
+
+    # -- assignment ------------------------------------------------------------------------------
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        from confluent_kafka import TopicPartition
+
+        start = self._start_offsets if self._assignments == 0 else None
+        self._assignments += 1
+        committed = consumer.committed(partitions, timeout=10) if partitions else []
+        assigned = []
+        for tp, done in zip(partitions, committed, strict=True):
+            key = f"{tp.topic}:{tp.partition}"
+            low, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)
+            if start is not None and key in start:
+                offset, origin = start[key], "the stored position"
+            elif done.offset >= 0:
+                offset, origin = done.offset, "the group's committed offset"
+            else:
+                offset, origin = (
+                    (low if self.reset in ("earliest", "smallest", "beginning") else high),
+                    "reset",
+                )
+            if offset < low:
+                self._error = CdcError(
+                    ErrorKind.POSITION_LOST,
+                    f"{key}: resume offset {offset} ({origin}) was deleted by retention "
+                    f"(the log starts at {low})",
+                    "start over with `cdc-logs offsets reset` (and a new group_id), accepting the gap",
+                )
+            assigned.append(TopicPartition(tp.topic, tp.partition, offset))
+            self._positions[key] = offset
+            self._assigned.add(key)
+            log.info("partition assigned", partition=key, offset=offset, origin=origin, end=high)
+        consumer.assign(assigned)
+
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        self._apply_commit()
+        for tp in partitions:
+            key = f"{tp.topic}:{tp.partition}"
+            self._assigned.discard(key)
+            # Its next owner continues from the group's offset; our stale one must not be stored.
+            self._positions.pop(key, None)
+        consumer.unassign()
+
+    def _on_error(self, err: Any) -> None:
+        from confluent_kafka import KafkaError
+
+        code = err.code()
+        if code == KafkaError._ALL_BROKERS_DOWN:
+            self._down_since = self._down_since or time.monotonic()
+        elif err.fatal() or code in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
+            kind = ErrorKind.AUTH if "AUTH" in err.name() else ErrorKind.INTERNAL
+            self._error = CdcError(kind, f"Kafka client error: {err.str()}", "check the security settings")
+        else:
+            log.debug("kafka client error", error=err.str())
+
+    # -- streaming -------------------------------------------------------------------------------
+    def stream(self, start: Position | None) -> Iterator[StreamItem]:
+        if start is not None and not isinstance(start, KafkaOffsets):
+            raise CdcError(
+                ErrorKind.POSITION_LOST,
+                f"stored position is a {start.kind} position, not Kafka offsets",
+                "reset the source's offsets: `cdc-logs offsets reset -c <pipeline.yaml> --source NAME`",
+            )
+        self._start_offsets = dict(start.offsets) if start is not None else {}
+        self._consumer.subscribe(
+            self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
+        )
+        announce = start is None
+        announce_by = time.monotonic() + self.assignment_wait_s
+        last_yield = time.monotonic()
+        while not self._stop.is_set():
+            self._apply_commit()
+            msg = self._consumer.poll(min(self.idle_tick_s, 0.5))
+            self._check_health()
+            if announce and (self._assignments or time.monotonic() >= announce_by):
+                # Started without a position: the pipeline stores where this run begins.
+                announce = False
+                yield Heartbeat(self._position())
+            if msg is None:
+                if time.monotonic() - last_yield >= self.idle_tick_s:
+                    last_yield = time.monotonic()
+                    yield None
+                continue
+            if msg.error() is not None:
+                self._message_error(msg)
+                continue
+            last_yield = time.monotonic()
+            key = f"{msg.topic()}:{msg.partition()}"
+            if key not in self._assigned:
+                continue  # fetched just before a revoke
+            self._down_since = None
+            self._positions[key] = msg.offset() + 1
+            yield self._convert(msg)
+
+    def _convert(self, msg: Any) -> ChangeEvent | Heartbeat:
+        decoded = decode_record(msg.key(), msg.value())
+        position = self._position()
+        if isinstance(decoded, ChangeEvent):
+            decoded.position = position
+            decoded.boundary = True
+            return decoded
+        if isinstance(decoded, Malformed):
+            _kind, timestamp = msg.timestamp()
+            self.dead_letter.send(
+                DeadRecord(
+                    msg.topic(),
+                    msg.partition(),
+                    msg.offset(),
+                    msg.key(),
+                    msg.value(),
+                    decoded.reason,
+                    timestamp,
+                )
+            )
+        else:
+            assert isinstance(decoded, Skip)
+        return Heartbeat(position)
+
+    def _message_error(self, msg: Any) -> None:
+        from confluent_kafka import KafkaError
+
+        err = msg.error()
+        code = err.code()
+        if code == KafkaError._PARTITION_EOF:
+            return
+        if code in (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED):
+            raise CdcError(
+                ErrorKind.PERMISSION, f"Kafka refused access: {err.str()}", "grant the consumer READ"
+            )
+        if err.fatal():
+            raise CdcError(ErrorKind.INTERNAL, f"Kafka consumer failed: {err.str()}", None)
+        # Unknown topic (the connector has not written to it yet) and other transient errors: keep going.
+        log.warning("kafka consumer error", topic=msg.topic(), error=err.str())
+
+    def _check_health(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        if self._down_since is not None and time.monotonic() - self._down_since > self.broker_down_limit_s:
+            try:
+                self._consumer.list_topics(timeout=5)
+                self._down_since = None
+            except Exception as exc:
+                raise CdcError(
+                    ErrorKind.CONNECTION,
+                    f"all Kafka brokers unreachable for {self.broker_down_limit_s:.0f} s: {exc}",
+                    "check the brokers; the pipeline reconnects and resumes from the last commit",
+                ) from exc

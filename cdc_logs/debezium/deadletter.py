@@ -1,0 +1,182 @@
+"""Dead-letter destinations for Debezium records that cannot be decoded.
+
+A malformed record must not stop the pipeline (one bad message would block a topic forever), and must
+not vanish either: it goes to a dead-letter destination with the reason, and the consumer moves on.
+`send` returns only once the record is durable there, because the consumer's position (committed once
+the sinks hold everything before it) moves past the record right after.
+
+- `FileDeadLetter`: one JSON object per line (`topic`, `partition`, `offset`, `timestamp_ms`, `reason`,
+  `key`, `value`; bytes that are not UTF-8 are base64 with `"encoding": "base64"`), fsync'd.
+- `KafkaDeadLetter`: the original key and value bytes to a topic (default `<pipeline>.dlq`), the reason
+  and origin in headers `cdc-logs.dlq.reason|topic|partition|offset`; waits for the broker's ack.
+- `LogDeadLetter`: a warning on stderr only (for `tail`, which leaves nothing behind).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from cdc_logs.errors import CdcError, ErrorKind
+from cdc_logs.observability.logging import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    reason: str
+    timestamp_ms: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+            "timestamp_ms": self.timestamp_ms,
+            "reason": self.reason,
+        }
+        binary = False
+        for name in ("key", "value"):
+            raw = getattr(self, name)
+            try:
+                out[name] = None if raw is None else raw.decode("utf-8")
+            except UnicodeDecodeError:
+                out[name] = base64.b64encode(raw).decode("ascii")
+                binary = True
+        if binary:
+            out["encoding"] = "base64"
+        return out
+
+
+class DeadLetter(ABC):
+    def open(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    @abstractmethod
+    def send(self, record: DeadRecord) -> None:
+        """Store `record` durably (raise CdcError if that is impossible)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+
+class LogDeadLetter(DeadLetter):
+    def send(self, record: DeadRecord) -> None:
+        log.warning(
+            "skipped a malformed Debezium record",
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            reason=record.reason,
+        )
+
+    def describe(self) -> str:
+        return "the log (stderr)"
+
+
+class FileDeadLetter(DeadLetter):
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._file: IO[bytes] | None = None
+
+    def open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("ab")
+        except OSError as exc:
+            raise CdcError(
+                ErrorKind.CONFIG,
+                f"cannot open the dead-letter file {self.path}: {exc.strerror}",
+                "set dead_letter.path to a writable file",
+            ) from exc
+
+    def send(self, record: DeadRecord) -> None:
+        if self._file is None:
+            self.open()
+        assert self._file is not None
+        self._file.write(orjson.dumps(record.to_dict()) + b"\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        log.warning(
+            "malformed Debezium record sent to the dead-letter file",
+            path=str(self.path),
+            topic=record.topic,
+            offset=record.offset,
+            reason=record.reason,
+        )
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def describe(self) -> str:
+        return f"file {self.path}"
+
+
+class KafkaDeadLetter(DeadLetter):
+    def __init__(self, topic: str, producer_config: dict[str, Any], timeout_s: float = 30.0) -> None:
+        self.topic = topic
+        self.producer_config = {**producer_config, "enable.idempotence": True, "acks": "all"}
+        self.timeout_s = timeout_s
+        self._producer: Any = None
+
+    def open(self) -> None:
+        from confluent_kafka import Producer
+
+        self._producer = Producer(self.producer_config)
+
+    def send(self, record: DeadRecord) -> None:
+        if self._producer is None:
+            self.open()
+        errors: list[str] = []
+
+        def delivered(err: Any, _msg: Any) -> None:
+            if err is not None:
+                errors.append(str(err))
+
+        headers = [
+            ("cdc-logs.dlq.reason", record.reason.encode()),
+            ("cdc-logs.dlq.topic", record.topic.encode()),
+            ("cdc-logs.dlq.partition", str(record.partition).encode()),
+            ("cdc-logs.dlq.offset", str(record.offset).encode()),
+        ]
+        self._producer.produce(
+            self.topic, key=record.key, value=record.value, headers=headers, on_delivery=delivered
+        )
+        if self._producer.flush(self.timeout_s) > 0 or errors:
+            raise CdcError(
+                ErrorKind.SINK_TRANSIENT,
+                f"cannot write to the dead-letter topic {self.topic}: {errors[0] if errors else 'timed out'}",
+                "create the topic (or enable auto-creation) and let the consumer's credentials write to it",
+            )
+        log.warning(
+            "malformed Debezium record sent to the dead-letter topic",
+            dlq=self.topic,
+            topic=record.topic,
+            offset=record.offset,
+            reason=record.reason,
+        )
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.flush(self.timeout_s)
+            self._producer = None
+
+    def describe(self) -> str:
+        return f"topic {self.topic}"
