@@ -12,6 +12,7 @@ from typing import Any
 import typer
 
 from cdc_logs.build import build_reader, source_name
+from cdc_logs.cli.progress import show_snapshot_progress
 from cdc_logs.config import PolledTableConfig, PollSourceConfig, PostgresSourceConfig, SqliteSourceConfig
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.offsets.memory import MemoryOffsetStore
@@ -103,10 +104,11 @@ def tail(
         debezium=(bootstrap, topic_prefix, group_id, from_beginning),
     )
     reader = build_reader(cfg, "tail", temporary=True)
+    sink = StdoutSink(format)
     pipeline = Pipeline(
         "tail",
         {source_name(cfg): reader},
-        [StdoutSink(format)],
+        [sink],
         MemoryOffsetStore(),
         batch=BatchPolicy(max_events=500, max_wait_s=0.05),
         limit=limit,
@@ -117,6 +119,8 @@ def tail(
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    if format == "pretty" and snapshot:
+        show_snapshot_progress(pipeline, reader, sink)
     try:
         pipeline.run()
     finally:

@@ -17,11 +17,22 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from cdc_logs.envelope import ChangeEvent, Heartbeat
 from cdc_logs.position import Position
 
 StreamItem = ChangeEvent | Heartbeat | None
+
+
+@dataclass(slots=True)
+class SnapshotProgress:
+    """How far the initial snapshot of one table is: rows read, and the server's estimate of the total."""
+
+    table: str
+    rows: int = 0
+    estimate: int | None = None
+    done: bool = False
 
 
 class Reader(ABC):
@@ -44,6 +55,10 @@ class Reader(ABC):
 
     def commit(self, position: Position) -> None:  # noqa: B027 - optional hook
         """Everything up to `position` is durable downstream; the source may discard it."""
+
+    def snapshot_progress(self) -> list[SnapshotProgress]:
+        """Per-table progress of a running snapshot (empty when none runs); read from another thread."""
+        return []
 
     def stop(self) -> None:  # noqa: B027 - optional hook
         """Ask a blocking `stream` to return soon (called from another thread)."""

@@ -34,6 +34,11 @@ class StdoutSink(Sink):
         self._stream = stream
         self._console: Any = None
 
+    @property
+    def console(self) -> Any:
+        """The rich console of `pretty` output (None for json), shared by the snapshot progress bar."""
+        return self._console
+
     def open(self) -> None:
         if self._stream is None:
             self._stream = sys.stdout.buffer

@@ -332,7 +332,7 @@ def select_all(db: Any, table: str) -> dict[int, dict[str, Any]]:
 def test_snapshot_then_stream_under_concurrent_writes_rebuilds_the_table(
     pg_dsn: str, db: Any, cleanup: list[str], unique_name: str
 ) -> None:
-    rows = 20_000
+    rows = 100_000  # the size: snapshot + stream of a 100k-row table
     t = make_table(db, cleanup, unique_name, "id int PRIMARY KEY, v text")
     db.execute(f"INSERT INTO {t} SELECT g, 'v' || g FROM generate_series(1, {rows}) g")
     reader = reader_for(pg_dsn, [t], snapshot=True, snapshot_chunk_rows=1000)
@@ -346,12 +346,14 @@ def test_snapshot_then_stream_under_concurrent_writes_rebuilds_the_table(
         thread.start()  # writes while the snapshot is read, chunk by chunk
         state = {first.after["id"]: first.after}  # type: ignore[index]
         state.update(rebuild(stream, reader))
+        progress = reader.snapshot_progress()  # what the --format pretty progress bar draws
     finally:
         stop.set()
         thread.join(30)
         reader.close()
     assert done.is_set()
     assert state == select_all(db, t)
+    assert [(p.table, p.rows, p.done) for p in progress] == [(t, rows, True)]
 
 
 def test_snapshot_resumes_by_chunk_after_a_crash(

@@ -37,7 +37,7 @@ from cdc_logs.envelope import Heartbeat
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.position import Lsn, PgSnapshot, Position, format_lsn
-from cdc_logs.readers.base import Reader, StreamItem
+from cdc_logs.readers.base import Reader, SnapshotProgress, StreamItem
 from cdc_logs.readers.postgres import catalog, slots
 from cdc_logs.readers.postgres.changes import HEARTBEAT_PREFIX, ChangeStream
 from cdc_logs.readers.postgres.connection import (
@@ -110,6 +110,7 @@ class PostgresReader(Reader):
         self._meta_lock = threading.RLock()
         self._repl: ReplicationStream | None = None
         self._snapshot_conn: psycopg.Connection[Any] | None = None
+        self._progress: list[SnapshotProgress] = []
         self._system_id: str | None = None
         self._dbname = ""
         self._tables: list[catalog.TableInfo] = []
@@ -308,6 +309,9 @@ class PostgresReader(Reader):
         yield Heartbeat(Lsn(server, created.consistent_point))
         return created.consistent_point
 
+    def snapshot_progress(self) -> list[SnapshotProgress]:
+        return list(self._progress)
+
     def _snapshot(
         self,
         meta: psycopg.Connection[Any],
@@ -339,6 +343,7 @@ class PostgresReader(Reader):
                 learn_types=learn,
                 stopped=self._stop.is_set,
             )
+            self._progress = snap.progress
             emitted = 0
             for event in snap.events():
                 emitted += 1

@@ -34,6 +34,7 @@ from psycopg import sql
 from cdc_logs.envelope import ChangeEvent
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.position import Lsn, PgSnapshot, Position, format_lsn
+from cdc_logs.readers.base import SnapshotProgress
 from cdc_logs.readers.postgres.catalog import TableInfo
 from cdc_logs.readers.postgres.connection import map_error, quote_literal
 from cdc_logs.readers.postgres.events import EventBuilder
@@ -78,6 +79,8 @@ class Snapshot:
         self._stopped = stopped
         self.rows_read = 0
         self.complete = False
+        # Shared with the progress display (another thread): entries are only added and bumped.
+        self.progress = [SnapshotProgress(t.qualified) for t in tables]
 
     def events(self) -> Iterator[ChangeEvent]:
         """Every row as op "r": markers first/true/last; the last row's position is Lsn(lsn)."""
@@ -138,9 +141,11 @@ class Snapshot:
             f"exported snapshot {self.snapshot_name}" if self.snapshot_name else "a fresh snapshot (resumed)"
         )
         log.info("postgres snapshot started", tables=len(self.tables), at=format_lsn(self.lsn), using=how)
-        for table in self.tables:
+        for table, progress in zip(self.tables, self.progress, strict=True):
             if table.qualified in done:
+                progress.done = True
                 continue
+            progress.estimate = self._estimate(table)
             if self._learn_types is not None:
                 self._learn_types(table)
             start: tuple[str, ...] = ()
@@ -152,10 +157,22 @@ class Snapshot:
                 if self._stopped():
                     return
                 count += 1
+                progress.rows = count
                 yield row
             done.append(table.qualified)
+            progress.done = True
             self.rows_read += count
             log.info("postgres snapshot: table read", table=table.qualified, rows=count)
+
+    def _estimate(self, table: TableInfo) -> int | None:
+        """The planner's row estimate (pg_class.reltuples): cheap, good enough for a progress bar."""
+        try:
+            row = self.conn.execute(
+                "SELECT reltuples::bigint FROM pg_class WHERE oid = %s", (table.oid,)
+            ).fetchone()
+        except psycopg.Error:
+            return None
+        return int(row[0]) if row and row[0] is not None and row[0] >= 0 else None
 
     def _select_list(self, table: TableInfo) -> sql.Composable:
         return sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
