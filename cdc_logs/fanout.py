@@ -23,7 +23,7 @@ from cdc_logs.envelope import ChangeEvent, dumps
 from cdc_logs.errors import CdcError, Directive, ErrorKind
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.observability.metrics import Metrics
-from cdc_logs.sinks.base import Sink
+from cdc_logs.sinks.base import Sink, as_sink_error
 from cdc_logs.spool import Spool, decode_record, encode_record
 
 log = get_logger(__name__)
@@ -133,13 +133,7 @@ class FanOut:
                 sink.write(events)
                 return True
             except Exception as exc:
-                error = (
-                    exc
-                    if isinstance(exc, CdcError)
-                    else CdcError(
-                        ErrorKind.SINK_TRANSIENT, f"{type(exc).__name__}: {exc}", "the batch is retried"
-                    )
-                )
+                error = as_sink_error(exc)
                 self.metrics.sink_error(sink.name)
                 if error.directive is Directive.RETRY:
                     delay = min(self.max_backoff_s, self.initial_backoff_s * 2 ** min(attempt - 1, 16))

@@ -29,7 +29,7 @@ from cdc_logs.observability.metrics import Metrics
 from cdc_logs.offsets.base import OffsetStore
 from cdc_logs.position import Position
 from cdc_logs.readers.base import Reader
-from cdc_logs.sinks.base import Sink
+from cdc_logs.sinks.base import Sink, as_sink_error
 from cdc_logs.transforms.base import Transform, apply_all
 
 log = get_logger(__name__)
@@ -323,13 +323,7 @@ class Pipeline:
                 sink.write(batch)
                 return
             except Exception as exc:
-                error = (
-                    exc
-                    if isinstance(exc, CdcError)
-                    else CdcError(
-                        ErrorKind.SINK_TRANSIENT, f"{type(exc).__name__}: {exc}", "the batch is retried"
-                    )
-                )
+                error = as_sink_error(exc)
                 self.metrics.sink_error(sink.name)
                 if error.directive is not Directive.RETRY or self.retry.exhausted(attempt):
                     log.error("sink failed", sink=sink.name, attempt=attempt, error=str(error))

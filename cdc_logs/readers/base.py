@@ -15,8 +15,10 @@ commits it, so a later run resumes there and never skips changes made while it w
 
 from __future__ import annotations
 
+import threading
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 
 from cdc_logs.envelope import ChangeEvent, Heartbeat
@@ -73,3 +75,23 @@ class Reader(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def idle_pause(
+    stop: threading.Event, interval_s: float, idle_tick_s: float, next_tick: float
+) -> Generator[None, None, float]:
+    """Wait one poll interval (returning early on stop), yielding idle ticks when they are due.
+
+    For polling readers: `next_tick = yield from idle_pause(...)` between polls.
+    """
+    deadline = time.monotonic() + interval_s
+    while not stop.is_set():
+        now = time.monotonic()
+        if now >= next_tick:
+            yield None
+            now = time.monotonic()  # the consumer may have held us for a while
+            next_tick = now + idle_tick_s
+        if now >= deadline:
+            break
+        stop.wait(min(deadline, next_tick) - now)
+    return next_tick

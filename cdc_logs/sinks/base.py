@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 from cdc_logs.envelope import ChangeEvent
+from cdc_logs.errors import CdcError, ErrorKind
 
 
 class Sink(ABC):
@@ -36,3 +37,10 @@ class Sink(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def as_sink_error(exc: Exception) -> CdcError:
+    """A sink failure as a CdcError: an unexpected exception counts as transient (the batch is retried)."""
+    if isinstance(exc, CdcError):
+        return exc
+    return CdcError(ErrorKind.SINK_TRANSIENT, f"{type(exc).__name__}: {exc}", "the batch is retried")

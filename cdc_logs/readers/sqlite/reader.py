@@ -21,7 +21,7 @@ from cdc_logs.envelope import Heartbeat
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.position import Position, Watermark
-from cdc_logs.readers.base import Reader, StreamItem
+from cdc_logs.readers.base import Reader, StreamItem, idle_pause
 from cdc_logs.readers.sqlite import state
 from cdc_logs.readers.sqlite.connection import (
     TableInfo,
@@ -265,18 +265,7 @@ class SqliteReader(Reader):
             next_tick = yield from self._pause(next_tick)
 
     def _pause(self, next_tick: float) -> Generator[None, None, float]:
-        """Wait one poll interval (returns early on stop), yielding idle ticks when due."""
-        deadline = time.monotonic() + self.poll_interval_s
-        while not self._stop.is_set():
-            now = time.monotonic()
-            if now >= next_tick:
-                yield None
-                now = time.monotonic()  # the consumer may have held us for a while
-                next_tick = now + self.idle_tick_s
-            if now >= deadline:
-                break
-            self._stop.wait(min(deadline, next_tick) - now)
-        return next_tick
+        return idle_pause(self._stop, self.poll_interval_s, self.idle_tick_s, next_tick)
 
     def _apply_commit(self, conn: sqlite3.Connection) -> None:
         with self._commit_lock:
