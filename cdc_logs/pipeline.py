@@ -102,6 +102,7 @@ class Pipeline:
         metrics: Metrics | None = None,
         on_batch: Callable[[Sequence[ChangeEvent]], None] | None = None,
         fanout: FanoutPolicy | None = None,
+        retry_start: bool = True,
     ) -> None:
         names = [s.name for s in sinks]
         if len(set(names)) != len(names):
@@ -121,6 +122,7 @@ class Pipeline:
         self.stop_when_idle = stop_when_idle
         self.metrics = metrics or Metrics.disabled()
         self.on_batch = on_batch
+        self.retry_start = retry_start
         self.stats = PipelineStats()
         self.ready = threading.Event()
         self._queue: queue.Queue[tuple[int, str, ChangeEvent | Heartbeat] | _Failure | _Idle] = queue.Queue(
@@ -175,6 +177,31 @@ class Pipeline:
         self._threads[source] = thread
         thread.start()
 
+    def _start_with_retry(self, source: str) -> None:
+        """Open a source, retrying retryable failures (a database still starting) with backoff."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                self._start_reader(source)
+                return
+            except CdcError as exc:
+                retry = self.retry_start and exc.directive is Directive.RETRY
+                if not retry or self.retry.exhausted(attempt) or self._stop.is_set():
+                    raise
+                delay = self.retry.backoff(attempt)
+                log.warning(
+                    "source unavailable, retrying",
+                    source=source,
+                    attempt=attempt,
+                    retry_in_s=delay,
+                    error=exc.message,
+                )
+                with contextlib.suppress(Exception):
+                    self.readers[source].close()
+                if self._stop.wait(delay):
+                    raise
+
     def _put(self, item: tuple[int, str, ChangeEvent | Heartbeat] | _Failure | _Idle) -> bool:
         while not self._stop.is_set():
             try:
@@ -208,7 +235,7 @@ class Pipeline:
             self._fanout.start()
         try:
             for source in self.readers:
-                self._start_reader(source)
+                self._start_with_retry(source)
             self.ready.set()
             self._loop()
         finally:

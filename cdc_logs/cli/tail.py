@@ -111,6 +111,7 @@ def tail(
         [sink],
         MemoryOffsetStore(),
         batch=BatchPolicy(max_events=500, max_wait_s=0.05),
+        retry_start=False,  # interactive: an unreachable source fails at once; a drop mid-stream is retried
         limit=limit,
     )
 

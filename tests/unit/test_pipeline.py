@@ -249,3 +249,31 @@ def test_duplicate_sink_names_are_a_config_error() -> None:
     with pytest.raises(CdcError) as err:
         _pipeline(ScriptedReader([]), MemorySink("x"), MemorySink("x"))
     assert err.value.kind is ErrorKind.CONFIG
+
+
+class _FlakyOpen(ScriptedReader):
+    """Refuses connections `failures` times, like a database that is still starting."""
+
+    def __init__(self, items: list, failures: int) -> None:  # type: ignore[type-arg]
+        super().__init__(items)
+        self.failures = failures
+
+    def open(self) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise CdcError(ErrorKind.CONNECTION, "connection refused")
+        super().open()
+
+
+def test_a_source_still_starting_is_retried_at_startup() -> None:
+    reader = _FlakyOpen([make_event(1), make_event(2)], failures=2)
+    sink = MemorySink()
+    _pipeline(reader, sink).run()
+    assert seqs(sink.events) == [1, 2]
+
+
+def test_without_start_retries_an_unreachable_source_fails_at_once() -> None:
+    reader = _FlakyOpen([make_event(1)], failures=1)
+    with pytest.raises(CdcError) as err:
+        _pipeline(reader, retry_start=False).run()
+    assert err.value.kind is ErrorKind.CONNECTION
