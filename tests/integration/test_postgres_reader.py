@@ -507,6 +507,46 @@ def test_missing_slot_and_lost_slot_are_typed_errors(
     assert f"cdc-logs slots create cdc_logs_{unique_name}" in (err.value.hint or "")
 
 
+def test_a_slot_invalidated_by_max_slot_wal_keep_size_stops_with_the_recovery(
+    pg_dsn: str, db: Any, cleanup: list[str], unique_name: str
+) -> None:
+    t = make_table(db, cleanup, unique_name, "id int PRIMARY KEY, pad text")
+    slot = f"cdc_logs_{unique_name}"
+    db.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
+    # Let the slot fall behind a tiny max_slot_wal_keep_size: the next checkpoint invalidates it.
+    db.execute("ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'")
+    db.execute("SELECT pg_reload_conf()")
+    try:
+        for _ in range(2):
+            db.execute(f"INSERT INTO {t} SELECT g, repeat('x', 1000) FROM generate_series(1, 20000) g")
+            db.execute(f"DELETE FROM {t}")
+            db.execute("SELECT pg_switch_wal()")
+        db.execute("CHECKPOINT")
+        status = db.execute(
+            "SELECT wal_status FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+        ).fetchone()
+    finally:
+        db.execute("ALTER SYSTEM RESET max_slot_wal_keep_size")
+        db.execute("SELECT pg_reload_conf()")
+    assert status == ("lost",)
+    reader = reader_for(pg_dsn, [t], slot=slot)
+    try:
+        with pytest.raises(CdcError) as err:
+            reader.open()
+            next(reader.stream(Lsn(reader.server_identity(), 1)))
+    finally:
+        reader.close()
+    assert err.value.kind is ErrorKind.SLOT_LOST
+    assert f"cdc-logs slots drop {slot}" in (err.value.hint or "")
+    listed = subprocess.run(
+        [sys.executable, "-m", "cdc_logs", "slots", "list", "--dsn", pg_dsn, "--json"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert {"slot_name": slot, "wal_status": "lost"}.items() <= next(
+        row for row in orjson.loads(listed.stdout) if row["slot_name"] == slot
+    ).items()
+
+
 def test_resume_against_another_cluster_is_refused(
     pg_dsn: str, db: Any, cleanup: list[str], unique_name: str, tmp_path: Path
 ) -> None:
