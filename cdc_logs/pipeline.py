@@ -17,6 +17,7 @@ import contextlib
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -133,6 +134,8 @@ class Pipeline:
         self._threads: dict[str, threading.Thread] = {}
         self._idle: set[str] = set()
         self._servers: dict[str, str] = {}
+        self._read_counts: Counter[tuple[str, str, str]] = Counter()
+        self._last_ts_ms: dict[str, int] = {}
         self._fanout: FanOut | None = None
         if fanout is not None:
             self._fanout = FanOut(
@@ -269,7 +272,10 @@ class Pipeline:
                 reader_attempts.pop(source, None)
                 marks.append((seq, source, payload.position, payload.boundary))
                 if isinstance(payload, ChangeEvent):
-                    self.metrics.event_read(source, payload)
+                    # Counted here, reported per batch: a metrics label lookup per event is hot-path cost.
+                    self._read_counts[(source, payload.source.table, payload.op.value)] += 1
+                    if payload.source.ts_ms:
+                        self._last_ts_ms[source] = payload.source.ts_ms
                     event = apply_all(self.transforms, payload) if self.transforms else payload
                     if event is None:
                         self.stats.dropped += 1
@@ -311,6 +317,10 @@ class Pipeline:
     ) -> None:
         if not marks:
             return
+        if self._read_counts:
+            self.metrics.events_read(self._read_counts, self._last_ts_ms)
+            self._read_counts.clear()
+            self._last_ts_ms.clear()
         last_seq = marks[-1][0]
         for seq, source, position, boundary in marks:
             self._checkpoint.track(seq, source, position, boundary)

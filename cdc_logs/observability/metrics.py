@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from cdc_logs.envelope import ChangeEvent
 from cdc_logs.position import Position
 
 
@@ -64,12 +64,15 @@ class Metrics:
     def disabled(cls) -> Metrics:
         return cls("disabled", enabled=False)
 
-    def event_read(self, source: str, event: ChangeEvent) -> None:
+    def events_read(self, counts: Mapping[tuple[str, str, str], int], last_ts_ms: Mapping[str, int]) -> None:
+        """Per batch, not per event: `counts` by (source, table, op), `last_ts_ms` by source."""
         if not self.enabled:
             return
-        self.events.labels(self.pipeline, source, event.source.table, event.op.value).inc()
-        if event.source.ts_ms:
-            self.lag_ms.labels(self.pipeline, source).set(time.time() * 1000 - event.source.ts_ms)
+        for (source, table, op), n in counts.items():
+            self.events.labels(self.pipeline, source, table, op).inc(n)
+        now_ms = time.time() * 1000
+        for source, ts_ms in last_ts_ms.items():
+            self.lag_ms.labels(self.pipeline, source).set(now_ms - ts_ms)
 
     def batch_written(self, size: int, seconds: float) -> None:
         if self.enabled:
