@@ -446,12 +446,32 @@ class RetryConfig(_Model):
 
 
 class FanoutConfig(_Model):
-    """Several destinations: each reads a shared on-disk spool at its own pace (docs/configuration.md)."""
+    """Several destinations: each reads a shared spool at its own pace (docs/configuration.md)."""
 
     enabled: bool | Literal["auto"] = Field("auto", description="auto: on when there are 2+ destinations")
-    spool_dir: str | None = Field(None, description="default .cdc-logs/<pipeline>.spool")
-    max_spool_bytes: int = Field(1 << 30, ge=1 << 20, description="the slowest sink may lag this far")
-    dead_letter_dir: str | None = Field(None, description="rejected batches go here per sink; unset = stop")
+    spool_dir: str | None = Field(
+        None,
+        description="where chunks spill when a sink falls far behind; default .cdc-logs/<pipeline>.spool",
+    )
+    max_spool_bytes: int = Field(
+        1 << 30,
+        ge=1 << 20,
+        description="spilled bytes the slowest sink may lag behind before the source waits",
+    )
+    max_memory_bytes: int = Field(
+        64 << 20, ge=1 << 20, description="bytes of batches kept in memory for the sinks before spilling"
+    )
+    dead_letter_dir: str | None = Field(
+        None, description="older name of sync.dead_letters.dir (kept so existing configs still work)"
+    )
+
+
+class DeadLettersConfig(_Model):
+    """Events a destination refuses (a value it cannot hold, a missing column) go to a dead-letter
+    file per destination, with the reason and the whole envelope; the pipeline keeps going."""
+
+    enabled: bool = Field(True, description="false: stop the pipeline at the first refused event instead")
+    dir: str | None = Field(None, description="default .cdc-logs/<pipeline>.deadletter")
 
 
 class SyncConfig(_Model):
@@ -461,6 +481,7 @@ class SyncConfig(_Model):
     queue_size: int = Field(10_000, ge=1)
     retry: RetryConfig = Field(default_factory=RetryConfig)
     fanout: FanoutConfig = Field(default_factory=FanoutConfig)
+    dead_letters: DeadLettersConfig = Field(default_factory=DeadLettersConfig)
 
     @model_validator(mode="before")
     @classmethod

@@ -72,8 +72,11 @@ class CdcError(Exception):
 
     @property
     def exit_code(self) -> int:
-        """CLI exit code: 2 for usage/config errors, 1 for runtime failures."""
-        return 2 if self.kind in (ErrorKind.CONFIG, ErrorKind.USAGE) else 1
+        """CLI exit code: 2 usage/config error, 3 an operator must act (the hint says what), 1 other
+        runtime failures."""
+        if self.kind in (ErrorKind.CONFIG, ErrorKind.USAGE):
+            return 2
+        return 3 if self.directive is Directive.OPERATOR else 1
 
     def __str__(self) -> str:
         text = f"{self.kind.value}: {self.message}"

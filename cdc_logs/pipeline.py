@@ -7,8 +7,10 @@ to the checkpointer, then saves the committable positions to the offset store an
 (`reader.commit`). A crash at any instant therefore replays at most the batch in flight.
 
 Failures are decided by `CdcError.directive`: RETRY backs off exponentially and tries again (a sink
-batch is re-written whole; a reader is reopened and resumed from the last committed position);
-OPERATOR and STOP end the run with the error's hint.
+batch is re-written whole by `delivery.Delivery`; a failed reader is reopened and resumed from the last
+committed position by its own thread, so the delivery of what was already read never waits for it);
+OPERATOR and STOP end the run with the error's hint. Events a sink refuses go to the dead-letter file
+with the reason (delivery.py), and the run goes on.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from cdc_logs.checkpoint import Checkpointer
+from cdc_logs.delivery import DeadLetterFile, Delivery
 from cdc_logs.envelope import ChangeEvent, Heartbeat
 from cdc_logs.errors import CdcError, Directive, ErrorKind
 from cdc_logs.fanout import FanOut
@@ -30,8 +33,11 @@ from cdc_logs.observability.metrics import Metrics
 from cdc_logs.offsets.base import OffsetStore
 from cdc_logs.position import Position
 from cdc_logs.readers.base import Reader
-from cdc_logs.sinks.base import Sink, as_sink_error
+from cdc_logs.retry import RetryPolicy
+from cdc_logs.sinks.base import Sink
 from cdc_logs.transforms.base import Transform, apply_all
+
+__all__ = ["BatchPolicy", "FanoutPolicy", "Pipeline", "PipelineStats", "RetryPolicy"]
 
 log = get_logger(__name__)
 
@@ -44,25 +50,12 @@ class BatchPolicy:
 
 
 @dataclass(slots=True)
-class RetryPolicy:
-    max_attempts: int = 10  # per failure streak; 0 = retry forever
-    initial_backoff_s: float = 0.5
-    max_backoff_s: float = 30.0
-
-    def backoff(self, attempt: int) -> float:
-        return min(self.max_backoff_s, self.initial_backoff_s * (2 ** max(0, attempt - 1)))
-
-    def exhausted(self, attempt: int) -> bool:
-        return self.max_attempts > 0 and attempt >= self.max_attempts
-
-
-@dataclass(slots=True)
 class FanoutPolicy:
-    """Deliver to several sinks independently through a bounded on-disk spool (see fanout.py)."""
+    """Deliver to several sinks independently through a bounded spool (see fanout.py)."""
 
     spool_dir: str
     max_spool_bytes: int = 1 << 30
-    dead_letter_dir: str | None = None
+    max_memory_bytes: int = 64 << 20
 
 
 @dataclass(slots=True)
@@ -74,6 +67,9 @@ class _Failure:
 @dataclass(slots=True)
 class _Idle:
     source: str
+
+
+_Item = tuple[int, str, ChangeEvent | Heartbeat] | _Failure | _Idle
 
 
 @dataclass
@@ -101,8 +97,8 @@ class Pipeline:
         limit: int | None = None,
         stop_when_idle: bool = False,
         metrics: Metrics | None = None,
-        on_batch: Callable[[Sequence[ChangeEvent]], None] | None = None,
         fanout: FanoutPolicy | None = None,
+        dead_letter_dir: str | None = None,
         retry_start: bool = True,
     ) -> None:
         names = [s.name for s in sinks]
@@ -122,13 +118,10 @@ class Pipeline:
         self.limit = limit
         self.stop_when_idle = stop_when_idle
         self.metrics = metrics or Metrics.disabled()
-        self.on_batch = on_batch
         self.retry_start = retry_start
         self.stats = PipelineStats()
         self.ready = threading.Event()
-        self._queue: queue.Queue[tuple[int, str, ChangeEvent | Heartbeat] | _Failure | _Idle] = queue.Queue(
-            queue_size
-        )
+        self._queue: queue.Queue[_Item] = queue.Queue(queue_size)
         self._stop = threading.Event()
         self._checkpoint = Checkpointer(names)
         self._threads: dict[str, threading.Thread] = {}
@@ -136,17 +129,22 @@ class Pipeline:
         self._servers: dict[str, str] = {}
         self._read_counts: Counter[tuple[str, str, str]] = Counter()
         self._last_ts_ms: dict[str, int] = {}
+        self._progressed: dict[str, bool] = {}  # a source yielded something since its last failure
+        dead_letters = DeadLetterFile(dead_letter_dir) if dead_letter_dir else None
+        self._delivery = Delivery(
+            self.retry, stop=self._stop, dead_letters=dead_letters, metrics=self.metrics
+        )
         self._fanout: FanOut | None = None
         if fanout is not None:
             self._fanout = FanOut(
                 self.sinks,
                 self._checkpoint,
                 fanout.spool_dir,
+                retry=self.retry,
+                dead_letters=dead_letters,
                 max_spool_bytes=fanout.max_spool_bytes,
+                max_memory_bytes=fanout.max_memory_bytes,
                 batch_events=self.batch.max_events,
-                initial_backoff_s=self.retry.initial_backoff_s,
-                max_backoff_s=self.retry.max_backoff_s,
-                dead_letter_dir=fanout.dead_letter_dir,
                 metrics=self.metrics,
             )
 
@@ -162,7 +160,8 @@ class Pipeline:
         return self._stop.is_set()
 
     # -- reader threads ------------------------------------------------------------------------
-    def _start_reader(self, source: str, attempt: int = 0) -> None:
+    def _open_reader(self, source: str) -> Position | None:
+        """Open a source and find where it resumes (the last committed position, if any)."""
         reader = self.readers[source]
         reader.open()
         server = reader.server_identity()
@@ -174,20 +173,17 @@ class Pipeline:
             server=server,
             resume_from=start.describe() if start else "beginning (snapshot or current end)",
         )
-        thread = threading.Thread(
-            target=self._pump, args=(source, reader, start), name=f"reader-{source}", daemon=True
-        )
-        self._threads[source] = thread
-        thread.start()
+        return start
 
     def _start_with_retry(self, source: str) -> None:
-        """Open a source, retrying retryable failures (a database still starting) with backoff."""
+        """Open a source, retrying retryable failures (a database still starting) with backoff, then
+        start its thread."""
         attempt = 0
         while True:
             attempt += 1
             try:
-                self._start_reader(source)
-                return
+                start = self._open_reader(source)
+                break
             except CdcError as exc:
                 retry = self.retry_start and exc.directive is Directive.RETRY
                 if not retry or self.retry.exhausted(attempt) or self._stop.is_set():
@@ -204,8 +200,13 @@ class Pipeline:
                     self.readers[source].close()
                 if self._stop.wait(delay):
                     raise
+        thread = threading.Thread(
+            target=self._supervise, args=(source, start), name=f"reader-{source}", daemon=True
+        )
+        self._threads[source] = thread
+        thread.start()
 
-    def _put(self, item: tuple[int, str, ChangeEvent | Heartbeat] | _Failure | _Idle) -> bool:
+    def _put(self, item: _Item) -> bool:
         while not self._stop.is_set():
             try:
                 self._queue.put(item, timeout=0.2)
@@ -214,21 +215,63 @@ class Pipeline:
                 continue
         return False
 
-    def _pump(self, source: str, reader: Reader, start: Position | None) -> None:
+    def _supervise(self, source: str, start: Position | None) -> None:
+        """The reader thread: stream, and after a retryable failure reopen the source and resume from
+        the last committed position (events read since then come again: at-least-once). It runs on
+        its own thread so that delivering what was already read never waits for a reconnect."""
+        attempt = 0
+        while True:
+            failure = self._pump(source, start)
+            if failure is None:
+                self._put(_Idle(source))
+                return
+            while True:  # reconnect
+                error = _as_cdc_error(failure)
+                self.metrics.source_error(source)
+                attempt = 1 if self._progressed.pop(source, False) else attempt + 1
+                if (
+                    error.directive is not Directive.RETRY
+                    or self.retry.exhausted(attempt)
+                    or self._stop.is_set()
+                ):
+                    self._put(_Failure(source, failure))
+                    return
+                delay = self.retry.backoff(attempt)
+                log.warning(
+                    "source failed, reconnecting",
+                    source=source,
+                    attempt=attempt,
+                    retry_in_s=delay,
+                    error=error.message,
+                )
+                with contextlib.suppress(Exception):
+                    self.readers[source].close()
+                if self._stop.wait(delay):
+                    return
+                try:
+                    start = self._open_reader(source)
+                    break
+                except BaseException as exc:
+                    failure = exc
+
+    def _pump(self, source: str, start: Position | None) -> BaseException | None:
+        """Feed the queue from one `stream()`; returns the exception that ended it, if any."""
+        reader = self.readers[source]
         try:
             for item in reader.stream(start):
                 if self._stop.is_set():
-                    return
+                    return None
                 if item is None:
                     if not self._put(_Idle(source)):
-                        return
+                        return None
                     continue
+                self._progressed[source] = True
                 # The sequence number is taken here, in source order, before queueing.
                 if not self._put((self._checkpoint.next_seq(), source, item)):
-                    return
-            self._put(_Idle(source))
-        except BaseException as exc:  # handed to the main thread, which decides retry or stop
-            self._put(_Failure(source, exc))
+                    return None
+            return None
+        except BaseException as exc:  # the supervisor decides: reconnect, or hand to the main thread
+            return exc
 
     # -- main loop -----------------------------------------------------------------------------
     def run(self) -> PipelineStats:
@@ -251,7 +294,6 @@ class Pipeline:
         marks: list[tuple[int, str, Position | None, bool]] = []
         size = 0
         deadline: float | None = None
-        reader_attempts: dict[str, int] = {}
         while True:
             # Short waits: a stop request must be seen promptly even with a long batch deadline.
             timeout = 0.2 if deadline is None else min(0.2, max(0.0, deadline - time.monotonic()))
@@ -259,17 +301,15 @@ class Pipeline:
                 item = self._queue.get(timeout=timeout)
             except queue.Empty:
                 item = None
-            if isinstance(item, _Failure):
-                self._flush(batch, seqs, marks)
-                batch, seqs, marks, size, deadline = [], [], [], 0, None
-                self._handle_reader_failure(item, reader_attempts)
-                continue
+            if isinstance(item, _Failure):  # the reader thread gave up: deliver what was read, then stop
+                self._flush(batch, marks, size)
+                error = _as_cdc_error(item.error)
+                raise error from (item.error if error is not item.error else None)
             if isinstance(item, _Idle):
                 self._idle.add(item.source)
             elif item is not None:
                 seq, source, payload = item
                 self._idle.discard(source)
-                reader_attempts.pop(source, None)
                 marks.append((seq, source, payload.position, payload.boundary))
                 if isinstance(payload, ChangeEvent):
                     # Counted here, reported per batch: a metrics label lookup per event is hot-path cost.
@@ -303,7 +343,8 @@ class Pipeline:
                     cutoff = seqs[keep - 1] if keep > 0 else 0
                     del batch[keep:]
                     marks = [m for m in marks if m[0] <= cutoff]
-                self._flush(batch, seqs, marks)
+                    size = sum(len(e.to_json()) for e in batch)
+                self._flush(batch, marks, size)
                 batch, seqs, marks, size, deadline = [], [], [], 0, None
             if self._fanout is not None:
                 self._commit()  # fan-out sinks acknowledge asynchronously
@@ -313,7 +354,10 @@ class Pipeline:
                 return
 
     def _flush(
-        self, batch: list[ChangeEvent], seqs: list[int], marks: list[tuple[int, str, Position | None, bool]]
+        self,
+        batch: list[ChangeEvent],
+        marks: list[tuple[int, str, Position | None, bool]],
+        size: int,
     ) -> None:
         if not marks:
             return
@@ -326,17 +370,15 @@ class Pipeline:
             self._checkpoint.track(seq, source, position, boundary)
         started = time.monotonic()
         if self._fanout is not None:
-            if not self._fanout.submit(seqs[: len(batch)], batch, last_seq, self._stop):
+            if not self._fanout.submit(batch, size, last_seq, self._stop):
                 return  # stopped while the spool was full: nothing past the checkpoint is lost
         else:
-            if batch:
-                for sink in self.sinks:
-                    self._write_with_retry(sink, batch)
+            for sink in self.sinks:
+                if not self._delivery.deliver(sink, batch):
+                    return  # stopped while retrying: not acknowledged, so replayed on restart
             for sink in self.sinks:
                 self._checkpoint.ack(sink.name, last_seq)
         if batch:
-            if self.on_batch is not None:
-                self.on_batch(batch)
             self.metrics.batch_written(len(batch), time.monotonic() - started)
         self.stats.events += len(batch)
         self.stats.batches += 1 if batch else 0
@@ -352,68 +394,12 @@ class Pipeline:
         if self._fanout.failure is not None:
             raise self._fanout.failure
 
-    def _write_with_retry(self, sink: Sink, batch: list[ChangeEvent]) -> None:
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                sink.write(batch)
-                return
-            except Exception as exc:
-                error = as_sink_error(exc)
-                self.metrics.sink_error(sink.name)
-                if error.directive is not Directive.RETRY or self.retry.exhausted(attempt):
-                    log.error("sink failed", sink=sink.name, attempt=attempt, error=str(error))
-                    raise error from exc
-                delay = self.retry.backoff(attempt)
-                log.warning(
-                    "sink write failed, retrying",
-                    sink=sink.name,
-                    attempt=attempt,
-                    retry_in_s=delay,
-                    error=error.message,
-                )
-                # Wait out the backoff even when stopping: the batch must land before we commit.
-                time.sleep(delay)
-
     def _commit(self) -> None:
         for source, position in self._checkpoint.take_committable().items():
             self.offsets.save(self.name, source, position)
             self.readers[source].commit(position)
             self.stats.commits[source] = position
             self.metrics.committed(source, position)
-
-    def _handle_reader_failure(self, failure: _Failure, attempts: dict[str, int]) -> None:
-        exc = failure.error
-        error = (
-            exc
-            if isinstance(exc, CdcError)
-            else CdcError(
-                ErrorKind.INTERNAL, f"{type(exc).__name__}: {exc}", "report this with the --debug output"
-            )
-        )
-        attempt = attempts.get(failure.source, 0) + 1
-        attempts[failure.source] = attempt
-        self.metrics.source_error(failure.source)
-        if error.directive is not Directive.RETRY or self.retry.exhausted(attempt) or self._stop.is_set():
-            raise error from exc if error is not exc else None
-        delay = self.retry.backoff(attempt)
-        log.warning(
-            "source failed, reconnecting",
-            source=failure.source,
-            attempt=attempt,
-            retry_in_s=delay,
-            error=error.message,
-        )
-        self._threads[failure.source].join(timeout=5)
-        with contextlib.suppress(Exception):
-            self.readers[failure.source].close()
-        if self._stop.wait(delay):
-            return
-        try:
-            self._start_reader(failure.source)
-        except CdcError as again:
-            self._queue.put(_Failure(failure.source, again))
 
     def _shutdown(self) -> None:
         self._stop.set()
@@ -433,3 +419,9 @@ class Pipeline:
                 sink.close()
             except Exception as exc:
                 log.warning("closing sink failed", sink=sink.name, error=str(exc))
+
+
+def _as_cdc_error(exc: BaseException) -> CdcError:
+    if isinstance(exc, CdcError):
+        return exc
+    return CdcError(ErrorKind.INTERNAL, f"{type(exc).__name__}: {exc}", "report this with the --debug output")

@@ -7,10 +7,21 @@ error, not a silent answer.
 
 `encode()` gives a compact JSON text (readable in `cdc-logs offsets show`); `decode()` reverses it
 for every registered position type.
+
+**event**: every change event carries a position, also in the middle of a transaction, and no two
+stream events of a source share one (docs/event-contract.md). A position is a resume point (the
+fields of its type) plus `event`, the number of change events *past* that resume point, as
+Debezium's MySQL offsets count them: `event=0` is the resume point itself (a transaction boundary or
+a heartbeat), `event=k` the k-th event after it. Positions order by (resume point, event). Only
+boundary positions are ever committed, so a reader resumes from `event=0` positions only.
+
+**lane**: positions are totally ordered within a lane. A database log is one lane; a bus source with
+partitions has one lane per partition, and its positions compare only within their lane.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from dataclasses import asdict, dataclass, field
@@ -37,9 +48,27 @@ class Position:
 
     kind: ClassVar[str] = ""
     server: str
+    event: int = field(default=0, kw_only=True)
 
     def sort_key(self) -> tuple[Any, ...]:
+        """The resume point's order (without `event`)."""
         raise NotImplementedError
+
+    def order_key(self) -> tuple[Any, ...]:
+        """The full order within a lane: the resume point, then the events past it."""
+        return (*self.sort_key(), self.event)
+
+    def lane(self) -> str:
+        """The ordering lane this position belongs to ("" for a source with one log)."""
+        return ""
+
+    def lane_key(self) -> tuple[Any, ...]:
+        """Order within `lane()` (the replay guard compares these)."""
+        return self.order_key()
+
+    def at_event(self, event: int) -> Position:
+        """This resume point with `event` events past it."""
+        return dataclasses.replace(self, event=event)
 
     def _comparable(self, other: object) -> Position:
         if not isinstance(other, Position) or other.kind != self.kind:
@@ -53,18 +82,21 @@ class Position:
         return other
 
     def __lt__(self, other: object) -> bool:
-        return self.sort_key() < self._comparable(other).sort_key()
+        return self.order_key() < self._comparable(other).order_key()
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Position) or other.kind != self.kind or other.server != self.server:
             return False
-        return self.sort_key() == other.sort_key()
+        return self.order_key() == other.order_key()
 
     def __hash__(self) -> int:
-        return hash((self.kind, self.server, self.sort_key()))
+        return hash((self.kind, self.server, self.order_key()))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": self.kind, **asdict(self)}
+        data = {"type": self.kind, **asdict(self)}
+        if not self.event:
+            del data["event"]  # a resume point: written as before `event` existed
+        return data
 
     def encode(self) -> str:
         return orjson.dumps(self.to_dict()).decode()
@@ -77,6 +109,7 @@ class Position:
 
     def _check_types(self) -> None:
         """Refuse a decoded position whose fields have the wrong types (hand-edited offsets)."""
+        self._check_event()
         for name, expected in self._field_types().items():
             value = getattr(self, name)
             if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
@@ -85,9 +118,16 @@ class Position:
     def _field_types(self) -> dict[str, Any]:
         return {"server": str}
 
+    def _check_event(self) -> None:
+        if not isinstance(self.event, int) or isinstance(self.event, bool) or self.event < 0:
+            raise TypeError(f"field 'event' must be a non-negative int, got {self.event!r}")
+
     def describe(self) -> str:
         """Short human form for logs and tables."""
-        return str(self.sort_key())
+        return str(self.sort_key()) + self._event_suffix()
+
+    def _event_suffix(self) -> str:
+        return f" +{self.event} events" if self.event else ""
 
 
 def decode(text: str) -> Position:
@@ -119,19 +159,37 @@ def parse_lsn(text: str) -> int:
 @_register
 @dataclass(frozen=True, eq=False)
 class Lsn(Position):
-    """Postgres WAL position. `lsn` is the commit end LSN of the last complete transaction."""
+    """Postgres WAL position.
+
+    A resume point (`change` 0) is the commit end LSN of the last complete transaction, or the LSN
+    of a heartbeat. An event inside a transaction has `lsn` = the transaction's commit LSN,
+    `change` = the LSN of its own WAL record (Debezium's `lsn_commit` and `lsn`) and `event` = its
+    place among the events of that record (an update of the primary key is two events): unique,
+    stable on replay, whatever the table filter, and ordered between the previous transaction's end
+    and this one's.
+    """
 
     kind: ClassVar[str] = "pg_lsn"
     lsn: int = 0
+    change: int = 0
 
     def _field_types(self) -> dict[str, Any]:
-        return {"server": str, "lsn": int}
+        return {"server": str, "lsn": int, "change": int}
 
     def sort_key(self) -> tuple[Any, ...]:
-        return (self.lsn,)
+        return (self.lsn, self.change)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        if not self.change:
+            del data["change"]
+        return data
 
     def describe(self) -> str:
-        return format_lsn(self.lsn)
+        text = format_lsn(self.lsn)
+        if self.change:
+            text += f" (change {format_lsn(self.change)})"
+        return text + self._event_suffix()
 
 
 @_register
@@ -142,7 +200,8 @@ class PgSnapshot(Position):
     `lsn` is the slot's consistent point (streaming starts there once the snapshot is done); `done`
     lists the tables read completely; rows of `table` whose primary key is <= `key` (the key values
     as Postgres text) are delivered too. An empty `key` means `table` starts from its first row.
-    Once the snapshot ends, the reader's positions are plain `Lsn`s again.
+    `rows` counts the rows delivered up to here: it orders the chunks (the key text does not: '10'
+    sorts before '9'). Once the snapshot ends, the reader's positions are plain `Lsn`s again.
     """
 
     kind: ClassVar[str] = "pg_snapshot"
@@ -150,13 +209,13 @@ class PgSnapshot(Position):
     done: tuple[str, ...] = ()
     table: str = ""
     key: tuple[str, ...] = ()
+    rows: int = 0
 
     def _field_types(self) -> dict[str, Any]:
-        return {"server": str, "lsn": int, "table": str}
+        return {"server": str, "lsn": int, "table": str, "rows": int}
 
     def sort_key(self) -> tuple[Any, ...]:
-        # Orders chunks of one snapshot only (the reader never compares positions across snapshots).
-        return (self.lsn, len(self.done), self.table, self.key)
+        return (self.lsn, self.rows)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Position:
@@ -170,13 +229,16 @@ class PgSnapshot(Position):
             done=tuple(data.get("done", ())),
             table=data.get("table", ""),
             key=tuple(data.get("key", ())),
+            rows=data.get("rows", 0),
+            event=data.get("event", 0),
         )
         position._check_types()
         return position
 
     def describe(self) -> str:
         where = f"after key ({', '.join(self.key)})" if self.key else "from its first row"
-        return f"snapshot at {format_lsn(self.lsn)}: {len(self.done)} tables done, {self.table} {where}"
+        text = f"snapshot at {format_lsn(self.lsn)}: {len(self.done)} tables done, {self.table} {where}"
+        return text + self._event_suffix()
 
 
 @_register
@@ -203,7 +265,8 @@ class BinlogPosition(Position):
 
     def describe(self) -> str:
         text = f"{self.file}:{self.pos}"
-        return f"{text} gtid={self.gtid}" if self.gtid else text
+        text = f"{text} gtid={self.gtid}" if self.gtid else text
+        return text + self._event_suffix()
 
 
 @_register
@@ -240,41 +303,89 @@ class ResumeToken(Position):
 @_register
 @dataclass(frozen=True, eq=False)
 class Watermark(Position):
-    """Polling / trigger-table position: the values of the watermark columns of the last row read."""
+    """Polling / trigger-table position: the values of the watermark columns of the last row read.
+
+    SQLite's change table is one lane (values = (change id,)). A polling source keeps one watermark
+    per table, flat in `values` as (table, ts, id) triples; each table is its own lane (`table`
+    names it on an event's position), ordered by that table's (ts, id) alone, because tables are
+    polled in turns whose interleaving differs from run to run.
+    """
 
     kind: ClassVar[str] = "watermark"
     values: tuple[Any, ...] = field(default_factory=tuple)
+    table: str = ""
 
     def sort_key(self) -> tuple[Any, ...]:
         return tuple(self.values)
+
+    def lane(self) -> str:
+        return self.table
+
+    def lane_key(self) -> tuple[Any, ...]:
+        if not self.table:
+            return self.order_key()
+        from cdc_logs.tagged import decode_mark
+
+        values = self.values
+        for i in range(0, len(values) - 2, 3):
+            if values[i] == self.table:
+                ts, inc = decode_mark(values[i + 1]), decode_mark(values[i + 2])
+                return ((ts is not None, ts), (inc is not None, inc), self.event)
+        return ((False, None), (False, None), self.event)  # before the table's first row
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Position:
         if not isinstance(data.get("values", ()), list | tuple):
             raise TypeError("field 'values' must be a list")
-        position = cls(server=data["server"], values=tuple(data.get("values", ())))
+        position = cls(
+            server=data["server"],
+            values=tuple(data.get("values", ())),
+            table=str(data.get("table", "")),
+            event=data.get("event", 0),
+        )
         position._check_types()
         return position
 
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        if not self.table:
+            del data["table"]
+        return data
+
     def describe(self) -> str:
-        return ",".join(str(v) for v in self.values)
+        return ",".join(str(v) for v in self.values) + self._event_suffix()
 
 
 @_register
 @dataclass(frozen=True, eq=False)
 class KafkaOffsets(Position):
-    """Consumer position over Debezium topics: next offset per `topic:partition`."""
+    """Consumer position over Kafka topics: next offset per `topic:partition`.
+
+    A partition is a lane: `partition` names the one the event's record came from, and the replay
+    guard orders events by that partition's offset only (partitions interleave differently on every
+    run). The order of whole positions (sum of offsets) is only for display.
+    """
 
     kind: ClassVar[str] = "kafka"
     offsets: tuple[tuple[str, int], ...] = ()
+    partition: str = ""
 
     def sort_key(self) -> tuple[Any, ...]:
         return (sum(o for _, o in self.offsets), self.offsets)
 
+    def lane(self) -> str:
+        return self.partition
+
+    def lane_key(self) -> tuple[Any, ...]:
+        return (dict(self.offsets).get(self.partition, 0), self.event)
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Position:
         position = cls(
-            server=data["server"], offsets=tuple((str(k), int(v)) for k, v in data.get("offsets", ()))
+            server=data["server"],
+            offsets=tuple((str(k), int(v)) for k, v in data.get("offsets", ())),
+            partition=str(data.get("partition", "")),
+            event=data.get("event", 0),
         )
         position._check_types()
         return position

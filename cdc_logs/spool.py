@@ -1,57 +1,48 @@
-"""A bounded on-disk spool between the pipeline and several sinks, each reading at its own cursor.
+"""A bounded buffer between the pipeline and several sinks, each reading at its own cursor.
 
-The pipeline appends every flushed batch once; each sink's worker reads forward from its own cursor,
-so a slow or stopped sink falls behind without holding the others back. Segments every cursor has
-passed are deleted. When the spool reaches `max_bytes` the append blocks: the slowest sink then slows
-the source down (bounded disk, bounded memory), it never drops data.
+The pipeline appends every flushed batch once, as a chunk; each sink's worker reads forward from its
+own cursor, so a slow or stopped sink falls behind without holding the others back. Chunks every
+cursor has passed are dropped.
 
-The spool is a buffer, not the record of truth: a restart starts it empty and the source replays from
-the checkpoint, which is the minimum over the sinks. So it is not fsync'd.
+Chunks hold the pipeline's own event objects, so every sink receives exactly the events a single
+sink would (same values and types, positions and boundaries: one delivery path). Sinks must not
+modify events. When the chunks in memory exceed `max_memory_bytes`, new chunks are spilled to disk
+(pickled: a lossless copy of the objects) and read back by the workers that reach them. When the
+spilled chunks reach `max_bytes` the append blocks: the slowest sink then slows the source down
+(bounded memory and disk), it never drops data.
 
-Line format (JSON): `{"s": seq, "k": key, "p": position, "v": envelope}` for an event, and
-`{"a": seq}` closing each flush: a worker acknowledges `a` once it delivered every event before it.
+The spool is a buffer, not the record of truth: a restart starts it empty and the source replays
+from the checkpoint, which is the minimum over the sinks. So spilled chunks are not fsync'd.
 """
 
 from __future__ import annotations
 
+import pickle
 import shutil
 import threading
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import orjson
-
-from cdc_logs.envelope import ChangeEvent, dumps
-from cdc_logs.position import decode
-
-_READ_CHUNK = 4 << 20
+from cdc_logs.envelope import ChangeEvent
 
 
 @dataclass(slots=True)
-class _Segment:
+class _Chunk:
     index: int
-    path: Path
-    size: int = 0
+    events: list[ChangeEvent] | None  # None while spilled to `path`
+    ack: int  # the checkpoint sequence number acknowledged once every event of the chunk is delivered
+    size: int  # bytes: the events' JSON size in memory, the file size on disk
+    path: Path | None = None
 
 
 @dataclass(slots=True)
-class Cursor:
-    segment: int = 0
-    offset: int = 0
+class Read:
+    """What a worker takes in one read: events of one or more chunks, and the ack that closes them."""
 
-
-def encode_record(seq: int, event: ChangeEvent) -> bytes:
-    # Splices in the envelope's cached JSON instead of serializing it a second time.
-    head = dumps({"s": seq, "k": event.key, "p": event.position.encode() if event.position else None})
-    return head[:-1] + b',"v":' + event.to_json() + b"}"
-
-
-def decode_record(data: dict[str, Any]) -> ChangeEvent:
-    event = ChangeEvent.from_dict(data["v"], key=data.get("k"))
-    if data.get("p"):
-        event.position = decode(data["p"])
-    return event
+    events: list[ChangeEvent] = field(default_factory=list)
+    ack: int = 0
+    chunks: int = 0
 
 
 class Spool:
@@ -61,96 +52,107 @@ class Spool:
         readers: list[str],
         *,
         max_bytes: int = 1 << 30,
-        segment_bytes: int = 16 << 20,
+        max_memory_bytes: int = 64 << 20,
     ) -> None:
         self.directory = Path(directory)
         shutil.rmtree(self.directory, ignore_errors=True)  # a restart replays from the source
-        self.directory.mkdir(parents=True, exist_ok=True)
         self.max_bytes = max_bytes
-        self.segment_bytes = segment_bytes
-        self._segments: list[_Segment] = []
-        self._cursors = {name: Cursor() for name in readers}
+        self.max_memory_bytes = max_memory_bytes
+        self._chunks: deque[_Chunk] = deque()
+        self._next = 0  # index of the next chunk appended
+        self._cursors = dict.fromkeys(readers, 0)  # index of the next chunk each reader takes
+        self._memory = 0
+        self._disk = 0
         self._cond = threading.Condition()
         self._closed = False
-        self._new_segment(0)
-
-    def _new_segment(self, index: int) -> None:
-        seg = _Segment(index, self.directory / f"{index:08d}.jsonl")
-        seg.path.touch()
-        self._segments.append(seg)
 
     @property
     def size(self) -> int:
+        """Bytes held (memory and disk)."""
         with self._cond:
-            return sum(s.size for s in self._segments)
+            return self._memory + self._disk
 
-    def append(self, lines: list[bytes], stop: threading.Event) -> bool:
-        """Append lines (one flush); blocks while the spool is full. False if stopped while waiting."""
-        data = b"".join(line + b"\n" for line in lines)
+    def append(self, events: list[ChangeEvent], ack: int, size: int, stop: threading.Event) -> bool:
+        """Append one flush (blocks while memory and disk are full). False if stopped while waiting."""
         with self._cond:
-            while (
-                sum(s.size for s in self._segments) + len(data) > self.max_bytes and len(self._segments) > 1
-            ):
+            in_memory = not self._chunks or self._memory + size <= self.max_memory_bytes
+            while not in_memory:
                 if stop.is_set() or self._closed:
                     return False
+                if self._disk < self.max_bytes or not self._spilled():
+                    break
                 self._cond.wait(0.2)
-            tail = self._segments[-1]
-            if tail.size and tail.size + len(data) > self.segment_bytes:
-                self._new_segment(tail.index + 1)
-                tail = self._segments[-1]
-            with open(tail.path, "ab") as fh:
-                fh.write(data)
-            tail.size += len(data)
+                in_memory = not self._chunks or self._memory + size <= self.max_memory_bytes
+            chunk = _Chunk(self._next, events, ack, size)
+            if not in_memory:
+                self._spill(chunk)
+            else:
+                self._memory += size
+            self._chunks.append(chunk)
+            self._next += 1
             self._cond.notify_all()
         return True
 
-    def read(self, reader: str, max_lines: int, timeout: float) -> list[dict[str, Any]]:
-        """Up to `max_lines` records after `reader`'s cursor (waits up to `timeout` for new data)."""
+    def read(self, reader: str, max_events: int, timeout: float) -> Read:
+        """Chunks after `reader`'s cursor, up to about `max_events` events (at least one chunk);
+        waits up to `timeout` for one."""
+        out = Read()
         with self._cond:
-            cursor = self._cursors[reader]
-            if not self._has_data(cursor):
+            if self._cursors[reader] >= self._next:
                 self._cond.wait(timeout)
-            if not self._has_data(cursor):
-                return []
-            out: list[dict[str, Any]] = []
-            while len(out) < max_lines and self._has_data(cursor):
-                seg = self._segment(cursor.segment)
-                with open(seg.path, "rb") as fh:
-                    fh.seek(cursor.offset)
-                    chunk = fh.read(min(seg.size - cursor.offset, _READ_CHUNK))
-                    if b"\n" not in chunk:  # one line longer than a chunk
-                        chunk += fh.read(seg.size - cursor.offset - len(chunk))
-                lines = chunk.split(b"\n")[:-1]  # the last piece is empty or a partial line
-                take = lines[: max_lines - len(out)]
-                out.extend(orjson.loads(line) for line in take)
-                cursor.offset += sum(len(line) + 1 for line in take)
-                if cursor.offset >= seg.size and seg is not self._segments[-1]:
-                    cursor.segment, cursor.offset = seg.index + 1, 0
-            return out
+            while self._cursors[reader] < self._next and (not out.chunks or len(out.events) < max_events):
+                chunk = self._chunks[self._cursors[reader] - self._chunks[0].index]
+                if (
+                    out.chunks
+                    and chunk.events is not None
+                    and len(out.events) + len(chunk.events) > max_events
+                ):
+                    break
+                out.events.extend(chunk.events if chunk.events is not None else _load(chunk))
+                out.ack = chunk.ack
+                out.chunks += 1
+                self._cursors[reader] += 1
+        return out
 
     def release(self) -> None:
-        """Delete segments every cursor has moved past."""
+        """Drop chunks every cursor has moved past."""
         with self._cond:
-            floor = min(c.segment for c in self._cursors.values())
-            while len(self._segments) > 1 and self._segments[0].index < floor:
-                self._segments.pop(0).path.unlink(missing_ok=True)
+            floor = min(self._cursors.values(), default=self._next)
+            while self._chunks and self._chunks[0].index < floor:
+                chunk = self._chunks.popleft()
+                if chunk.path is not None:
+                    chunk.path.unlink(missing_ok=True)
+                    self._disk -= chunk.size
+                else:
+                    self._memory -= chunk.size
             self._cond.notify_all()
 
     def lag_bytes(self, reader: str) -> int:
-        """Bytes appended that `reader` has not read yet."""
+        """Bytes appended that `reader` has not taken yet."""
         with self._cond:
-            cursor = self._cursors[reader]
-            return sum(s.size for s in self._segments if s.index >= cursor.segment) - cursor.offset
+            start = self._cursors[reader]
+            return sum(c.size for c in self._chunks if c.index >= start)
 
     def close(self) -> None:
         with self._cond:
             self._closed = True
+            self._chunks.clear()
             self._cond.notify_all()
         shutil.rmtree(self.directory, ignore_errors=True)
 
-    def _segment(self, index: int) -> _Segment:
-        return self._segments[index - self._segments[0].index]
+    def _spilled(self) -> bool:
+        return any(c.path is not None for c in self._chunks)
 
-    def _has_data(self, cursor: Cursor) -> bool:
-        seg = self._segment(cursor.segment)
-        return cursor.offset < seg.size or seg is not self._segments[-1]
+    def _spill(self, chunk: _Chunk) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / f"{chunk.index:012d}.pickle"
+        data = pickle.dumps(chunk.events, protocol=pickle.HIGHEST_PROTOCOL)
+        path.write_bytes(data)
+        chunk.events, chunk.path, chunk.size = None, path, len(data)
+        self._disk += chunk.size
+
+
+def _load(chunk: _Chunk) -> list[ChangeEvent]:
+    assert chunk.path is not None
+    events: list[ChangeEvent] = pickle.loads(chunk.path.read_bytes())
+    return events

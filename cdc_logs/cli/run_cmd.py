@@ -19,7 +19,8 @@ from cdc_logs.config import PipelineConfig, load_config
 from cdc_logs.observability import health
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.observability.metrics import Metrics
-from cdc_logs.pipeline import BatchPolicy, FanoutPolicy, Pipeline, RetryPolicy
+from cdc_logs.pipeline import BatchPolicy, FanoutPolicy, Pipeline
+from cdc_logs.retry import RetryPolicy
 
 log = get_logger(__name__)
 
@@ -44,6 +45,7 @@ def make_pipeline(
         stop_when_idle=stop_when_idle,
         metrics=metrics,
         fanout=_fanout_policy(cfg),
+        dead_letter_dir=_dead_letter_dir(cfg),
     )
 
 
@@ -52,7 +54,14 @@ def _fanout_policy(cfg: PipelineConfig) -> FanoutPolicy | None:
     if fan.enabled is False or (fan.enabled == "auto" and len(cfg.all_destinations()) < 2):
         return None
     spool = fan.spool_dir or str(Path(".cdc-logs") / f"{cfg.name}.spool")
-    return FanoutPolicy(spool, fan.max_spool_bytes, fan.dead_letter_dir)
+    return FanoutPolicy(spool, fan.max_spool_bytes, fan.max_memory_bytes)
+
+
+def _dead_letter_dir(cfg: PipelineConfig) -> str | None:
+    dead = cfg.sync.dead_letters
+    if not dead.enabled:
+        return None
+    return dead.dir or cfg.sync.fanout.dead_letter_dir or str(Path(".cdc-logs") / f"{cfg.name}.deadletter")
 
 
 def run(

@@ -169,8 +169,9 @@ class DebeziumReader(Reader):
                 log.warning("closing the Kafka consumer failed", error=str(exc))
 
     # -- positions and commits -------------------------------------------------------------------
-    def _position(self) -> KafkaOffsets:
-        return KafkaOffsets(self._cluster_id, tuple(sorted(self._positions.items())))
+    def _position(self, partition: str = "") -> KafkaOffsets:
+        """The consumer's position; `partition`: the lane of the record it follows (event contract)."""
+        return KafkaOffsets(self._cluster_id, tuple(sorted(self._positions.items())), partition)
 
     def commit(self, position: Position) -> None:
         if isinstance(position, KafkaOffsets):
@@ -295,7 +296,7 @@ class DebeziumReader(Reader):
 
     def _convert(self, msg: Any) -> ChangeEvent | Heartbeat:
         decoded = decode_record(msg.key(), msg.value())
-        position = self._position()
+        position = self._position(f"{msg.topic()}:{msg.partition()}")
         if isinstance(decoded, ChangeEvent):
             decoded.position = position
             decoded.boundary = True

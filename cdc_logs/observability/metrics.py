@@ -52,7 +52,12 @@ class Metrics:
             labels,
             registry=self.registry,
         )
-
+        self.dead_letters = Counter(
+            "cdc_dead_letters_total",
+            "Events a sink refused, written to the dead-letter file",
+            ["pipeline", "sink"],
+            registry=self.registry,
+        )
         self.sink_lag_bytes = Gauge(
             "cdc_sink_spool_lag_bytes",
             "Spooled bytes a fan-out sink has not delivered yet",
@@ -82,6 +87,10 @@ class Metrics:
     def sink_error(self, sink: str) -> None:
         if self.enabled:
             self.sink_errors.labels(self.pipeline, sink).inc()
+
+    def dead_lettered(self, sink: str, count: int) -> None:
+        if self.enabled:
+            self.dead_letters.labels(self.pipeline, sink).inc(count)
 
     def sink_lag(self, sink: str, lag_bytes: int) -> None:
         if self.enabled:

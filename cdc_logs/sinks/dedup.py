@@ -2,19 +2,21 @@
 and stable per-event ids for the ones whose server deduplicates (NATS `Nats-Msg-Id`).
 
 Replays come from the at-least-once contract: after a crash, or a reader restart, the pipeline
-re-sends everything after the last checkpoint, which is always a transaction boundary. Events of a
-transaction may share one position (a commit LSN; a primary-key change is a delete and an insert at
-one position), and a batch may end in the middle of a transaction.
+re-sends everything after the last checkpoint. The event contract (docs/event-contract.md) gives every
+stream event its own position, increasing within its lane and the same on replay, so a replay is
+recognised exactly:
 
-**Markers.** Per (source server, position kind, source table) the sink stores the position of the
-last event it applied and whether that event closed its transaction (`boundary`), in the same atomic
-write as the data. An incoming event is skipped when its position is below the marker, or equal to a
-marker whose transaction was complete. An event equal to an *incomplete* marker is applied: it is
-either the rest of a transaction cut by a batch, or a replay of its first part; the latter duplicates
-(never loses) the events of that one transaction. The marker is per table, not per source, so a
-transaction that touches two tables leaves the first table's marker incomplete until that table's
-next change; replaying it then repeats those few events. Order is safe: a table's events arrive in
-position order, so a marker at P proves every earlier event of that table was applied.
+**Markers.** Per (source server, position kind, source table, lane) the sink stores the position of
+the last event it applied, in the same atomic write as the data. An incoming event is skipped when
+its position is at or below the marker. The marker is per table: a table's events arrive in position
+order, so a marker at P proves every earlier event of that table was applied.
+
+Snapshot rows (op "r") are always applied and never move a marker: a snapshot that is read again
+after a crash reads the rows as they are now, which is never older than what was applied, and rows
+of one snapshot chunk may share a position.
+
+Markers written before positions were unique (`complete: false`) keep their old meaning: an event
+at exactly that position is applied again.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from cdc_logs.envelope import ChangeEvent, dumps
+from cdc_logs.envelope import ChangeEvent, Op, dumps
 from cdc_logs.position import Position, decode
 
 
@@ -45,12 +47,14 @@ class Marker:
 
 
 def marker_key(event: ChangeEvent) -> str | None:
-    """Which marker guards `event`: None when it carries no position (it is always applied)."""
+    """Which marker guards `event`: None when nothing guards it (no position, or a snapshot row)."""
     pos = event.position
-    if pos is None:
+    if pos is None or event.op is Op.READ:
         return None
     src = event.source
-    return f"{pos.kind}|{pos.server}|{src.db}.{src.schema or ''}.{src.table}"
+    key = f"{pos.kind}|{pos.server}|{src.db}.{src.schema or ''}.{src.table}"
+    lane = pos.lane()
+    return f"{key}|{lane}" if lane else key
 
 
 class ReplayGuard:
@@ -73,16 +77,19 @@ class ReplayGuard:
                 continue
             assert event.position is not None
             current = changed.get(key) or self.markers.get(key)
-            if current is not None and (
-                event.position < current.position or (event.position == current.position and current.complete)
-            ):
+            if current is not None and _applied(event.position, current):
                 continue  # applied before: a replay
             fresh.append(event)
-            changed[key] = Marker(event.position, event.boundary)
+            changed[key] = Marker(event.position, True)
         return fresh, changed
 
     def committed(self, changed: dict[str, Marker]) -> None:
         self.markers.update(changed)
+
+
+def _applied(position: Position, marker: Marker) -> bool:
+    mine, theirs = position.lane_key(), marker.position.lane_key()
+    return mine < theirs or (mine == theirs and marker.complete)
 
 
 class EventIds:

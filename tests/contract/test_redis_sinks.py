@@ -90,10 +90,11 @@ def test_replay_after_restart_adds_nothing(redis_url: str, unique_name: str, cli
 def test_a_transaction_cut_by_a_batch_is_not_lost(
     redis_url: str, unique_name: str, client: redis.Redis
 ) -> None:
-    # Three events of one transaction share a position; the batch ends after the first.
+    # Three events of one transaction (two past position 99, then its end at 100); the batch ends
+    # after the first.
     def ev(n: int, boundary: bool) -> ChangeEvent:
         e = make_event(n, boundary=boundary)
-        e.position = Watermark(SERVER, (100,))
+        e.position = Watermark(SERVER, (100,)) if boundary else Watermark(SERVER, (99,), event=n)
         return e
 
     sink = RedisStreamSink(redis_url, stream_name=unique_name, marker_key=f"{unique_name}:m")

@@ -154,7 +154,7 @@ destinations:
 offsets: {{type: sqlite, path: {tmp_path / "offsets.db"}}}
 sync:
   batch: {{max_events: 50, max_wait_ms: 50}}
-  retry: {{initial_backoff_ms: 200, max_backoff_ms: 1000}}
+  retry: {{max_attempts: 100, initial_backoff_ms: 200, max_backoff_ms: 1000}}
   fanout: {{spool_dir: {tmp_path / "spool"}}}
 """)
     log = open(tmp_path / "run.log", "wb")  # noqa: SIM115 - closed in finally

@@ -132,7 +132,7 @@ def test_tail_missing_table_is_one_clear_line(tmp_path: Path) -> None:
     db = tmp_path / "x.db"
     sqlite3.connect(db).close()
     result = cli("tail", "--source", "sqlite", "--dsn", str(db), "--table", "nope", "--limit", "1")
-    assert result.returncode == 1
+    assert result.returncode == 3  # an operator must act (create the table)
     assert "nope" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -216,7 +216,7 @@ def test_run_one_time_then_offsets_show_set_reset(tmp_path: Path) -> None:
     back = orjson.dumps({**rows[0]["position"], "values": [1]}).decode()
     assert cli("offsets", "set", "-c", str(config), "--source", "sqlite", "--position", back).returncode == 0
     result = cli("run", "-c", str(config))
-    assert result.returncode == 1 and "position_lost" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 3 and "position_lost" in result.stderr and "Traceback" not in result.stderr
     assert cli("offsets", "reset", "-c", str(config), "--yes").returncode == 0
     assert orjson.loads(cli("offsets", "show", "-c", str(config), "--json").stdout) == []
     assert (

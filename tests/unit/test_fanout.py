@@ -31,6 +31,19 @@ class DownSink(MemorySink):
         super().write(batch)
 
 
+class PickySink(MemorySink):
+    """Refuses events whose seq is in `bad` (as a target refuses a value it cannot hold)."""
+
+    def __init__(self, name: str, bad: set[int]) -> None:
+        super().__init__(name)
+        self.bad = bad
+
+    def write(self, batch):  # type: ignore[no-untyped-def]
+        if any(e.source.extra["seq"] in self.bad for e in batch):
+            raise CdcError(ErrorKind.SINK_REJECTED, "value out of range")
+        super().write(batch)
+
+
 def _pipeline(tmp_path: Path, reader: ScriptedReader, *sinks: MemorySink, **kw: object) -> Pipeline:
     return Pipeline(
         "p",
@@ -39,11 +52,7 @@ def _pipeline(tmp_path: Path, reader: ScriptedReader, *sinks: MemorySink, **kw: 
         kw.pop("offsets", MemoryOffsetStore()),  # type: ignore[arg-type]
         batch=BatchPolicy(max_events=10, max_wait_s=0.01),
         retry=RetryPolicy(0, 0.01, 0.05),
-        fanout=FanoutPolicy(
-            str(tmp_path / "spool"),
-            kw.pop("max_spool_bytes", 1 << 24),  # type: ignore[arg-type]
-            kw.pop("dead_letter_dir", None),
-        ),  # type: ignore[arg-type]
+        fanout=FanoutPolicy(str(tmp_path / "spool"), kw.pop("max_spool_bytes", 1 << 24)),  # type: ignore[arg-type]
         **kw,  # type: ignore[arg-type]
     )
 
@@ -76,16 +85,38 @@ def test_a_down_sink_does_not_stop_the_others_and_catches_up_in_order(tmp_path: 
 
 def test_rejected_batch_goes_to_the_dead_letter_and_delivery_goes_on(tmp_path: Path) -> None:
     reader = ScriptedReader([make_event(n) for n in range(1, 31)], follow=False)
-    good, picky = MemorySink("good"), MemorySink("picky")
-    picky.fail(CdcError(ErrorKind.SINK_REJECTED, "document too large"))
+    good, picky = MemorySink("good"), PickySink("picky", set(range(1, 31)))
     dead = tmp_path / "dead"
     pipeline = _pipeline(tmp_path, reader, good, picky, dead_letter_dir=str(dead), stop_when_idle=True)
     pipeline.run()
     assert seqs(good.events) == list(range(1, 31))
     lines = [orjson.loads(line) for line in (dead / "picky.deadletter.jsonl").read_bytes().splitlines()]
-    assert lines and all("document too large" in line["reason"] for line in lines)
+    assert lines and all("value out of range" in line["reason"] for line in lines)
+    assert all(line["kind"] == "sink_rejected" and line["sink"] == "picky" for line in lines)
     dead_seqs = [line["envelope"]["source"]["seq"] for line in lines]
-    assert sorted(dead_seqs + seqs(picky.events)) == list(range(1, 31))
+    assert dead_seqs == list(range(1, 31)), "each refused event once, in order"
+
+
+@pytest.mark.parametrize("fan", [True, False], ids=["fanout", "direct"])
+def test_only_the_refused_events_are_dead_lettered(tmp_path: Path, fan: bool) -> None:
+    reader = ScriptedReader([make_event(n) for n in range(1, 101)], follow=False)
+    picky = PickySink("picky", {7, 8, 55})
+    sinks: list[MemorySink] = [picky, MemorySink("other")] if fan else [picky]
+    pipeline = Pipeline(
+        "p",
+        {"src": reader},
+        sinks,
+        MemoryOffsetStore(),
+        batch=BatchPolicy(max_events=32, max_wait_s=0.01),
+        retry=RetryPolicy(0, 0.01, 0.05),
+        fanout=FanoutPolicy(str(tmp_path / "spool")) if fan else None,
+        dead_letter_dir=str(tmp_path / "dead"),
+        stop_when_idle=True,
+    )
+    pipeline.run()
+    assert seqs(picky.events) == [n for n in range(1, 101) if n not in (7, 8, 55)], "the rest in order"
+    lines = (tmp_path / "dead" / "picky.deadletter.jsonl").read_bytes().splitlines()
+    assert [orjson.loads(line)["envelope"]["source"]["seq"] for line in lines] == [7, 8, 55]
 
 
 def test_rejected_batch_without_dead_letter_stops_the_pipeline(tmp_path: Path) -> None:
@@ -97,40 +128,44 @@ def test_rejected_batch_without_dead_letter_stops_the_pipeline(tmp_path: Path) -
     assert err.value.kind is ErrorKind.SINK_REJECTED
 
 
-def test_spool_is_bounded_and_releases_consumed_segments(tmp_path: Path) -> None:
-    spool = Spool(tmp_path / "s", ["fast", "slow"], max_bytes=4096, segment_bytes=1024)
+def _chunk(n: int, size: int = 1000) -> list:  # type: ignore[type-arg]
+    return [make_event(i) for i in range(n * 10, n * 10 + 10)]
+
+
+def test_spool_is_bounded_and_spills_then_blocks(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s", ["fast", "slow"], max_bytes=1, max_memory_bytes=2000)
     stop = threading.Event()
-    line = b'"' + b"x" * 298 + b'"'
-    for _ in range(13):
-        assert spool.append([line], stop)
-    assert spool.size <= 4096
-    # Full: the next append blocks until every reader has moved past the oldest segments.
-    blocked = threading.Thread(target=lambda: spool.append([line] * 5, stop))
+    assert spool.append(_chunk(0), 1, 1000, stop) and spool.append(_chunk(1), 2, 1000, stop)
+    assert not (tmp_path / "s").exists() or not list((tmp_path / "s").iterdir()), "in memory"
+    assert spool.append(_chunk(2), 3, 1000, stop)  # memory full: spilled to disk
+    assert len(list((tmp_path / "s").iterdir())) == 1
+    # Memory and disk full: the next append blocks until every reader has moved past the oldest.
+    blocked = threading.Thread(target=lambda: spool.append(_chunk(3), 4, 1000, stop))
     blocked.start()
-    assert len(spool.read("fast", 100, 0.1)) == 13
+    assert len(spool.read("fast", 100, 0.1).events) == 30
     spool.release()
     time.sleep(0.3)
     assert blocked.is_alive(), "one slow reader holds the spool: the writer must wait"
-    assert len(spool.read("slow", 100, 0.1)) == 13
+    taken = spool.read("slow", 100, 0.1)
+    assert taken.ack == 3 and [e.source.extra["seq"] for e in taken.events] == list(range(30))
     spool.release()
     blocked.join(2)
     assert not blocked.is_alive(), "space was released, the append went through"
-    assert spool.size <= 4096
-    assert len(list((tmp_path / "s").iterdir())) <= 5
     spool.close()
 
 
-def test_spool_round_trips_events_for_each_reader(tmp_path: Path) -> None:
-    from cdc_logs.spool import decode_record, encode_record
-
-    spool = Spool(tmp_path / "s", ["a", "b"], segment_bytes=2048)
+def test_spool_hands_every_reader_the_same_events(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s", ["a", "b"], max_memory_bytes=1 << 20)
     stop = threading.Event()
-    for start in range(0, 60, 10):
-        spool.append([encode_record(n, make_event(n)) for n in range(start, start + 10)], stop)
-    got_a = [decode_record(r) for r in spool.read("a", 1000, 0.1)]
-    assert [e.source.extra["seq"] for e in got_a] == list(range(60))
-    assert got_a[5].position == Watermark(SERVER, (5,)) and got_a[5].key == {"id": 5}
-    assert len(spool.read("b", 25, 0.1)) == 25
-    assert len(spool.read("b", 1000, 0.1)) == 35
+    originals = [_chunk(n) for n in range(6)]
+    for n, chunk in enumerate(originals):
+        spool.append(chunk, n + 1, 1 << 18, stop)  # the last ones spill to disk
+    got_a = spool.read("a", 1000, 0.1)
+    flat = [e for chunk in originals for e in chunk]
+    assert got_a.events[:10][0] is flat[0], "in memory: the very same objects"
+    assert got_a.events == flat and got_a.ack == 6, "spilled ones come back equal, with positions"
+    assert [e.boundary for e in got_a.events] == [e.boundary for e in flat]
+    assert len(spool.read("b", 25, 0.1).events) == 20, "whole chunks, at most max_events"
+    assert len(spool.read("b", 1000, 0.1).events) == 40
     spool.release()
     spool.close()

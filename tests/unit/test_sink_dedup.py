@@ -12,10 +12,13 @@ from cdc_logs.sinks.routing import check_template, position_headers, render
 from tests.helpers import SERVER, make_event
 
 
-def at(n: int, pos: int, *, boundary: bool = True, table: str = "t", op: str = "c") -> ChangeEvent:
-    event = make_event(n, boundary=boundary, table=table, op=op)
-    event.position = Watermark(SERVER, (pos,))
-    return event
+def at(
+    n: int, pos: int, *, boundary: bool = True, table: str = "t", op: str = "c", event: int = 0
+) -> ChangeEvent:
+    """Event `n` at change-table position `pos`, `event` events past it (event contract)."""
+    ev = make_event(n, boundary=boundary, table=table, op=op)
+    ev.position = Watermark(SERVER, (pos,), event=event)
+    return ev
 
 
 def seqs(events: list[ChangeEvent]) -> list[int]:
@@ -36,16 +39,47 @@ def test_replayed_events_are_skipped() -> None:
 
 def test_a_transaction_cut_by_a_batch_continues() -> None:
     guard = ReplayGuard()
-    assert apply(guard, [at(1, 10, boundary=False)]) == [1]
-    assert apply(guard, [at(2, 10, boundary=False), at(3, 10)]) == [2, 3]
-    assert apply(guard, [at(1, 10, boundary=False), at(2, 10, boundary=False), at(3, 10)]) == []
+    first, second, last = at(1, 9, boundary=False, event=1), at(2, 9, boundary=False, event=2), at(3, 10)
+    assert apply(guard, [first]) == [1]
+    assert apply(guard, [second, last]) == [2, 3]
+    assert apply(guard, [first, second, last]) == []
 
 
-def test_an_incomplete_transaction_is_reapplied_not_lost() -> None:
+def test_a_replayed_transaction_applies_exactly_what_was_missing() -> None:
     guard = ReplayGuard()
-    apply(guard, [at(1, 10, boundary=False)])
-    # A replay from the transaction's start: duplicates of its first part, nothing lost.
-    assert apply(guard, [at(1, 10, boundary=False), at(2, 10)]) == [1, 2]
+    apply(guard, [at(1, 9, boundary=False, event=1)])
+    # A replay from the transaction's start: the applied part is recognised, the rest applied.
+    assert apply(guard, [at(1, 9, boundary=False, event=1), at(2, 10)]) == [2]
+
+
+def test_a_legacy_incomplete_marker_applies_its_position_again() -> None:
+    guard = ReplayGuard()
+    key = "watermark|" + SERVER + "|db.main.t"
+    guard.markers[key] = Marker(Watermark(SERVER, (10,)), complete=False)  # written before `event`
+    assert apply(guard, [at(1, 9), at(2, 10), at(3, 11)]) == [2, 3]
+
+
+def test_snapshot_rows_are_always_applied_and_move_no_marker() -> None:
+    guard = ReplayGuard()
+    rows = [at(n, 5, op="r", boundary=n == 3) for n in (1, 2, 3)]
+    assert apply(guard, rows) == [1, 2, 3]
+    assert apply(guard, rows) == [1, 2, 3]
+    assert guard.markers == {}
+    assert apply(guard, [at(4, 6)]) == [4]
+
+
+def test_lanes_are_guarded_separately() -> None:
+    from cdc_logs.position import KafkaOffsets
+
+    def rec(n: int, partition: str, offset: int) -> ChangeEvent:
+        ev = make_event(n)
+        ev.position = KafkaOffsets("k", ((partition, offset),), partition)
+        return ev
+
+    guard = ReplayGuard()
+    assert apply(guard, [rec(1, "t:0", 5), rec(2, "t:1", 3)]) == [1, 2]
+    # Another run interleaves the partitions differently: each is judged by its own offsets.
+    assert apply(guard, [rec(3, "t:1", 4), rec(1, "t:0", 5), rec(4, "t:0", 6)]) == [3, 4]
 
 
 def test_markers_are_per_table() -> None:

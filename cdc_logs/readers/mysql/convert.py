@@ -11,7 +11,9 @@ one event and returns what the pipeline should see, keeping the transaction stat
 * XID, a COMMIT/ROLLBACK/XA query, or a standalone DDL query closes the transaction: the GTID position
   advances, and the transaction's last event becomes the boundary carrying the position *after* the
   transaction (file, end pos, executed GTIDs). Every event is held back until the next one arrives,
-  because only then is it known whether it was the last;
+  because only then is it known whether it was the last. The other events carry their row event's
+  binlog offset with `event=k` (the k-th change from that row event), so every event has its own
+  position and a replay gives it the same one (docs/event-contract.md);
 * a transaction with no captured rows (other tables, DDL) moves the position too, reported as a
   Heartbeat at most every `heartbeat_s`, or when the server's idle heartbeat arrives;
 * DDL statements are logged (info for captured schemas), not emitted as events.
@@ -145,6 +147,7 @@ class BinlogConverter:
         self._reported_at = time.monotonic()
         self._tx = _Tx()
         self._held: ChangeEvent | None = None
+        self._in_row_event = 0
         self._interrupted: tuple[str, int] | None = None
         self._shapes: dict[tuple[str, str], _TableShape] = {}
         self._dispatch = {
@@ -277,6 +280,10 @@ class BinlogConverter:
         server_id = int(packet.server_id)
         gtid = self._tx.gtid
         now = now_ms()
+        base = BinlogPosition(
+            server=self.server, file=self._file, pos=start_pos, gtid=self._position.gtid, flavor=self.flavor
+        )
+        self._in_row_event = 0  # events made from this row event so far
         for index, row in enumerate(event.rows):
             extra = {"server_id": server_id, "gtid": gtid, "file": self._file, "pos": start_pos, "row": index}
             source = SourceInfo(self.connector, self.pipeline_name, schema, table, ts_ms=ts_ms, extra=extra)
@@ -285,16 +292,16 @@ class BinlogConverter:
                 after = _convert(row["after_values"], row.get("after_none_sources"), shape)
                 old_key, new_key = _key(shape, before), _key(shape, after)
                 if old_key != new_key:
-                    self._emit(out, Op.DELETE, source, before, None, old_key, now)
-                    self._emit(out, Op.CREATE, source, None, after, new_key, now)
+                    self._emit(out, Op.DELETE, source, before, None, old_key, now, base)
+                    self._emit(out, Op.CREATE, source, None, after, new_key, now, base)
                 else:
-                    self._emit(out, Op.UPDATE, source, before, after, new_key, now)
+                    self._emit(out, Op.UPDATE, source, before, after, new_key, now, base)
             elif isinstance(event, WriteRowsEvent):
                 after = _convert(row["values"], row.get("none_sources"), shape)
-                self._emit(out, Op.CREATE, source, None, after, _key(shape, after), now)
+                self._emit(out, Op.CREATE, source, None, after, _key(shape, after), now, base)
             else:
                 before = _convert(row["values"], row.get("none_sources"), shape)
-                self._emit(out, Op.DELETE, source, before, None, _key(shape, before), now)
+                self._emit(out, Op.DELETE, source, before, None, _key(shape, before), now, base)
         return out
 
     def _emit(
@@ -306,16 +313,22 @@ class BinlogConverter:
         after: dict[str, Any] | None,
         key: dict[str, Any] | None,
         now: int,
+        base: BinlogPosition,
     ) -> None:
         tx = self._tx
         tx.seen += 1
+        self._in_row_event += 1
         table = (source.db, source.table)
         tx.orders[table] = tx.orders.get(table, 0) + 1
         if tx.seen <= tx.skip:  # replayed after a reconnect: already emitted
             return
         transaction = Transaction(tx.gtid, tx.seen, tx.orders[table]) if tx.gtid else None
+        # Mid-transaction position: the row event's own binlog offset and the event's place in
+        # it, so it is unique and the same on replay whatever the table filter (the transaction's
+        # last event gets the position after the transaction in `_on_end`).
+        position = base.at_event(self._in_row_event)
         event = ChangeEvent(
-            op, source, before, after, key, now, transaction, position=self._position, boundary=False
+            op, source, before, after, key, now, transaction, position=position, boundary=False
         )
         if self._held is not None:
             out.append(self._held)

@@ -18,65 +18,14 @@ bind exactly as read: "s:" str, "dt:" datetime (ISO-8601), "d:" date, "t:" time,
 from __future__ import annotations
 
 import datetime as dt
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 from cdc_logs.envelope import ChangeEvent, Op, SourceInfo, now_ms
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.position import Watermark
 from cdc_logs.readers.polling.query import RAW_ID, RAW_TS, Plan
-
-
-def encode_mark(value: Any) -> Any:
-    """A watermark value as a JSON scalar that `decode_mark` turns back into the same value."""
-    if value is None or isinstance(value, bool | int | float):
-        return value
-    if isinstance(value, str):
-        return "s:" + value
-    if isinstance(value, dt.datetime):
-        return "dt:" + value.isoformat()
-    if isinstance(value, dt.date):
-        return "d:" + value.isoformat()
-    if isinstance(value, dt.time):
-        return "t:" + value.isoformat()
-    if isinstance(value, Decimal):
-        return "n:" + str(value)
-    if isinstance(value, uuid.UUID):
-        return "u:" + str(value)
-    if isinstance(value, bytes | bytearray | memoryview):
-        return "b:" + bytes(value).hex()
-    raise CdcError(
-        ErrorKind.UNSUPPORTED,
-        f"cannot keep a watermark of type {type(value).__name__} ({value!r})",
-        "use a timestamp, date, number or text column as the watermark",
-    )
-
-
-_DECODERS: dict[str, Callable[[str], Any]] = {
-    "s": str,
-    "dt": dt.datetime.fromisoformat,
-    "d": dt.date.fromisoformat,
-    "t": dt.time.fromisoformat,
-    "n": Decimal,
-    "u": uuid.UUID,
-    "b": bytes.fromhex,
-}
-
-
-def decode_mark(value: Any) -> Any:
-    if not isinstance(value, str):
-        return value
-    tag, sep, text = value.partition(":")
-    if not sep or tag not in _DECODERS:
-        raise CdcError(
-            ErrorKind.DECODE,
-            f"not a polling watermark value: {value!r}",
-            'tag it by type: "s:text", "dt:2024-01-31T12:00:00", "n:12.5" (numbers are bare)',
-        )
-    return _DECODERS[tag](text)
+from cdc_logs.tagged import decode_mark, encode_mark
 
 
 @dataclass(slots=True)
@@ -142,8 +91,10 @@ class EventFactory:
     db: str
 
     def event(
-        self, plan: Plan, row: dict[str, Any], op: Op, values: tuple[Any, ...], boundary: bool
+        self, plan: Plan, row: dict[str, Any], op: Op, values: tuple[Any, ...], boundary: bool, event: int = 0
     ) -> ChangeEvent:
+        """`values`/`event`: the watermarks after the row, or (inside a timestamp group, which is not
+        a boundary) the watermarks before the group and the row's place in it (event contract)."""
         source = SourceInfo(
             connector="polling",
             name=self.pipeline_name,
@@ -161,6 +112,6 @@ class EventFactory:
             after,
             key,
             now_ms(),
-            position=Watermark(server=self.server, values=values),
+            position=Watermark(server=self.server, values=values, table=plan.label, event=event),
             boundary=boundary,
         )

@@ -126,6 +126,7 @@ class PollingReader(Reader):
         self._engine: Engine | None = None
         self._plans: list[Plan] = []
         self._marks: dict[str, Mark] = {}
+        self._groups: dict[str, list[Any]] = {}
         self._stop = threading.Event()
 
     @staticmethod
@@ -210,6 +211,7 @@ class PollingReader(Reader):
     def _start(self, engine: Engine, start: Position | None) -> None:
         """Set every table's watermark: from the position, from the newest row, or from nothing."""
         self._marks = {plan.label: Mark() for plan in self._plans}
+        self._groups = {}  # table -> [watermarks before its open timestamp group, rows so far]
         if start is not None:
             if not isinstance(start, Watermark) or start.server != self._server:
                 raise CdcError(
@@ -282,9 +284,17 @@ class PollingReader(Reader):
             op = Op.CREATE
         if inc is not None and (mark.max_id is None or inc > mark.max_id):
             mark.max_id = inc
+        group = self._groups.get(plan.label)
+        if not boundary and group is None:
+            # First row of a timestamp group: its rows are numbered past the watermark before it.
+            group = self._groups[plan.label] = [position_values(self._plans, self._marks), 0]
         mark.ts, mark.inc, mark.seen = ts, inc, True
-        values = position_values(self._plans, self._marks)
-        return self._factory.event(plan, row, op, values, boundary)
+        if boundary:
+            self._groups.pop(plan.label, None)
+            return self._factory.event(plan, row, op, position_values(self._plans, self._marks), True)
+        assert group is not None
+        group[1] += 1
+        return self._factory.event(plan, row, op, group[0], False, event=group[1])
 
     def _pause(self, next_tick: float) -> Generator[None, None, float]:
         return idle_pause(self._stop, self.poll_interval_s, self.idle_tick_s, next_tick)

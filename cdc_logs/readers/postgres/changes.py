@@ -5,7 +5,8 @@ pipeline gets. No I/O: unit-tested on captured replication traffic.
 
   * A plain transaction (Begin ... Commit) is yielded as it arrives, one event held back so the last
     one can carry the boundary and the position `Lsn(commit end_lsn)` (the only position a restart
-    may resume from: it never splits a transaction).
+    may resume from: it never splits a transaction). The others carry (commit LSN, their change's
+    LSN, their place in it): every event has its own position (docs/event-contract.md).
   * A streamed transaction (protocol 2+) waits in `StreamBuffers` until Stream Commit, then is decoded
     and yielded the same way; Stream Abort drops it, or one subtransaction's part of it.
   * A non-transactional logical message is its own boundary event at its LSN; one with the heartbeat
@@ -87,7 +88,9 @@ class ChangeStream:
     def _handle(self, msg: Message, lsn: int) -> Iterator[Item]:
         kind = type(msg)
         if kind is Insert or kind is Update or kind is Delete:
-            for event in self.builder.change(msg, lsn):  # type: ignore[arg-type]
+            events = self.builder.change(msg, lsn)  # type: ignore[arg-type]
+            self._place(events, lsn)
+            for event in events:
                 if self._wanted(event):
                     yield from self._push(event)
         elif kind is Begin:
@@ -104,7 +107,9 @@ class ChangeStream:
             self.builder.on_type(msg)
         elif kind is Truncate:
             assert isinstance(msg, Truncate)
-            for event in self.builder.truncate(msg, lsn):
+            events = self.builder.truncate(msg, lsn)
+            self._place(events, lsn)
+            for event in events:
                 if self._wanted(event):
                     yield from self._push(event)
         elif kind is LogicalMessage:
@@ -117,6 +122,14 @@ class ChangeStream:
             assert isinstance(msg, StreamAbort)
             self.buffers.abort(msg.xid, msg.subxid)
         # Origin, Stream Start/Stop: nothing to do. Two-phase messages are never requested.
+
+    def _place(self, events: list[ChangeEvent], lsn: int) -> None:
+        """Mid-transaction positions: (commit LSN, the change's own LSN, its place in that change).
+        `_close` gives the transaction's last event the commit end LSN instead."""
+        tx = self.builder.tx
+        assert tx is not None
+        for index, event in enumerate(events, 1):
+            event.position = Lsn(self.server, tx.commit_lsn, lsn, event=index)
 
     def _wanted(self, event: ChangeEvent) -> bool:
         return self.tables is None or event.source.qualified_table in self.tables
@@ -167,7 +180,9 @@ class ChangeStream:
                 yield event
             return
         if self.messages and msg.prefix != HEARTBEAT_PREFIX:
-            yield from self._push(self.builder.message(msg, msg.lsn))
+            event = self.builder.message(msg, msg.lsn)
+            self._place([event], msg.lsn)
+            yield from self._push(event)
 
     def reset(self) -> None:
         """Forget partial state (after a reconnect the server sends every open transaction again)."""

@@ -47,7 +47,7 @@ log = get_logger(__name__)
 class _Row:
     table: TableInfo
     values: list[str | None]
-    position: Position | None  # set on the last row of a chunk
+    position: Position | None  # set on the last row of a chunk (its resume point)
 
 
 class Snapshot:
@@ -79,6 +79,11 @@ class Snapshot:
         self._stopped = stopped
         self.rows_read = 0
         self.complete = False
+        # Rows delivered since the snapshot began (across resumes): orders the chunk positions.
+        self._delivered = resume.rows if resume else 0
+        # Rows inside a chunk are `event`s past the previous chunk's end (event contract).
+        self._base: Position = resume.at_event(0) if resume else PgSnapshot(server, lsn)
+        self._since_base = 0
         # Shared with the progress display (another thread): entries are only added and bumped.
         self.progress = [SnapshotProgress(t.qualified) for t in tables]
 
@@ -111,7 +116,14 @@ class Snapshot:
         if conv is None:
             registry: TypeRegistry = self.builder.registry
             conv = converters[table.oid] = registry.row_converter(table.relation(), binary=False)
-        position = Lsn(self.server, self.lsn) if final else row.position
+        if final:
+            position: Position = Lsn(self.server, self.lsn)
+        elif row.position is not None:
+            position = self._base = row.position
+            self._since_base = 0
+        else:
+            self._since_base += 1
+            position = self._base.at_event(self._since_base)
         return self.builder.snapshot_row(
             conv.relation,
             conv,
@@ -121,7 +133,7 @@ class Snapshot:
             ts_ms=ts_ms,
             marker=marker,
             position=position,
-            boundary=position is not None,
+            boundary=final or row.position is not None,
         )
 
     # -- reading -------------------------------------------------------------------------------------
@@ -200,9 +212,12 @@ class Snapshot:
                 return
             for i, row in enumerate(values):
                 position = None
+                self._delivered += 1
                 if i == len(values) - 1:
                     last = tuple(str(row[j]) for j in index)
-                    position = PgSnapshot(self.server, self.lsn, tuple(done), table.qualified, last)
+                    position = PgSnapshot(
+                        self.server, self.lsn, tuple(done), table.qualified, last, self._delivered
+                    )
                 yield _Row(table, row, position)
             if len(values) < self.chunk_rows:
                 return
@@ -219,8 +234,11 @@ class Snapshot:
             while values := self._fetch(fetch, None, table):
                 for i, row in enumerate(values):
                     position = None
+                    self._delivered += 1
                     if i == len(values) - 1:
-                        position = PgSnapshot(self.server, self.lsn, tuple(done), table.qualified, ())
+                        position = PgSnapshot(
+                            self.server, self.lsn, tuple(done), table.qualified, (), self._delivered
+                        )
                     yield _Row(table, row, position)
         finally:
             with contextlib.suppress(psycopg.Error):

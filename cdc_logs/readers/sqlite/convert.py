@@ -108,8 +108,11 @@ class EventFactory:
         new_key = key_of(info, after, after_rowid)
         now = now_ms()
         if op is Op.UPDATE and old_key != new_key:
+            # The delete comes first, one event past the previous change id: its own position,
+            # below the boundary of this change (event contract).
+            moved = self.position(row.id - 1).at_event(1)
             return [
-                ChangeEvent(Op.DELETE, source, before, None, old_key, now, position=position, boundary=False),
+                ChangeEvent(Op.DELETE, source, before, None, old_key, now, position=moved, boundary=False),
                 ChangeEvent(Op.CREATE, source, None, after, new_key, now, position=position, boundary=True),
             ]
         key = old_key if op is Op.DELETE else new_key

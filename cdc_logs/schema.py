@@ -1,0 +1,127 @@
+"""Table schemas: what each value of an event is, from the source's own catalog.
+
+Every reader describes each captured table once (and again after DDL) as a `TableSchema`, and hangs it
+on its events by reference (`ChangeEvent.schema`). A column records its Kafka Connect type (`int64`,
+`string`, ...), the Debezium/Connect semantic name that says how the value is encoded
+(`io.debezium.time.MicroTimestamp` = microseconds since the epoch, no zone), the database's own type
+and its length/precision/scale, and whether it is in the key. Sinks use it instead of guessing from
+values: the SQL sink turns epoch milliseconds back into a timestamp only when the column says
+`io.debezium.time.Timestamp`, and creates target columns with the source's types.
+
+Values themselves are always the JSON-ready encodings of docs/envelope.md (the event contract); the
+schema only describes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Semantic:
+    """Debezium / Kafka Connect semantic type names (the `name` of a Connect schema)."""
+
+    DATE = "io.debezium.time.Date"  # int32: days since 1970-01-01
+    TIME = "io.debezium.time.Time"  # int32: milliseconds since midnight
+    MICRO_TIME = "io.debezium.time.MicroTime"  # int64: microseconds since midnight (MySQL: may be negative)
+    NANO_TIME = "io.debezium.time.NanoTime"
+    TIMESTAMP = "io.debezium.time.Timestamp"  # int64: milliseconds since the epoch, no zone
+    MICRO_TIMESTAMP = "io.debezium.time.MicroTimestamp"  # int64: microseconds since the epoch, no zone
+    NANO_TIMESTAMP = "io.debezium.time.NanoTimestamp"
+    ZONED_TIMESTAMP = "io.debezium.time.ZonedTimestamp"  # string: ISO-8601 in UTC, "...Z"
+    ZONED_TIME = "io.debezium.time.ZonedTime"  # string: "HH:MM:SS[.f]Z"
+    MICRO_DURATION = "io.debezium.time.MicroDuration"  # int64: microseconds
+    YEAR = "io.debezium.time.Year"  # int32
+    DECIMAL = "org.apache.kafka.connect.data.Decimal"  # here always a string (decimal.handling.mode=string)
+    JSON = "io.debezium.data.Json"  # string: JSON text
+    UUID = "io.debezium.data.Uuid"  # string
+    ENUM = "io.debezium.data.Enum"  # string
+    ENUM_SET = "io.debezium.data.EnumSet"  # string: comma-joined members
+    BITS = "io.debezium.data.Bits"  # bytes, little-endian
+    XML = "io.debezium.data.Xml"
+    GEOMETRY = "io.debezium.data.geometry.Geometry"  # struct {wkb: bytes, srid: int}
+
+
+#: Semantic names whose value is a point in time or a duration, and the unit of the integer form.
+TEMPORAL_UNITS: dict[str, str] = {
+    Semantic.DATE: "days",
+    Semantic.TIME: "ms",
+    Semantic.MICRO_TIME: "us",
+    Semantic.NANO_TIME: "ns",
+    Semantic.TIMESTAMP: "ms",
+    Semantic.MICRO_TIMESTAMP: "us",
+    Semantic.NANO_TIMESTAMP: "ns",
+    Semantic.MICRO_DURATION: "us",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One column as the source's catalog describes it."""
+
+    name: str
+    type: str  # Kafka Connect type: int8 int16 int32 int64 float32 float64 boolean string bytes array struct
+    semantic: str | None = None  # Semantic.*, or None for a plain value of `type`
+    source_type: str = ""  # the database's type name, upper case (e.g. "DATETIME", "NUMERIC", "VARCHAR")
+    length: int | None = None  # characters/bytes, or the precision of a decimal / time fraction digits
+    scale: int | None = None  # decimal scale
+    optional: bool = True
+    key: bool = False
+    element: Column | None = None  # arrays: the element's description
+    enum_values: tuple[str, ...] = ()  # ENUM / SET members in definition order
+
+    @property
+    def unit(self) -> str | None:
+        """The unit of a temporal integer value (days, ms, us, ns), else None."""
+        return TEMPORAL_UNITS.get(self.semantic or "")
+
+
+@dataclass(frozen=True, slots=True)
+class TableSchema:
+    """A captured table's columns, in table order. `version` changes when the table's shape does."""
+
+    db: str
+    schema: str | None
+    table: str
+    columns: tuple[Column, ...]
+    version: int = 1
+    _by_name: dict[str, Column] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._by_name.update({c.name: c for c in self.columns})
+
+    def column(self, name: str) -> Column | None:
+        return self._by_name.get(name)
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns if c.key)
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.table}" if self.schema else f"{self.db}.{self.table}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready description (for `cdc-logs` tools and tests)."""
+        return {
+            "table": self.qualified,
+            "version": self.version,
+            "columns": [_column_dict(c) for c in self.columns],
+        }
+
+
+def _column_dict(column: Column) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": column.name, "type": column.type}
+    for name in ("semantic", "source_type", "length", "scale"):
+        value = getattr(column, name)
+        if value not in (None, ""):
+            out[name] = value
+    if not column.optional:
+        out["optional"] = False
+    if column.key:
+        out["key"] = True
+    if column.element is not None:
+        out["element"] = _column_dict(column.element)
+    if column.enum_values:
+        out["enum_values"] = list(column.enum_values)
+    return out
