@@ -24,6 +24,7 @@ from cdc_logs.config import (
     TransformConfig,
 )
 from cdc_logs.errors import CdcError, ErrorKind
+from cdc_logs.extras import need as _need
 from cdc_logs.offsets.base import OffsetStore
 from cdc_logs.readers.base import Reader
 from cdc_logs.sink_configs import SinkModel
@@ -81,18 +82,6 @@ def build_sink(cfg: AnyDestinationConfig) -> Sink:
     from cdc_logs.sinks.file import FileSink
 
     return FileSink(cfg.path, max_bytes=cfg.max_bytes, max_files=cfg.max_files, fsync=cfg.fsync, name=name)
-
-
-def _need(module: str, extra: str) -> None:
-    """A sink's driver is an optional extra: say which one to install instead of an ImportError."""
-    import importlib.util
-
-    if importlib.util.find_spec(module) is None:
-        raise CdcError(
-            ErrorKind.CONFIG,
-            f"this destination needs the Python package {module!r}, which is not installed",
-            f"pip install 'cdc-logs[{extra}]'",
-        )
 
 
 def _build_bus_sink(cfg: SinkModel, name: str) -> Sink:

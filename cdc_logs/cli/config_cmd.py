@@ -1,4 +1,8 @@
-"""`cdc-logs config validate|schema`."""
+"""`cdc-logs config validate|schema`.
+
+`validate` connects to nothing: it parses the config and checks that every destination's optional
+client is installed (a missing one exits 2 naming the extra, as `run` would).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import orjson
 import typer
 
 from cdc_logs.config import json_schema, load_config
+from cdc_logs.extras import check_destination
 
 app = typer.Typer(help="Validate a pipeline config or print its JSON Schema.", no_args_is_help=True)
 
@@ -17,6 +22,8 @@ app = typer.Typer(help="Validate a pipeline config or print its JSON Schema.", n
 def validate(config: Path = typer.Option(..., "-c", "--config", help="Pipeline YAML file.")) -> None:
     """Check a pipeline config without connecting to anything; exit 2 naming the bad field."""
     cfg = load_config(config)
+    for dest in cfg.all_destinations():
+        check_destination(dest.type, dest.name)
     sources = ", ".join(f"{s.name or s.type} ({s.type})" for s in cfg.all_sources())
     sinks = ", ".join(f"{d.name or d.type} ({d.type})" for d in cfg.all_destinations())
     print(f"ok: pipeline {cfg.name!r}: sources {sources}; destinations {sinks}; sync {cfg.sync.mode}")
