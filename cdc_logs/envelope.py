@@ -34,6 +34,7 @@ import orjson
 
 from cdc_logs import __version__
 from cdc_logs.position import Position
+from cdc_logs.schema import TableSchema
 
 _EPOCH_DATE = dt.date(1970, 1, 1)
 _EPOCH = dt.datetime(1970, 1, 1)
@@ -156,10 +157,12 @@ class Transaction:
 
 @dataclass(slots=True)
 class ChangeEvent:
-    """One row change. `position` and `boundary` are for the pipeline and never serialized.
+    """One row change. `position`, `boundary` and `schema` are for the pipeline and never serialized
+    into the envelope (docs/event-contract.md has the rules every reader follows).
 
-    `boundary` is True when the event is the last of its source transaction: only such a position may
-    be checkpointed (resuming mid-transaction could skip the rest of it).
+    `boundary` is True when the event's position is a resume point (the last event of its source
+    transaction): only such a position may be checkpointed (resuming mid-transaction could skip the
+    rest of it). `schema` describes the row's columns (cdc_logs.schema), shared by reference.
     """
 
     op: Op
@@ -174,6 +177,7 @@ class ChangeEvent:
     boundary: bool = True
     content: dict[str, Any] | None = None  # op "m": logical decoding message prefix/content
     encoded: bytes | None = field(default=None, repr=False, compare=False)  # cached to_json()
+    schema: TableSchema | None = field(default=None, repr=False, compare=False)  # the table's columns
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -76,9 +76,10 @@ class Column:
         return TEMPORAL_UNITS.get(self.semantic or "")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class TableSchema:
-    """A captured table's columns, in table order. `version` changes when the table's shape does."""
+    """A captured table's columns, in table order. `version` changes when the table's shape does.
+    Compared by identity: readers share one object per table version."""
 
     db: str
     schema: str | None

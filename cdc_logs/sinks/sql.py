@@ -11,23 +11,20 @@ A batch is one transaction, and so is its replay marker: table `cdc_applied` hol
 source table, the last applied source position (dedup.py has the rule), written in the same
 transaction as the rows. A replayed batch is therefore skipped, not re-applied.
 
-Values: the envelope carries Debezium's JSON encodings (dates as days since the epoch, timestamps as
-microseconds or ISO-8601 UTC strings, decimals as strings, bytes as base64, JSON as text). They are
-converted back where the target column's type asks for it (Date, DateTime, Time, Interval, Numeric,
-LargeBinary, JSON); otherwise the value is written as the envelope holds it.
+Values: the envelope carries Debezium's JSON encodings; the event's table schema says which
+(sql_types.py turns them back into typed values: epoch milliseconds or microseconds into timestamps,
+decimal strings into exact decimals, JSON text into JSON where the target has a JSON type, ...). A
+value the target cannot hold goes, with that one event, to the dead-letter file.
 
-`auto_create` creates a missing target table from the first row (loose types: BIGINT, DOUBLE,
-BOOLEAN, TEXT, JSON; the primary key from the event key) and adds columns that appear later; meant
-for quick starts, not for schemas you care about.
+`auto_create` creates a missing target table from the source's column types (the event's schema;
+the primary key from the event key) and adds columns that appear later (sql_types.ddl_type has the
+mapping per dialect). Events without a schema fall back to types guessed from the first row.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import json
 from collections.abc import Sequence
-from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -40,6 +37,7 @@ from cdc_logs.position import decode
 from cdc_logs.sinks.base import Sink
 from cdc_logs.sinks.dedup import Marker, ReplayGuard
 from cdc_logs.sinks.routing import check_template, render, source_label
+from cdc_logs.sinks.sql_types import Binder, ddl_type, guess_type
 
 log = get_logger(__name__)
 
@@ -52,45 +50,6 @@ def normalize_url(url: str) -> str:
         if url.startswith(plain):
             return "postgresql+psycopg://" + url[len(plain) :]
     return url
-
-
-def to_column(column_type: sa.types.TypeEngine[Any], value: Any) -> Any:
-    """Undo Debezium's JSON encoding of `value` when the target column's type needs the real thing."""
-    if value is None:
-        return None
-    if isinstance(column_type, sa.DateTime):
-        if isinstance(value, int):
-            return _EPOCH + dt.timedelta(microseconds=value)
-        if isinstance(value, str):
-            parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-            if parsed.tzinfo is not None and not column_type.timezone:
-                return parsed.astimezone(dt.UTC).replace(tzinfo=None)
-            return parsed
-    elif isinstance(column_type, sa.Date) and isinstance(value, int):
-        return dt.date(1970, 1, 1) + dt.timedelta(days=value)
-    elif isinstance(column_type, sa.Time) and isinstance(value, int):
-        return (_EPOCH + dt.timedelta(microseconds=value)).time()
-    elif isinstance(column_type, sa.Interval) and isinstance(value, int):
-        return dt.timedelta(microseconds=value)
-    elif isinstance(column_type, sa.LargeBinary) and isinstance(value, str):
-        return base64.b64decode(value)
-    elif isinstance(column_type, sa.Numeric) and not isinstance(column_type, sa.Float):
-        return Decimal(value) if isinstance(value, str) else value
-    elif isinstance(column_type, sa.JSON) and isinstance(value, str):
-        return json.loads(value)
-    return value
-
-
-def _column_type(value: Any) -> sa.types.TypeEngine[Any]:
-    if isinstance(value, bool):
-        return sa.Boolean()
-    if isinstance(value, int):
-        return sa.BigInteger()
-    if isinstance(value, float):
-        return sa.Float()
-    if isinstance(value, dict | list):
-        return sa.JSON()
-    return sa.Text()
 
 
 class SqlSink(Sink):
@@ -116,6 +75,7 @@ class SqlSink(Sink):
         self.name = name
         self._engine: sa.Engine | None = None
         self._tables: dict[tuple[str | None, str], sa.Table] = {}
+        self._binders: dict[tuple[str, int], Binder] = {}
         self._guard = ReplayGuard()
         self._applied = sa.Table(
             applied_table,
@@ -175,6 +135,7 @@ class SqlSink(Sink):
                     self._upsert(conn, self._applied, rows, ["position", "complete", "updated_at"])
         except sa_exc.SQLAlchemyError as exc:
             self._tables.clear()  # a failed DDL or a changed table: reflect again on the retry
+            self._binders.clear()
             raise self._error(exc, f"applying {len(fresh)} changes failed") from exc
         self._guard.committed(changed)
 
@@ -206,8 +167,17 @@ class SqlSink(Sink):
             pending.flush(conn)
             self._delete(conn, table, pk, before, event)  # the key changed: move the row
         table = self._with_columns(conn, table, event.after, event)
-        row = {c: to_column(table.c[c].type, v) for c, v in event.after.items()}
+        row = self._binder(conn, table, event).row(event.after)
         pending.add(conn, table, row, [c for c in row if c not in pk], tuple(row.get(c) for c in pk))
+
+    def _binder(self, conn: sa.Connection, table: sa.Table, event: ChangeEvent) -> Binder:
+        schema = event.schema
+        key = (table.fullname, id(schema) if schema is not None else 0)
+        binder = self._binders.get(key)
+        if binder is None or binder.table is not table:
+            columns = {c.name: c for c in schema.columns} if schema is not None else {}
+            binder = self._binders[key] = Binder(table, columns, conn.dialect.name)
+        return binder
 
     def _delete(
         self, conn: sa.Connection, table: sa.Table, pk: list[str], row: dict[str, Any], event: ChangeEvent
@@ -219,7 +189,8 @@ class SqlSink(Sink):
                 f"{source_label(event)}: a delete without the key column(s) {missing} of {table.fullname}",
                 "make the target's primary key the source's key, or set REPLICA IDENTITY FULL at the source",
             )
-        where = sa.and_(*(table.c[c] == to_column(table.c[c].type, row[c]) for c in pk))
+        binder = self._binder(conn, table, event)
+        where = sa.and_(*(table.c[c] == binder.value(c, row[c]) for c in pk))
         conn.execute(sa.delete(table).where(where))
 
     def _upsert(
@@ -272,12 +243,13 @@ class SqlSink(Sink):
         if sa.inspect(conn).has_table(name, schema=schema):
             table = sa.Table(name, sa.MetaData(), schema=schema, autoload_with=conn)
         elif self.auto_create and event.row is not None and event.key:
-            row = event.row
+            row, key, dialect = event.row, event.key, conn.dialect.name
+            names = [c.name for c in event.schema.columns] if event.schema is not None else list(row)
             columns = [
                 sa.Column(
-                    c, _column_type(row.get(c)), primary_key=c in event.key, nullable=c not in event.key
+                    c, self._column_type(event, c, dialect), primary_key=c in key, nullable=c not in key
                 )
-                for c in dict.fromkeys([*event.key, *row])
+                for c in dict.fromkeys([*key, *names])
             ]
             table = sa.Table(name, sa.MetaData(), *columns, schema=schema)
             table.create(conn, checkfirst=True)
@@ -306,12 +278,23 @@ class SqlSink(Sink):
                 "add the columns to the target table, drop them with a transform, or set auto_create: true",
             )
         for column in extra:
-            ddl = sa.schema.CreateColumn(sa.Column(column, _column_type(row[column]))).compile(
-                dialect=conn.dialect
-            )
+            column_type = self._column_type(event, column, conn.dialect.name)
+            ddl = sa.schema.CreateColumn(sa.Column(column, column_type)).compile(dialect=conn.dialect)
             conn.execute(sa.text(f"ALTER TABLE {_qualified(conn, table)} ADD COLUMN {ddl}"))
         self._tables.pop((table.schema, table.name), None)
         return self._table(conn, event)
+
+    @staticmethod
+    def _column_type(event: ChangeEvent, name: str, dialect: str) -> sa.types.TypeEngine[Any]:
+        """The type `auto_create` gives column `name`: from the source's schema, else from the value."""
+        key = name in (event.key or {})
+        column = event.schema.column(name) if event.schema is not None else None
+        if column is not None:
+            return ddl_type(column, dialect, key=key)
+        value = (event.row or {}).get(name)
+        if key and isinstance(value, str) and dialect in ("mysql", "mariadb"):
+            return sa.String(255)  # MySQL cannot index a TEXT key column
+        return guess_type(value, dialect)
 
     def _error(self, exc: sa_exc.SQLAlchemyError, what: str) -> CdcError:
         transient = isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError)

@@ -211,12 +211,40 @@ def event(
     )
 
 
-def test_sqlite_timestamptz_iso_string(tmp_path: Path) -> None:
-    from cdc_logs.sinks.sql import to_column
+def test_values_fit_the_target_type_without_a_schema() -> None:
+    from cdc_logs.sinks.sql_types import adapt
 
-    assert to_column(sa.DateTime(timezone=True), "2024-01-02T03:04:05Z") == dt.datetime(
+    assert adapt(sa.DateTime(timezone=True), "2024-01-02T03:04:05Z", "sqlite") == dt.datetime(
         2024, 1, 2, 3, 4, 5, tzinfo=dt.UTC
     )
-    assert to_column(sa.DateTime(), "2024-01-02T03:04:05Z") == dt.datetime(2024, 1, 2, 3, 4, 5)
-    assert to_column(sa.Time(), 3_600_000_001) == dt.time(1, 0, 0, 1)
-    assert to_column(sa.JSON(), '{"a": 1}') == {"a": 1}
+    assert adapt(sa.DateTime(), "2024-01-02T03:04:05Z", "sqlite") == dt.datetime(2024, 1, 2, 3, 4, 5)
+    assert adapt(sa.Time(), 3_600_000_001, "sqlite") == dt.time(1, 0, 0, 1)
+    assert adapt(sa.JSON(), '{"a": 1}', "sqlite") == {"a": 1}
+
+
+def test_the_schema_says_the_unit_of_a_timestamp() -> None:
+    """timestamp(0..3)/DATETIME(0..3) come as epoch milliseconds, (4..6) as microseconds: 2024-01-02
+    must not be read as microseconds (1970-01-20)."""
+    from cdc_logs.schema import Column, Semantic
+    from cdc_logs.sinks.sql_types import Binder
+
+    table = sa.Table("t", sa.MetaData(), sa.Column("ms", sa.DateTime()), sa.Column("us", sa.DateTime()))
+    columns = {
+        "ms": Column("ms", "int64", Semantic.TIMESTAMP, "DATETIME", 3),
+        "us": Column("us", "int64", Semantic.MICRO_TIMESTAMP, "DATETIME", 6),
+    }
+    binder = Binder(table, columns, "sqlite")
+    when = dt.datetime(2024, 1, 2, 3, 4, 5, 678000)
+    ms = int((when - dt.datetime(1970, 1, 1)).total_seconds() * 1000)
+    assert binder.row({"ms": ms, "us": ms * 1000}) == {"ms": when, "us": when}
+
+
+def test_a_value_the_target_cannot_hold_is_refused_naming_the_column() -> None:
+    from cdc_logs.schema import Column, Semantic
+    from cdc_logs.sinks.sql_types import Binder
+
+    table = sa.Table("t", sa.MetaData(), sa.Column("d", sa.Date()))
+    binder = Binder(table, {"d": Column("d", "int32", Semantic.DATE, "DATE")}, "postgresql")
+    with pytest.raises(CdcError) as err:
+        binder.row({"d": 2**31 - 1})  # Postgres 'infinity'
+    assert err.value.kind is ErrorKind.SINK_REJECTED and "'d'" in err.value.message

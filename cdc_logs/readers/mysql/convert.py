@@ -46,6 +46,8 @@ from cdc_logs.observability.logging import get_logger
 from cdc_logs.position import BinlogPosition
 from cdc_logs.readers.mysql import types
 from cdc_logs.readers.mysql.gtid import MariadbGtidPosition, MysqlGtidSet, parse_gtid_text
+from cdc_logs.readers.mysql.schema import binlog_schema
+from cdc_logs.schema import TableSchema
 
 log = get_logger(__name__)
 
@@ -94,6 +96,7 @@ class _TableShape:
     converters: list[tuple[str, types.Converter]]
     sets: list[str]
     key: list[str]
+    schema: TableSchema
 
 
 @dataclass(slots=True)
@@ -148,6 +151,7 @@ class BinlogConverter:
         self._tx = _Tx()
         self._held: ChangeEvent | None = None
         self._in_row_event = 0
+        self._schema: TableSchema | None = None  # of the row event being converted
         self._interrupted: tuple[str, int] | None = None
         self._shapes: dict[tuple[str, str], _TableShape] = {}
         self._dispatch = {
@@ -284,6 +288,7 @@ class BinlogConverter:
             server=self.server, file=self._file, pos=start_pos, gtid=self._position.gtid, flavor=self.flavor
         )
         self._in_row_event = 0  # events made from this row event so far
+        self._schema = shape.schema
         for index, row in enumerate(event.rows):
             extra = {"server_id": server_id, "gtid": gtid, "file": self._file, "pos": start_pos, "row": index}
             source = SourceInfo(self.connector, self.pipeline_name, schema, table, ts_ms=ts_ms, extra=extra)
@@ -328,7 +333,16 @@ class BinlogConverter:
         # last event gets the position after the transaction in `_on_end`).
         position = base.at_event(self._in_row_event)
         event = ChangeEvent(
-            op, source, before, after, key, now, transaction, position=position, boundary=False
+            op,
+            source,
+            before,
+            after,
+            key,
+            now,
+            transaction,
+            position=position,
+            boundary=False,
+            schema=self._schema,
         )
         if self._held is not None:
             out.append(self._held)
@@ -357,7 +371,8 @@ class BinlogConverter:
                 sets.append(column.name)
             if column.is_primary:
                 key.append(column.name)
-        shape = _TableShape(event.columns, converters, sets, key)
+        schema = binlog_schema(event.columns, name[0], name[1], self.flavor)
+        shape = _TableShape(event.columns, converters, sets, key, schema)
         self._shapes[name] = shape
         return shape
 

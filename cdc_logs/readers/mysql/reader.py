@@ -363,7 +363,17 @@ class MysqlReader(Reader):
                     extra=dict(extra),
                 )
                 key = {k: row.get(k) for k in info.key} if info.key else None
-                yield ChangeEvent(Op.READ, source, None, row, key, now_ms(), position=position, boundary=last)
+                yield ChangeEvent(
+                    Op.READ,
+                    source,
+                    None,
+                    row,
+                    key,
+                    now_ms(),
+                    position=position,
+                    boundary=last,
+                    schema=info.table_schema,
+                )
                 current, first = following, False
         log.info("snapshot done", position=position.describe())
         return position

@@ -37,6 +37,8 @@ from cdc_logs.observability.logging import get_logger
 from cdc_logs.position import BinlogPosition
 from cdc_logs.readers.mysql import types
 from cdc_logs.readers.mysql.connection import MysqlSettings, classify, connect, query_one
+from cdc_logs.readers.mysql.schema import SNAPSHOT_COLUMNS_QUERY, snapshot_schema
+from cdc_logs.schema import TableSchema
 
 log = get_logger(__name__)
 
@@ -55,6 +57,7 @@ class SnapshotTable:
     table: str
     key: list[str]
     converters: dict[str, types.Converter] = field(default_factory=dict)
+    table_schema: TableSchema | None = None
 
     @property
     def sql_name(self) -> str:
@@ -219,6 +222,9 @@ class Snapshot:
             raise CdcError(ErrorKind.USAGE, "Snapshot.rows() outside `with Snapshot(...)`")
         for schema, table in self.tables:
             info = describe_table(conn, schema, table, self.flavor)
+            with conn.cursor() as cur:
+                cur.execute(SNAPSHOT_COLUMNS_QUERY, (schema, table))
+                info.table_schema = snapshot_schema(cur.fetchall(), schema, table, info.key, self.flavor)
             count = 0
             for row in self._table_rows(conn, info):
                 count += 1

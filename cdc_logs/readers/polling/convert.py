@@ -25,6 +25,7 @@ from cdc_logs.envelope import ChangeEvent, Op, SourceInfo, now_ms
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.position import Watermark
 from cdc_logs.readers.polling.query import RAW_ID, RAW_TS, Plan
+from cdc_logs.schema import TableSchema
 from cdc_logs.tagged import decode_mark, encode_mark
 
 
@@ -91,7 +92,16 @@ class EventFactory:
     db: str
 
     def event(
-        self, plan: Plan, row: dict[str, Any], op: Op, values: tuple[Any, ...], boundary: bool, event: int = 0
+        self,
+        plan: Plan,
+        row: dict[str, Any],
+        op: Op,
+        values: tuple[Any, ...],
+        boundary: bool,
+        event: int = 0,
+        *,
+        ts: Any = None,
+        schema: TableSchema | None = None,
     ) -> ChangeEvent:
         """`values`/`event`: the watermarks after the row, or (inside a timestamp group, which is not
         a boundary) the watermarks before the group and the row's place in it (event contract)."""
@@ -101,7 +111,7 @@ class EventFactory:
             db=self.db,
             schema=plan.schema,
             table=plan.table,
-            ts_ms=_ts_ms(row.get(plan.ts_name)) if plan.ts_name else now_ms(),
+            ts_ms=_ts_ms(ts) if plan.ts_name else now_ms(),
         )
         key = {k: row.get(k) for k in plan.key} if plan.key else None
         before, after = (row, None) if op is Op.DELETE else (None, row)
@@ -114,4 +124,5 @@ class EventFactory:
             now_ms(),
             position=Watermark(server=self.server, values=values, table=plan.label, event=event),
             boundary=boundary,
+            schema=schema,
         )

@@ -51,6 +51,7 @@ from cdc_logs.readers.polling.convert import (
     watermark_of,
 )
 from cdc_logs.readers.polling.query import MODES, Plan, PolledTable, build_plan
+from cdc_logs.readers.polling.schema import RowShape
 
 log = get_logger(__name__)
 
@@ -127,6 +128,7 @@ class PollingReader(Reader):
         self._plans: list[Plan] = []
         self._marks: dict[str, Mark] = {}
         self._groups: dict[str, list[Any]] = {}
+        self._shapes: dict[str, RowShape] = {}
         self._stop = threading.Event()
 
     @staticmethod
@@ -153,6 +155,8 @@ class PollingReader(Reader):
             check_connect(engine)
             with engine.connect() as conn:
                 self._plans = [build_plan(conn, spec) for spec in self.specs]
+            db = engine.url.database or ""
+            self._shapes = {p.label: RowShape(db, p.schema, p.table, p.source, p.key) for p in self._plans}
             for plan in self._plans:
                 if self.safety_lag_s > 0 and plan.ts is not None and not plan.ts_is_datetime:
                     raise CdcError(
@@ -289,12 +293,15 @@ class PollingReader(Reader):
             # First row of a timestamp group: its rows are numbered past the watermark before it.
             group = self._groups[plan.label] = [position_values(self._plans, self._marks), 0]
         mark.ts, mark.inc, mark.seen = ts, inc, True
+        shape = self._shapes[plan.label]
+        values = shape.encode(row)
         if boundary:
             self._groups.pop(plan.label, None)
-            return self._factory.event(plan, row, op, position_values(self._plans, self._marks), True)
+            marks = position_values(self._plans, self._marks)
+            return self._factory.event(plan, values, op, marks, True, ts=ts, schema=shape.schema)
         assert group is not None
         group[1] += 1
-        return self._factory.event(plan, row, op, group[0], False, event=group[1])
+        return self._factory.event(plan, values, op, group[0], False, group[1], ts=ts, schema=shape.schema)
 
     def _pause(self, next_tick: float) -> Generator[None, None, float]:
         return idle_pause(self._stop, self.poll_interval_s, self.idle_tick_s, next_tick)

@@ -38,8 +38,10 @@ from cdc_logs.readers.postgres.pgoutput import (
     Type,
     Update,
 )
+from cdc_logs.readers.postgres.schema import table_schema
 from cdc_logs.readers.postgres.types import RowConverter, TypeRegistry, split_unchanged
 from cdc_logs.readers.postgres.walproto import pg_to_unix_ms
+from cdc_logs.schema import TableSchema
 
 CONNECTOR = "postgresql"
 KeyLookup = Callable[[Relation], tuple[str, ...]]
@@ -52,6 +54,7 @@ class _Rel:
     key: tuple[str, ...]  # primary key columns
     identity: tuple[str, ...]  # replica identity columns as the Relation flags them
     converter: RowConverter | None = None
+    schema: TableSchema | None = None
 
 
 @dataclass(slots=True)
@@ -117,6 +120,7 @@ class EventBuilder:
             )
         if rel.converter is None:
             rel.converter = self.registry.row_converter(rel.relation, binary=self.binary)
+            rel.schema = table_schema(self.registry, rel.relation, rel.key, self.db)
         return rel
 
     # -- transactions ------------------------------------------------------------------------------
@@ -173,6 +177,7 @@ class EventBuilder:
             transaction=tx.next(relation.qualified_name),
             unchanged=unchanged,
             boundary=False,
+            schema=rel.schema,
         )
         if op is Op.UPDATE and before is not None and rel.key:
             return self._split_key_change(rel, event)
@@ -194,6 +199,7 @@ class EventBuilder:
             ts_ms=event.ts_ms,
             transaction=event.transaction,
             boundary=False,
+            schema=event.schema,
         )
         create = ChangeEvent(
             op=Op.CREATE,
@@ -204,6 +210,7 @@ class EventBuilder:
             transaction=tx.next(rel.relation.qualified_name),
             unchanged=event.unchanged,
             boundary=False,
+            schema=event.schema,
         )
         return [delete, create]
 
@@ -221,7 +228,8 @@ class EventBuilder:
             raise CdcError(ErrorKind.DECODE, "pgoutput: Truncate outside a transaction")
         events = []
         for oid in msg.relation_oids:
-            relation = self._rel(oid).relation
+            rel = self._rel(oid)
+            relation = rel.relation
             events.append(
                 ChangeEvent(
                     op=Op.TRUNCATE,
@@ -229,6 +237,7 @@ class EventBuilder:
                     ts_ms=now_ms(),
                     transaction=tx.next(relation.qualified_name),
                     boundary=False,
+                    schema=rel.schema,
                 )
             )
         return events
@@ -270,6 +279,7 @@ class EventBuilder:
         marker: str,
         position: Position | None,
         boundary: bool,
+        schema: TableSchema | None = None,
     ) -> ChangeEvent:
         row = converter.convert(values)
         source = self._source(relation, lsn, ts_ms, None)
@@ -282,6 +292,7 @@ class EventBuilder:
             ts_ms=now_ms(),
             position=position,
             boundary=boundary,
+            schema=schema,
         )
 
 

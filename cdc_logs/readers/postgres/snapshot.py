@@ -38,7 +38,9 @@ from cdc_logs.readers.base import SnapshotProgress
 from cdc_logs.readers.postgres.catalog import TableInfo
 from cdc_logs.readers.postgres.connection import map_error, quote_literal
 from cdc_logs.readers.postgres.events import EventBuilder
+from cdc_logs.readers.postgres.schema import table_schema
 from cdc_logs.readers.postgres.types import TypeRegistry
+from cdc_logs.schema import TableSchema
 
 log = get_logger(__name__)
 
@@ -84,6 +86,7 @@ class Snapshot:
         # Rows inside a chunk are `event`s past the previous chunk's end (event contract).
         self._base: Position = resume.at_event(0) if resume else PgSnapshot(server, lsn)
         self._since_base = 0
+        self._schemas: dict[int, TableSchema] = {}
         # Shared with the progress display (another thread): entries are only added and bumped.
         self.progress = [SnapshotProgress(t.qualified) for t in tables]
 
@@ -116,6 +119,9 @@ class Snapshot:
         if conv is None:
             registry: TypeRegistry = self.builder.registry
             conv = converters[table.oid] = registry.row_converter(table.relation(), binary=False)
+            self._schemas[table.oid] = table_schema(
+                registry, conv.relation, table.primary_key, self.builder.db
+            )
         if final:
             position: Position = Lsn(self.server, self.lsn)
         elif row.position is not None:
@@ -134,6 +140,7 @@ class Snapshot:
             marker=marker,
             position=position,
             boundary=final or row.position is not None,
+            schema=self._schemas[table.oid],
         )
 
     # -- reading -------------------------------------------------------------------------------------

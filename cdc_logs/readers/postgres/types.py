@@ -369,6 +369,10 @@ class TypeRegistry:
             oid = target  # domain over a user type: the Type message named that type
         raise CdcError(ErrorKind.DECODE, f"type {oid}: domain chain too long (a cycle?)")
 
+    def is_enum(self, oid: int) -> bool:
+        entry = self._user.get(oid)
+        return entry is not None and entry.enum
+
     def text_converter(self, oid: int, typmod: int = -1) -> TextConverter:
         base, typmod, element = self.resolve(oid, typmod)
         if element is not None:

@@ -11,7 +11,7 @@ Debezium does, so sinks that apply rows by key do not keep the old row.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -20,7 +20,9 @@ from cdc_logs.envelope import ChangeEvent, Op, SourceInfo, now_ms
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.position import Watermark
 from cdc_logs.readers.sqlite.connection import TableInfo
+from cdc_logs.readers.sqlite.schema import table_schema
 from cdc_logs.readers.sqlite.triggers import ROWID_MEMBER
+from cdc_logs.schema import TableSchema
 
 _OPS = {"c": Op.CREATE, "u": Op.UPDATE, "d": Op.DELETE}
 
@@ -79,6 +81,15 @@ class EventFactory:
     server: str
     pipeline_name: str
     db: str  # the database file name
+    schemas: dict[TableInfo, TableSchema] = field(default_factory=dict)  # one per table version
+
+    def schema(self, info: TableInfo | None) -> TableSchema | None:
+        if info is None:
+            return None
+        schema = self.schemas.get(info)
+        if schema is None:
+            schema = self.schemas[info] = table_schema(info, self.db)
+        return schema
 
     def _source(self, table: str, ts_ms: int, snapshot: str, extra: dict[str, Any]) -> SourceInfo:
         return SourceInfo(
@@ -107,16 +118,39 @@ class EventFactory:
         old_key = key_of(info, before, before_rowid)
         new_key = key_of(info, after, after_rowid)
         now = now_ms()
+        schema = self.schema(info)
         if op is Op.UPDATE and old_key != new_key:
             # The delete comes first, one event past the previous change id: its own position,
             # below the boundary of this change (event contract).
             moved = self.position(row.id - 1).at_event(1)
             return [
-                ChangeEvent(Op.DELETE, source, before, None, old_key, now, position=moved, boundary=False),
-                ChangeEvent(Op.CREATE, source, None, after, new_key, now, position=position, boundary=True),
+                ChangeEvent(
+                    Op.DELETE,
+                    source,
+                    before,
+                    None,
+                    old_key,
+                    now,
+                    position=moved,
+                    boundary=False,
+                    schema=schema,
+                ),
+                ChangeEvent(
+                    Op.CREATE,
+                    source,
+                    None,
+                    after,
+                    new_key,
+                    now,
+                    position=position,
+                    boundary=True,
+                    schema=schema,
+                ),
             ]
         key = old_key if op is Op.DELETE else new_key
-        return [ChangeEvent(op, source, before, after, key, now, position=position, boundary=True)]
+        return [
+            ChangeEvent(op, source, before, after, key, now, position=position, boundary=True, schema=schema)
+        ]
 
     def snapshot(
         self,
@@ -139,4 +173,5 @@ class EventFactory:
             now_ms(),
             position=position,
             boundary=last,
+            schema=self.schema(info),
         )

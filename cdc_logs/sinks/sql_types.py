@@ -1,0 +1,308 @@
+"""Typed values for SQL apply: envelope encodings -> database values, and source columns -> DDL types.
+
+The envelope carries Debezium's JSON encodings (days, epoch milliseconds or microseconds, decimal
+strings...); the event's `TableSchema` says which (cdc_logs/schema.py). `Binder` turns each value
+back into the Python value the target column takes: a `io.debezium.time.Timestamp` integer is epoch
+*milliseconds*, a `MicroTimestamp` microseconds, a `ZonedTimestamp` string an aware datetime, a
+decimal string an exact `Decimal`. Without a schema (Debezium topics written without one) the target
+column's type decides alone, and integers in timestamp columns are read as microseconds (documented).
+
+`ddl_type` picks the target column type for `auto_create` from the source column, per dialect, so
+nothing is truncated or rounded: DATETIME(6) and LONGTEXT/LONGBLOB on MySQL/MariaDB, exact decimals
+as TEXT on SQLite (whose NUMERIC would round them through a float), arrays as ARRAY on Postgres and
+JSON elsewhere.
+
+A value the target cannot hold (a date past year 9999, Postgres' infinite timestamps) raises
+SINK_REJECTED naming the column, so that one event goes to the dead-letter file.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import uuid
+from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql
+
+from cdc_logs.errors import CdcError, ErrorKind
+from cdc_logs.schema import Column, Semantic
+
+_EPOCH = dt.datetime(1970, 1, 1)
+_EPOCH_DATE = dt.date(1970, 1, 1)
+_DECIMAL_TYPES = frozenset({"NUMERIC", "DECIMAL", "MONEY", "DEC", "FIXED"})
+_UNITS_US = {"ms": 1000, "us": 1, "ns": None}
+
+Decoder = Callable[[Any], Any]
+
+
+class OutOfRange(ValueError):
+    """A source value the target type cannot represent."""
+
+
+# -- envelope value -> Python value ----------------------------------------------------------------
+def _micros(value: int, unit: str) -> dt.timedelta:
+    if unit == "ns":
+        return dt.timedelta(microseconds=value // 1000)
+    return dt.timedelta(microseconds=value * _UNITS_US[unit])  # type: ignore[operator]
+
+
+def _timestamp(unit: str) -> Decoder:
+    def decode(value: Any) -> Any:
+        if not isinstance(value, int):
+            return _iso_datetime(value)
+        try:
+            return _EPOCH + _micros(value, unit)
+        except OverflowError as exc:
+            raise OutOfRange(f"{value} ({unit} since the epoch) is outside years 1-9999") from exc
+
+    return decode
+
+
+def _iso_datetime(value: Any) -> Any:
+    if isinstance(value, str):
+        if value in ("infinity", "-infinity"):
+            raise OutOfRange(f"{value!r} has no datetime equivalent")
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return value
+
+
+def _date(value: Any) -> Any:
+    if not isinstance(value, int):
+        return value
+    try:
+        return _EPOCH_DATE + dt.timedelta(days=value)
+    except OverflowError as exc:
+        raise OutOfRange(f"{value} days since 1970-01-01 is outside years 1-9999") from exc
+
+
+def _time(unit: str) -> Decoder:
+    def decode(value: Any) -> Any:
+        if not isinstance(value, int):
+            return value
+        delta = _micros(value, unit)
+        if dt.timedelta(0) <= delta < dt.timedelta(days=1):
+            return (_EPOCH + delta).time()
+        return delta  # MySQL TIME: negative or past 24 hours (MySQL/MariaDB targets take a timedelta)
+
+    return decode
+
+
+def _zoned_time(value: Any) -> Any:
+    if isinstance(value, str):
+        return dt.time.fromisoformat(value.replace("Z", "+00:00"))
+    return value
+
+
+def _duration(value: Any) -> Any:
+    return dt.timedelta(microseconds=value) if isinstance(value, int) else value
+
+
+def _decimal(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return Decimal(value)
+        except InvalidOperation as exc:
+            raise OutOfRange(f"{value!r} is not a decimal") from exc
+    return value
+
+
+def _float(value: Any) -> Any:
+    if isinstance(value, str):  # "NaN", "Infinity", "-Infinity" (Jackson's spelling)
+        return float(value.replace("Infinity", "inf"))
+    return value
+
+
+def _bytes(value: Any) -> Any:
+    return base64.b64decode(value) if isinstance(value, str) else value
+
+
+def decoder(column: Column) -> Decoder | None:
+    """The function that turns `column`'s envelope value into a Python value (None: as is)."""
+    semantic, unit = column.semantic, column.unit
+    if semantic in (Semantic.TIMESTAMP, Semantic.MICRO_TIMESTAMP, Semantic.NANO_TIMESTAMP):
+        return _timestamp(unit or "us")
+    if semantic == Semantic.ZONED_TIMESTAMP:
+        return _iso_datetime
+    if semantic == Semantic.DATE:
+        return _date
+    if semantic in (Semantic.TIME, Semantic.MICRO_TIME, Semantic.NANO_TIME):
+        return _time(unit or "us")
+    if semantic == Semantic.ZONED_TIME:
+        return _zoned_time
+    if semantic == Semantic.MICRO_DURATION:
+        return _duration
+    if column.type == "string" and column.source_type.split("(")[0] in _DECIMAL_TYPES:
+        return _decimal
+    if column.type in ("float32", "float64"):
+        return _float
+    if column.type == "bytes":
+        return _bytes
+    if column.type == "array" and column.element is not None:
+        inner = decoder(column.element)
+        if inner is not None:
+            return lambda v: _array(v, inner)
+    return None
+
+
+def _array(value: Any, inner: Decoder) -> Any:
+    if not isinstance(value, list):
+        return value
+    return [_array(v, inner) if isinstance(v, list) else (None if v is None else inner(v)) for v in value]
+
+
+# -- Python value -> what the target column takes ---------------------------------------------------
+def adapt(target: sa.types.TypeEngine[Any], value: Any, dialect: str) -> Any:
+    """Fit a decoded value to the target column's type (the target may differ from the source)."""
+    if value is None:
+        return None
+    if isinstance(target, sa.DateTime):
+        if isinstance(value, int):  # no schema: Debezium's default for timestamps is microseconds
+            return _timestamp("us")(value)
+        value = _iso_datetime(value)
+        if isinstance(value, dt.datetime):
+            if value.tzinfo is not None and not target.timezone:
+                return value.astimezone(dt.UTC).replace(tzinfo=None)
+            if value.tzinfo is None and target.timezone:
+                return value.replace(tzinfo=dt.UTC)
+        return value
+    if isinstance(target, sa.Date):
+        return _date(value)
+    if isinstance(target, sa.Time):
+        if isinstance(value, int):
+            return _time("us")(value)
+        if isinstance(value, dt.time) and value.tzinfo is not None and not target.timezone:
+            return value.replace(tzinfo=None)
+        return value
+    if isinstance(target, sa.Interval):
+        return _duration(value)
+    if isinstance(target, sa.LargeBinary):
+        return _bytes(value)
+    if isinstance(target, sa.Numeric) and not isinstance(target, sa.Float):
+        return _decimal(value)
+    if isinstance(target, sa.Float):
+        return _float(value)
+    if isinstance(target, sa.JSON):
+        return json.loads(value) if isinstance(value, str) else value
+    if isinstance(target, sa.Uuid):
+        return uuid.UUID(value) if isinstance(value, str) and target.as_uuid else value
+    if isinstance(target, sa.String) and not isinstance(value, str):
+        return _as_text(value)
+    return value
+
+
+def _as_text(value: Any) -> Any:
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(",", ":"))
+    return value
+
+
+class Binder:
+    """Converts rows of one (target table, source schema) pair; built once, used for every row."""
+
+    def __init__(self, table: sa.Table, columns: dict[str, Column], dialect: str) -> None:
+        self.table = table
+        self.dialect = dialect
+        self._decoders = {name: decoder(col) for name, col in columns.items()}
+
+    def value(self, name: str, value: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            decode = self._decoders.get(name)
+            if decode is not None:
+                value = decode(value)
+            return adapt(self.table.c[name].type, value, self.dialect)
+        except (OutOfRange, ValueError, TypeError, OverflowError) as exc:
+            raise CdcError(
+                ErrorKind.SINK_REJECTED,
+                f"column {name!r} of {self.table.fullname}: the value cannot be written ({exc})",
+                "widen the target column's type, or drop or mask the column with a transform",
+            ) from exc
+
+    def row(self, values: dict[str, Any]) -> dict[str, Any]:
+        return {name: self.value(name, v) for name, v in values.items()}
+
+
+# -- source column -> target DDL type -----------------------------------------------------------------
+def ddl_type(column: Column, dialect: str, *, key: bool = False) -> sa.types.TypeEngine[Any]:
+    """The target column type `auto_create` uses for `column` on `dialect`."""
+    my, pg, lite = dialect in ("mysql", "mariadb"), dialect == "postgresql", dialect == "sqlite"
+    semantic, kind, source = column.semantic, column.type, column.source_type.split("(")[0]
+    digits = min(column.length, 6) if column.length is not None else 6
+    if semantic == Semantic.DATE:
+        return sa.Date()
+    if semantic in (Semantic.TIMESTAMP, Semantic.MICRO_TIMESTAMP, Semantic.NANO_TIMESTAMP):
+        return mysql.DATETIME(fsp=digits) if my else sa.DateTime()
+    if semantic == Semantic.ZONED_TIMESTAMP:
+        return mysql.DATETIME(fsp=6) if my else sa.DateTime(timezone=True)  # MySQL: stored as UTC
+    if semantic in (Semantic.TIME, Semantic.MICRO_TIME, Semantic.NANO_TIME):
+        if my:
+            return mysql.TIME(fsp=digits)
+        if pg and source == "TIME" and column.length is None:
+            return postgresql.INTERVAL()  # MySQL TIME may be negative or past 24 h
+        return sa.Time()
+    if semantic == Semantic.ZONED_TIME:
+        return mysql.TIME(fsp=6) if my else sa.Time(timezone=True)
+    if semantic == Semantic.MICRO_DURATION:
+        return sa.Interval() if pg else sa.BigInteger()  # elsewhere: microseconds
+    if semantic == Semantic.JSON:
+        if pg:
+            return postgresql.JSONB() if source == "JSONB" else postgresql.JSON()
+        return sa.JSON()
+    if semantic == Semantic.UUID:
+        return postgresql.UUID(as_uuid=False) if pg else sa.String(36)
+    if kind == "boolean":
+        return sa.Boolean()
+    if kind in ("int8", "int16"):
+        return sa.SmallInteger()
+    if kind == "int32":
+        return sa.Integer()
+    if kind == "int64":
+        return sa.Numeric(20, 0) if "UNSIGNED" in column.source_type.upper() else sa.BigInteger()
+    if kind == "float32":
+        return sa.REAL()
+    if kind == "float64":
+        return sa.Double()
+    if kind == "string" and source in _DECIMAL_TYPES:
+        if lite:
+            return sa.Text()  # SQLite's NUMERIC rounds through a float; text keeps every digit
+        if column.length:
+            return sa.Numeric(column.length, column.scale or 0)
+        return sa.Numeric(65, 30) if my else sa.Numeric()
+    if kind == "bytes":
+        return mysql.LONGBLOB() if my else sa.LargeBinary()
+    if kind == "array":
+        if pg and column.element is not None and column.element.type != "array":
+            return postgresql.ARRAY(ddl_type(column.element, dialect))
+        return sa.JSON()
+    if kind == "struct":
+        return sa.JSON()
+    if column.length and column.length <= (16383 if my else 10485760):
+        return sa.String(column.length)
+    if my:
+        return sa.String(255) if key else mysql.LONGTEXT()
+    return sa.Text()
+
+
+def guess_type(value: Any, dialect: str) -> sa.types.TypeEngine[Any]:
+    """A column type from a value alone (events without a schema)."""
+    if isinstance(value, bool):
+        return sa.Boolean()
+    if isinstance(value, int):
+        return sa.BigInteger()
+    if isinstance(value, float):
+        return sa.Double()
+    if isinstance(value, dict | list):
+        return sa.JSON()
+    if isinstance(value, bytes):
+        return mysql.LONGBLOB() if dialect in ("mysql", "mariadb") else sa.LargeBinary()
+    return mysql.LONGTEXT() if dialect in ("mysql", "mariadb") else sa.Text()
