@@ -463,6 +463,17 @@ class Run:
     snapshot_error: str | None = None
 
 
+def as_json(row: dict[str, Any]) -> dict[str, Any]:
+    """Each column as the envelope writes it; a value the envelope cannot write becomes a message."""
+    out = {}
+    for name, value in row.items():
+        try:
+            out[name] = orjson.loads(dumps(value))
+        except TypeError as exc:
+            out[name] = f"<cannot be written: {exc}>"
+    return out
+
+
 def _connect(dsn: str) -> pymysql.connections.Connection:
     return pymysql.connect(
         **parse_dsn(dsn).kwargs(), autocommit=True, init_command="SET time_zone = '+00:00', sql_mode = ''"
@@ -481,7 +492,7 @@ def _read(reader: MysqlReader, expected: int, into: dict[str, dict[int, Any]], a
                 acted = True
                 action()
             if isinstance(item, ChangeEvent):
-                after = orjson.loads(dumps(item.after))
+                after = as_json(item.after or {})
                 into.setdefault(item.source.table, {})[after["id"]] = after
                 seen += 1
                 if seen >= expected:
