@@ -44,7 +44,7 @@ from cdc_logs.envelope import ChangeEvent, Heartbeat, Op, SourceInfo, Transactio
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.position import BinlogPosition
-from cdc_logs.readers.mysql import types
+from cdc_logs.readers.mysql import binlog_values, types
 from cdc_logs.readers.mysql.gtid import MariadbGtidPosition, MysqlGtidSet, parse_gtid_text
 from cdc_logs.readers.mysql.schema import binlog_schema
 from cdc_logs.schema import TableSchema
@@ -54,12 +54,27 @@ log = get_logger(__name__)
 _MARIADB_FL_STANDALONE = 0x01  # a GTID event flag: the group is one statement with no COMMIT/XID
 _END_WORDS = ("COMMIT", "ROLLBACK", "XA PREPARE", "XA COMMIT", "XA ROLLBACK")
 _TEXT_TYPES = (FIELD_TYPE.VARCHAR, FIELD_TYPE.VAR_STRING, FIELD_TYPE.STRING, FIELD_TYPE.BLOB)
+_ZERO_DATE_TYPES = (
+    FIELD_TYPE.DATE,
+    FIELD_TYPE.NEWDATE,
+    FIELD_TYPE.DATETIME,
+    FIELD_TYPE.DATETIME2,
+    FIELD_TYPE.TIMESTAMP,
+    FIELD_TYPE.TIMESTAMP2,
+)
+binlog_values.install()  # the library's TIME(fsp) decoding and column nullability (see binlog_values)
 
 
 def column_converter(column: Any) -> types.Converter | None:
-    """The value converter for one binlog column (None: the library's value is already right)."""
+    """The value converter for one binlog column (None: the library's value is already right).
+
+    Converters get the library's non-null values; a NOT NULL temporal column also gets None, which
+    there means a zero date (the library decodes those as None): see `zero_date_column`.
+    """
+    binlog_values.require()
     kind = column.type
     fsp = int(getattr(column, "fsp", 0) or 0)
+    nullable = bool(getattr(column, "nullable", True))  # set by binlog_values from the TABLE_MAP
     if kind == FIELD_TYPE.FLOAT:
         return types.float32_value
     if kind == FIELD_TYPE.NEWDECIMAL:
@@ -70,17 +85,20 @@ def column_converter(column: Any) -> types.Converter | None:
     if kind == FIELD_TYPE.SET:
         definition = list(column.set_values or [])
         return lambda v: types.set_value(v, definition)
-    if kind == FIELD_TYPE.STRING and column.character_set_name == "binary":
-        length = int(getattr(column, "max_length", 0) or 0)
-        return lambda v: types.pad_binary(v, length)
+    if kind in _TEXT_TYPES and column.character_set_name == "binary":
+        # BINARY is a STRING column (padded back to its length), VARBINARY a VARCHAR, BLOB a BLOB.
+        length = int(getattr(column, "max_length", 0) or 0) if kind == FIELD_TYPE.STRING else 0
+        return lambda v: types.binary_value(v, length)
     if kind == FIELD_TYPE.JSON:
         return types.json_text
+    if kind == FIELD_TYPE.YEAR:
+        return types.year_value
     if kind in (FIELD_TYPE.DATE, FIELD_TYPE.NEWDATE):
-        return types.date_value
+        return lambda v: types.date_value(v, nullable)
     if kind in (FIELD_TYPE.DATETIME, FIELD_TYPE.DATETIME2):
-        return lambda v: types.datetime_value(v, fsp)
+        return lambda v: types.datetime_value(v, fsp, nullable)
     if kind in (FIELD_TYPE.TIMESTAMP, FIELD_TYPE.TIMESTAMP2):
-        return lambda v: types.timestamp_value(v, fsp)
+        return lambda v: types.timestamp_value(v, fsp, nullable)
     if kind in (FIELD_TYPE.TIME, FIELD_TYPE.TIME2):
         return types.time_value
     if kind == FIELD_TYPE.GEOMETRY:
@@ -88,15 +106,22 @@ def column_converter(column: Any) -> types.Converter | None:
     return None
 
 
+def zero_date_column(column: Any) -> bool:
+    """A NOT NULL DATE/DATETIME/TIMESTAMP: None from the library is a zero date, written as the epoch."""
+    return column.type in _ZERO_DATE_TYPES and getattr(column, "nullable", True) is False
+
+
 @dataclass(slots=True)
 class _TableShape:
-    """Per TABLE_MAP: converters, SET columns (NULL vs empty set) and key columns."""
+    """Per TABLE_MAP: converters, SET columns (NULL vs empty set), key columns, and the NOT NULL
+    temporal columns whose None is a zero date (converted too)."""
 
     columns: Any  # the library's column list this shape was built from (identity check)
     converters: list[tuple[str, types.Converter]]
     sets: list[str]
     key: list[str]
-    schema: TableSchema
+    zero_dates: list[tuple[str, types.Converter]] = field(default_factory=list)
+    schema: TableSchema | None = None
 
 
 @dataclass(slots=True)
@@ -356,6 +381,7 @@ class BinlogConverter:
         converters: list[tuple[str, types.Converter]] = []
         sets: list[str] = []
         key: list[str] = []
+        zero_dates: list[tuple[str, types.Converter]] = []
         for column in event.columns:
             if not column.name:
                 raise CdcError(
@@ -367,12 +393,14 @@ class BinlogConverter:
             converter = column_converter(column)
             if converter is not None:
                 converters.append((column.name, converter))
+                if zero_date_column(column):
+                    zero_dates.append((column.name, converter))
             if column.type == FIELD_TYPE.SET:
                 sets.append(column.name)
             if column.is_primary:
                 key.append(column.name)
         schema = binlog_schema(event.columns, name[0], name[1], self.flavor)
-        shape = _TableShape(event.columns, converters, sets, key, schema)
+        shape = _TableShape(event.columns, converters, sets, key, zero_dates, schema)
         self._shapes[name] = shape
         return shape
 
@@ -389,6 +417,10 @@ def _convert(
         # The library reports an empty SET as None; only none_sources tells it from NULL.
         if row.get(name) is None and none_sources and none_sources.get(name) == "empty set":
             row[name] = ""
+    for name, converter in shape.zero_dates:
+        # A NOT NULL column is never NULL: None is a zero date the library could not decode.
+        if row.get(name) is None and name in row:
+            row[name] = converter(None)
     return row
 
 

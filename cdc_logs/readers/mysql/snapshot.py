@@ -57,6 +57,7 @@ class SnapshotTable:
     table: str
     key: list[str]
     converters: dict[str, types.Converter] = field(default_factory=dict)
+    select_list: str = "*"
     table_schema: TableSchema | None = None
 
     @property
@@ -64,7 +65,21 @@ class SnapshotTable:
         return f"{quote(self.schema)}.{quote(self.table)}"
 
 
-def column_converter(data_type: str, column_type: str, precision: int | None, flavor: str) -> Any:
+def select_expression(name: str, data_type: str) -> str:
+    """How the snapshot selects a column so that the text protocol carries its exact value.
+
+    FLOAT is printed by the server with 6 significant digits (16777216 reads back as 16777200), so it
+    is selected as the DOUBLE holding the same 32-bit value, which is printed exactly; types.py then
+    writes the shortest decimal of the float, as for the binlog's 4 bytes.
+    """
+    if data_type.lower() == "float":
+        return f"CAST({quote(name)} AS DOUBLE) AS {quote(name)}"
+    return quote(name)
+
+
+def column_converter(
+    data_type: str, column_type: str, precision: int | None, flavor: str, nullable: bool = True
+) -> Any:
     """The converter for a value PyMySQL read over the text protocol (see types.py)."""
     kind = data_type.lower()
     fsp = int(precision or 0)
@@ -82,12 +97,13 @@ def column_converter(data_type: str, column_type: str, precision: int | None, fl
     if kind == "json" and flavor == "mysql":
         # MySQL prints JSON with spaces; the binlog path writes it compactly: normalise.
         return lambda v: orjson.dumps(orjson.loads(v)).decode()
+    # Zero dates arrive as text (PyMySQL cannot parse them): null, or the epoch in a NOT NULL column.
     if kind == "date":
-        return types.date_value
+        return lambda v: types.date_value(v, nullable)
     if kind == "datetime":
-        return lambda v: types.datetime_value(v, fsp)
-    if kind == "timestamp":
-        return lambda v: types.timestamp_value(v, fsp)  # the session runs in UTC (connection.connect)
+        return lambda v: types.datetime_value(v, fsp, nullable)
+    if kind == "timestamp":  # the session runs in UTC (connection.connect)
+        return lambda v: types.timestamp_value(v, fsp, nullable)
     if kind == "time":
         return types.time_value
     if kind in _GEOMETRY:
@@ -100,7 +116,7 @@ def describe_table(
 ) -> SnapshotTable:
     with conn.cursor() as cur:
         cur.execute(
-            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, DATETIME_PRECISION, COLUMN_KEY"
+            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, DATETIME_PRECISION, IS_NULLABLE"
             " FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s"
             " ORDER BY ORDINAL_POSITION",
             (schema, table),
@@ -117,10 +133,12 @@ def describe_table(
             ErrorKind.NOT_FOUND, f"table {schema}.{table} does not exist", "check the `tables` of the source"
         )
     info = SnapshotTable(schema, table, key)
-    for name, data_type, column_type, precision, _ in columns:
-        converter = column_converter(data_type, column_type, precision, flavor)
+    for name, data_type, column_type, precision, is_nullable in columns:
+        nullable = str(is_nullable).upper() != "NO"
+        converter = column_converter(data_type, column_type, precision, flavor, nullable)
         if converter is not None:
             info.converters[name] = converter
+    info.select_list = ", ".join(select_expression(row[0], row[1]) for row in columns)
     return info
 
 
@@ -237,17 +255,15 @@ class Snapshot:
         if not info.key:
             # No key to page on: stream the whole table once (an unbuffered cursor keeps memory flat).
             with conn.cursor(pymysql.cursors.SSDictCursor) as cur:
-                cur.execute(f"SELECT * FROM {info.sql_name}")
+                cur.execute(f"SELECT {info.select_list} FROM {info.sql_name}")
                 while batch := cur.fetchmany(self.chunk_size):
                     for row in batch:
                         yield _convert(row, info)
             return
         keys = ", ".join(quote(k) for k in info.key)
-        first = f"SELECT * FROM {info.sql_name} ORDER BY {keys} LIMIT %s"
-        after = (
-            f"SELECT * FROM {info.sql_name} WHERE ({keys}) > ({', '.join(['%s'] * len(info.key))})"
-            f" ORDER BY {keys} LIMIT %s"
-        )
+        select = f"SELECT {info.select_list} FROM {info.sql_name}"
+        first = f"{select} ORDER BY {keys} LIMIT %s"
+        after = f"{select} WHERE ({keys}) > ({', '.join(['%s'] * len(info.key))}) ORDER BY {keys} LIMIT %s"
         last: list[Any] | None = None
         while True:
             with conn.cursor(pymysql.cursors.DictCursor) as cur:

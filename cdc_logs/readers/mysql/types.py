@@ -4,7 +4,7 @@ Pure functions, shared by the binlog path (convert.py, values decoded by python-
 the snapshot path (snapshot.py, values read by PyMySQL over the text protocol), so a row reads the same
 whichever way it arrived. The mapping (documented in docs/sources/mysql.md):
 
-  tinyint..bigint (+unsigned), year   -> int
+  tinyint..bigint (+unsigned), year   -> int (YEAR 0000 -> 0)
   decimal                             -> string "12.50"          (decimal.handling.mode=string)
   float                               -> the shortest decimal that round-trips the 32-bit float
   double                              -> float
@@ -17,6 +17,11 @@ whichever way it arrived. The mapping (documented in docs/sources/mysql.md):
   timestamp(fsp)                      -> ISO-8601 UTC string, fsp digits     (io.debezium.time.ZonedTimestamp)
   time(fsp)                           -> microseconds (may be negative)      (io.debezium.time.MicroTime)
   geometry                            -> {"wkb": bytes, "srid": n}           (...data.geometry.Geometry)
+
+Zero and partly-zero dates ('0000-00-00', '2024-00-10', a zero TIMESTAMP), which some sql_modes allow,
+become null in a nullable column and the epoch (0, or "1970-01-01T00:00:00Z") in a NOT NULL one, as
+Debezium does. Values python-mysql-replication decodes wrongly are repaired here or, where it loses
+information, decoded by binlog_values.py.
 """
 
 from __future__ import annotations
@@ -82,36 +87,52 @@ def bit_from_text(raw: bytes, nbits: int) -> bool | bytes:
 
 
 def set_value(members: Iterable[str] | str | None, definition: list[str] | None) -> str:
-    """A SET as Debezium writes it: the members in definition order, joined by commas."""
+    """A SET as Debezium writes it: the members in definition order, joined by commas.
+
+    Text from the server is in definition order already; it is kept as it is when the definition
+    does not know a member (the snapshot reads the definition from information_schema, which is
+    utf8mb3: a 4-byte member such as an emoji reads there as '?').
+    """
     if members is None:
         return ""
     chosen = set(members.split(",")) if isinstance(members, str) else set(members)
     chosen.discard("")
-    if definition:
+    if definition and chosen <= set(definition):
         return ",".join(m for m in definition if m in chosen)
+    if isinstance(members, str):
+        return members
     return ",".join(sorted(chosen))
 
 
-def date_value(value: dt.date | None) -> int | None:
+def date_value(value: dt.date | str | None, nullable: bool = True) -> int | None:
+    """Days since the epoch. A zero date ('0000-00-00', '2024-00-10', year 0) arrives as None (binlog)
+    or as its text (text protocol): null in a nullable column, the epoch (0) in a NOT NULL one."""
     if not isinstance(value, dt.date):
-        return None  # zero dates ('0000-00-00') arrive as None (binlog) or as a string (text protocol)
+        return None if nullable else 0
     return (value - _EPOCH_DATE).days
 
 
-def datetime_value(value: dt.datetime | None, fsp: int) -> int | None:
+def datetime_value(value: dt.datetime | str | None, fsp: int, nullable: bool = True) -> int | None:
     """DATETIME has no zone: epoch millis for fsp 0-3, micros for 4-6 (Debezium's adaptive mode)."""
     if not isinstance(value, dt.datetime):
-        return None
+        return None if nullable else 0
     micros = _micros(value.replace(tzinfo=None) - _EPOCH)
     return micros // 1000 if fsp <= 3 else micros
 
 
-def timestamp_value(value: dt.datetime | None, fsp: int) -> str | None:
-    """TIMESTAMP is stored in UTC; the value given must be the UTC wall time (naive or aware)."""
-    if not isinstance(value, dt.datetime):
-        return None
-    if value.tzinfo is not None:
+def timestamp_value(value: dt.datetime | str | None, fsp: int, nullable: bool = True) -> str | None:
+    """TIMESTAMP is stored in UTC; the value given must be the UTC wall time (naive or aware).
+
+    The zero TIMESTAMP is stored as 0 seconds since the epoch, which no real TIMESTAMP can be (the
+    range starts at 1970-01-01 00:00:01): the library decodes it as 1970-01-01 00:00:00, the text
+    protocol as the text '0000-00-00 00:00:00'. Null in a nullable column, the epoch otherwise.
+    """
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
         value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    if not isinstance(value, dt.datetime) or value.replace(microsecond=0) == _EPOCH:
+        if nullable:
+            return None
+        value = _EPOCH
     # Formatted by hand: strftime drops the leading zeros of years before 1000.
     text = f"{value.year:04d}-{value.month:02d}-{value.day:02d}"
     text += f"T{value.hour:02d}:{value.minute:02d}:{value.second:02d}"
@@ -122,6 +143,12 @@ def timestamp_value(value: dt.datetime | None, fsp: int) -> str | None:
 
 def time_value(value: dt.timedelta | None) -> int | None:
     return _micros(value) if isinstance(value, dt.timedelta) else None
+
+
+def year_value(value: int) -> int:
+    """The binlog stores YEAR as the year - 1900 in one byte, 0 meaning the year 0000; the library
+    adds 1900 to every value, so 0000 arrives as 1900 (which YEAR cannot hold: its range is 1901-2155)."""
+    return 0 if value == 1900 else value
 
 
 def geometry_value(raw: bytes | None) -> dict[str, Any] | None:
@@ -153,8 +180,19 @@ def _unbytes(value: Any) -> Any:
     return value
 
 
-def pad_binary(value: bytes | None, length: int) -> bytes | None:
+def binary_value(value: bytes | str, length: int = 0) -> bytes:
+    """A BINARY/VARBINARY/BLOB value as bytes; BINARY(n) (`length` n) right-padded with 0x00 to n.
+
+    The binlog drops BINARY's trailing 0x00 padding (SELECT keeps it), so an all-zero value arrives
+    empty; and the library returns an empty binary value as the str '' (it "decodes" it with the
+    charset `binary`, and Python decodes b'' without looking the codec up).
+    """
+    value = value.encode("latin-1") if isinstance(value, str) else bytes(value)
+    if len(value) < length:
+        value += b"\x00" * (length - len(value))
+    return value
+
+
+def pad_binary(value: bytes | str | None, length: int) -> bytes | None:
     """BINARY(n) is stored right-padded with 0x00; the binlog drops the padding, SELECT keeps it."""
-    if value is None or len(value) >= length:
-        return value
-    return value + b"\x00" * (length - len(value))
+    return None if value is None else binary_value(value, length)

@@ -63,8 +63,11 @@ def _float4(b: bytes) -> float | str:
         return _float(f)
     for digits in range(1, 10):
         short = float(f"{f:.{digits}g}")
-        if _F4_PACK(short) == b:
-            return short
+        try:
+            if _F4_PACK(short) == b:
+                return short
+        except OverflowError:  # rounded past the largest float4 (3.4028235e38 -> 3.402824e38)
+            continue
     return f
 
 
@@ -140,7 +143,7 @@ def _timestamp(typmod: int) -> BinaryConverter:
         us = _timestamp_us(b)
         if us is None:
             return pgtime.TIMESTAMP_POS_INF if _I64(b)[0] > 0 else pgtime.TIMESTAMP_NEG_INF
-        return us // 1000 if millis else us
+        return us // 1000 if millis else pgtime.clamp_int64(us)
 
     return convert
 
@@ -159,7 +162,7 @@ def _timestamptz(typmod: int) -> BinaryConverter:
 
 def _interval(b: bytes) -> int:
     us, days, months = _INTERVAL(b)
-    return months * pgtime.MONTH_US + days * pgtime.DAY_US + us
+    return pgtime.interval_us(months, days, us)
 
 
 def _money(b: bytes) -> str:
@@ -168,13 +171,24 @@ def _money(b: bytes) -> str:
     return f"{'-' if cents < 0 else ''}{whole}.{frac:02d}"
 
 
+def _ipv6_text(raw: bytes) -> str:
+    """An IPv6 address as Postgres prints it: like Python, except that IPv4-mapped ('::ffff:1.2.3.4')
+    and IPv4-compatible addresses ('::1.2.3.4': 96 zero bits, then not 0.0.x.x) end in dotted IPv4
+    (inet_net_ntop_ipv6 in Postgres's src/backend/utils/adt/inet_net_ntop.c)."""
+    if raw[:10] == bytes(10) and (
+        raw[10:12] == b"\xff\xff" or (raw[10:12] == b"\0\0" and raw[12:14] != b"\0\0")
+    ):
+        return f"::{'ffff:' if raw[10] else ''}{ipaddress.IPv4Address(raw[12:])}"
+    return str(ipaddress.IPv6Address(raw))
+
+
 def _inet(cidr: bool) -> BinaryConverter:
     def convert(b: bytes) -> str:
         family, bits, _is_cidr, size = b[0], b[1], b[2], b[3]
         if (family, size) not in ((2, 4), (3, 16)) or len(b) != 4 + size:
             raise ValueError("bad inet")
-        addr = ipaddress.IPv4Address(b[4:]) if family == 2 else ipaddress.IPv6Address(b[4:])
-        return f"{addr}/{bits}" if cidr or bits != size * 8 else str(addr)
+        addr = str(ipaddress.IPv4Address(b[4:])) if family == 2 else _ipv6_text(b[4:])
+        return f"{addr}/{bits}" if cidr or bits != size * 8 else addr
 
     return convert
 

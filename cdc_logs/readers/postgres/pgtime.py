@@ -4,9 +4,11 @@ Debezium defaults (time.precision.mode=adaptive, interval.handling.mode=numeric)
   date         io.debezium.time.Date             days since 1970-01-01
   time(p)      io.debezium.time.MicroTime        µs since midnight; p <= 3: io.debezium.time.Time, ms
   timestamp(p) io.debezium.time.MicroTimestamp   µs since the epoch; p <= 3: io.debezium.time.Timestamp, ms
+                                                 (µs beyond int64, after the year 294247: the int64 bound)
   timestamptz  io.debezium.time.ZonedTimestamp   "2024-02-29T11:45:10.123456Z": UTC, exactly p digits
   timetz       io.debezium.time.ZonedTime        "08:15:10.5Z": UTC, trailing fraction zeros dropped
-  interval     io.debezium.time.MicroDuration    µs; a month is 365.25/12 days, a year 12 months
+  interval     io.debezium.time.MicroDuration    µs; a month is 365.25/12 days, a year 12 months;
+                                                 beyond int64 the int64 bounds (as Debezium's cast)
 All arithmetic is on integers, on the proleptic Gregorian calendar Postgres uses (BC years and years
 past 9999 included), so no value is rounded through a float. Text input is DateStyle=ISO output.
 Infinities: timestamptz keeps "infinity"/"-infinity" (as Debezium does); timestamp uses Debezium's
@@ -29,6 +31,8 @@ DATE_POS_INF: Final = 2**31 - 1
 DATE_NEG_INF: Final = -(2**31)
 TIMESTAMP_POS_INF: Final = 9_223_372_036_825_200_000
 TIMESTAMP_NEG_INF: Final = -9_223_372_036_832_400_000
+INT64_MAX: Final = 2**63 - 1
+INT64_MIN: Final = -(2**63)
 
 _EPOCH_ORDINAL: Final = dt.date(1970, 1, 1).toordinal()
 _EPOCH_DT: Final = dt.datetime(1970, 1, 1)
@@ -87,6 +91,21 @@ def format_zoned_time(us: int) -> str:
     if frac:
         out += "." + f"{frac:06d}".rstrip("0")
     return out + "Z"
+
+
+def clamp_int64(n: int) -> int:
+    """The int64 bounds for what lies beyond (MicroTimestamp and MicroDuration are int64 fields: an
+    envelope number is 64-bit). Postgres timestamps reach 294276 AD, but int64 µs since 1970 end on
+    294247-01-10 04:00:54.775807."""
+    return INT64_MAX if n > INT64_MAX else INT64_MIN if n < INT64_MIN else n
+
+
+def interval_us(months: int, days: int, us: int) -> int:
+    """An interval's MicroDuration: months of 30.4375 days. An interval can hold ±178 million years,
+    far beyond int64 µs (±292 thousand years); Debezium computes in double and casts to long, which
+    saturates, so the int64 bounds are what it writes for those (an unbounded integer could not be
+    written at all: the envelope's numbers are 64-bit)."""
+    return clamp_int64(months * MONTH_US + days * DAY_US + us)
 
 
 def precision_of(typmod: int) -> int:
@@ -193,7 +212,7 @@ def text_timestamp(typmod: int) -> Callable[[str], int]:
                 return TIMESTAMP_NEG_INF
         fast = len(s) <= 26 and s[4] == "-" and s[-1] != "C"  # a 4-digit AD year: the C parser
         us = _timestamp_fast(s) if fast else _timestamp_us(s, False)
-        return us // 1000 if millis else us
+        return us // 1000 if millis else clamp_int64(us)  # (µs past the year 294247: see clamp_int64)
 
     return convert
 
@@ -244,7 +263,7 @@ def text_interval(s: str) -> int:
         days = int(w or 0) * 7 + int(d or 0)
         us = (int(h or 0) * 60 + int(mi or 0)) * 60_000_000
         sec_us = int(sec or 0) * 1_000_000 + int(((frac or "") + "000000")[:6])
-        return months * MONTH_US + days * DAY_US + us + (-sec_us if sec_sign else sec_us)
+        return interval_us(months, days, us + (-sec_us if sec_sign else sec_us))
     parts = s.split()
     months = days = time_us = 0
     i = 0
@@ -266,4 +285,4 @@ def text_interval(s: str) -> int:
             days += n
         else:
             raise ValueError(f"bad interval unit {unit!r} in {s!r}")
-    return months * MONTH_US + days * DAY_US + time_us
+    return interval_us(months, days, time_us)
