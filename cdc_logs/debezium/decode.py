@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from cdc_logs.debezium.schema import table_schema
 from cdc_logs.envelope import ChangeEvent, Op
 
 _OPS = {op.value for op in Op}
@@ -46,12 +47,20 @@ def unwrap(data: Any) -> Any:
 
 
 def _parse(raw: bytes, what: str) -> Any:
+    return unwrap(_load(raw, what))
+
+
+def _load(raw: bytes, what: str) -> Any:
     try:
-        return unwrap(orjson.loads(raw))
+        return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ValueError(
             f"{what} is not JSON ({exc}); is the connector's converter the JsonConverter?"
         ) from exc
+
+
+def _schema_of(data: Any) -> Any:
+    return data.get("schema") if isinstance(data, dict) and set(data) == {"schema", "payload"} else None
 
 
 def decode_key(raw: bytes | None) -> dict[str, Any] | None:
@@ -69,9 +78,10 @@ def decode_record(key: bytes | None, value: bytes | None) -> Decoded:
     if value is None:
         return Skip("tombstone")
     try:
-        data = _parse(value, "value")
+        whole = _load(value, "value")
     except ValueError as exc:
         return Malformed(str(exc))
+    data = unwrap(whole)
     if data is None:
         return Skip("tombstone")  # a schema-wrapped null
     if not isinstance(data, dict):
@@ -82,9 +92,12 @@ def decode_record(key: bytes | None, value: bytes | None) -> Decoded:
     if problem:
         return Malformed(problem)
     try:
-        event_key = decode_key(key)
+        whole_key = _load(key, "key") if key is not None else None
     except ValueError as exc:
         return Malformed(str(exc))
+    event_key = unwrap(whole_key)
+    if event_key is not None and not isinstance(event_key, dict):
+        event_key = {"key": event_key}
     try:
         event = ChangeEvent.from_dict(data, key=event_key)
     except (KeyError, TypeError, ValueError) as exc:
@@ -94,6 +107,8 @@ def decode_record(key: bytes | None, value: bytes | None) -> Decoded:
         # Keep the producing connector's version ("3.6.1.Final"): the event was made by Debezium, and
         # `extra` is written over SourceInfo's own default (cdc-logs' version) when serialized.
         event.source.extra["version"] = version
+    src = event.source
+    event.schema = table_schema(_schema_of(whole), _schema_of(whole_key), src.db, src.schema, src.table)
     return event
 
 

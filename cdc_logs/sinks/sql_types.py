@@ -111,6 +111,20 @@ def _decimal(value: Any) -> Any:
     return value
 
 
+def _precise_decimal(scale: int) -> Decoder:
+    """Debezium's decimal.handling.mode=precise: the unscaled value's big-endian two's complement bytes
+    (base64 in JSON), and the scale in the schema."""
+
+    def decode(value: Any) -> Any:
+        if isinstance(value, str):
+            value = base64.b64decode(value)
+        if isinstance(value, bytes):
+            return Decimal(int.from_bytes(value, "big", signed=True)).scaleb(-scale)
+        return _decimal(value)
+
+    return decode
+
+
 def _float(value: Any) -> Any:
     if isinstance(value, str):  # "NaN", "Infinity", "-Infinity" (Jackson's spelling)
         return float(value.replace("Infinity", "inf"))
@@ -136,7 +150,11 @@ def decoder(column: Column) -> Decoder | None:
         return _zoned_time
     if semantic == Semantic.MICRO_DURATION:
         return _duration
-    if column.type == "string" and column.source_type.split("(")[0] in _DECIMAL_TYPES:
+    if semantic == Semantic.DECIMAL and column.type == "bytes":
+        return _precise_decimal(column.scale or 0)
+    if semantic == Semantic.DECIMAL or (
+        column.type == "string" and column.source_type.split("(")[0] in _DECIMAL_TYPES
+    ):
         return _decimal
     if column.type in ("float32", "float64"):
         return _float
@@ -272,7 +290,7 @@ def ddl_type(column: Column, dialect: str, *, key: bool = False) -> sa.types.Typ
         return sa.REAL()
     if kind == "float64":
         return sa.Double()
-    if kind == "string" and source in _DECIMAL_TYPES:
+    if semantic == Semantic.DECIMAL or (kind == "string" and source in _DECIMAL_TYPES):
         if lite:
             return sa.Text()  # SQLite's NUMERIC rounds through a float; text keeps every digit
         if column.length:
