@@ -31,6 +31,7 @@ import requests
 from cdc_logs.debezium.secrets import mask_text, mask_value, secret_values
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.logging import get_logger, redact
+from cdc_logs.retry import RetryPolicy
 
 log = get_logger(__name__)
 
@@ -186,7 +187,7 @@ class ConnectClient:
                     retry_reason = f"{resp.status_code} {message}"
                 else:
                     raise self._http_error(method, path, resp.status_code, message, what)
-            delay = min(self.settings.max_backoff_s, self.settings.backoff_s * 2 ** (attempt - 1))
+            delay = RetryPolicy(0, self.settings.backoff_s, self.settings.max_backoff_s).backoff(attempt)
             log.info("kafka connect busy, retrying", path=path, reason=retry_reason, retry_in_s=delay)
             self._sleep(delay)
 

@@ -35,6 +35,7 @@ import orjson
 from cdc_logs.envelope import ChangeEvent
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.logging import get_logger, redact
+from cdc_logs.retry import RetryPolicy
 from cdc_logs.sinks.base import Sink
 from cdc_logs.sinks.dedup import EventIds
 
@@ -160,7 +161,7 @@ class HttpSink(Sink):
         )
 
     def _backoff(self, attempt: int) -> float:
-        return float(min(self.max_backoff_s, self.initial_backoff_s * 2 ** (attempt - 1)))
+        return RetryPolicy(self.max_attempts, self.initial_backoff_s, self.max_backoff_s).backoff(attempt)
 
     def _reject(self, events: Sequence[ChangeEvent], status: int, text: str) -> None:
         reason = f"HTTP {status} from {redact(self.url)}"

@@ -34,8 +34,10 @@ import pymysql.connections
 
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.logging import get_logger
+from cdc_logs.retry import RetryPolicy
 
 log = get_logger(__name__)
+_RECONNECT = RetryPolicy(0, 0.5, 10.0)  # the binlog's own reconnects (bounded by max_reconnects)
 
 RECOVER_HINT = (
     "the binlog no longer holds this position: reset the offsets and take a new snapshot "
@@ -324,7 +326,7 @@ class BinlogStream:
             if attempt > self.max_reconnects:
                 self._put(_Failure(error))
                 return
-            delay = min(10.0, 0.5 * 2 ** (attempt - 1))
+            delay = _RECONNECT.backoff(attempt)
             log.warning(
                 "binlog connection lost, reconnecting", attempt=attempt, retry_in_s=delay, error=error.message
             )
