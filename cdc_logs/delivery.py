@@ -16,13 +16,14 @@ A dead letter is fsync'd before the batch counts as delivered, because the check
 
 from __future__ import annotations
 
+import base64
 import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cdc_logs.envelope import ChangeEvent, dumps, now_ms
+from cdc_logs.envelope import ChangeEvent, Undecodable, dumps, now_ms
 from cdc_logs.errors import CdcError, Directive, ErrorKind
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.observability.metrics import Metrics
@@ -56,6 +57,33 @@ class DeadLetterFile:
                 fh.flush()
                 os.fsync(fh.fileno())
         return path
+
+    def write_undecodable(self, source: str, item: Undecodable) -> Path:
+        """A change the reader could not decode, in `<directory>/<source>.undecodable.jsonl`."""
+        path = self.directory / f"{source}.undecodable.jsonl"
+        record = {
+            "source": source,
+            "kind": ErrorKind.DECODE.value,
+            "reason": item.reason,
+            "hint": UNDECODABLE_HINT,
+            "ts_ms": now_ms(),
+            "position": item.position.encode(),
+            "table": item.table,
+            "raw_base64": base64.b64encode(item.raw).decode("ascii") if item.raw is not None else None,
+        }
+        with self._lock:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            with open(path, "ab") as fh:
+                fh.write(dumps(record) + b"\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        return path
+
+
+UNDECODABLE_HINT = (
+    "repair the row at the source (or re-save it) so it is read again, or replay the raw value from "
+    "this file; to stop at such rows instead, set sync.dead_letters.enabled: false"
+)
 
 
 def _record(sink: str, event: ChangeEvent, error: CdcError) -> dict[str, Any]:

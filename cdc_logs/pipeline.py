@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from cdc_logs.checkpoint import Checkpointer
 from cdc_logs.delivery import DeadLetterFile, Delivery
-from cdc_logs.envelope import ChangeEvent, Heartbeat
+from cdc_logs.envelope import ChangeEvent, Heartbeat, Undecodable
 from cdc_logs.errors import CdcError, Directive, ErrorKind
 from cdc_logs.fanout import FanOut
 from cdc_logs.observability.logging import get_logger
@@ -69,7 +69,7 @@ class _Idle:
     source: str
 
 
-_Item = tuple[int, str, ChangeEvent | Heartbeat] | _Failure | _Idle
+_Item = tuple[int, str, ChangeEvent | Heartbeat | Undecodable] | _Failure | _Idle
 
 
 @dataclass
@@ -77,6 +77,7 @@ class PipelineStats:
     events: int = 0
     batches: int = 0
     dropped: int = 0
+    undecodable: int = 0
     commits: dict[str, Position] = field(default_factory=dict)
 
 
@@ -130,7 +131,7 @@ class Pipeline:
         self._read_counts: Counter[tuple[str, str, str]] = Counter()
         self._last_ts_ms: dict[str, int] = {}
         self._progressed: dict[str, bool] = {}  # a source yielded something since its last failure
-        dead_letters = DeadLetterFile(dead_letter_dir) if dead_letter_dir else None
+        dead_letters = self._dead_letters = DeadLetterFile(dead_letter_dir) if dead_letter_dir else None
         self._delivery = Delivery(
             self.retry, stop=self._stop, dead_letters=dead_letters, metrics=self.metrics
         )
@@ -311,7 +312,11 @@ class Pipeline:
                 seq, source, payload = item
                 self._idle.discard(source)
                 marks.append((seq, source, payload.position, payload.boundary))
-                if isinstance(payload, ChangeEvent):
+                if isinstance(payload, Undecodable):
+                    if self._dead_letters is None:  # deliver what came before it, then stop at it
+                        self._flush(batch, marks[:-1], size)
+                    self._undecodable(source, payload)
+                elif isinstance(payload, ChangeEvent):
                     # Counted here, reported per batch: a metrics label lookup per event is hot-path cost.
                     self._read_counts[(source, payload.source.table, payload.op.value)] += 1
                     if payload.source.ts_ms:
@@ -393,6 +398,29 @@ class Pipeline:
         self._commit()
         if self._fanout.failure is not None:
             raise self._fanout.failure
+
+    def _undecodable(self, source: str, item: Undecodable) -> None:
+        """Dead-letter a change the reader could not decode (durably, before its position can be
+        committed), or stop when dead letters are off. The log names the table, never the data."""
+        if self._dead_letters is None:
+            raise CdcError(
+                ErrorKind.DECODE,
+                f"source {source}: a change of {item.table} at {item.position.describe()} cannot be decoded: "
+                f"{item.reason}",
+                "repair the row at the source, or park such changes and go on: sync.dead_letters in a "
+                "pipeline, --dead-letter-dir with tail",
+            )
+        path = self._dead_letters.write_undecodable(source, item)
+        self.stats.undecodable += 1
+        self.metrics.dead_lettered(f"source:{source}", 1)
+        log.error(
+            "undecodable change dead-lettered",
+            source=source,
+            table=item.table,
+            position=item.position.describe(),
+            reason=item.reason,
+            path=str(path),
+        )
 
     def _commit(self) -> None:
         for source, position in self._checkpoint.take_committable().items():

@@ -6,6 +6,7 @@ With `--format json`, stdout carries exactly one envelope per line; logs go to s
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -68,6 +69,11 @@ def tail(
     from_beginning: bool = typer.Option(
         False, "--from-beginning/--from-end", help="debezium: start at the topics' start, not their end."
     ),
+    dead_letter_dir: Path | None = typer.Option(
+        None,
+        "--dead-letter-dir",
+        help="Park changes that cannot be decoded here and go on (default: stop at the first one).",
+    ),
 ) -> None:
     """Stream changes of a source to stdout.
 
@@ -113,6 +119,7 @@ def tail(
         batch=BatchPolicy(max_events=500, max_wait_s=0.05),
         retry_start=False,  # interactive: an unreachable source fails at once; a drop mid-stream is retried
         limit=limit,
+        dead_letter_dir=str(dead_letter_dir) if dead_letter_dir else None,
     )
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
-from cdc_logs.envelope import ChangeEvent, Op
+from cdc_logs.envelope import ChangeEvent, Op, Undecodable
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.position import Position, Watermark
@@ -278,7 +278,9 @@ class PollingReader(Reader):
             out.append((row, ts, inc, last))
         return out, full
 
-    def _event(self, plan: Plan, row: dict[str, Any], ts: Any, inc: Any, boundary: bool) -> ChangeEvent:
+    def _event(
+        self, plan: Plan, row: dict[str, Any], ts: Any, inc: Any, boundary: bool
+    ) -> ChangeEvent | Undecodable:
         mark = self._marks[plan.label]
         if plan.soft_delete and soft_deleted(row.get(plan.soft_delete)):
             op = Op.DELETE
@@ -294,7 +296,10 @@ class PollingReader(Reader):
             group = self._groups[plan.label] = [position_values(self._plans, self._marks), 0]
         mark.ts, mark.inc, mark.seen = ts, inc, True
         shape = self._shapes[plan.label]
-        values = shape.encode(row)
+        try:
+            values = shape.encode(row)
+        except (ValueError, TypeError, OverflowError, UnicodeError) as exc:
+            return self._undecodable(plan, row, exc, boundary, group)
         if boundary:
             self._groups.pop(plan.label, None)
             marks = position_values(self._plans, self._marks)
@@ -302,6 +307,20 @@ class PollingReader(Reader):
         assert group is not None
         group[1] += 1
         return self._factory.event(plan, values, op, group[0], False, group[1], ts=ts, schema=shape.schema)
+
+    def _undecodable(
+        self, plan: Plan, row: dict[str, Any], exc: Exception, boundary: bool, group: list[Any] | None
+    ) -> Undecodable:
+        """A polled row whose values cannot be encoded: for the dead-letter file, in its place."""
+        if boundary:
+            self._groups.pop(plan.label, None)
+            position = Watermark(self._server, position_values(self._plans, self._marks), table=plan.label)
+        else:
+            assert group is not None
+            group[1] += 1
+            position = Watermark(self._server, group[0], table=plan.label, event=group[1])
+        raw = repr(row).encode("utf-8", "backslashreplace")
+        return Undecodable(position, plan.label, type(exc).__name__, boundary=boundary, raw=raw)
 
     def _pause(self, next_tick: float) -> Generator[None, None, float]:
         return idle_pause(self._stop, self.poll_interval_s, self.idle_tick_s, next_tick)

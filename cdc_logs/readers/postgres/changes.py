@@ -20,7 +20,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from cdc_logs.envelope import ChangeEvent, Heartbeat
+import orjson
+
+from cdc_logs.envelope import ChangeEvent, Heartbeat, Undecodable
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.position import Lsn
 from cdc_logs.readers.postgres.events import EventBuilder
@@ -45,7 +47,7 @@ from cdc_logs.readers.postgres.txbuffer import StreamBuffers
 HEARTBEAT_PREFIX = "cdc-logs-heartbeat"
 _STREAM_START, _STREAM_STOP = ord("S"), ord("E")
 
-Item = ChangeEvent | Heartbeat
+Item = ChangeEvent | Heartbeat | Undecodable
 
 
 class ChangeStream:
@@ -66,7 +68,7 @@ class ChangeStream:
         self.tables = tables
         self.messages = messages
         self.decoder = Decoder()
-        self._held: ChangeEvent | None = None
+        self._held: ChangeEvent | Undecodable | None = None
         self._in_tx = False
         self.last_boundary = 0  # LSN of the last boundary yielded (event or heartbeat)
 
@@ -88,7 +90,13 @@ class ChangeStream:
     def _handle(self, msg: Message, lsn: int) -> Iterator[Item]:
         kind = type(msg)
         if kind is Insert or kind is Update or kind is Delete:
-            events = self.builder.change(msg, lsn)  # type: ignore[arg-type]
+            try:
+                events = self.builder.change(msg, lsn)  # type: ignore[arg-type]
+            except CdcError as exc:
+                if exc.kind is not ErrorKind.DECODE or self.builder.tx is None:
+                    raise
+                yield from self._undecodable(msg, lsn, exc)  # type: ignore[arg-type]
+                return
             self._place(events, lsn)
             for event in events:
                 if self._wanted(event):
@@ -131,6 +139,22 @@ class ChangeStream:
         for index, event in enumerate(events, 1):
             event.position = Lsn(self.server, tx.commit_lsn, lsn, event=index)
 
+    def _undecodable(self, msg: Insert | Update | Delete, lsn: int, exc: CdcError) -> Iterator[Item]:
+        """A row whose values cannot be converted: held in its place in the transaction like an
+        event, for the dead-letter file (the raw column texts kept; the message names no value)."""
+        tx = self.builder.tx
+        assert tx is not None
+        relation = self.builder.relation(msg.relation_oid)
+        if self.tables is not None and relation.qualified_name not in self.tables:
+            return
+        values = getattr(msg, "new", None) or getattr(msg, "old", None) or ()
+        raw = orjson.dumps([v if isinstance(v, str) or v is None else repr(v) for v in values])
+        item = Undecodable(
+            Lsn(self.server, tx.commit_lsn, lsn, event=1), relation.qualified_name, exc.message
+        )
+        item.boundary, item.raw = False, raw
+        yield from self._push(item)
+
     def _wanted(self, event: ChangeEvent) -> bool:
         return self.tables is None or event.source.qualified_table in self.tables
 
@@ -142,7 +166,7 @@ class ChangeStream:
         self._held = None
         self.builder.begin(xid, commit_lsn, commit_ts)
 
-    def _push(self, event: ChangeEvent) -> Iterator[Item]:
+    def _push(self, event: ChangeEvent | Undecodable) -> Iterator[Item]:
         held, self._held = self._held, event
         if held is not None:
             yield held

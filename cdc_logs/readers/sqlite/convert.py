@@ -19,7 +19,7 @@ import orjson
 from cdc_logs.envelope import ChangeEvent, Op, SourceInfo, now_ms
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.position import Watermark
-from cdc_logs.readers.sqlite.connection import TableInfo
+from cdc_logs.readers.sqlite.connection import InvalidText, TableInfo
 from cdc_logs.readers.sqlite.schema import table_schema
 from cdc_logs.readers.sqlite.triggers import ROWID_MEMBER
 from cdc_logs.schema import TableSchema
@@ -38,16 +38,19 @@ def decode_value(value: Any) -> Any:
     return value
 
 
-def decode_row(text: str | None) -> tuple[dict[str, Any] | None, int | None]:
-    """Parse a recorded row; returns the column values and, for rowid-keyed tables, the rowid."""
+def decode_row(text: str | bytes | None) -> tuple[dict[str, Any] | None, int | None]:
+    """Parse a recorded row; returns the column values and, for rowid-keyed tables, the rowid.
+    Errors name the problem, never the row's data (it may hold personal data)."""
     if text is None:
         return None, None
+    if isinstance(text, InvalidText):
+        raise CdcError(ErrorKind.DECODE, "a TEXT value of the row is not valid UTF-8")
     try:
         raw = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raise CdcError(
             ErrorKind.DECODE,
-            f"change table row is not valid JSON: {text[:200]!r} ({exc})",
+            f"the recorded row is not valid JSON (at character {exc.pos})",
             "the triggers may have been edited by hand: run the reader's cleanup and start over",
         ) from exc
     rowid = raw.pop(ROWID_MEMBER, None)
