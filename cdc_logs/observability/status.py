@@ -1,7 +1,8 @@
 """Health state of a running pipeline: what `/ready` and `/health` answer, and why.
 
 The pipeline and the fan-out workers report what happens through one-line hooks (thread-safe and
-cheap: a lock and a few assignments); the HTTP endpoints ask `readiness()` and `liveness()`, which
+cheap: a lock and a few assignments, once per batch; `source_moved`, once per event, is a set's
+`add`); the HTTP endpoints ask `readiness()` and `liveness()`, which
 return (ok, reasons) with one line per problem naming the sink or source.
 
 Sequence numbers are the pipeline's (one per event or heartbeat): `submitted(seq)` says data up to
@@ -97,12 +98,18 @@ class PipelineStatus:
         self._clock = clock
         self._lock = threading.Lock()
         self._s = _State(since=clock())
+        self._moved: set[str] = set()
+        # `source_moved(source)`: an event or a heartbeat arrived from `source`. Called once per event,
+        # so it is the set's own C `add` (no lock, no clock); the names are collected at each
+        # `submitted()` (every flush) and each answer, with the time then.
+        self.source_moved: Callable[[str], None] = self._moved.add
 
     # -- lifecycle ------------------------------------------------------------------------------
     def attach(self, sources: Mapping[str, Any], sinks: Iterable[str]) -> PipelineStatus:
         """A (new) pipeline with these readers and sink names; returns self. Resets the run's state."""
         now = self._clock()
         with self._lock:
+            self._moved.clear()
             self._s = _State(
                 since=now,
                 sinks={name: _Sink() for name in sinks},
@@ -144,13 +151,16 @@ class PipelineStatus:
             self._s.phase, self._s.since = phase, now
 
     # -- sources ----------------------------------------------------------------------------------
-    def source_moved(self, source: str) -> None:
-        """An event or a heartbeat arrived from `source`. Once per event, so no lock: each assignment
-        is atomic, and a race with attach() only writes into the state it replaced."""
-        state = self._s.sources.get(source)
-        if state is not None:
-            state.moved = state.tick = self._clock()
-            if state.failures:
+    def _collect_moved(self, now: float) -> None:
+        """Apply the `source_moved` calls since the last time (holding the lock)."""
+        while self._moved:
+            try:
+                name = self._moved.pop()  # atomic: safe against a concurrent add
+            except KeyError:
+                break
+            state = self._s.sources.get(name)
+            if state is not None:
+                state.moved = state.tick = now
                 state.failures = 0
 
     def source_idle(self, source: str) -> None:
@@ -174,6 +184,7 @@ class PipelineStatus:
         """Everything up to `seq` was handed to the sinks."""
         now = self._clock()
         with self._lock:
+            self._collect_moved(now)
             s = self._s
             if seq <= s.submitted:
                 return
@@ -234,6 +245,7 @@ class PipelineStatus:
         now = self._clock()
         t = self.thresholds
         with self._lock:
+            self._collect_moved(now)
             s = self._s
             reasons: list[str] = []
             if s.phase != "running":
@@ -278,6 +290,7 @@ class PipelineStatus:
         now = self._clock()
         t = self.thresholds
         with self._lock:
+            self._collect_moved(now)
             s = self._s
             reasons: list[str] = []
             if s.phase == "stopped":
@@ -314,6 +327,7 @@ class PipelineStatus:
         """The state behind the answers, for the endpoints' JSON bodies (ages in seconds)."""
         now = self._clock()
         with self._lock:
+            self._collect_moved(now)
             s = self._s
             return {
                 "state": s.phase,
