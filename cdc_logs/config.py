@@ -554,7 +554,7 @@ class HealthConfig(_Model):
     dead_letter_window_ms: int = Field(
         300_000,
         ge=0,
-        description="/ready fails for this long after a sink dead-lettered a batch (0: off)",
+        description="/ready fails for this long after a sink dead-lettered an event (0: off)",
     )
     source_stall_ms: int = Field(
         60_000,

@@ -13,7 +13,7 @@ idle sink is never a reason to fail, however long ago it last wrote.
 Not ready (503) when
   * the pipeline is not running (starting, stopping, stopped, waiting for its next cron run);
   * a sink has data waiting and accepted no write for `sink_stall_s`;
-  * a sink dead-lettered a batch in the last `dead_letter_window_s`;
+  * a sink dead-lettered an event in the last `dead_letter_window_s`;
   * a source has not moved for `source_stall_s`: no event and no heartbeat (sources that send no
     heartbeats, like SQLite and polling, also count a completed poll, the idle tick). For a source
     with heartbeats, the threshold is at least three heartbeat intervals. While a sink has data
