@@ -130,7 +130,7 @@ health_checks:
                 return False
 
         _until(up, 30, "/ready 200 at start")
-        assert status("/health") == (200, status("/health")[1])
+        assert status("/health")[0] == 200
         insert(1, 10)
         _until(lambda: client.xlen("changes") == 10, 30, "the first changes in Redis")
         assert status("/ready")[0] == 200 and status("/health")[0] == 200

@@ -99,10 +99,19 @@ def _session_alive(conn: psycopg.Connection[Any], pid: int, started: str) -> boo
     return bool(rows) and bool(rows[0][0])
 
 
+def _comment(conn: psycopg.Connection[Any], name: str) -> str | None:
+    rows = _rows(
+        conn,
+        "SELECT obj_description(oid, 'pg_publication') FROM pg_publication WHERE pubname = %s",
+        (name,),
+        f"reading the comment of publication {name!r}",
+    )
+    return rows[0][0] if rows else None
+
+
 def _drop_if_marked(conn: psycopg.Connection[Any], name: str, comment: str) -> bool:
     """Drop `name` if it still carries `comment` (it may have been dropped or remade meanwhile)."""
-    current = slots.get_publication(conn, name)
-    if current is None or current.comment != comment:
+    if _comment(conn, name) != comment:
         return False
     slots.drop_publication(conn, name, missing_ok=True)
     return True
@@ -112,30 +121,30 @@ def drop_abandoned_publications(conn: psycopg.Connection[Any]) -> list[str]:
     """Drop the temporary publications whose tail session is gone (a tail killed with SIGKILL);
     return their names. Publications without the temporary marker are never touched."""
     dropped: list[str] = []
-    for pub in slots.list_publications(conn):
-        match = slots.TEMPORARY_MARKER.match(pub.comment or "")
-        if match is None or _session_alive(conn, int(match["pid"]), match["start"]):
+    for name, comment in slots.publication_comments(conn).items():
+        match = slots.TEMPORARY_MARKER.match(comment or "")
+        if comment is None or match is None or _session_alive(conn, int(match["pid"]), match["start"]):
             continue
         try:
-            if _drop_if_marked(conn, pub.name, pub.comment or ""):
-                dropped.append(pub.name)
-                log.info("removed a publication left by a cdc-logs tail that is gone", publication=pub.name)
+            if _drop_if_marked(conn, name, comment):
+                dropped.append(name)
+                log.info("removed a publication left by a cdc-logs tail that is gone", publication=name)
         except CdcError as exc:  # e.g. another role's: only its owner may drop it
             log.warning(
                 "could not remove a publication left by a cdc-logs tail that is gone",
-                publication=pub.name,
+                publication=name,
                 error=exc.message,
-                fix=f"cdc-logs publications drop {pub.name} --dsn URL (as its owner)",
+                fix=f"cdc-logs publications drop {name} --dsn URL (as its owner)",
             )
     return dropped
 
 
 def drop_own_publication(conn: psycopg.Connection[Any], name: str) -> bool:
     """Drop a temporary publication this process created, if it is still the one it marked."""
-    pub = slots.get_publication(conn, name)
-    if pub is None or pub.owner != "cdc-logs tail":
+    comment = _comment(conn, name)
+    if comment is None or slots.owner_of(comment) != "cdc-logs tail":
         return False
-    return _drop_if_marked(conn, name, pub.comment or "")
+    return _drop_if_marked(conn, name, comment)
 
 
 def _display_ident(conn: psycopg.Connection[Any], name: str) -> str:

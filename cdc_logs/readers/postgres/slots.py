@@ -206,24 +206,62 @@ class PublicationInfo:
         return {**asdict(self), "tables": list(self.tables), "owner": self.owner}
 
 
-def list_publications(conn: psycopg.Connection[Any]) -> list[PublicationInfo]:
-    rows = _exec(
-        conn,
-        "SELECT p.pubname, p.puballtables, concat_ws(',', CASE WHEN pubinsert THEN 'insert' END, "
-        "CASE WHEN pubupdate THEN 'update' END, CASE WHEN pubdelete THEN 'delete' END, "
-        "CASE WHEN pubtruncate THEN 'truncate' END), "
-        "coalesce((SELECT array_agg(format('%I.%I', t.schemaname, t.tablename) ORDER BY 1) "
-        "FROM pg_publication_tables t WHERE t.pubname = p.pubname), '{}'), "
-        "obj_description(p.oid, 'pg_publication') "
-        "FROM pg_publication p ORDER BY p.pubname",
-        None,  # no parameters: the % of format() is literal
-        "listing publications",
+_PUBLICATIONS_QUERY = """
+SELECT pubname, puballtables,
+       concat_ws(',', CASE WHEN pubinsert THEN 'insert' END, CASE WHEN pubupdate THEN 'update' END,
+                 CASE WHEN pubdelete THEN 'delete' END, CASE WHEN pubtruncate THEN 'truncate' END),
+       obj_description(oid, 'pg_publication')
+FROM pg_publication
+WHERE %(name)s::text IS NULL OR pubname = %(name)s
+ORDER BY pubname
+"""
+_PUBLICATION_TABLES_QUERY = (
+    "SELECT format('%%I.%%I', schemaname, tablename) FROM pg_publication_tables WHERE pubname = %s ORDER BY 1"
+)
+
+
+def _dropped_meanwhile(exc: psycopg.Error) -> bool:
+    """pg_publication_tables looks the publication up again: dropped since, it fails with
+    `publication ... does not exist` or `cache lookup failed for publication`."""
+    return isinstance(exc, psycopg.errors.UndefinedObject) or (
+        isinstance(exc, psycopg.errors.InternalError_) and "cache lookup failed for publication" in str(exc)
     )
-    return [PublicationInfo(str(r[0]), bool(r[1]), str(r[2]), tuple(r[3]), r[4]) for r in rows]
+
+
+def _publications(conn: psycopg.Connection[Any], name: str | None) -> list[PublicationInfo]:
+    """The publications (one, or all), each with its tables. Read one by one, so a publication that
+    another session drops meanwhile is left out instead of failing the whole listing."""
+    doing = f"reading publication {name!r}" if name else "listing publications"
+    found: list[PublicationInfo] = []
+    for pub, all_tables, operations, comment in _exec(conn, _PUBLICATIONS_QUERY, {"name": name}, doing):
+        try:
+            tables = tuple(str(r[0]) for r in conn.execute(_PUBLICATION_TABLES_QUERY, (pub,)).fetchall())
+        except psycopg.Error as exc:
+            if _dropped_meanwhile(exc):
+                continue
+            raise map_error(exc, doing) from exc
+        found.append(PublicationInfo(str(pub), bool(all_tables), str(operations), tables, comment))
+    return found
+
+
+def list_publications(conn: psycopg.Connection[Any]) -> list[PublicationInfo]:
+    return _publications(conn, None)
 
 
 def get_publication(conn: psycopg.Connection[Any], name: str) -> PublicationInfo | None:
-    return next((p for p in list_publications(conn) if p.name == name), None)
+    found = _publications(conn, name)
+    return found[0] if found else None
+
+
+def publication_comments(conn: psycopg.Connection[Any]) -> dict[str, str | None]:
+    """Every publication's name and comment: the catalog only, so concurrent drops cannot fail it."""
+    rows = _exec(
+        conn,
+        "SELECT pubname, obj_description(oid, 'pg_publication') FROM pg_publication ORDER BY 1",
+        None,
+        "listing publications",
+    )
+    return {str(r[0]): r[1] for r in rows}
 
 
 def _table_list(conn: psycopg.Connection[Any], tables: Sequence[str]) -> str:
