@@ -540,10 +540,34 @@ class OffsetsConfig(_Model):
 
 
 class HealthConfig(_Model):
+    """/metrics, /health and /ready over HTTP, and when /ready and /health fail (docs/configuration.md)."""
+
     enabled: bool = False
     port: int = Field(8080, ge=1, le=65535)
     host: str = "127.0.0.1"
     endpoints: list[dict[str, Any]] | None = None  # seed shape; the paths are fixed: /health /ready /metrics
+    sink_stall_ms: int = Field(
+        60_000,
+        ge=0,
+        description="/ready fails when a sink has data waiting and accepted no write for this long (0: off)",
+    )
+    dead_letter_window_ms: int = Field(
+        300_000,
+        ge=0,
+        description="/ready fails for this long after a sink dead-lettered an event (0: off)",
+    )
+    source_stall_ms: int = Field(
+        60_000,
+        ge=0,
+        description="/ready fails when a source sent no event and no heartbeat for this long; at least "
+        "3 heartbeat intervals for sources with heartbeats; polls count for those without (0: off)",
+    )
+    stuck_after_ms: int = Field(
+        300_000,
+        ge=0,
+        description="/health fails when data waits and nothing reached every sink for this long, so "
+        "nothing can be committed (0: off)",
+    )
 
 
 class PipelineConfig(_Model):

@@ -27,6 +27,7 @@ from cdc_logs.envelope import ChangeEvent, Undecodable, dumps, now_ms
 from cdc_logs.errors import CdcError, Directive, ErrorKind
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.observability.metrics import Metrics
+from cdc_logs.observability.status import PipelineStatus
 from cdc_logs.retry import RetryPolicy
 from cdc_logs.sinks.base import Sink, as_sink_error
 
@@ -109,11 +110,13 @@ class Delivery:
         stop: threading.Event,
         dead_letters: DeadLetterFile | None = None,
         metrics: Metrics | None = None,
+        status: PipelineStatus | None = None,
     ) -> None:
         self.retry = retry
         self.stop = stop
         self.dead_letters = dead_letters
         self.metrics = metrics or Metrics.disabled()
+        self.status = status or PipelineStatus()
 
     def deliver(self, sink: Sink, events: Sequence[ChangeEvent]) -> bool:
         """Write `events` to `sink` durably (rejected ones dead-lettered). False: stopped first, so
@@ -128,10 +131,12 @@ class Delivery:
             attempt += 1
             try:
                 sink.write(events)
+                self.status.sink_written(sink.name)
                 return True
             except Exception as exc:
                 error = as_sink_error(exc)
                 self.metrics.sink_error(sink.name)
+                self.status.sink_failed(sink.name, error.message)
                 if error.directive is Directive.RETRY:
                     if self.retry.exhausted(attempt):
                         log.error(
@@ -163,6 +168,7 @@ class Delivery:
         if len(events) == 1:
             path = self.dead_letters.write(sink.name, events, error)
             self.metrics.dead_lettered(sink.name, 1)
+            self.status.sink_dead_lettered(sink.name, 1, error.message)
             event = events[0]
             log.error(
                 "event dead-lettered",

@@ -22,6 +22,7 @@ from cdc_logs.envelope import ChangeEvent
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.observability.metrics import Metrics
+from cdc_logs.observability.status import PipelineStatus
 from cdc_logs.retry import RetryPolicy
 from cdc_logs.sinks.base import Sink
 from cdc_logs.spool import Spool
@@ -42,6 +43,7 @@ class FanOut:
         batch_events: int,
         metrics: Metrics,
         max_memory_bytes: int = 64 << 20,
+        status: PipelineStatus | None = None,
     ) -> None:
         self.sinks = list(sinks)
         self.checkpoint = checkpoint
@@ -53,7 +55,9 @@ class FanOut:
         self.failure: CdcError | None = None
         self._stop = threading.Event()
         # Workers keep delivering while the pipeline drains; only close() cuts their retries short.
-        self.delivery = Delivery(retry, stop=self._stop, dead_letters=dead_letters, metrics=metrics)
+        self.delivery = Delivery(
+            retry, stop=self._stop, dead_letters=dead_letters, metrics=metrics, status=status
+        )
         self._appended = 0  # highest seq appended (ack marker)
         self._threads = [
             threading.Thread(target=self._work, args=(s,), name=f"sink-{s.name}", daemon=True)
@@ -102,6 +106,7 @@ class FanOut:
                 if not self.delivery.deliver(sink, taken.events):
                     return  # stopping: the rest is replayed from the checkpoint
                 self.checkpoint.ack(sink.name, taken.ack)
+                self.delivery.status.sink_acked(sink.name, taken.ack)
                 self.spool.release()
                 self.metrics.sink_lag(sink.name, self.spool.lag_bytes(sink.name))
         except CdcError as exc:

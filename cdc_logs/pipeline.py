@@ -30,6 +30,7 @@ from cdc_logs.errors import CdcError, Directive, ErrorKind
 from cdc_logs.fanout import FanOut
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.observability.metrics import Metrics
+from cdc_logs.observability.status import PipelineStatus
 from cdc_logs.offsets.base import OffsetStore
 from cdc_logs.position import Position
 from cdc_logs.readers.base import Reader
@@ -101,6 +102,7 @@ class Pipeline:
         fanout: FanoutPolicy | None = None,
         dead_letter_dir: str | None = None,
         retry_start: bool = True,
+        status: PipelineStatus | None = None,
     ) -> None:
         names = [s.name for s in sinks]
         if len(set(names)) != len(names):
@@ -121,6 +123,7 @@ class Pipeline:
         self.metrics = metrics or Metrics.disabled()
         self.retry_start = retry_start
         self.stats = PipelineStats()
+        self.status = (status or PipelineStatus()).attach(readers, names)
         self.ready = threading.Event()
         self._queue: queue.Queue[_Item] = queue.Queue(queue_size)
         self._stop = threading.Event()
@@ -133,7 +136,7 @@ class Pipeline:
         self._progressed: dict[str, bool] = {}  # a source yielded something since its last failure
         dead_letters = self._dead_letters = DeadLetterFile(dead_letter_dir) if dead_letter_dir else None
         self._delivery = Delivery(
-            self.retry, stop=self._stop, dead_letters=dead_letters, metrics=self.metrics
+            self.retry, stop=self._stop, dead_letters=dead_letters, metrics=self.metrics, status=self.status
         )
         self._fanout: FanOut | None = None
         if fanout is not None:
@@ -147,12 +150,14 @@ class Pipeline:
                 max_memory_bytes=fanout.max_memory_bytes,
                 batch_events=self.batch.max_events,
                 metrics=self.metrics,
+                status=self.status,
             )
 
     # -- control -------------------------------------------------------------------------------
     def stop(self) -> None:
         """Ask the pipeline to flush, commit and return (safe from signal handlers and threads)."""
         self._stop.set()
+        self.status.stopping()
         for reader in self.readers.values():
             reader.stop()
 
@@ -229,6 +234,7 @@ class Pipeline:
             while True:  # reconnect
                 error = _as_cdc_error(failure)
                 self.metrics.source_error(source)
+                self.status.source_failed(source, error.message)
                 attempt = 1 if self._progressed.pop(source, False) else attempt + 1
                 if (
                     error.directive is not Directive.RETRY
@@ -284,6 +290,7 @@ class Pipeline:
             for source in self.readers:
                 self._start_with_retry(source)
             self.ready.set()
+            self.status.running()
             self._loop()
         finally:
             self._shutdown()
@@ -308,8 +315,10 @@ class Pipeline:
                 raise error from (item.error if error is not item.error else None)
             if isinstance(item, _Idle):
                 self._idle.add(item.source)
+                self.status.source_idle(item.source)
             elif item is not None:
                 seq, source, payload = item
+                self.status.source_moved(source)
                 self._idle.discard(source)
                 marks.append((seq, source, payload.position, payload.boundary))
                 if isinstance(payload, Undecodable):
@@ -373,6 +382,7 @@ class Pipeline:
         last_seq = marks[-1][0]
         for seq, source, position, boundary in marks:
             self._checkpoint.track(seq, source, position, boundary)
+        self.status.submitted(last_seq)
         started = time.monotonic()
         if self._fanout is not None:
             if not self._fanout.submit(batch, size, last_seq, self._stop):
@@ -381,6 +391,7 @@ class Pipeline:
             for sink in self.sinks:
                 if not self._delivery.deliver(sink, batch):
                     return  # stopped while retrying: not acknowledged, so replayed on restart
+                self.status.sink_acked(sink.name, last_seq)
             for sink in self.sinks:
                 self._checkpoint.ack(sink.name, last_seq)
         if batch:
@@ -428,9 +439,11 @@ class Pipeline:
             self.readers[source].commit(position)
             self.stats.commits[source] = position
             self.metrics.committed(source, position)
+            self.status.committed()
 
     def _shutdown(self) -> None:
         self._stop.set()
+        self.status.ended()
         if self._fanout is not None:
             self._fanout.close()
         for reader in self.readers.values():

@@ -1,7 +1,8 @@
 """`cdc-logs run -c pipeline.yaml`: the long-running service (or a one-time / cron-scheduled drain).
 
 SIGINT/SIGTERM stop it gracefully: the batch in flight is written, its positions committed, then the
-process exits 0. `--http-port` (or `health_checks` in the config) serves /metrics, /health, /ready.
+process exits 0. `--http-port` (or `health_checks` in the config) serves /metrics, /health, /ready;
+the pipeline reports to a `PipelineStatus` whose thresholds come from `health_checks`.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from types import FrameType
 import typer
 
 from cdc_logs.build import build_offsets, build_pipeline_parts
-from cdc_logs.config import PipelineConfig, load_config
+from cdc_logs.config import HealthConfig, PipelineConfig, load_config
 from cdc_logs.observability import health
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.observability.metrics import Metrics
+from cdc_logs.observability.status import HealthThresholds, PipelineStatus
 from cdc_logs.pipeline import BatchPolicy, FanoutPolicy, Pipeline
 from cdc_logs.retry import RetryPolicy
 
@@ -26,7 +28,12 @@ log = get_logger(__name__)
 
 
 def make_pipeline(
-    cfg: PipelineConfig, *, metrics: Metrics, stop_when_idle: bool, limit: int | None = None
+    cfg: PipelineConfig,
+    *,
+    metrics: Metrics,
+    stop_when_idle: bool,
+    limit: int | None = None,
+    status: PipelineStatus | None = None,
 ) -> Pipeline:
     parts = build_pipeline_parts(cfg)
     sync = cfg.sync
@@ -46,6 +53,16 @@ def make_pipeline(
         metrics=metrics,
         fanout=_fanout_policy(cfg),
         dead_letter_dir=_dead_letter_dir(cfg),
+        status=status,
+    )
+
+
+def health_thresholds(health: HealthConfig) -> HealthThresholds:
+    return HealthThresholds(
+        sink_stall_s=health.sink_stall_ms / 1000,
+        dead_letter_window_s=health.dead_letter_window_ms / 1000,
+        source_stall_s=health.source_stall_ms / 1000,
+        stuck_s=health.stuck_after_ms / 1000,
     )
 
 
@@ -74,6 +91,7 @@ def run(
     """Run a pipeline from a YAML config until stopped (continuous), once (one_time), or on a cron."""
     cfg = load_config(config)
     metrics = Metrics(cfg.name)
+    status = PipelineStatus(health_thresholds(cfg.health_checks))
     stop = threading.Event()
     current: list[Pipeline] = []
 
@@ -89,19 +107,15 @@ def run(
     port = http_port or (cfg.health_checks.port if cfg.health_checks.enabled else None)
     server = None
     if port:
-        server = health.serve(
-            port,
-            metrics,
-            lambda: bool(current) and current[-1].ready.is_set() and not current[-1].stopping,
-            cfg.health_checks.host,
-        )
+        server = health.serve(port, metrics, status, cfg.health_checks.host)
         log.info("http endpoints up", port=port, paths="/metrics /health /ready")
     try:
         if cfg.sync.mode == "cron":
-            _run_cron(cfg, metrics, stop, current)
+            _run_cron(cfg, metrics, status, stop, current)
         else:
+            one_time = cfg.sync.mode == "one_time"
             pipeline = make_pipeline(
-                cfg, metrics=metrics, stop_when_idle=cfg.sync.mode == "one_time", limit=limit
+                cfg, metrics=metrics, stop_when_idle=one_time, limit=limit, status=status
             )
             current.append(pipeline)
             stats = pipeline.run()
@@ -111,7 +125,13 @@ def run(
             server.shutdown()
 
 
-def _run_cron(cfg: PipelineConfig, metrics: Metrics, stop: threading.Event, current: list[Pipeline]) -> None:
+def _run_cron(
+    cfg: PipelineConfig,
+    metrics: Metrics,
+    status: PipelineStatus,
+    stop: threading.Event,
+    current: list[Pipeline],
+) -> None:
     from croniter import croniter
 
     schedule = croniter(cfg.sync.cron, dt.datetime.now())
@@ -119,9 +139,10 @@ def _run_cron(cfg: PipelineConfig, metrics: Metrics, stop: threading.Event, curr
         next_run: dt.datetime = schedule.get_next(dt.datetime)
         wait = (next_run - dt.datetime.now()).total_seconds()
         log.info("next scheduled run", at=next_run.isoformat(timespec="seconds"))
+        status.scheduled(next_run.isoformat(timespec="seconds"))
         if stop.wait(max(0.0, wait)):
             return
-        pipeline = make_pipeline(cfg, metrics=metrics, stop_when_idle=True)
+        pipeline = make_pipeline(cfg, metrics=metrics, stop_when_idle=True, status=status)
         current[:] = [pipeline]
         stats = pipeline.run()
         log.info("scheduled run ended", events=stats.events)

@@ -56,7 +56,12 @@ def tail(
     slot: str | None = typer.Option(
         None, "--slot", help="pg: replication slot to use (kept); without it a temporary slot, nothing left."
     ),
-    publication: str | None = typer.Option(None, "--publication", help="pg: publication to read."),
+    publication: str | None = typer.Option(
+        None,
+        "--publication",
+        help="pg: publication to read. An existing one is used as it is (never altered or dropped); "
+        "a missing one is created, and dropped on exit when there is no --slot.",
+    ),
     bootstrap: str | None = typer.Option(
         None, "--bootstrap", envvar="CDC_KAFKA_BOOTSTRAP", help="debezium: Kafka bootstrap servers."
     ),
@@ -77,8 +82,9 @@ def tail(
 ) -> None:
     """Stream changes of a source to stdout.
 
-    pg reads a logical replication slot: without --slot a temporary slot and publication that are gone
-    when tail exits; with --slot that slot (created if missing) resumes where it was confirmed.
+    pg reads a logical replication slot: without --slot a temporary slot (and publication, unless
+    --publication names an existing one, which is used as it is) that are gone when tail exits; with
+    --slot that slot (created if missing) resumes where it was confirmed.
     sqlite installs capture triggers on each --table (remove them with --cleanup). poll runs watermark
     queries: it cannot see deletes unless --soft-delete-column is set, nor an update's old values.
     debezium reads a connector's Kafka topics with a throwaway consumer group that commits nothing.
