@@ -25,6 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cdc_logs.envelope import ChangeEvent
+from cdc_logs.errors import CdcError, ErrorKind
+from cdc_logs.observability.logging import get_logger
+
+log = get_logger(__name__)
 
 
 @dataclass(slots=True)
@@ -65,6 +69,7 @@ class Spool:
         self._disk = 0
         self._cond = threading.Condition()
         self._closed = False
+        self._disk_warned = False
 
     @property
     def size(self) -> int:
@@ -84,9 +89,14 @@ class Spool:
                 self._cond.wait(0.2)
                 in_memory = not self._chunks or self._memory + size <= self.max_memory_bytes
             chunk = _Chunk(self._next, events, ack, size)
-            if not in_memory:
-                self._spill(chunk)
-            else:
+            if not in_memory and not self._try_spill(chunk):
+                # The disk refused the spill (full): wait for the sinks to free memory instead.
+                while self._chunks and self._memory + size > self.max_memory_bytes:
+                    if stop.is_set() or self._closed:
+                        return False
+                    self._cond.wait(0.2)
+                in_memory = True
+            if in_memory:
                 self._memory += size
             self._chunks.append(chunk)
             self._next += 1
@@ -143,16 +153,37 @@ class Spool:
     def _spilled(self) -> bool:
         return any(c.path is not None for c in self._chunks)
 
-    def _spill(self, chunk: _Chunk) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+    def _try_spill(self, chunk: _Chunk) -> bool:
+        """Write a chunk to disk; False (and nothing left behind) when the disk refuses it."""
         path = self.directory / f"{chunk.index:012d}.pickle"
         data = pickle.dumps(chunk.events, protocol=pickle.HIGHEST_PROTOCOL)
-        path.write_bytes(data)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        except OSError as exc:
+            path.unlink(missing_ok=True)
+            if not self._disk_warned:
+                log.warning(
+                    "spool: cannot spill to disk, the source waits for the sinks instead",
+                    directory=str(self.directory),
+                    error=exc.strerror,
+                )
+                self._disk_warned = True
+            return False
         chunk.events, chunk.path, chunk.size = None, path, len(data)
         self._disk += chunk.size
+        return True
 
 
 def _load(chunk: _Chunk) -> list[ChangeEvent]:
     assert chunk.path is not None
-    events: list[ChangeEvent] = pickle.loads(chunk.path.read_bytes())
+    try:
+        events: list[ChangeEvent] = pickle.loads(chunk.path.read_bytes())
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError) as exc:
+        raise CdcError(
+            ErrorKind.DECODE,
+            f"the spool file {chunk.path} is damaged or gone ({type(exc).__name__})",
+            "restart the pipeline: the spool is only a buffer, and the source replays from the last "
+            "checkpoint (nothing past it was committed)",
+        ) from exc
     return events

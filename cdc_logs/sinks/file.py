@@ -9,6 +9,7 @@ source position if they need exactly-once.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Sequence
@@ -92,12 +93,23 @@ class FileSink(Sink):
             if self.fsync:
                 os.fsync(fh.fileno())
         except OSError as exc:
+            self._undo_partial_write()
             raise CdcError(
                 ErrorKind.SINK_TRANSIENT,
                 f"write to {self.path} failed: {exc.strerror}",
                 "free disk space or fix permissions; the batch is retried",
             ) from exc
         self._size += len(data)
+
+    def _undo_partial_write(self) -> None:
+        """A failed write (a full disk) may have put part of the batch in the file: cut the file back
+        to the last complete batch, so the retry does not leave half a line in the middle."""
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            with contextlib.suppress(OSError):
+                fh.close()  # its buffer may still fail to flush: what it held is cut below
+        with contextlib.suppress(OSError):
+            os.truncate(self.path, self._size)
 
     def segments(self) -> list[Path]:
         """Rotated segments, oldest first."""
