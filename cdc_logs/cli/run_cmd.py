@@ -7,7 +7,6 @@ the pipeline reports to a `PipelineStatus` whose thresholds come from `health_ch
 
 from __future__ import annotations
 
-import datetime as dt
 import signal
 import threading
 from pathlib import Path
@@ -23,6 +22,7 @@ from cdc_logs.observability.metrics import Metrics
 from cdc_logs.observability.status import HealthThresholds, PipelineStatus
 from cdc_logs.pipeline import BatchPolicy, FanoutPolicy, Pipeline
 from cdc_logs.retry import RetryPolicy
+from cdc_logs.schedule import CronSchedule
 
 log = get_logger(__name__)
 
@@ -132,15 +132,13 @@ def _run_cron(
     stop: threading.Event,
     current: list[Pipeline],
 ) -> None:
-    from croniter import croniter
-
-    schedule = croniter(cfg.sync.cron, dt.datetime.now())
+    assert cfg.sync.cron is not None
+    schedule = CronSchedule(cfg.sync.cron)
     while not stop.is_set():
-        next_run: dt.datetime = schedule.get_next(dt.datetime)
-        wait = (next_run - dt.datetime.now()).total_seconds()
+        next_run = schedule.next_run()
         log.info("next scheduled run", at=next_run.isoformat(timespec="seconds"))
         status.scheduled(next_run.isoformat(timespec="seconds"))
-        if stop.wait(max(0.0, wait)):
+        if not schedule.wait(next_run, stop):
             return
         pipeline = make_pipeline(cfg, metrics=metrics, stop_when_idle=True, status=status)
         current[:] = [pipeline]
