@@ -74,6 +74,8 @@ class FanOut:
         ok = self.spool.append(batch, last_seq, size, stop)
         if ok:
             self._appended = last_seq
+        else:
+            self.check()  # a sink failed while the spool was full: its error, not a silent stop
         return ok
 
     def drain(self, timeout: float) -> bool:
@@ -111,7 +113,9 @@ class FanOut:
                 self.metrics.sink_lag(sink.name, self.spool.lag_bytes(sink.name))
         except CdcError as exc:
             self.failure = exc
+            self.spool.fail()
         except Exception as exc:
             self.failure = CdcError(
                 ErrorKind.INTERNAL, f"sink worker {sink.name}: {type(exc).__name__}: {exc}"
             )
+            self.spool.fail()

@@ -70,7 +70,7 @@ class _Idle:
     source: str
 
 
-_Item = tuple[int, str, ChangeEvent | Heartbeat | Undecodable] | _Failure | _Idle
+_Item = tuple[str, ChangeEvent | Heartbeat | Undecodable] | _Failure | _Idle
 
 
 @dataclass
@@ -273,8 +273,7 @@ class Pipeline:
                         return None
                     continue
                 self._progressed[source] = True
-                # The sequence number is taken here, in source order, before queueing.
-                if not self._put((self._checkpoint.next_seq(), source, item)):
+                if not self._put((source, item)):
                     return None
             return None
         except BaseException as exc:  # the supervisor decides: reconnect, or hand to the main thread
@@ -311,19 +310,25 @@ class Pipeline:
                 item = None
             if isinstance(item, _Failure):  # the reader thread gave up: deliver what was read, then stop
                 self._flush(batch, marks, size)
+                self._finish_fanout()
                 error = _as_cdc_error(item.error)
                 raise error from (item.error if error is not item.error else None)
             if isinstance(item, _Idle):
                 self._idle.add(item.source)
                 self.status.source_idle(item.source)
             elif item is not None:
-                seq, source, payload = item
+                # Numbered here, in the order the main loop hands events on: with several sources, a
+                # number taken on a reader thread could reach the queue after a later one, and fan-out
+                # could then commit it before any sink held it.
+                source, payload = item
+                seq = self._checkpoint.next_seq()
                 self.status.source_moved(source)
                 self._idle.discard(source)
                 marks.append((seq, source, payload.position, payload.boundary))
                 if isinstance(payload, Undecodable):
                     if self._dead_letters is None:  # deliver what came before it, then stop at it
                         self._flush(batch, marks[:-1], size)
+                        self._finish_fanout()
                     self._undecodable(source, payload)
                 elif isinstance(payload, ChangeEvent):
                     # Counted here, reported per batch: a metrics label lookup per event is hot-path cost.

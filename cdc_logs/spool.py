@@ -69,6 +69,7 @@ class Spool:
         self._disk = 0
         self._cond = threading.Condition()
         self._closed = False
+        self._failed = False  # a reader (sink worker) stopped for good: nobody will free space
         self._disk_warned = False
 
     @property
@@ -82,7 +83,7 @@ class Spool:
         with self._cond:
             in_memory = not self._chunks or self._memory + size <= self.max_memory_bytes
             while not in_memory:
-                if stop.is_set() or self._closed:
+                if stop.is_set() or self._closed or self._failed:
                     return False
                 if self._disk < self.max_bytes or not self._spilled():
                     break
@@ -92,7 +93,7 @@ class Spool:
             if not in_memory and not self._try_spill(chunk):
                 # The disk refused the spill (full): wait for the sinks to free memory instead.
                 while self._chunks and self._memory + size > self.max_memory_bytes:
-                    if stop.is_set() or self._closed:
+                    if stop.is_set() or self._closed or self._failed:
                         return False
                     self._cond.wait(0.2)
                 in_memory = True
@@ -106,23 +107,38 @@ class Spool:
     def read(self, reader: str, max_events: int, timeout: float) -> Read:
         """Chunks after `reader`'s cursor, up to about `max_events` events (at least one chunk);
         waits up to `timeout` for one."""
-        out = Read()
         with self._cond:
+            if self._closed:
+                return Read()
             if self._cursors[reader] >= self._next:
                 self._cond.wait(timeout)
-            while self._cursors[reader] < self._next and (not out.chunks or len(out.events) < max_events):
-                chunk = self._chunks[self._cursors[reader] - self._chunks[0].index]
-                if (
-                    out.chunks
-                    and chunk.events is not None
-                    and len(out.events) + len(chunk.events) > max_events
-                ):
+            taken: list[_Chunk] = []
+            count = 0
+            cursor = self._cursors[reader]
+            while cursor + len(taken) < self._next and self._chunks and (not taken or count < max_events):
+                chunk = self._chunks[cursor + len(taken) - self._chunks[0].index]
+                if taken and chunk.events is not None and count + len(chunk.events) > max_events:
                     break
-                out.events.extend(chunk.events if chunk.events is not None else _load(chunk))
-                out.ack = chunk.ack
-                out.chunks += 1
-                self._cursors[reader] += 1
+                taken.append(chunk)
+                count += len(chunk.events) if chunk.events is not None else max_events
+        # Spilled chunks are read from disk outside the lock (the other workers and the pipeline go
+        # on meanwhile). They cannot be deleted under us: release() only drops chunks every cursor has
+        # passed, and this reader's cursor moves past them only below, once they are loaded.
+        out = Read()
+        for chunk in taken:
+            out.events.extend(chunk.events if chunk.events is not None else _load(chunk))
+            out.ack = chunk.ack
+            out.chunks += 1
+        if taken:
+            with self._cond:
+                self._cursors[reader] += len(taken)
         return out
+
+    def fail(self) -> None:
+        """A reader stopped for good: wake and refuse appends that wait for it to free space."""
+        with self._cond:
+            self._failed = True
+            self._cond.notify_all()
 
     def release(self) -> None:
         """Drop chunks every cursor has moved past."""
