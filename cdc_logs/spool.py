@@ -37,6 +37,7 @@ class _Chunk:
     events: list[ChangeEvent] | None  # None while spilled to `path`
     ack: int  # the checkpoint sequence number acknowledged once every event of the chunk is delivered
     size: int  # bytes: the events' JSON size in memory, the file size on disk
+    count: int = 0  # events in the chunk (also while spilled)
     path: Path | None = None
 
 
@@ -89,7 +90,7 @@ class Spool:
                     break
                 self._cond.wait(0.2)
                 in_memory = not self._chunks or self._memory + size <= self.max_memory_bytes
-            chunk = _Chunk(self._next, events, ack, size)
+            chunk = _Chunk(self._next, events, ack, size, len(events))
             if not in_memory and not self._try_spill(chunk):
                 # The disk refused the spill (full): wait for the sinks to free memory instead.
                 while self._chunks and self._memory + size > self.max_memory_bytes:
@@ -117,10 +118,10 @@ class Spool:
             cursor = self._cursors[reader]
             while cursor + len(taken) < self._next and self._chunks and (not taken or count < max_events):
                 chunk = self._chunks[cursor + len(taken) - self._chunks[0].index]
-                if taken and chunk.events is not None and count + len(chunk.events) > max_events:
+                if taken and count + chunk.count > max_events:
                     break
                 taken.append(chunk)
-                count += len(chunk.events) if chunk.events is not None else max_events
+                count += chunk.count
         # Spilled chunks are read from disk outside the lock (the other workers and the pipeline go
         # on meanwhile). They cannot be deleted under us: release() only drops chunks every cursor has
         # passed, and this reader's cursor moves past them only below, once they are loaded.

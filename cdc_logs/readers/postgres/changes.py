@@ -71,6 +71,7 @@ class ChangeStream:
         self._held: ChangeEvent | Undecodable | None = None
         self._in_tx = False
         self.last_boundary = 0  # LSN of the last boundary yielded (event or heartbeat)
+        self._record_lsn, self._record_events = -1, 0  # see _ordinal
 
     @property
     def in_flight(self) -> bool:
@@ -131,28 +132,35 @@ class ChangeStream:
             self.buffers.abort(msg.xid, msg.subxid)
         # Origin, Stream Start/Stop: nothing to do. Two-phase messages are never requested.
 
+    def _ordinal(self, lsn: int) -> int:
+        """The next event's place among those of WAL record `lsn`. Counted across messages, before any
+        table filter: one record can carry many rows (COPY writes a multi-insert record, so every
+        Insert of it arrives with the same LSN) and the numbering must be the same on a replay."""
+        if lsn != self._record_lsn:
+            self._record_lsn, self._record_events = lsn, 0
+        self._record_events += 1
+        return self._record_events
+
     def _place(self, events: list[ChangeEvent], lsn: int) -> None:
-        """Mid-transaction positions: (commit LSN, the change's own LSN, its place in that change).
+        """Mid-transaction positions: (commit LSN, the change's own LSN, its place in that record).
         `_close` gives the transaction's last event the commit end LSN instead."""
         tx = self.builder.tx
         assert tx is not None
-        for index, event in enumerate(events, 1):
-            event.position = Lsn(self.server, tx.commit_lsn, lsn, event=index)
+        for event in events:
+            event.position = Lsn(self.server, tx.commit_lsn, lsn, event=self._ordinal(lsn))
 
     def _undecodable(self, msg: Insert | Update | Delete, lsn: int, exc: CdcError) -> Iterator[Item]:
         """A row whose values cannot be converted: held in its place in the transaction like an
         event, for the dead-letter file (the raw column texts kept; the message names no value)."""
         tx = self.builder.tx
         assert tx is not None
+        position = Lsn(self.server, tx.commit_lsn, lsn, event=self._ordinal(lsn))  # before the filter
         relation = self.builder.relation(msg.relation_oid)
         if self.tables is not None and relation.qualified_name not in self.tables:
             return
         values = getattr(msg, "new", None) or getattr(msg, "old", None) or ()
         raw = orjson.dumps([v if isinstance(v, str) or v is None else repr(v) for v in values])
-        item = Undecodable(
-            Lsn(self.server, tx.commit_lsn, lsn, event=1), relation.qualified_name, exc.message
-        )
-        item.boundary, item.raw = False, raw
+        item = Undecodable(position, relation.qualified_name, exc.message, boundary=False, raw=raw)
         yield from self._push(item)
 
     def _wanted(self, event: ChangeEvent) -> bool:
@@ -199,7 +207,9 @@ class ChangeStream:
                 yield Heartbeat(Lsn(self.server, msg.lsn))
             elif self.messages:
                 event = self.builder.message(msg, msg.lsn)
-                event.position = Lsn(self.server, msg.lsn)
+                # `change` set too: the message's own record, after a transaction that may end at this
+                # very LSN (a resume point at msg.lsn either way).
+                event.position = Lsn(self.server, msg.lsn, msg.lsn)
                 self.last_boundary = msg.lsn
                 yield event
             return
