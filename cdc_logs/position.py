@@ -66,6 +66,12 @@ class Position:
         """Order within `lane()` (the replay guard compares these)."""
         return self.order_key()
 
+    def replayable_event(self) -> bool:
+        """Whether a replay gives each event past the resume point the same `event` number again.
+        When not (polling: rows sharing a timestamp are numbered in their order at read time, and
+        that order can change between runs), only the resume point may be compared."""
+        return True
+
     def at_event(self, event: int) -> Position:
         """This resume point with `event` events past it."""
         return dataclasses.replace(self, event=event)
@@ -320,6 +326,9 @@ class Watermark(Position):
 
     def lane(self) -> str:
         return self.table
+
+    def replayable_event(self) -> bool:
+        return not self.table  # SQLite change ids: yes; a polled table's timestamp groups: no
 
     def lane_key(self) -> tuple[Any, ...]:
         if not self.table:
