@@ -21,7 +21,7 @@ partitions has one lane per partition, and its positions compare only within the
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import functools
 import re
 from dataclasses import asdict, dataclass, field
@@ -74,7 +74,12 @@ class Position:
 
     def at_event(self, event: int) -> Position:
         """This resume point with `event` events past it."""
-        return dataclasses.replace(self, event=event)
+        # A shallow copy and one field set: dataclasses.replace re-runs __init__ (3x slower), and
+        # readers call this per event.
+        moved = copy.copy(self)
+        moved.__dict__.pop("_lane_key", None)
+        object.__setattr__(moved, "event", event)
+        return moved
 
     def _comparable(self, other: object) -> Position:
         if not isinstance(other, Position) or other.kind != self.kind:
@@ -333,6 +338,13 @@ class Watermark(Position):
     def lane_key(self) -> tuple[Any, ...]:
         if not self.table:
             return self.order_key()
+        cached = self.__dict__.get("_lane_key")  # decoded once per position, not per comparison
+        if cached is None:
+            cached = self._table_marks()
+            object.__setattr__(self, "_lane_key", cached)
+        return cached
+
+    def _table_marks(self) -> tuple[Any, ...]:
         from cdc_logs.tagged import decode_mark
 
         values = self.values
@@ -386,7 +398,12 @@ class KafkaOffsets(Position):
         return self.partition
 
     def lane_key(self) -> tuple[Any, ...]:
-        return (dict(self.offsets).get(self.partition, 0), self.event)
+        cached = self.__dict__.get("_lane_key")
+        if cached is None:
+            offset = next((o for name, o in self.offsets if name == self.partition), 0)
+            cached = (offset, self.event)
+            object.__setattr__(self, "_lane_key", cached)
+        return cached
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Position:

@@ -75,7 +75,7 @@ class SqlSink(Sink):
         self.name = name
         self._engine: sa.Engine | None = None
         self._tables: dict[tuple[str | None, str], sa.Table] = {}
-        self._binders: dict[tuple[str, int], Binder] = {}
+        self._binders: dict[tuple[object, ...], Binder] = {}
         self._guard = ReplayGuard()
         self._applied = sa.Table(
             applied_table,
@@ -137,6 +137,12 @@ class SqlSink(Sink):
             self._tables.clear()  # a failed DDL or a changed table: reflect again on the retry
             self._binders.clear()
             raise self._error(exc, f"applying {len(fresh)} changes failed") from exc
+        except (OverflowError, ValueError, TypeError) as exc:  # the driver cannot bind a value
+            raise CdcError(
+                ErrorKind.SINK_REJECTED,
+                f"applying {len(fresh)} changes failed: a value cannot be sent ({type(exc).__name__})",
+                "widen the target column's type, or drop or mask the column with a transform",
+            ) from exc
         self._guard.committed(changed)
 
     def _apply(self, conn: sa.Connection, event: ChangeEvent, pending: _Upserts) -> None:
@@ -171,10 +177,14 @@ class SqlSink(Sink):
         pending.add(conn, table, row, [c for c in row if c not in pk], tuple(row.get(c) for c in pk))
 
     def _binder(self, conn: sa.Connection, table: sa.Table, event: ChangeEvent) -> Binder:
+        # Keyed by the schema's content (table and version), not its address: a freed schema's address
+        # can be reused by another, and a spilled batch comes back with equal copies.
         schema = event.schema
-        key = (table.fullname, id(schema) if schema is not None else 0)
+        key = (table.fullname, schema.fingerprint) if schema is not None else (table.fullname,)
         binder = self._binders.get(key)
         if binder is None or binder.table is not table:
+            if len(self._binders) >= 1024:
+                self._binders.clear()
             columns = {c.name: c for c in schema.columns} if schema is not None else {}
             binder = self._binders[key] = Binder(table, columns, conn.dialect.name)
         return binder

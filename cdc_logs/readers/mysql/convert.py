@@ -305,7 +305,9 @@ class BinlogConverter:
         shape = self._shape(event)
         out: list[Item] = []
         packet = event.packet
-        start_pos = int(packet.log_pos) - int(packet.event_size) if packet.log_pos else 0
+        # The row event's own offset; without one (never seen from a real server), the end of the
+        # previous event: still past the transaction's start, so positions keep increasing.
+        start_pos = int(packet.log_pos) - int(packet.event_size) if packet.log_pos else self._pos
         ts_ms = int(event.timestamp) * 1000
         server_id = int(packet.server_id)
         gtid = self._tx.gtid
@@ -360,6 +362,8 @@ class BinlogConverter:
         tx = self._tx
         tx.seen += 1
         self._in_row_event += 1
+        db, _, name = table.partition(".")
+        tx.orders[(db, name)] = tx.orders.get((db, name), 0) + 1  # it holds its place in the numbering
         if tx.seen <= tx.skip:
             return
         reason = exc.message if isinstance(exc, CdcError) else f"row {index}: {type(exc).__name__}"
