@@ -500,6 +500,8 @@ def _config_commands(path: tuple[str, ...], ctx: Context) -> Iterator[Case]:
         yield Case(
             "misplaced-port", [*path, "-c", "pipeline.yaml", "--http-port", CANARY], set(), files=config
         )
+    named = {"pipeline.yaml": config_yaml(NAMED_AFTER_DSN)}
+    yield Case("named-after-dsn", [*path, "-c", "pipeline.yaml"], {"file:config"}, files=named)
     yield Case(
         "misplaced",
         [*path, "-c", "pipeline.yaml"],
@@ -518,7 +520,12 @@ def _config_commands(path: tuple[str, ...], ctx: Context) -> Iterator[Case]:
 def _offsets_commands(path: tuple[str, ...], ctx: Context) -> Iterator[Case]:
     extra = {
         "show": ["--json"],
-        "set": ["--source", "sqlite", "--position", '{"k": "watermark", "server": "s", "v": [1]}'],
+        "set": [
+            "--source",
+            "sqlite",
+            "--position",
+            '{"type": "watermark", "server": "sqlite:x", "values": [1]}',
+        ],
         "reset": ["--yes"],
     }[path[-1]]
     # These commands read the config and open the offset store: its DSN, and a source's DSN.
@@ -530,8 +537,26 @@ def _offsets_commands(path: tuple[str, ...], ctx: Context) -> Iterator[Case]:
                 {"file:config"},
                 files={"pipeline.yaml": config_yaml(config)},
             )
+    named = str(NAMED_AFTER_DSN["source"]["name"])  # type: ignore[index]
+    argv = {"show": [], "set": ["--source", named, *extra[2:]], "reset": ["--source", named, "--yes"]}[
+        path[-1]
+    ]
+    yield Case(
+        "named-after-dsn",
+        [*path, "-c", "pipeline.yaml", *argv],
+        {"file:config"},
+        files={"pipeline.yaml": config_yaml(NAMED_AFTER_DSN)},
+    )
 
 
+# Names are free text: a source and a destination named after their DSN (metric labels, log fields,
+# `config validate`'s summary, `offsets show` print names).
+NAMED_AFTER_DSN = {
+    "name": "canary",
+    "source": {**SQLITE_SOURCE, "name": f"redis://:{CANARY}@cache:6379/0"},
+    "destination": {"type": "file", "path": "out.jsonl", "name": f"postgresql://u:{CANARY}@db/x"},
+    "sync": SYNC,
+}
 # A password pasted into a field that is not a secret: pydantic's own error (shown by --debug) quotes it.
 MISPLACED = {
     "name": "canary",
