@@ -489,6 +489,8 @@ def config_yaml(config: dict[str, Any]) -> str:
 @_builds(("run",), ("config", "validate"))
 def _config_commands(path: tuple[str, ...], ctx: Context) -> Iterator[Case]:
     for name, config in config_cases(ctx):
+        if path == ("config", "validate") and name.endswith("-wrong"):
+            continue  # validate connects to nothing: a wrong password is a valid one to it
         yield Case(
             name,
             [*path, "-c", "pipeline.yaml"],

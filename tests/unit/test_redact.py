@@ -177,4 +177,4 @@ def test_text_without_secrets_is_cheap() -> None:
     for _ in range(20_000):
         redact(line)
     per_call = (time.perf_counter() - start) / 20_000
-    assert per_call < 20e-6, f"{per_call * 1e6:.1f} µs per log line"
+    assert per_call < 50e-6, f"{per_call * 1e6:.1f} µs per log line"  # ~5 µs: a few substring tests

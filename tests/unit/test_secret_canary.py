@@ -42,6 +42,7 @@ from tests.unit.canary_cases import CANARY, MODE_PAIRS, MODES, Case
 
 REPO = Path(__file__).resolve().parents[2]
 RUNNER = Path(__file__).with_name("canary_runner.py")
+_LOG_LINE = re.compile(r'^(\d{4}-\d\d-\d\d[T ]|\{")')
 
 
 # -- the hostile server ----------------------------------------------------------------------------
@@ -244,7 +245,7 @@ def test_forked_runs_match_real_processes(hostile: str, tmp_path: Path) -> None:
     ctx = cc.Context(hostile)
     by_command: dict[str, Case] = {}  # the first case of each command group, one that ends by itself
     for case in _all_cases(ctx):
-        if case.timeout >= 8:
+        if case.timeout >= 8 and case.argv[0] != "demo":  # demo's output depends on timing
             by_command.setdefault(" ".join(case.argv[:2]), case)
     sample = list(by_command.values())[:12]
     assert len(sample) >= 10
@@ -275,7 +276,9 @@ def test_forked_runs_match_real_processes(hostile: str, tmp_path: Path) -> None:
 
 
 def _stable(text: str) -> str:
-    """Output without what differs between two runs (timestamps, temporary names, durations)."""
+    """Output without what differs between two runs: log lines (how many retries fit in the time
+    depends on the load), timestamps, random names, numbers."""
+    text = "".join(line for line in text.splitlines(keepends=True) if not _LOG_LINE.match(line))
     text = re.sub(r"\d{4}-\d\d-\d\dT[\d:.]+Z?", "T", text)
     text = re.sub(r"[0-9a-f]{16,}", "H", text)  # random ids (a temporary database's identity)
     text = re.sub(r"\d+(\.\d+)?", "N", text)
