@@ -68,8 +68,8 @@ _AUTH_HEADER = re.compile(
     r"(?P<secret>[^\s\"'\\,;]+)"
 )
 # The words cdc-logs' own hints put where a secret goes (`postgresql://user:password@host`,
-# `key=value`): left as they are, since masking them would only garble the hint.
-_PLACEHOLDERS = frozenset({"password", "pw", "p", "pass", "secret", "value", "token", "key", MASK})
+# `mysql://u:p@host`, `key=value`): left as they are, since masking them would only garble the hint.
+_PLACEHOLDERS = frozenset({"password", "pw", "p", "value", MASK})
 # Cheap pre-tests: a shape can only be present when one of these is.
 _SECRET_WORD = re.compile(r"(?i)pass|pwd|secret|token|key|credential|jaas|authorization")
 
