@@ -28,7 +28,9 @@ from pydantic import (
     model_validator,
 )
 
+from cdc_logs.dsn import check_bootstrap, check_url
 from cdc_logs.errors import CdcError, ErrorKind
+from cdc_logs.observability.redact import register_config
 from cdc_logs.sink_configs import SINK_MODELS, SinkModel
 
 
@@ -308,6 +310,16 @@ class DebeziumSourceConfig(_Model):
     connector_config: dict[str, Any] | None = Field(
         None, description="a connector to create/update on start (needs connect_url); includes `name`"
     )
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _bootstrap(cls, value: str) -> str:
+        return check_bootstrap(value)
+
+    @field_validator("connect_url")
+    @classmethod
+    def _connect_url(cls, value: str | None) -> str | None:
+        return check_url(value, "Kafka Connect URL", ("http", "https"))
 
     @model_validator(mode="before")
     @classmethod
@@ -684,14 +696,17 @@ def parse_config(data: Any, env: dict[str, str] | None = None) -> PipelineConfig
             "the config must be a YAML mapping (source:, destination:, ...)",
             "see docs/configuration.md for a complete example",
         )
+    data = interpolate(data, env)
+    # Before validation, so an error message that quotes a value cannot show a secret of this config.
+    register_config(data)
     try:
-        return PipelineConfig.model_validate(interpolate(data, env))
+        return PipelineConfig.model_validate(data)
     except ValidationError as exc:
         raise CdcError(
             ErrorKind.CONFIG,
             f"invalid config: {format_validation_error(exc)}",
             "fix the field named above; `cdc-logs config schema` prints every accepted field",
-        ) from exc
+        ) from None  # pydantic's own message (in a --debug traceback) quotes every rejected value
 
 
 def load_config(path: str | Path, env: dict[str, str] | None = None) -> PipelineConfig:
@@ -705,17 +720,23 @@ def load_config(path: str | Path, env: dict[str, str] | None = None) -> Pipeline
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        context, opened = getattr(exc, "context", None), getattr(exc, "context_mark", None)
-        if context and opened:  # e.g. an unclosed quote: say where it opened, not only where the file ends
-            where += f" ({context} at line {opened.line + 1}, column {opened.column + 1})"
         raise CdcError(
             ErrorKind.CONFIG,
-            f"{path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}",
+            yaml_error_message(path, exc),
             "fix the YAML syntax (indentation, quotes, colons)",
-        ) from exc
+        ) from None
     return parse_config(data, env)
+
+
+def yaml_error_message(path: str | Path, exc: yaml.YAMLError) -> str:
+    """Where the YAML is broken and what is wrong, but not the text there: PyYAML's own message quotes
+    the offending line, which may hold a password."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    context, opened = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and opened:  # e.g. an unclosed quote: say where it opened, not only where the file ends
+        where += f" ({context} at line {opened.line + 1}, column {opened.column + 1})"
+    return f"{path} is not valid YAML{where}: {getattr(exc, 'problem', None) or 'cannot be parsed'}"
 
 
 def json_schema() -> dict[str, Any]:

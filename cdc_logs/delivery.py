@@ -27,6 +27,7 @@ from cdc_logs.envelope import ChangeEvent, Undecodable, dumps, now_ms
 from cdc_logs.errors import CdcError, Directive, ErrorKind
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.observability.metrics import Metrics
+from cdc_logs.observability.redact import redact
 from cdc_logs.observability.status import PipelineStatus
 from cdc_logs.retry import RetryPolicy
 from cdc_logs.sinks.base import Sink, as_sink_error
@@ -65,7 +66,7 @@ class DeadLetterFile:
         record = {
             "source": source,
             "kind": ErrorKind.DECODE.value,
-            "reason": item.reason,
+            "reason": redact(item.reason),
             "hint": UNDECODABLE_HINT,
             "ts_ms": now_ms(),
             "position": item.position.encode(),
@@ -91,8 +92,9 @@ def _record(sink: str, event: ChangeEvent, error: CdcError) -> dict[str, Any]:
     return {
         "sink": sink,
         "kind": error.kind.value,
-        "reason": error.message,
-        "hint": error.hint,
+        # The reason may quote a server's answer (a webhook echoing the request's credentials).
+        "reason": redact(error.message),
+        "hint": redact(error.hint or "") or None,
         "ts_ms": now_ms(),
         "position": event.position.encode() if event.position is not None else None,
         "key": event.key,

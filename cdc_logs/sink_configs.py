@@ -13,11 +13,30 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from cdc_logs.dsn import check_bootstrap, check_url
+
 _TOPIC = "{prefix}.{schema}.{table}"
+# Fields holding a client URL: checked when the config is read, because the clients' own errors about
+# a malformed URL quote it, or the piece they choke on (often the password).
+_URL_FIELDS = ("url", "service_url", "schema_registry_url")
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _urls(self) -> _Model:
+        for name in _URL_FIELDS:
+            value = getattr(self, name, None)
+            if isinstance(value, str):  # not the SQL sink's SecretStr: SQLAlchemy parses it (dsn.py)
+                try:
+                    check_url(value, "URL")
+                except ValueError as exc:
+                    raise ValueError(f"{name}: {exc}") from None
+        bootstrap = getattr(self, "bootstrap_servers", None)
+        if isinstance(bootstrap, str):
+            check_bootstrap(bootstrap)
+        return self
 
 
 def secret(value: SecretStr | None) -> str | None:

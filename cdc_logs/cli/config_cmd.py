@@ -14,6 +14,7 @@ import typer
 
 from cdc_logs.config import json_schema, load_config
 from cdc_logs.extras import check_destination
+from cdc_logs.observability.redact import redact
 
 app = typer.Typer(help="Validate a pipeline config or print its JSON Schema.", no_args_is_help=True)
 
@@ -26,7 +27,8 @@ def validate(config: Path = typer.Option(..., "-c", "--config", help="Pipeline Y
         check_destination(dest.type, dest.name)
     sources = ", ".join(f"{s.name or s.type} ({s.type})" for s in cfg.all_sources())
     sinks = ", ".join(f"{d.name or d.type} ({d.type})" for d in cfg.all_destinations())
-    print(f"ok: pipeline {cfg.name!r}: sources {sources}; destinations {sinks}; sync {cfg.sync.mode}")
+    # Names are free text (a source named after its DSN): redacted like every message.
+    print(redact(f"ok: pipeline {cfg.name!r}: sources {sources}; destinations {sinks}; sync {cfg.sync.mode}"))
 
 
 @app.command("schema")

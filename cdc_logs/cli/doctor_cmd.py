@@ -13,6 +13,7 @@ from typing import Any
 import typer
 
 from cdc_logs.errors import CdcError, ErrorKind
+from cdc_logs.observability.redact import redact
 
 
 def _mysql_checks(source: str, dsn: str, gtid: str | None) -> list[Any]:
@@ -70,11 +71,12 @@ def doctor(
     failed = 0
     for check in checks:
         mark = "ok  " if check.ok else "FAIL"
-        print(f"{mark} {check.name}: {check.detail}")
+        # A check's detail may quote the server or the DSN: it is printed like any message, redacted.
+        print(redact(f"{mark} {check.name}: {check.detail}"))
         if not check.ok:
             failed += 1
             if check.fix:
-                print(f"     fix: {check.fix}")
+                print(redact(f"     fix: {check.fix}"))
     # Not "N passed, N failed": CI log readers take that line for a test runner's summary.
     print(f"{len(checks) - failed} of {len(checks)} checks ok" + (f"; {failed} to fix" if failed else ""))
     if failed:

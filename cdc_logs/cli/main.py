@@ -1,11 +1,19 @@
 """Entry point: the typer app, global options, and the one place errors become exit codes.
 
-Exit codes: 0 ok, 1 runtime failure, 2 usage or config error. A `CdcError` prints one line (and its
-fix) on stderr; a traceback only with `--debug`.
+Exit codes: 0 ok, 1 runtime failure, 2 usage or config error, 3 an operator must act. A `CdcError`
+prints one line (and its fix) on stderr; a traceback only with `--debug`.
+
+This is also the process's single exit for secrets: before anything runs, the credentials given on
+the command line and in the environment are registered with `observability.redact`, stderr gets a
+redacting stream, and every message printed here (errors, usage errors, `--debug` tracebacks) is
+redacted. Usage errors are printed here too (typer runs with `standalone_mode=False`), because click
+quotes the rejected value (`'S3cret' is not a valid integer`) and wraps it in a panel where a secret
+could be split across lines.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 
@@ -23,8 +31,16 @@ from cdc_logs.cli import (
     slots_cmd,
     tail,
 )
+from cdc_logs.cli.secrets import (
+    ClickException,
+    UsageError,
+    print_usage_error,
+    register_cli_secrets,
+    usage_message,
+)
 from cdc_logs.errors import CdcError
 from cdc_logs.observability import logging as cdc_logging
+from cdc_logs.observability.redact import redact
 
 app = typer.Typer(
     name="cdc-logs",
@@ -67,23 +83,38 @@ def _global(
     cdc_logging.configure("debug" if debug else log_level, log_format)
 
 
+def _print_traceback() -> None:
+    if _state["debug"]:
+        print(redact(traceback.format_exc()), file=sys.stderr, end="")
+
+
 def main() -> None:
+    cdc_logging.install_stderr()
+    register_cli_secrets(sys.argv[1:], os.environ)
     cdc_logging.configure()
     try:
-        # Standalone mode: typer/click turn usage errors into exit code 2 and `--help` into 0.
-        app()
+        # Not standalone: usage errors come here to be printed without the value they quote.
+        code = app(standalone_mode=False)
+    except UsageError as exc:
+        print_usage_error(exc)
+        sys.exit(getattr(exc, "exit_code", 2))
+    except ClickException as exc:  # e.g. a file click could not open
+        print(f"error: {usage_message(exc)}", file=sys.stderr)
+        sys.exit(getattr(exc, "exit_code", 1))
+    except typer.Abort:
+        print("Aborted!", file=sys.stderr)
+        sys.exit(1)
     except CdcError as exc:
-        if _state["debug"]:
-            traceback.print_exc()
-        print(f"error: {exc}", file=sys.stderr)
+        _print_traceback()
+        print(redact(f"error: {exc}"), file=sys.stderr)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:
-        if _state["debug"]:
-            traceback.print_exc()
+        _print_traceback()
         print(
-            f"error: unexpected {type(exc).__name__}: {exc}\n  fix: rerun with --debug and report it",
+            redact(f"error: unexpected {type(exc).__name__}: {exc}\n  fix: rerun with --debug and report it"),
             file=sys.stderr,
         )
         sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

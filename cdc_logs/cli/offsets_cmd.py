@@ -16,6 +16,7 @@ from rich.table import Table
 from cdc_logs.build import build_offsets, source_name
 from cdc_logs.config import load_config
 from cdc_logs.errors import CdcError, ErrorKind
+from cdc_logs.observability.redact import redact
 from cdc_logs.position import decode
 
 app = typer.Typer(help="Inspect and move a pipeline's committed source positions.", no_args_is_help=True)
@@ -35,9 +36,9 @@ def show(
             orjson.dumps(
                 [
                     {
-                        "source": r.source,
+                        "source": redact(r.source),  # names are free text; positions are kept exact
                         "position": orjson.loads(r.position),
-                        "server": r.server,
+                        "server": redact(r.server),
                         "updated_ms": r.updated_ms,
                     }
                     for r in rows
@@ -50,7 +51,7 @@ def show(
         table.add_column(column)
     for r in rows:
         updated = dt.datetime.fromtimestamp(r.updated_ms / 1000, dt.UTC).isoformat(timespec="seconds")
-        table.add_row(r.source, decode(r.position).describe(), r.server, updated)
+        table.add_row(redact(r.source), decode(r.position).describe(), redact(r.server), updated)
     if not rows:
         table.caption = "no committed position yet: the next run starts from the beginning"
     Console().print(table)
@@ -76,7 +77,7 @@ def set_(
     _check_source([source_name(s) for s in cfg.all_sources()], source)
     pos = decode(position)
     build_offsets(cfg.offsets, cfg.name).save(cfg.name, source, pos)
-    print(f"{cfg.name}/{source} set to {pos.describe()} (server {pos.server})")
+    print(redact(f"{cfg.name}/{source} set to {pos.describe()} (server {pos.server})"))
 
 
 @app.command("reset")
@@ -93,4 +94,4 @@ def reset(
     if not yes and not typer.confirm(f"reset the offsets of {what}?"):
         raise typer.Exit(1)
     count = build_offsets(cfg.offsets, cfg.name).delete(cfg.name, source)
-    print(f"removed {count} offset(s) of {what}")
+    print(redact(f"removed {count} offset(s) of {what}"))

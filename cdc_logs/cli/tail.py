@@ -200,4 +200,4 @@ def _source_config(
             ErrorKind.USAGE,
             format_validation_error(exc),
             "see `cdc-logs tail --help` for the options of each source",
-        ) from exc
+        ) from None  # pydantic's own message quotes the rejected values

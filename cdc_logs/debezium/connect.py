@@ -28,9 +28,10 @@ from urllib.parse import quote
 
 import requests
 
-from cdc_logs.debezium.secrets import mask_text, mask_value, secret_values
+from cdc_logs.dsn import url_problem
 from cdc_logs.errors import CdcError, ErrorKind
-from cdc_logs.observability.logging import get_logger, redact
+from cdc_logs.observability.logging import get_logger
+from cdc_logs.observability.redact import mask_value, redact, register_connector_configs
 from cdc_logs.retry import RetryPolicy
 
 log = get_logger(__name__)
@@ -108,6 +109,14 @@ class ConnectClient:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.settings = ConnectSettings(settings) if isinstance(settings, str) else settings
+        # requests quotes a URL it cannot parse, credentials included: say what is wrong instead.
+        problem = url_problem(self.settings.url, what="Kafka Connect URL", schemes=("http", "https"))
+        if problem:
+            raise CdcError(
+                ErrorKind.CONFIG,
+                problem,
+                "check --connect-url (or CDC_CONNECT_URL), e.g. http://connect:8083",
+            )
         self.base = self.settings.url.rstrip("/")
         self._sleep = sleep
         self.session = session or requests.Session()
@@ -141,10 +150,11 @@ class ConnectClient:
     ) -> Any:
         """Send one request with bounded retries; return the decoded JSON body (None when empty).
 
-        `secrets`: configs whose secret values must not appear in an error message.
+        `secrets`: configs whose secret values must not appear in an error message (registered with
+        the redaction, so Connect's messages quoting them are masked).
         """
         url = f"{self.base}{path}"
-        hidden = secret_values(secrets)
+        register_connector_configs(secrets)
         attempt = 0
         while True:
             attempt += 1
@@ -156,22 +166,27 @@ class ConnectClient:
             except requests.exceptions.SSLError as exc:
                 raise ConnectError(
                     ErrorKind.CONNECTION,
-                    f"TLS error talking to Kafka Connect at {redact(self.base)}: "
-                    f"{mask_text(str(exc), hidden)}",
+                    f"TLS error talking to Kafka Connect at {redact(self.base)}: {redact(str(exc))}",
                     "check --ca-bundle / --client-cert, or --insecure for a test cluster",
                 ) from exc
             except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
                 read_timeout = isinstance(exc, requests.exceptions.ReadTimeout)
                 if read_timeout and method not in _IDEMPOTENT:
-                    raise self._unreachable(exc, hidden, applied_maybe=True) from exc
+                    raise self._unreachable(exc, applied_maybe=True) from exc
                 if attempt > self.settings.retries:
-                    raise self._unreachable(exc, hidden) from exc
+                    raise self._unreachable(exc) from exc
                 retry_reason = type(exc).__name__
+            except requests.exceptions.RequestException as exc:  # a URL or header requests refuses
+                raise ConnectError(
+                    ErrorKind.CONFIG,
+                    f"cannot send a request to Kafka Connect at {redact(self.base)}: {type(exc).__name__}",
+                    "check --connect-url (or CDC_CONNECT_URL) and the auth options",
+                ) from None
             else:
                 log.debug("connect request", method=method, path=path, status=resp.status_code)
                 if resp.status_code < 400:
                     return self._json(resp)
-                message = mask_text(self._message(resp), hidden)
+                message = redact(self._message(resp))
                 rebalancing = resp.status_code == 409 or (
                     resp.status_code in (500, 503) and any(h in message.lower() for h in _REBALANCE_HINTS)
                 )
@@ -205,16 +220,16 @@ class ConnectClient:
         try:
             data = resp.json()
         except ValueError:
-            return resp.text.strip()[:500] or resp.reason
+            return redact(resp.text.strip())[:500] or resp.reason
         if isinstance(data, dict) and data.get("message"):
             return str(data["message"])
-        return str(data)[:500]
+        return redact(str(data))[:500]
 
-    def _unreachable(self, exc: Exception, hidden: set[str], applied_maybe: bool = False) -> ConnectError:
+    def _unreachable(self, exc: Exception, applied_maybe: bool = False) -> ConnectError:
         note = " (the request may have been applied: check with `cdc-logs debezium connectors status`)"
         return ConnectError(
             ErrorKind.CONNECTION,
-            f"cannot reach Kafka Connect at {redact(self.base)}: {mask_text(str(exc), hidden)}"
+            f"cannot reach Kafka Connect at {redact(self.base)}: {redact(str(exc))}"
             + (note if applied_maybe else ""),
             "check --connect-url (or CDC_CONNECT_URL) and that the Connect worker is running",
         )
@@ -271,7 +286,7 @@ class ConnectClient:
                     FieldError(
                         name,
                         mask_value(name, value.get("value")),
-                        tuple(mask_text(str(e), secret_values([config])) for e in value["errors"]),
+                        tuple(redact(str(e)) for e in value["errors"]),
                     )
                 )
         return Validation(str(data.get("name", cls)), int(data.get("error_count", 0)), tuple(fields))

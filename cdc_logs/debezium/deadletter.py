@@ -25,6 +25,7 @@ import orjson
 
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.logging import get_logger
+from cdc_logs.observability.redact import redact
 
 log = get_logger(__name__)
 
@@ -45,7 +46,7 @@ class DeadRecord:
             "partition": self.partition,
             "offset": self.offset,
             "timestamp_ms": self.timestamp_ms,
-            "reason": self.reason,
+            "reason": redact(self.reason),  # the record's own key and value are data, kept as they are
         }
         binary = False
         for name in ("key", "value"):

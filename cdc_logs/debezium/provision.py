@@ -34,10 +34,10 @@ from typing import Any
 
 import yaml
 
-from cdc_logs.config import interpolate
+from cdc_logs.config import interpolate, yaml_error_message
 from cdc_logs.debezium.connect import ConnectClient, ConnectError
-from cdc_logs.debezium.secrets import is_provider_reference, is_secret_key, mask_value
 from cdc_logs.errors import CdcError, ErrorKind
+from cdc_logs.observability.redact import is_provider_reference, is_secret_key, mask_value, register_config
 
 MARKER_KEY = "cdc-logs.managed-by"
 DEFAULT_MARKER = "cdc-logs"
@@ -95,6 +95,7 @@ def parse_connectors(
         raise CdcError(ErrorKind.CONFIG, f"{source}: unknown top-level keys {sorted(unknown)}", None)
     if substitute:
         data = interpolate(data, env)
+    register_config(data)  # the file's secrets are masked in every message from here on
     managed_by = str(data.get("managed_by") or DEFAULT_MARKER)
     specs: list[ConnectorSpec] = []
     for i, item in enumerate(data["connectors"]):
@@ -135,7 +136,7 @@ def load_connectors(path: str | Path, env: Mapping[str, str] | None = None) -> C
     except OSError as exc:
         raise CdcError(ErrorKind.CONFIG, f"cannot read {path}: {exc.strerror}", "check the -f path") from exc
     except yaml.YAMLError as exc:
-        raise CdcError(ErrorKind.CONFIG, f"{path} is not valid YAML: {exc}", "fix the YAML syntax") from exc
+        raise CdcError(ErrorKind.CONFIG, yaml_error_message(path, exc), "fix the YAML syntax") from None
     return parse_connectors(data, env, str(path))
 
 
@@ -163,7 +164,7 @@ class KeyChange:
             is_provider_reference(self.old) and is_provider_reference(self.new)
         ):
             return f"~ {self.key}: (secret changed)"
-        return f"~ {self.key}: {self.old} -> {self.new}"
+        return f"~ {self.key}: {mask_value(self.key, self.old)} -> {mask_value(self.key, self.new)}"
 
 
 @dataclass(frozen=True, slots=True)

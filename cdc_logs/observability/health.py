@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.observability.metrics import Metrics
+from cdc_logs.observability.redact import redact
 from cdc_logs.observability.status import PipelineStatus
 
 log = get_logger(__name__)
@@ -71,7 +72,8 @@ class _Server(ThreadingHTTPServer):
 
 
 def _json(body: dict[str, Any]) -> bytes:
-    return orjson.dumps(body) + b"\n"
+    # Names of sinks and sources can be anything a user wrote (a DSN, even): masked like every output.
+    return redact(orjson.dumps(body).decode()).encode() + b"\n"
 
 
 def serve(

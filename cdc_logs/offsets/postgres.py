@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from cdc_logs.errors import CdcError, ErrorKind
+from cdc_logs.observability.redact import redact
 from cdc_logs.offsets.base import OffsetStore, StoredOffset
 from cdc_logs.position import Position
 
@@ -24,12 +25,18 @@ class PostgresOffsetStore(OffsetStore):
                 ErrorKind.CONFIG, f"bad offsets table name {table!r}", "use letters, digits, _ and ."
             )
         self.table = table
+        from cdc_logs.readers.postgres.connection import parse_conninfo
+
+        try:
+            parse_conninfo(dsn)  # libpq's parse errors quote the DSN: this says what is wrong instead
+        except CdcError as exc:
+            raise CdcError(exc.kind, f"offsets.dsn: {exc.message}", exc.hint) from None
         try:
             self._conn: Any = psycopg.connect(dsn, autocommit=True)
         except psycopg.Error as exc:
             raise CdcError(
                 ErrorKind.CONNECTION,
-                f"cannot connect to the offsets database: {exc}".strip(),
+                redact(f"cannot connect to the offsets database: {exc}".strip()),
                 "check offsets.dsn and that the server is up",
             ) from exc
         self._lock = threading.Lock()

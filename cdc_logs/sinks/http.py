@@ -34,7 +34,8 @@ import orjson
 
 from cdc_logs.envelope import ChangeEvent
 from cdc_logs.errors import CdcError, ErrorKind
-from cdc_logs.observability.logging import get_logger, redact
+from cdc_logs.observability.logging import get_logger
+from cdc_logs.observability.redact import redact
 from cdc_logs.retry import RetryPolicy
 from cdc_logs.sinks.base import Sink
 from cdc_logs.sinks.dedup import EventIds
@@ -141,7 +142,7 @@ class HttpSink(Sink):
             else:
                 if resp.status_code < 300:
                     return
-                problem = f"HTTP {resp.status_code}: {resp.text[:300]}"
+                problem = f"HTTP {resp.status_code}: {redact(resp.text)[:300]}"
                 if resp.status_code >= 500 or resp.status_code in _RETRY_STATUS:
                     wait = _retry_after(resp.headers.get("Retry-After"), wait, self.max_backoff_s)
                 else:
@@ -168,13 +169,19 @@ class HttpSink(Sink):
         if self.dead_letter_path is None:
             raise CdcError(
                 ErrorKind.SINK_REJECTED,
-                f"webhook refused {len(events)} events: {reason}: {text[:300]}",
+                f"webhook refused {len(events)} events: {reason}: {redact(text)[:300]}",
                 "fix the receiver or the payload, or set destination.dead_letter_path to park refused events",
             )
         now = dt.datetime.now(dt.UTC).isoformat()
         lines = b"".join(
             orjson.dumps(
-                {"ts": now, "sink": self.name, "reason": reason, "status": status, "response": text[:1000]}
+                {
+                    "ts": now,
+                    "sink": self.name,
+                    "reason": reason,
+                    "status": status,
+                    "response": redact(text)[:1000],
+                }
             )[:-1]
             + b',"envelope":'
             + e.to_json()

@@ -27,7 +27,8 @@ from typing import Any
 
 from cdc_logs.envelope import ChangeEvent, Op, dumps
 from cdc_logs.errors import CdcError, ErrorKind
-from cdc_logs.observability.logging import get_logger, redact
+from cdc_logs.observability.logging import get_logger
+from cdc_logs.observability.redact import redact
 from cdc_logs.sinks.base import Sink
 from cdc_logs.sinks.routing import DEBEZIUM_TOPIC, check_template, position_headers, render, source_label
 

@@ -34,7 +34,7 @@ import orjson
 
 from cdc_logs.envelope import ChangeEvent, Op, dumps
 from cdc_logs.errors import CdcError, ErrorKind
-from cdc_logs.observability.logging import redact
+from cdc_logs.observability.redact import redact
 from cdc_logs.sinks.base import Sink
 from cdc_logs.sinks.dedup import EventIds
 from cdc_logs.sinks.routing import DEBEZIUM_TOPIC, check_template, render, source_label
@@ -197,12 +197,13 @@ class SearchSink(Sink):
             return {}
         if resp.status_code == 429 or resp.status_code >= 500:
             raise CdcError(
-                ErrorKind.SINK_TRANSIENT, f"{self.name} answered {resp.status_code}: {resp.text[:300]}"
+                ErrorKind.SINK_TRANSIENT,
+                f"{self.name} answered {resp.status_code}: {redact(resp.text)[:300]}",
             )
         if resp.status_code >= 300:
             raise CdcError(
                 ErrorKind.SINK_REJECTED,
-                f"{self.name} refused {method} {path}: {resp.status_code} {resp.text[:300]}",
+                f"{self.name} refused {method} {path}: {resp.status_code} {redact(resp.text)[:300]}",
                 "check the index name template and the cluster's settings",
             )
         result: dict[str, Any] = resp.json()
@@ -210,4 +211,4 @@ class SearchSink(Sink):
 
 
 def _short(error: Any) -> str:
-    return orjson.dumps(error).decode()[:300]
+    return redact(orjson.dumps(error).decode())[:300]

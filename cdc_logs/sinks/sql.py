@@ -30,9 +30,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
+from cdc_logs.dsn import sqlalchemy_url
 from cdc_logs.envelope import ChangeEvent, Op
 from cdc_logs.errors import CdcError, ErrorKind
-from cdc_logs.observability.logging import get_logger, redact
+from cdc_logs.observability.logging import get_logger
+from cdc_logs.observability.redact import redact
 from cdc_logs.position import decode
 from cdc_logs.sinks.base import Sink
 from cdc_logs.sinks.dedup import Marker, ReplayGuard
@@ -90,7 +92,9 @@ class SqlSink(Sink):
     # -- lifecycle ---------------------------------------------------------------------------------
     def open(self) -> None:
         try:
-            self._engine = sa.create_engine(self.url, pool_pre_ping=True)
+            self._engine = sa.create_engine(
+                sqlalchemy_url(self.url, "SQL destination's url"), pool_pre_ping=True
+            )
             with self._engine.begin() as conn:
                 self._applied.create(conn, checkfirst=True)
                 rows = conn.execute(sa.select(self._applied).where(self._applied.c.sink == self.name))

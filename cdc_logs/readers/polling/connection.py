@@ -9,31 +9,20 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
+from cdc_logs.dsn import sqlalchemy_url
 from cdc_logs.errors import CdcError, ErrorKind
+from cdc_logs.observability.redact import redact
 
 
 def parse_url(url: str) -> sa.URL:
-    try:
-        return sa.make_url(url)
-    except sa_exc.ArgumentError as exc:
-        raise CdcError(
-            ErrorKind.CONFIG,
-            f"not a SQLAlchemy database URL: {_redacted(url)} ({exc})",
-            "write it as dialect+driver://user:password@host:port/database, e.g. sqlite:///app.db",
-        ) from exc
-
-
-def _redacted(url: str) -> str:
-    try:
-        return sa.make_url(url).render_as_string(hide_password=True)
-    except sa_exc.ArgumentError:
-        return "<unparsable URL>"
+    """The SQLAlchemy URL; one it cannot parse is a CONFIG error naming the part at fault, not quoting it."""
+    return cast(sa.URL, sqlalchemy_url(url, "poll source's url"))
 
 
 def server_identity(url: sa.URL) -> str:
@@ -93,7 +82,7 @@ def db_error(exc: Exception, engine: Engine, what: str, kind: ErrorKind | None =
             or isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError)
             else ErrorKind.CONFIG
         )
-    detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+    detail = redact(str(getattr(exc, "orig", None) or exc).splitlines()[0])
     hint = (
         "the reader reconnects and resumes from the last committed watermark"
         if kind is ErrorKind.CONNECTION
