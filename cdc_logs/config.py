@@ -694,16 +694,87 @@ def parse_config(data: Any, env: dict[str, str] | None = None) -> PipelineConfig
         ) from exc
 
 
-def load_config(path: str | Path, env: dict[str, str] | None = None) -> PipelineConfig:
-    path = Path(path)
+MAX_CONFIG_BYTES = 10 * 1024 * 1024  # a pipeline config is kilobytes; this refuses a runaway file at once
+MAX_CONFIG_VALUES = 1_000_000  # values after expanding YAML aliases (a billion laughs is 10**9)
+
+try:  # libyaml: the same YAML, several times faster on a large file
+    _YAML_LOADER: Any = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover - PyYAML built without libyaml
+    _YAML_LOADER = yaml.SafeLoader
+
+
+def _read_text(path: Path) -> str:
+    """The file's text: at most MAX_CONFIG_BYTES, UTF-8 (a BOM is allowed), else a CONFIG error."""
     try:
-        text = path.read_text()
+        with path.open("rb") as fh:
+            data = fh.read(MAX_CONFIG_BYTES + 1)
+            if len(data) > MAX_CONFIG_BYTES:
+                size = os.fstat(fh.fileno()).st_size
+                raise CdcError(
+                    ErrorKind.CONFIG,
+                    f"config {path} is too large ({max(size, len(data)):,} bytes; "
+                    f"the limit is {MAX_CONFIG_BYTES:,})",
+                    "check the -c path: a pipeline config is a few kilobytes of YAML",
+                )
     except OSError as exc:
         raise CdcError(
             ErrorKind.CONFIG, f"cannot read config {path}: {exc.strerror}", "check the -c path"
         ) from exc
     try:
-        data = yaml.safe_load(text)
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        before = data[: exc.start]
+        line = before.count(b"\n") + 1
+        column = exc.start - (before.rfind(b"\n") + 1) + 1
+        raise CdcError(
+            ErrorKind.CONFIG,
+            f"config {path} is not UTF-8 text: byte 0x{data[exc.start]:02x} at line {line}, column {column}",
+            "save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)",
+        ) from exc
+
+
+def _check_size(data: Any, path: Path) -> None:
+    """Refuse a document that expands (through YAML aliases) to more than MAX_CONFIG_VALUES values,
+    or refers to itself; linear in the parsed graph, so a billion laughs is refused in milliseconds."""
+    sizes: dict[int, int] = {}
+    open_ids: set[int] = set()
+
+    def size(node: Any) -> int:
+        if not isinstance(node, dict | list):
+            return 1
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_ids:
+            raise CdcError(
+                ErrorKind.CONFIG,
+                f"config {path} refers to itself: a YAML alias (*name) inside the block it names (&name)",
+                "replace the recursive alias by the values it should hold",
+            )
+        open_ids.add(key)
+        children = [*node.keys(), *node.values()] if isinstance(node, dict) else node
+        total = 1
+        for child in children:
+            total += size(child)
+            if total > MAX_CONFIG_VALUES:
+                raise CdcError(
+                    ErrorKind.CONFIG,
+                    f"config {path} expands to more than {MAX_CONFIG_VALUES:,} values "
+                    "(YAML aliases *name repeat the block anchored as &name, each time in full)",
+                    "write the values out, or use fewer nested aliases",
+                )
+        open_ids.discard(key)
+        sizes[key] = total
+        return total
+
+    size(data)
+
+
+def load_config(path: str | Path, env: dict[str, str] | None = None) -> PipelineConfig:
+    path = Path(path)
+    text = _read_text(path)
+    try:
+        data = yaml.load(text, Loader=_YAML_LOADER)  # a safe loader: CSafeLoader or SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -714,6 +785,16 @@ def load_config(path: str | Path, env: dict[str, str] | None = None) -> Pipeline
             ErrorKind.CONFIG,
             f"{path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}",
             "fix the YAML syntax (indentation, quotes, colons)",
+        ) from exc
+    except RecursionError as exc:  # the pure-Python loader: nesting deeper than the interpreter's stack
+        raise CdcError(
+            ErrorKind.CONFIG, f"{path} is nested too deeply", "a pipeline config has a few levels"
+        ) from exc
+    try:
+        _check_size(data, path)
+    except RecursionError as exc:
+        raise CdcError(
+            ErrorKind.CONFIG, f"{path} is nested too deeply", "a pipeline config has a few levels"
         ) from exc
     return parse_config(data, env)
 
