@@ -24,6 +24,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -94,6 +95,16 @@ class PollSourceConfig(_Model):
     poll_interval_ms: int = Field(1000, ge=1)
     snapshot: bool = Field(True, description="first run: emit existing rows (True) or start at the newest")
     safety_lag_ms: int = Field(0, ge=0, description="ignore rows newer than now - lag (late commits)")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        from cdc_logs.readers.polling.connection import url_problem
+
+        problem = url_problem(value)
+        if problem is not None:
+            raise ValueError(problem)  # never the value: it holds the password
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -182,6 +193,16 @@ class PostgresSourceConfig(_Model):
                     parts["dbname"] = parts.pop("database")
                 data["dsn"] = make_conninfo("", **{k: str(v) for k, v in parts.items()})
         return data
+
+    @field_validator("dsn")
+    @classmethod
+    def _dsn(cls, value: SecretStr) -> SecretStr:
+        from cdc_logs.dsn import pg_conninfo_problem
+
+        problem = pg_conninfo_problem(value.get_secret_value())
+        if problem is not None:
+            raise ValueError(problem)  # never the value: it holds the password
+        return value
 
     @field_validator("slot")
     @classmethod
@@ -333,6 +354,27 @@ class DebeziumSourceConfig(_Model):
             elif slot is not None:
                 raise ValueError("slot_name belongs to the connector: set it with connector_config")
         return data
+
+    @field_validator("connect_url")
+    @classmethod
+    def _connect_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            from cdc_logs.debezium.connect import url_problem
+
+            problem = url_problem(value.rstrip("/"))
+            if problem is not None:
+                raise ValueError(problem)  # never the value: it may hold a password
+        return value
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _bootstrap(cls, value: str) -> str:
+        from cdc_logs.dsn import bootstrap_problem
+
+        problem = bootstrap_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
     @model_validator(mode="after")
     def _needs(self) -> DebeziumSourceConfig:
@@ -531,6 +573,17 @@ class OffsetsConfig(_Model):
     )
     dsn: str | None = Field(None, description="postgres store DSN")
     table: str = "cdc_offsets"
+
+    @field_validator("dsn")
+    @classmethod
+    def _dsn(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("type") == "postgres":
+            from cdc_logs.dsn import pg_conninfo_problem
+
+            problem = pg_conninfo_problem(value)
+            if problem is not None:
+                raise ValueError(problem)  # never the value: it holds the password
+        return value
 
     @model_validator(mode="after")
     def _needs(self) -> OffsetsConfig:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 
@@ -97,6 +97,43 @@ class Validation:
         return "; ".join(f"{f.name}: {' / '.join(f.errors)}" for f in self.fields) or "no errors"
 
 
+def url_problem(url: str) -> str | None:
+    """Why `url` cannot be a Kafka Connect REST URL (without repeating it: it may hold a password)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises ValueError for a port that is not a number from 0 to 65535
+    except ValueError:
+        return "its port must be a number from 1 to 65535"
+    if parts.scheme not in ("http", "https"):
+        return "it must start with http:// or https://"
+    if not parts.hostname:
+        return "it has no host"
+    if port == 0:
+        return "its port must be a number from 1 to 65535"
+    return None
+
+
+def _unreachable_reason(exc: Exception) -> str:
+    """A short reason for a request that never got an answer (not urllib3's nested repr)."""
+    text = str(exc)
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return "connection timed out"
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return "no answer in time (read timeout)"
+    for needle, reason in (
+        ("Connection refused", "connection refused (nothing listens there)"),
+        ("Name or service not known", "host name not found"),
+        ("Temporary failure in name resolution", "host name not found"),
+        ("No route to host", "no route to host"),
+        ("Network is unreachable", "network unreachable"),
+        ("Connection reset", "connection reset"),
+        ("RemoteDisconnected", "the server closed the connection"),
+    ):
+        if needle in text:
+            return reason
+    return type(exc).__name__
+
+
 class ConnectClient:
     """A client for one Kafka Connect cluster (any worker of it: requests are forwarded to the leader)."""
 
@@ -109,6 +146,14 @@ class ConnectClient:
     ) -> None:
         self.settings = ConnectSettings(settings) if isinstance(settings, str) else settings
         self.base = self.settings.url.rstrip("/")
+        problem = url_problem(self.base)
+        if problem is not None:  # a typo is a config error (exit 2), not an unreachable server
+            raise ConnectError(
+                ErrorKind.CONFIG,
+                f"the Kafka Connect URL is not valid: {problem}",
+                "give --connect-url (or CDC_CONNECT_URL, or connect_url in the config) as "
+                "http://host:8083 or https://host:8083",
+            )
         self._sleep = sleep
         self.session = session or requests.Session()
         s = self.settings
@@ -149,6 +194,7 @@ class ConnectClient:
         while True:
             attempt += 1
             retry_reason: str | None = None
+            unreachable = False
             try:
                 resp = self.session.request(
                     method, url, params=params, json=body, timeout=self.settings.timeout_s
@@ -166,7 +212,8 @@ class ConnectClient:
                     raise self._unreachable(exc, hidden, applied_maybe=True) from exc
                 if attempt > self.settings.retries:
                     raise self._unreachable(exc, hidden) from exc
-                retry_reason = type(exc).__name__
+                retry_reason = _unreachable_reason(exc)
+                unreachable = True
             else:
                 log.debug("connect request", method=method, path=path, status=resp.status_code)
                 if resp.status_code < 400:
@@ -188,7 +235,10 @@ class ConnectClient:
                 else:
                     raise self._http_error(method, path, resp.status_code, message, what)
             delay = RetryPolicy(0, self.settings.backoff_s, self.settings.max_backoff_s).backoff(attempt)
-            log.info("kafka connect busy, retrying", path=path, reason=retry_reason, retry_in_s=delay)
+            # unreachable: the request never reached a worker (down, restarting, or a wrong URL);
+            # busy: a worker answered that it cannot serve it right now (a rebalance).
+            event = "kafka connect unreachable, retrying" if unreachable else "kafka connect busy, retrying"
+            log.info(event, path=path, reason=retry_reason, retry_in_s=delay)
             self._sleep(delay)
 
     @staticmethod
@@ -214,7 +264,7 @@ class ConnectClient:
         note = " (the request may have been applied: check with `cdc-logs debezium connectors status`)"
         return ConnectError(
             ErrorKind.CONNECTION,
-            f"cannot reach Kafka Connect at {redact(self.base)}: {mask_text(str(exc), hidden)}"
+            f"cannot reach Kafka Connect at {redact(self.base)}: {_unreachable_reason(exc)}"
             + (note if applied_maybe else ""),
             "check --connect-url (or CDC_CONNECT_URL) and that the Connect worker is running",
         )

@@ -709,3 +709,46 @@ def test_a_utf8_bom_is_accepted(tmp_path: Path) -> None:
     path = tmp_path / "bom.yaml"
     path.write_bytes(b"\xef\xbb\xbf" + MINIMAL.encode())
     assert load_config(path, env={}).all_sources()[0].type == "sqlite"
+
+
+@pytest.mark.parametrize(
+    ("source", "field", "problem"),
+    [
+        ("{type: pg, dsn: 'host=h port=notaport password=s3cret', tables: [public.t]}", "source.dsn", "port"),
+        (
+            "{type: pg, dsn: 'postgresql://u:s3cret@h/db?sslmode=bogus', tables: [public.t]}",
+            "source.dsn",
+            "sslmode",
+        ),
+        ("{type: poll, url: 'postgresql+psycopg://u:s3cret@h:notaport/db', table: t}", "source.url", "port"),
+        (
+            "{type: debezium, bootstrap_servers: 'h:notaport', topic_prefix: p}",
+            "source.bootstrap_servers",
+            "port",
+        ),
+        (
+            "{type: debezium, bootstrap_servers: 'h:9092', topic_prefix: p, "
+            "connect_url: 'http://u:s3cret@h:notaport'}",
+            "source.connect_url",
+            "port",
+        ),
+    ],
+    ids=["pg-port", "pg-sslmode", "poll-port", "bootstrap-port", "connect-url-port"],
+)
+def test_connection_strings_are_checked_without_echoing_them(
+    tmp_path: Path, source: str, field: str, problem: str
+) -> None:
+    text = f"source: {source}\ndestination: {{type: stdout}}\n"
+    with pytest.raises(CdcError) as info:
+        load_config(write(tmp_path, text), env={})
+    assert info.value.kind is ErrorKind.CONFIG
+    assert f"{field}: " in info.value.message and problem in info.value.message
+    assert "s3cret" not in str(info.value) and "notaport" not in str(info.value)
+
+
+def test_offsets_dsn_is_checked_without_echoing_it(tmp_path: Path) -> None:
+    text = MINIMAL + "offsets: {type: postgres, dsn: 'host=h port=99999 password=s3cret'}\n"
+    with pytest.raises(CdcError) as info:
+        load_config(write(tmp_path, text), env={})
+    assert "offsets.dsn: the Postgres DSN's port is not valid" in info.value.message
+    assert "s3cret" not in str(info.value)

@@ -33,6 +33,7 @@ import psycopg
 from psycopg import conninfo as pg_conninfo
 from psycopg import sql
 
+from cdc_logs.dsn import check_pg_conninfo, libpq_option, option_message
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.position import format_lsn
@@ -72,6 +73,11 @@ def map_error(exc: BaseException, doing: str, dsn: str | None = None) -> CdcErro
     text = str(exc).strip().replace("\n", " ")
     where = f" ({redact_dsn(dsn)})" if dsn else ""
     message = f"postgres: {doing}{where}: {text}"
+    option = libpq_option(text) if isinstance(exc, psycopg.OperationalError) and not state else None
+    if option is not None:  # libpq refused an option value before connecting: a typo, not an outage
+        return CdcError(
+            ErrorKind.CONFIG, option_message(option), "fix the DSN (--dsn, or dsn: in the config)"
+        )
     if state in ("28P01", "28000") or "password authentication failed" in text:
         return CdcError(ErrorKind.AUTH, message, "check the user and password in the DSN and pg_hba.conf")
     if state == "42501" or "must be superuser or replication role" in text:
@@ -123,14 +129,8 @@ def connect(
     dsn: str, *, replication: bool = False, application_name: str = "cdc-logs", options: str = ""
 ) -> psycopg.Connection[Any]:
     """An autocommit connection with the session settings the converters need."""
-    try:
-        params = pg_conninfo.conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError as exc:
-        raise CdcError(
-            ErrorKind.CONFIG,
-            f"not a Postgres DSN: {exc}",
-            "write it as postgresql://user:password@host:5432/dbname (or key=value pairs)",
-        ) from exc
+    check_pg_conninfo(dsn)  # a bad value is a CONFIG error here, not a retried connection failure
+    params = pg_conninfo.conninfo_to_dict(dsn)
     merged = " ".join(o for o in (str(params.get("options") or ""), SESSION_OPTIONS, options) if o)
     kwargs: dict[str, Any] = {"autocommit": True, "options": merged}
     kwargs.setdefault("application_name", params.get("application_name") or application_name)
