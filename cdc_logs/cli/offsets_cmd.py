@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cdc_logs.build import build_offsets, source_name
+from cdc_logs.build import build_offsets, lock_pipeline, source_name
 from cdc_logs.config import load_config
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.offsets.base import StoredOffset, decode_problem
@@ -121,7 +121,8 @@ def set_(
     sources = {source_name(s): s for s in cfg.all_sources()}
     _check_source(list(sources), source)
     pos = _parse_position(position, sources[source].type)
-    build_offsets(cfg.offsets, cfg.name).save(cfg.name, source, pos)
+    with lock_pipeline(cfg.offsets, cfg.name):  # refused while the pipeline runs: it would overwrite it
+        build_offsets(cfg.offsets, cfg.name).save(cfg.name, source, pos)
     print(f"{cfg.name}/{source} set to {pos.describe()} (server {pos.server})")
 
 
@@ -136,7 +137,8 @@ def reset(
     if source is not None:
         _check_source([source_name(s) for s in cfg.all_sources()], source)
     what = f"{cfg.name}/{source}" if source else f"every source of {cfg.name}"
-    if not yes and not typer.confirm(f"reset the offsets of {what}?"):
-        raise typer.Exit(1)
-    count = build_offsets(cfg.offsets, cfg.name).delete(cfg.name, source)
+    with lock_pipeline(cfg.offsets, cfg.name):  # refused while the pipeline runs: it would overwrite it
+        if not yes and not typer.confirm(f"reset the offsets of {what}?"):
+            raise typer.Exit(1)
+        count = build_offsets(cfg.offsets, cfg.name).delete(cfg.name, source)
     print(f"removed {count} offset(s) of {what}")
