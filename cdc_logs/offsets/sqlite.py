@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
 import time
@@ -29,9 +30,12 @@ class SqliteOffsetStore(OffsetStore):
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.is_file() and self.path.stat().st_size == 0:
+        if not self.path.exists():
+            self._create()
+        elif self.path.is_file() and self.path.stat().st_size == 0:
             # SQLite would take an empty file for a new database: a silent start from the beginning.
-            raise damaged_store(self.path, "it is empty: truncated, or a first run was killed creating it")
+            # A store is created whole (_create), so an empty one was truncated.
+            raise damaged_store(self.path, "it is empty")
         # One connection shared under a lock: saves come from the pipeline's commit step only.
         self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         try:
@@ -43,6 +47,29 @@ class SqliteOffsetStore(OffsetStore):
             self._conn.close()
             raise self._damaged(exc) from exc
         self._lock = threading.Lock()
+
+    def _create(self) -> None:
+        """Create the store under a temporary name and link it into place: the file appears whole,
+        with its table, so an empty or partial store at `path` is never a run killed while creating
+        it, and whoever opens it meanwhile sees no file rather than an empty database."""
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}.new")
+        conn = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            conn.execute(_SCHEMA)
+        finally:
+            conn.close()
+        try:
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            with contextlib.suppress(FileExistsError):  # another process created it first: keep theirs
+                os.link(tmp, self.path)
+            dir_fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def _damaged(self, exc: sqlite3.DatabaseError) -> CdcError:
         if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):

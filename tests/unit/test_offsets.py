@@ -329,3 +329,16 @@ def test_a_damaged_file_store_names_the_fix(tmp_path: Path, content: bytes | Non
         assert info.value.kind is ErrorKind.POSITION_LOST
         assert problem in info.value.message
     assert path.read_bytes() == damaged, "a save must not replace the damaged file: the operator decides"
+
+
+def test_a_new_sqlite_store_appears_whole(tmp_path: Path) -> None:
+    """Created under another name and linked into place: an empty file at the store's path can only
+    be a truncated store (refused above), never a first run killed while creating it."""
+    path = tmp_path / "state" / "o.db"
+    store = SqliteOffsetStore(path)
+    try:
+        assert sorted(p.name for p in path.parent.iterdir() if not p.name.startswith("o.db-")) == ["o.db"]
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("SELECT count(*) FROM cdc_offsets").fetchone() == (0,)
+    finally:
+        store.close()
