@@ -486,3 +486,28 @@ def doc_table() -> str:
 
 def _quote(text: str) -> str:
     return f"`` {text} ``" if "`" in text else f"`{text}`"
+
+
+def test_run_retries_a_dead_bootstrap_with_backoff(tmp_path: Path) -> None:
+    """The same dead broker that `tail` reports at once is retried by `run` (CONNECTION), each
+    attempt one log line, no raw librdkafka output; the last attempt's error is the exit."""
+    config = _write(
+        tmp_path,
+        "p.yaml",
+        "name: dbz\nsource: {type: debezium, bootstrap_servers: '127.0.0.1:1', topic_prefix: x}\n"
+        "destination: {type: stdout}\n"
+        "sync: {retry: {max_attempts: 3, initial_backoff_ms: 100, max_backoff_ms: 200}}\n"
+        f"offsets: {{type: sqlite, path: {tmp_path / 'o.db'}}}\n",
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "cdc_logs", "run", "-c", config],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert sum("source unavailable, retrying" in line for line in lines) == 2, proc.stderr
+    assert lines[-2].startswith("error: connection: cannot reach Kafka at 127.0.0.1:1: "), proc.stderr
+    assert all(_LOG_LINE.match(line) for line in lines[:-2]), proc.stderr
