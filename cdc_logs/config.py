@@ -756,7 +756,7 @@ except AttributeError:  # pragma: no cover - PyYAML built without libyaml
     _YAML_LOADER = yaml.SafeLoader
 
 
-def _read_text(path: Path) -> str:
+def _read_text(path: Path, option: str) -> str:
     """The file's text: at most MAX_CONFIG_BYTES, UTF-8 (a BOM is allowed), else a CONFIG error."""
     try:
         with path.open("rb") as fh:
@@ -767,11 +767,11 @@ def _read_text(path: Path) -> str:
                     ErrorKind.CONFIG,
                     f"config {path} is too large ({max(size, len(data)):,} bytes; "
                     f"the limit is {MAX_CONFIG_BYTES:,})",
-                    "check the -c path: a pipeline config is a few kilobytes of YAML",
+                    f"check the {option} path: a pipeline config is a few kilobytes of YAML",
                 )
     except OSError as exc:
         raise CdcError(
-            ErrorKind.CONFIG, f"cannot read config {path}: {exc.strerror}", "check the -c path"
+            ErrorKind.CONFIG, f"cannot read config {path}: {exc.strerror}", f"check the {option} path"
         ) from exc
     try:
         return data.decode("utf-8-sig")
@@ -823,9 +823,11 @@ def _check_size(data: Any, path: Path) -> None:
     size(data)
 
 
-def load_config(path: str | Path, env: dict[str, str] | None = None) -> PipelineConfig:
+def read_yaml(path: str | Path, option: str = "-c") -> Any:
+    """A YAML file as data, within the limits above (size, UTF-8, alias expansion); every failure is
+    a CONFIG error naming the file (`option`: the flag that named it, for the hint)."""
     path = Path(path)
-    text = _read_text(path)
+    text = _read_text(path, option)
     try:
         data = yaml.load(text, Loader=_YAML_LOADER)  # a safe loader: CSafeLoader or SafeLoader
     except yaml.YAMLError as exc:
@@ -849,7 +851,11 @@ def load_config(path: str | Path, env: dict[str, str] | None = None) -> Pipeline
         raise CdcError(
             ErrorKind.CONFIG, f"{path} is nested too deeply", "a pipeline config has a few levels"
         ) from exc
-    return parse_config(data, env)
+    return data
+
+
+def load_config(path: str | Path, env: dict[str, str] | None = None) -> PipelineConfig:
+    return parse_config(read_yaml(path), env)
 
 
 def json_schema() -> dict[str, Any]:

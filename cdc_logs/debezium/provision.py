@@ -32,8 +32,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from cdc_logs.config import interpolate
 from cdc_logs.debezium.connect import ConnectClient, ConnectError
 from cdc_logs.debezium.secrets import is_provider_reference, is_secret_key, mask_value
@@ -129,14 +127,9 @@ def parse_connectors(
 
 
 def load_connectors(path: str | Path, env: Mapping[str, str] | None = None) -> ConnectorsFile:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise CdcError(ErrorKind.CONFIG, f"cannot read {path}: {exc.strerror}", "check the -f path") from exc
-    except yaml.YAMLError as exc:
-        raise CdcError(ErrorKind.CONFIG, f"{path} is not valid YAML: {exc}", "fix the YAML syntax") from exc
-    return parse_connectors(data, env, str(path))
+    from cdc_logs.config import read_yaml  # the pipeline config's limits: size, UTF-8, YAML aliases
+
+    return parse_connectors(read_yaml(path, "-f"), env, str(path))
 
 
 # -- plan ------------------------------------------------------------------------------------------

@@ -159,6 +159,23 @@ CASES = [
         within_s=8,  # python startup included, on a busy machine; the check itself takes milliseconds
     ),
     Case(
+        "connectors-alias-bomb",
+        "`debezium connectors plan -f` with an alias bomb",
+        2,
+        "error: config: config … expands to more than 1,000,000 values "
+        "(YAML aliases *name repeat the block anchored as &name, each time in full)",
+        lambda d: [
+            "debezium",
+            "connectors",
+            "plan",
+            "--connect-url",
+            "http://127.0.0.1:1",
+            "-f",
+            _billion_laughs(d)[-1],
+        ],
+        within_s=8,
+    ),
+    Case(
         "config-recursive-alias",
         "a YAML alias inside its own anchor",
         2,
