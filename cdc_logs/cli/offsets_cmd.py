@@ -98,7 +98,7 @@ def _parse_position(text: str, source_type: str) -> Position:
     try:
         return decode(text)
     except CdcError as exc:
-        raise usage(f"is not a valid {kind} position: {decode_problem(exc)}") from None
+        raise usage(f"is not a valid {kind} position: {decode_problem(exc, text)}") from None
 
 
 def _check_source(cfg_sources: list[str], source: str) -> None:

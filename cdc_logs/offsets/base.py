@@ -11,8 +11,10 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
+
 from cdc_logs.errors import CdcError, ErrorKind
-from cdc_logs.position import Position, decode
+from cdc_logs.position import Position, decode, kinds
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,20 +34,28 @@ class StoredOffset:
             raise CdcError(
                 ErrorKind.POSITION_LOST,
                 f"the committed position of {self.pipeline}/{self.source} is unreadable: "
-                f"{decode_problem(exc)}",
+                f"{decode_problem(exc, self.position)}",
                 f"set a valid one with `cdc-logs offsets set -c <pipeline.yaml> --source {self.source} "
                 "--position JSON`, or start over with `cdc-logs offsets reset -c <pipeline.yaml> "
                 f"--source {self.source}`",
             ) from exc
 
 
-def decode_problem(exc: CdcError) -> str:
-    """What is wrong with a position text `decode` refused, in a few words."""
-    cause = exc.__cause__
-    if isinstance(cause, ValueError) and type(cause).__name__ == "JSONDecodeError":
+def decode_problem(exc: CdcError, text: str) -> str:
+    """What is wrong with a position `text` that `decode` refused (`exc`), in a few words."""
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError:
         return "not JSON"
-    if isinstance(cause, KeyError):
-        return "no position type" if cause.args == ("type",) else f"missing field {cause.args[0]!r}"
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    if "type" not in data:
+        return "no position type"
+    if data["type"] not in kinds():
+        return f"unknown position type {data['type']!r} (known: {', '.join(kinds())})"
+    cause = exc.__cause__
+    if isinstance(cause, KeyError) and cause.args:
+        return f"missing field {cause.args[0]!r}"
     if isinstance(cause, TypeError | ValueError | AttributeError):
         return re.sub(r"^\w+\.__init__\(\) ", "", str(cause))
     return exc.message

@@ -342,3 +342,21 @@ def test_a_new_sqlite_store_appears_whole(tmp_path: Path) -> None:
             assert conn.execute("SELECT count(*) FROM cdc_offsets").fetchone() == (0,)
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("garbage", "not JSON"),
+        ("[1]", "not a JSON object"),
+        ("{}", "no position type"),
+        ('{"type": "nope"}', "unknown position type 'nope' (known: binlog, kafka, "),
+        ('{"type": "watermark"}', "missing field 'server'"),
+        ('{"type": "pg_lsn", "server": "s", "lsn": "x"}', "field 'lsn' must be"),
+    ],
+)
+def test_an_unreadable_stored_position_says_why_in_a_few_words(text: str, problem: str) -> None:
+    with pytest.raises(CdcError) as info:
+        StoredOffset("p", "pg", text, SERVER, 1).decoded()
+    assert info.value.kind is ErrorKind.POSITION_LOST
+    assert info.value.message.startswith(f"the committed position of p/pg is unreadable: {problem}")
