@@ -104,6 +104,7 @@ def _second_run(directory: Path) -> list[str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        env=_ENV,
     )
     _BACKGROUND.append(first)
     lock = directory / "offsets.db.p.lock"
@@ -123,6 +124,9 @@ def _poll_wrong_password(_directory: Path) -> list[str]:
 
 
 _BACKGROUND: list[subprocess.Popen[str]] = []
+# Other test modules may export a log level (test_postgres_reader sets CDC_LOG_LEVEL=warning): the
+# cases see the CLI's defaults.
+_ENV = {**os.environ, "COLUMNS": "200", "CDC_LOG_LEVEL": "info", "CDC_LOG_FORMAT": "console"}
 _PG_SOURCE = "source: {{type: pg, dsn: '{dsn}', tables: [public.t]}}\ndestination: {{type: stdout}}\n"
 _POLL = ["--table", "t", "--timestamp-column", "u", "--incrementing-column", "id"]
 
@@ -417,7 +421,7 @@ def _run(case: Case, directory: Path) -> Result:
             text=True,
             timeout=case.within_s + 20,
             cwd=directory,
-            env={**os.environ, "COLUMNS": "200"},
+            env=_ENV,
         )
     except subprocess.TimeoutExpired as exc:  # killed: e.g. an alias bomb that never finishes
         stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr or ""
@@ -522,6 +526,7 @@ def test_run_retries_a_dead_bootstrap_with_backoff(tmp_path: Path) -> None:
         text=True,
         timeout=60,
         cwd=tmp_path,
+        env=_ENV,
     )
     assert proc.returncode == 1, proc.stderr
     lines = proc.stderr.splitlines()

@@ -69,12 +69,17 @@ def _config(tmp_path: Path, name: str = "locked") -> Path:
     return path
 
 
+# Other test modules may export a log level; these runs log at the CLI's default (info).
+_ENV = {**os.environ, "CDC_LOG_LEVEL": "info", "CDC_LOG_FORMAT": "console"}
+
+
 def _start(config: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "cdc_logs", "run", "-c", str(config)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=_ENV,
     )
 
 
@@ -91,7 +96,7 @@ def _holds(lock: Path, proc: subprocess.Popen[str], timeout: float = 30) -> None
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "cdc_logs", *args], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "cdc_logs", *args], capture_output=True, text=True, timeout=60, env=_ENV
     )
 
 
