@@ -26,6 +26,7 @@ from cdc_logs.config import (
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.extras import need as _need
 from cdc_logs.offsets.base import OffsetStore
+from cdc_logs.offsets.lock import PipelineLock
 from cdc_logs.readers.base import Reader
 from cdc_logs.sink_configs import SinkModel
 from cdc_logs.sinks.base import Sink
@@ -262,19 +263,39 @@ def default_offsets_path(pipeline: str) -> Path:
     return Path(".cdc-logs") / f"{pipeline}.offsets.db"
 
 
+def offsets_path(cfg: OffsetsConfig, pipeline: str) -> Path:
+    """Where a sqlite or file offset store keeps its data."""
+    if cfg.path:
+        return Path(cfg.path)
+    if cfg.type == "file":
+        return Path(".cdc-logs") / f"{pipeline}.offsets.json"
+    return default_offsets_path(pipeline)
+
+
 def build_offsets(cfg: OffsetsConfig, pipeline: str) -> OffsetStore:
     if cfg.type == "sqlite":
         from cdc_logs.offsets.sqlite import SqliteOffsetStore
 
-        return SqliteOffsetStore(cfg.path or default_offsets_path(pipeline))
+        return SqliteOffsetStore(offsets_path(cfg, pipeline))
     if cfg.type == "file":
         from cdc_logs.offsets.file import FileOffsetStore
 
-        return FileOffsetStore(cfg.path or Path(".cdc-logs") / f"{pipeline}.offsets.json")
+        return FileOffsetStore(offsets_path(cfg, pipeline))
     from cdc_logs.offsets.postgres import PostgresOffsetStore
 
     assert cfg.dsn is not None
     return PostgresOffsetStore(cfg.dsn, cfg.table)
+
+
+def lock_pipeline(cfg: OffsetsConfig, pipeline: str) -> PipelineLock:
+    """Take the pipeline's lock (one running pipeline per offset store and name), or raise LOCKED
+    naming the process that holds it. See offsets/lock.py."""
+    from cdc_logs.offsets.lock import FileLock, PostgresLock
+
+    if cfg.type == "postgres":
+        assert cfg.dsn is not None
+        return PostgresLock(cfg.dsn, cfg.table, pipeline).acquire()
+    return FileLock(FileLock.path_for(offsets_path(cfg, pipeline), pipeline), pipeline).acquire()
 
 
 def mysql_settings(cfg: MysqlSourceConfig) -> Any:

@@ -24,6 +24,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -96,6 +97,16 @@ class PollSourceConfig(_Model):
     poll_interval_ms: int = Field(1000, ge=1)
     snapshot: bool = Field(True, description="first run: emit existing rows (True) or start at the newest")
     safety_lag_ms: int = Field(0, ge=0, description="ignore rows newer than now - lag (late commits)")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        from cdc_logs.readers.polling.connection import url_problem
+
+        problem = url_problem(value)
+        if problem is not None:
+            raise ValueError(problem)  # never the value: it holds the password
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -184,6 +195,16 @@ class PostgresSourceConfig(_Model):
                     parts["dbname"] = parts.pop("database")
                 data["dsn"] = make_conninfo("", **{k: str(v) for k, v in parts.items()})
         return data
+
+    @field_validator("dsn")
+    @classmethod
+    def _dsn(cls, value: SecretStr) -> SecretStr:
+        from cdc_logs.pg_conninfo import pg_conninfo_problem
+
+        problem = pg_conninfo_problem(value.get_secret_value())
+        if problem is not None:
+            raise ValueError(problem)  # never the value: it holds the password
+        return value
 
     @field_validator("slot")
     @classmethod
@@ -544,6 +565,17 @@ class OffsetsConfig(_Model):
     dsn: str | None = Field(None, description="postgres store DSN")
     table: str = "cdc_offsets"
 
+    @field_validator("dsn")
+    @classmethod
+    def _dsn(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("type") == "postgres":
+            from cdc_logs.pg_conninfo import pg_conninfo_problem
+
+            problem = pg_conninfo_problem(value)
+            if problem is not None:
+                raise ValueError(problem)  # never the value: it holds the password
+        return value
+
     @model_validator(mode="after")
     def _needs(self) -> OffsetsConfig:
         if self.type == "postgres" and not self.dsn:
@@ -709,23 +741,110 @@ def parse_config(data: Any, env: dict[str, str] | None = None) -> PipelineConfig
         ) from None  # pydantic's own message (in a --debug traceback) quotes every rejected value
 
 
-def load_config(path: str | Path, env: dict[str, str] | None = None) -> PipelineConfig:
-    path = Path(path)
+MAX_CONFIG_BYTES = 10 * 1024 * 1024  # a pipeline config is kilobytes; this refuses a runaway file at once
+MAX_CONFIG_VALUES = 1_000_000  # values after expanding YAML aliases (a billion laughs is 10**9)
+
+try:  # libyaml: the same YAML, several times faster on a large file
+    _YAML_LOADER: Any = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover - PyYAML built without libyaml
+    _YAML_LOADER = yaml.SafeLoader
+
+
+def _read_text(path: Path, option: str) -> str:
+    """The file's text: at most MAX_CONFIG_BYTES, UTF-8 (a BOM is allowed), else a CONFIG error."""
     try:
-        text = path.read_text()
+        with path.open("rb") as fh:
+            data = fh.read(MAX_CONFIG_BYTES + 1)
+            if len(data) > MAX_CONFIG_BYTES:
+                size = os.fstat(fh.fileno()).st_size
+                raise CdcError(
+                    ErrorKind.CONFIG,
+                    f"config {path} is too large ({max(size, len(data)):,} bytes; "
+                    f"the limit is {MAX_CONFIG_BYTES:,})",
+                    f"check the {option} path: a pipeline config is a few kilobytes of YAML",
+                )
     except OSError as exc:
         raise CdcError(
-            ErrorKind.CONFIG, f"cannot read config {path}: {exc.strerror}", "check the -c path"
+            ErrorKind.CONFIG, f"cannot read config {path}: {exc.strerror}", f"check the {option} path"
         ) from exc
     try:
-        data = yaml.safe_load(text)
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        before = data[: exc.start]
+        line = before.count(b"\n") + 1
+        column = exc.start - (before.rfind(b"\n") + 1) + 1
+        raise CdcError(
+            ErrorKind.CONFIG,
+            f"config {path} is not UTF-8 text: byte 0x{data[exc.start]:02x} at line {line}, column {column}",
+            "save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)",
+        ) from exc
+
+
+def _check_size(data: Any, path: Path) -> None:
+    """Refuse a document that expands (through YAML aliases) to more than MAX_CONFIG_VALUES values,
+    or refers to itself; linear in the parsed graph, so a billion laughs is refused in milliseconds."""
+    sizes: dict[int, int] = {}
+    open_ids: set[int] = set()
+
+    def size(node: Any) -> int:
+        if not isinstance(node, dict | list):
+            return 1
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_ids:
+            raise CdcError(
+                ErrorKind.CONFIG,
+                f"config {path} refers to itself: a YAML alias (*name) inside the block it names (&name)",
+                "replace the recursive alias by the values it should hold",
+            )
+        open_ids.add(key)
+        children = [*node.keys(), *node.values()] if isinstance(node, dict) else node
+        total = 1
+        for child in children:
+            total += size(child)
+            if total > MAX_CONFIG_VALUES:
+                raise CdcError(
+                    ErrorKind.CONFIG,
+                    f"config {path} expands to more than {MAX_CONFIG_VALUES:,} values "
+                    "(YAML aliases *name repeat the block anchored as &name, each time in full)",
+                    "write the values out, or use fewer nested aliases",
+                )
+        open_ids.discard(key)
+        sizes[key] = total
+        return total
+
+    size(data)
+
+
+def read_yaml(path: str | Path, option: str = "-c") -> Any:
+    """A YAML file as data, within the limits above (size, UTF-8, alias expansion); every failure is
+    a CONFIG error naming the file (`option`: the flag that named it, for the hint)."""
+    path = Path(path)
+    text = _read_text(path, option)
+    try:
+        data = yaml.load(text, Loader=_YAML_LOADER)  # a safe loader: CSafeLoader or SafeLoader
     except yaml.YAMLError as exc:
         raise CdcError(
             ErrorKind.CONFIG,
             yaml_error_message(path, exc),
             "fix the YAML syntax (indentation, quotes, colons)",
+        ) from None  # PyYAML's message quotes the offending line (a password, maybe)
+    except RecursionError:  # the pure-Python loader: nesting deeper than the interpreter's stack
+        raise CdcError(
+            ErrorKind.CONFIG, f"{path} is nested too deeply", "a pipeline config has a few levels"
         ) from None
-    return parse_config(data, env)
+    try:
+        _check_size(data, path)
+    except RecursionError:
+        raise CdcError(
+            ErrorKind.CONFIG, f"{path} is nested too deeply", "a pipeline config has a few levels"
+        ) from None
+    return data
+
+
+def load_config(path: str | Path, env: dict[str, str] | None = None) -> PipelineConfig:
+    return parse_config(read_yaml(path), env)
 
 
 def yaml_error_message(path: str | Path, exc: yaml.YAMLError) -> str:

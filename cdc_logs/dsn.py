@@ -123,6 +123,9 @@ def check_bootstrap(value: str) -> str:
             "bootstrap servers are host:port[,host:port] without credentials: give them with "
             "sasl_username / sasl_password (and security_protocol, sasl_mechanism)"
         )
+    problem = bootstrap_problem(value)
+    if problem:
+        raise ValueError(f"bootstrap servers: {problem}")
     return value
 
 
@@ -157,3 +160,25 @@ def sqlalchemy_url(url: str, what: str = "database URL") -> Any:
             f"not a SQLAlchemy URL: {problem}",
             "write it as dialect+driver://user:password@host:port/database, e.g. sqlite:///app.db",
         ) from None
+
+
+def bootstrap_problem(servers: str) -> str | None:
+    """Why a Kafka bootstrap list (`host:port[,host:port]`) is malformed, or None."""
+    entries = [e.strip() for e in servers.split(",")]
+    if not any(entries):
+        return "give at least one host:port"
+    for entry in entries:
+        if not entry:
+            return "an empty entry between commas"
+        address = entry.split("://", 1)[-1]
+        if address.startswith("["):  # [ipv6]:port
+            host, _, rest = address[1:].partition("]")
+            port = rest[1:] if rest.startswith(":") else None
+        else:
+            host, sep, port_text = address.rpartition(":")
+            host, port = (host, port_text) if sep else (address, None)
+        if not host:
+            return "each entry needs a host (host:port)"
+        if port is not None and not (port.isdigit() and 1 <= int(port) <= 65535):
+            return "each entry is host:port with a port from 1 to 65535"
+    return None

@@ -141,6 +141,11 @@ class Position:
         return f" +{self.event} events" if self.event else ""
 
 
+def kinds() -> list[str]:
+    """The `type` of every registered position."""
+    return sorted(_TYPES)
+
+
 def decode(text: str) -> Position:
     """Decode any position encoded by `Position.encode()`."""
     try:

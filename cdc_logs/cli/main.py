@@ -38,7 +38,7 @@ from cdc_logs.cli.secrets import (
     register_cli_secrets,
     usage_message,
 )
-from cdc_logs.errors import CdcError
+from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability import logging as cdc_logging
 from cdc_logs.observability.redact import redact
 
@@ -60,6 +60,8 @@ app.add_typer(slots_cmd.app, name="slots")
 app.add_typer(publications_cmd.app, name="publications")
 
 _state = {"debug": False}
+_LOG_LEVELS = ("debug", "info", "warning", "warn", "error", "critical")
+_LOG_FORMATS = ("console", "json")
 
 
 def _version(value: bool) -> None:
@@ -80,7 +82,19 @@ def _global(
     ),
 ) -> None:
     _state["debug"] = debug
-    cdc_logging.configure("debug" if debug else log_level, log_format)
+    if log_level.lower() not in _LOG_LEVELS:
+        raise CdcError(
+            ErrorKind.USAGE,
+            f"--log-level (or CDC_LOG_LEVEL) must be one of debug, info, warning, error; got {log_level!r}",
+            "use --log-level info",
+        )
+    if log_format.lower() not in _LOG_FORMATS:
+        raise CdcError(
+            ErrorKind.USAGE,
+            f"--log-format (or CDC_LOG_FORMAT) must be console or json; got {log_format!r}",
+            "use --log-format json (one JSON object per line) or console",
+        )
+    cdc_logging.configure("debug" if debug else log_level.lower(), log_format.lower())
 
 
 def _print_traceback() -> None:

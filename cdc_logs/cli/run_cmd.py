@@ -14,7 +14,7 @@ from types import FrameType
 
 import typer
 
-from cdc_logs.build import build_offsets, build_pipeline_parts
+from cdc_logs.build import build_offsets, build_pipeline_parts, lock_pipeline
 from cdc_logs.config import HealthConfig, PipelineConfig, load_config
 from cdc_logs.observability import health
 from cdc_logs.observability.logging import get_logger
@@ -90,6 +90,12 @@ def run(
 ) -> None:
     """Run a pipeline from a YAML config until stopped (continuous), once (one_time), or on a cron."""
     cfg = load_config(config)
+    # One run per pipeline: a second one would deliver every change twice (exit 3 naming the holder).
+    with lock_pipeline(cfg.offsets, cfg.name):
+        _run(cfg, http_port, limit)
+
+
+def _run(cfg: PipelineConfig, http_port: int | None, limit: int | None) -> None:
     metrics = Metrics(cfg.name)
     status = PipelineStatus(health_thresholds(cfg.health_checks))
     stop = threading.Event()
@@ -118,6 +124,8 @@ def run(
                 cfg, metrics=metrics, stop_when_idle=one_time, limit=limit, status=status
             )
             current.append(pipeline)
+            if stop.is_set():  # a signal that came while the pipeline was being built
+                pipeline.stop()
             stats = pipeline.run()
             log.info("pipeline ended", events=stats.events, batches=stats.batches, filtered=stats.dropped)
     finally:
@@ -142,5 +150,7 @@ def _run_cron(
             return
         pipeline = make_pipeline(cfg, metrics=metrics, stop_when_idle=True, status=status)
         current[:] = [pipeline]
+        if stop.is_set():
+            return
         stats = pipeline.run()
         log.info("scheduled run ended", events=stats.events)

@@ -5,6 +5,7 @@ With `--format json`, stdout carries exactly one envelope per line; logs go to s
 
 from __future__ import annotations
 
+import re
 import signal
 from pathlib import Path
 from types import FrameType
@@ -196,8 +197,25 @@ def _source_config(
             ],
         )
     except ValidationError as exc:
-        raise CdcError(
-            ErrorKind.USAGE,
+        # Name the option the user typed, not the config field behind it (--bootstrap, not bootstrap_servers).
+        message = re.sub(
+            r"(^|; )(\w+)(?=[.:\[])",
+            lambda m: m.group(1) + _FLAGS.get(m.group(2), m.group(2)),
             format_validation_error(exc),
-            "see `cdc-logs tail --help` for the options of each source",
+        )
+        raise CdcError(
+            ErrorKind.USAGE, message, "see `cdc-logs tail --help` for the options of each source"
         ) from None  # pydantic's own message quotes the rejected values
+
+
+_FLAGS = {
+    "dsn": "--dsn",
+    "url": "--dsn",
+    "path": "--dsn",
+    "bootstrap_servers": "--bootstrap",
+    "tables": "--table",
+    "slot": "--slot",
+    "publication": "--publication",
+    "topic_prefix": "--topic-prefix",
+    "group_id": "--group-id",
+}

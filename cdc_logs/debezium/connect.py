@@ -98,6 +98,27 @@ class Validation:
         return "; ".join(f"{f.name}: {' / '.join(f.errors)}" for f in self.fields) or "no errors"
 
 
+def _unreachable_reason(exc: Exception) -> str:
+    """A short reason for a request that never got an answer (not urllib3's nested repr)."""
+    text = str(exc)
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return "connection timed out"
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return "no answer in time (read timeout)"
+    for needle, reason in (
+        ("Connection refused", "connection refused (nothing listens there)"),
+        ("Name or service not known", "host name not found"),
+        ("Temporary failure in name resolution", "host name not found"),
+        ("No route to host", "no route to host"),
+        ("Network is unreachable", "network unreachable"),
+        ("Connection reset", "connection reset"),
+        ("RemoteDisconnected", "the server closed the connection"),
+    ):
+        if needle in text:
+            return reason
+    return type(exc).__name__
+
+
 class ConnectClient:
     """A client for one Kafka Connect cluster (any worker of it: requests are forwarded to the leader)."""
 
@@ -110,12 +131,15 @@ class ConnectClient:
     ) -> None:
         self.settings = ConnectSettings(settings) if isinstance(settings, str) else settings
         # requests quotes a URL it cannot parse, credentials included: say what is wrong instead.
+        # requests quotes a URL it cannot parse, credentials included: say what is wrong instead. A
+        # typo is a config error (exit 2), not an unreachable server.
         problem = url_problem(self.settings.url, what="Kafka Connect URL", schemes=("http", "https"))
         if problem:
-            raise CdcError(
+            raise ConnectError(
                 ErrorKind.CONFIG,
                 problem,
-                "check --connect-url (or CDC_CONNECT_URL), e.g. http://connect:8083",
+                "give --connect-url (or CDC_CONNECT_URL, or connect_url in the config) as "
+                "http://host:8083 or https://host:8083",
             )
         self.base = self.settings.url.rstrip("/")
         self._sleep = sleep
@@ -159,6 +183,7 @@ class ConnectClient:
         while True:
             attempt += 1
             retry_reason: str | None = None
+            unreachable = False
             try:
                 resp = self.session.request(
                     method, url, params=params, json=body, timeout=self.settings.timeout_s
@@ -175,7 +200,8 @@ class ConnectClient:
                     raise self._unreachable(exc, applied_maybe=True) from exc
                 if attempt > self.settings.retries:
                     raise self._unreachable(exc) from exc
-                retry_reason = type(exc).__name__
+                retry_reason = _unreachable_reason(exc)
+                unreachable = True
             except requests.exceptions.RequestException as exc:  # a URL or header requests refuses
                 raise ConnectError(
                     ErrorKind.CONFIG,
@@ -203,7 +229,10 @@ class ConnectClient:
                 else:
                     raise self._http_error(method, path, resp.status_code, message, what)
             delay = RetryPolicy(0, self.settings.backoff_s, self.settings.max_backoff_s).backoff(attempt)
-            log.info("kafka connect busy, retrying", path=path, reason=retry_reason, retry_in_s=delay)
+            # unreachable: the request never reached a worker (down, restarting, or a wrong URL);
+            # busy: a worker answered that it cannot serve it right now (a rebalance).
+            event = "kafka connect unreachable, retrying" if unreachable else "kafka connect busy, retrying"
+            log.info(event, path=path, reason=retry_reason, retry_in_s=delay)
             self._sleep(delay)
 
     @staticmethod
@@ -229,7 +258,7 @@ class ConnectClient:
         note = " (the request may have been applied: check with `cdc-logs debezium connectors status`)"
         return ConnectError(
             ErrorKind.CONNECTION,
-            f"cannot reach Kafka Connect at {redact(self.base)}: {redact(str(exc))}"
+            f"cannot reach Kafka Connect at {redact(self.base)}: {_unreachable_reason(exc)}"
             + (note if applied_maybe else ""),
             "check --connect-url (or CDC_CONNECT_URL) and that the Connect worker is running",
         )

@@ -32,6 +32,7 @@ from cdc_logs.debezium.deadletter import DeadLetter, DeadRecord, LogDeadLetter
 from cdc_logs.debezium.decode import Malformed, Skip, decode_record
 from cdc_logs.envelope import ChangeEvent, Heartbeat
 from cdc_logs.errors import CdcError, ErrorKind
+from cdc_logs.kafka_logging import with_logger
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.position import KafkaOffsets, Position
 from cdc_logs.readers.base import Reader, StreamItem
@@ -84,6 +85,7 @@ class DebeziumReader(Reader):
         idle_tick_s: float = 0.5,
         assignment_wait_s: float = 10.0,
         broker_down_limit_s: float = 60.0,
+        connect_timeout_s: float = 10.0,
         consumer_factory: Callable[[dict[str, Any]], Any] | None = None,
     ) -> None:
         if str(consumer_config.get("enable.auto.commit", "false")).lower() == "true":
@@ -103,6 +105,7 @@ class DebeziumReader(Reader):
         self.idle_tick_s = idle_tick_s
         self.assignment_wait_s = assignment_wait_s
         self.broker_down_limit_s = broker_down_limit_s
+        self.connect_timeout_s = connect_timeout_s
         self._factory = consumer_factory
         self.reset = str(self.consumer_config.get("auto.offset.reset", "latest")).lower()
         self._consumer: Any = None
@@ -117,6 +120,7 @@ class DebeziumReader(Reader):
         self._assignments = 0
         self._error: CdcError | None = None
         self._down_since: float | None = None
+        self._broker_error: str | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     def open(self) -> None:
@@ -127,16 +131,30 @@ class DebeziumReader(Reader):
             self.provision()
         self._error, self._down_since = None, None
         self._positions, self._assigned, self._assignments = {}, set(), 0
-        try:
-            self._consumer = self._make_consumer({**self.consumer_config, "error_cb": self._on_error})
-            metadata = self._consumer.list_topics(timeout=10)
-        except KafkaException as exc:
-            self._close_consumer()
-            raise CdcError(
-                ErrorKind.CONNECTION,
-                f"cannot reach Kafka at {self.consumer_config.get('bootstrap.servers')}: {exc}",
-                "check bootstrap_servers (--bootstrap) and the security settings",
-            ) from exc
+        self._broker_error = None
+        settings = {**self.consumer_config, "error_cb": self._on_error}
+        if self._factory is None:
+            settings = with_logger(settings)  # librdkafka's lines go to our log, not raw to stderr
+        self._consumer = self._make_consumer(settings)
+        deadline = time.monotonic() + self.connect_timeout_s
+        while True:
+            try:
+                metadata = self._consumer.list_topics(timeout=min(1.0, self.connect_timeout_s))
+                break
+            except KafkaException as exc:
+                # poll() serves error_cb: once every bootstrap broker has refused, fail now, not at
+                # the timeout (tail exits with one line; run retries with backoff).
+                self._consumer.poll(0)
+                if self._down_since is None and time.monotonic() < deadline and not self._stop.is_set():
+                    continue
+                self._close_consumer()
+                reason = self._broker_error or str(exc.args[0].str() if exc.args else exc)
+                self._error, self._down_since = None, None
+                raise CdcError(
+                    ErrorKind.CONNECTION,
+                    f"cannot reach Kafka at {self.consumer_config.get('bootstrap.servers')}: {reason}",
+                    "check bootstrap_servers (--bootstrap) and the security settings",
+                ) from exc
         self._cluster_id = metadata.cluster_id or str(self.consumer_config.get("bootstrap.servers"))
         self.dead_letter.open()
 
@@ -249,6 +267,10 @@ class DebeziumReader(Reader):
         code = err.code()
         if code == KafkaError._ALL_BROKERS_DOWN:
             self._down_since = self._down_since or time.monotonic()
+        elif code in (KafkaError._TRANSPORT, KafkaError._RESOLVE):
+            # "host:port/bootstrap: Connect to ipv4#host:port failed: Connection refused (after 0ms ...)"
+            self._broker_error = err.str().split(" (after ")[0]
+            log.debug("kafka client error", error=err.str())
         elif err.fatal() or code in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
             kind = ErrorKind.AUTH if "AUTH" in err.name() else ErrorKind.INTERNAL
             self._error = CdcError(kind, f"Kafka client error: {err.str()}", "check the security settings")

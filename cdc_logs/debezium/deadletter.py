@@ -140,7 +140,9 @@ class KafkaDeadLetter(DeadLetter):
     def open(self) -> None:
         from confluent_kafka import Producer
 
-        self._producer = Producer(self.producer_config)
+        from cdc_logs.kafka_logging import with_logger
+
+        self._producer = Producer(with_logger(self.producer_config))
 
     def send(self, record: DeadRecord) -> None:
         if self._producer is None:

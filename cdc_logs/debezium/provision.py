@@ -32,9 +32,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from cdc_logs.config import interpolate, yaml_error_message
+from cdc_logs.config import interpolate, read_yaml
 from cdc_logs.debezium.connect import ConnectClient, ConnectError
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.redact import is_provider_reference, is_secret_key, mask_value, register_config
@@ -130,14 +128,8 @@ def parse_connectors(
 
 
 def load_connectors(path: str | Path, env: Mapping[str, str] | None = None) -> ConnectorsFile:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise CdcError(ErrorKind.CONFIG, f"cannot read {path}: {exc.strerror}", "check the -f path") from exc
-    except yaml.YAMLError as exc:
-        raise CdcError(ErrorKind.CONFIG, yaml_error_message(path, exc), "fix the YAML syntax") from None
-    return parse_connectors(data, env, str(path))
+    # The pipeline config's limits apply: size, UTF-8, YAML aliases; errors never quote the file.
+    return parse_connectors(read_yaml(path, "-f"), env, str(path))
 
 
 # -- plan ------------------------------------------------------------------------------------------

@@ -137,7 +137,9 @@ class KafkaSink(Sink):
         from confluent_kafka import KafkaException, Producer
 
         try:
-            self._producer = Producer(self._conf)
+            from cdc_logs.kafka_logging import with_logger
+
+            self._producer = Producer(with_logger(self._conf))
             # Fails fast on a wrong address or credentials instead of at the first batch's timeout.
             self._producer.list_topics(timeout=self.open_timeout_s)
         except KafkaException as exc:

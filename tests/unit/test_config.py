@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -633,3 +634,121 @@ def test_json_schema_lists_source_and_destination_types() -> None:
     )
     sync = schema["$defs"]["SyncConfig"]["properties"]["mode"]
     assert set(sync["enum"]) == {"one_time", "continuous", "cron"}
+
+
+# -- hostile files: size, encoding, alias bombs ------------------------------------------------------
+BILLION_LAUGHS = "".join(
+    [
+        'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n',
+        *(
+            f"{cur}: &{cur} [{','.join([f'*{prev}'] * 9)}]\n"
+            for prev, cur in zip("abcdefgh", "bcdefghi", strict=True)
+        ),
+    ]
+)
+
+
+def test_billion_laughs_is_refused_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.yaml"
+    path.write_text(BILLION_LAUGHS)
+    started = time.monotonic()
+    with pytest.raises(CdcError) as info:
+        load_config(path, env={})
+    assert time.monotonic() - started < 1.0
+    assert info.value.kind is ErrorKind.CONFIG
+    assert "expands to more than 1,000,000 values" in info.value.message
+
+
+def test_an_alias_inside_its_own_anchor_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(CdcError) as info:
+        load_config(write(tmp_path, "name: &n [a, *n]\n"), env={})
+    assert info.value.kind is ErrorKind.CONFIG
+    assert "refers to itself" in info.value.message
+
+
+def test_aliases_below_the_bound_still_work(tmp_path: Path) -> None:
+    text = """
+    source: {type: sqlite, path: app.db, tables: &tables [users, orders]}
+    destination: {type: stdout}
+    plugins:
+      transformers:
+        - {type: filter, params: {include_tables: *tables}}
+    """
+    cfg = load_config(write(tmp_path, text), env={})
+    assert cfg.plugins.transformers[0].params["include_tables"] == ["users", "orders"]
+
+
+def test_deep_nesting_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(CdcError) as info:
+        load_config(write(tmp_path, "a: " + "[" * 100_000 + "]" * 100_000 + "\n"), env={})
+    assert info.value.kind is ErrorKind.CONFIG
+
+
+def test_a_file_over_the_size_cap_is_refused_without_reading_it(tmp_path: Path) -> None:
+    path = tmp_path / "huge.yaml"
+    with path.open("wb") as fh:
+        fh.truncate(50 * 1024 * 1024)  # sparse: 50 MB of NULs, no disk used
+    started = time.monotonic()
+    with pytest.raises(CdcError) as info:
+        load_config(path, env={})
+    assert time.monotonic() - started < 1.0
+    assert info.value.kind is ErrorKind.CONFIG
+    assert "too large (52,428,800 bytes; the limit is 10,485,760)" in info.value.message
+
+
+def test_a_config_that_is_not_utf8_names_the_byte(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(MINIMAL.replace("app.db", "caf\u00e9.db").encode("latin-1"))
+    with pytest.raises(CdcError) as info:
+        load_config(path, env={})
+    assert info.value.kind is ErrorKind.CONFIG
+    assert "is not UTF-8 text: byte 0xe9 at line 4, column 12" in info.value.message
+
+
+def test_a_utf8_bom_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "bom.yaml"
+    path.write_bytes(b"\xef\xbb\xbf" + MINIMAL.encode())
+    assert load_config(path, env={}).all_sources()[0].type == "sqlite"
+
+
+@pytest.mark.parametrize(
+    ("source", "field", "problem"),
+    [
+        ("{type: pg, dsn: 'host=h port=notaport password=s3cret', tables: [public.t]}", "source.dsn", "port"),
+        (
+            "{type: pg, dsn: 'postgresql://u:s3cret@h/db?sslmode=bogus', tables: [public.t]}",
+            "source.dsn",
+            "sslmode",
+        ),
+        ("{type: poll, url: 'postgresql+psycopg://u:s3cret@h:notaport/db', table: t}", "source.url", "port"),
+        (
+            "{type: debezium, bootstrap_servers: 'h:notaport', topic_prefix: p}",
+            "source.bootstrap_servers",
+            "port",
+        ),
+        (
+            "{type: debezium, bootstrap_servers: 'h:9092', topic_prefix: p, "
+            "connect_url: 'http://u:s3cret@h:notaport'}",
+            "source.connect_url",
+            "port",
+        ),
+    ],
+    ids=["pg-port", "pg-sslmode", "poll-port", "bootstrap-port", "connect-url-port"],
+)
+def test_connection_strings_are_checked_without_echoing_them(
+    tmp_path: Path, source: str, field: str, problem: str
+) -> None:
+    text = f"source: {source}\ndestination: {{type: stdout}}\n"
+    with pytest.raises(CdcError) as info:
+        load_config(write(tmp_path, text), env={})
+    assert info.value.kind is ErrorKind.CONFIG
+    assert f"{field}: " in info.value.message and problem in info.value.message
+    assert "s3cret" not in str(info.value) and "notaport" not in str(info.value)
+
+
+def test_offsets_dsn_is_checked_without_echoing_it(tmp_path: Path) -> None:
+    text = MINIMAL + "offsets: {type: postgres, dsn: 'host=h port=99999 password=s3cret'}\n"
+    with pytest.raises(CdcError) as info:
+        load_config(write(tmp_path, text), env={})
+    assert "offsets.dsn: the Postgres DSN's port is not valid" in info.value.message
+    assert "s3cret" not in str(info.value)

@@ -301,3 +301,44 @@ def test_build_maps_security_settings() -> None:
     tail = build_reader(source, "tail", temporary=True)
     assert isinstance(tail, DebeziumReader) and not tail.commit_offsets
     assert str(tail.consumer_config["group.id"]).startswith("cdc-logs-tail-")
+
+
+class DeadBrokers(FakeConsumer):
+    """Kafka unreachable: metadata requests time out; poll() serves error_cb as librdkafka does."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.metadata_calls = 0
+
+    def list_topics(self, timeout: float) -> Metadata:
+        from confluent_kafka import KafkaError, KafkaException
+
+        self.metadata_calls += 1
+        time.sleep(min(timeout, 0.05))
+        raise KafkaException(KafkaError(KafkaError._TRANSPORT, "Failed to get metadata"))
+
+    def poll(self, timeout: float) -> Message | None:
+        from confluent_kafka import KafkaError
+
+        on_error = self.settings["error_cb"]
+        on_error(
+            KafkaError(
+                KafkaError._TRANSPORT, "k:9092/bootstrap: Connect to ipv4#k:9092 failed: x (after 0ms)"
+            )
+        )
+        on_error(KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
+        return None
+
+
+def test_dead_brokers_fail_open_at_once_with_the_broker_error() -> None:
+    consumer = DeadBrokers()
+    started = time.monotonic()
+    with pytest.raises(CdcError) as info:
+        _reader(consumer, connect_timeout_s=30)
+    assert time.monotonic() - started < 2, "not after the metadata timeout"
+    assert consumer.metadata_calls == 1 and consumer.closed
+    assert info.value.kind is ErrorKind.CONNECTION  # retried by `run`; `tail` stops at once
+    assert (
+        info.value.message
+        == "cannot reach Kafka at k:9092: k:9092/bootstrap: Connect to ipv4#k:9092 failed: x"
+    )

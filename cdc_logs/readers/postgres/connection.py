@@ -37,6 +37,7 @@ from cdc_logs.dsn import suggest, url_problem, without_quoted
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.observability.redact import redact
+from cdc_logs.pg_conninfo import check_pg_conninfo, libpq_option, option_message
 from cdc_logs.position import format_lsn
 from cdc_logs.readers.postgres.walproto import Keepalive, XLogData, parse_copy_data, standby_status_update
 
@@ -128,6 +129,11 @@ def map_error(exc: BaseException, doing: str, dsn: str | None = None) -> CdcErro
     text = redact(str(exc).strip().replace("\n", " "))
     where = f" ({redact(dsn)})" if dsn else ""
     message = f"postgres: {doing}{where}: {text}"
+    option = libpq_option(text) if isinstance(exc, psycopg.OperationalError) and not state else None
+    if option is not None:  # libpq refused an option value before connecting: a typo, not an outage
+        return CdcError(
+            ErrorKind.CONFIG, option_message(option), "fix the DSN (--dsn, or dsn: in the config)"
+        )
     if state in ("28P01", "28000") or "password authentication failed" in text:
         return CdcError(ErrorKind.AUTH, message, "check the user and password in the DSN and pg_hba.conf")
     if state == "42501" or "must be superuser or replication role" in text:
@@ -180,6 +186,7 @@ def connect(
 ) -> psycopg.Connection[Any]:
     """An autocommit connection with the session settings the converters need."""
     params = parse_conninfo(dsn)
+    check_pg_conninfo(dsn)  # a bad value is a CONFIG error here, not a retried connection failure
     merged = " ".join(o for o in (str(params.get("options") or ""), SESSION_OPTIONS, options) if o)
     kwargs: dict[str, Any] = {"autocommit": True, "options": merged}
     kwargs.setdefault("application_name", params.get("application_name") or application_name)
