@@ -41,7 +41,7 @@ def url_problem(
     """
     scheme, sep, rest = url.partition("://")
     if not sep:
-        return f"the {what} is not a URL: it has no `scheme://`"
+        return f"the {what} is not a URL: it has no scheme://"
     if not _SCHEME.match(scheme):
         return f"the {what}'s scheme is not valid (letters, digits, '+', '-' and '.')"
     if schemes is not None and scheme.split("+")[0].lower() not in schemes:
@@ -54,6 +54,8 @@ def url_problem(
         return f"the {what}'s user or password contains a character that ends it early: {_ENCODE_HINT}"
     if strict_escapes and "@" in userinfo:
         return f"the {what}'s password contains '@': {_ENCODE_HINT}"
+    if not database and not _first_host(hostport):
+        return f"the {what} has no host"
     problem = _hosts_problem(hostport, what)
     if problem:
         return problem
@@ -73,6 +75,13 @@ def _escape_problem(what: str, part: str) -> str:
         f"the {what}'s {part} has an invalid percent-encoding: '%' must be followed by two hex digits "
         "(write a literal '%' as %25)"
     )
+
+
+def _first_host(hostport: str) -> str:
+    first = hostport.split(",")[0]
+    if first.startswith("["):
+        return first[1:].partition("]")[0]
+    return first.partition(":")[0]
 
 
 def _hosts_problem(hostport: str, what: str) -> str | None:
@@ -125,7 +134,7 @@ def check_bootstrap(value: str) -> str:
         )
     problem = bootstrap_problem(value)
     if problem:
-        raise ValueError(f"bootstrap servers: {problem}")
+        raise ValueError(problem)
     return value
 
 

@@ -328,7 +328,9 @@ CASES = [
         "connect-url-port",
         "`debezium connectors list --connect-url http://host:notaport`",
         2,
-        "error: config: the Kafka Connect URL is not valid: its port must be a number from 1 to 65535",
+        "error: config: the Kafka Connect URL's port is not a number from 1 to 65535 (if the password "
+        "contains '/', '?' or '#': percent-encode '/', '?', '#', '@' and ':' in the user and password "
+        "(%2F, %3F, %23, %40, %3A))",
         lambda d: [
             "debezium",
             "connectors",
@@ -341,7 +343,7 @@ CASES = [
         "connect-url-scheme",
         "`debezium connectors list --connect-url connect:8083`",
         2,
-        "error: config: the Kafka Connect URL is not valid: it must start with http:// or https://",
+        "error: config: the Kafka Connect URL is not a URL: it has no scheme://",
         lambda d: ["debezium", "connectors", "list", "--connect-url", "127.0.0.1:8083"],
     ),
     Case(

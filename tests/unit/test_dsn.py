@@ -100,7 +100,7 @@ def test_check_url_rejects_what_clients_choke_on(url: str) -> None:
 
 
 def test_url_problem_without_scheme_and_bootstrap() -> None:
-    assert url_problem("h:5432/db", what="DSN") == "the DSN is not a URL: it has no `scheme://`"
+    assert url_problem("h:5432/db", what="DSN") == "the DSN is not a URL: it has no scheme://"
     with pytest.raises(ValueError, match="without credentials"):
         check_bootstrap(f"u:{PW}@h:9092")
     assert check_bootstrap("h1:9092,h2:9092") == "h1:9092,h2:9092"
