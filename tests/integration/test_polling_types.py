@@ -689,8 +689,8 @@ def mariadb_cases() -> list[Case]:
             ),
             Case(
                 "enum",
-                "ENUM('a','b','c d') CHARACTER SET utf8mb4",
-                ["'a'", "'c d'", "''"],
+                "ENUM('a','b','c d','😀') CHARACTER SET utf8mb4",
+                ["'a'", "'c d'", _sq("😀"), "''"],
                 _utf8_hex,
                 ("string", "io.debezium.data.Enum"),
                 AS_UTF8,
