@@ -146,7 +146,7 @@ def ensure_triggers(conn: sqlite3.Connection, table: str, path: str) -> TableInf
         log.info("sqlite capture triggers installed", table=info.name, columns=list(info.columns))
     else:
         log.warning(
-            "sqlite capture triggers reinstalled: the table's columns changed",
+            "sqlite capture triggers reinstalled: the table's columns (or cdc-logs' trigger code) changed",
             table=info.name,
             columns=list(info.columns),
         )
