@@ -19,6 +19,7 @@ from cdc_logs.dsn import sqlalchemy_url
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.redact import redact
 from cdc_logs.pg_conninfo import libpq_option, option_message
+from cdc_logs.readers.sqlite.connection import lenient_text
 
 _URL_FORM = "dialect+driver://user:password@host:port/database, e.g. sqlite:///app.db"
 # Driver errors that mean the login was refused (not that the server is away): psycopg, PyMySQL.
@@ -70,7 +71,7 @@ def database_name(url: sa.URL) -> str:
 def create_engine(url: sa.URL) -> Engine:
     try:
         # pre_ping: a pooled connection dropped by the server is replaced instead of failing a poll.
-        return sa.create_engine(url, pool_pre_ping=True)
+        engine = sa.create_engine(url, pool_pre_ping=True)
     except sa_exc.NoSuchModuleError as exc:
         raise CdcError(
             ErrorKind.CONFIG,
@@ -83,6 +84,38 @@ def create_engine(url: sa.URL) -> Engine:
             f"the database driver for {url.drivername!r} is not installed ({exc})",
             "install the driver extra, e.g. pip install 'cdc-logs[pg]' or 'cdc-logs[mysql]'",
         ) from exc
+    backend = url.get_backend_name()
+    if backend == "postgresql":
+        sa.event.listen(engine, "connect", _postgres_session)
+    elif backend == "sqlite":
+        sa.event.listen(engine, "connect", _sqlite_session)
+    return engine
+
+
+#: The text formats columns.py decodes (dates, intervals, bytea), whatever the server's defaults.
+_POSTGRES_SETTINGS = (
+    "SET DateStyle = 'ISO, MDY'",
+    "SET IntervalStyle = 'postgres'",
+    "SET bytea_output = 'hex'",
+)
+
+
+def _postgres_session(dbapi_conn: Any, _record: Any) -> None:
+    autocommit = dbapi_conn.autocommit
+    dbapi_conn.autocommit = True
+    cursor = dbapi_conn.cursor()
+    try:
+        for statement in _POSTGRES_SETTINGS:
+            cursor.execute(statement)
+    finally:
+        cursor.close()
+        dbapi_conn.autocommit = autocommit
+
+
+def _sqlite_session(dbapi_conn: Any, _record: Any) -> None:
+    # TEXT that is not UTF-8 (SQLite stores any bytes) comes back as InvalidText instead of failing
+    # the whole query: that row goes to the dead-letter file.
+    dbapi_conn.text_factory = lenient_text
 
 
 def check_connect(engine: Engine) -> None:

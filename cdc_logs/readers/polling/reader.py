@@ -33,6 +33,7 @@ from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.position import Position, Watermark
 from cdc_logs.readers.base import Reader, StreamItem, idle_pause
+from cdc_logs.readers.polling.columns import BadValue
 from cdc_logs.readers.polling.connection import (
     check_connect,
     create_engine,
@@ -156,7 +157,9 @@ class PollingReader(Reader):
             with engine.connect() as conn:
                 self._plans = [build_plan(conn, spec) for spec in self.specs]
             db = engine.url.database or ""
-            self._shapes = {p.label: RowShape(db, p.schema, p.table, p.source, p.key) for p in self._plans}
+            self._shapes = {
+                p.label: RowShape(db, p.schema, p.table, p.source, p.key, p.reads) for p in self._plans
+            }
             for plan in self._plans:
                 if self.safety_lag_s > 0 and plan.ts is not None and not plan.ts_is_datetime:
                     raise CdcError(
@@ -298,7 +301,7 @@ class PollingReader(Reader):
         shape = self._shapes[plan.label]
         try:
             values = shape.encode(row)
-        except (ValueError, TypeError, OverflowError, UnicodeError) as exc:
+        except (ValueError, TypeError, OverflowError, UnicodeError) as exc:  # BadValue: a column's
             return self._undecodable(plan, row, exc, boundary, group)
         if boundary:
             self._groups.pop(plan.label, None)
@@ -320,7 +323,8 @@ class PollingReader(Reader):
             group[1] += 1
             position = Watermark(self._server, group[0], table=plan.label, event=group[1])
         raw = repr(row).encode("utf-8", "backslashreplace")
-        return Undecodable(position, plan.label, type(exc).__name__, boundary=boundary, raw=raw)
+        reason = str(exc) if isinstance(exc, BadValue) else type(exc).__name__  # BadValue: no data
+        return Undecodable(position, plan.label, reason, boundary=boundary, raw=raw)
 
     def _pause(self, next_tick: float) -> Generator[None, None, float]:
         return idle_pause(self._stop, self.poll_interval_s, self.idle_tick_s, next_tick)

@@ -2,15 +2,20 @@
 
 Row values keep SQLite's storage classes: INTEGER -> int, REAL -> float, TEXT -> str, BLOB -> bytes,
 NULL -> None, both for trigger-recorded changes (decoded from the triggers' JSON, see triggers.py)
-and for snapshot rows (read directly), so a row reads the same whichever way it arrived.
+and for snapshot rows (read directly), so a row reads the same whichever way it arrived. Two REALs
+are not JSON numbers: the infinities become the strings "Infinity" / "-Infinity", as every reader
+writes them (Jackson's spelling), and a negative zero is 0.0 (the triggers see the value as SQLite
+prints it, and SQLite prints no sign on a zero). SQLite stores no NaN (it becomes NULL).
 
-The key is the primary key; tables without one are keyed by rowid (`{"rowid": n}`). An UPDATE that
+The key is the primary key; tables without one are keyed by rowid (`{"rowid": n}`; `_rowid_` or `oid`
+when the table has a column named "rowid", so the key never contradicts the row). An UPDATE that
 changes the key is emitted as a delete of the old key followed by a create of the new one, as
 Debezium does, so sinks that apply rows by key do not keep the old row.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +32,9 @@ from cdc_logs.schema import TableSchema
 _OPS = {"c": Op.CREATE, "u": Op.UPDATE, "d": Op.DELETE}
 
 
+_INFINITIES = {"Inf": "Infinity", "-Inf": "-Infinity"}
+
+
 def decode_value(value: Any) -> Any:
     """Undo the triggers' tagged encodings: ["x", hex] -> bytes, ["f", text] -> float."""
     if isinstance(value, list) and len(value) == 2:
@@ -34,7 +42,16 @@ def decode_value(value: Any) -> Any:
         if tag == "x":
             return bytes.fromhex(text)
         if tag == "f":
-            return float(text)  # also parses SQLite's "Inf" / "-Inf"
+            return _INFINITIES.get(text) or float(text)
+    return value
+
+
+def real_value(value: float) -> float | str:
+    """A REAL read directly (snapshot), as the triggers record it: infinities as strings, no -0.0."""
+    if value == 0.0:
+        return 0.0
+    if value in (math.inf, -math.inf):
+        return "Infinity" if value > 0 else "-Infinity"
     return value
 
 
@@ -62,7 +79,9 @@ def key_of(info: TableInfo | None, row: dict[str, Any] | None, rowid: int | None
         return None
     if info is not None and info.key:
         return {col: row.get(col) for col in info.key}
-    return {"rowid": rowid} if rowid is not None else None
+    if rowid is None:
+        return None
+    return {info.rowid if info is not None and info.rowid else "rowid": rowid}
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +186,7 @@ class EventFactory:
         """A snapshot row (op "r"). Only the last one is a boundary: resuming from a position taken
         mid-snapshot would skip the rest of the snapshot, so the pipeline must not commit one."""
         source = self._source(info.name, now_ms(), marker, {})
+        row = {k: real_value(v) if isinstance(v, float) else v for k, v in row.items()}
         return ChangeEvent(
             Op.READ,
             source,
