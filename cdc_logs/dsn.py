@@ -54,7 +54,7 @@ def url_problem(
         return f"the {what}'s user or password contains a character that ends it early: {_ENCODE_HINT}"
     if strict_escapes and "@" in userinfo:
         return f"the {what}'s password contains '@': {_ENCODE_HINT}"
-    if not database and not _first_host(hostport):
+    if not database and not _first_host(hostport) and not scheme.lower().startswith(("sqlite", "file")):
         return f"the {what} has no host"
     problem = _hosts_problem(hostport, what)
     if problem:

@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import typer
 
-from cdc_logs.config import json_schema, load_config
+from cdc_logs.configfile import json_schema, load_config
 from cdc_logs.extras import check_destination
 from cdc_logs.observability.redact import redact
 

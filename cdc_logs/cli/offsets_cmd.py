@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cdc_logs.build import build_offsets, lock_pipeline, source_name
-from cdc_logs.config import load_config
+from cdc_logs.configfile import load_config
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.redact import redact
 from cdc_logs.offsets.base import StoredOffset, decode_problem

@@ -14,71 +14,17 @@ from types import FrameType
 
 import typer
 
-from cdc_logs.build import build_offsets, build_pipeline_parts, lock_pipeline
-from cdc_logs.config import HealthConfig, PipelineConfig, load_config
+from cdc_logs.build import health_thresholds, lock_pipeline, make_pipeline
+from cdc_logs.config import PipelineConfig
+from cdc_logs.configfile import load_config
 from cdc_logs.observability import health
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.observability.metrics import Metrics
-from cdc_logs.observability.status import HealthThresholds, PipelineStatus
-from cdc_logs.pipeline import BatchPolicy, FanoutPolicy, Pipeline
-from cdc_logs.retry import RetryPolicy
+from cdc_logs.observability.status import PipelineStatus
+from cdc_logs.pipeline import Pipeline
 from cdc_logs.schedule import CronSchedule
 
 log = get_logger(__name__)
-
-
-def make_pipeline(
-    cfg: PipelineConfig,
-    *,
-    metrics: Metrics,
-    stop_when_idle: bool,
-    limit: int | None = None,
-    status: PipelineStatus | None = None,
-) -> Pipeline:
-    parts = build_pipeline_parts(cfg)
-    sync = cfg.sync
-    return Pipeline(
-        cfg.name,
-        parts["readers"],
-        parts["sinks"],
-        build_offsets(cfg.offsets, cfg.name),
-        transforms=parts["transforms"],
-        batch=BatchPolicy(sync.batch.max_events, sync.batch.max_bytes, sync.batch.max_wait_ms / 1000),
-        retry=RetryPolicy(
-            sync.retry.max_attempts, sync.retry.initial_backoff_ms / 1000, sync.retry.max_backoff_ms / 1000
-        ),
-        queue_size=sync.queue_size,
-        limit=limit,
-        stop_when_idle=stop_when_idle,
-        metrics=metrics,
-        fanout=_fanout_policy(cfg),
-        dead_letter_dir=_dead_letter_dir(cfg),
-        status=status,
-    )
-
-
-def health_thresholds(health: HealthConfig) -> HealthThresholds:
-    return HealthThresholds(
-        sink_stall_s=health.sink_stall_ms / 1000,
-        dead_letter_window_s=health.dead_letter_window_ms / 1000,
-        source_stall_s=health.source_stall_ms / 1000,
-        stuck_s=health.stuck_after_ms / 1000,
-    )
-
-
-def _fanout_policy(cfg: PipelineConfig) -> FanoutPolicy | None:
-    fan = cfg.sync.fanout
-    if fan.enabled is False or (fan.enabled == "auto" and len(cfg.all_destinations()) < 2):
-        return None
-    spool = fan.spool_dir or str(Path(".cdc-logs") / f"{cfg.name}.spool")
-    return FanoutPolicy(spool, fan.max_spool_bytes, fan.max_memory_bytes)
-
-
-def _dead_letter_dir(cfg: PipelineConfig) -> str | None:
-    dead = cfg.sync.dead_letters
-    if not dead.enabled:
-        return None
-    return dead.dir or cfg.sync.fanout.dead_letter_dir or str(Path(".cdc-logs") / f"{cfg.name}.deadletter")
 
 
 def run(

@@ -15,10 +15,12 @@ import typer
 
 from cdc_logs.build import build_reader, source_name
 from cdc_logs.cli.progress import show_snapshot_progress
-from cdc_logs.config import PolledTableConfig, PollSourceConfig, PostgresSourceConfig, SqliteSourceConfig
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.offsets.memory import MemoryOffsetStore
 from cdc_logs.pipeline import BatchPolicy, Pipeline
+from cdc_logs.readers.polling.config import PolledTableConfig, PollSourceConfig
+from cdc_logs.readers.postgres.config import PostgresSourceConfig
+from cdc_logs.readers.sqlite.config import SqliteSourceConfig
 from cdc_logs.sinks.stdout import StdoutSink
 
 SOURCES = ("pg", "sqlite", "poll", "mariadb", "mysql", "debezium")
@@ -161,7 +163,7 @@ def _source_config(
 ) -> Any:
     from pydantic import ValidationError
 
-    from cdc_logs.config import format_validation_error
+    from cdc_logs.configfile import format_validation_error
 
     try:
         if source == "debezium":
@@ -173,7 +175,7 @@ def _source_config(
                 type="pg", dsn=dsn, tables=tables, slot=slot, publication=publication, snapshot=snapshot
             )
         if source in ("mariadb", "mysql"):  # binlog: a random server_id, tail keeps no position
-            from cdc_logs.config import MysqlSourceConfig
+            from cdc_logs.readers.mysql.config import MysqlSourceConfig
 
             return MysqlSourceConfig(type=source, dsn=dsn, tables=tables, snapshot=snapshot)
         if source == "sqlite":

@@ -32,7 +32,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from cdc_logs.config import interpolate, read_yaml
+from cdc_logs.configfile import interpolate, read_yaml
 from cdc_logs.debezium.connect import ConnectClient, ConnectError
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.redact import is_provider_reference, is_secret_key, mask_value, register_config

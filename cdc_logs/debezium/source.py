@@ -17,7 +17,7 @@ from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.logging import get_logger
 
 if TYPE_CHECKING:
-    from cdc_logs.config import DebeziumSourceConfig
+    from cdc_logs.debezium.config import DebeziumSourceConfig
 
 log = get_logger(__name__)
 
@@ -107,7 +107,7 @@ def tail_config(
     from_beginning: bool,
 ) -> DebeziumSourceConfig:
     """The source config behind `cdc-logs tail --source debezium` (a throwaway group, no commits)."""
-    from cdc_logs.config import DeadLetterConfig, DebeziumSourceConfig
+    from cdc_logs.debezium.config import DeadLetterConfig, DebeziumSourceConfig
 
     if not bootstrap:
         raise CdcError(

@@ -14,8 +14,12 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Literal
 
+from pydantic import Field
+
+from cdc_logs import registry
+from cdc_logs.configmodel import SinkConfigBase
 from cdc_logs.envelope import ChangeEvent
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.sinks.base import Sink
@@ -139,3 +143,18 @@ class FileSink(Sink):
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+
+# -- config ----------------------------------------------------------------------------------------
+class FileSinkConfig(SinkConfigBase):
+    type: Literal["file"]
+    path: str
+    max_bytes: int = Field(256 * 1024 * 1024, ge=1024, description="rotate when the file would exceed this")
+    max_files: int | None = Field(None, ge=0, description="rotated segments to keep (default: all)")
+    fsync: bool = True
+
+
+@registry.sink(FileSinkConfig, capabilities={"log", "ordered"})
+def build(cfg: FileSinkConfig, ctx: registry.BuildContext) -> FileSink:
+    name = cfg.name or cfg.type
+    return FileSink(cfg.path, max_bytes=cfg.max_bytes, max_files=cfg.max_files, fsync=cfg.fsync, name=name)

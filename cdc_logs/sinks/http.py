@@ -28,10 +28,13 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
+from pydantic import Field, SecretStr
 
+from cdc_logs import registry
+from cdc_logs.configmodel import SinkConfigBase, secret
 from cdc_logs.envelope import ChangeEvent
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.logging import get_logger
@@ -51,7 +54,7 @@ class HttpSink(Sink):
         url: str,
         *,
         method: str = "POST",
-        format: str = "json",
+        body_format: str = "json",
         headers: Mapping[str, str] | None = None,
         secret: str | None = None,
         signature_header: str = "X-CDC-Signature",
@@ -64,11 +67,11 @@ class HttpSink(Sink):
         dead_letter_path: str | Path | None = None,
         name: str = "http",
     ) -> None:
-        if format not in ("json", "ndjson"):
-            raise CdcError(ErrorKind.CONFIG, f"http format must be json or ndjson, got {format!r}")
+        if body_format not in ("json", "ndjson"):
+            raise CdcError(ErrorKind.CONFIG, f"http format must be json or ndjson, got {body_format!r}")
         self.url = url
         self.method = method.upper()
-        self.format = format
+        self.format = body_format
         self.headers = dict(headers or {})
         self._secret = secret.encode() if secret else None
         self.signature_header = signature_header
@@ -208,3 +211,43 @@ def _retry_after(value: str | None, default: float, cap: float) -> float:
         return min(cap, max(0.0, float(value))) if value else default
     except ValueError:
         return default
+
+
+# -- config ----------------------------------------------------------------------------------------
+class HttpSinkConfig(SinkConfigBase):
+    """Webhook: batched, signed POSTs with retries and a dead-letter file."""
+
+    type: Literal["http", "webhook"]
+    url: str
+    method: Literal["POST", "PUT"] = "POST"
+    body_format: Literal["json", "ndjson"] = Field("json", alias="format")
+    headers: dict[str, str] = Field(default_factory=dict)
+    secret: SecretStr | None = Field(None, description="HMAC-SHA256 key for the signature header")
+    signature_header: str = "X-CDC-Signature"
+    timeout_s: float = Field(10.0, gt=0)
+    max_attempts: int = Field(5, ge=1, description="tries per request on 5xx/408/429/timeouts")
+    initial_backoff_ms: int = Field(500, ge=1)
+    max_backoff_ms: int = Field(10_000, ge=1)
+    max_events_per_request: int | None = Field(None, ge=1)
+    rejected_attempts: int = Field(1, ge=1, description="tries on another 4xx before dead-lettering")
+    dead_letter_path: str | None = Field(None, description="JSON lines of refused events; unset = stop")
+
+
+@registry.sink(HttpSinkConfig, capabilities={"log", "ordered", "dedup_ids"})
+def build(cfg: HttpSinkConfig, ctx: registry.BuildContext) -> HttpSink:
+    return HttpSink(
+        cfg.url,
+        method=cfg.method,
+        body_format=cfg.body_format,
+        headers=cfg.headers,
+        secret=secret(cfg.secret),
+        signature_header=cfg.signature_header,
+        timeout_s=cfg.timeout_s,
+        max_attempts=cfg.max_attempts,
+        initial_backoff_s=cfg.initial_backoff_ms / 1000,
+        max_backoff_s=cfg.max_backoff_ms / 1000,
+        max_events_per_request=cfg.max_events_per_request,
+        rejected_attempts=cfg.rejected_attempts,
+        dead_letter_path=cfg.dead_letter_path,
+        name=cfg.name or cfg.type,
+    )

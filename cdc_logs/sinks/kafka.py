@@ -23,10 +23,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from cdc_logs import registry
+from cdc_logs.configmodel import TOPIC_TEMPLATE, SinkConfigBase, secret
 from cdc_logs.envelope import ChangeEvent, Op, dumps
 from cdc_logs.errors import CdcError, ErrorKind
+from cdc_logs.extras import need
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.observability.redact import redact
 from cdc_logs.sinks.base import Sink
@@ -89,7 +94,7 @@ class KafkaSink(Sink):
         topic_template: str = DEBEZIUM_TOPIC,
         prefix: str | None = None,
         key_field: str | None = None,
-        compression: str = "none",
+        compression_type: str = "none",
         tombstones_on_delete: bool = True,
         headers: bool = True,
         delivery_timeout_ms: int = 30_000,
@@ -120,7 +125,7 @@ class KafkaSink(Sink):
         self.name = name
         self._conf: dict[str, Any] = {
             "bootstrap.servers": bootstrap_servers,
-            "compression.type": compression,
+            "compression.type": compression_type,
             "linger.ms": linger_ms,
             "delivery.timeout.ms": delivery_timeout_ms,
             # murmur2 is the Java client's hash: same key -> same partition as Debezium's producer.
@@ -240,3 +245,104 @@ class KafkaSink(Sink):
         return CdcError(
             ErrorKind.SINK_TRANSIENT, text, "the batch is retried; check the brokers if it persists"
         )
+
+
+# -- config ----------------------------------------------------------------------------------------
+class KafkaSinkConfig(SinkConfigBase):
+    """Kafka producer: Debezium-shaped JSON (or Avro with a schema registry)."""
+
+    type: Literal["kafka"]
+    bootstrap_servers: str
+    topic: str | None = Field(None, description="one fixed topic for every table (overrides topic_template)")
+    topic_template: str = Field(TOPIC_TEMPLATE, description="topic per table; Debezium's naming by default")
+    prefix: str | None = Field(None, description="{prefix} in templates (default: the pipeline name)")
+    key_field: str | None = Field(None, description="key by this column instead of the primary key")
+    partition_strategy: str = Field("hash", description="hash (by key): the only order-preserving choice")
+    compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
+    tombstones_on_delete: bool = True
+    headers: bool = Field(True, description="op and source position as record headers")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] | None = None
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: str | None = None
+    delivery_timeout_ms: int = Field(30_000, ge=1000)
+    linger_ms: int = Field(5, ge=0)
+    producer_config: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="extra librdkafka settings (enable.idempotence and acks are fixed)"
+    )
+    message_format: Literal["json", "avro"] | None = Field(
+        None, alias="format", description="json, or avro (default when schema_registry_url is set)"
+    )
+    schema_registry_url: str | None = None
+    schema_registry_username: str | None = None
+    schema_registry_password: SecretStr | None = None
+    value_schema: str | None = Field(None, description="registry subject for values (default <topic>-value)")
+
+    @field_validator("partition_strategy")
+    @classmethod
+    def _hash_only(cls, value: str) -> str:
+        if value != "hash":
+            raise ValueError(
+                f"partition_strategy {value!r} is not supported: only `hash` keeps each key's changes in "
+                "one partition, in order (round_robin would let a consumer see an update before its insert); "
+                "use key_field to choose what is hashed"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _avro_needs_registry(self) -> KafkaSinkConfig:
+        if self.message_format == "avro" and not self.schema_registry_url:
+            raise ValueError("format avro needs schema_registry_url")
+        return self
+
+    @property
+    def avro(self) -> bool:
+        return self.message_format == "avro" or (
+            self.message_format is None and bool(self.schema_registry_url)
+        )
+
+    def librdkafka(self) -> dict[str, Any]:
+        conf: dict[str, Any] = {}
+        for key, value in (
+            ("security.protocol", self.security_protocol),
+            ("sasl.mechanism", self.sasl_mechanism),
+            ("sasl.username", self.sasl_username),
+            ("sasl.password", secret(self.sasl_password)),
+            ("ssl.ca.location", self.ssl_ca_location),
+        ):
+            if value is not None:
+                conf[key] = value
+        return {**conf, **self.producer_config}
+
+
+@registry.sink(KafkaSinkConfig, capabilities={"log", "ordered"})
+def build(cfg: KafkaSinkConfig, ctx: registry.BuildContext) -> KafkaSink:
+    need("confluent_kafka", "kafka")
+    encoder = None
+    if cfg.avro:
+        need("fastavro", "kafka")
+        from cdc_logs.sinks.kafka_avro import AvroEncoder, SchemaRegistry
+
+        assert cfg.schema_registry_url is not None
+        schemas = SchemaRegistry(
+            cfg.schema_registry_url,
+            username=cfg.schema_registry_username,
+            password=secret(cfg.schema_registry_password),
+        )
+        encoder = AvroEncoder(schemas, value_subject=cfg.value_schema)
+    return KafkaSink(
+        cfg.bootstrap_servers,
+        topic=cfg.topic,
+        topic_template=cfg.topic_template,
+        prefix=cfg.prefix,
+        key_field=cfg.key_field,
+        compression_type=cfg.compression_type,
+        tombstones_on_delete=cfg.tombstones_on_delete,
+        headers=cfg.headers,
+        delivery_timeout_ms=cfg.delivery_timeout_ms,
+        linger_ms=cfg.linger_ms,
+        config=cfg.librdkafka(),
+        encoder=encoder,
+        name=cfg.name or cfg.type,
+    )

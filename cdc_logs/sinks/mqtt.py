@@ -25,11 +25,16 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from pydantic import Field, SecretStr
+
+from cdc_logs import registry
+from cdc_logs.configmodel import SinkConfigBase, secret
 from cdc_logs.envelope import ChangeEvent
 from cdc_logs.errors import CdcError, ErrorKind
+from cdc_logs.extras import need
 from cdc_logs.observability.redact import redact
 from cdc_logs.sinks.base import Sink
 from cdc_logs.sinks.routing import check_template, position_text, render
@@ -212,3 +217,40 @@ class MqttSink(Sink):
                 f"the MQTT broker refused {len(failed)} of {len(batch)} messages: {failed[0]}",
                 "check the broker's ACLs for these topics and its message size and quota limits",
             )
+
+
+# -- config ----------------------------------------------------------------------------------------
+class MqttSinkConfig(SinkConfigBase):
+    """MQTT, QoS 1 (or 2), every PUBACK awaited."""
+
+    type: Literal["mqtt"]
+    url: str = Field("mqtt://127.0.0.1:1883", alias="broker", description="mqtt://host:port or mqtts://")
+    topic: str = "{prefix}/{schema}/{table}"
+    prefix: str | None = None
+    qos: Literal[1, 2] = 1
+    retain: bool = False
+    protocol_version: Literal[5, 311] = 5
+    client_id: str | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    max_inflight: int = Field(1000, ge=1)
+    timeout_s: float = Field(30.0, gt=0)
+
+
+@registry.sink(MqttSinkConfig, capabilities={"log"})
+def build(cfg: MqttSinkConfig, ctx: registry.BuildContext) -> MqttSink:
+    need("paho", "mqtt")
+    return MqttSink(
+        cfg.url,
+        topic=cfg.topic,
+        prefix=cfg.prefix,
+        qos=cfg.qos,
+        retain=cfg.retain,
+        protocol_version=cfg.protocol_version,
+        client_id=cfg.client_id,
+        username=cfg.username,
+        password=secret(cfg.password),
+        max_inflight=cfg.max_inflight,
+        timeout_s=cfg.timeout_s,
+        name=cfg.name or cfg.type,
+    )

@@ -28,10 +28,15 @@ import contextlib
 import re
 import threading
 from collections.abc import Coroutine, Sequence
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
+from pydantic import Field, SecretStr
+
+from cdc_logs import registry
+from cdc_logs.configmodel import TOPIC_TEMPLATE, SinkConfigBase, secret
 from cdc_logs.envelope import ChangeEvent
 from cdc_logs.errors import CdcError, ErrorKind
+from cdc_logs.extras import need
 from cdc_logs.observability.redact import redact
 from cdc_logs.sinks.base import Sink
 from cdc_logs.sinks.dedup import EventIds
@@ -203,3 +208,40 @@ class NatsSink(Sink):
         return CdcError(
             ErrorKind.SINK_TRANSIENT, text, "the batch is retried; duplicates are dropped by Nats-Msg-Id"
         )
+
+
+# -- config ----------------------------------------------------------------------------------------
+class NatsSinkConfig(SinkConfigBase):
+    """NATS JetStream with server-side dedup (Nats-Msg-Id)."""
+
+    type: Literal["nats"]
+    url: str = "nats://127.0.0.1:4222"
+    subject: str = TOPIC_TEMPLATE
+    prefix: str | None = None
+    stream: str | None = None
+    stream_subjects: list[str] | None = None
+    create_stream: bool = True
+    duplicate_window_s: float = Field(120.0, gt=0)
+    timeout_s: float = Field(30.0, gt=0)
+    user: str | None = None
+    password: SecretStr | None = None
+    token: SecretStr | None = None
+
+
+@registry.sink(NatsSinkConfig, capabilities={"log", "ordered", "dedup_ids"})
+def build(cfg: NatsSinkConfig, ctx: registry.BuildContext) -> NatsSink:
+    need("nats", "nats")
+    return NatsSink(
+        cfg.url,
+        subject=cfg.subject,
+        prefix=cfg.prefix,
+        stream=cfg.stream,
+        stream_subjects=cfg.stream_subjects,
+        create_stream=cfg.create_stream,
+        duplicate_window_s=cfg.duplicate_window_s,
+        timeout_s=cfg.timeout_s,
+        user=cfg.user,
+        password=secret(cfg.password),
+        token=secret(cfg.token),
+        name=cfg.name or cfg.type,
+    )

@@ -27,10 +27,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import Field, SecretStr
+
+from cdc_logs import registry
+from cdc_logs.configmodel import SinkConfigBase, secret
 from cdc_logs.envelope import ChangeEvent
 from cdc_logs.errors import CdcError, ErrorKind
+from cdc_logs.extras import need
 from cdc_logs.observability.redact import redact
 from cdc_logs.sinks.base import Sink
 from cdc_logs.sinks.dedup import EventIds
@@ -222,3 +227,32 @@ def _quiet_logger() -> Any:
     logger = logging.getLogger("cdc_logs.pulsar_client")
     logger.setLevel(logging.WARNING)
     return logger
+
+
+# -- config ----------------------------------------------------------------------------------------
+class PulsarSinkConfig(SinkConfigBase):
+    """Apache Pulsar producer (not tested against a live server here: see docs/sinks.md)."""
+
+    type: Literal["pulsar"]
+    service_url: str = "pulsar://127.0.0.1:6650"
+    topic: str = Field("persistent://public/default/{prefix}.{schema}.{table}", description="topic template")
+    prefix: str | None = None
+    producer_name: str | None = Field(None, description="stable name: the broker deduplicates per producer")
+    compression_type: Literal["none", "lz4", "zlib", "zstd", "snappy"] = "none"
+    send_timeout_ms: int = Field(30_000, ge=1000)
+    auth_token: SecretStr | None = None
+
+
+@registry.sink(PulsarSinkConfig, capabilities={"log", "ordered", "dedup_ids"})
+def build(cfg: PulsarSinkConfig, ctx: registry.BuildContext) -> PulsarSink:
+    need("pulsar", "pulsar")
+    return PulsarSink(
+        cfg.service_url,
+        topic=cfg.topic,
+        prefix=cfg.prefix,
+        producer_name=cfg.producer_name,
+        compression_type=cfg.compression_type,
+        send_timeout_ms=cfg.send_timeout_ms,
+        auth_token=secret(cfg.auth_token),
+        name=cfg.name or cfg.type,
+    )

@@ -28,10 +28,16 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import quote
 
+from pydantic import Field, SecretStr, model_validator
+
+from cdc_logs import registry
+from cdc_logs.configmodel import SinkConfigBase
 from cdc_logs.envelope import ChangeEvent
 from cdc_logs.errors import CdcError, ErrorKind
+from cdc_logs.extras import need
 from cdc_logs.observability.redact import redact
 from cdc_logs.sinks.base import Sink
 from cdc_logs.sinks.dedup import EventIds
@@ -235,3 +241,55 @@ class RabbitMQSink(Sink):
         return CdcError(
             ErrorKind.SINK_TRANSIENT, f"{what}: {exc!r}", "the batch is retried when RabbitMQ is back"
         )
+
+
+# -- config ----------------------------------------------------------------------------------------
+class RabbitMQSinkConfig(SinkConfigBase):
+    """RabbitMQ: persistent messages with publisher confirms."""
+
+    type: Literal["rabbitmq"]
+    url: str | None = Field(
+        None, description="amqp://user:password@host:5672/vhost (default from the fields)"
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(5672, ge=1, le=65535)
+    username: str = "guest"
+    password: SecretStr = SecretStr("guest")
+    virtual_host: str = "/"
+    exchange: str | None = None
+    exchange_type: Literal["topic", "direct", "fanout", "headers"] = "topic"
+    queue: str | None = None
+    routing_key: str = Field("{prefix}.{schema}.{table}.{op}", description="routing key template")
+    binding_key: str = Field("#", description="binds `queue` to `exchange` when declaring")
+    declare: bool = Field(True, description="declare the durable exchange / queue / binding")
+    prefix: str | None = None
+    confirm_timeout_s: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _target(self) -> RabbitMQSinkConfig:
+        if not self.exchange and not self.queue:
+            raise ValueError("rabbitmq destination needs `exchange` or `queue`")
+        return self
+
+    def amqp_url(self) -> str:
+        if self.url:
+            return self.url
+        user, pw = quote(self.username, safe=""), quote(self.password.get_secret_value(), safe="")
+        return f"amqp://{user}:{pw}@{self.host}:{self.port}/{quote(self.virtual_host, safe='')}"
+
+
+@registry.sink(RabbitMQSinkConfig, capabilities={"log", "ordered", "dedup_ids"})
+def build(cfg: RabbitMQSinkConfig, ctx: registry.BuildContext) -> RabbitMQSink:
+    need("pika", "rabbitmq")
+    return RabbitMQSink(
+        cfg.amqp_url(),
+        exchange=cfg.exchange,
+        exchange_type=cfg.exchange_type,
+        queue=cfg.queue,
+        routing_key=cfg.routing_key,
+        binding_key=cfg.binding_key,
+        declare=cfg.declare,
+        prefix=cfg.prefix,
+        confirm_timeout_s=cfg.confirm_timeout_s,
+        name=cfg.name or cfg.type,
+    )

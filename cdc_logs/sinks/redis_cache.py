@@ -19,15 +19,19 @@ event of a key wins. Durability is Redis's own (appendonly / appendfsync).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import orjson
+from pydantic import Field
 
+from cdc_logs import registry
+from cdc_logs.configmodel import TOPIC_TEMPLATE, secret
 from cdc_logs.envelope import ChangeEvent, Op, dumps
 from cdc_logs.errors import CdcError, ErrorKind
+from cdc_logs.extras import need
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.sinks.base import Sink
-from cdc_logs.sinks.redis_stream import connect_redis, redis_error
+from cdc_logs.sinks.redis_stream import RedisConnection, connect_redis, redis_error
 from cdc_logs.sinks.routing import DEBEZIUM_TOPIC, EVENT_FIELDS, render, source_label, template_fields
 
 log = get_logger(__name__)
@@ -149,3 +153,27 @@ class RedisCacheSink(Sink):
 
 def _joined(values: Iterable[Any]) -> str:
     return ":".join("" if v is None else str(v) for v in values)
+
+
+# -- config ----------------------------------------------------------------------------------------
+class RedisCacheSinkConfig(RedisConnection):
+    """Redis as a cache of each table's current rows (the seed's `type: redis`)."""
+
+    type: Literal["redis"]
+    key_pattern: str = Field(
+        TOPIC_TEMPLATE + ":{key}", description="e.g. event:{user_id}; {key} = primary key values"
+    )
+    ttl_seconds: int | None = Field(None, ge=1)
+
+
+@registry.sink(RedisCacheSinkConfig, capabilities={"state", "ordered"})
+def build(cfg: RedisCacheSinkConfig, ctx: registry.BuildContext) -> RedisCacheSink:
+    need("redis", "redis")
+    return RedisCacheSink(
+        cfg.redis_url(),
+        password=secret(cfg.password),
+        key_pattern=cfg.key_pattern,
+        prefix=cfg.prefix,
+        ttl_seconds=cfg.ttl_seconds,
+        name=cfg.name or cfg.type,
+    )

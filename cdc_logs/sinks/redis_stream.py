@@ -23,10 +23,15 @@ stream keeps append order, so per-key (indeed per-table) order holds.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import Field, SecretStr
+
+from cdc_logs import registry
+from cdc_logs.configmodel import TOPIC_TEMPLATE, SinkConfigBase, secret
 from cdc_logs.envelope import ChangeEvent
 from cdc_logs.errors import CdcError, ErrorKind
+from cdc_logs.extras import need
 from cdc_logs.observability.redact import redact
 from cdc_logs.sinks.base import Sink
 from cdc_logs.sinks.dedup import Marker, ReplayGuard, marker_key
@@ -166,3 +171,43 @@ class RedisStreamSink(Sink):
                 f"a batch failed in part and its replay markers could not be put back: {exc}",
                 f"HDEL {self.marker_key} {' '.join(changed)} so the replay re-sends it, then resume",
             ) from exc
+
+
+# -- config ----------------------------------------------------------------------------------------
+class RedisConnection(SinkConfigBase):
+    url: str | None = Field(None, description="redis://[user@]host:port/db (default from host/port/db)")
+    host: str = "127.0.0.1"
+    port: int = Field(6379, ge=1, le=65535)
+    db: int = Field(0, ge=0)
+    password: SecretStr | None = None
+    prefix: str | None = Field(None, description="{prefix} in templates (default: the pipeline name)")
+
+    def redis_url(self) -> str:
+        return self.url or f"redis://{self.host}:{self.port}/{self.db}"
+
+
+class RedisStreamSinkConfig(RedisConnection):
+    """Redis Streams: XADD per event, MAXLEN ~ trimming, replays skipped."""
+
+    type: Literal["redis_stream"]
+    stream_name: str | None = Field(None, description="one fixed stream for every table")
+    stream_template: str = TOPIC_TEMPLATE
+    max_length: int | None = Field(None, ge=1, description="MAXLEN ~ n: approximate trimming")
+    marker_key: str | None = Field(
+        None, description="hash of replay markers (default cdc-logs:applied:<name>)"
+    )
+
+
+@registry.sink(RedisStreamSinkConfig, capabilities={"log", "ordered", "replay_guard"})
+def build(cfg: RedisStreamSinkConfig, ctx: registry.BuildContext) -> RedisStreamSink:
+    need("redis", "redis")
+    return RedisStreamSink(
+        cfg.redis_url(),
+        password=secret(cfg.password),
+        stream_name=cfg.stream_name,
+        stream_template=cfg.stream_template,
+        prefix=cfg.prefix,
+        max_length=cfg.max_length,
+        marker_key=cfg.marker_key,
+        name=cfg.name or cfg.type,
+    )

@@ -28,10 +28,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import orjson
+from pydantic import Field, SecretStr
 
+from cdc_logs import registry
+from cdc_logs.configmodel import SinkConfigBase, secret
 from cdc_logs.envelope import ChangeEvent, Op, dumps
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.redact import redact
@@ -212,3 +215,40 @@ class SearchSink(Sink):
 
 def _short(error: Any) -> str:
     return redact(orjson.dumps(error).decode())[:300]
+
+
+# -- config ----------------------------------------------------------------------------------------
+class SearchSinkConfig(SinkConfigBase):
+    """OpenSearch / Elasticsearch bulk indexing, `_id` = the primary key."""
+
+    type: Literal["opensearch", "elasticsearch"]
+    url: str | None = Field(None, description="http(s)://host:9200 (default from host/port)")
+    host: str = "127.0.0.1"
+    port: int = Field(9200, ge=1, le=65535)
+    index: str = Field("{prefix}.{schema}.{table}", description="index name template (lowercased)")
+    prefix: str | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    mode: Literal["mirror", "append"] = Field(
+        "mirror", description="mirror: document per row (delete removes it); append: one document per event"
+    )
+    refresh: bool = Field(False, description="refresh after each batch (tests; slows indexing)")
+    timeout_s: float = Field(30.0, gt=0)
+
+    def base_url(self) -> str:
+        return self.url or f"http://{self.host}:{self.port}"
+
+
+@registry.sink(SearchSinkConfig, capabilities={"state", "ordered", "dedup_ids"})
+def build(cfg: SearchSinkConfig, ctx: registry.BuildContext) -> SearchSink:
+    return SearchSink(
+        cfg.base_url(),
+        index=cfg.index,
+        prefix=cfg.prefix,
+        mode=cfg.mode,
+        username=cfg.username,
+        password=secret(cfg.password),
+        refresh=cfg.refresh,
+        timeout_s=cfg.timeout_s,
+        name=cfg.name or cfg.type,
+    )

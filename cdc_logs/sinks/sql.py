@@ -25,11 +25,15 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import quote
 
 import sqlalchemy as sa
+from pydantic import Field, SecretStr, model_validator
 from sqlalchemy import exc as sa_exc
 
+from cdc_logs import registry
+from cdc_logs.configmodel import SinkConfigBase
 from cdc_logs.dsn import sqlalchemy_url
 from cdc_logs.envelope import ChangeEvent, Op
 from cdc_logs.errors import CdcError, ErrorKind
@@ -60,18 +64,18 @@ class SqlSink(Sink):
         url: str,
         *,
         table: str = "{table}",
-        schema: str | None = "{schema}",
+        target_schema: str | None = "{schema}",
         auto_create: bool = False,
         apply_truncate: bool = True,
         applied_table: str = "cdc_applied",
         name: str = "sql",
     ) -> None:
         check_template(table, "table")
-        if schema:
-            check_template(schema, "schema")
+        if target_schema:
+            check_template(target_schema, "schema")
         self.url = normalize_url(url)
         self.table_template = table
-        self.schema_template = schema
+        self.schema_template = target_schema
         self.auto_create = auto_create
         self.apply_truncate = apply_truncate
         self.name = name
@@ -365,3 +369,71 @@ def _qualified(conn: sa.Connection, table: sa.Table) -> str:
 
 def _truncate(conn: sa.Connection, table: sa.Table) -> str:
     return f"TRUNCATE TABLE {_qualified(conn, table)}"
+
+
+# -- config ----------------------------------------------------------------------------------------
+_DRIVERS = {
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+    "mysql": "mysql+pymysql",
+    "mariadb": "mysql+pymysql",
+}
+
+
+class SqlSinkConfig(SinkConfigBase):
+    """Apply changes to SQL tables (upsert / delete / truncate) through SQLAlchemy."""
+
+    type: Literal["sql", "postgresql", "postgres", "mysql", "mariadb", "sqlite"]
+    url: SecretStr | None = Field(None, description="SQLAlchemy URL (never logged); or the fields below")
+    host: str = "127.0.0.1"
+    port: int | None = Field(None, ge=1, le=65535)
+    database: str | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    table: str = Field("{table}", description="target table name template, or one fixed table")
+    target_schema: str | None = Field(
+        "{schema}", alias="schema", description="target schema template; null = the connection's default"
+    )
+    auto_create: bool = Field(False, description="create missing target tables / columns from the rows")
+    apply_truncate: bool = True
+    applied_table: str = Field("cdc_applied", description="table of replay markers, in the target database")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _aliases(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "dsn" in data and "url" not in data:
+            data = dict(data)
+            data["url"] = data.pop("dsn")
+        return data
+
+    @model_validator(mode="after")
+    def _connection(self) -> SqlSinkConfig:
+        if self.url is None and (self.type == "sql" or not self.database):
+            raise ValueError("give `url` (a SQLAlchemy URL), or `database` with host/port/username/password")
+        if "target_schema" not in self.model_fields_set and self.sqlalchemy_url().startswith("sqlite"):
+            self.target_schema = None  # SQLite has no schemas to mirror
+        return self
+
+    def sqlalchemy_url(self) -> str:
+        if self.url is not None:
+            return self.url.get_secret_value()
+        if self.type == "sqlite":
+            return f"sqlite:///{self.database}"
+        auth = quote(self.username or "", safe="")
+        if self.password is not None:
+            auth += ":" + quote(self.password.get_secret_value(), safe="")
+        port = f":{self.port}" if self.port else ""
+        return f"{_DRIVERS[self.type]}://{auth + '@' if auth else ''}{self.host}{port}/{self.database}"
+
+
+@registry.sink(SqlSinkConfig, capabilities={"state", "ordered", "replay_guard"})
+def build(cfg: SqlSinkConfig, ctx: registry.BuildContext) -> SqlSink:
+    return SqlSink(
+        cfg.sqlalchemy_url(),
+        table=cfg.table,
+        target_schema=cfg.target_schema,
+        auto_create=cfg.auto_create,
+        apply_truncate=cfg.apply_truncate,
+        applied_table=cfg.applied_table,
+        name=cfg.name or cfg.type,
+    )

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import orjson
 
+from cdc_logs import registry
+from cdc_logs.configmodel import SinkConfigBase
 from cdc_logs.envelope import ChangeEvent
 from cdc_logs.sinks.base import Sink
 
@@ -91,3 +93,14 @@ def _compact(value: Any) -> str:
 
     text = dumps(value).decode() if not isinstance(value, str) else orjson.dumps(value).decode()
     return text.replace("[", "\\[")
+
+
+# -- config ----------------------------------------------------------------------------------------
+class StdoutSinkConfig(SinkConfigBase):
+    type: Literal["stdout"]
+    format: Literal["json", "pretty"] = "json"
+
+
+@registry.sink(StdoutSinkConfig, capabilities={"log", "ordered"})
+def build(cfg: StdoutSinkConfig, ctx: registry.BuildContext) -> StdoutSink:
+    return StdoutSink(cfg.format, name=cfg.name or cfg.type)

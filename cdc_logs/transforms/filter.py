@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import Field
+
+from cdc_logs import registry
+from cdc_logs.configmodel import ConfigModel
 from cdc_logs.envelope import ChangeEvent
 from cdc_logs.transforms.base import Transform, table_matches
 
@@ -35,3 +39,34 @@ class FilterTransform(Transform):
             if any(row.get(column) != value for column, value in self.where.items()):
                 return None
         return event
+
+
+class FilterParams(ConfigModel):
+    include_tables: list[str] = Field(
+        default_factory=list,
+        description="keep only events of these tables (glob patterns on schema.table, db.table or table)",
+        examples=[["public.orders", "public.order_*"]],
+    )
+    exclude_tables: list[str] = Field(
+        default_factory=list,
+        description="drop events of these tables (glob patterns)",
+        examples=[["*.audit_*"]],
+    )
+    ops: list[Literal["c", "u", "d", "r", "t", "m"]] = Field(
+        default_factory=list, description="keep only these ops (empty: all)", examples=[["c", "u", "d"]]
+    )
+    where: dict[str, Any] | None = Field(
+        None, description="keep only rows whose columns equal these values", examples=[{"region": "eu"}]
+    )
+
+
+class FilterTransformConfig(ConfigModel):
+    """Keep or drop events by table, op, or column values."""
+
+    type: Literal["filter"]
+    params: FilterParams = Field(default_factory=FilterParams, description="what to keep")
+
+
+@registry.transform(FilterTransformConfig)
+def build(cfg: FilterTransformConfig) -> FilterTransform:
+    return FilterTransform(**cfg.params.model_dump())

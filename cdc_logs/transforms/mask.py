@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import Field, model_validator
+
+from cdc_logs import registry
+from cdc_logs.configmodel import ConfigModel
 from cdc_logs.envelope import ChangeEvent
 from cdc_logs.transforms.base import Transform, table_matches
 
@@ -59,3 +63,68 @@ class MaskTransform(Transform):
             # sinks (compaction, upserts), and a key column cannot be deleted.
             event.key = {k: (self._hash(v) if k in self.fields else v) for k, v in event.key.items()}
         return event
+
+
+# The seed proposal's names for the same parameters (data_masking / gdpr_compliance).
+_ALIASES = {
+    "mask_fields": "fields",
+    "pii_fields": "fields",
+    "anonymization_strategy": "strategy",
+    "mask_pattern": "pattern",
+}
+
+
+class MaskParams(ConfigModel):
+    fields: list[str] = Field(
+        min_length=1,
+        description="columns to mask (seed: mask_fields, pii_fields)",
+        examples=[["email", "ssn"]],
+    )
+    strategy: Literal["hash", "mask", "delete"] = Field(
+        "hash",
+        description="hash: salted SHA-256; mask: the pattern; delete: drop the column "
+        "(seed: anonymization_strategy)",
+    )
+    pattern: str = Field(
+        "****", description="the replacement for strategy mask (seed: mask_pattern)", examples=["***-**-****"]
+    )
+    salt: str = Field(
+        "", description="salt for strategy hash (set one, or equal values hash alike everywhere)"
+    )
+    tables: list[str] = Field(
+        default_factory=list, description="only these tables (glob patterns; empty: all)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seed_names(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        if "retention_period_days" in data:
+            raise ValueError(
+                "retention_period_days is not supported: cdc-logs keeps no data of its own; "
+                "set retention on the destination"
+            )
+        merged: dict[str, Any] = {}
+        for key, value in data.items():
+            name = _ALIASES.get(str(key), str(key))
+            if name == "fields" and "fields" in merged:
+                merged["fields"] = [*merged["fields"], *value]  # pii_fields + mask_fields: mask both
+            elif name in merged:
+                raise ValueError(f"{key!r} repeats {name!r}; give it once")
+            else:
+                merged[name] = value
+        return merged
+
+
+class MaskTransformConfig(ConfigModel):
+    """Mask PII columns: hash, replace with a pattern, or delete (the seed's data_masking and
+    gdpr_compliance)."""
+
+    type: Literal["mask", "data_masking", "gdpr_compliance"]
+    params: MaskParams = Field(description="which columns, and how")
+
+
+@registry.transform(MaskTransformConfig)
+def build(cfg: MaskTransformConfig) -> MaskTransform:
+    return MaskTransform(**cfg.params.model_dump())

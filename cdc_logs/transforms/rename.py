@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import Field
+
+from cdc_logs import registry
+from cdc_logs.configmodel import ConfigModel
 from cdc_logs.envelope import ChangeEvent
 from cdc_logs.transforms.base import Transform
 
@@ -31,3 +35,26 @@ class RenameTransform(Transform):
         if self.columns and event.unchanged:
             event.unchanged = tuple(self.columns.get(c, c) for c in event.unchanged)
         return event
+
+
+class RenameParams(ConfigModel):
+    tables: dict[str, str] = Field(
+        default_factory=dict, description="table renames, old: new", examples=[{"users": "customers"}]
+    )
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="column renames in every table, old: new",
+        examples=[{"email_address": "email"}],
+    )
+
+
+class RenameTransformConfig(ConfigModel):
+    """Rename tables and columns (in before, after, the key and `unchanged`)."""
+
+    type: Literal["rename"]
+    params: RenameParams = Field(default_factory=RenameParams, description="the renames")
+
+
+@registry.transform(RenameTransformConfig)
+def build(cfg: RenameTransformConfig) -> RenameTransform:
+    return RenameTransform(**cfg.params.model_dump())

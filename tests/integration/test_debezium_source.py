@@ -18,7 +18,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from cdc_logs.build import build_reader
-from cdc_logs.config import parse_config
+from cdc_logs.configfile import parse_config
 from cdc_logs.debezium.connect import ConnectClient
 from cdc_logs.debezium.provision import MARKER_KEY
 from cdc_logs.offsets.file import FileOffsetStore

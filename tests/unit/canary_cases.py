@@ -393,17 +393,13 @@ WRONG_SERVER = {
 def config_models() -> dict[str, Any]:
     """Every source, destination and offset-store model, by its template key."""
     from cdc_logs import config as cfg
-    from cdc_logs.sink_configs import SINK_MODELS
+    from cdc_logs import registry
 
     models: dict[str, Any] = {"offsets": cfg.OffsetsConfig}
-    for model in (*cfg._SOURCE_MODELS, cfg.StdoutSinkConfig, cfg.FileSinkConfig, *SINK_MODELS):
-        first = model.model_fields["type"].annotation.__args__[0]
+    for component in [*registry.components("source"), *registry.components("sink")]:
+        first = component.name
         key = {"sql": "sql", "webhook": "http", "http": "http"}.get(first, first)
-        if model.__name__ == "SqlSinkConfig":
-            key = "sql"
-        if model.__name__ == "MysqlSourceConfig":
-            key = "mysql"
-        models[key] = model
+        models[key] = component.config
     return models
 
 

@@ -12,7 +12,7 @@ import orjson
 import pytest
 from confluent_kafka import TopicPartition
 
-from cdc_logs.config import parse_config
+from cdc_logs.configfile import parse_config
 from cdc_logs.debezium.consumer import DebeziumReader, prefix_regex, subscription
 from cdc_logs.debezium.deadletter import FileDeadLetter
 from cdc_logs.envelope import ChangeEvent, Heartbeat

@@ -10,13 +10,13 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import pytest
 
-from cdc_logs import config as config_module
+from cdc_logs import registry
 from cdc_logs.build import build_sink
-from cdc_logs.config import parse_config
+from cdc_logs.configfile import parse_config
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.extras import DESTINATION_EXTRAS, OPTIONAL_CLIENTS, check_destination, installed, need
 
@@ -59,11 +59,7 @@ def no_optional_clients(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_every_destination_type_is_covered() -> None:
-    types = {
-        t
-        for model in config_module._DESTINATION_MODELS
-        for t in get_args(model.model_fields["type"].annotation)
-    }
+    types = {t for component in registry.components("sink") for t in component.types}
     assert types == set(MINIMAL)
     assert set(DESTINATION_EXTRAS) <= types
     assert set(DESTINATION_EXTRAS.values()) == set(OPTIONAL_CLIENTS)

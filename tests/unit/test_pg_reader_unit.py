@@ -5,10 +5,11 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from cdc_logs.config import PostgresSourceConfig, default_slot_name, parse_config
+from cdc_logs.configfile import parse_config
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.position import Lsn, PgSnapshot, decode
 from cdc_logs.readers.postgres import slots
+from cdc_logs.readers.postgres.config import PostgresSourceConfig, default_slot_name
 from cdc_logs.readers.postgres.connection import map_error, protocol_version
 from cdc_logs.readers.postgres.reader import PostgresReader
 

@@ -7,7 +7,7 @@ import socket
 from pathlib import Path
 
 from cdc_logs.cli.run_cmd import health_thresholds
-from cdc_logs.config import parse_config
+from cdc_logs.configfile import parse_config
 from cdc_logs.observability.status import HealthThresholds
 from tests.unit.test_cli import _pipeline, cli
 

@@ -1,0 +1,119 @@
+"""The `postgresql` source: its config (pgoutput through a replication slot) and how it is built."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from cdc_logs import registry
+from cdc_logs.configmodel import SourceConfigBase
+from cdc_logs.readers.base import Reader
+
+_SLOT_NAME = re.compile(r"^[a-z0-9_]{1,63}$")
+
+
+def default_slot_name(pipeline: str) -> str:
+    """`cdc_logs_<pipeline>` as a valid slot name (lowercase letters, digits and _, at most 63)."""
+    return ("cdc_logs_" + re.sub(r"[^a-z0-9_]", "_", pipeline.lower()))[:63]
+
+
+class PostgresSourceConfig(SourceConfigBase):
+    """Postgres logical replication (pgoutput) through a replication slot; see docs/sources/postgres.md."""
+
+    type: Literal["postgresql", "postgres", "pg"]
+    dsn: SecretStr = Field(description="postgresql://user:password@host:5432/dbname (never logged)")
+    tables: list[str] = Field(default_factory=list, description="schema.table to capture")
+    all_tables: bool = Field(False, description="capture every table (publication FOR ALL TABLES)")
+    slot: str | None = Field(None, description="replication slot (default cdc_logs_<pipeline>)")
+    publication: str | None = Field(None, description="publication (default cdc_logs_<slot>)")
+    snapshot: bool = Field(True, description="first run: emit existing rows (op r), then stream")
+    snapshot_chunk_rows: int = Field(10_000, ge=1, description="rows per snapshot chunk (resume unit)")
+    heartbeat_interval_ms: int = Field(
+        10_000, ge=0, description="pg_logical_emit_message heartbeat period; 0 turns heartbeats off"
+    )
+    status_interval_ms: int = Field(10_000, ge=100, description="standby status update period")
+    binary: bool = Field(False, description="pgoutput binary format (same values, less text parsing)")
+    messages: bool = Field(True, description="emit pg_logical_emit_message messages as op m events")
+    max_tx_memory_bytes: int = Field(
+        64 * 1024 * 1024, ge=0, description="memory for in-progress streamed transactions before spilling"
+    )
+    logical_decoding_work_mem: str | None = Field(
+        None, description="walsender session setting, e.g. 64MB: when the server streams a transaction"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _aliases(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            for alias in ("url", "connection_string", "uri"):
+                if alias in data and "dsn" not in data:
+                    data["dsn"] = data.pop(alias)
+            if "table" in data and "tables" not in data:
+                data["tables"] = [data.pop("table")]
+            if "slot_name" in data and "slot" not in data:
+                data["slot"] = data.pop("slot_name")
+            if "publication_name" in data and "publication" not in data:
+                data["publication"] = data.pop("publication_name")
+            if "dsn" not in data and "host" in data:  # the seed's host/port/database/user/password shape
+                from psycopg.conninfo import make_conninfo
+
+                parts = {
+                    k: data.pop(k) for k in ("host", "port", "database", "user", "password") if k in data
+                }
+                if "database" in parts:
+                    parts["dbname"] = parts.pop("database")
+                data["dsn"] = make_conninfo("", **{k: str(v) for k, v in parts.items()})
+        return data
+
+    @field_validator("dsn")
+    @classmethod
+    def _dsn(cls, value: SecretStr) -> SecretStr:
+        from cdc_logs.pg_conninfo import pg_conninfo_problem
+
+        problem = pg_conninfo_problem(value.get_secret_value())
+        if problem is not None:
+            raise ValueError(problem)  # never the value: it holds the password
+        return value
+
+    @field_validator("slot")
+    @classmethod
+    def _slot_name(cls, value: str | None) -> str | None:
+        if value is not None and not _SLOT_NAME.fullmatch(value):
+            raise ValueError("a slot name has 1-63 lowercase letters, digits and underscores")
+        return value
+
+    @model_validator(mode="after")
+    def _tables(self) -> PostgresSourceConfig:
+        if not self.tables and not self.all_tables:
+            raise ValueError("give `tables: [schema.table, ...]` or `all_tables: true`")
+        if self.tables and self.all_tables:
+            raise ValueError("give either `tables` or `all_tables: true`, not both")
+        return self
+
+
+@registry.source(PostgresSourceConfig, capabilities={"heartbeats"})
+def build(cfg: PostgresSourceConfig, ctx: registry.BuildContext) -> Reader:
+    from cdc_logs.readers.postgres.reader import PostgresReader
+
+    # tail without a slot name: a temporary slot and publication; with one (or in `run`), persistent.
+    slot = cfg.slot if (cfg.slot or ctx.temporary) else default_slot_name(ctx.pipeline)
+    return PostgresReader(
+        cfg.dsn.get_secret_value(),
+        cfg.tables,
+        pipeline_name=ctx.pipeline,
+        slot=slot,
+        publication=cfg.publication,
+        all_tables=cfg.all_tables,
+        temporary=ctx.temporary and not cfg.slot,
+        snapshot=cfg.snapshot,
+        snapshot_chunk_rows=cfg.snapshot_chunk_rows,
+        heartbeat_interval_s=cfg.heartbeat_interval_ms / 1000,
+        status_interval_s=cfg.status_interval_ms / 1000,
+        binary=cfg.binary,
+        messages=cfg.messages,
+        max_tx_memory_bytes=cfg.max_tx_memory_bytes,
+        logical_decoding_work_mem=cfg.logical_decoding_work_mem,
+    )
