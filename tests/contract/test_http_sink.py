@@ -87,7 +87,7 @@ class TestHttpSinkContract(SinkContract):
 
 def test_signature_verifies_over_the_raw_body(receiver: tuple[Receiver, str]) -> None:
     state, url = receiver
-    sink = HttpSink(url, secret="s3cret", format="ndjson", max_events_per_request=3)
+    sink = HttpSink(url, secret="s3cret", body_format="ndjson", max_events_per_request=3)
     sink.open()
     sink.write([make_event(n) for n in range(7)])
     sink.close()

@@ -47,7 +47,7 @@ class Target:
             return [tuple(r) for r in conn.execute(sa.text(f"SELECT * FROM {self.qualified()} ORDER BY 1"))]
 
     def sink(self, **kw: Any) -> SqlSink:
-        return SqlSink(self.url, schema=self.schema, table=self.table, name=self.sink_name, **kw)
+        return SqlSink(self.url, target_schema=self.schema, table=self.table, name=self.sink_name, **kw)
 
 
 @pytest.fixture(params=["postgres", "mariadb", "sqlite"])
@@ -274,7 +274,7 @@ def test_a_changed_schema_never_reuses_the_old_decoders(tmp_path: Path) -> None:
     reuse after the old one is freed (here microseconds become milliseconds, as after an ALTER)."""
     from cdc_logs.schema import Column, Semantic
 
-    sink = SqlSink(f"sqlite:///{tmp_path / 't.db'}", auto_create=True, schema=None)
+    sink = SqlSink(f"sqlite:///{tmp_path / 't.db'}", auto_create=True, target_schema=None)
     sink.open()
     sink.write([_typed_event(1, 1_700_000_000_000_000, Column("t", "int64", Semantic.MICRO_TIMESTAMP))])
     sink.write([_typed_event(2, 1_700_000_000_000, Column("t", "int64", Semantic.TIMESTAMP))])
@@ -290,7 +290,7 @@ def test_precise_decimals_keep_every_digit_and_unsigned_bigints_fit(tmp_path: Pa
     unscaled = 12345678901234567890123456789012345678
     raw = base64.b64encode(unscaled.to_bytes(17, "big", signed=True)).decode()
     dec = Column("d", "bytes", Semantic.DECIMAL, "NUMERIC", 38, 4)
-    sink = SqlSink(f"sqlite:///{tmp_path / 't.db'}", auto_create=True, schema=None)
+    sink = SqlSink(f"sqlite:///{tmp_path / 't.db'}", auto_create=True, target_schema=None)
     sink.open()
     sink.write([_typed_event(1, raw, dec)])
     sink.write([_typed_event(1, 2**64 - 1, Column("u", "int64", None, "BIGINT UNSIGNED"), table="tu")])
@@ -305,7 +305,7 @@ def test_a_time_outside_a_day_is_refused_not_wrapped(tmp_path: Path) -> None:
     from cdc_logs.schema import Column, Semantic
 
     column = Column("t", "int64", Semantic.MICRO_TIME, "TIME", 6)
-    sink = SqlSink(f"sqlite:///{tmp_path / 't.db'}", auto_create=True, schema=None)
+    sink = SqlSink(f"sqlite:///{tmp_path / 't.db'}", auto_create=True, target_schema=None)
     sink.open()
     sink.write([_typed_event(1, 3_600_000_000, column)])
     for n, micros in ((2, -3_600_000_000), (3, 25 * 3_600_000_000)):
