@@ -263,9 +263,15 @@ class SqlSink(Sink):
         elif self.auto_create and event.row is not None and event.key:
             row, key, dialect = event.row, event.key, conn.dialect.name
             names = [c.name for c in event.schema.columns] if event.schema is not None else list(row)
+            # autoincrement=False: the keys come from the source. An AUTO_INCREMENT key (MySQL,
+            # MariaDB) would store a row with key 0 under the next free number.
             columns = [
                 sa.Column(
-                    c, self._column_type(event, c, dialect), primary_key=c in key, nullable=c not in key
+                    c,
+                    self._column_type(event, c, dialect),
+                    primary_key=c in key,
+                    nullable=c not in key,
+                    autoincrement=False,
                 )
                 for c in dict.fromkeys([*key, *names])
             ]

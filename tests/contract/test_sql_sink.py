@@ -195,6 +195,19 @@ def test_missing_target_table_is_rejected_unless_auto_create(target: Target) -> 
     sink.close()
 
 
+def test_auto_create_keeps_a_key_of_zero(target: Target) -> None:
+    """Found by the contract suite: the key of an auto-created table was AUTO_INCREMENT on MariaDB,
+    so a row with key 0 was stored under the next free number (and its updates and deletes missed)."""
+    sink = target.sink(auto_create=True)
+    sink.open()
+    sink.write([make_event(1, key=5), make_event(2, key=0)])
+    sink.write([make_event(3, op="u", key=0)])
+    assert target.rows() == [(0, 3), (5, 1)]
+    sink.write([make_event(4, op="d", key=0)])
+    assert target.rows() == [(5, 1)]
+    sink.close()
+
+
 def event(
     n: int, op: str, *, before: Any = None, after: Any = None, key: Any = None, **kw: Any
 ) -> ChangeEvent:
