@@ -1,37 +1,17 @@
-"""File sink against the real filesystem: contract suite, fsync, rotation."""
+"""File sink against the real filesystem: fsync, rotation, torn lines (the contract suite runs it
+through tests/contract/sinks/file.py)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 
 from cdc_logs.errors import CdcError
-from cdc_logs.sinks.base import Sink
 from cdc_logs.sinks.file import FileSink
-from tests.contract.sink_contract import SinkContract
 from tests.helpers import make_event
-
-
-class TestFileSinkContract(SinkContract):
-    @pytest.fixture(autouse=True)
-    def _dir(self, tmp_path: Path) -> None:
-        self.dir = tmp_path
-
-    def make_sink(self) -> Sink:
-        return FileSink(self.dir / "out" / "changes.jsonl", max_bytes=4096)
-
-    def read_back(self, sink: Sink) -> list[dict[str, Any]]:
-        assert isinstance(sink, FileSink)
-        # An independent reader: open the files from disk, oldest segment first.
-        lines: list[dict[str, Any]] = []
-        for path in [*sink.segments(), sink.path]:
-            if path.exists():
-                lines.extend(orjson.loads(line) for line in path.read_bytes().splitlines())
-        return lines
 
 
 def test_rotation_keeps_every_line_in_order(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """HTTP webhook sink against a real HTTP server (the standard library's, on loopback, in a thread).
 
 The server is real: it parses requests off a socket and answers with scripted status codes; the
-contract suite reads back what it received.
+contract suite (tests/contract/sinks/http.py) reads back what it received.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import hmac
 import json
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,7 @@ from typing import Any
 import pytest
 
 from cdc_logs.errors import CdcError, ErrorKind
-from cdc_logs.sinks.base import Sink
 from cdc_logs.sinks.http import HttpSink
-from tests.contract.sink_contract import SinkContract
 from tests.helpers import make_event
 
 
@@ -43,8 +42,9 @@ class Receiver:
         return [(h, b) for h, b in self.requests if h["X-Test-Status"] == "200"]
 
 
-@pytest.fixture
-def receiver() -> Iterator[tuple[Receiver, str]]:
+@contextmanager
+def serve_receiver() -> Iterator[tuple[Receiver, str]]:
+    """A receiver on a loopback port, and the URL to POST to."""
     state = Receiver()
 
     class Handler(BaseHTTPRequestHandler):
@@ -68,21 +68,17 @@ def receiver() -> Iterator[tuple[Receiver, str]]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
-    yield state, f"http://127.0.0.1:{server.server_address[1]}/hook"
-    server.shutdown()
-    server.server_close()
+    try:
+        yield state, f"http://127.0.0.1:{server.server_address[1]}/hook"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
-class TestHttpSinkContract(SinkContract):
-    @pytest.fixture(autouse=True)
-    def _server(self, receiver: tuple[Receiver, str]) -> None:
-        self.receiver, self.url = receiver
-
-    def make_sink(self) -> Sink:
-        return HttpSink(self.url, secret="s3cret")
-
-    def read_back(self, sink: Sink) -> list[dict[str, Any]]:
-        return self.receiver.envelopes()
+@pytest.fixture
+def receiver() -> Iterator[tuple[Receiver, str]]:
+    with serve_receiver() as served:
+        yield served
 
 
 def test_signature_verifies_over_the_raw_body(receiver: tuple[Receiver, str]) -> None:

@@ -1,4 +1,5 @@
-"""Kafka sink against the stack's broker: contract suite, read back by a plain consumer.
+"""Kafka sink against the stack's broker, read back by a plain consumer (the contract suite's fixture,
+tests/contract/sinks/kafka.py, reads with the same helpers).
 
 The consumer below knows nothing of cdc_logs: it decodes keys and values with `json.loads`, as a
 consumer written for Debezium's JSON converter (schemas disabled) would.
@@ -10,16 +11,15 @@ import json
 import struct
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from cdc_logs.errors import CdcError, ErrorKind
-from cdc_logs.sinks.base import Sink
 from cdc_logs.sinks.kafka import KafkaSink
 from cdc_logs.sinks.kafka_avro import AvroEncoder, SchemaRegistry, decode_wire
-from tests.contract.sink_contract import SinkContract
 from tests.helpers import make_event
 
 pytestmark = pytest.mark.integration
@@ -58,23 +58,6 @@ def consume_all(bootstrap: str, topic: str) -> list[Any]:
         return records
     finally:
         consumer.close()
-
-
-class TestKafkaSinkContract(SinkContract):
-    @pytest.fixture(autouse=True)
-    def _server(self, kafka_bootstrap: str, unique_name: str) -> None:
-        self.bootstrap = kafka_bootstrap
-        self.topic = unique_name
-        create_topic(kafka_bootstrap, unique_name)
-
-    def make_sink(self) -> Sink:
-        return KafkaSink(self.bootstrap, topic=self.topic)
-
-    def read_back(self, sink: Sink) -> list[dict[str, Any]]:
-        # Tombstones (null values) are not envelopes: a Debezium consumer skips them too.
-        return [
-            json.loads(m.value()) for m in consume_all(self.bootstrap, self.topic) if m.value() is not None
-        ]
 
 
 @pytest.fixture
@@ -177,10 +160,11 @@ def test_pinned_settings_cannot_be_weakened() -> None:
         KafkaSink("127.0.0.1:9092", config={"acks": "1"})
 
 
-@pytest.fixture
-def registry_stand_in() -> Iterator[tuple[str, dict[int, Any], list[str]]]:
+@contextmanager
+def serve_registry_stand_in() -> Iterator[tuple[str, dict[int, Any], list[str]]]:
     """A real HTTP server answering the one registry call the sink makes
-    (`POST /subjects/<subject>/versions` -> `{"id": n}`), storing the schemas it was given.
+    (`POST /subjects/<subject>/versions` -> `{"id": n}`), storing the schemas it was given:
+    (its URL, schema id -> schema, the paths requested).
 
     It is NOT a schema registry (no compatibility rules, no persistence): none can run on these
     machines (docs/sinks.md, "Avro"), so this checks the REST exchange and the wire format only.
@@ -208,9 +192,17 @@ def registry_stand_in() -> Iterator[tuple[str, dict[int, Any], list[str]]]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", schemas, paths
-    server.shutdown()
-    server.server_close()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", schemas, paths
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def registry_stand_in() -> Iterator[tuple[str, dict[int, Any], list[str]]]:
+    with serve_registry_stand_in() as served:
+        yield served
 
 
 def test_avro_records_in_the_confluent_wire_format(

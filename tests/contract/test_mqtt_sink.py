@@ -13,9 +13,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from cdc_logs.errors import CdcError, ErrorKind
-from cdc_logs.sinks.base import Sink
 from cdc_logs.sinks.mqtt import MqttSink
-from tests.contract.sink_contract import SinkContract
 from tests.helpers import make_event
 
 pytestmark = pytest.mark.integration
@@ -66,18 +64,6 @@ def subscriber(mqtt_url: str, unique_name: str) -> Iterator[Subscriber]:
     sub = Subscriber(mqtt_url, unique_name)
     yield sub
     sub.close()
-
-
-class TestMqttSinkContract(SinkContract):
-    @pytest.fixture(autouse=True)
-    def _server(self, mqtt_url: str, unique_name: str, subscriber: Subscriber) -> None:
-        self.url, self.prefix, self.subscriber = mqtt_url, unique_name, subscriber
-
-    def make_sink(self) -> Sink:
-        return MqttSink(self.url, prefix=self.prefix)
-
-    def read_back(self, sink: Sink) -> list[dict[str, Any]]:
-        return [json.loads(m.payload) for m in self.subscriber.settled()]
 
 
 def test_topics_and_user_properties(mqtt_url: str, unique_name: str, subscriber: Subscriber) -> None:

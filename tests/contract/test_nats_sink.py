@@ -11,9 +11,7 @@ import nats
 import pytest
 
 from cdc_logs.errors import CdcError, ErrorKind
-from cdc_logs.sinks.base import Sink
 from cdc_logs.sinks.nats import NatsSink
-from tests.contract.sink_contract import SinkContract
 from tests.helpers import make_event
 
 pytestmark = pytest.mark.integration
@@ -50,18 +48,6 @@ def stream(nats_url: str, unique_name: str) -> Iterator[str]:
     name = unique_name.upper()
     yield name
     asyncio.run(_delete(nats_url, name))
-
-
-class TestNatsSinkContract(SinkContract):
-    @pytest.fixture(autouse=True)
-    def _server(self, nats_url: str, unique_name: str, stream: str) -> None:
-        self.url, self.prefix, self.stream = nats_url, unique_name, stream
-
-    def make_sink(self) -> Sink:
-        return NatsSink(self.url, prefix=self.prefix, stream=self.stream)
-
-    def read_back(self, sink: Sink) -> list[dict[str, Any]]:
-        return [json.loads(m.data) for m in stored(self.url, self.stream)]
 
 
 def test_subjects_headers_and_server_side_dedup(nats_url: str, unique_name: str, stream: str) -> None:

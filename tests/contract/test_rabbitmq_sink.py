@@ -1,4 +1,5 @@
-"""RabbitMQ sink against the stack's broker: contract suite, confirms, persistence, routing."""
+"""RabbitMQ sink against the stack's broker: confirms, persistence, routing (the contract suite runs it
+through tests/contract/sinks/rabbitmq.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,7 @@ import pika
 import pytest
 
 from cdc_logs.errors import CdcError, ErrorKind
-from cdc_logs.sinks.base import Sink
 from cdc_logs.sinks.rabbitmq import RabbitMQSink
-from tests.contract.sink_contract import SinkContract
 from tests.helpers import make_event
 
 pytestmark = pytest.mark.integration
@@ -37,21 +36,6 @@ def drain(channel: Any, queue: str) -> list[tuple[Any, Any, bytes]]:
         if method is None:
             return messages
         messages.append((method, props, body))
-
-
-class TestRabbitMQSinkContract(SinkContract):
-    @pytest.fixture(autouse=True)
-    def _server(self, rabbitmq_url: str, unique_name: str, channel: Any) -> None:
-        self.url, self.queue, self.channel = rabbitmq_url, unique_name, channel
-        self.seen: list[dict[str, Any]] = []
-
-    def make_sink(self) -> Sink:
-        return RabbitMQSink(self.url, queue=self.queue)
-
-    def read_back(self, sink: Sink) -> list[dict[str, Any]]:
-        # basic_get consumes: keep what earlier reads took so each read returns the whole queue's history.
-        self.seen.extend(json.loads(body) for _m, _p, body in drain(self.channel, self.queue))
-        return list(self.seen)
 
 
 def test_persistent_messages_with_headers_through_an_exchange(

@@ -12,10 +12,8 @@ import redis
 from cdc_logs.envelope import ChangeEvent, Op, SourceInfo
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.position import Watermark
-from cdc_logs.sinks.base import Sink
 from cdc_logs.sinks.redis_cache import RedisCacheSink
 from cdc_logs.sinks.redis_stream import RedisStreamSink
-from tests.contract.sink_contract import SinkContract
 from tests.helpers import SERVER, make_event
 
 pytestmark = pytest.mark.integration
@@ -32,18 +30,6 @@ def client(redis_url: str, unique_name: str) -> Iterator[redis.Redis]:
 
 def entries(client: redis.Redis, stream: str) -> list[dict[bytes, bytes]]:
     return [fields for _id, fields in client.xrange(stream)]
-
-
-class TestRedisStreamSinkContract(SinkContract):
-    @pytest.fixture(autouse=True)
-    def _server(self, redis_url: str, unique_name: str, client: redis.Redis) -> None:
-        self.url, self.stream, self.client = redis_url, unique_name, client
-
-    def make_sink(self) -> Sink:
-        return RedisStreamSink(self.url, stream_name=self.stream, marker_key=f"{self.stream}:applied")
-
-    def read_back(self, sink: Sink) -> list[dict[str, Any]]:
-        return [json.loads(f[b"value"]) for f in entries(self.client, self.stream)]
 
 
 def test_fields_and_stream_per_table(redis_url: str, unique_name: str, client: redis.Redis) -> None:

@@ -1,7 +1,8 @@
 """OpenSearch sink against a live OpenSearch 2.19 node (scripts/lib/opensearch.sh), read back over REST.
 
-`mode: append` keeps one document per event, so it runs the history contract; `mode: mirror` keeps
-one document per row, so it is checked on the rows (like the SQL sink).
+The contract suite runs both modes (tests/contract/sinks/opensearch.py): `mode: append` keeps one
+document per event and is checked on the envelopes, `mode: mirror` keeps one document per row and is
+checked on the rows. Here: mirror details (partial updates, truncate), mapping conflicts, ids.
 """
 
 from __future__ import annotations
@@ -14,9 +15,7 @@ import requests
 from cdc_logs.envelope import ChangeEvent, Op, SourceInfo
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.position import Watermark
-from cdc_logs.sinks.base import Sink
 from cdc_logs.sinks.search import SearchSink, document_id, index_name
-from tests.contract.sink_contract import SinkContract
 from tests.helpers import SERVER, make_event
 
 pytestmark = pytest.mark.integration
@@ -30,21 +29,6 @@ def search(url: str, index: str) -> list[dict[str, Any]]:
         f"{url}/{index}/_search", json={"size": 1000, "query": {"match_all": {}}}, timeout=30
     ).json()
     return [dict(hit["_source"], _id=hit["_id"]) for hit in resp["hits"]["hits"]]
-
-
-class TestSearchSinkContract(SinkContract):
-    @pytest.fixture(autouse=True)
-    def _server(self, opensearch_url: str, unique_name: str) -> None:
-        self.url, self.index = opensearch_url, unique_name
-
-    def make_sink(self) -> Sink:
-        return SearchSink(self.url, index=self.index, mode="append")
-
-    def read_back(self, sink: Sink) -> list[dict[str, Any]]:
-        docs = search(self.url, self.index)
-        for doc in docs:
-            doc.pop("_id")
-        return sorted(docs, key=lambda d: d["source"]["seq"])  # an index has no delivery order
 
 
 def row_event(n: int, op: str, *, after: Any = None, before: Any = None, **kw: Any) -> ChangeEvent:

@@ -1,9 +1,9 @@
-"""SQL apply sink on the stack's Postgres and on SQLite: the target table mirrors the source.
+"""SQL apply sink on the stack's Postgres and MariaDB and on SQLite: the target table mirrors the source.
 
-The shared contract suite reads envelopes back in delivery order; a table holds rows, not history,
-so this sink proves the same promises on the rows instead: durable when `write` returns (read by a
-separate connection), a replay changes nothing, per-key order (the last change of each key wins),
-and a batch applies whole or not at all.
+The contract suite checks this sink on the rows (tests/contract/sinks/sql.py): durable when `write`
+returns (read by a separate connection), a replay changes nothing, per-key order (the last change of
+each key wins). Here, more of the same on hand-made tables, and what only a table has: a batch
+applies whole or not at all, partial updates, key changes, typed columns, `auto_create`.
 """
 
 from __future__ import annotations

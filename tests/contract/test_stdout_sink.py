@@ -3,23 +3,11 @@
 from __future__ import annotations
 
 import io
-from typing import Any
 
 import orjson
 
-from cdc_logs.sinks.base import Sink
 from cdc_logs.sinks.stdout import StdoutSink, render_pretty
-from tests.contract.sink_contract import SinkContract
 from tests.helpers import make_event
-
-
-class TestStdoutSinkContract(SinkContract):
-    def make_sink(self) -> Sink:
-        return StdoutSink("json", stream=io.BytesIO())
-
-    def read_back(self, sink: Sink) -> list[dict[str, Any]]:
-        assert isinstance(sink, StdoutSink) and isinstance(sink._stream, io.BytesIO)
-        return [orjson.loads(line) for line in sink._stream.getvalue().splitlines()]
 
 
 def test_json_is_one_envelope_per_line() -> None:
