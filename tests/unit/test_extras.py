@@ -19,31 +19,16 @@ from cdc_logs.build import build_sink
 from cdc_logs.configfile import parse_config
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.extras import DESTINATION_EXTRAS, OPTIONAL_CLIENTS, check_destination, installed, need
+from tests.contract.sink_contract import fixtures
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCE = {"type": "sqlite", "path": "x.db", "tables": ["t"]}
 
-# One minimal destination per `type`; test_every_destination_type_is_covered keeps this complete.
+# One minimal destination per `type` (it parses and builds without a server), from each sink's contract
+# fixture (tests/contract/sinks/<sink>.py, `examples`); test_every_destination_type_is_covered keeps
+# it complete.
 MINIMAL: dict[str, dict[str, Any]] = {
-    "stdout": {},
-    "file": {"path": "out.jsonl"},
-    "kafka": {"bootstrap_servers": "localhost:9092", "topic": "t"},
-    "redis_stream": {"host": "localhost"},
-    "redis": {},
-    "rabbitmq": {"queue": "q"},
-    "sql": {"url": "sqlite:///out.db"},
-    "postgresql": {"url": "postgresql://u@localhost/db"},
-    "postgres": {"url": "postgresql://u@localhost/db"},
-    "mysql": {"url": "mysql://u@localhost/db"},
-    "mariadb": {"url": "mysql://u@localhost/db"},
-    "sqlite": {"database": "out.db"},
-    "http": {"url": "http://localhost:1/hook"},
-    "webhook": {"url": "http://localhost:1/hook"},
-    "nats": {"url": "nats://localhost:4222", "prefix": "app"},
-    "mqtt": {"broker": "mqtt://localhost:1883"},
-    "pulsar": {"service_url": "pulsar://localhost:6650", "topic": "t"},
-    "opensearch": {"url": "http://localhost:9200"},
-    "elasticsearch": {"url": "http://localhost:9200"},
+    type_: dict(config) for fixture in fixtures().values() for type_, config in fixture.examples.items()
 }
 
 
@@ -60,7 +45,7 @@ def no_optional_clients(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_every_destination_type_is_covered() -> None:
     types = {t for component in registry.components("sink") for t in component.types}
-    assert types == set(MINIMAL)
+    assert types == set(MINIMAL), "each `type:` needs an example in its sink's contract fixture"
     assert set(DESTINATION_EXTRAS) <= types
     assert set(DESTINATION_EXTRAS.values()) == set(OPTIONAL_CLIENTS)
 
@@ -127,3 +112,16 @@ def test_config_validate_names_the_missing_extra(tmp_path: Path) -> None:
         "  fix: pip install 'cdc-logs[redis]'"
     ]
     assert "destination 'cache' (redis) needs the Python package 'redis'" in result.stderr
+
+
+def test_contract_fixtures_import_without_optional_clients() -> None:
+    """MINIMAL comes from the contract fixtures: they import an optional client only when they run."""
+    hidden = ", ".join(repr(extra.module) for extra in OPTIONAL_CLIENTS.values())
+    code = (
+        f"import sys\nfor m in ({hidden},): sys.modules[m] = None\n"
+        "from tests.contract.sink_contract import fixtures\nprint(len(fixtures()))"
+    )
+    argv = [sys.executable, "-c", code]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) == len(registry.components("sink"))

@@ -7,7 +7,6 @@ from typing import Any
 
 from cdc_logs.sinks.base import Sink
 from tests.contract.sink_contract import Held, SinkFixture
-from tests.contract.test_mqtt_sink import Subscriber
 
 
 class Mqtt(SinkFixture):
@@ -15,6 +14,8 @@ class Mqtt(SinkFixture):
     examples = {"mqtt": {"broker": "mqtt://localhost:1883"}}
 
     def setup(self) -> None:
+        from tests.contract.test_mqtt_sink import Subscriber  # imports paho: only when it runs
+
         self.url, self.prefix = self.server("mqtt_url"), self.server("unique_name")
         self.subscriber = Subscriber(self.url, self.prefix)
         self.cleanup.callback(self.subscriber.close)

@@ -8,7 +8,6 @@ from typing import Any
 
 from cdc_logs.sinks.base import Sink
 from tests.contract.sink_contract import Held, SinkFixture
-from tests.contract.test_nats_sink import _delete, stored
 
 
 class Nats(SinkFixture):
@@ -16,6 +15,8 @@ class Nats(SinkFixture):
     examples = {"nats": {"url": "nats://localhost:4222", "prefix": "app"}}
 
     def setup(self) -> None:
+        from tests.contract.test_nats_sink import _delete  # imports nats-py: only when it runs
+
         self.url, self.prefix = self.server("nats_url"), self.server("unique_name")
         self.stream = self.prefix.upper()
         self.cleanup.callback(lambda: asyncio.run(_delete(self.url, self.stream)))
@@ -24,4 +25,6 @@ class Nats(SinkFixture):
         return {"type": "nats", "url": self.url, "prefix": self.prefix, "stream": self.stream}
 
     def read_back(self, sink: Sink) -> Held:
+        from tests.contract.test_nats_sink import stored
+
         return Held(log=[json.loads(m.data) for m in stored(self.url, self.stream)])

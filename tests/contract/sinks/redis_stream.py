@@ -5,11 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import redis
-
 from cdc_logs.sinks.base import Sink
 from tests.contract.sink_contract import Held, SinkFixture
-from tests.contract.test_redis_sinks import entries
 
 
 class RedisStream(SinkFixture):
@@ -17,6 +14,8 @@ class RedisStream(SinkFixture):
     examples = {"redis_stream": {"host": "localhost"}}
 
     def setup(self) -> None:
+        import redis  # an optional client: imported only when it runs
+
         self.url, self.stream = self.server("redis_url"), self.server("unique_name")
         self.client = redis.Redis.from_url(self.url)
         self.cleanup.callback(self.client.close)
@@ -35,4 +34,6 @@ class RedisStream(SinkFixture):
             self.client.delete(key)
 
     def read_back(self, sink: Sink) -> Held:
+        from tests.contract.test_redis_sinks import entries
+
         return Held(log=[json.loads(f[b"value"]) for f in entries(self.client, self.stream)])
