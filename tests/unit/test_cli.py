@@ -169,6 +169,19 @@ def test_config_schema_is_json() -> None:
     )
 
 
+def test_config_schema_has_every_registered_source_and_sink() -> None:
+    """The schema comes from the registry: a new reader or sink module is in it with no other edit."""
+    from cdc_logs import registry
+
+    schema = orjson.loads(cli("config", "schema").stdout)
+    for field, kind in (("source", "source"), ("destination", "sink")):
+        mapping = schema["properties"][field]["anyOf"][0]["discriminator"]["mapping"]
+        registered = {t: c.config.__name__ for c in registry.components(kind) for t in c.types}
+        assert {t: ref.rsplit("/", 1)[1] for t, ref in mapping.items()} == registered
+        many = schema["properties"][field + "s"]["anyOf"][0]["items"]["discriminator"]["mapping"]
+        assert set(many) == set(registered)
+
+
 def _pipeline(tmp_path: Path, mode: str = "one_time", extra: str = "") -> Path:
     db = tmp_path / "app.db"
     with sqlite3.connect(db) as conn:
