@@ -333,6 +333,7 @@ class DebeziumReader(Reader):
                     msg.key(),
                     msg.value(),
                     decoded.reason,
+                    position,
                     timestamp,
                 )
             )

@@ -45,7 +45,7 @@ def _dead_letter(cfg: DebeziumSourceConfig, pipeline: str, source: str, temporar
         return KafkaDeadLetter(dl.topic or f"{pipeline}.dlq", client_settings(cfg))
     if dl.type == "log" or (temporary and dl.path is None):
         return LogDeadLetter()  # tail leaves no files behind
-    return FileDeadLetter(dl.path or Path(".cdc-logs") / f"{pipeline}.{source}.dlq.jsonl")
+    return FileDeadLetter(dl.path or Path(".cdc-logs") / f"{pipeline}.{source}.dlq.jsonl", source)
 
 
 def _provisioner(cfg: DebeziumSourceConfig, pipeline: str) -> Any:

@@ -90,8 +90,11 @@ def test_pipeline_delivers_dead_letters_and_commits_after_the_sink(
         assert [e.after["id"] for e in first.events if e.after] == [1, 2]
         assert first.events[0].key == {"id": 1} and first.events[0].source.extra["version"] == "3.6.1.Final"
         dead = [orjson.loads(line) for line in dlq.read_text().splitlines()]
-        assert len(dead) == 1 and dead[0]["offset"] == 2 and "value is not JSON" in dead[0]["reason"]
-        assert dead[0]["value"] == "this is not json"
+        assert (
+            len(dead) == 1 and dead[0]["origin"]["offset"] == 2 and "value is not JSON" in dead[0]["reason"]
+        )
+        assert dead[0]["raw"] == {"encoding": "utf-8", "data": "this is not json"}
+        assert dead[0]["origin"]["key"] == {"encoding": "utf-8", "data": '{"id": 9}'}
 
         stored = store.load("dbzsource", "debezium")
         assert stored is not None

@@ -146,7 +146,11 @@ def test_stream_positions_tombstones_and_dead_letters(tmp_path: Path) -> None:
     assert isinstance(malformed, Heartbeat) and _offsets(malformed.position) == {f"{TOPIC}:0": 6}
     assert isinstance(last, ChangeEvent) and _offsets(last.position) == {f"{TOPIC}:0": 7}
     record = orjson.loads(dlq.read_bytes().splitlines()[0])
-    assert record["offset"] == 5 and record["value"] == "garbage" and "not JSON" in record["reason"]
+    assert record["stage"] == "source" and record["component"] == "debezium" and record["kind"] == "decode"
+    assert record["origin"]["offset"] == 5 and record["origin"]["topic"] == TOPIC
+    assert record["raw"] == {"encoding": "utf-8", "data": "garbage"} and "not JSON" in record["reason"]
+    assert record["origin"]["key"] == {"encoding": "utf-8", "data": '{"id": 1}'}
+    assert record["position"]["offsets"] == [[f"{TOPIC}:0", 6]], "the position moves past it"
     reader.close()
     assert consumer.closed
 
@@ -300,6 +304,7 @@ def test_build_maps_security_settings() -> None:
     assert "pw" not in repr(source)  # SecretStr
     tail = build_reader(source, "tail", temporary=True)
     assert isinstance(tail, DebeziumReader) and not tail.commit_offsets
+    assert isinstance(reader.dead_letter, FileDeadLetter) and reader.dead_letter.source == "debezium"
     assert str(tail.consumer_config["group.id"]).startswith("cdc-logs-tail-")
 
 
