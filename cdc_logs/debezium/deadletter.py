@@ -10,7 +10,10 @@ the sinks hold everything before it) moves past the record right after.
 - `KafkaDeadLetter`: the original key and value bytes to a topic (default `<pipeline>.dlq`), the reason
   and origin in headers `cdc-logs.dlq.reason|topic|partition|offset` (Kafka Connect's convention, so
   the topic's consumers get the record as it was); waits for the broker's ack.
-- `LogDeadLetter`: a warning on stderr only (for `tail`, which leaves nothing behind).
+- `LogDeadLetter`: a warning on stderr only (`dead_letter.type: log`): the record is not kept.
+
+Without a destination (`tail`), the reader hands the record to the pipeline as an `Undecodable`, which
+stops at it, or parks it with `--dead-letter-dir`, exactly as for the native readers' changes.
 """
 
 from __future__ import annotations
