@@ -16,7 +16,7 @@ One JSON object per line (docs/configuration.md#dead-letters):
   component       the sink's or the source's name
   kind            the error kind: "sink_rejected", "decode"
   reason, hint    why, and what to do about it
-  position        the position object (as `cdc-logs offsets set --position` takes it), or null
+  position        where it stood in the source's order, as the offset store encodes positions, or null
   table           schema.table (a Debezium record: the topic it came from), or null
   key             the event's key, or null
   envelope        stage sink: the whole envelope, as the sink was given it; else null

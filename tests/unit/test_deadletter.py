@@ -41,7 +41,7 @@ def test_a_refused_event_holds_what_a_replay_needs_and_reads_back_whole(tmp_path
     assert data["reason"] == "value out of range" and data["hint"] == "widen the column"
     assert data["envelope"] == orjson.loads(event.to_json()), "the whole envelope, as the sink got it"
     assert data["key"] == {"id": 7} and data["table"] == "main.t"
-    assert data["position"] == orjson.loads(Watermark(SERVER, (7,)).encode()), "as offsets set takes it"
+    assert data["position"] == orjson.loads(Watermark(SERVER, (7,)).encode()), "as stored offsets"
     assert data["raw"] is None and data["origin"] == {}
     (record,) = deadletter.read(path)
     assert record.position == event.position and record.envelope == data["envelope"]
