@@ -39,13 +39,17 @@ def client_settings(cfg: DebeziumSourceConfig) -> dict[str, Any]:
     return out
 
 
-def _dead_letter(cfg: DebeziumSourceConfig, pipeline: str, source: str, temporary: bool) -> DeadLetter:
+def _dead_letter(cfg: DebeziumSourceConfig, pipeline: str, source: str, temporary: bool) -> DeadLetter | None:
     dl = cfg.dead_letter
     if dl.type == "kafka":
         return KafkaDeadLetter(dl.topic or f"{pipeline}.dlq", client_settings(cfg))
-    if dl.type == "log" or (temporary and dl.path is None):
-        return LogDeadLetter()  # tail leaves no files behind
-    return FileDeadLetter(dl.path or Path(".cdc-logs") / f"{pipeline}.{source}.dlq.jsonl")
+    if temporary and dl.path is None:
+        # tail leaves no files behind unless asked: the pipeline stops at a malformed record, or
+        # parks it with --dead-letter-dir, as for every other source (never a skip with a warning).
+        return None
+    if dl.type == "log":
+        return LogDeadLetter()
+    return FileDeadLetter(dl.path or Path(".cdc-logs") / f"{pipeline}.{source}.dlq.jsonl", source)
 
 
 def _provisioner(cfg: DebeziumSourceConfig, pipeline: str) -> Any:
@@ -107,7 +111,7 @@ def tail_config(
     from_beginning: bool,
 ) -> DebeziumSourceConfig:
     """The source config behind `cdc-logs tail --source debezium` (a throwaway group, no commits)."""
-    from cdc_logs.debezium.config import DeadLetterConfig, DebeziumSourceConfig
+    from cdc_logs.debezium.config import DebeziumSourceConfig
 
     if not bootstrap:
         raise CdcError(
@@ -124,5 +128,4 @@ def tail_config(
         tables=tables,
         group_id=group_id,
         auto_offset_reset="earliest" if from_beginning else "latest",
-        dead_letter=DeadLetterConfig(type="log"),
     )
