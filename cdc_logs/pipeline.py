@@ -424,8 +424,9 @@ class Pipeline:
                 ErrorKind.DECODE,
                 f"source {source}: a change of {item.table} at {item.position.describe()} cannot be decoded: "
                 f"{item.reason}",
-                "repair the row at the source, or park such changes and go on: sync.dead_letters in a "
-                "pipeline, --dead-letter-dir with tail",
+                (item.hint or "repair the row at the source")
+                + ", or park such changes and go on: sync.dead_letters in a pipeline, "
+                "--dead-letter-dir with tail",
             )
         path = self._dead_letters.write_undecodable(source, item)
         self.stats.undecodable += 1

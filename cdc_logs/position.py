@@ -410,6 +410,13 @@ class KafkaOffsets(Position):
             object.__setattr__(self, "_lane_key", cached)
         return cached
 
+    def describe(self) -> str:
+        """The record's own partition and offset when known, else every partition's next offset."""
+        offsets = dict(self.offsets)
+        if self.partition in offsets:
+            return f"{self.partition}@{offsets[self.partition]}" + self._event_suffix()
+        return ", ".join(f"{name}@{offset}" for name, offset in self.offsets) or "start"
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Position:
         position = cls(
