@@ -1,4 +1,5 @@
-"""Build a DebeziumReader from a `type: debezium` source config (used by build.py and `tail`).
+"""Build a DebeziumReader from a `type: debezium` source config (the build function registered in
+debezium/config.py calls it, for `run` and `tail` alike).
 
 Maps the config's friendly keys to librdkafka settings, chooses the consumer group and the dead-letter
 destination, and, when the source carries the seed's `connector_config`, hands the reader a callback
@@ -96,33 +97,4 @@ def build_debezium_reader(
         dead_letter=_dead_letter(cfg, pipeline, source, temporary),
         commit_offsets=not temporary,
         provision=_provisioner(cfg, pipeline),
-    )
-
-
-def tail_config(
-    tables: list[str],
-    bootstrap: str | None,
-    topic_prefix: str | None,
-    group_id: str | None,
-    from_beginning: bool,
-) -> DebeziumSourceConfig:
-    """The source config behind `cdc-logs tail --source debezium` (a throwaway group, no commits)."""
-    from cdc_logs.debezium.config import DeadLetterConfig, DebeziumSourceConfig
-
-    if not bootstrap:
-        raise CdcError(
-            ErrorKind.USAGE,
-            "--bootstrap is required",
-            "pass --bootstrap HOST:PORT or set CDC_KAFKA_BOOTSTRAP",
-        )
-    if not topic_prefix:
-        raise CdcError(ErrorKind.USAGE, "--topic-prefix is required", "pass the connector's topic.prefix")
-    return DebeziumSourceConfig(
-        type="debezium",
-        bootstrap_servers=bootstrap,
-        topic_prefix=topic_prefix,
-        tables=tables,
-        group_id=group_id,
-        auto_offset_reset="earliest" if from_beginning else "latest",
-        dead_letter=DeadLetterConfig(type="log"),
     )
