@@ -255,7 +255,7 @@ class PipelineConfig(ConfigModel):
         names = [s.name or s.type for s in self.all_sources()]
         if len(set(names)) != len(names):
             raise ValueError(f"source names must be unique (got {names}); set `name:` on each")
-        dnames = [d.name or d.type for d in self.all_destinations()]
+        dnames = [d.name or d.type for d in self.all_sinks()]
         if len(set(dnames)) != len(dnames):
             raise ValueError(f"destination names must be unique (got {dnames}); set `name:` on each")
         return self
@@ -263,5 +263,5 @@ class PipelineConfig(ConfigModel):
     def all_sources(self) -> list[SourceConfigBase]:
         return list(self.sources or ([self.source] if self.source else []))
 
-    def all_destinations(self) -> list[SinkConfigBase]:
+    def all_sinks(self) -> list[SinkConfigBase]:
         return list(self.destinations or ([self.destination] if self.destination else []))
