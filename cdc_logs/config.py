@@ -39,18 +39,6 @@ def _adapter(kind: registry.Kind) -> TypeAdapter[Any]:
     return TypeAdapter(_union(kind))
 
 
-def source_config(data: Any) -> SourceConfigBase:
-    """One source's config from its mapping (`type:` picks the model)."""
-    config: SourceConfigBase = _adapter("source").validate_python(data)
-    return config
-
-
-def sink_config(data: Any) -> SinkConfigBase:
-    """One destination's config from its mapping."""
-    config: SinkConfigBase = _adapter("sink").validate_python(data)
-    return config
-
-
 def transform_config(data: Any) -> ConfigModel:
     """One transform's config from its mapping ({type, params})."""
     config: ConfigModel = _adapter("transform").validate_python(data)

@@ -72,7 +72,7 @@ def _provisioner(cfg: DebeziumSourceConfig, pipeline: str) -> Any:
 
 
 def build_debezium_reader(
-    cfg: DebeziumSourceConfig, pipeline: str, *, temporary: bool = False, from_beginning: bool | None = None
+    cfg: DebeziumSourceConfig, pipeline: str, *, temporary: bool = False
 ) -> DebeziumReader:
     """The reader for one source. `temporary` (tail): a throwaway group that commits nothing."""
     source = cfg.name or cfg.type
@@ -81,14 +81,11 @@ def build_debezium_reader(
     group = cfg.group_id or (
         f"cdc-logs-tail-{uuid.uuid4().hex[:12]}" if temporary else f"cdc-logs.{pipeline}.{source}"
     )
-    reset = cfg.auto_offset_reset
-    if from_beginning is not None:
-        reset = "earliest" if from_beginning else "latest"
     consumer_config = {
         **client_settings(cfg),
         "group.id": group,
         "client.id": f"cdc-logs.{pipeline}.{source}",
-        "auto.offset.reset": reset,
+        "auto.offset.reset": cfg.auto_offset_reset,
         **cfg.consumer_config,
     }
     return DebeziumReader(
