@@ -39,18 +39,6 @@ def _adapter(kind: registry.Kind) -> TypeAdapter[Any]:
     return TypeAdapter(_union(kind))
 
 
-def source_config(data: Any) -> SourceConfigBase:
-    """One source's config from its mapping (`type:` picks the model)."""
-    config: SourceConfigBase = _adapter("source").validate_python(data)
-    return config
-
-
-def sink_config(data: Any) -> SinkConfigBase:
-    """One destination's config from its mapping."""
-    config: SinkConfigBase = _adapter("sink").validate_python(data)
-    return config
-
-
 def transform_config(data: Any) -> ConfigModel:
     """One transform's config from its mapping ({type, params})."""
     config: ConfigModel = _adapter("transform").validate_python(data)
@@ -255,7 +243,7 @@ class PipelineConfig(ConfigModel):
         names = [s.name or s.type for s in self.all_sources()]
         if len(set(names)) != len(names):
             raise ValueError(f"source names must be unique (got {names}); set `name:` on each")
-        dnames = [d.name or d.type for d in self.all_destinations()]
+        dnames = [d.name or d.type for d in self.all_sinks()]
         if len(set(dnames)) != len(dnames):
             raise ValueError(f"destination names must be unique (got {dnames}); set `name:` on each")
         return self
@@ -263,5 +251,5 @@ class PipelineConfig(ConfigModel):
     def all_sources(self) -> list[SourceConfigBase]:
         return list(self.sources or ([self.source] if self.source else []))
 
-    def all_destinations(self) -> list[SinkConfigBase]:
+    def all_sinks(self) -> list[SinkConfigBase]:
         return list(self.destinations or ([self.destination] if self.destination else []))

@@ -36,12 +36,13 @@ from typing import Any, ClassVar, Literal, TypeVar
 import pytest
 
 from cdc_logs.build import build_sink
-from cdc_logs.config import sink_config
+from cdc_logs.configfile import parse_config
 from cdc_logs.sinks.base import Sink
 
 Holds = Literal["log", "state", "count"]
 _T = TypeVar("_T")
 
+_SOURCE = {"type": "sqlite", "path": "unused.db", "tables": ["t"]}  # parsed, never opened
 # What a sink of each registered kind (its capabilities) holds.
 KIND_HOLDS: dict[str, Holds] = {"log": "log", "state": "state", "discard": "count"}
 
@@ -125,8 +126,10 @@ class SinkFixture:
         raise NotImplementedError
 
     def make_sink(self) -> Sink:
-        """A fresh sink from `destination()`, built by the registered build function."""
-        return build_sink(sink_config(self.destination()), "contract")
+        """A fresh sink from `destination()`: parsed in a pipeline config and built by the registered
+        build function, as `cdc-logs run` does."""
+        config = parse_config({"name": "contract", "source": _SOURCE, "destination": self.destination()})
+        return build_sink(config.all_sinks()[0], config.name)
 
     def read_back(self, sink: Sink) -> Held:
         raise NotImplementedError
