@@ -8,15 +8,21 @@ a build function for it:
     def build(cfg: NatsSinkConfig, ctx: BuildContext) -> NatsSink: ...
 
 Everything else is derived from the registry, nothing is listed by hand: the pipeline config's
-`source`/`destination`/`plugins` unions (config.py), building a pipeline (build.py), `cdc-logs config
-schema`, the reference pages in docs/reference/ (scripts/gen_reference), the reader x sink matrix and
-the sink contract suite (a registered sink without a test case fails them). Components are found by
-importing every module of cdc_logs/sinks/ and cdc_logs/transforms/, each reader package's
-`config` module, and the Debezium source's (`load()`).
+`source`/`destination`/`plugins` unions (config.py), building a pipeline (build.py), the `type:`
+values an unknown-type error lists, and `cdc-logs config schema`. The tests are driven by it too: a
+registered sink fails the sink contract suite until it has a fixture in tests/contract/sinks/, and
+the reader x sink matrix until it has a case there or its fixture says why not. Components are found
+by importing every module of cdc_logs/sinks/ and cdc_logs/transforms/, each reader package's
+`config` module, and the Debezium source's (`load()`), so a new component is a new module and
+nothing else (docs/contributing.md walks through one).
 
-Capabilities say what the pipeline and the docs may rely on: a sink is a `state` sink (it mirrors
-tables: SQL, Redis cache, OpenSearch) or a `log` sink (it appends every change); `replay_guard`
-means it recognises replayed events exactly (sinks/dedup.py); `ordered` that it keeps per-key order.
+A sink's capabilities say what it promises beyond the contract of sinks/base.py. Exactly one says
+what its destination holds, and the contract suite checks it: `state` (it mirrors tables by primary
+key: SQL, Redis cache, OpenSearch), `log` (it appends every change), or `count` (it keeps nothing
+but how many changes it took, as a sink for benchmarks does). `replay_guard` means it recognises a replayed
+batch exactly (sinks/dedup.py), which the suite checks too; `ordered` (per-key order kept in what
+it holds) and `dedup_ids` (each message carries an id stable across replays) are declared for
+readers of the code, and not checked here.
 """
 
 from __future__ import annotations
@@ -34,7 +40,8 @@ from pydantic import BaseModel
 Kind = Literal["source", "sink", "transform"]
 _B = TypeVar("_B", bound=Callable[..., Any])
 
-SINK_CAPABILITIES = frozenset({"state", "log", "replay_guard", "ordered", "dedup_ids"})
+SINK_HOLDS = frozenset({"state", "log", "count"})  # what a sink's destination holds: exactly one
+SINK_CAPABILITIES = SINK_HOLDS | {"replay_guard", "ordered", "dedup_ids"}
 
 
 @dataclass(frozen=True)
@@ -85,8 +92,8 @@ _loaded = False
 
 def _register(kind: Kind, config: type[BaseModel], capabilities: Iterable[str]) -> Callable[[_B], _B]:
     caps = frozenset(capabilities)
-    if kind == "sink" and not caps & {"state", "log"}:
-        raise TypeError(f"{config.__name__}: a sink is a `state` or a `log` sink (capabilities)")
+    if kind == "sink" and len(caps & SINK_HOLDS) != 1:
+        raise TypeError(f"{config.__name__}: a sink is exactly one of a `state`, `log` or `count` sink")
     if kind == "sink" and caps - SINK_CAPABILITIES:
         raise TypeError(f"{config.__name__}: unknown capabilities {sorted(caps - SINK_CAPABILITIES)}")
 

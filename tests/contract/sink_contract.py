@@ -19,8 +19,11 @@ What a destination holds decides what the checks compare (`Held`):
          OpenSearch `mode: mirror`): compared with the state the events leave behind (the last
          change of each key wins, a delete removes the row). The read-backs are the matrix's
          (tests/matrix/targets.py).
-  count  nothing but how many events it took, for sinks that keep nothing (`discard`): compared
-         with the number of events written.
+  count  nothing but how many events it took, for sinks that keep nothing (`count`): compared
+         with the number of events written. There is nothing to read back but the sink's count.
+
+Which one a sink's configurations hold is its registered capability (`state`, `log` or `count`,
+registry.SINK_HOLDS); test_each_fixture_runs_what_its_sink_declares checks the fixture agrees.
 """
 
 from __future__ import annotations
@@ -43,8 +46,6 @@ Holds = Literal["log", "state", "count"]
 _T = TypeVar("_T")
 
 _SOURCE = {"type": "sqlite", "path": "unused.db", "tables": ["t"]}  # parsed, never opened
-# What a sink of each registered kind (its capabilities) holds.
-KIND_HOLDS: dict[str, Holds] = {"log": "log", "state": "state", "discard": "count"}
 
 
 @dataclass
