@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from cdc_logs import registry
 from cdc_logs.config import PipelineConfig
 from cdc_logs.configfile import interpolate, json_schema, load_config
 from cdc_logs.errors import CdcError, ErrorKind
@@ -334,16 +335,22 @@ def test_default_applies_to_an_empty_variable(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------- errors
+def _accepted(kind: registry.Kind) -> str:
+    """Every registered `type:` value, as the error lists them: by component, canonical name first."""
+    return ", ".join(t for component in registry.components(kind) for t in component.types)
+
+
 def test_unknown_source_type_names_field_and_accepted_values(tmp_path: Path) -> None:
     err = config_error(tmp_path, "source: {type: foo}\ndestination: {type: stdout}\n")
-    accepted = "accepted: debezium, mysql, mariadb, poll, polling, query, postgresql, postgres, pg, sqlite"
-    assert f"source.type: unknown type 'foo'; {accepted}" in err.message
+    assert "mysql, mariadb, poll, polling, query, postgresql, postgres, pg, sqlite" in _accepted("source")
+    assert f"source.type: unknown type 'foo'; accepted: {_accepted('source')}" in err.message
     assert "cdc-logs config schema" in (err.hint or "")
 
 
 def test_unknown_destination_type_names_field_and_accepted_values(tmp_path: Path) -> None:
     err = config_error(tmp_path, MINIMAL.replace("type: stdout", "type: kafak"))
-    assert "destination.type: unknown type 'kafak'; accepted: file, http, webhook, kafka" in err.message
+    assert "file, http, webhook, kafka" in _accepted("sink")  # aliases follow their canonical name
+    assert f"destination.type: unknown type 'kafak'; accepted: {_accepted('sink')}" in err.message
 
 
 def test_unknown_type_in_a_list_names_the_index(tmp_path: Path) -> None:
