@@ -347,7 +347,6 @@ TEMPLATES: dict[str, dict[str, Any]] = {
     # the offset store
     "offsets": {"type": "postgres", "dsn": "postgresql://cdc@127.0.0.1:1/db"},
 }
-SOURCES = ("sqlite", "poll", "postgresql", "mysql", "debezium")
 # URL-valued credential fields: the scheme and path of their variants ("hostile": the hostile server).
 URL_FIELDS: dict[tuple[str, str], tuple[str, str]] = {
     ("postgresql", "dsn"): ("postgresql", "/cdc_test"),
@@ -439,7 +438,9 @@ def _pipeline(key: str, block: dict[str, Any]) -> dict[str, Any]:
     config: dict[str, Any] = {"name": "canary", "sync": SYNC}
     if key == "offsets":
         return {**config, "source": SQLITE_SOURCE, "destination": STDOUT, "offsets": block}
-    if key in SOURCES:
+    from cdc_logs import registry
+
+    if key in {component.name for component in registry.components("source")}:
         return {**config, "source": block, "destination": STDOUT}
     return {**config, "source": SQLITE_SOURCE, "destination": block}
 
