@@ -6,11 +6,15 @@ batch, events are in source order, and a sink must keep per-key order. A sink ra
 kind SINK_TRANSIENT for failures worth retrying (the pipeline backs off and retries the whole batch)
 and SINK_REJECTED for data the destination refuses (an operator must look).
 
-Every registered sink runs the shared contract suite (tests/contract/test_sink_contract.py) against
-its real destination, through its fixture in tests/contract/sinks/, except what no server on the
-project's machines can run, each fixture saying why: Pulsar (no broker; unit-tested without one),
-the Kafka sink's Avro mode with a real schema registry (it runs against a stand-in registry), and
-the SQL sink on MySQL 8 (MariaDB runs instead).
+The shared contract suite (tests/contract/test_sink_contract.py) checks this for every registered
+sink, through its fixture in tests/contract/sinks/: what `write` returned for is at the destination
+before the sink is closed, read without the sink (the server's own client, the files on disk, what
+a receiver got); a replayed batch is tolerated; each key's order is kept; an empty batch writes
+nothing; and a sink that declares `replay_guard` skips a replay exactly. What is compared follows
+the sink's capability (registry.py): a `state` sink's rows, a `log` sink's envelopes, and for a
+`count` sink, which keeps nothing to read, the count it keeps. A configuration that no server on
+the project's machines can run is reported as skipped, with the reason its fixture gives
+(`cannot_run`).
 """
 
 from __future__ import annotations
