@@ -234,6 +234,15 @@ def _doctor(path: tuple[str, ...], ctx: Context) -> Iterator[Case]:
     yield from _dsn_cases(
         ["doctor", "--source", "mariadb"], url_variants("mysql", "/test", wrong="CDC_MARIADB_DSN"), "mariadb"
     )
+    # -c: every source's credential fields, and an offset store's (doctor reads the stored positions).
+    for name, config in config_cases(ctx):
+        if name.split(".")[0] in SOURCES or name.startswith("offsets."):
+            yield Case(
+                f"config-{name}",
+                ["doctor", "-c", "pipeline.yaml"],
+                {"file:config"},
+                files={"pipeline.yaml": config_yaml(config)},
+            )
 
 
 _CONNECT_ARGS: dict[tuple[str, ...], list[str]] = {
