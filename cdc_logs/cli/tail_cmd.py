@@ -11,12 +11,10 @@ from types import FrameType
 
 import typer
 
-from cdc_logs.build import build_reader, source_name
+from cdc_logs.build import tail_pipeline
 from cdc_logs.cli.progress import show_snapshot_progress
 from cdc_logs.cli.source_flags import PG_ALIASES, SOURCES, source_config
 from cdc_logs.errors import CdcError, ErrorKind
-from cdc_logs.offsets.memory import MemoryOffsetStore
-from cdc_logs.pipeline import BatchPolicy, Pipeline
 from cdc_logs.readers.sqlite.config import SqliteSourceConfig
 from cdc_logs.sinks.stdout import StdoutSink
 
@@ -112,17 +110,9 @@ def tail(
         publication,
         debezium=(bootstrap, topic_prefix, group_id, from_beginning),
     )
-    reader = build_reader(cfg, "tail", temporary=True)
     sink = StdoutSink(format)
-    pipeline = Pipeline(
-        "tail",
-        {source_name(cfg): reader},
-        [sink],
-        MemoryOffsetStore(),
-        batch=BatchPolicy(max_events=500, max_wait_s=0.05),
-        retry_start=False,  # interactive: an unreachable source fails at once; a drop mid-stream is retried
-        limit=limit,
-        dead_letter_dir=str(dead_letter_dir) if dead_letter_dir else None,
+    pipeline = tail_pipeline(
+        cfg, sink, limit=limit, dead_letter_dir=str(dead_letter_dir) if dead_letter_dir else None
     )
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
@@ -131,6 +121,7 @@ def tail(
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     if format == "pretty" and snapshot:
+        (reader,) = pipeline.readers.values()
         show_snapshot_progress(pipeline, reader, sink)
     try:
         pipeline.run()
