@@ -109,7 +109,7 @@ def make_pipeline(
     return Pipeline(
         cfg.name,
         {source_name(s): build_reader(s, cfg.name) for s in cfg.all_sources()},
-        [build_sink(d, cfg.name) for d in cfg.all_destinations()],
+        [build_sink(d, cfg.name) for d in cfg.all_sinks()],
         build_offsets(cfg.offsets, cfg.name),
         transforms=[build_transform(t) for t in cfg.plugins.all()],
         batch=BatchPolicy(sync.batch.max_events, sync.batch.max_bytes, sync.batch.max_wait_ms / 1000),
@@ -128,7 +128,7 @@ def make_pipeline(
 
 def _fanout_policy(cfg: PipelineConfig) -> FanoutPolicy | None:
     fan = cfg.sync.fanout
-    if fan.enabled is False or (fan.enabled == "auto" and len(cfg.all_destinations()) < 2):
+    if fan.enabled is False or (fan.enabled == "auto" and len(cfg.all_sinks()) < 2):
         return None
     spool = fan.spool_dir or str(Path(".cdc-logs") / f"{cfg.name}.spool")
     return FanoutPolicy(spool, fan.max_spool_bytes, fan.max_memory_bytes)

@@ -39,18 +39,6 @@ def _adapter(kind: registry.Kind) -> TypeAdapter[Any]:
     return TypeAdapter(_union(kind))
 
 
-def source_config(data: Any) -> SourceConfigBase:
-    """One source's config from its mapping (`type:` picks the model)."""
-    config: SourceConfigBase = _adapter("source").validate_python(data)
-    return config
-
-
-def sink_config(data: Any) -> SinkConfigBase:
-    """One destination's config from its mapping."""
-    config: SinkConfigBase = _adapter("sink").validate_python(data)
-    return config
-
-
 def transform_config(data: Any) -> ConfigModel:
     """One transform's config from its mapping ({type, params})."""
     config: ConfigModel = _adapter("transform").validate_python(data)
@@ -173,8 +161,9 @@ class FanoutConfig(ConfigModel):
 
 
 class DeadLettersConfig(ConfigModel):
-    """Events a destination refuses (a value it cannot hold, a missing column) go to a dead-letter
-    file per destination, with the reason and the whole envelope; the pipeline keeps going."""
+    """Events a destination refuses (a value it cannot hold, a missing column) and changes a source
+    cannot decode go to dead-letter files, with the reason and the data; the pipeline keeps going
+    (docs/configuration.md#dead-letters)."""
 
     enabled: bool = Field(
         True,
@@ -183,8 +172,8 @@ class DeadLettersConfig(ConfigModel):
     )
     dir: str | None = Field(
         None,
-        description="Directory of the dead-letter files: one per destination, and one per source for "
-        "changes it could not decode. Default: .cdc-logs/<pipeline>.deadletter.",
+        description="Directory of the dead-letter files: <destination>.deadletter.jsonl per destination, "
+        "<source>.undecodable.jsonl per source. Default: .cdc-logs/<pipeline>.deadletter.",
         examples=["/var/lib/cdc/dead"],
     )
 
@@ -424,7 +413,7 @@ class PipelineConfig(ConfigModel):
         names = [s.name or s.type for s in self.all_sources()]
         if len(set(names)) != len(names):
             raise ValueError(f"source names must be unique (got {names}); set `name:` on each")
-        dnames = [d.name or d.type for d in self.all_destinations()]
+        dnames = [d.name or d.type for d in self.all_sinks()]
         if len(set(dnames)) != len(dnames):
             raise ValueError(f"destination names must be unique (got {dnames}); set `name:` on each")
         return self
@@ -432,5 +421,5 @@ class PipelineConfig(ConfigModel):
     def all_sources(self) -> list[SourceConfigBase]:
         return list(self.sources or ([self.source] if self.source else []))
 
-    def all_destinations(self) -> list[SinkConfigBase]:
+    def all_sinks(self) -> list[SinkConfigBase]:
         return list(self.destinations or ([self.destination] if self.destination else []))

@@ -83,7 +83,3 @@ class CdcError(Exception):
     def __str__(self) -> str:
         text = f"{self.kind.value}: {self.message}"
         return f"{text}\n  fix: {self.hint}" if self.hint else text
-
-
-def config_error(message: str, hint: str | None = None) -> CdcError:
-    return CdcError(ErrorKind.CONFIG, message, hint)

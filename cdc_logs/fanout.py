@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cdc_logs.checkpoint import Checkpointer
-from cdc_logs.delivery import DeadLetterFile, Delivery
+from cdc_logs.deadletter import DeadLetterDir
+from cdc_logs.delivery import Delivery
 from cdc_logs.envelope import ChangeEvent
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.logging import get_logger
@@ -38,7 +39,7 @@ class FanOut:
         spool_dir: str | Path,
         *,
         retry: RetryPolicy,
-        dead_letters: DeadLetterFile | None,
+        dead_letters: DeadLetterDir | None,
         max_spool_bytes: int,
         batch_events: int,
         metrics: Metrics,

@@ -24,7 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from cdc_logs.checkpoint import Checkpointer
-from cdc_logs.delivery import DeadLetterFile, Delivery
+from cdc_logs.deadletter import DeadLetterDir
+from cdc_logs.delivery import Delivery
 from cdc_logs.envelope import ChangeEvent, Heartbeat, Undecodable
 from cdc_logs.errors import CdcError, Directive, ErrorKind
 from cdc_logs.fanout import FanOut
@@ -134,7 +135,7 @@ class Pipeline:
         self._read_counts: Counter[tuple[str, str, str]] = Counter()
         self._last_ts_ms: dict[str, int] = {}
         self._progressed: dict[str, bool] = {}  # a source yielded something since its last failure
-        dead_letters = self._dead_letters = DeadLetterFile(dead_letter_dir) if dead_letter_dir else None
+        dead_letters = self._dead_letters = DeadLetterDir(dead_letter_dir) if dead_letter_dir else None
         self._delivery = Delivery(
             self.retry, stop=self._stop, dead_letters=dead_letters, metrics=self.metrics, status=self.status
         )
@@ -423,8 +424,9 @@ class Pipeline:
                 ErrorKind.DECODE,
                 f"source {source}: a change of {item.table} at {item.position.describe()} cannot be decoded: "
                 f"{item.reason}",
-                "repair the row at the source, or park such changes and go on: sync.dead_letters in a "
-                "pipeline, --dead-letter-dir with tail",
+                (item.hint or "repair the row at the source")
+                + ", or park such changes and go on: sync.dead_letters in a pipeline, "
+                "--dead-letter-dir with tail",
             )
         path = self._dead_letters.write_undecodable(source, item)
         self.stats.undecodable += 1

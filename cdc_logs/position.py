@@ -1,9 +1,9 @@
 """Source positions: totally ordered per source, encoded to a string for the offset store.
 
 Every position is stamped with the identity of the server it came from (Postgres system identifier,
-MySQL server_uuid / MariaDB server_id+domain, Oracle DBID, Mongo replica set id, SQLite file id), so a
-pipeline refuses to resume against a different server. Comparing positions from two servers is an
-error, not a silent answer.
+MySQL server_uuid / MariaDB server_id+domain, SQLite file id, the polled database's URL without
+credentials, the Kafka cluster id), so a pipeline refuses to resume against a different server.
+Comparing positions from two servers is an error, not a silent answer.
 
 `encode()` gives a compact JSON text (readable in `cdc-logs offsets show`); `decode()` reverses it
 for every registered position type.
@@ -287,37 +287,6 @@ class BinlogPosition(Position):
 
 @_register
 @dataclass(frozen=True, eq=False)
-class Scn(Position):
-    """Oracle System Change Number of the last committed transaction (commit SCN)."""
-
-    kind: ClassVar[str] = "oracle_scn"
-    scn: int = 0
-
-    def _field_types(self) -> dict[str, Any]:
-        return {"server": str, "scn": int}
-
-    def sort_key(self) -> tuple[Any, ...]:
-        return (self.scn,)
-
-
-@_register
-@dataclass(frozen=True, eq=False)
-class ResumeToken(Position):
-    """MongoDB change stream resume token; cluster time orders it, the token resumes it."""
-
-    kind: ClassVar[str] = "mongo_resume"
-    cluster_time: int = 0  # (seconds << 32) | increment
-    token: str = ""  # the token's _data (hex keystring)
-
-    def _field_types(self) -> dict[str, Any]:
-        return {"server": str, "cluster_time": int, "token": str}
-
-    def sort_key(self) -> tuple[Any, ...]:
-        return (self.cluster_time, self.token)
-
-
-@_register
-@dataclass(frozen=True, eq=False)
 class Watermark(Position):
     """Polling / trigger-table position: the values of the watermark columns of the last row read.
 
@@ -409,6 +378,13 @@ class KafkaOffsets(Position):
             cached = (offset, self.event)
             object.__setattr__(self, "_lane_key", cached)
         return cached
+
+    def describe(self) -> str:
+        """The record's own partition and offset when known, else every partition's next offset."""
+        offsets = dict(self.offsets)
+        if self.partition in offsets:
+            return f"{self.partition}@{offsets[self.partition]}" + self._event_suffix()
+        return ", ".join(f"{name}@{offset}" for name, offset in self.offsets) or "start"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Position:

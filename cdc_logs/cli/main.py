@@ -23,13 +23,13 @@ from cdc_logs import __version__
 from cdc_logs.cli import (
     config_cmd,
     debezium_cmd,
-    demo,
+    demo_cmd,
     doctor_cmd,
     offsets_cmd,
     publications_cmd,
     run_cmd,
     slots_cmd,
-    tail,
+    tail_cmd,
 )
 from cdc_logs.cli.secrets import (
     ClickException,
@@ -49,8 +49,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-app.command("demo")(demo.demo)
-app.command("tail")(tail.tail)
+app.command("demo")(demo_cmd.demo)
+app.command("tail")(tail_cmd.tail)
 app.command("run")(run_cmd.run)
 app.command("doctor")(doctor_cmd.doctor)
 app.add_typer(offsets_cmd.app, name="offsets")

@@ -18,14 +18,16 @@ class DeadLetterConfig(ConfigModel):
 
     type: Literal["file", "kafka", "log"] = Field(
         "file",
-        description="file: JSON lines at `path`; kafka: a topic on the same cluster; log: a warning line "
-        "on stderr only (the record itself is not kept).",
+        description="file: cdc-logs dead-letter records (docs/configuration.md#dead-letters), one JSON line "
+        "each, at `path`; kafka: the original key and value to a topic on the same cluster, the reason and "
+        "origin in cdc-logs.dlq.* headers; log: a warning line on stderr only (the record is not kept).",
         examples=["kafka"],
     )
     path: str | None = Field(
         None,
-        description="For type file: the JSON-lines file. Default: .cdc-logs/<pipeline>.<source>.dlq.jsonl "
-        "(under `tail`, without a path: the log).",
+        description="For type file: the JSON-lines file (its directory is created). Default: "
+        ".cdc-logs/<pipeline>.<source>.dlq.jsonl. `cdc-logs tail` keeps no file: it stops at such a "
+        "record, or parks it with --dead-letter-dir.",
         examples=["/var/lib/cdc/orders.dlq.jsonl"],
     )
     topic: str | None = Field(

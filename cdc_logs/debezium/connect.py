@@ -390,11 +390,6 @@ class ConnectClient:
     def tasks(self, name: str) -> list[dict[str, Any]]:
         return list(self.request("GET", self._path(name, "/tasks"), what=f"tasks of {name}") or [])
 
-    def task_status(self, name: str, task: int) -> dict[str, Any]:
-        return dict(
-            self.request("GET", self._path(name, f"/tasks/{task}/status"), what=f"task {name}/{task}")
-        )
-
     def restart_task(self, name: str, task: int) -> None:
         self.request("POST", self._path(name, f"/tasks/{task}/restart"), what=f"restart task {name}/{task}")
 

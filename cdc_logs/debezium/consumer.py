@@ -18,7 +18,8 @@ already deleted is refused (POSITION_LOST) rather than silently skipped.
 
 Every event is a boundary: a Kafka offset is per message, and the source transaction travels in the
 event's `transaction` block. Tombstones, transaction-metadata records and malformed records (those go
-to the dead-letter destination first) emit a Heartbeat so the position still moves past them.
+to the dead-letter destination first) emit a Heartbeat so the position still moves past them; without
+a dead-letter destination a malformed record is yielded as an `Undecodable` for the pipeline.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from cdc_logs.debezium.deadletter import DeadLetter, DeadRecord, LogDeadLetter
+from cdc_logs.debezium.deadletter import DeadLetter, DeadRecord
 from cdc_logs.debezium.decode import Malformed, Skip, decode_record
-from cdc_logs.envelope import ChangeEvent, Heartbeat
+from cdc_logs.envelope import ChangeEvent, Heartbeat, Undecodable
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.kafka_logging import with_logger
 from cdc_logs.observability.logging import get_logger
@@ -66,7 +67,8 @@ class DebeziumReader(Reader):
         consumer_config: librdkafka settings (`bootstrap.servers`, `group.id`, `auto.offset.reset`,
             security); `enable.auto.commit` is forced off.
         topics: the subscription (topic names or `^regex`), see `subscription()`.
-        dead_letter: where malformed records go (default: a warning in the log).
+        dead_letter: where malformed records go; None (tail): they are yielded as `Undecodable`, so
+            the pipeline stops at them, or parks them with its dead letters, as for any reader.
         commit_offsets: commit to the consumer group (off for `tail`, whose group is throwaway).
         provision: called once in `open()` before consuming (creates/updates the connector).
         consumer_factory: builds the consumer from its settings (tests pass a fake).
@@ -99,7 +101,7 @@ class DebeziumReader(Reader):
         # named topic that does not exist yet must be found, both at the next metadata refresh.
         self.consumer_config.setdefault("topic.metadata.refresh.interval.ms", 5000)
         self.topics = list(topics)
-        self.dead_letter = dead_letter or LogDeadLetter()
+        self.dead_letter = dead_letter
         self.commit_offsets = commit_offsets
         self.provision = provision
         self.idle_tick_s = idle_tick_s
@@ -156,7 +158,8 @@ class DebeziumReader(Reader):
                     "check bootstrap_servers (--bootstrap) and the security settings",
                 ) from exc
         self._cluster_id = metadata.cluster_id or str(self.consumer_config.get("bootstrap.servers"))
-        self.dead_letter.open()
+        if self.dead_letter is not None:
+            self.dead_letter.open()
 
     def _make_consumer(self, settings: dict[str, Any]) -> Any:
         if self._factory is not None:
@@ -176,7 +179,8 @@ class DebeziumReader(Reader):
         if self._consumer is not None:
             self._apply_commit()
         self._close_consumer()
-        self.dead_letter.close()
+        if self.dead_letter is not None:
+            self.dead_letter.close()
 
     def _close_consumer(self) -> None:
         if self._consumer is not None:
@@ -316,7 +320,7 @@ class DebeziumReader(Reader):
             self._positions[key] = msg.offset() + 1
             yield self._convert(msg)
 
-    def _convert(self, msg: Any) -> ChangeEvent | Heartbeat:
+    def _convert(self, msg: Any) -> ChangeEvent | Heartbeat | Undecodable:
         decoded = decode_record(msg.key(), msg.value())
         position = self._position(f"{msg.topic()}:{msg.partition()}")
         if isinstance(decoded, ChangeEvent):
@@ -325,17 +329,19 @@ class DebeziumReader(Reader):
             return decoded
         if isinstance(decoded, Malformed):
             _kind, timestamp = msg.timestamp()
-            self.dead_letter.send(
-                DeadRecord(
-                    msg.topic(),
-                    msg.partition(),
-                    msg.offset(),
-                    msg.key(),
-                    msg.value(),
-                    decoded.reason,
-                    timestamp,
-                )
+            record = DeadRecord(
+                msg.topic(),
+                msg.partition(),
+                msg.offset(),
+                msg.key(),
+                msg.value(),
+                decoded.reason,
+                position,
+                timestamp,
             )
+            if self.dead_letter is None:
+                return record.undecodable()  # the pipeline stops at it, or parks it (tail)
+            self.dead_letter.send(record)
         else:
             assert isinstance(decoded, Skip)
         return Heartbeat(position)

@@ -163,10 +163,6 @@ def forget_all() -> None:
         _known = ()
 
 
-def known_count() -> int:
-    return len(_known)
-
-
 # -- masking ---------------------------------------------------------------------------------------
 def redact(text: str) -> str:
     """`text` with every registered secret and every secret-shaped value replaced by `***`."""

@@ -11,9 +11,9 @@ Responses: 2xx delivered. 5xx, 408, 429, timeouts and connection errors are retr
 exponential backoff (honouring a numeric Retry-After, capped), `max_attempts` times; then the batch
 fails as SINK_TRANSIENT and the pipeline retries it later (requests already accepted are sent again:
 at-least-once). Any other 4xx means the receiver refuses this data: after `rejected_attempts` tries
-the request's events go to `dead_letter_path` (JSON lines: reason, status, the response's start,
-the envelope), fsync'd, and the sink carries on; without a dead-letter path it fails as
-SINK_REJECTED so an operator looks.
+the request's events go to `dead_letter_path` (deadletter.py's records: the reason, the envelope,
+and in `origin` the status and the response's start), fsync'd, and the sink carries on; without a
+dead-letter path it fails as SINK_REJECTED so an operator looks.
 
 Ordering: requests are sent one at a time in source order. A dead-lettered request leaves a gap in
 its keys' history at the receiver; the dead-letter file keeps those events, in order.
@@ -21,20 +21,18 @@ its keys' history at the receiver; the dead-letter file keeps those events, in o
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import hmac
-import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import orjson
 from pydantic import ConfigDict, Field, SecretStr
 
 from cdc_logs import registry
 from cdc_logs.configmodel import SinkConfigBase, secret
+from cdc_logs.deadletter import DeadLetterWriter, refused
 from cdc_logs.envelope import ChangeEvent
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.logging import get_logger
@@ -82,6 +80,7 @@ class HttpSink(Sink):
         self.max_events_per_request = max_events_per_request
         self.rejected_attempts = max(1, rejected_attempts)
         self.dead_letter_path = Path(dead_letter_path) if dead_letter_path else None
+        self._dead_letters = DeadLetterWriter(self.dead_letter_path) if self.dead_letter_path else None
         self.name = name
         self._session: Any = None
         self._ids = EventIds()
@@ -169,33 +168,18 @@ class HttpSink(Sink):
 
     def _reject(self, events: Sequence[ChangeEvent], status: int, text: str) -> None:
         reason = f"HTTP {status} from {redact(self.url)}"
-        if self.dead_letter_path is None:
+        if self._dead_letters is None:
             raise CdcError(
                 ErrorKind.SINK_REJECTED,
                 f"webhook refused {len(events)} events: {reason}: {redact(text)[:300]}",
                 "fix the receiver or the payload, or set destination.dead_letter_path to park refused events",
             )
-        now = dt.datetime.now(dt.UTC).isoformat()
-        lines = b"".join(
-            orjson.dumps(
-                {
-                    "ts": now,
-                    "sink": self.name,
-                    "reason": reason,
-                    "status": status,
-                    "response": redact(text)[:1000],
-                }
-            )[:-1]
-            + b',"envelope":'
-            + e.to_json()
-            + b"}\n"
-            for e in events
+        error = CdcError(
+            ErrorKind.SINK_REJECTED, reason, "fix the receiver or the payload, then send the envelope again"
         )
+        origin = {"status": status, "response": redact(text)[:1000]}
         try:
-            with open(self.dead_letter_path, "ab") as fh:
-                fh.write(lines)
-                fh.flush()
-                os.fsync(fh.fileno())
+            self._dead_letters.write(refused(self.name, e, error, origin) for e in events)
         except OSError as exc:
             raise CdcError(
                 ErrorKind.SINK_TRANSIENT,
@@ -286,9 +270,10 @@ class HttpSinkConfig(SinkConfigBase):
     )
     dead_letter_path: str | None = Field(
         None,
-        description="JSON-lines file for events the receiver refused (reason, status, the response's "
-        "start, the envelope), after which delivery goes on. Default: none, and a refusal stops the "
-        "pipeline.",
+        description="JSON-lines file of the events the receiver refused, after which delivery goes on: "
+        "cdc-logs dead-letter records (docs/configuration.md#dead-letters) with the reason, the envelope "
+        "and, in `origin`, the HTTP status and the response's start. Default: none, and a refusal stops "
+        "the pipeline.",
         examples=["/var/lib/cdc/webhook.dead.jsonl"],
     )
 

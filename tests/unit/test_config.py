@@ -64,7 +64,7 @@ def test_minimal_config_defaults(tmp_path: Path) -> None:
     assert cfg.offsets.type == "sqlite"
     assert cfg.plugins.all() == []
     assert [s.type for s in cfg.all_sources()] == ["sqlite"]
-    assert [d.type for d in cfg.all_destinations()] == ["stdout"]
+    assert [d.type for d in cfg.all_sinks()] == ["stdout"]
 
 
 def test_seed_shape_single_source_destination_plugins_sync(tmp_path: Path) -> None:
@@ -163,7 +163,7 @@ def test_sources_and_destinations_lists(tmp_path: Path) -> None:
     assert cfg.source is None
     assert cfg.destination is None
     assert [(s.name, s.type) for s in cfg.all_sources()] == [("users_db", "sqlite"), ("orders_db", "poll")]
-    assert [(d.name, d.type) for d in cfg.all_destinations()] == [("archive", "file"), ("console", "stdout")]
+    assert [(d.name, d.type) for d in cfg.all_sinks()] == [("archive", "file"), ("console", "stdout")]
     poll = cfg.all_sources()[1]
     assert isinstance(poll, PollSourceConfig)
     assert poll.tables[0].incrementing_column == "id"
@@ -537,7 +537,7 @@ def test_same_type_with_distinct_names_is_fine(tmp_path: Path) -> None:
         """,
     )
     assert len(cfg.all_sources()) == 2
-    assert len(cfg.all_destinations()) == 2
+    assert len(cfg.all_sinks()) == 2
 
 
 # ----------------------------------------------------------------------------------- bad files

@@ -243,4 +243,4 @@ def test_reference_examples_load(page: str, index: int, block: str, tmp_path: Pa
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     env = {name: "example-value" for name in ENV_REF.findall(block)}
     config = load_config(path, env=env)
-    assert config.all_sources() and config.all_destinations()
+    assert config.all_sources() and config.all_sinks()

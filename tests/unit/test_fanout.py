@@ -93,7 +93,10 @@ def test_rejected_batch_goes_to_the_dead_letter_and_delivery_goes_on(tmp_path: P
     assert seqs(good.events) == list(range(1, 31))
     lines = [orjson.loads(line) for line in (dead / "picky.deadletter.jsonl").read_bytes().splitlines()]
     assert lines and all("value out of range" in line["reason"] for line in lines)
-    assert all(line["kind"] == "sink_rejected" and line["sink"] == "picky" for line in lines)
+    assert all(line["kind"] == "sink_rejected" and line["component"] == "picky" for line in lines)
+    assert all(line["stage"] == "sink" for line in lines)
+    positions = [line["position"]["values"] for line in lines]
+    assert positions == [[n] for n in range(1, 31)], "each with its position, to know where it stood"
     dead_seqs = [line["envelope"]["source"]["seq"] for line in lines]
     assert dead_seqs == list(range(1, 31)), "each refused event once, in order"
 

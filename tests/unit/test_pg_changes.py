@@ -18,7 +18,7 @@ import pytest
 from cdc_logs.envelope import ChangeEvent, Heartbeat, Op
 from cdc_logs.position import Lsn
 from cdc_logs.readers.postgres.changes import HEARTBEAT_PREFIX, ChangeStream
-from cdc_logs.readers.postgres.events import EventBuilder
+from cdc_logs.readers.postgres.convert import EventBuilder
 from cdc_logs.readers.postgres.pgoutput import Relation
 from cdc_logs.readers.postgres.txbuffer import StreamBuffers
 from cdc_logs.readers.postgres.types import TypeRegistry

@@ -4,7 +4,6 @@ run stops naming the table and the fix (issue: hostile input)."""
 
 from __future__ import annotations
 
-import base64
 import sqlite3
 import subprocess
 import sys
@@ -12,6 +11,8 @@ import time
 from pathlib import Path
 
 import orjson
+
+from cdc_logs.deadletter import decode_bytes
 
 PII = "Jane Secret-Doe"
 
@@ -63,7 +64,8 @@ def test_a_corrupt_utf8_row_is_dead_lettered_and_its_neighbours_delivered(tmp_pa
         for line in (tmp_path / "dead" / "sqlite.undecodable.jsonl").read_bytes().splitlines()
     ]
     assert dead["table"] == "main.people" and "UTF-8" in dead["reason"] and dead["position"]
-    assert b"caf\xe9" in base64.b64decode(dead["raw_base64"]), "the raw row is kept to repair"
+    assert dead["stage"] == "source" and dead["component"] == "sqlite" and dead["kind"] == "decode"
+    assert b"caf\xe9" in decode_bytes(dead["raw"]), "the raw row is kept to repair"
     assert PII not in result.stderr and "caf" not in result.stderr, "row data must not reach the log"
     # The position moved past it: a third run delivers nothing again and dead-letters nothing new.
     again = _cli("run", "-c", str(config), cwd=tmp_path)
@@ -78,7 +80,7 @@ def test_a_corrupt_snapshot_row_is_dead_lettered_too(tmp_path: Path) -> None:
     out = [orjson.loads(line) for line in (tmp_path / "out.jsonl").read_bytes().splitlines()]
     assert [e["after"]["id"] for e in out] == [1, 3] and all(e["op"] == "r" for e in out)
     (dead,) = (tmp_path / "dead" / "sqlite.undecodable.jsonl").read_bytes().splitlines()
-    assert b"636166e9" in base64.b64decode(orjson.loads(dead)["raw_base64"]), "the row, bytes as hex"
+    assert b"636166e9" in decode_bytes(orjson.loads(dead)["raw"]), "the row, bytes as hex"
 
 
 def test_with_dead_letters_off_the_run_stops_naming_the_table_and_the_fix(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ import orjson
 from cdc_logs.envelope import ChangeEvent, Heartbeat, Undecodable
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.position import Lsn
-from cdc_logs.readers.postgres.events import EventBuilder
+from cdc_logs.readers.postgres.convert import EventBuilder
 from cdc_logs.readers.postgres.pgoutput import (
     Begin,
     Commit,

@@ -49,7 +49,7 @@ from cdc_logs.readers.postgres.connection import (
     plugin_options,
     quote_ident,
 )
-from cdc_logs.readers.postgres.events import EventBuilder
+from cdc_logs.readers.postgres.convert import EventBuilder
 from cdc_logs.readers.postgres.pgoutput import Relation
 from cdc_logs.readers.postgres.snapshot import Snapshot
 from cdc_logs.readers.postgres.txbuffer import StreamBuffers

@@ -105,12 +105,6 @@ def captured_tables(conn: sqlite3.Connection) -> list[str]:
     return [r[0] for r in conn.execute(f"SELECT name FROM {STATE} WHERE kind = 'table' ORDER BY name")]
 
 
-def consumers(conn: sqlite3.Connection) -> dict[str, int]:
-    """Registered consumers and the last change id each has committed."""
-    rows = conn.execute(f"SELECT name, value FROM {STATE} WHERE kind = 'consumer' ORDER BY name")
-    return {name: int(value) for name, value in rows}
-
-
 def pin_consumer(conn: sqlite3.Connection, consumer: str) -> int:
     """Register `consumer` at the current last change id unless it is registered already.
 

@@ -15,6 +15,7 @@ import typer
 
 from cdc_logs.build import build_reader, source_name
 from cdc_logs.cli.progress import show_snapshot_progress
+from cdc_logs.debezium.config import DebeziumSourceConfig
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.offsets.memory import MemoryOffsetStore
 from cdc_logs.pipeline import BatchPolicy, Pipeline
@@ -167,9 +168,7 @@ def _source_config(
 
     try:
         if source == "debezium":
-            from cdc_logs.debezium.source import tail_config
-
-            return tail_config(tables, *debezium)
+            return _debezium_config(tables, *debezium)
         if source == "pg":
             return PostgresSourceConfig(
                 type="pg", dsn=dsn, tables=tables, slot=slot, publication=publication, snapshot=snapshot
@@ -208,6 +207,32 @@ def _source_config(
         raise CdcError(
             ErrorKind.USAGE, message, "see `cdc-logs tail --help` for the options of each source"
         ) from None  # pydantic's own message quotes the rejected values
+
+
+def _debezium_config(
+    tables: list[str],
+    bootstrap: str | None,
+    topic_prefix: str | None,
+    group_id: str | None,
+    from_beginning: bool,
+) -> DebeziumSourceConfig:
+    """The source config behind `--source debezium` (a throwaway group, no commits)."""
+    if not bootstrap:
+        raise CdcError(
+            ErrorKind.USAGE,
+            "--bootstrap is required",
+            "pass --bootstrap HOST:PORT or set CDC_KAFKA_BOOTSTRAP",
+        )
+    if not topic_prefix:
+        raise CdcError(ErrorKind.USAGE, "--topic-prefix is required", "pass the connector's topic.prefix")
+    return DebeziumSourceConfig(
+        type="debezium",
+        bootstrap_servers=bootstrap,
+        topic_prefix=topic_prefix,
+        tables=tables,
+        group_id=group_id,
+        auto_offset_reset="earliest" if from_beginning else "latest",
+    )
 
 
 _FLAGS = {
