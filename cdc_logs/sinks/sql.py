@@ -442,8 +442,8 @@ class SqlSinkConfig(SinkConfigBase):
     auto_create: bool = Field(
         False,
         description="Create a missing target table from the source's column types (primary key from the "
-        "event key) and add columns that appear later; false: a missing table or column stops the pipeline "
-        "naming the fix.",
+        "event key; types guessed from the values when an event carries no table schema) and add columns "
+        "that appear later; false: a missing table or column stops the pipeline naming the fix.",
     )
     apply_truncate: bool = Field(
         True, description="Apply truncate events (TRUNCATE TABLE; DELETE on SQLite); false skips them."
