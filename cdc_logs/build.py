@@ -126,6 +126,24 @@ def make_pipeline(
     )
 
 
+def tail_pipeline(
+    source: SourceConfigBase, sink: Sink, *, limit: int | None, dead_letter_dir: str | None
+) -> Pipeline:
+    """`cdc-logs tail`: one source with a temporary consumer, one sink, positions kept in memory only."""
+    from cdc_logs.offsets.memory import MemoryOffsetStore
+
+    return Pipeline(
+        "tail",
+        {source_name(source): build_reader(source, "tail", temporary=True)},
+        [sink],
+        MemoryOffsetStore(),
+        batch=BatchPolicy(max_events=500, max_wait_s=0.05),
+        retry_start=False,  # interactive: an unreachable source fails at once; a drop mid-stream is retried
+        limit=limit,
+        dead_letter_dir=dead_letter_dir,
+    )
+
+
 def _fanout_policy(cfg: PipelineConfig) -> FanoutPolicy | None:
     fan = cfg.sync.fanout
     if fan.enabled is False or (fan.enabled == "auto" and len(cfg.all_sinks()) < 2):

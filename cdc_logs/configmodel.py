@@ -15,7 +15,12 @@ from cdc_logs.dsn import check_bootstrap, check_url
 
 TOPIC_TEMPLATE = "{prefix}.{schema}.{table}"
 _URL_FIELDS = ("url", "service_url", "schema_registry_url")
-NAME_DESCRIPTION = "a name for this component in the pipeline (default: its type); must be unique"
+# One wording for every component's `name` (the JSON Schema and docs/reference/ show it).
+NAME_DESCRIPTION = (
+    "A name for this component, unique among the pipeline's sources (or destinations). Default: the "
+    "`type` value as written. Offsets, dead-letter files, replay markers, consumer groups and metrics "
+    "are keyed by it, so a component renamed after it has run starts without its stored state."
+)
 
 
 class ConfigModel(BaseModel):

@@ -9,20 +9,22 @@ a build function for it:
 
 Everything else is derived from the registry, nothing is listed by hand: the pipeline config's
 `source`/`destination`/`plugins` unions (config.py), building a pipeline (build.py), the `type:`
-values an unknown-type error lists, and `cdc-logs config schema`. The tests are driven by it too: a
-registered sink fails the sink contract suite until it has a fixture in tests/contract/sinks/, and
-the reader x sink matrix until it has a case there or its fixture says why not. Components are found
-by importing every module of cdc_logs/sinks/ and cdc_logs/transforms/, each reader package's
-`config` module, and the Debezium source's (`load()`), so a new component is a new module and
-nothing else (docs/contributing.md walks through one).
+values an unknown-type error lists, `cdc-logs config schema`, and the reference pages in
+docs/reference/ (reference.py renders them; scripts/gen_reference rewrites the committed pages, and
+a test fails while they are stale). The tests are driven by it too: a registered sink fails the sink
+contract suite until it has a fixture in tests/contract/sinks/, and the reader x sink matrix until
+it has a case there or its fixture says why not. Components are found by importing every module of
+cdc_logs/sinks/ and cdc_logs/transforms/, each reader package's `config` module, and the Debezium
+source's (`load()`): a new sink is its module, its contract fixture and the regenerated reference,
+and nothing else (docs/contributing.md walks through one).
 
 A sink's capabilities say what it promises beyond the contract of sinks/base.py. Exactly one says
 what its destination holds, and the contract suite checks it: `state` (it mirrors tables by primary
 key: SQL, Redis cache, OpenSearch), `log` (it appends every change), or `count` (it keeps nothing
-but how many changes it took, as a sink for benchmarks does). `replay_guard` means it recognises a replayed
-batch exactly (sinks/dedup.py), which the suite checks too; `ordered` (per-key order kept in what
-it holds) and `dedup_ids` (each message carries an id stable across replays) are declared for
-readers of the code, and not checked here.
+but how many changes it took, as a sink for benchmarks does). `replay_guard` means it recognises a
+replayed batch exactly (sinks/dedup.py), which the suite checks too; `ordered` (per-key order kept
+in what it holds) and `dedup_ids` (each message carries an id stable across replays) are declared
+for the reader and the reference pages, and not checked by the suite.
 """
 
 from __future__ import annotations

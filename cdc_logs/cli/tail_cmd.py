@@ -5,27 +5,18 @@ With `--format json`, stdout carries exactly one envelope per line; logs go to s
 
 from __future__ import annotations
 
-import re
 import signal
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 import typer
 
-from cdc_logs.build import build_reader, source_name
+from cdc_logs.build import tail_pipeline
 from cdc_logs.cli.progress import show_snapshot_progress
-from cdc_logs.debezium.config import DebeziumSourceConfig
+from cdc_logs.cli.source_flags import PG_ALIASES, SOURCES, source_config
 from cdc_logs.errors import CdcError, ErrorKind
-from cdc_logs.offsets.memory import MemoryOffsetStore
-from cdc_logs.pipeline import BatchPolicy, Pipeline
-from cdc_logs.readers.polling.config import PolledTableConfig, PollSourceConfig
-from cdc_logs.readers.postgres.config import PostgresSourceConfig
 from cdc_logs.readers.sqlite.config import SqliteSourceConfig
 from cdc_logs.sinks.stdout import StdoutSink
-
-SOURCES = ("pg", "sqlite", "poll", "mariadb", "mysql", "debezium")
-_PG_ALIASES = ("pg", "postgres", "postgresql")
 
 
 def tail(
@@ -97,7 +88,7 @@ def tail(
         raise CdcError(
             ErrorKind.USAGE, f"--format must be json or pretty, got {format!r}", "use --format json"
         )
-    if source in _PG_ALIASES:
+    if source in PG_ALIASES:
         source = "pg"
     if source not in SOURCES:
         raise CdcError(ErrorKind.USAGE, f"unknown --source {source!r}", f"use one of: {', '.join(SOURCES)}")
@@ -105,7 +96,7 @@ def tail(
         raise CdcError(ErrorKind.USAGE, "--dsn is required", "pass --dsn URL or set CDC_DSN")
     if not table and source != "debezium":
         raise CdcError(ErrorKind.USAGE, "at least one --table is required", "pass --table name (repeatable)")
-    cfg = _source_config(
+    cfg = source_config(
         source,
         dsn or "",
         table,
@@ -119,17 +110,9 @@ def tail(
         publication,
         debezium=(bootstrap, topic_prefix, group_id, from_beginning),
     )
-    reader = build_reader(cfg, "tail", temporary=True)
     sink = StdoutSink(format)
-    pipeline = Pipeline(
-        "tail",
-        {source_name(cfg): reader},
-        [sink],
-        MemoryOffsetStore(),
-        batch=BatchPolicy(max_events=500, max_wait_s=0.05),
-        retry_start=False,  # interactive: an unreachable source fails at once; a drop mid-stream is retried
-        limit=limit,
-        dead_letter_dir=str(dead_letter_dir) if dead_letter_dir else None,
+    pipeline = tail_pipeline(
+        cfg, sink, limit=limit, dead_letter_dir=str(dead_letter_dir) if dead_letter_dir else None
     )
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
@@ -138,6 +121,7 @@ def tail(
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     if format == "pretty" and snapshot:
+        (reader,) = pipeline.readers.values()
         show_snapshot_progress(pipeline, reader, sink)
     try:
         pipeline.run()
@@ -146,103 +130,3 @@ def tail(
             from cdc_logs.readers.sqlite import cleanup as remove_triggers
 
             remove_triggers(cfg.path, cfg.tables)
-
-
-def _source_config(
-    source: str,
-    dsn: str,
-    tables: list[str],
-    snapshot: bool,
-    mode: str,
-    timestamp_column: str | None,
-    incrementing_column: str | None,
-    soft_delete_column: str | None,
-    interval_ms: int,
-    slot: str | None = None,
-    publication: str | None = None,
-    debezium: tuple[Any, ...] = (),
-) -> Any:
-    from pydantic import ValidationError
-
-    from cdc_logs.configfile import format_validation_error
-
-    try:
-        if source == "debezium":
-            return _debezium_config(tables, *debezium)
-        if source == "pg":
-            return PostgresSourceConfig(
-                type="pg", dsn=dsn, tables=tables, slot=slot, publication=publication, snapshot=snapshot
-            )
-        if source in ("mariadb", "mysql"):  # binlog: a random server_id, tail keeps no position
-            from cdc_logs.readers.mysql.config import MysqlSourceConfig
-
-            return MysqlSourceConfig(type=source, dsn=dsn, tables=tables, snapshot=snapshot)
-        if source == "sqlite":
-            return SqliteSourceConfig(
-                type="sqlite", path=dsn, tables=tables, snapshot=snapshot, poll_interval_ms=interval_ms
-            )
-        return PollSourceConfig(
-            type="poll",
-            url=dsn,
-            snapshot=snapshot,
-            poll_interval_ms=interval_ms,
-            tables=[
-                PolledTableConfig(
-                    table=t,
-                    mode=mode,
-                    timestamp_column=timestamp_column,
-                    incrementing_column=incrementing_column,
-                    soft_delete_column=soft_delete_column,
-                )
-                for t in tables
-            ],
-        )
-    except ValidationError as exc:
-        # Name the option the user typed, not the config field behind it (--bootstrap, not bootstrap_servers).
-        message = re.sub(
-            r"(^|; )(\w+)(?=[.:\[])",
-            lambda m: m.group(1) + _FLAGS.get(m.group(2), m.group(2)),
-            format_validation_error(exc),
-        )
-        raise CdcError(
-            ErrorKind.USAGE, message, "see `cdc-logs tail --help` for the options of each source"
-        ) from None  # pydantic's own message quotes the rejected values
-
-
-def _debezium_config(
-    tables: list[str],
-    bootstrap: str | None,
-    topic_prefix: str | None,
-    group_id: str | None,
-    from_beginning: bool,
-) -> DebeziumSourceConfig:
-    """The source config behind `--source debezium` (a throwaway group, no commits)."""
-    if not bootstrap:
-        raise CdcError(
-            ErrorKind.USAGE,
-            "--bootstrap is required",
-            "pass --bootstrap HOST:PORT or set CDC_KAFKA_BOOTSTRAP",
-        )
-    if not topic_prefix:
-        raise CdcError(ErrorKind.USAGE, "--topic-prefix is required", "pass the connector's topic.prefix")
-    return DebeziumSourceConfig(
-        type="debezium",
-        bootstrap_servers=bootstrap,
-        topic_prefix=topic_prefix,
-        tables=tables,
-        group_id=group_id,
-        auto_offset_reset="earliest" if from_beginning else "latest",
-    )
-
-
-_FLAGS = {
-    "dsn": "--dsn",
-    "url": "--dsn",
-    "path": "--dsn",
-    "bootstrap_servers": "--bootstrap",
-    "tables": "--table",
-    "slot": "--slot",
-    "publication": "--publication",
-    "topic_prefix": "--topic-prefix",
-    "group_id": "--group-id",
-}

@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from cdc_logs import registry
 from cdc_logs.configmodel import SinkConfigBase
@@ -53,12 +53,16 @@ class DiscardSink(Sink):
 
 # -- config ----------------------------------------------------------------------------------------
 class DiscardSinkConfig(SinkConfigBase):
-    """Takes every change and keeps none, counting them: for benchmarks and trial runs."""
+    """Takes every change and keeps none, counting them: for benchmarks and trial runs.
 
-    type: Literal["discard"] = Field(
-        description="discard every change, logging how many when the pipeline stops",
-        examples=["discard"],
-    )
+    When the pipeline stops it logs how many changes it took, in how many batches, and the rate
+    between the first and the last batch. Positions are committed as for any sink, so the source
+    takes the discarded changes as delivered: give a trial run its own pipeline `name`.
+    """
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"type": "discard"}]})
+
+    type: Literal["discard"] = Field(description="Selects this destination.")
 
 
 @registry.sink(DiscardSinkConfig, capabilities={"count"})

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from cdc_logs import registry
 from cdc_logs.configmodel import SinkConfigBase
@@ -147,11 +147,37 @@ class FileSink(Sink):
 
 # -- config ----------------------------------------------------------------------------------------
 class FileSinkConfig(SinkConfigBase):
-    type: Literal["file"]
-    path: str
-    max_bytes: int = Field(256 * 1024 * 1024, ge=1024, description="rotate when the file would exceed this")
-    max_files: int | None = Field(None, ge=0, description="rotated segments to keep (default: all)")
-    fsync: bool = True
+    """JSON lines, one Debezium envelope per line, fsync'd before each write returns, rotated by size."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"type": "file", "path": "/var/lib/cdc/changes.jsonl"}]}
+    )
+
+    type: Literal["file"] = Field(description="Selects this destination.")
+    path: str = Field(
+        description="The active file (its directory is created); rotated segments are path.000001, "
+        ".000002, ... (oldest first).",
+        examples=["/var/lib/cdc/changes.jsonl"],
+    )
+    max_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1024,
+        description="Bytes: when the next batch would take the file past this size, it is renamed to the "
+        "next segment first (a single batch is never split).",
+        examples=[1_073_741_824],
+    )
+    max_files: int | None = Field(
+        None,
+        ge=0,
+        description="Rotated segments to keep; older ones are deleted at rotation (0 keeps none). Default: "
+        "all of them.",
+        examples=[10],
+    )
+    fsync: bool = Field(
+        True,
+        description="fsync each batch (and the directory at rotation) before the write returns; false "
+        "trades durability on a machine crash for speed.",
+    )
 
 
 @registry.sink(FileSinkConfig, capabilities={"log", "ordered"})

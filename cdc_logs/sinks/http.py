@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import ConfigDict, Field, SecretStr
 
 from cdc_logs import registry
 from cdc_logs.configmodel import SinkConfigBase, secret
@@ -201,20 +201,81 @@ def _retry_after(value: str | None, default: float, cap: float) -> float:
 class HttpSinkConfig(SinkConfigBase):
     """Webhook: batched, signed POSTs with retries and a dead-letter file."""
 
-    type: Literal["http", "webhook"]
-    url: str
-    method: Literal["POST", "PUT"] = "POST"
-    body_format: Literal["json", "ndjson"] = Field("json", alias="format")
-    headers: dict[str, str] = Field(default_factory=dict)
-    secret: SecretStr | None = Field(None, description="HMAC-SHA256 key for the signature header")
-    signature_header: str = "X-CDC-Signature"
-    timeout_s: float = Field(10.0, gt=0)
-    max_attempts: int = Field(5, ge=1, description="tries per request on 5xx/408/429/timeouts")
-    initial_backoff_ms: int = Field(500, ge=1)
-    max_backoff_ms: int = Field(10_000, ge=1)
-    max_events_per_request: int | None = Field(None, ge=1)
-    rejected_attempts: int = Field(1, ge=1, description="tries on another 4xx before dead-lettering")
-    dead_letter_path: str | None = Field(None, description="JSON lines of refused events; unset = stop")
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"type": "webhook", "url": "https://hooks.example.com/cdc"}]}
+    )
+
+    type: Literal["http", "webhook"] = Field(description="Selects this destination; `http` is an alias.")
+    url: str = Field(
+        description="Endpoint the batches are sent to (http or https).",
+        examples=["https://hooks.example.com/cdc"],
+    )
+    method: Literal["POST", "PUT"] = Field(
+        "POST", description="HTTP method of each request.", examples=["PUT"]
+    )
+    body_format: Literal["json", "ndjson"] = Field(
+        "json",
+        alias="format",
+        description="json: a JSON array of envelopes (application/json); ndjson: one envelope per line "
+        "(application/x-ndjson).",
+        examples=["ndjson"],
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra request headers (they may replace Content-Type and Idempotency-Key, not the "
+        "signature). Write tokens as ${VAR}: an Authorization header is masked in output.",
+        examples=[{"Authorization": "Bearer ${WEBHOOK_TOKEN}"}],
+    )
+    secret: SecretStr | None = Field(
+        None,
+        description="HMAC-SHA256 key: each request carries sha256=<hex digest of the raw body> in "
+        "`signature_header`. A secret: never logged. Default: requests are not signed.",
+        examples=["${WEBHOOK_SECRET}"],
+    )
+    signature_header: str = Field(
+        "X-CDC-Signature", description="Header that carries the signature.", examples=["X-Hub-Signature-256"]
+    )
+    timeout_s: float = Field(
+        10.0, gt=0, description="Seconds to wait for the connection and for the response.", examples=[30.0]
+    )
+    max_attempts: int = Field(
+        5,
+        ge=1,
+        description="Tries per request on 5xx, 408, 429, timeouts and connection errors, with exponential "
+        "backoff (a numeric Retry-After is honoured); then the batch fails and the pipeline retries it.",
+        examples=[8],
+    )
+    initial_backoff_ms: int = Field(
+        500, ge=1, description="Milliseconds before the second try; doubled per try.", examples=[1000]
+    )
+    max_backoff_ms: int = Field(
+        10_000,
+        ge=1,
+        description="Milliseconds: the cap of the backoff and of a Retry-After wait.",
+        examples=[60_000],
+    )
+    max_events_per_request: int | None = Field(
+        None,
+        ge=1,
+        description="Split a batch into requests of at most this many events, sent in order. Default: one "
+        "request per batch (sync.batch.max_events).",
+        examples=[500],
+    )
+    rejected_attempts: int = Field(
+        1,
+        ge=1,
+        description="Tries on any other 4xx (the receiver refuses the data) before the request's events "
+        "are dead-lettered.",
+        examples=[3],
+    )
+    dead_letter_path: str | None = Field(
+        None,
+        description="JSON-lines file of the events the receiver refused, after which delivery goes on: "
+        "cdc-logs dead-letter records (docs/configuration.md#dead-letters) with the reason, the envelope "
+        "and, in `origin`, the HTTP status and the response's start. Default: none, and a refusal stops "
+        "the pipeline.",
+        examples=["/var/lib/cdc/webhook.dead.jsonl"],
+    )
 
 
 @registry.sink(HttpSinkConfig, capabilities={"log", "ordered", "dedup_ids"})

@@ -25,7 +25,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from cdc_logs import registry
 from cdc_logs.configmodel import TOPIC_TEMPLATE, SinkConfigBase, secret
@@ -251,33 +251,123 @@ class KafkaSink(Sink):
 class KafkaSinkConfig(SinkConfigBase):
     """Kafka producer: Debezium-shaped JSON (or Avro with a schema registry)."""
 
-    type: Literal["kafka"]
-    bootstrap_servers: str
-    topic: str | None = Field(None, description="one fixed topic for every table (overrides topic_template)")
-    topic_template: str = Field(TOPIC_TEMPLATE, description="topic per table; Debezium's naming by default")
-    prefix: str | None = Field(None, description="{prefix} in templates (default: the pipeline name)")
-    key_field: str | None = Field(None, description="key by this column instead of the primary key")
-    partition_strategy: str = Field("hash", description="hash (by key): the only order-preserving choice")
-    compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
-    tombstones_on_delete: bool = True
-    headers: bool = Field(True, description="op and source position as record headers")
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] | None = None
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"] | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    ssl_ca_location: str | None = None
-    delivery_timeout_ms: int = Field(30_000, ge=1000)
-    linger_ms: int = Field(5, ge=0)
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"type": "kafka", "bootstrap_servers": "kafka-1:9092"}]}
+    )
+
+    type: Literal["kafka"] = Field(description="Selects this destination.")
+    bootstrap_servers: str = Field(
+        description="Kafka bootstrap servers, host:port[,host:port]; never with credentials in them (use "
+        "the sasl_* fields).",
+        examples=["kafka-1:9092,kafka-2:9092"],
+    )
+    topic: str | None = Field(
+        None,
+        description="One fixed topic for every table (a template like `topic_template`); overrides "
+        "`topic_template`.",
+        examples=["processed_events"],
+    )
+    topic_template: str = Field(
+        TOPIC_TEMPLATE,
+        description="Topic per event, from {prefix} {db} {schema} {table} {op} {connector}; the default is "
+        "Debezium's naming. Characters Kafka forbids become _.",
+        examples=["cdc.{db}.{table}"],
+    )
+    prefix: str | None = Field(
+        None,
+        description="{prefix} in `topic_template`. Default: the event's source.name: the pipeline name "
+        "(native readers) or the Debezium connector's topic.prefix.",
+        examples=["shop"],
+    )
+    key_field: str | None = Field(
+        None,
+        description='Key records by this one column ({"column": value}) instead of the event key (the '
+        "primary key); every row must carry it. Same key, same partition, in order.",
+        examples=["customer_id"],
+    )
+    partition_strategy: str = Field(
+        "hash",
+        description="Only hash (records partitioned by key, murmur2 as the Java client) is accepted: it is "
+        "what keeps each key's changes in one partition, in order.",
+        examples=["hash"],
+    )
+    compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+        "none", description="librdkafka compression.type of the produced batches.", examples=["zstd"]
+    )
+    tombstones_on_delete: bool = Field(
+        True,
+        description="After each delete, a record with the same key and a null value, as Debezium sends, "
+        "so log compaction can drop the key.",
+    )
+    headers: bool = Field(
+        True,
+        description="Record headers op, position (the encoded source position) and the source's own "
+        "coordinates (lsn, gtid, ...), so consumers can route or dedup without parsing the value.",
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] | None = Field(
+        None,
+        description="librdkafka security.protocol. Default: librdkafka's (PLAINTEXT).",
+        examples=["SASL_SSL"],
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"] | None = (
+        Field(
+            None, description="librdkafka sasl.mechanism, with a SASL_* protocol.", examples=["SCRAM-SHA-512"]
+        )
+    )
+    sasl_username: str | None = Field(None, description="librdkafka sasl.username.", examples=["cdc-writer"])
+    sasl_password: SecretStr | None = Field(
+        None, description="librdkafka sasl.password. A secret: never logged.", examples=["${KAFKA_PASSWORD}"]
+    )
+    ssl_ca_location: str | None = Field(
+        None,
+        description="CA certificate file (PEM) to verify the brokers with. Default: the system's CAs.",
+        examples=["/etc/ssl/certs/kafka-ca.pem"],
+    )
+    delivery_timeout_ms: int = Field(
+        30_000,
+        ge=1000,
+        description="librdkafka delivery.timeout.ms: how long a record may take to be acknowledged, "
+        "retries included; a batch waits at most this plus 5 s, then fails and is retried whole.",
+        examples=[120_000],
+    )
+    linger_ms: int = Field(
+        5,
+        ge=0,
+        description="librdkafka linger.ms: milliseconds records wait to fill a produce request.",
+        examples=[20],
+    )
     producer_config: dict[str, str | int | float | bool] = Field(
-        default_factory=dict, description="extra librdkafka settings (enable.idempotence and acks are fixed)"
+        default_factory=dict,
+        description="Extra librdkafka producer settings, applied over the ones above; enable.idempotence "
+        "and acks are fixed (true, all) and refused if set otherwise.",
+        examples=[{"batch.size": 1048576, "message.max.bytes": 2000000}],
     )
     message_format: Literal["json", "avro"] | None = Field(
-        None, alias="format", description="json, or avro (default when schema_registry_url is set)"
+        None,
+        alias="format",
+        description="json: the envelope as JSON (Debezium's JsonConverter, schemas off); avro: Confluent "
+        "wire format through the schema registry. Default: avro when schema_registry_url is set, else json.",
+        examples=["avro"],
     )
-    schema_registry_url: str | None = None
-    schema_registry_username: str | None = None
-    schema_registry_password: SecretStr | None = None
-    value_schema: str | None = Field(None, description="registry subject for values (default <topic>-value)")
+    schema_registry_url: str | None = Field(
+        None,
+        description="Confluent-API schema registry (Apicurio: its /apis/ccompat/v7 path) for Avro.",
+        examples=["http://registry.internal:8081"],
+    )
+    schema_registry_username: str | None = Field(
+        None, description="Basic-auth user for the schema registry.", examples=["cdc"]
+    )
+    schema_registry_password: SecretStr | None = Field(
+        None,
+        description="Basic-auth password for the schema registry. A secret: never logged.",
+        examples=["${REGISTRY_PASSWORD}"],
+    )
+    value_schema: str | None = Field(
+        None,
+        description="Registry subject for every record value, whatever the topic. Default: <topic>-value "
+        "(TopicNameStrategy); keys always use <topic>-key.",
+        examples=["user_event_v2"],
+    )
 
     @field_validator("partition_strategy")
     @classmethod

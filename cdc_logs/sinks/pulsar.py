@@ -29,7 +29,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import ConfigDict, Field, SecretStr
 
 from cdc_logs import registry
 from cdc_logs.configmodel import SinkConfigBase, secret
@@ -233,14 +233,50 @@ def _quiet_logger() -> Any:
 class PulsarSinkConfig(SinkConfigBase):
     """Apache Pulsar producer (not tested against a live server here: see docs/sinks.md)."""
 
-    type: Literal["pulsar"]
-    service_url: str = "pulsar://127.0.0.1:6650"
-    topic: str = Field("persistent://public/default/{prefix}.{schema}.{table}", description="topic template")
-    prefix: str | None = None
-    producer_name: str | None = Field(None, description="stable name: the broker deduplicates per producer")
-    compression_type: Literal["none", "lz4", "zlib", "zstd", "snappy"] = "none"
-    send_timeout_ms: int = Field(30_000, ge=1000)
-    auth_token: SecretStr | None = None
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"type": "pulsar", "service_url": "pulsar://pulsar.internal:6650"}]}
+    )
+
+    type: Literal["pulsar"] = Field(description="Selects this destination.")
+    service_url: str = Field(
+        "pulsar://127.0.0.1:6650",
+        description="Pulsar service URL, pulsar://host:port.",
+        examples=["pulsar://pulsar.internal:6650"],
+    )
+    topic: str = Field(
+        "persistent://public/default/{prefix}.{schema}.{table}",
+        description="Topic per event, from {prefix} {db} {schema} {table} {op} {connector}; its namespace "
+        "must exist.",
+        examples=["persistent://public/cdc/{table}"],
+    )
+    prefix: str | None = Field(
+        None,
+        description="{prefix} in `topic`. Default: the event's source.name: the pipeline name (native "
+        "readers) or the Debezium connector's topic.prefix.",
+        examples=["shop"],
+    )
+    producer_name: str | None = Field(
+        None,
+        description="Name prefix of the producers (one per topic: <producer_name>-<topic's last part>). "
+        "Default: names chosen by the broker. The sink sets no sequence ids, so it does not rely on broker "
+        "deduplication; consumers dedup by the event_id property.",
+        examples=["cdc-logs-shop"],
+    )
+    compression_type: Literal["none", "lz4", "zlib", "zstd", "snappy"] = Field(
+        "none", description="Compression of each message.", examples=["lz4"]
+    )
+    send_timeout_ms: int = Field(
+        30_000,
+        ge=1000,
+        description="Milliseconds a message may take to be persisted (also the client's operation timeout, "
+        "in whole seconds); a batch fails when one is not.",
+        examples=[60_000],
+    )
+    auth_token: SecretStr | None = Field(
+        None,
+        description="Token for Pulsar's token authentication. A secret: never logged.",
+        examples=["${PULSAR_TOKEN}"],
+    )
 
 
 @registry.sink(PulsarSinkConfig, capabilities={"log", "ordered", "dedup_ids"})

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 import orjson
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from cdc_logs import registry
 from cdc_logs.configmodel import TOPIC_TEMPLATE, secret
@@ -159,11 +159,26 @@ def _joined(values: Iterable[Any]) -> str:
 class RedisCacheSinkConfig(RedisConnection):
     """Redis as a cache of each table's current rows (the seed's `type: redis`)."""
 
-    type: Literal["redis"]
-    key_pattern: str = Field(
-        TOPIC_TEMPLATE + ":{key}", description="e.g. event:{user_id}; {key} = primary key values"
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"type": "redis", "host": "cache.internal", "key_pattern": "user:{id}"}]
+        }
     )
-    ttl_seconds: int | None = Field(None, ge=1)
+
+    type: Literal["redis"] = Field(description="Selects this destination.")
+    key_pattern: str = Field(
+        TOPIC_TEMPLATE + ":{key}",
+        description="Redis key of each row, from {prefix} {db} {schema} {table} {op} {connector}, the row's "
+        "columns, and {key} (the primary key values joined by :). The row is SET there as JSON.",
+        examples=["event:{user_id}"],
+    )
+    ttl_seconds: int | None = Field(
+        None,
+        ge=1,
+        description="Expiry of each written key (SET EX), renewed at every change of the row. Default: keys "
+        "never expire.",
+        examples=[86_400],
+    )
 
 
 @registry.sink(RedisCacheSinkConfig, capabilities={"state", "ordered"})

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import orjson
-from pydantic import Field, SecretStr
+from pydantic import ConfigDict, Field, SecretStr
 
 from cdc_logs import registry
 from cdc_logs.configmodel import SinkConfigBase, secret
@@ -221,19 +221,56 @@ def _short(error: Any) -> str:
 class SearchSinkConfig(SinkConfigBase):
     """OpenSearch / Elasticsearch bulk indexing, `_id` = the primary key."""
 
-    type: Literal["opensearch", "elasticsearch"]
-    url: str | None = Field(None, description="http(s)://host:9200 (default from host/port)")
-    host: str = "127.0.0.1"
-    port: int = Field(9200, ge=1, le=65535)
-    index: str = Field("{prefix}.{schema}.{table}", description="index name template (lowercased)")
-    prefix: str | None = None
-    username: str | None = None
-    password: SecretStr | None = None
-    mode: Literal["mirror", "append"] = Field(
-        "mirror", description="mirror: document per row (delete removes it); append: one document per event"
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"type": "opensearch", "url": "https://search.internal:9200"}]}
     )
-    refresh: bool = Field(False, description="refresh after each batch (tests; slows indexing)")
-    timeout_s: float = Field(30.0, gt=0)
+
+    type: Literal["opensearch", "elasticsearch"] = Field(
+        description="Selects this destination; `elasticsearch` is the same sink (the same bulk API)."
+    )
+    url: str | None = Field(
+        None,
+        description="Base URL of the cluster's REST API; when set, host and port are ignored. TLS "
+        "certificates are verified.",
+        examples=["https://search.internal:9200"],
+    )
+    host: str = Field(
+        "127.0.0.1", description="Host, when `url` is not set (plain http).", examples=["search.internal"]
+    )
+    port: int = Field(9200, ge=1, le=65535, description="Port, when `url` is not set.", examples=[9200])
+    index: str = Field(
+        "{prefix}.{schema}.{table}",
+        description="Index per event, from {prefix} {db} {schema} {table} {op} {connector}; lowercased, "
+        "characters the engines forbid replaced by _.",
+        examples=["cdc-{table}"],
+    )
+    prefix: str | None = Field(
+        None,
+        description="{prefix} in `index`. Default: the event's source.name: the pipeline name (native "
+        "readers) or the Debezium connector's topic.prefix.",
+        examples=["shop"],
+    )
+    username: str | None = Field(
+        None, description="Basic-auth user. Default: no authentication.", examples=["cdc"]
+    )
+    password: SecretStr | None = Field(
+        None,
+        description="Basic-auth password of `username`. A secret: never logged.",
+        examples=["${SEARCH_PASSWORD}"],
+    )
+    mode: Literal["mirror", "append"] = Field(
+        "mirror",
+        description="mirror: one document per row, _id = the primary key (c/r/u index it, d deletes it, t "
+        "empties the index; needs a primary key); append: one document per event (the envelope), _id = the "
+        "event's stable id.",
+        examples=["append"],
+    )
+    refresh: bool = Field(
+        False,
+        description="Each bulk request waits until its changes are searchable (refresh=wait_for): for tests; "
+        "slows indexing.",
+    )
+    timeout_s: float = Field(30.0, gt=0, description="Seconds to wait for each request.", examples=[60.0])
 
     def base_url(self) -> str:
         return self.url or f"http://{self.host}:{self.port}"

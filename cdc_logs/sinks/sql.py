@@ -29,7 +29,7 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 import sqlalchemy as sa
-from pydantic import Field, SecretStr, model_validator
+from pydantic import ConfigDict, Field, SecretStr, model_validator
 from sqlalchemy import exc as sa_exc
 
 from cdc_logs import registry
@@ -389,20 +389,77 @@ _DRIVERS = {
 class SqlSinkConfig(SinkConfigBase):
     """Apply changes to SQL tables (upsert / delete / truncate) through SQLAlchemy."""
 
-    type: Literal["sql", "postgresql", "postgres", "mysql", "mariadb", "sqlite"]
-    url: SecretStr | None = Field(None, description="SQLAlchemy URL (never logged); or the fields below")
-    host: str = "127.0.0.1"
-    port: int | None = Field(None, ge=1, le=65535)
-    database: str | None = None
-    username: str | None = None
-    password: SecretStr | None = None
-    table: str = Field("{table}", description="target table name template, or one fixed table")
-    target_schema: str | None = Field(
-        "{schema}", alias="schema", description="target schema template; null = the connection's default"
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "postgresql",
+                    "url": "postgresql://cdc:${ANALYTICS_PASSWORD}@analytics.internal:5432/analytics",
+                }
+            ]
+        }
     )
-    auto_create: bool = Field(False, description="create missing target tables / columns from the rows")
-    apply_truncate: bool = True
-    applied_table: str = Field("cdc_applied", description="table of replay markers, in the target database")
+
+    type: Literal["sql", "postgresql", "postgres", "mysql", "mariadb", "sqlite"] = Field(
+        description="Selects this destination. `sql` needs `url`; the database names may instead build the "
+        "URL from host, port, database, username and password with that database's driver (psycopg, "
+        "PyMySQL; sqlite: `database` is the file)."
+    )
+    url: SecretStr | None = Field(
+        None,
+        description="SQLAlchemy URL of the target database (postgresql:// uses psycopg 3); when set, the "
+        "fields below are ignored. A secret: never logged. Also accepted as `dsn`.",
+        examples=["postgresql://cdc:${ANALYTICS_PASSWORD}@analytics.internal:5432/analytics"],
+    )
+    host: str = Field(
+        "127.0.0.1", description="Database host, when `url` is not set.", examples=["analytics.internal"]
+    )
+    port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Database port, when `url` is not set. Default: the driver's (5432, 3306).",
+        examples=[5432],
+    )
+    database: str | None = Field(
+        None,
+        description="Database name (sqlite: the file path), when `url` is not set; then required.",
+        examples=["analytics"],
+    )
+    username: str | None = Field(None, description="User, when `url` is not set.", examples=["cdc"])
+    password: SecretStr | None = Field(
+        None,
+        description="Password of `username`, when `url` is not set. A secret: never logged.",
+        examples=["${ANALYTICS_PASSWORD}"],
+    )
+    table: str = Field(
+        "{table}",
+        description="Target table per event, from {prefix} {db} {schema} {table} {op} {connector}, or one "
+        "fixed table for every source table.",
+        examples=["{schema}_{table}", "unified_events"],
+    )
+    target_schema: str | None = Field(
+        "{schema}",
+        alias="schema",
+        description="Target schema per event (a template, as `table`); null: the connection's default "
+        "schema, which is the default for SQLite targets. For MySQL sources {schema} is the database.",
+        examples=["replica", None],
+    )
+    auto_create: bool = Field(
+        False,
+        description="Create a missing target table from the source's column types (primary key from the "
+        "event key; types guessed from the values when an event carries no table schema) and add columns "
+        "that appear later; false: a missing table or column stops the pipeline naming the fix.",
+    )
+    apply_truncate: bool = Field(
+        True, description="Apply truncate events (TRUNCATE TABLE; DELETE on SQLite); false skips them."
+    )
+    applied_table: str = Field(
+        "cdc_applied",
+        description="Table of replay markers (last applied position per sink and source table), created in "
+        "the target database and written in each batch's transaction.",
+        examples=["cdc_applied_shop"],
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import IO, Any, Literal
 
 import orjson
+from pydantic import ConfigDict, Field
 
 from cdc_logs import registry
 from cdc_logs.configmodel import SinkConfigBase
@@ -97,8 +98,18 @@ def _compact(value: Any) -> str:
 
 # -- config ----------------------------------------------------------------------------------------
 class StdoutSinkConfig(SinkConfigBase):
-    type: Literal["stdout"]
-    format: Literal["json", "pretty"] = "json"
+    """Standard output: one Debezium JSON envelope per line, or a readable rendering; durable means
+    flushed to the pipe."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"type": "stdout", "format": "json"}]})
+
+    type: Literal["stdout"] = Field(description="Selects this destination.")
+    format: Literal["json", "pretty"] = Field(
+        "json",
+        description="json: one envelope per line and nothing else on stdout (logs go to stderr), for "
+        "`| jq`; pretty: a short colored summary per change, for people.",
+        examples=["pretty"],
+    )
 
 
 @registry.sink(StdoutSinkConfig, capabilities={"log", "ordered"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from cdc_logs import registry
 from cdc_logs.configmodel import ConfigModel
@@ -42,29 +42,49 @@ class FilterTransform(Transform):
 
 
 class FilterParams(ConfigModel):
+    """What a filter keeps; an event must pass every condition given."""
+
     include_tables: list[str] = Field(
         default_factory=list,
-        description="keep only events of these tables (glob patterns on schema.table, db.table or table)",
+        description="Keep only events of these tables: glob patterns matched against schema.table, db.table "
+        "and the bare table name. Default: every table.",
         examples=[["public.orders", "public.order_*"]],
     )
     exclude_tables: list[str] = Field(
         default_factory=list,
-        description="drop events of these tables (glob patterns)",
+        description="Drop events of these tables (glob patterns, matched as in include_tables).",
         examples=[["*.audit_*"]],
     )
     ops: list[Literal["c", "u", "d", "r", "t", "m"]] = Field(
-        default_factory=list, description="keep only these ops (empty: all)", examples=[["c", "u", "d"]]
+        default_factory=list,
+        description="Keep only these ops (c create, u update, d delete, r snapshot read, t truncate, m "
+        "message). Default: all.",
+        examples=[["c", "u", "d"]],
     )
     where: dict[str, Any] | None = Field(
-        None, description="keep only rows whose columns equal these values", examples=[{"region": "eu"}]
+        None,
+        description="Keep only events whose row (after, or before for a delete) has these column values, "
+        "compared for equality. Default: no condition.",
+        examples=[{"region": "eu"}],
     )
 
 
 class FilterTransformConfig(ConfigModel):
     """Keep or drop events by table, op, or column values."""
 
-    type: Literal["filter"]
-    params: FilterParams = Field(default_factory=FilterParams, description="what to keep")
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"type": "filter", "params": {"exclude_tables": ["*.audit_*"], "ops": ["c", "u", "d"]}}
+            ]
+        }
+    )
+
+    type: Literal["filter"] = Field(description="Selects this transform.")
+    params: FilterParams = Field(
+        default_factory=FilterParams,
+        description="What to keep. A dropped event's position still advances the checkpoint.",
+    )
 
 
 @registry.transform(FilterTransformConfig)

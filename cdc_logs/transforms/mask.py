@@ -10,7 +10,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from cdc_logs import registry
 from cdc_logs.configmodel import ConfigModel
@@ -75,24 +75,38 @@ _ALIASES = {
 
 
 class MaskParams(ConfigModel):
+    """Which columns a mask transform replaces, and how (the seed's parameter names are accepted)."""
+
     fields: list[str] = Field(
         min_length=1,
-        description="columns to mask (seed: mask_fields, pii_fields)",
+        description="Columns to mask, in before, after and the key, in every table of `tables`. The seed's "
+        "mask_fields and pii_fields are accepted (both: both lists).",
         examples=[["email", "ssn"]],
     )
     strategy: Literal["hash", "mask", "delete"] = Field(
         "hash",
-        description="hash: salted SHA-256; mask: the pattern; delete: drop the column "
-        "(seed: anonymization_strategy)",
+        description="hash: hex SHA-256 of salt + value; mask: replace by `pattern`; delete: drop the column. "
+        "Key columns are always hashed (a constant or a missing key would merge rows). Seed: "
+        "anonymization_strategy.",
+        examples=["mask"],
     )
     pattern: str = Field(
-        "****", description="the replacement for strategy mask (seed: mask_pattern)", examples=["***-**-****"]
+        "****",
+        description="The replacement value for strategy mask (NULL stays NULL). Seed: mask_pattern.",
+        examples=["***-**-****"],
     )
     salt: str = Field(
-        "", description="salt for strategy hash (set one, or equal values hash alike everywhere)"
+        "",
+        description="Prefix hashed with every value (strategy hash, and masked key columns). Default: none, "
+        "so equal values hash alike in every pipeline and short values can be guessed by hashing "
+        "candidates: set one, from the environment.",
+        examples=["${PII_SALT}"],
     )
     tables: list[str] = Field(
-        default_factory=list, description="only these tables (glob patterns; empty: all)"
+        default_factory=list,
+        description="Only events of these tables are masked (glob patterns on schema.table, db.table or "
+        "table). Default: every table.",
+        examples=[["public.users", "crm.*"]],
     )
 
     @model_validator(mode="before")
@@ -121,8 +135,17 @@ class MaskTransformConfig(ConfigModel):
     """Mask PII columns: hash, replace with a pattern, or delete (the seed's data_masking and
     gdpr_compliance)."""
 
-    type: Literal["mask", "data_masking", "gdpr_compliance"]
-    params: MaskParams = Field(description="which columns, and how")
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"type": "mask", "params": {"fields": ["email", "phone"], "salt": "${PII_SALT}"}}]
+        }
+    )
+
+    type: Literal["mask", "data_masking", "gdpr_compliance"] = Field(
+        description="Selects this transform; `data_masking` and `gdpr_compliance` (the seed's names) are "
+        "aliases."
+    )
+    params: MaskParams = Field(description="Which columns, and how.")
 
 
 @registry.transform(MaskTransformConfig)

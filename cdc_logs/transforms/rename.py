@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from cdc_logs import registry
 from cdc_logs.configmodel import ConfigModel
@@ -38,12 +38,17 @@ class RenameTransform(Transform):
 
 
 class RenameParams(ConfigModel):
+    """Table and column renames, old name: new name."""
+
     tables: dict[str, str] = Field(
-        default_factory=dict, description="table renames, old: new", examples=[{"users": "customers"}]
+        default_factory=dict,
+        description="Table renames, old: new; an old name is schema.table (or db.table) or a bare table "
+        "name, the qualified one tried first. The new name replaces source.table only.",
+        examples=[{"users": "customers", "public.orders": "sales_orders"}],
     )
     columns: dict[str, str] = Field(
         default_factory=dict,
-        description="column renames in every table, old: new",
+        description="Column renames in every table, old: new, in before, after, the key and `unchanged`.",
         examples=[{"email_address": "email"}],
     )
 
@@ -51,8 +56,12 @@ class RenameParams(ConfigModel):
 class RenameTransformConfig(ConfigModel):
     """Rename tables and columns (in before, after, the key and `unchanged`)."""
 
-    type: Literal["rename"]
-    params: RenameParams = Field(default_factory=RenameParams, description="the renames")
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"type": "rename", "params": {"tables": {"users": "customers"}}}]}
+    )
+
+    type: Literal["rename"] = Field(description="Selects this transform.")
+    params: RenameParams = Field(default_factory=RenameParams, description="The renames.")
 
 
 @registry.transform(RenameTransformConfig)

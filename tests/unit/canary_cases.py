@@ -234,6 +234,15 @@ def _doctor(path: tuple[str, ...], ctx: Context) -> Iterator[Case]:
     yield from _dsn_cases(
         ["doctor", "--source", "mariadb"], url_variants("mysql", "/test", wrong="CDC_MARIADB_DSN"), "mariadb"
     )
+    # -c: every source's credential fields, and an offset store's (doctor reads the stored positions).
+    for name, config in config_cases(ctx):
+        if name.split(".")[0] in source_keys() or name.startswith("offsets."):
+            yield Case(
+                f"config-{name}",
+                ["doctor", "-c", "pipeline.yaml"],
+                {"file:config"},
+                files={"pipeline.yaml": config_yaml(config)},
+            )
 
 
 _CONNECT_ARGS: dict[tuple[str, ...], list[str]] = {
@@ -403,6 +412,13 @@ def config_models() -> dict[str, Any]:
     return models
 
 
+def source_keys() -> set[str]:
+    """The template keys that are sources' (a source's key is its name)."""
+    from cdc_logs import registry
+
+    return {component.name for component in registry.components("source")}
+
+
 def credential_fields(model: Any) -> list[str]:
     """A model's fields holding a credential: SecretStr ones, those named like a URL/DSN/bootstrap, the
     HTTP headers (Authorization) and a connector config."""
@@ -438,9 +454,7 @@ def _pipeline(key: str, block: dict[str, Any]) -> dict[str, Any]:
     config: dict[str, Any] = {"name": "canary", "sync": SYNC}
     if key == "offsets":
         return {**config, "source": SQLITE_SOURCE, "destination": STDOUT, "offsets": block}
-    from cdc_logs import registry
-
-    if key in {component.name for component in registry.components("source")}:
+    if key in source_keys():
         return {**config, "source": block, "destination": STDOUT}
     return {**config, "source": SQLITE_SOURCE, "destination": block}
 

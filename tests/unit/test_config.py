@@ -604,7 +604,8 @@ def _refs(node: Any) -> list[str]:
 def _types(node: Any) -> set[str]:
     if isinstance(node, dict):
         own = {node["type"]} if isinstance(node.get("type"), str) else set()
-        return own.union(*(_types(v) for v in node.values()))
+        # `examples` and `default` hold config data (`{"type": "sqlite", ...}`), not schema keywords.
+        return own.union(*(_types(v) for k, v in node.items() if k not in ("examples", "default")))
     if isinstance(node, list):
         return set().union(*(_types(v) for v in node))
     return set()

@@ -2,9 +2,10 @@
 
 The page shows whole files, each after a `<!-- the file PATH -->` line: they must be those files as
 they are. The worked example is a sink, its module in cdc_logs/sinks/ and its contract fixture in
-tests/contract/sinks/, and nothing outside those two files and the page may name it: not its
-`type:`, its classes or its module. Had adding it needed an edit anywhere else (a list of types, a
-template, a table of extras, a schema snapshot, a matrix list), that edit would name it and fail here.
+tests/contract/sinks/, and nothing outside those two files, the page and the reference pages that
+scripts/gen_reference writes may name it: not its `type:`, its classes or its module. Had adding it
+needed an edit anywhere else (a list of types, a template, a table of extras, a schema snapshot, a
+matrix list), that edit would name it and fail here.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import yaml
 
 from cdc_logs import registry
 from cdc_logs.configfile import parse_config
+from cdc_logs.reference import pages
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "contributing.md"
@@ -71,11 +73,12 @@ def _repo_files() -> Iterator[Path]:
 def test_the_worked_example_is_named_only_in_its_own_files() -> None:
     names = _example_names()
     own = {REPO / path for path in shown()}
+    generated = {REPO / "docs" / "reference" / name for name in pages()}  # written by scripts/gen_reference
     for path in own:  # the search can find it: the example's own files name it
         assert names.search(path.read_text()), f"{path}: the search finds nothing, so it cannot fail"
     found = []
     for path in _repo_files():
-        if path in own or path == DOC:
+        if path in own or path in generated or path == DOC:
             continue
         data = path.read_bytes()
         if b"\0" in data[:8192]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import ConfigDict, Field, SecretStr, model_validator
 
 from cdc_logs import registry
 from cdc_logs.configmodel import ConfigModel, SourceConfigBase
@@ -15,31 +15,126 @@ from cdc_logs.readers.base import Reader
 class MysqlBinlogConfig(ConfigModel):
     """The seed's `binlog_config` block: where a first run starts (a stored offset always wins)."""
 
-    server_id: int | None = Field(None, ge=1, le=4294967295)
-    binlog_filename: str | None = Field(None, description="MariaDB: start at this file (converted to a GTID)")
-    binlog_position: int | None = Field(None, ge=4)
-    gtid_set: str = Field("auto", description="auto (current end, or snapshot) | a GTID set / position")
+    server_id: int | None = Field(
+        None,
+        ge=1,
+        le=4294967295,
+        description="Replication client id, used when the source's own `server_id` is not set.",
+        examples=[1001],
+    )
+    binlog_filename: str | None = Field(
+        None,
+        description="MariaDB only: a first run starts in this binlog file (converted to a GTID position "
+        "with BINLOG_GTID_POS) instead of a snapshot. Ignored when `gtid_set` is given; refused on MySQL.",
+        examples=["mariadb-bin.000042"],
+    )
+    binlog_position: int | None = Field(
+        None,
+        ge=4,
+        description="Byte offset in `binlog_filename` to start at (default 4, the file's first event); "
+        "only used with `binlog_filename`.",
+        examples=[4],
+    )
+    gtid_set: str = Field(
+        "auto",
+        description="Where a first run starts: `auto` is the snapshot when `snapshot: true`, else the "
+        "server's current end; a GTID set (MySQL) or GTID position (MariaDB) starts there and skips the "
+        "snapshot.",
+        examples=["0-1-1042", "3E11FA47-71CA-11E1-9E33-C80AA9429562:1-5"],
+    )
 
 
 class MysqlSourceConfig(SourceConfigBase):
     """MySQL / MariaDB row-based binlog, resumed by GTID; see docs/sources/mysql.md."""
 
-    type: Literal["mysql", "mariadb"]
-    dsn: SecretStr | None = Field(None, description="mysql://user:password@host:3306/db (never logged)")
-    host: str = "127.0.0.1"
-    port: int = Field(3306, ge=1, le=65535)
-    user: str | None = None
-    password: SecretStr | None = None
-    database: str | None = Field(None, description="default database for unqualified table names")
-    tables: list[str] = Field(default_factory=list, description="db.table to capture")
-    schemas: list[str] = Field(default_factory=list, description="capture every table of these databases")
-    snapshot: bool = Field(True, description="first run: emit existing rows (op r), then stream")
-    snapshot_chunk_rows: int = Field(2000, ge=1, description="rows per primary-key chunk of the snapshot")
-    server_id: int | None = Field(
-        None, ge=1, le=4294967295, description="replication client id (default: from the pipeline name)"
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "mariadb",
+                    "dsn": "mysql://cdc:${MARIADB_PASSWORD}@db.internal:3306/shop",
+                    "tables": ["shop.orders"],
+                }
+            ]
+        }
     )
-    heartbeat_interval_ms: int = Field(5000, ge=100, description="server heartbeat / idle position report")
-    binlog_config: MysqlBinlogConfig | None = None
+
+    type: Literal["mysql", "mariadb"] = Field(
+        description="Selects this source and the server's flavour (GTID format, setup checks): it must "
+        "match the server, which is checked when the source opens."
+    )
+    dsn: SecretStr | None = Field(
+        None,
+        description="mysql://user:password@host:port/database of a user with REPLICATION SLAVE, "
+        "REPLICATION CLIENT and SELECT. A secret: never logged; write the password as ${VAR}. Also "
+        "accepted as `url`, `uri`, `connection_string`. Without it: host/port/user/password.",
+        examples=["mysql://cdc:${MARIADB_PASSWORD}@db.internal:3306/shop"],
+    )
+    host: str = Field(
+        "127.0.0.1", description="Server host, when `dsn` is not given.", examples=["db.internal"]
+    )
+    port: int = Field(
+        3306, ge=1, le=65535, description="Server port, when `dsn` is not given.", examples=[3306]
+    )
+    user: str | None = Field(
+        None, description="User name, when `dsn` is not given (then required).", examples=["cdc"]
+    )
+    password: SecretStr | None = Field(
+        None,
+        description="Password of `user`, when `dsn` is not given. A secret: never logged. Default: none.",
+        examples=["${MARIADB_PASSWORD}"],
+    )
+    database: str | None = Field(
+        None,
+        description="Database that bare table names in `tables` belong to (and the connection's, when "
+        "`dsn` names none).",
+        examples=["shop"],
+    )
+    tables: list[str] = Field(
+        default_factory=list,
+        description="Tables to capture, as db.table (a bare name takes `database`). Give `tables`, "
+        "`schemas` or both; the seed's `table:` and `monitored_tables:` are accepted too.",
+        examples=[["shop.orders", "shop.customers"]],
+    )
+    schemas: list[str] = Field(
+        default_factory=list,
+        description="Databases whose every table is captured (the tables are listed when the source opens).",
+        examples=[["shop"]],
+    )
+    snapshot: bool = Field(
+        True,
+        description="On the first run (no stored position): emit the existing rows as op r, then the "
+        "binlog from that point. false: start at the server's current end (or at `binlog_config`). A "
+        "stored position always wins.",
+    )
+    snapshot_chunk_rows: int = Field(
+        2000,
+        ge=1,
+        description="Rows per primary-key chunk of the snapshot (one SELECT each).",
+        examples=[10_000],
+    )
+    server_id: int | None = Field(
+        None,
+        ge=1,
+        le=4294967295,
+        description="This client's replication server id, unique among the server's replicas and "
+        "binlog clients. Default: derived from the pipeline name (1000000000 + a hash), stable across "
+        "restarts.",
+        examples=[1844674],
+    )
+    heartbeat_interval_ms: int = Field(
+        5000,
+        ge=100,
+        description="Milliseconds between the server's heartbeats on an idle binlog "
+        "(MASTER_HEARTBEAT_PERIOD) and between reports of a position moved by transactions of tables "
+        "not captured. Silence for three periods (at least 10 s) means a dead connection.",
+        examples=[10_000],
+    )
+    binlog_config: MysqlBinlogConfig | None = Field(
+        None,
+        description="The seed's block: where a first run starts (a stored offset always wins). Default: "
+        "`snapshot` decides.",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from cdc_logs import registry
 from cdc_logs.configmodel import ConfigModel, SourceConfigBase
@@ -12,13 +12,49 @@ from cdc_logs.readers.base import Reader
 
 
 class PolledTableConfig(ConfigModel):
-    table: str
-    mode: Literal["timestamp", "incrementing", "timestamp+incrementing"] = "timestamp+incrementing"
-    timestamp_column: str | None = None
-    incrementing_column: str | None = None
-    key_columns: list[str] | None = None
-    soft_delete_column: str | None = None
-    query: str | None = Field(None, description="custom SELECT; use :last_sync / :last_id for the watermark")
+    """One polled table (or custom query) and its watermark; see docs/sources/polling.md."""
+
+    table: str = Field(
+        description="Table to poll, as table or schema.table; with `query`, only the name its events carry.",
+        examples=["orders", "sales.orders"],
+    )
+    mode: Literal["timestamp", "incrementing", "timestamp+incrementing"] = Field(
+        "timestamp+incrementing",
+        description="Watermark, as Kafka Connect's JDBC source: `incrementing` sees inserts only, "
+        "`timestamp` inserts and updates, `timestamp+incrementing` (the default) inserts and updates and "
+        "resumes exactly inside a timestamp.",
+        examples=["timestamp"],
+    )
+    timestamp_column: str | None = Field(
+        None,
+        description="Modification-time column, set on every insert and update; needed by the modes with "
+        "`timestamp`. Rows where it is NULL are never read.",
+        examples=["updated_at"],
+    )
+    incrementing_column: str | None = Field(
+        None,
+        description="Strictly increasing id column; needed by the modes with `incrementing`.",
+        examples=["id"],
+    )
+    key_columns: list[str] | None = Field(
+        None,
+        description="Columns of the event key. Default: the table's primary key (with `query`: the "
+        "incrementing column).",
+        examples=[["order_id"]],
+    )
+    soft_delete_column: str | None = Field(
+        None,
+        description="A row whose value here is not NULL, false or 0 is emitted as a delete (op d). Default: "
+        "none, and deleted rows go unseen (polling cannot see a DELETE).",
+        examples=["deleted_at"],
+    )
+    query: str | None = Field(
+        None,
+        description="A custom SELECT polled instead of the table, wrapped as a subquery, so it needs no "
+        "watermark predicate; :last_sync (timestamp) and :last_id are bound if it names them. Its "
+        "result must hold the watermark and key columns.",
+        examples=["SELECT event_id, created_at, payload FROM event_store"],
+    )
 
     @model_validator(mode="after")
     def _columns_for_mode(self) -> PolledTableConfig:
@@ -32,12 +68,52 @@ class PolledTableConfig(ConfigModel):
 class PollSourceConfig(SourceConfigBase):
     """Query polling with a watermark (any SQLAlchemy URL): the fallback without log access."""
 
-    type: Literal["poll", "polling", "query"]
-    url: str = Field(description="SQLAlchemy URL, e.g. postgresql+psycopg://user:pw@host/db")
-    tables: list[PolledTableConfig] = Field(min_length=1)
-    poll_interval_ms: int = Field(1000, ge=1)
-    snapshot: bool = Field(True, description="first run: emit existing rows (True) or start at the newest")
-    safety_lag_ms: int = Field(0, ge=0, description="ignore rows newer than now - lag (late commits)")
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "poll",
+                    "url": "postgresql+psycopg://reader:${DB_PASSWORD}@db.internal/shop",
+                    "tables": [
+                        {"table": "orders", "timestamp_column": "updated_at", "incrementing_column": "id"}
+                    ],
+                }
+            ]
+        }
+    )
+
+    type: Literal["poll", "polling", "query"] = Field(
+        description="Selects this source; `polling` and `query` are aliases of `poll`."
+    )
+    url: str = Field(
+        description="SQLAlchemy URL of the database (any dialect whose driver is installed); a password "
+        "in it is masked in output, write it as ${VAR}. Also accepted as `dsn`.",
+        examples=["postgresql+psycopg://reader:${DB_PASSWORD}@db.internal/shop"],
+    )
+    tables: list[PolledTableConfig] = Field(
+        min_length=1,
+        description="The tables to poll, each with its watermark. The seed's one-table shape (`table:`, "
+        "`watermark: {column, type}`, `query:` at the top level) is accepted too.",
+    )
+    poll_interval_ms: int = Field(
+        1000,
+        ge=1,
+        description="Milliseconds to wait between polls once every table is caught up.",
+        examples=[5000],
+    )
+    snapshot: bool = Field(
+        True,
+        description="Starting without a stored position: emit the rows that already exist (as c/u), or "
+        "with false start after the newest row.",
+    )
+    safety_lag_ms: int = Field(
+        0,
+        ge=0,
+        description="Rows whose timestamp is newer than the database clock minus this many milliseconds "
+        "are left for a later poll, so a transaction committing late (shorter than the lag) is not "
+        "missed. Needs a date/time timestamp column; 0 (as in Kafka Connect) reads up to now.",
+        examples=[5000],
+    )
 
     @field_validator("url")
     @classmethod

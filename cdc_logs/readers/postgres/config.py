@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from cdc_logs import registry
 from cdc_logs.configmodel import SourceConfigBase
@@ -22,25 +22,98 @@ def default_slot_name(pipeline: str) -> str:
 class PostgresSourceConfig(SourceConfigBase):
     """Postgres logical replication (pgoutput) through a replication slot; see docs/sources/postgres.md."""
 
-    type: Literal["postgresql", "postgres", "pg"]
-    dsn: SecretStr = Field(description="postgresql://user:password@host:5432/dbname (never logged)")
-    tables: list[str] = Field(default_factory=list, description="schema.table to capture")
-    all_tables: bool = Field(False, description="capture every table (publication FOR ALL TABLES)")
-    slot: str | None = Field(None, description="replication slot (default cdc_logs_<pipeline>)")
-    publication: str | None = Field(None, description="publication (default cdc_logs_<slot>)")
-    snapshot: bool = Field(True, description="first run: emit existing rows (op r), then stream")
-    snapshot_chunk_rows: int = Field(10_000, ge=1, description="rows per snapshot chunk (resume unit)")
-    heartbeat_interval_ms: int = Field(
-        10_000, ge=0, description="pg_logical_emit_message heartbeat period; 0 turns heartbeats off"
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "postgresql",
+                    "dsn": "postgresql://cdc:${PG_PASSWORD}@db.internal:5432/shop",
+                    "tables": ["public.orders"],
+                }
+            ]
+        }
     )
-    status_interval_ms: int = Field(10_000, ge=100, description="standby status update period")
-    binary: bool = Field(False, description="pgoutput binary format (same values, less text parsing)")
-    messages: bool = Field(True, description="emit pg_logical_emit_message messages as op m events")
+
+    type: Literal["postgresql", "postgres", "pg"] = Field(
+        description="Selects this source; `postgres` and `pg` are aliases of `postgresql`."
+    )
+    dsn: SecretStr = Field(
+        description="libpq connection string or URL of the database to capture, for a role with "
+        "REPLICATION and SELECT on the tables. A secret: never logged; write the password as ${VAR}. "
+        "Also accepted as `url`, `uri`, `connection_string`, or the seed's host/port/database/user/password.",
+        examples=["postgresql://cdc:${PG_PASSWORD}@db.internal:5432/shop"],
+    )
+    tables: list[str] = Field(
+        default_factory=list,
+        description="Tables to capture, as schema.table. Required unless `all_tables: true`; the seed's "
+        "`table:` (one name) is accepted too.",
+        examples=[["public.orders", "public.customers"]],
+    )
+    all_tables: bool = Field(
+        False,
+        description="Capture every table: the publication is created FOR ALL TABLES (needs a superuser). "
+        "Excludes `tables`.",
+    )
+    slot: str | None = Field(
+        None,
+        description="Replication slot to read (1-63 lowercase letters, digits, _); created when missing. "
+        "Default: cdc_logs_<pipeline name>, lowercased, other characters as _. The seed's `slot_name` is "
+        "accepted too.",
+        examples=["cdc_logs_shop"],
+    )
+    publication: str | None = Field(
+        None,
+        description="Publication the slot decodes; created when missing, used as it is when it exists. "
+        "Default: the slot's name when it starts with cdc_logs_ (the default slot), else cdc_logs_<slot>. "
+        "The seed's `publication_name` is accepted too.",
+        examples=["cdc_logs_shop"],
+    )
+    snapshot: bool = Field(
+        True,
+        description="On the first run (no stored position): emit the existing rows as op r, read in a "
+        "snapshot consistent with the slot, then stream. false: stream from where the slot stands (a new "
+        "slot: the current end of the WAL). A stored position always wins.",
+    )
+    snapshot_chunk_rows: int = Field(
+        10_000,
+        ge=1,
+        description="Rows per primary-key chunk of the snapshot: the unit a snapshot interrupted by a crash "
+        "resumes from.",
+        examples=[50_000],
+    )
+    heartbeat_interval_ms: int = Field(
+        10_000,
+        ge=0,
+        description="Milliseconds between heartbeats (pg_logical_emit_message, never emitted as events): "
+        "they move the confirmed position of an idle or filtered source so the slot does not pin WAL. "
+        "0 turns heartbeats off.",
+        examples=[30_000],
+    )
+    status_interval_ms: int = Field(
+        10_000,
+        ge=100,
+        description="Milliseconds between standby status updates to the server (the confirmed flush "
+        "position; also sent soon after each commit). Keep it below the server's wal_sender_timeout.",
+        examples=[5_000],
+    )
+    binary: bool = Field(
+        False, description="Ask pgoutput for the binary format: the same values, less text parsing."
+    )
+    messages: bool = Field(
+        True, description="Emit pg_logical_emit_message() messages as op m events; false drops them."
+    )
     max_tx_memory_bytes: int = Field(
-        64 * 1024 * 1024, ge=0, description="memory for in-progress streamed transactions before spilling"
+        64 * 1024 * 1024,
+        ge=0,
+        description="Bytes of in-progress transactions streamed by the server (Postgres 14+) kept in "
+        "memory, over all open transactions; past it the largest moves to an unlinked temporary file.",
+        examples=[268_435_456],
     )
     logical_decoding_work_mem: str | None = Field(
-        None, description="walsender session setting, e.g. 64MB: when the server streams a transaction"
+        None,
+        description="The walsender session's logical_decoding_work_mem: how much of a transaction the "
+        "server buffers before it streams it. Default: the server's setting (unchanged).",
+        examples=["64MB"],
     )
 
     @model_validator(mode="before")

@@ -77,6 +77,12 @@ def ensure_schema(conn: sqlite3.Connection) -> str:
     return str(server)
 
 
+def server_id(conn: sqlite3.Connection) -> str | None:
+    """The database's capture identity, or None before the first run (read-only)."""
+    value = _get(conn, "meta", "server_id") if installed(conn) else None
+    return None if value is None else str(value)
+
+
 def last_change_id(conn: sqlite3.Connection) -> int:
     """The highest change id ever committed (still valid after the rows were trimmed)."""
     row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (CHANGES,)).fetchone()
