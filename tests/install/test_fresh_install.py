@@ -1,9 +1,9 @@
-"""The README's first command, as written, in a fresh venv with no extras (design §6).
+"""The README's first command, as written, in a fresh venv with no extras (the base install users get).
 
 A copy of this checkout (its files, not its .venv, .git or server stack) stands in for a fresh clone;
 the command from README.md's Quickstart runs in it, the install part as is and `cdc-logs demo` under a
 time limit instead of Ctrl-C (then SIGINT, as Ctrl-C sends). In the same base venv: every `--help`
-works, the design's drivers import, the optional sink clients are absent, and a destination that needs
+works, the base install's drivers import, the optional sink clients are absent, and a destination that needs
 one fails with exit 2 naming the extra. pip may download from PyPI; its cache is reused.
 
 Select with `pytest -m install`.
