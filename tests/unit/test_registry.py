@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Literal
 
 import pytest
@@ -33,3 +35,17 @@ def test_every_registered_sink_is_one_kind() -> None:
     for component in registry.components("sink"):
         assert len(component.capabilities & registry.SINK_HOLDS) == 1, component.name
     assert "registry_test_only" not in {t for c in registry.components("sink") for t in c.types}
+
+
+def test_composition_names_no_component() -> None:
+    """config.py and build.py derive everything from the registry: they stay small and never import a
+    reader, sink or transform module (a component added elsewhere needs no line here)."""
+    import cdc_logs.build
+    import cdc_logs.config
+
+    for module in (cdc_logs.config, cdc_logs.build):
+        path = Path(str(module.__file__))
+        text = path.read_text()
+        assert len(text.splitlines()) < 300, f"{path.name} grows with the components again"
+        component_import = r"^\s*from cdc_logs\.(readers|sinks|transforms)\.(?!base\b)\w+"  # base: contracts
+        assert not re.search(component_import, text, re.M), path.name
