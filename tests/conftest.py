@@ -19,6 +19,12 @@ from tests.integration.conftest import _unavailable, require_env
 cdc_logging.configure("warning")
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    # Here, not in tests/chaos/conftest.py: only the root conftest sees every command line
+    # (`scripts/test -k kill_paths --kills 50` names no path).
+    parser.addoption("--kills", type=int, default=5, help="SIGKILLs per case of tests/chaos/test_kill_paths")
+
+
 @pytest.fixture(scope="session")
 def opensearch_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """OpenSearch: CDC_OPENSEARCH_URL when set (the stack's node), else a node this session starts
