@@ -77,12 +77,6 @@ class Committed:
         apply(state, self.events[:n])
         return state
 
-    def per_key(self) -> dict[int, list[Ident]]:
-        out: dict[int, list[Ident]] = {}
-        for event in self.events:
-            out.setdefault(event[1], []).append(event)
-        return out
-
 
 def apply(state: dict[int, int], events: Sequence[Ident]) -> dict[int, int]:
     for event in events:
