@@ -584,6 +584,9 @@ class PrivateRedis:
             self.proc.wait(30)
             self.proc = None
 
+    def length(self, stream: str) -> int:
+        return int(self.client().xlen(stream))
+
     def entries(self, stream: str) -> list[tuple[int, Ident]]:
         """(entry time in ms, identity) of every entry, in stream order."""
         out = []

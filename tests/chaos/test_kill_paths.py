@@ -440,11 +440,17 @@ def test_kill_while_streaming(
     rig.start_and_wait_ready()
     rig.workload.start()
     # Fan-out: Redis goes down before kill `down`, and comes back only after kill `down + 1`: a run
-    # starts while it is down, and the other sinks keep delivering meanwhile.
+    # starts while it is down, and the other sinks keep delivering meanwhile. It goes down while the
+    # run is delivering to it (not while the run starts up): a batch is in flight then.
     down = rng.randint(1, max(1, kills - 2)) if rig.redis is not None else -1
+    redis_entries = 0  # the stream's length at the last kill
     for k in range(kills):
         time.sleep(rng.uniform(0.3, 1.2))
         if k == down and rig.redis is not None:
+            rig.runs.wait(
+                "Redis gets changes from this run",
+                lambda r=rig.redis, n=redis_entries: r.length(STREAM) > n,
+            )
             rig.redis.stop()
         if rig.redis is not None and not rig.redis.up:
             # While Redis is down the other sinks go on with new changes, also in a run started
@@ -453,6 +459,8 @@ def test_kill_while_streaming(
             rig.wait_file_progress(want, "the file sink gets new changes while Redis is down")
             time.sleep(rng.uniform(0, 0.5))
         rig.kill("redis down" if rig.redis is not None and not rig.redis.up else "stream")
+        if rig.redis is not None and rig.redis.up:
+            redis_entries = rig.redis.length(STREAM)
         if rig.redis is not None and not rig.redis.up and k == down + 1:
             rig.wait_file_progress(rig.file_progress() + BATCH, "the file sink gets new changes")
             rig.redis.start()
