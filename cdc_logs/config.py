@@ -1,414 +1,64 @@
-"""Pipeline configuration: YAML in the seed proposal's shapes, validated by pydantic.
+"""The pipeline configuration model, in the seed proposal's shapes (docs/configuration.md).
 
-Shapes accepted (see docs/configuration.md):
-  name, source | sources[], destination | destinations[], plugins.{middleware,transformers},
-  sync.{mode: one_time|continuous|cron, cron, batch, queue_size, retry}, offsets, health_checks.
-Sources and destinations are discriminated unions on `type`. `${VAR}` and `${VAR:-default}` in any
-string are replaced from the environment after YAML parsing (so a value cannot inject YAML); secrets
-are `SecretStr` and never printed. Every error names the field path and, for `type`, the accepted
-values.
+  name, source | sources[], destination | destinations[], plugins.{middleware, transformers},
+  sync.{mode: one_time|continuous|cron, cron, batch, queue_size, retry, fanout, dead_letters},
+  offsets, health_checks.
+
+`source`, `destination` and the plugin lists are discriminated unions on `type`, built from the
+component registry (registry.py): each reader, sink and transform declares its own config model in
+its own module, so adding one edits nothing here. Reading files (size and alias limits, `${VAR}`
+interpolation, error messages) is configfile.py's job.
 """
 
 from __future__ import annotations
 
-import os
-import re
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    SecretStr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationInfo, field_validator, model_validator
 
-from cdc_logs.errors import CdcError, ErrorKind
-from cdc_logs.sink_configs import SINK_MODELS, SinkModel
+from cdc_logs import registry
+from cdc_logs.configmodel import ConfigModel, SinkConfigBase, SourceConfigBase
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+def _union(kind: registry.Kind) -> Any:
+    models = tuple(c.config for c in registry.components(kind))
+    return Annotated[Union[models], Field(discriminator="type")]  # noqa: UP007 - built at runtime
 
 
-# -- sources ---------------------------------------------------------------------------------------
-class SqliteSourceConfig(_Model):
-    """Trigger-based capture of a SQLite database file (the embedded default)."""
-
-    type: Literal["sqlite"]
-    name: str | None = None
-    path: str = Field(description="SQLite database file, or a sqlite:/// URL")
-    tables: list[str] = Field(min_length=1)
-    snapshot: bool = Field(False, description="emit existing rows (op r) before streaming")
-    consumer: str | None = Field(None, description="consumer id in the change table (default: pipeline name)")
-    poll_interval_ms: int = Field(200, ge=1)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _aliases(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            data = dict(data)
-            for alias in ("dsn", "database", "url"):
-                if alias in data and "path" not in data:
-                    data["path"] = data.pop(alias)
-            if "table" in data and "tables" not in data:
-                data["tables"] = [data.pop("table")]
-        return data
-
-    @field_validator("path")
-    @classmethod
-    def _strip_url(cls, value: str) -> str:
-        return value.removeprefix("sqlite:///") if value.startswith("sqlite:///") else value
+if TYPE_CHECKING:  # mypy sees the bases; pydantic validates against every registered model
+    SourceConfig = SourceConfigBase
+    DestinationConfig = SinkConfigBase
+    TransformConfig = ConfigModel
+else:
+    SourceConfig = _union("source")
+    DestinationConfig = _union("sink")
+    TransformConfig = _union("transform")
 
 
-class PolledTableConfig(_Model):
-    table: str
-    mode: Literal["timestamp", "incrementing", "timestamp+incrementing"] = "timestamp+incrementing"
-    timestamp_column: str | None = None
-    incrementing_column: str | None = None
-    key_columns: list[str] | None = None
-    soft_delete_column: str | None = None
-    query: str | None = Field(None, description="custom SELECT; use :last_sync / :last_id for the watermark")
-
-    @model_validator(mode="after")
-    def _columns_for_mode(self) -> PolledTableConfig:
-        if "timestamp" in self.mode and not self.timestamp_column:
-            raise ValueError(f"mode {self.mode!r} needs timestamp_column")
-        if "incrementing" in self.mode and not self.incrementing_column:
-            raise ValueError(f"mode {self.mode!r} needs incrementing_column")
-        return self
+def _adapter(kind: registry.Kind) -> TypeAdapter[Any]:
+    return TypeAdapter(_union(kind))
 
 
-class PollSourceConfig(_Model):
-    """Query polling with a watermark (any SQLAlchemy URL): the fallback without log access."""
-
-    type: Literal["poll", "polling", "query"]
-    name: str | None = None
-    url: str = Field(description="SQLAlchemy URL, e.g. postgresql+psycopg://user:pw@host/db")
-    tables: list[PolledTableConfig] = Field(min_length=1)
-    poll_interval_ms: int = Field(1000, ge=1)
-    snapshot: bool = Field(True, description="first run: emit existing rows (True) or start at the newest")
-    safety_lag_ms: int = Field(0, ge=0, description="ignore rows newer than now - lag (late commits)")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _seed_shape(cls, data: Any) -> Any:
-        # The seed's shape: `table:` + `watermark: {column, type}` (+ `query:`) at the top level.
-        if isinstance(data, dict):
-            data = dict(data)
-            if "dsn" in data and "url" not in data:
-                data["url"] = data.pop("dsn")
-            if "table" in data and "tables" not in data:
-                table: dict[str, Any] = {"table": data.pop("table")}
-                watermark = data.pop("watermark", None) or {}
-                if isinstance(watermark, dict) and watermark.get("column"):
-                    if watermark.get("type", "timestamp") in ("timestamp", "datetime"):
-                        table.update(mode="timestamp", timestamp_column=watermark["column"])
-                    else:
-                        table.update(mode="incrementing", incrementing_column=watermark["column"])
-                for key in (
-                    "query",
-                    "mode",
-                    "timestamp_column",
-                    "incrementing_column",
-                    "key_columns",
-                    "soft_delete_column",
-                ):
-                    if key in data:
-                        table[key] = data.pop(key)
-                data["tables"] = [table]
-        return data
-
-
-_SLOT_NAME = re.compile(r"^[a-z0-9_]{1,63}$")
-
-
-def default_slot_name(pipeline: str) -> str:
-    """`cdc_logs_<pipeline>` as a valid slot name (lowercase letters, digits and _, at most 63)."""
-    return ("cdc_logs_" + re.sub(r"[^a-z0-9_]", "_", pipeline.lower()))[:63]
-
-
-class PostgresSourceConfig(_Model):
-    """Postgres logical replication (pgoutput) through a replication slot; see docs/sources/postgres.md."""
-
-    type: Literal["postgresql", "postgres", "pg"]
-    name: str | None = None
-    dsn: SecretStr = Field(description="postgresql://user:password@host:5432/dbname (never logged)")
-    tables: list[str] = Field(default_factory=list, description="schema.table to capture")
-    all_tables: bool = Field(False, description="capture every table (publication FOR ALL TABLES)")
-    slot: str | None = Field(None, description="replication slot (default cdc_logs_<pipeline>)")
-    publication: str | None = Field(None, description="publication (default cdc_logs_<slot>)")
-    snapshot: bool = Field(True, description="first run: emit existing rows (op r), then stream")
-    snapshot_chunk_rows: int = Field(10_000, ge=1, description="rows per snapshot chunk (resume unit)")
-    heartbeat_interval_ms: int = Field(
-        10_000, ge=0, description="pg_logical_emit_message heartbeat period; 0 turns heartbeats off"
-    )
-    status_interval_ms: int = Field(10_000, ge=100, description="standby status update period")
-    binary: bool = Field(False, description="pgoutput binary format (same values, less text parsing)")
-    messages: bool = Field(True, description="emit pg_logical_emit_message messages as op m events")
-    max_tx_memory_bytes: int = Field(
-        64 * 1024 * 1024, ge=0, description="memory for in-progress streamed transactions before spilling"
-    )
-    logical_decoding_work_mem: str | None = Field(
-        None, description="walsender session setting, e.g. 64MB: when the server streams a transaction"
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _aliases(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            data = dict(data)
-            for alias in ("url", "connection_string", "uri"):
-                if alias in data and "dsn" not in data:
-                    data["dsn"] = data.pop(alias)
-            if "table" in data and "tables" not in data:
-                data["tables"] = [data.pop("table")]
-            if "slot_name" in data and "slot" not in data:
-                data["slot"] = data.pop("slot_name")
-            if "publication_name" in data and "publication" not in data:
-                data["publication"] = data.pop("publication_name")
-            if "dsn" not in data and "host" in data:  # the seed's host/port/database/user/password shape
-                from psycopg.conninfo import make_conninfo
-
-                parts = {
-                    k: data.pop(k) for k in ("host", "port", "database", "user", "password") if k in data
-                }
-                if "database" in parts:
-                    parts["dbname"] = parts.pop("database")
-                data["dsn"] = make_conninfo("", **{k: str(v) for k, v in parts.items()})
-        return data
-
-    @field_validator("slot")
-    @classmethod
-    def _slot_name(cls, value: str | None) -> str | None:
-        if value is not None and not _SLOT_NAME.fullmatch(value):
-            raise ValueError("a slot name has 1-63 lowercase letters, digits and underscores")
-        return value
-
-    @model_validator(mode="after")
-    def _tables(self) -> PostgresSourceConfig:
-        if not self.tables and not self.all_tables:
-            raise ValueError("give `tables: [schema.table, ...]` or `all_tables: true`")
-        if self.tables and self.all_tables:
-            raise ValueError("give either `tables` or `all_tables: true`, not both")
-        return self
-
-
-class MysqlBinlogConfig(_Model):
-    """The seed's `binlog_config` block: where a first run starts (a stored offset always wins)."""
-
-    server_id: int | None = Field(None, ge=1, le=4294967295)
-    binlog_filename: str | None = Field(None, description="MariaDB: start at this file (converted to a GTID)")
-    binlog_position: int | None = Field(None, ge=4)
-    gtid_set: str = Field("auto", description="auto (current end, or snapshot) | a GTID set / position")
-
-
-class MysqlSourceConfig(_Model):
-    """MySQL / MariaDB row-based binlog, resumed by GTID; see docs/sources/mysql.md."""
-
-    type: Literal["mysql", "mariadb"]
-    name: str | None = None
-    dsn: SecretStr | None = Field(None, description="mysql://user:password@host:3306/db (never logged)")
-    host: str = "127.0.0.1"
-    port: int = Field(3306, ge=1, le=65535)
-    user: str | None = None
-    password: SecretStr | None = None
-    database: str | None = Field(None, description="default database for unqualified table names")
-    tables: list[str] = Field(default_factory=list, description="db.table to capture")
-    schemas: list[str] = Field(default_factory=list, description="capture every table of these databases")
-    snapshot: bool = Field(True, description="first run: emit existing rows (op r), then stream")
-    snapshot_chunk_rows: int = Field(2000, ge=1, description="rows per primary-key chunk of the snapshot")
-    server_id: int | None = Field(
-        None, ge=1, le=4294967295, description="replication client id (default: from the pipeline name)"
-    )
-    heartbeat_interval_ms: int = Field(5000, ge=100, description="server heartbeat / idle position report")
-    binlog_config: MysqlBinlogConfig | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _seed_shape(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            data = dict(data)
-            for alias in ("url", "uri", "connection_string"):
-                if alias in data and "dsn" not in data:
-                    data["dsn"] = data.pop(alias)
-            if "table" in data and "tables" not in data:
-                data["tables"] = [data.pop("table")]
-            if "monitored_tables" in data and "tables" not in data:
-                data["tables"] = data.pop("monitored_tables")
-            if data.pop("cdc_mode", "binlog") != "binlog":
-                raise ValueError("cdc_mode: only `binlog` is supported for mysql/mariadb (or use type: poll)")
-            # The seed states the server settings it expects; they are checked at open, not set.
-            for key, want in (("binlog_format", "ROW"), ("binlog_row_image", "FULL")):
-                value = data.pop(key, want)
-                if str(value).upper() != want:
-                    raise ValueError(f"{key}: only {want} is supported (it is a server setting)")
-        return data
-
-    @model_validator(mode="after")
-    def _needs(self) -> MysqlSourceConfig:
-        if not self.tables and not self.schemas:
-            raise ValueError("give `tables: [db.table, ...]` or `schemas: [db, ...]`")
-        if self.dsn is None and self.user is None:
-            raise ValueError("give `dsn: mysql://user:password@host:3306/db` or host/port/user/password")
-        if self.binlog_config and self.binlog_config.server_id and self.server_id is None:
-            self.server_id = self.binlog_config.server_id
-        return self
-
-
-class DeadLetterConfig(_Model):
-    """Where undecodable Debezium records go (with the reason); the pipeline keeps going."""
-
-    type: Literal["file", "kafka", "log"] = "file"
-    path: str | None = Field(
-        None, description="file: JSON lines (default .cdc-logs/<pipeline>.<source>.dlq.jsonl)"
-    )
-    topic: str | None = Field(None, description="kafka: dead-letter topic (default <pipeline>.dlq)")
-
-
-class DebeziumSourceConfig(_Model):
-    """Debezium change events read from Kafka (a Debezium connector on Kafka Connect writes them).
-
-    `connector_config` (the seed's shape) makes cdc-logs create or update that connector through
-    `connect_url` when the source opens; otherwise provision it with `cdc-logs debezium connectors apply`.
-    See docs/debezium.md.
-    """
-
-    type: Literal["debezium"]
-    name: str | None = None
-    bootstrap_servers: str = Field(description="Kafka bootstrap servers, host:port[,host:port]")
-    topic_prefix: str | None = Field(None, description="the connector's topic.prefix: reads <prefix>.*")
-    topics: list[str] | None = Field(None, description="explicit topics (or ^regex) instead of a prefix")
-    tables: list[str] = Field(default_factory=list, description="only these schema.table under topic_prefix")
-    group_id: str | None = Field(None, description="consumer group (default cdc-logs.<pipeline>.<source>)")
-    auto_offset_reset: Literal["earliest", "latest"] = Field(
-        "earliest", description="where a group without committed offsets starts"
-    )
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] | None = None
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"] | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    ssl_ca_location: str | None = None
-    ssl_certificate_location: str | None = None
-    ssl_key_location: str | None = None
-    ssl_key_password: SecretStr | None = None
-    consumer_config: dict[str, str | int | float | bool] = Field(
-        default_factory=dict, description="extra librdkafka consumer settings"
-    )
-    dead_letter: DeadLetterConfig = Field(default_factory=DeadLetterConfig)
-    message_format: Literal["json"] = Field("json", description="Debezium JSON converter output only")
-    connect_url: str | None = Field(None, description="Kafka Connect REST URL, to provision connector_config")
-    connect_username: str | None = None
-    connect_password: SecretStr | None = None
-    connector_config: dict[str, Any] | None = Field(
-        None, description="a connector to create/update on start (needs connect_url); includes `name`"
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _seed_shape(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            data = dict(data)
-            if "topic" in data and "topics" not in data:
-                data["topics"] = [data.pop("topic")]
-            if data.pop("capture_mode", "wal") != "wal":
-                raise ValueError(
-                    "capture_mode: Debezium reads the database log (`wal`); for polling use type: poll"
-                )
-            slot = data.pop("slot_name", None)
-            connector = data.get("connector_config")
-            if isinstance(connector, dict):
-                connector = dict(connector)
-                # Debezium 2.0 renamed database.server.name to topic.prefix; the seed uses the old name.
-                if "database.server.name" in connector and "topic.prefix" not in connector:
-                    connector["topic.prefix"] = connector.pop("database.server.name")
-                if slot is not None:
-                    connector.setdefault("slot.name", slot)
-                data["connector_config"] = connector
-            elif slot is not None:
-                raise ValueError("slot_name belongs to the connector: set it with connector_config")
-        return data
-
-    @model_validator(mode="after")
-    def _needs(self) -> DebeziumSourceConfig:
-        if self.connector_config is not None:
-            if not self.connect_url:
-                raise ValueError(
-                    "connector_config needs connect_url (the Kafka Connect REST URL), or provision the "
-                    "connector with `cdc-logs debezium connectors apply -f connectors.yaml` and drop it here"
-                )
-            for key in ("name", "connector.class", "topic.prefix"):
-                if not self.connector_config.get(key):
-                    raise ValueError(f"connector_config needs `{key}`")
-            if self.topic_prefix is None and not self.topics:
-                self.topic_prefix = str(self.connector_config["topic.prefix"])
-        if not self.topics and not self.topic_prefix:
-            raise ValueError("give `topic_prefix` (the connector's topic.prefix) or `topics`")
-        if self.topics and (self.topic_prefix or self.tables):
-            raise ValueError("give either `topics`, or `topic_prefix` (with optional `tables`), not both")
-        if self.dead_letter.type == "file" and self.dead_letter.topic:
-            raise ValueError("dead_letter.topic is for type: kafka")
-        return self
-
-
-_SOURCE_MODELS = (
-    SqliteSourceConfig,
-    PollSourceConfig,
-    PostgresSourceConfig,
-    MysqlSourceConfig,
-    DebeziumSourceConfig,
-)
-SourceConfig = Annotated[
-    SqliteSourceConfig | PollSourceConfig | PostgresSourceConfig | MysqlSourceConfig | DebeziumSourceConfig,
-    Field(discriminator="type"),
-]
-
-
-# -- destinations ----------------------------------------------------------------------------------
-class StdoutSinkConfig(_Model):
-    type: Literal["stdout"]
-    name: str | None = None
-    format: Literal["json", "pretty"] = "json"
-
-
-class FileSinkConfig(_Model):
-    type: Literal["file"]
-    name: str | None = None
-    path: str
-    max_bytes: int = Field(256 * 1024 * 1024, ge=1024, description="rotate when the file would exceed this")
-    max_files: int | None = Field(None, ge=0, description="rotated segments to keep (default: all)")
-    fsync: bool = True
-
-
-# The message-bus, database and webhook sinks' configs live in sink_configs.py.
-_DESTINATION_MODELS = (StdoutSinkConfig, FileSinkConfig, *SINK_MODELS)
-AnyDestinationConfig = StdoutSinkConfig | FileSinkConfig | SinkModel
-DestinationConfig = Annotated[AnyDestinationConfig, Field(discriminator="type")]
+def transform_config(data: Any) -> ConfigModel:
+    """One transform's config from its mapping ({type, params})."""
+    config: ConfigModel = _adapter("transform").validate_python(data)
+    return config
 
 
 # -- plugins ---------------------------------------------------------------------------------------
-class TransformConfig(_Model):
-    type: Literal["filter", "mask", "data_masking", "gdpr_compliance", "rename"]
-    params: dict[str, Any] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _params(self) -> TransformConfig:
-        from cdc_logs.build import build_transform  # validates params by building the transform
-
-        build_transform(self)
-        return self
-
-
-class PluginsConfig(_Model):
+class PluginsConfig(ConfigModel):
     """`middleware` runs first, then `transformers`; each a list (or the seed's nested form)."""
 
-    middleware: list[TransformConfig] = Field(default_factory=list)
-    transformers: list[TransformConfig] = Field(default_factory=list)
+    middleware: list[TransformConfig] = Field(
+        default_factory=list,
+        description="Transforms applied first, in order (docs/reference/transforms.md); the seed's nested "
+        "`middleware: {middleware: [...]}` is accepted too. Default: none.",
+    )
+    transformers: list[TransformConfig] = Field(
+        default_factory=list,
+        description="Transforms applied after `middleware`, in order; the seed's nested "
+        "`transformers: {transformers: [...]}` is accepted too. Default: none.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -433,55 +83,138 @@ class PluginsConfig(_Model):
 
 
 # -- sync, offsets, health -------------------------------------------------------------------------
-class BatchConfig(_Model):
-    max_events: int = Field(1000, ge=1)
-    max_bytes: int = Field(4 * 1024 * 1024, ge=1024)
-    max_wait_ms: int = Field(200, ge=0)
+class BatchConfig(ConfigModel):
+    """When a batch is written to the destinations: whichever limit is reached first."""
+
+    max_events: int = Field(
+        1000,
+        ge=1,
+        description="Events per batch at most (the seed's batch_optimization.max_batch_size).",
+        examples=[5000],
+    )
+    max_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=1024,
+        description="Bytes per batch at most, counted as the events' JSON envelopes.",
+        examples=[16_777_216],
+    )
+    max_wait_ms: int = Field(
+        200,
+        ge=0,
+        description="Milliseconds a batch may wait for more events after its first one arrived; the latency "
+        "added at low traffic (the seed's batch_optimization.target_latency_ms).",
+        examples=[1000],
+    )
 
 
-class RetryConfig(_Model):
-    max_attempts: int = Field(10, ge=0, description="0 retries forever")
-    initial_backoff_ms: int = Field(500, ge=1)
-    max_backoff_ms: int = Field(30_000, ge=1)
+class RetryConfig(ConfigModel):
+    """Exponential backoff for retryable failures: a destination's write, a source's start or reconnect."""
+
+    max_attempts: int = Field(
+        10,
+        ge=0,
+        description="Tries per failure streak before the pipeline stops with the error; 0 retries forever.",
+        examples=[0, 20],
+    )
+    initial_backoff_ms: int = Field(
+        500, ge=1, description="Milliseconds before the second try; doubled per try.", examples=[1000]
+    )
+    max_backoff_ms: int = Field(
+        30_000, ge=1, description="Milliseconds: the cap of the backoff.", examples=[60_000]
+    )
 
 
-class FanoutConfig(_Model):
+class FanoutConfig(ConfigModel):
     """Several destinations: each reads a shared spool at its own pace (docs/configuration.md)."""
 
-    enabled: bool | Literal["auto"] = Field("auto", description="auto: on when there are 2+ destinations")
+    enabled: bool | Literal["auto"] = Field(
+        "auto",
+        description="true: each destination reads a shared spool at its own pace, with its own retries; "
+        "false: every batch is written to each destination in turn; auto: on with 2 or more destinations.",
+        examples=[True],
+    )
     spool_dir: str | None = Field(
         None,
-        description="where chunks spill when a sink falls far behind; default .cdc-logs/<pipeline>.spool",
+        description="Directory where batches spill when a destination falls far behind (emptied on each "
+        "start: the source replays from the checkpoint). Default: .cdc-logs/<pipeline>.spool.",
+        examples=["/var/lib/cdc/spool"],
     )
     max_spool_bytes: int = Field(
         1 << 30,
         ge=1 << 20,
-        description="spilled bytes the slowest sink may lag behind before the source waits",
+        description="Bytes spilled to disk the slowest destination may lag behind; when reached, the "
+        "sources wait (nothing is dropped).",
+        examples=[10_737_418_240],
     )
     max_memory_bytes: int = Field(
-        64 << 20, ge=1 << 20, description="bytes of batches kept in memory for the sinks before spilling"
+        64 << 20,
+        ge=1 << 20,
+        description="Bytes of batches kept in memory for the destinations before new ones spill to disk.",
+        examples=[268_435_456],
     )
     dead_letter_dir: str | None = Field(
-        None, description="older name of sync.dead_letters.dir (kept so existing configs still work)"
+        None,
+        description="Older name of sync.dead_letters.dir, used when that is not set (kept so existing "
+        "configs still work).",
+        examples=["/var/lib/cdc/dead"],
     )
 
 
-class DeadLettersConfig(_Model):
-    """Events a destination refuses (a value it cannot hold, a missing column) go to a dead-letter
-    file per destination, with the reason and the whole envelope; the pipeline keeps going."""
+class DeadLettersConfig(ConfigModel):
+    """Events a destination refuses (a value it cannot hold, a missing column) and changes a source
+    cannot decode go to dead-letter files, with the reason and the data; the pipeline keeps going
+    (docs/configuration.md#dead-letters)."""
 
-    enabled: bool = Field(True, description="false: stop the pipeline at the first refused event instead")
-    dir: str | None = Field(None, description="default .cdc-logs/<pipeline>.deadletter")
+    enabled: bool = Field(
+        True,
+        description="false: stop the pipeline at the first event a destination refuses (or a source cannot "
+        "decode) instead.",
+    )
+    dir: str | None = Field(
+        None,
+        description="Directory of the dead-letter files: <destination>.deadletter.jsonl per destination, "
+        "<source>.undecodable.jsonl per source. Default: .cdc-logs/<pipeline>.deadletter.",
+        examples=["/var/lib/cdc/dead"],
+    )
 
 
-class SyncConfig(_Model):
-    mode: Literal["one_time", "continuous", "cron"] = "continuous"
-    cron: str | None = Field(None, description="cron expression for mode: cron (each run drains, then waits)")
-    batch: BatchConfig = Field(default_factory=BatchConfig)
-    queue_size: int = Field(10_000, ge=1)
-    retry: RetryConfig = Field(default_factory=RetryConfig)
-    fanout: FanoutConfig = Field(default_factory=FanoutConfig)
-    dead_letters: DeadLettersConfig = Field(default_factory=DeadLettersConfig)
+class SyncConfig(ConfigModel):
+    """How the pipeline runs and delivers: mode, batching, retries, fan-out, dead letters."""
+
+    mode: Literal["one_time", "continuous", "cron"] = Field(
+        "continuous",
+        description="continuous: run until stopped; one_time: deliver everything there is, then exit 0; "
+        "cron: such a one-time run at every `cron` slot.",
+        examples=["one_time"],
+    )
+    cron: str | None = Field(
+        None,
+        description="Five-field cron expression in the machine's local time, for mode cron (then required); "
+        "slots missed while a run was going are skipped. The seed's `cron_expression` is accepted too.",
+        examples=["*/5 * * * *"],
+    )
+    batch: BatchConfig = Field(
+        default_factory=BatchConfig,
+        description="When a batch is written; the seed's batch_optimization maps here.",
+    )
+    queue_size: int = Field(
+        10_000,
+        ge=1,
+        description="Changes (and heartbeats) read ahead of the batch being written; when full the sources "
+        "wait, so a slow destination slows the sources and memory stays bounded.",
+        examples=[50_000],
+    )
+    retry: RetryConfig = Field(
+        default_factory=RetryConfig,
+        description="Backoff for destinations' writes and for sources' starts and reconnects.",
+    )
+    fanout: FanoutConfig = Field(
+        default_factory=FanoutConfig, description="Several destinations, each at its own pace."
+    )
+    dead_letters: DeadLettersConfig = Field(
+        default_factory=DeadLettersConfig,
+        description="Where refused and undecodable changes go, so the pipeline keeps going.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -524,13 +257,43 @@ class SyncConfig(_Model):
         return self
 
 
-class OffsetsConfig(_Model):
-    type: Literal["sqlite", "file", "postgres"] = "sqlite"
-    path: str | None = Field(
-        None, description="sqlite/file store path (default .cdc-logs/<pipeline>.offsets.db)"
+class OffsetsConfig(ConfigModel):
+    """Where each source's committed position is kept (and the one-run-per-pipeline lock)."""
+
+    type: Literal["sqlite", "file", "postgres"] = Field(
+        "sqlite",
+        description="sqlite: a local SQLite file; file: a local JSON file replaced atomically; postgres: a "
+        "table in a Postgres database (for stateless deployments).",
+        examples=["postgres"],
     )
-    dsn: str | None = Field(None, description="postgres store DSN")
-    table: str = "cdc_offsets"
+    path: str | None = Field(
+        None,
+        description="File of a sqlite or file store. Default: .cdc-logs/<pipeline>.offsets.db (sqlite), "
+        ".cdc-logs/<pipeline>.offsets.json (file), relative to the working directory.",
+        examples=["/var/lib/cdc/offsets.db"],
+    )
+    dsn: str | None = Field(
+        None,
+        description="libpq connection string or URL of the postgres store's database (then required). A "
+        "password in it is masked in output; write it as ${VAR}.",
+        examples=["postgresql://cdc:${OFFSETS_PASSWORD}@db.internal:5432/cdc"],
+    )
+    table: str = Field(
+        "cdc_offsets",
+        description="Table of the postgres store (created when missing); unused by the other types.",
+        examples=["cdc_offsets_shop"],
+    )
+
+    @field_validator("dsn")
+    @classmethod
+    def _dsn(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("type") == "postgres":
+            from cdc_logs.pg_conninfo import pg_conninfo_problem
+
+            problem = pg_conninfo_problem(value)
+            if problem is not None:
+                raise ValueError(problem)  # never the value: it holds the password
+        return value
 
     @model_validator(mode="after")
     def _needs(self) -> OffsetsConfig:
@@ -539,23 +302,107 @@ class OffsetsConfig(_Model):
         return self
 
 
-class HealthConfig(_Model):
-    enabled: bool = False
-    port: int = Field(8080, ge=1, le=65535)
-    host: str = "127.0.0.1"
-    endpoints: list[dict[str, Any]] | None = None  # seed shape; the paths are fixed: /health /ready /metrics
+class HealthConfig(ConfigModel):
+    """/metrics, /health and /ready over HTTP, and when /ready and /health fail (docs/configuration.md)."""
+
+    enabled: bool = Field(
+        False,
+        description="Serve /metrics, /health and /ready while `cdc-logs run` runs (`--http-port` serves "
+        "them too, on its port).",
+    )
+    port: int = Field(8080, ge=1, le=65535, description="TCP port of the HTTP endpoints.", examples=[9000])
+    host: str = Field(
+        "127.0.0.1",
+        description="Address the HTTP endpoints listen on; 0.0.0.0 for every interface (e.g. in a "
+        "container).",
+        examples=["0.0.0.0"],
+    )
+    endpoints: list[dict[str, Any]] | None = Field(
+        None,
+        description="Accepted for the seed's shape and ignored: the paths are fixed (/health, /ready, "
+        "/metrics).",
+        examples=[[{"path": "/health"}]],
+    )
+    sink_stall_ms: int = Field(
+        60_000,
+        ge=0,
+        description="Milliseconds: /ready fails when a destination has data waiting and accepted no write "
+        "for this long. 0 turns the check off.",
+        examples=[120_000],
+    )
+    dead_letter_window_ms: int = Field(
+        300_000,
+        ge=0,
+        description="Milliseconds: /ready fails for this long after a destination dead-lettered an event. "
+        "0 turns the check off.",
+        examples=[60_000],
+    )
+    source_stall_ms: int = Field(
+        60_000,
+        ge=0,
+        description="Milliseconds: /ready fails when a source sent no event and no heartbeat for this long "
+        "(Postgres: at least 3 heartbeat intervals; sources without heartbeats count a completed poll). "
+        "0 turns the check off.",
+        examples=[300_000],
+    )
+    stuck_after_ms: int = Field(
+        300_000,
+        ge=0,
+        description="Milliseconds: /health fails when data waits and nothing reached every destination for "
+        "this long, so nothing can be committed. Keep it above sink_stall_ms and sync.retry.max_backoff_ms. "
+        "0 turns the check off.",
+        examples=[600_000],
+    )
 
 
-class PipelineConfig(_Model):
-    name: str = Field("cdc", pattern=r"^[A-Za-z0-9_.-]+$")
-    source: SourceConfig | None = None
-    sources: list[SourceConfig] | None = None
-    destination: DestinationConfig | None = None
-    destinations: list[DestinationConfig] | None = None
-    plugins: PluginsConfig = Field(default_factory=PluginsConfig)
-    sync: SyncConfig = Field(default_factory=SyncConfig)
-    offsets: OffsetsConfig = Field(default_factory=OffsetsConfig)
-    health_checks: HealthConfig = Field(default_factory=HealthConfig)
+class PipelineConfig(ConfigModel):
+    """A cdc-logs pipeline: sources, transforms and destinations, run by `cdc-logs run -c FILE`."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "shop",
+                    "source": {"type": "sqlite", "path": "app.db", "tables": ["users"]},
+                    "destination": {"type": "stdout"},
+                }
+            ]
+        }
+    )
+
+    name: str = Field(
+        "cdc",
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="The pipeline's name (letters, digits, _ . -): offsets, the run lock, default slot, "
+        "consumer group and file names, and metrics are kept per name.",
+        examples=["shop"],
+    )
+    source: SourceConfig | None = Field(
+        None,
+        description="The one source (docs/reference/sources.md); give `source` or `sources`.",
+    )
+    sources: list[SourceConfig] | None = Field(
+        None, description="Several sources, each with a unique `name`, merged into one pipeline."
+    )
+    destination: DestinationConfig | None = Field(
+        None,
+        description="The one destination (docs/reference/sinks.md); give `destination` or `destinations`.",
+    )
+    destinations: list[DestinationConfig] | None = Field(
+        None,
+        description="Several destinations, each with a unique `name`; every change goes to each of them.",
+    )
+    plugins: PluginsConfig = Field(
+        default_factory=PluginsConfig, description="Transforms applied between the sources and destinations."
+    )
+    sync: SyncConfig = Field(default_factory=SyncConfig, description="How the pipeline runs and delivers.")
+    offsets: OffsetsConfig = Field(
+        default_factory=OffsetsConfig,
+        description="Where committed positions are kept. Default: a SQLite file under .cdc-logs/.",
+    )
+    health_checks: HealthConfig = Field(
+        default_factory=HealthConfig, description="The HTTP endpoints and their thresholds."
+    )
 
     @model_validator(mode="after")
     def _one_of(self) -> PipelineConfig:
@@ -566,133 +413,13 @@ class PipelineConfig(_Model):
         names = [s.name or s.type for s in self.all_sources()]
         if len(set(names)) != len(names):
             raise ValueError(f"source names must be unique (got {names}); set `name:` on each")
-        dnames = [d.name or d.type for d in self.all_destinations()]
+        dnames = [d.name or d.type for d in self.all_sinks()]
         if len(set(dnames)) != len(dnames):
             raise ValueError(f"destination names must be unique (got {dnames}); set `name:` on each")
         return self
 
-    def all_sources(
-        self,
-    ) -> list[
-        SqliteSourceConfig
-        | PollSourceConfig
-        | PostgresSourceConfig
-        | MysqlSourceConfig
-        | DebeziumSourceConfig
-    ]:
+    def all_sources(self) -> list[SourceConfigBase]:
         return list(self.sources or ([self.source] if self.source else []))
 
-    def all_destinations(self) -> list[AnyDestinationConfig]:
+    def all_sinks(self) -> list[SinkConfigBase]:
         return list(self.destinations or ([self.destination] if self.destination else []))
-
-
-# -- loading ---------------------------------------------------------------------------------------
-_ENV = re.compile(r"\$(\$|\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\})")
-
-
-def interpolate(value: Any, env: Mapping[str, str] | None = None, path: str = "") -> Any:
-    """Replace ${VAR} / ${VAR:-default} in every string; `$$` is a literal `$`."""
-    environ: Mapping[str, str] = os.environ if env is None else env
-    if isinstance(value, dict):
-        return {k: interpolate(v, environ, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [interpolate(v, environ, f"{path}[{i}]") for i, v in enumerate(value)]
-    if not isinstance(value, str):
-        return value
-
-    def repl(match: re.Match[str]) -> str:
-        if match.group(1) == "$":
-            return "$"
-        name, default = match.group(2), match.group(3)
-        value = environ.get(name)
-        if default is not None and not value:
-            return default  # as in the shell: ${VAR:-x} also applies when VAR is set but empty
-        if value is not None:
-            return value
-        raise CdcError(
-            ErrorKind.CONFIG,
-            f"{path or 'config'}: environment variable {name} is not set",
-            f"export {name}=... or write ${{{name}:-default}}",
-        )
-
-    return _ENV.sub(repl, value)
-
-
-def _tags() -> set[str]:
-    tags: set[str] = set()
-    for model in (*_SOURCE_MODELS, *_DESTINATION_MODELS):
-        tags.update(model.model_fields["type"].annotation.__args__)  # type: ignore[union-attr]
-    return tags
-
-
-def format_validation_error(exc: ValidationError) -> str:
-    lines = []
-    tags = _tags()
-    for err in exc.errors():
-        parts = [str(p) for p in err["loc"]]
-        # pydantic puts the union member's tag in the path (source.sqlite.tables): drop it.
-        loc = ".".join(
-            p
-            for i, p in enumerate(parts)
-            if not (p in tags and i < len(parts) - 1) and not p.startswith("function-")
-        )
-        if err["type"] == "union_tag_invalid":
-            ctx = err.get("ctx", {})
-            accepted = str(ctx.get("expected_tags", "")).replace("'", "")
-            msg = f"unknown type {ctx.get('tag')!r}; accepted: {accepted}"
-            loc = f"{loc}.type" if loc else "type"
-        elif err["type"] == "union_tag_not_found":
-            msg = "missing `type`"
-        elif err["type"] == "extra_forbidden":
-            msg = "unknown field (check the spelling; see `cdc-logs config schema`)"
-        elif err["type"] == "literal_error":
-            msg = f"{err['msg'].replace('Input should be', 'must be')}, got {err.get('input')!r}"
-        else:
-            msg = err["msg"].removeprefix("Value error, ")
-        lines.append(f"{loc}: {msg}" if loc else msg)
-    return "; ".join(lines)
-
-
-def parse_config(data: Any, env: dict[str, str] | None = None) -> PipelineConfig:
-    if not isinstance(data, dict):
-        raise CdcError(
-            ErrorKind.CONFIG,
-            "the config must be a YAML mapping (source:, destination:, ...)",
-            "see docs/configuration.md for a complete example",
-        )
-    try:
-        return PipelineConfig.model_validate(interpolate(data, env))
-    except ValidationError as exc:
-        raise CdcError(
-            ErrorKind.CONFIG,
-            f"invalid config: {format_validation_error(exc)}",
-            "fix the field named above; `cdc-logs config schema` prints every accepted field",
-        ) from exc
-
-
-def load_config(path: str | Path, env: dict[str, str] | None = None) -> PipelineConfig:
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise CdcError(
-            ErrorKind.CONFIG, f"cannot read config {path}: {exc.strerror}", "check the -c path"
-        ) from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        context, opened = getattr(exc, "context", None), getattr(exc, "context_mark", None)
-        if context and opened:  # e.g. an unclosed quote: say where it opened, not only where the file ends
-            where += f" ({context} at line {opened.line + 1}, column {opened.column + 1})"
-        raise CdcError(
-            ErrorKind.CONFIG,
-            f"{path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}",
-            "fix the YAML syntax (indentation, quotes, colons)",
-        ) from exc
-    return parse_config(data, env)
-
-
-def json_schema() -> dict[str, Any]:
-    return PipelineConfig.model_json_schema()

@@ -7,8 +7,9 @@ is driven the same way whether it is alone or one of many.
   backoff (`retry.RetryPolicy`) until `max_attempts`, then stops the pipeline with the error.
 - A rejection (SINK_REJECTED: a value the target cannot hold, a missing column...) is narrowed down
   by halving the batch, so the events the sink accepts are delivered in order and only the ones it
-  refuses on their own go to the dead-letter file with the reason. Without a dead-letter
-  destination the pipeline stops with the error instead. Nothing is skipped silently.
+  refuses on their own go to the dead-letter file with the reason (deadletter.py: the record
+  format). Without a dead-letter destination the pipeline stops with the error instead. Nothing is
+  skipped silently.
 - Any other error (configuration, permissions) stops the pipeline with its hint.
 
 A dead letter is fsync'd before the batch counts as delivered, because the checkpoint moves past it.
@@ -16,59 +17,19 @@ A dead letter is fsync'd before the batch counts as delivered, because the check
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
-from cdc_logs.envelope import ChangeEvent, dumps, now_ms
+from cdc_logs.deadletter import DeadLetterDir
+from cdc_logs.envelope import ChangeEvent
 from cdc_logs.errors import CdcError, Directive, ErrorKind
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.observability.metrics import Metrics
+from cdc_logs.observability.status import PipelineStatus
 from cdc_logs.retry import RetryPolicy
 from cdc_logs.sinks.base import Sink, as_sink_error
 
 log = get_logger(__name__)
-
-
-class DeadLetterFile:
-    """Rejected events, one JSON object per line in `<directory>/<sink>.deadletter.jsonl`.
-
-    Each line: `sink`, `kind`, `reason`, `hint`, `ts_ms`, `position` (encoded), `key` and the whole
-    `envelope`, so an operator can fix the cause and replay the event.
-    """
-
-    def __init__(self, directory: str | Path) -> None:
-        self.directory = Path(directory)
-        self._lock = threading.Lock()
-
-    def path(self, sink: str) -> Path:
-        return self.directory / f"{sink}.deadletter.jsonl"
-
-    def write(self, sink: str, events: Sequence[ChangeEvent], error: CdcError) -> Path:
-        path = self.path(sink)
-        lines = b"".join(dumps(_record(sink, event, error)) + b"\n" for event in events)
-        with self._lock:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            with open(path, "ab") as fh:
-                fh.write(lines)
-                fh.flush()
-                os.fsync(fh.fileno())
-        return path
-
-
-def _record(sink: str, event: ChangeEvent, error: CdcError) -> dict[str, Any]:
-    return {
-        "sink": sink,
-        "kind": error.kind.value,
-        "reason": error.message,
-        "hint": error.hint,
-        "ts_ms": now_ms(),
-        "position": event.position.encode() if event.position is not None else None,
-        "key": event.key,
-        "envelope": event.to_dict(),
-    }
 
 
 class Delivery:
@@ -79,13 +40,15 @@ class Delivery:
         retry: RetryPolicy,
         *,
         stop: threading.Event,
-        dead_letters: DeadLetterFile | None = None,
+        dead_letters: DeadLetterDir | None = None,
         metrics: Metrics | None = None,
+        status: PipelineStatus | None = None,
     ) -> None:
         self.retry = retry
         self.stop = stop
         self.dead_letters = dead_letters
         self.metrics = metrics or Metrics.disabled()
+        self.status = status or PipelineStatus()
 
     def open(self, sink: Sink) -> bool:
         """Open `sink`, retrying a transient failure (the destination is down) with the same backoff
@@ -125,10 +88,12 @@ class Delivery:
             attempt += 1
             try:
                 sink.write(events)
+                self.status.sink_written(sink.name)
                 return True
             except Exception as exc:
                 error = as_sink_error(exc)
                 self.metrics.sink_error(sink.name)
+                self.status.sink_failed(sink.name, error.message)
                 if error.directive is Directive.RETRY:
                     if self.retry.exhausted(attempt):
                         log.error(
@@ -160,6 +125,7 @@ class Delivery:
         if len(events) == 1:
             path = self.dead_letters.write(sink.name, events, error)
             self.metrics.dead_lettered(sink.name, 1)
+            self.status.sink_dead_lettered(sink.name, 1, error.message)
             event = events[0]
             log.error(
                 "event dead-lettered",

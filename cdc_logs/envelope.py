@@ -231,6 +231,25 @@ class ChangeEvent:
 
 
 @dataclass(slots=True)
+class Undecodable:
+    """A change the reader could not decode (invalid UTF-8, a value out of any range, an unknown
+    encoding). It goes to the dead-letter file, never to sinks and never into the log with its data;
+    its position moves the checkpoint past it once the dead letter is durable, like any event's.
+
+    `raw` is what the source held (for the operator to repair and replay), `reason` names the column
+    and the problem without the value. `hint` replaces the usual one, and `origin` adds facts of the
+    source to the dead-letter record (a Kafka record's topic, partition, offset and key)."""
+
+    position: Position
+    table: str
+    reason: str
+    boundary: bool = True
+    raw: bytes | None = field(default=None, repr=False)
+    hint: str | None = None
+    origin: dict[str, Any] | None = field(default=None, repr=False)
+
+
+@dataclass(slots=True)
 class Heartbeat:
     """A position with no data: lets an idle or filtered source checkpoint so it does not pin its log."""
 

@@ -26,6 +26,7 @@ class ErrorKind(StrEnum):
     SERVER_MISMATCH = "server_mismatch"
     POSITION_LOST = "position_lost"
     SLOT_LOST = "slot_lost"
+    LOCKED = "locked"  # another process runs the same pipeline (same offset store and name)
     DECODE = "decode"
     UNSUPPORTED = "unsupported"
     SINK_TRANSIENT = "sink_transient"
@@ -44,6 +45,7 @@ DIRECTIVES: dict[ErrorKind, Directive] = {
     ErrorKind.SERVER_MISMATCH: Directive.OPERATOR,
     ErrorKind.POSITION_LOST: Directive.OPERATOR,
     ErrorKind.SLOT_LOST: Directive.OPERATOR,
+    ErrorKind.LOCKED: Directive.OPERATOR,
     ErrorKind.DECODE: Directive.STOP,
     ErrorKind.UNSUPPORTED: Directive.STOP,
     ErrorKind.SINK_TRANSIENT: Directive.RETRY,
@@ -81,7 +83,3 @@ class CdcError(Exception):
     def __str__(self) -> str:
         text = f"{self.kind.value}: {self.message}"
         return f"{text}\n  fix: {self.hint}" if self.hint else text
-
-
-def config_error(message: str, hint: str | None = None) -> CdcError:
-    return CdcError(ErrorKind.CONFIG, message, hint)

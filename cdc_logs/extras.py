@@ -1,11 +1,11 @@
-"""Optional sink clients ("extras"): which destination needs which package, and the error naming it.
+"""Optional sink clients ("extras"): which sink needs which package, and the error naming it.
 
 The design's drivers (psycopg, pymysql + mysql-replication, oracledb, pymongo, confluent-kafka,
 fastavro, requests) are core dependencies. The clients of a few sinks stay optional: a sink module
 imports its client only when it opens, so a plain `pip install cdc-logs` starts and every `--help`
 works, and `need()` turns a missing client into a config error (exit 2) naming the extra to install
-instead of an ImportError. `build_sink` calls it before building a sink; `config validate` calls
-`check_destination` for every destination, so a config that cannot run here fails before anything
+instead of an ImportError. Each sink's build function calls it before building the sink; `config
+validate` calls `check_sink` for every sink, so a config that cannot run here fails before anything
 connects.
 """
 
@@ -37,8 +37,8 @@ OPTIONAL_CLIENTS: dict[str, Extra] = {
     )
 }
 
-# destination `type` -> the extra its client comes from (every other destination needs only core packages)
-DESTINATION_EXTRAS: dict[str, str] = {
+# sink `type` -> the extra its client comes from (every other sink needs only core packages)
+SINK_EXTRAS: dict[str, str] = {
     "redis_stream": "redis",
     "redis": "redis",
     "rabbitmq": "rabbitmq",
@@ -69,9 +69,9 @@ def need(module: str, extra: str, what: str = "this destination") -> None:
     )
 
 
-def check_destination(type_: str, name: str | None = None) -> None:
-    """The missing-extra error for a destination whose optional client is not installed, if any."""
-    extra = DESTINATION_EXTRAS.get(type_)
+def check_sink(type_: str, name: str | None = None) -> None:
+    """The missing-extra error for a sink whose optional client is not installed, if any."""
+    extra = SINK_EXTRAS.get(type_)
     if extra is None:
         return
     label = f"destination {name!r} ({type_})" if name and name != type_ else f"the {type_} destination"

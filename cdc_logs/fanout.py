@@ -18,11 +18,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cdc_logs.checkpoint import Checkpointer
-from cdc_logs.delivery import DeadLetterFile, Delivery
+from cdc_logs.deadletter import DeadLetterDir
+from cdc_logs.delivery import Delivery
 from cdc_logs.envelope import ChangeEvent
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.observability.metrics import Metrics
+from cdc_logs.observability.status import PipelineStatus
 from cdc_logs.retry import RetryPolicy
 from cdc_logs.sinks.base import Sink
 from cdc_logs.spool import Spool
@@ -38,11 +40,12 @@ class FanOut:
         spool_dir: str | Path,
         *,
         retry: RetryPolicy,
-        dead_letters: DeadLetterFile | None,
+        dead_letters: DeadLetterDir | None,
         max_spool_bytes: int,
         batch_events: int,
         metrics: Metrics,
         max_memory_bytes: int = 64 << 20,
+        status: PipelineStatus | None = None,
     ) -> None:
         self.sinks = list(sinks)
         self.checkpoint = checkpoint
@@ -54,7 +57,9 @@ class FanOut:
         self.failure: CdcError | None = None
         self._stop = threading.Event()
         # Workers keep delivering while the pipeline drains; only close() cuts their retries short.
-        self.delivery = Delivery(retry, stop=self._stop, dead_letters=dead_letters, metrics=metrics)
+        self.delivery = Delivery(
+            retry, stop=self._stop, dead_letters=dead_letters, metrics=metrics, status=status
+        )
         self._appended = 0  # highest seq appended (ack marker)
         self._threads = [
             threading.Thread(target=self._work, args=(s,), name=f"sink-{s.name}", daemon=True)
@@ -71,6 +76,8 @@ class FanOut:
         ok = self.spool.append(batch, last_seq, size, stop)
         if ok:
             self._appended = last_seq
+        else:
+            self.check()  # a sink failed while the spool was full: its error, not a silent stop
         return ok
 
     def drain(self, timeout: float) -> bool:
@@ -107,11 +114,14 @@ class FanOut:
                 if not self.delivery.deliver(sink, taken.events):
                     return  # stopping: the rest is replayed from the checkpoint
                 self.checkpoint.ack(sink.name, taken.ack)
+                self.delivery.status.sink_acked(sink.name, taken.ack)
                 self.spool.release()
                 self.metrics.sink_lag(sink.name, self.spool.lag_bytes(sink.name))
         except CdcError as exc:
             self.failure = exc
+            self.spool.fail()
         except Exception as exc:
             self.failure = CdcError(
                 ErrorKind.INTERNAL, f"sink worker {sink.name}: {type(exc).__name__}: {exc}"
             )
+            self.spool.fail()

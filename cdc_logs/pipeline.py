@@ -24,12 +24,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from cdc_logs.checkpoint import Checkpointer
-from cdc_logs.delivery import DeadLetterFile, Delivery
-from cdc_logs.envelope import ChangeEvent, Heartbeat
+from cdc_logs.deadletter import DeadLetterDir
+from cdc_logs.delivery import Delivery
+from cdc_logs.envelope import ChangeEvent, Heartbeat, Undecodable
 from cdc_logs.errors import CdcError, Directive, ErrorKind
 from cdc_logs.fanout import FanOut
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.observability.metrics import Metrics
+from cdc_logs.observability.status import PipelineStatus
 from cdc_logs.offsets.base import OffsetStore
 from cdc_logs.position import Position
 from cdc_logs.readers.base import Reader
@@ -69,7 +71,7 @@ class _Idle:
     source: str
 
 
-_Item = tuple[int, str, ChangeEvent | Heartbeat] | _Failure | _Idle
+_Item = tuple[str, ChangeEvent | Heartbeat | Undecodable] | _Failure | _Idle
 
 
 @dataclass
@@ -77,6 +79,7 @@ class PipelineStats:
     events: int = 0
     batches: int = 0
     dropped: int = 0
+    undecodable: int = 0
     commits: dict[str, Position] = field(default_factory=dict)
 
 
@@ -100,6 +103,7 @@ class Pipeline:
         fanout: FanoutPolicy | None = None,
         dead_letter_dir: str | None = None,
         retry_start: bool = True,
+        status: PipelineStatus | None = None,
     ) -> None:
         names = [s.name for s in sinks]
         if len(set(names)) != len(names):
@@ -120,6 +124,7 @@ class Pipeline:
         self.metrics = metrics or Metrics.disabled()
         self.retry_start = retry_start
         self.stats = PipelineStats()
+        self.status = (status or PipelineStatus()).attach(readers, names)
         self.ready = threading.Event()
         self._queue: queue.Queue[_Item] = queue.Queue(queue_size)
         self._stop = threading.Event()
@@ -130,9 +135,9 @@ class Pipeline:
         self._read_counts: Counter[tuple[str, str, str]] = Counter()
         self._last_ts_ms: dict[str, int] = {}
         self._progressed: dict[str, bool] = {}  # a source yielded something since its last failure
-        dead_letters = DeadLetterFile(dead_letter_dir) if dead_letter_dir else None
+        dead_letters = self._dead_letters = DeadLetterDir(dead_letter_dir) if dead_letter_dir else None
         self._delivery = Delivery(
-            self.retry, stop=self._stop, dead_letters=dead_letters, metrics=self.metrics
+            self.retry, stop=self._stop, dead_letters=dead_letters, metrics=self.metrics, status=self.status
         )
         self._fanout: FanOut | None = None
         if fanout is not None:
@@ -146,12 +151,14 @@ class Pipeline:
                 max_memory_bytes=fanout.max_memory_bytes,
                 batch_events=self.batch.max_events,
                 metrics=self.metrics,
+                status=self.status,
             )
 
     # -- control -------------------------------------------------------------------------------
     def stop(self) -> None:
         """Ask the pipeline to flush, commit and return (safe from signal handlers and threads)."""
         self._stop.set()
+        self.status.stopping()
         for reader in self.readers.values():
             reader.stop()
 
@@ -228,6 +235,7 @@ class Pipeline:
             while True:  # reconnect
                 error = _as_cdc_error(failure)
                 self.metrics.source_error(source)
+                self.status.source_failed(source, error.message)
                 attempt = 1 if self._progressed.pop(source, False) else attempt + 1
                 if (
                     error.directive is not Directive.RETRY
@@ -266,8 +274,7 @@ class Pipeline:
                         return None
                     continue
                 self._progressed[source] = True
-                # The sequence number is taken here, in source order, before queueing.
-                if not self._put((self._checkpoint.next_seq(), source, item)):
+                if not self._put((source, item)):
                     return None
             return None
         except BaseException as exc:  # the supervisor decides: reconnect, or hand to the main thread
@@ -285,6 +292,7 @@ class Pipeline:
             for source in self.readers:
                 self._start_with_retry(source)
             self.ready.set()
+            self.status.running()
             self._loop()
         finally:
             self._shutdown()
@@ -305,15 +313,27 @@ class Pipeline:
                 item = None
             if isinstance(item, _Failure):  # the reader thread gave up: deliver what was read, then stop
                 self._flush(batch, marks, size)
+                self._finish_fanout()
                 error = _as_cdc_error(item.error)
                 raise error from (item.error if error is not item.error else None)
             if isinstance(item, _Idle):
                 self._idle.add(item.source)
+                self.status.source_idle(item.source)
             elif item is not None:
-                seq, source, payload = item
+                # Numbered here, in the order the main loop hands events on: with several sources, a
+                # number taken on a reader thread could reach the queue after a later one, and fan-out
+                # could then commit it before any sink held it.
+                source, payload = item
+                seq = self._checkpoint.next_seq()
+                self.status.source_moved(source)
                 self._idle.discard(source)
                 marks.append((seq, source, payload.position, payload.boundary))
-                if isinstance(payload, ChangeEvent):
+                if isinstance(payload, Undecodable):
+                    if self._dead_letters is None:  # deliver what came before it, then stop at it
+                        self._flush(batch, marks[:-1], size)
+                        self._finish_fanout()
+                    self._undecodable(source, payload)
+                elif isinstance(payload, ChangeEvent):
                     # Counted here, reported per batch: a metrics label lookup per event is hot-path cost.
                     self._read_counts[(source, payload.source.table, payload.op.value)] += 1
                     if payload.source.ts_ms:
@@ -370,6 +390,7 @@ class Pipeline:
         last_seq = marks[-1][0]
         for seq, source, position, boundary in marks:
             self._checkpoint.track(seq, source, position, boundary)
+        self.status.submitted(last_seq)
         started = time.monotonic()
         if self._fanout is not None:
             if not self._fanout.submit(batch, size, last_seq, self._stop):
@@ -378,6 +399,7 @@ class Pipeline:
             for sink in self.sinks:
                 if not self._delivery.deliver(sink, batch):
                     return  # stopped while retrying: not acknowledged, so replayed on restart
+                self.status.sink_acked(sink.name, last_seq)
             for sink in self.sinks:
                 self._checkpoint.ack(sink.name, last_seq)
         if batch:
@@ -396,15 +418,41 @@ class Pipeline:
         if self._fanout.failure is not None:
             raise self._fanout.failure
 
+    def _undecodable(self, source: str, item: Undecodable) -> None:
+        """Dead-letter a change the reader could not decode (durably, before its position can be
+        committed), or stop when dead letters are off. The log names the table, never the data."""
+        if self._dead_letters is None:
+            raise CdcError(
+                ErrorKind.DECODE,
+                f"source {source}: a change of {item.table} at {item.position.describe()} cannot be decoded: "
+                f"{item.reason}",
+                (item.hint or "repair the row at the source")
+                + ", or park such changes and go on: sync.dead_letters in a pipeline, "
+                "--dead-letter-dir with tail",
+            )
+        path = self._dead_letters.write_undecodable(source, item)
+        self.stats.undecodable += 1
+        self.metrics.dead_lettered(f"source:{source}", 1)
+        log.error(
+            "undecodable change dead-lettered",
+            source=source,
+            table=item.table,
+            position=item.position.describe(),
+            reason=item.reason,
+            path=str(path),
+        )
+
     def _commit(self) -> None:
         for source, position in self._checkpoint.take_committable().items():
             self.offsets.save(self.name, source, position)
             self.readers[source].commit(position)
             self.stats.commits[source] = position
             self.metrics.committed(source, position)
+            self.status.committed()
 
     def _shutdown(self) -> None:
         self._stop.set()
+        self.status.ended()
         if self._fanout is not None:
             self._fanout.close()
         for reader in self.readers.values():

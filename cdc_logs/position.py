@@ -1,9 +1,9 @@
 """Source positions: totally ordered per source, encoded to a string for the offset store.
 
 Every position is stamped with the identity of the server it came from (Postgres system identifier,
-MySQL server_uuid / MariaDB server_id+domain, Oracle DBID, Mongo replica set id, SQLite file id), so a
-pipeline refuses to resume against a different server. Comparing positions from two servers is an
-error, not a silent answer.
+MySQL server_uuid / MariaDB server_id+domain, SQLite file id, the polled database's URL without
+credentials, the Kafka cluster id), so a pipeline refuses to resume against a different server.
+Comparing positions from two servers is an error, not a silent answer.
 
 `encode()` gives a compact JSON text (readable in `cdc-logs offsets show`); `decode()` reverses it
 for every registered position type.
@@ -21,7 +21,7 @@ partitions has one lane per partition, and its positions compare only within the
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import functools
 import re
 from dataclasses import asdict, dataclass, field
@@ -66,9 +66,20 @@ class Position:
         """Order within `lane()` (the replay guard compares these)."""
         return self.order_key()
 
+    def replayable_event(self) -> bool:
+        """Whether a replay gives each event past the resume point the same `event` number again.
+        When not (polling: rows sharing a timestamp are numbered in their order at read time, and
+        that order can change between runs), only the resume point may be compared."""
+        return True
+
     def at_event(self, event: int) -> Position:
         """This resume point with `event` events past it."""
-        return dataclasses.replace(self, event=event)
+        # A shallow copy and one field set: dataclasses.replace re-runs __init__ (3x slower), and
+        # readers call this per event.
+        moved = copy.copy(self)
+        moved.__dict__.pop("_lane_key", None)
+        object.__setattr__(moved, "event", event)
+        return moved
 
     def _comparable(self, other: object) -> Position:
         if not isinstance(other, Position) or other.kind != self.kind:
@@ -128,6 +139,11 @@ class Position:
 
     def _event_suffix(self) -> str:
         return f" +{self.event} events" if self.event else ""
+
+
+def kinds() -> list[str]:
+    """The `type` of every registered position."""
+    return sorted(_TYPES)
 
 
 def decode(text: str) -> Position:
@@ -271,37 +287,6 @@ class BinlogPosition(Position):
 
 @_register
 @dataclass(frozen=True, eq=False)
-class Scn(Position):
-    """Oracle System Change Number of the last committed transaction (commit SCN)."""
-
-    kind: ClassVar[str] = "oracle_scn"
-    scn: int = 0
-
-    def _field_types(self) -> dict[str, Any]:
-        return {"server": str, "scn": int}
-
-    def sort_key(self) -> tuple[Any, ...]:
-        return (self.scn,)
-
-
-@_register
-@dataclass(frozen=True, eq=False)
-class ResumeToken(Position):
-    """MongoDB change stream resume token; cluster time orders it, the token resumes it."""
-
-    kind: ClassVar[str] = "mongo_resume"
-    cluster_time: int = 0  # (seconds << 32) | increment
-    token: str = ""  # the token's _data (hex keystring)
-
-    def _field_types(self) -> dict[str, Any]:
-        return {"server": str, "cluster_time": int, "token": str}
-
-    def sort_key(self) -> tuple[Any, ...]:
-        return (self.cluster_time, self.token)
-
-
-@_register
-@dataclass(frozen=True, eq=False)
 class Watermark(Position):
     """Polling / trigger-table position: the values of the watermark columns of the last row read.
 
@@ -321,9 +306,19 @@ class Watermark(Position):
     def lane(self) -> str:
         return self.table
 
+    def replayable_event(self) -> bool:
+        return not self.table  # SQLite change ids: yes; a polled table's timestamp groups: no
+
     def lane_key(self) -> tuple[Any, ...]:
         if not self.table:
             return self.order_key()
+        cached = self.__dict__.get("_lane_key")  # decoded once per position, not per comparison
+        if cached is None:
+            cached = self._table_marks()
+            object.__setattr__(self, "_lane_key", cached)
+        return cached
+
+    def _table_marks(self) -> tuple[Any, ...]:
         from cdc_logs.tagged import decode_mark
 
         values = self.values
@@ -377,7 +372,19 @@ class KafkaOffsets(Position):
         return self.partition
 
     def lane_key(self) -> tuple[Any, ...]:
-        return (dict(self.offsets).get(self.partition, 0), self.event)
+        cached = self.__dict__.get("_lane_key")
+        if cached is None:
+            offset = next((o for name, o in self.offsets if name == self.partition), 0)
+            cached = (offset, self.event)
+            object.__setattr__(self, "_lane_key", cached)
+        return cached
+
+    def describe(self) -> str:
+        """The record's own partition and offset when known, else every partition's next offset."""
+        offsets = dict(self.offsets)
+        if self.partition in offsets:
+            return f"{self.partition}@{offsets[self.partition]}" + self._event_suffix()
+        return ", ".join(f"{name}@{offset}" for name, offset in self.offsets) or "start"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Position:

@@ -32,7 +32,8 @@ class Semantic:
     ZONED_TIME = "io.debezium.time.ZonedTime"  # string: "HH:MM:SS[.f]Z"
     MICRO_DURATION = "io.debezium.time.MicroDuration"  # int64: microseconds
     YEAR = "io.debezium.time.Year"  # int32
-    DECIMAL = "org.apache.kafka.connect.data.Decimal"  # here always a string (decimal.handling.mode=string)
+    DECIMAL = "org.apache.kafka.connect.data.Decimal"  # bytes (Debezium's precise mode) with a scale
+    VARIABLE_SCALE_DECIMAL = "io.debezium.data.VariableScaleDecimal"  # struct {scale, value}
     JSON = "io.debezium.data.Json"  # string: JSON text
     UUID = "io.debezium.data.Uuid"  # string
     ENUM = "io.debezium.data.Enum"  # string
@@ -88,8 +89,12 @@ class TableSchema:
     version: int = 1
     _by_name: dict[str, Column] = field(default_factory=dict, compare=False, repr=False)
 
+    fingerprint: int = field(default=0, compare=False, repr=False)  # set from the columns
+
     def __post_init__(self) -> None:
         self._by_name.update({c.name: c for c in self.columns})
+        # What the columns say, for caches keyed by content (equal copies, e.g. unpickled, share it).
+        object.__setattr__(self, "fingerprint", hash((self.db, self.schema, self.table, self.columns)))
 
     def column(self, name: str) -> Column | None:
         return self._by_name.get(name)

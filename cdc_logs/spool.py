@@ -25,6 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cdc_logs.envelope import ChangeEvent
+from cdc_logs.errors import CdcError, ErrorKind
+from cdc_logs.observability.logging import get_logger
+
+log = get_logger(__name__)
 
 
 @dataclass(slots=True)
@@ -33,6 +37,7 @@ class _Chunk:
     events: list[ChangeEvent] | None  # None while spilled to `path`
     ack: int  # the checkpoint sequence number acknowledged once every event of the chunk is delivered
     size: int  # bytes: the events' JSON size in memory, the file size on disk
+    count: int = 0  # events in the chunk (also while spilled)
     path: Path | None = None
 
 
@@ -65,6 +70,8 @@ class Spool:
         self._disk = 0
         self._cond = threading.Condition()
         self._closed = False
+        self._failed = False  # a reader (sink worker) stopped for good: nobody will free space
+        self._disk_warned = False
 
     @property
     def size(self) -> int:
@@ -77,16 +84,21 @@ class Spool:
         with self._cond:
             in_memory = not self._chunks or self._memory + size <= self.max_memory_bytes
             while not in_memory:
-                if stop.is_set() or self._closed:
+                if stop.is_set() or self._closed or self._failed:
                     return False
                 if self._disk < self.max_bytes or not self._spilled():
                     break
                 self._cond.wait(0.2)
                 in_memory = not self._chunks or self._memory + size <= self.max_memory_bytes
-            chunk = _Chunk(self._next, events, ack, size)
-            if not in_memory:
-                self._spill(chunk)
-            else:
+            chunk = _Chunk(self._next, events, ack, size, len(events))
+            if not in_memory and not self._try_spill(chunk):
+                # The disk refused the spill (full): wait for the sinks to free memory instead.
+                while self._chunks and self._memory + size > self.max_memory_bytes:
+                    if stop.is_set() or self._closed or self._failed:
+                        return False
+                    self._cond.wait(0.2)
+                in_memory = True
+            if in_memory:
                 self._memory += size
             self._chunks.append(chunk)
             self._next += 1
@@ -96,23 +108,38 @@ class Spool:
     def read(self, reader: str, max_events: int, timeout: float) -> Read:
         """Chunks after `reader`'s cursor, up to about `max_events` events (at least one chunk);
         waits up to `timeout` for one."""
-        out = Read()
         with self._cond:
+            if self._closed:
+                return Read()
             if self._cursors[reader] >= self._next:
                 self._cond.wait(timeout)
-            while self._cursors[reader] < self._next and (not out.chunks or len(out.events) < max_events):
-                chunk = self._chunks[self._cursors[reader] - self._chunks[0].index]
-                if (
-                    out.chunks
-                    and chunk.events is not None
-                    and len(out.events) + len(chunk.events) > max_events
-                ):
+            taken: list[_Chunk] = []
+            count = 0
+            cursor = self._cursors[reader]
+            while cursor + len(taken) < self._next and self._chunks and (not taken or count < max_events):
+                chunk = self._chunks[cursor + len(taken) - self._chunks[0].index]
+                if taken and count + chunk.count > max_events:
                     break
-                out.events.extend(chunk.events if chunk.events is not None else _load(chunk))
-                out.ack = chunk.ack
-                out.chunks += 1
-                self._cursors[reader] += 1
+                taken.append(chunk)
+                count += chunk.count
+        # Spilled chunks are read from disk outside the lock (the other workers and the pipeline go
+        # on meanwhile). They cannot be deleted under us: release() only drops chunks every cursor has
+        # passed, and this reader's cursor moves past them only below, once they are loaded.
+        out = Read()
+        for chunk in taken:
+            out.events.extend(chunk.events if chunk.events is not None else _load(chunk))
+            out.ack = chunk.ack
+            out.chunks += 1
+        if taken:
+            with self._cond:
+                self._cursors[reader] += len(taken)
         return out
+
+    def fail(self) -> None:
+        """A reader stopped for good: wake and refuse appends that wait for it to free space."""
+        with self._cond:
+            self._failed = True
+            self._cond.notify_all()
 
     def release(self) -> None:
         """Drop chunks every cursor has moved past."""
@@ -143,16 +170,37 @@ class Spool:
     def _spilled(self) -> bool:
         return any(c.path is not None for c in self._chunks)
 
-    def _spill(self, chunk: _Chunk) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+    def _try_spill(self, chunk: _Chunk) -> bool:
+        """Write a chunk to disk; False (and nothing left behind) when the disk refuses it."""
         path = self.directory / f"{chunk.index:012d}.pickle"
         data = pickle.dumps(chunk.events, protocol=pickle.HIGHEST_PROTOCOL)
-        path.write_bytes(data)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        except OSError as exc:
+            path.unlink(missing_ok=True)
+            if not self._disk_warned:
+                log.warning(
+                    "spool: cannot spill to disk, the source waits for the sinks instead",
+                    directory=str(self.directory),
+                    error=exc.strerror,
+                )
+                self._disk_warned = True
+            return False
         chunk.events, chunk.path, chunk.size = None, path, len(data)
         self._disk += chunk.size
+        return True
 
 
 def _load(chunk: _Chunk) -> list[ChangeEvent]:
     assert chunk.path is not None
-    events: list[ChangeEvent] = pickle.loads(chunk.path.read_bytes())
+    try:
+        events: list[ChangeEvent] = pickle.loads(chunk.path.read_bytes())
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError) as exc:
+        raise CdcError(
+            ErrorKind.DECODE,
+            f"the spool file {chunk.path} is damaged or gone ({type(exc).__name__})",
+            "restart the pipeline: the spool is only a buffer, and the source replays from the last "
+            "checkpoint (nothing past it was committed)",
+        ) from exc
     return events

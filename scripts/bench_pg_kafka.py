@@ -41,7 +41,7 @@ from cdc_logs.observability import logging as cdc_logging  # noqa: E402
 from cdc_logs.offsets.memory import MemoryOffsetStore  # noqa: E402
 from cdc_logs.pipeline import BatchPolicy, Pipeline  # noqa: E402
 from cdc_logs.readers.postgres.reader import PostgresReader  # noqa: E402
-from cdc_logs.sink_configs import KafkaSinkConfig  # noqa: E402
+from cdc_logs.sinks.kafka import KafkaSinkConfig  # noqa: E402
 
 TABLE, PUB = "bench_pgk", "cdc_logs_bench_pgk"
 SLOT_DBZ, SLOT_CDC = "bench_pgk_dbz", "cdc_logs_bench_pgk"

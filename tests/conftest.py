@@ -1,5 +1,8 @@
 """Suite-wide setup: logs go to stderr as in the CLI, so stdout assertions see only envelopes.
 
+The redaction's registry of known secrets is process-wide: it is cleared after each test, so a secret
+one test registers (by loading a config) cannot mask another test's output.
+
 OpenSearch is not (yet) a scripts/stack service: when CDC_OPENSEARCH_URL is unset the session starts
 its own node from scripts/lib/opensearch.sh (one per session, for the sink contract tests and the
 matrix); failing to start it fails under CI like a missing server.
@@ -14,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from cdc_logs.observability import logging as cdc_logging
+from cdc_logs.observability import redact
 from tests.integration.conftest import _unavailable, require_env
 
 cdc_logging.configure("warning")
@@ -23,6 +27,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     # Here, not in tests/chaos/conftest.py: only the root conftest sees every command line
     # (`scripts/test -k kill_paths --kills 50` names no path).
     parser.addoption("--kills", type=int, default=5, help="SIGKILLs per case of tests/chaos/test_kill_paths")
+
+
+@pytest.fixture(autouse=True)
+def _forget_registered_secrets() -> Iterator[None]:
+    yield
+    redact.forget_all()
 
 
 @pytest.fixture(scope="session")

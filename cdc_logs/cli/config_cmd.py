@@ -12,8 +12,9 @@ from pathlib import Path
 import orjson
 import typer
 
-from cdc_logs.config import json_schema, load_config
-from cdc_logs.extras import check_destination
+from cdc_logs.configfile import json_schema, load_config
+from cdc_logs.extras import check_sink
+from cdc_logs.observability.redact import redact
 
 app = typer.Typer(help="Validate a pipeline config or print its JSON Schema.", no_args_is_help=True)
 
@@ -22,11 +23,12 @@ app = typer.Typer(help="Validate a pipeline config or print its JSON Schema.", n
 def validate(config: Path = typer.Option(..., "-c", "--config", help="Pipeline YAML file.")) -> None:
     """Check a pipeline config without connecting to anything; exit 2 naming the bad field."""
     cfg = load_config(config)
-    for dest in cfg.all_destinations():
-        check_destination(dest.type, dest.name)
+    for sink in cfg.all_sinks():
+        check_sink(sink.type, sink.name)
     sources = ", ".join(f"{s.name or s.type} ({s.type})" for s in cfg.all_sources())
-    sinks = ", ".join(f"{d.name or d.type} ({d.type})" for d in cfg.all_destinations())
-    print(f"ok: pipeline {cfg.name!r}: sources {sources}; destinations {sinks}; sync {cfg.sync.mode}")
+    sinks = ", ".join(f"{d.name or d.type} ({d.type})" for d in cfg.all_sinks())
+    # Names are free text (a source named after its DSN): redacted like every message.
+    print(redact(f"ok: pipeline {cfg.name!r}: sources {sources}; destinations {sinks}; sync {cfg.sync.mode}"))
 
 
 @app.command("schema")

@@ -6,9 +6,11 @@
 
 Every command takes `--connect-url` (env CDC_CONNECT_URL). Auth and TLS options belong to the
 `debezium` group (`cdc-logs debezium --user U --password P connectors list`) or come from
-CDC_CONNECT_USER / CDC_CONNECT_PASSWORD / CDC_CONNECT_CA_BUNDLE / ... Config secrets are masked in
-everything printed. Exit codes: 0 ok, 1 a runtime failure (or a FAILED task for `status`, or
-`apply --wait` not reaching RUNNING), 2 usage or config errors.
+CDC_CONNECT_USER / CDC_CONNECT_PASSWORD / CDC_CONNECT_CA_BUNDLE / ... Everything printed goes through
+`observability.redact`: the values of secret config keys are masked, and so are credentials embedded
+anywhere else in what Connect returns (a JDBC URL in a task's stack trace, an error echoing a login).
+Exit codes: 0 ok, 1 a runtime failure (or a FAILED task for `status`, or `apply --wait` not reaching
+RUNNING), 2 usage or config errors.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cdc_logs.debezium.connect import ConnectClient, ConnectSettings
@@ -32,8 +35,8 @@ from cdc_logs.debezium.provision import (
     render_plan,
     wait_running,
 )
-from cdc_logs.debezium.secrets import mask_config
 from cdc_logs.errors import CdcError, ErrorKind
+from cdc_logs.observability.redact import mask_config, redact, redact_value
 
 app = typer.Typer(help="Debezium on Kafka Connect: provision and operate connectors.", no_args_is_help=True)
 connectors = typer.Typer(
@@ -92,7 +95,17 @@ def _client(url: str) -> ConnectClient:
 
 
 def _print_json(data: Any) -> None:
-    print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+    print(orjson.dumps(redact_value(data), option=orjson.OPT_INDENT_2).decode())
+
+
+def _say(line: str, flush: bool = False) -> None:
+    """Print one line of text that may quote what Connect returned."""
+    print(redact(line), flush=flush)
+
+
+def _row(table: Table, *cells: Any) -> None:
+    # Cells are redacted before rich wraps them: a secret split across lines would not be found after.
+    table.add_row(*(redact(str(c)) for c in cells))
 
 
 @app.command("plugins")
@@ -105,7 +118,7 @@ def plugins(connect_url: str = _URL, as_json: bool = _JSON) -> None:
         return
     table = Table("class", "type", "version")
     for p in data:
-        table.add_row(p.get("class", ""), p.get("type", ""), p.get("version", ""))
+        _row(table, p.get("class", ""), p.get("type", ""), p.get("version", ""))
     _out.print(table)
 
 
@@ -133,7 +146,8 @@ def list_(connect_url: str = _URL, as_json: bool = _JSON) -> None:
         state = (status.get("connector") or {}).get("state", "?")
         tasks = status.get("tasks") or []
         running = sum(1 for t in tasks if t.get("state") == "RUNNING")
-        table.add_row(
+        _row(
+            table,
             name,
             f"[{_STYLE.get(state, 'white')}]{state}[/]",
             f"{running}/{len(tasks)} running",
@@ -182,9 +196,14 @@ def _print_status(statuses: list[dict[str, Any]], trace: bool) -> None:
         for task, item in rows:
             state = item.get("state", "?")
             text = str(item.get("trace") or "").strip()
-            first = text.splitlines()[0][:120] if text else ""
-            table.add_row(
-                name, task, f"[{_STYLE.get(state, 'white')}]{state}[/]", item.get("worker_id", ""), first
+            first = redact(text.splitlines()[0])[:120] if text else ""  # redacted before it is cut
+            _row(
+                table,
+                name,
+                task,
+                f"[{_STYLE.get(state, 'white')}]{state}[/]",
+                item.get("worker_id", ""),
+                first,
             )
             if text and trace:
                 traces.append((f"{name}/{task}", text))
@@ -192,7 +211,7 @@ def _print_status(statuses: list[dict[str, Any]], trace: bool) -> None:
         table.caption = "no connectors"
     _out.print(table)
     for what, text in traces:
-        _out.print(f"\n[bold]{what}[/]\n{text}", markup=True)
+        _out.print(f"\n[bold]{escape(what)}[/]\n{escape(redact(text))}", markup=True)
 
 
 @connectors.command("topics")
@@ -200,7 +219,7 @@ def topics(name: str = typer.Argument(...), connect_url: str = _URL) -> None:
     """Topics the connector has written to (since its topics were last reset)."""
     with _client(connect_url) as client:
         for topic in client.topics(name):
-            print(topic)
+            _say(topic)
 
 
 # -- provisioning --------------------------------------------------------------------------------
@@ -217,7 +236,7 @@ def plan(
     with _client(connect_url) as client:
         result = make_plan(wanted, current_configs(client), prune=prune, prune_unmarked=prune_unmarked)
     for line in render_plan(result, verbose=verbose):
-        print(line)
+        _say(line)
 
 
 @connectors.command("apply")
@@ -237,25 +256,25 @@ def apply(
         result = make_plan(wanted, current_configs(client), prune=prune, prune_unmarked=prune_unmarked)
         if result.has_changes:
             for line in render_plan(result, verbose=verbose):
-                print(line)
-            apply_plan(client, result, validate=validate, report=lambda line: print(line, flush=True))
-            print(f"Applied: {result.summary()}.")
+                _say(line)
+            apply_plan(client, result, validate=validate, report=lambda line: _say(line, flush=True))
+            _say(f"Applied: {result.summary()}.")
         else:
-            print(f"no changes ({len(result.of(Action.UNCHANGED))} connector(s) up to date)")
+            _say(f"no changes ({len(result.of(Action.UNCHANGED))} connector(s) up to date)")
         if wait:
             _wait(client, [c.name for c in wanted.connectors], timeout)
 
 
 def _wait(client: ConnectClient, names: list[str], timeout: float) -> None:
-    print(f"waiting for {', '.join(names)} to run (up to {timeout:.0f} s) ...", flush=True)
+    _say(f"waiting for {', '.join(names)} to run (up to {timeout:.0f} s) ...", flush=True)
     outcome = wait_running(client, names, timeout_s=timeout)
     for name, state in outcome.states.items():
-        print(f"  {name}: {state}")
+        _say(f"  {name}: {state}")
     if not outcome.ok:
         for what, text in outcome.failures:
-            print(f"FAILED {what}:\n{text}" if "\n" in text else f"FAILED {what}: {text}")
+            _say(f"FAILED {what}:\n{text}" if "\n" in text else f"FAILED {what}: {text}")
         raise typer.Exit(1)
-    print("all connectors and tasks RUNNING")
+    _say("all connectors and tasks RUNNING")
 
 
 # -- day-2 operations ----------------------------------------------------------------------------
@@ -270,7 +289,7 @@ def delete(
         raise typer.Exit(1)
     with _client(connect_url) as client:
         client.delete(name)
-    print(f"deleted {name}")
+    _say(f"deleted {name}")
 
 
 @connectors.command("pause")
@@ -278,7 +297,7 @@ def pause(name: str = typer.Argument(...), connect_url: str = _URL) -> None:
     """Pause the connector and its tasks (they keep their resources)."""
     with _client(connect_url) as client:
         client.pause(name)
-    print(f"paused {name}")
+    _say(f"paused {name}")
 
 
 @connectors.command("resume")
@@ -286,7 +305,7 @@ def resume(name: str = typer.Argument(...), connect_url: str = _URL) -> None:
     """Resume a paused or stopped connector."""
     with _client(connect_url) as client:
         client.resume(name)
-    print(f"resumed {name}")
+    _say(f"resumed {name}")
 
 
 @connectors.command("stop")
@@ -294,7 +313,7 @@ def stop(name: str = typer.Argument(...), connect_url: str = _URL) -> None:
     """Stop the connector and shut its tasks down, keeping its config (then offsets can change)."""
     with _client(connect_url) as client:
         client.stop(name)
-    print(f"stopped {name}")
+    _say(f"stopped {name}")
 
 
 @connectors.command("restart")
@@ -309,15 +328,15 @@ def restart(
     with _client(connect_url) as client:
         if task is not None:
             client.restart_task(name, task)
-            print(f"restarted task {name}/{task}")
+            _say(f"restarted task {name}/{task}")
             return
         result = client.restart(name, include_tasks=not connector_only, only_failed=failed)
     if isinstance(result, dict) and result.get("tasks") is not None:
         restarting = [str(t.get("id")) for t in result["tasks"] if t.get("state") == "RESTARTING"]
         conn = (result.get("connector") or {}).get("state")
-        print(f"restarting {name}: connector {conn}, tasks restarting: {', '.join(restarting) or 'none'}")
+        _say(f"restarting {name}: connector {conn}, tasks restarting: {', '.join(restarting) or 'none'}")
     else:
-        print(f"restarted {name}")
+        _say(f"restarted {name}")
 
 
 # -- offsets -------------------------------------------------------------------------------------
@@ -331,7 +350,7 @@ def offsets_get(name: str = typer.Argument(...), connect_url: str = _URL, as_jso
         return
     table = Table("partition", "offset", title=f"offsets of {name}")
     for item in data:
-        table.add_row(orjson.dumps(item.get("partition")).decode(), orjson.dumps(item.get("offset")).decode())
+        _row(table, orjson.dumps(item.get("partition")).decode(), orjson.dumps(item.get("offset")).decode())
     if not data:
         table.caption = "no offsets: the connector starts over (snapshot per its snapshot.mode)"
     _out.print(table)
@@ -348,8 +367,8 @@ def offsets_reset(
         raise typer.Exit(1)
     with _client(connect_url) as client:
         message = client.reset_offsets(name)
-    print(message or f"offsets of {name} reset")
-    print(f"resume it with `cdc-logs debezium connectors resume {name}`")
+    _say(message or f"offsets of {name} reset")
+    _say(f"resume it with `cdc-logs debezium connectors resume {name}`")
 
 
 @offsets.command("set")
@@ -374,4 +393,4 @@ def offsets_set(
         )
     with _client(connect_url) as client:
         message = client.alter_offsets(name, items)
-    print(message or f"offsets of {name} set")
+    _say(message or f"offsets of {name} set")

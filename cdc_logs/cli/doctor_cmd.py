@@ -1,47 +1,44 @@
-"""`cdc-logs doctor --source ... --dsn URL`: preflight checks of a source, each failure with its fix.
+"""`cdc-logs doctor`: preflight checks of a source, each failure with its fix.
 
-Prints one line per check (`ok` or `FAIL`, and the fix under each failure) and exits 1 if any check
-failed, 0 otherwise. Each source's checks live beside its reader (`readers/<source>/doctor.py`) and
-return a list of `Check(name, ok, detail, fix)`; this module only dispatches and prints.
+`doctor -c pipeline.yaml` checks every source of a pipeline as configured, with its committed
+position (can the run resume from it?); `doctor --source pg|mariadb|mysql|sqlite --dsn URL` checks one
+source from flags. Prints one line per check (`ok`, `warn` or `FAIL`, and the fix under each failure
+or warning) and exits 1 if any check failed, 0 otherwise.
+
+Each reader's checks live in its package (`readers/<source>/doctor.py`, `check_source(cfg, stored)`);
+this module finds them from the registry, and only dispatches and prints.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+from pathlib import Path
 from typing import Any
 
 import typer
 
+from cdc_logs import registry
+from cdc_logs.cli.source_flags import PG_ALIASES, source_config
 from cdc_logs.errors import CdcError, ErrorKind
+from cdc_logs.observability.redact import redact
+from cdc_logs.position import Position
+from cdc_logs.readers.checks import Check
 
-
-def _mysql_checks(source: str, dsn: str, gtid: str | None) -> list[Any]:
-    from cdc_logs.readers.mysql import parse_dsn
-    from cdc_logs.readers.mysql.doctor import run_checks
-
-    return run_checks(parse_dsn(dsn), source, gtid)
-
-
-def _pg_checks(_source: str, dsn: str, _position: str | None, tables: list[str] | None = None) -> list[Any]:
-    from cdc_logs.readers.postgres.doctor import run_checks
-
-    return run_checks(dsn, tables)
-
-
-# One entry per source: (source, dsn, position) -> checks.
-CHECKERS: dict[str, Callable[[str, str, str | None], list[Any]]] = {
-    "mariadb": _mysql_checks,
-    "mysql": _mysql_checks,
-    "pg": _pg_checks,
-    "postgres": _pg_checks,
-    "postgresql": _pg_checks,
-}
+FLAG_SOURCES = ("pg", "mariadb", "mysql", "sqlite")
 
 
 def doctor(
-    source: str = typer.Option(..., "--source", "-s", help="Source type: pg | mariadb | mysql."),
+    config: Path | None = typer.Option(
+        None, "-c", "--config", help="Pipeline YAML: check each of its sources, as configured."
+    ),
+    source: str | None = typer.Option(
+        None, "--source", "-s", help=f"Without -c, the source type: {' | '.join(FLAG_SOURCES)}."
+    ),
     dsn: str | None = typer.Option(
-        None, "--dsn", envvar="CDC_DSN", help="Database URL, e.g. mysql://user:pw@host:3306/db; env CDC_DSN."
+        None,
+        "--dsn",
+        envvar="CDC_DSN",
+        help="Database URL (sqlite: the file), e.g. mysql://user:pw@host:3306/db; env CDC_DSN.",
     ),
     gtid: str | None = typer.Option(
         None,
@@ -53,29 +50,114 @@ def doctor(
         [],
         "--table",
         "-t",
-        help="pg: a captured table to check (repeatable; default: every published table).",
+        help="A captured table (repeatable). pg: default every published table; sqlite: required.",
     ),
 ) -> None:
     """Check that a source is set up for change data capture; print the fix for each failing check."""
-    checker = CHECKERS.get(source)
-    if checker is None:
+    if config is not None:
+        if source or dsn:
+            raise CdcError(ErrorKind.USAGE, "-c and --source/--dsn exclude each other", "pass one of them")
+        sections = _configured_sources(config)
+    else:
+        sections = [("", _flag_source(source, dsn, table), _flag_position(source, gtid))]
+    failed = total = 0
+    for title, cfg, stored in sections:
+        if len(sections) > 1:
+            print(redact(f"[{title}]"))
+        for check in _checks_of(cfg, stored):
+            total += 1
+            failed += not check.ok
+            _print(check)
+    # Not "N passed, N failed": CI log readers take that line for a test runner's summary.
+    print(f"{total - failed} of {total} checks ok" + (f"; {failed} to fix" if failed else ""))
+    if failed:
+        raise typer.Exit(1)
+
+
+def _print(check: Check) -> None:
+    # A check's detail may quote the server or the DSN: it is printed like any message, redacted.
+    print(redact(f"{check.mark:<4} {check.name}: {check.detail}"))
+    if check.fix and (check.warning or not check.ok):
+        print(redact(f"     fix: {check.fix}"))
+
+
+def _checks_of(cfg: Any, stored: Position | CdcError | None) -> list[Check]:
+    """The reader's own checks: `check_source` in the doctor module beside its config module."""
+    if isinstance(stored, CdcError):
+        return [Check("stored position", False, stored.message, stored.hint), *_checks_of(cfg, None)]
+    component = registry.for_config(cfg)
+    package = component.module.rpartition(".")[0]
+    try:
+        module = importlib.import_module(f"{package}.doctor")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{package}.doctor":  # the doctor's own imports failed: a real error
+            raise
+        return [
+            Check(
+                f"{component.name} source",
+                False,
+                f"doctor has no checks for {component.name} sources",
+                "see the source's page in docs/sources/ for its requirements",
+            )
+        ]
+    return list(module.check_source(cfg, stored))
+
+
+def _configured_sources(path: Path) -> list[tuple[str, Any, Position | CdcError | None]]:
+    from cdc_logs.build import build_offsets, offsets_path, source_name
+    from cdc_logs.configfile import load_config
+
+    cfg = load_config(path)
+    sources = [(source_name(s), s) for s in cfg.all_sources()]
+    if cfg.offsets.type != "postgres" and not offsets_path(cfg.offsets, cfg.name).exists():
+        return [(name, s, None) for name, s in sources]  # never run yet (and doctor creates no store)
+    stored: dict[str, Position | CdcError] = {}
+    store = build_offsets(cfg.offsets, cfg.name)
+    try:
+        for row in store.list(cfg.name):
+            try:
+                stored[row.source] = row.decoded()
+            except CdcError as exc:  # checked like the rest: a run could not resume from it
+                stored[row.source] = exc
+    finally:
+        store.close()
+    return [(name, s, stored.get(name)) for name, s in sources]
+
+
+def _flag_source(source: str | None, dsn: str | None, tables: list[str]) -> Any:
+    if source is None:
         raise CdcError(
             ErrorKind.USAGE,
-            f"doctor has no checks for --source {source!r}",
-            f"use one of: {', '.join(CHECKERS)}",
+            "doctor needs a pipeline (-c pipeline.yaml) or a source (--source and --dsn)",
+            "e.g. `cdc-logs doctor -c pipeline.yaml` or `cdc-logs doctor --source pg --dsn URL`",
+        )
+    source = "pg" if source in PG_ALIASES else source
+    if source not in FLAG_SOURCES:
+        why = "its table settings live in the config" if source == "poll" else "it has no checks from flags"
+        raise CdcError(
+            ErrorKind.USAGE,
+            f"doctor --source {source!r}: {why}",
+            f"check it with `cdc-logs doctor -c pipeline.yaml`, or use --source {' | '.join(FLAG_SOURCES)}",
         )
     if not dsn:
         raise CdcError(ErrorKind.USAGE, "--dsn is required", "pass --dsn URL or set CDC_DSN")
-    checks = _pg_checks(source, dsn, gtid, table) if checker is _pg_checks else checker(source, dsn, gtid)
-    failed = 0
-    for check in checks:
-        mark = "ok  " if check.ok else "FAIL"
-        print(f"{mark} {check.name}: {check.detail}")
-        if not check.ok:
-            failed += 1
-            if check.fix:
-                print(f"     fix: {check.fix}")
-    # Not "N passed, N failed": CI log readers take that line for a test runner's summary.
-    print(f"{len(checks) - failed} of {len(checks)} checks ok" + (f"; {failed} to fix" if failed else ""))
-    if failed:
-        raise typer.Exit(1)
+    if source == "sqlite" and not tables:
+        raise CdcError(ErrorKind.USAGE, "sqlite: at least one --table is required", "pass --table name")
+    if not tables:
+        # pg without --table checks every published table, mysql/mariadb the server: neither needs the
+        # table list a run requires, so the model is built without that validation.
+        from pydantic import SecretStr
+
+        model = registry.find("source", source).config
+        return model.model_construct(type=source, dsn=SecretStr(dsn))
+    return source_config(source, dsn, tables, False, "timestamp+incrementing", None, None, None, 200)
+
+
+def _flag_position(source: str | None, gtid: str | None) -> Position | None:
+    if gtid is None:
+        return None
+    if source not in ("mariadb", "mysql"):
+        raise CdcError(ErrorKind.USAGE, "--gtid applies to --source mariadb|mysql", "drop --gtid")
+    from cdc_logs.position import BinlogPosition
+
+    return BinlogPosition(server="", file="", pos=4, gtid=gtid, flavor=source)

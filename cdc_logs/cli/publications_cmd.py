@@ -1,8 +1,9 @@
 """`cdc-logs publications list|create|drop --dsn URL`: the Postgres publications pgoutput reads.
 
 A publication names the tables a slot's consumer receives. The reader creates its own when missing
-(`cdc_logs_<slot>`, or a temporary one for `tail`), so these commands are for inspection and for
-setups where the CDC role may not create publications itself.
+(`cdc_logs_<slot>`, or a temporary one for `tail`), marked in its comment, and never alters or drops
+one it did not create; `list` shows who owns each (`cdc-logs`, `cdc-logs tail` or `user`). These
+commands are for inspection and for setups where the CDC role may not create publications itself.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ app = typer.Typer(help="Postgres publications: list, create, drop.", no_args_is_
 
 @app.command("list")
 def list_(dsn: str | None = DSN, as_json: bool = JSON) -> None:
-    """Every publication with its tables and published operations."""
+    """Every publication with its tables, published operations and owner (cdc-logs or user)."""
     from cdc_logs.readers.postgres import slots
 
     with _conn(dsn) as conn:
@@ -28,10 +29,11 @@ def list_(dsn: str | None = DSN, as_json: bool = JSON) -> None:
         print(orjson.dumps([p.to_dict() for p in pubs]).decode())
         return
     table = Table(title="publications")
-    for column in ("name", "tables", "operations"):
+    for column in ("name", "tables", "operations", "owner"):
         table.add_column(column)
     for p in pubs:
-        table.add_row(p.name, "ALL TABLES" if p.all_tables else ", ".join(p.tables) or "-", p.operations)
+        tables = "ALL TABLES" if p.all_tables else ", ".join(p.tables) or "-"
+        table.add_row(p.name, tables, p.operations, p.owner)
     if not pubs:
         table.caption = "no publications"
     _console().print(table)

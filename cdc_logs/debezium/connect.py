@@ -28,9 +28,11 @@ from urllib.parse import quote
 
 import requests
 
-from cdc_logs.debezium.secrets import mask_text, mask_value, secret_values
+from cdc_logs.dsn import url_problem
 from cdc_logs.errors import CdcError, ErrorKind
-from cdc_logs.observability.logging import get_logger, redact
+from cdc_logs.observability.logging import get_logger
+from cdc_logs.observability.redact import mask_value, redact, register_connector_configs
+from cdc_logs.retry import RetryPolicy
 
 log = get_logger(__name__)
 
@@ -96,6 +98,27 @@ class Validation:
         return "; ".join(f"{f.name}: {' / '.join(f.errors)}" for f in self.fields) or "no errors"
 
 
+def _unreachable_reason(exc: Exception) -> str:
+    """A short reason for a request that never got an answer (not urllib3's nested repr)."""
+    text = str(exc)
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return "connection timed out"
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return "no answer in time (read timeout)"
+    for needle, reason in (
+        ("Connection refused", "connection refused (nothing listens there)"),
+        ("Name or service not known", "host name not found"),
+        ("Temporary failure in name resolution", "host name not found"),
+        ("No route to host", "no route to host"),
+        ("Network is unreachable", "network unreachable"),
+        ("Connection reset", "connection reset"),
+        ("RemoteDisconnected", "the server closed the connection"),
+    ):
+        if needle in text:
+            return reason
+    return type(exc).__name__
+
+
 class ConnectClient:
     """A client for one Kafka Connect cluster (any worker of it: requests are forwarded to the leader)."""
 
@@ -107,6 +130,17 @@ class ConnectClient:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.settings = ConnectSettings(settings) if isinstance(settings, str) else settings
+        # requests quotes a URL it cannot parse, credentials included: say what is wrong instead.
+        # requests quotes a URL it cannot parse, credentials included: say what is wrong instead. A
+        # typo is a config error (exit 2), not an unreachable server.
+        problem = url_problem(self.settings.url, what="Kafka Connect URL", schemes=("http", "https"))
+        if problem:
+            raise ConnectError(
+                ErrorKind.CONFIG,
+                problem,
+                "give --connect-url (or CDC_CONNECT_URL, or connect_url in the config) as "
+                "http://host:8083 or https://host:8083",
+            )
         self.base = self.settings.url.rstrip("/")
         self._sleep = sleep
         self.session = session or requests.Session()
@@ -140,14 +174,16 @@ class ConnectClient:
     ) -> Any:
         """Send one request with bounded retries; return the decoded JSON body (None when empty).
 
-        `secrets`: configs whose secret values must not appear in an error message.
+        `secrets`: configs whose secret values must not appear in an error message (registered with
+        the redaction, so Connect's messages quoting them are masked).
         """
         url = f"{self.base}{path}"
-        hidden = secret_values(secrets)
+        register_connector_configs(secrets)
         attempt = 0
         while True:
             attempt += 1
             retry_reason: str | None = None
+            unreachable = False
             try:
                 resp = self.session.request(
                     method, url, params=params, json=body, timeout=self.settings.timeout_s
@@ -155,22 +191,28 @@ class ConnectClient:
             except requests.exceptions.SSLError as exc:
                 raise ConnectError(
                     ErrorKind.CONNECTION,
-                    f"TLS error talking to Kafka Connect at {redact(self.base)}: "
-                    f"{mask_text(str(exc), hidden)}",
+                    f"TLS error talking to Kafka Connect at {redact(self.base)}: {redact(str(exc))}",
                     "check --ca-bundle / --client-cert, or --insecure for a test cluster",
                 ) from exc
             except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
                 read_timeout = isinstance(exc, requests.exceptions.ReadTimeout)
                 if read_timeout and method not in _IDEMPOTENT:
-                    raise self._unreachable(exc, hidden, applied_maybe=True) from exc
+                    raise self._unreachable(exc, applied_maybe=True) from exc
                 if attempt > self.settings.retries:
-                    raise self._unreachable(exc, hidden) from exc
-                retry_reason = type(exc).__name__
+                    raise self._unreachable(exc) from exc
+                retry_reason = _unreachable_reason(exc)
+                unreachable = True
+            except requests.exceptions.RequestException as exc:  # a URL or header requests refuses
+                raise ConnectError(
+                    ErrorKind.CONFIG,
+                    f"cannot send a request to Kafka Connect at {redact(self.base)}: {type(exc).__name__}",
+                    "check --connect-url (or CDC_CONNECT_URL) and the auth options",
+                ) from None
             else:
                 log.debug("connect request", method=method, path=path, status=resp.status_code)
                 if resp.status_code < 400:
                     return self._json(resp)
-                message = mask_text(self._message(resp), hidden)
+                message = redact(self._message(resp))
                 rebalancing = resp.status_code == 409 or (
                     resp.status_code in (500, 503) and any(h in message.lower() for h in _REBALANCE_HINTS)
                 )
@@ -186,8 +228,11 @@ class ConnectClient:
                     retry_reason = f"{resp.status_code} {message}"
                 else:
                     raise self._http_error(method, path, resp.status_code, message, what)
-            delay = min(self.settings.max_backoff_s, self.settings.backoff_s * 2 ** (attempt - 1))
-            log.info("kafka connect busy, retrying", path=path, reason=retry_reason, retry_in_s=delay)
+            delay = RetryPolicy(0, self.settings.backoff_s, self.settings.max_backoff_s).backoff(attempt)
+            # unreachable: the request never reached a worker (down, restarting, or a wrong URL);
+            # busy: a worker answered that it cannot serve it right now (a rebalance).
+            event = "kafka connect unreachable, retrying" if unreachable else "kafka connect busy, retrying"
+            log.info(event, path=path, reason=retry_reason, retry_in_s=delay)
             self._sleep(delay)
 
     @staticmethod
@@ -204,16 +249,16 @@ class ConnectClient:
         try:
             data = resp.json()
         except ValueError:
-            return resp.text.strip()[:500] or resp.reason
+            return redact(resp.text.strip())[:500] or resp.reason
         if isinstance(data, dict) and data.get("message"):
             return str(data["message"])
-        return str(data)[:500]
+        return redact(str(data))[:500]
 
-    def _unreachable(self, exc: Exception, hidden: set[str], applied_maybe: bool = False) -> ConnectError:
+    def _unreachable(self, exc: Exception, applied_maybe: bool = False) -> ConnectError:
         note = " (the request may have been applied: check with `cdc-logs debezium connectors status`)"
         return ConnectError(
             ErrorKind.CONNECTION,
-            f"cannot reach Kafka Connect at {redact(self.base)}: {mask_text(str(exc), hidden)}"
+            f"cannot reach Kafka Connect at {redact(self.base)}: {_unreachable_reason(exc)}"
             + (note if applied_maybe else ""),
             "check --connect-url (or CDC_CONNECT_URL) and that the Connect worker is running",
         )
@@ -270,7 +315,7 @@ class ConnectClient:
                     FieldError(
                         name,
                         mask_value(name, value.get("value")),
-                        tuple(mask_text(str(e), secret_values([config])) for e in value["errors"]),
+                        tuple(redact(str(e)) for e in value["errors"]),
                     )
                 )
         return Validation(str(data.get("name", cls)), int(data.get("error_count", 0)), tuple(fields))
@@ -344,11 +389,6 @@ class ConnectClient:
     # -- tasks -----------------------------------------------------------------------------------
     def tasks(self, name: str) -> list[dict[str, Any]]:
         return list(self.request("GET", self._path(name, "/tasks"), what=f"tasks of {name}") or [])
-
-    def task_status(self, name: str, task: int) -> dict[str, Any]:
-        return dict(
-            self.request("GET", self._path(name, f"/tasks/{task}/status"), what=f"task {name}/{task}")
-        )
 
     def restart_task(self, name: str, task: int) -> None:
         self.request("POST", self._path(name, f"/tasks/{task}/restart"), what=f"restart task {name}/{task}")

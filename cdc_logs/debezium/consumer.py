@@ -18,7 +18,8 @@ already deleted is refused (POSITION_LOST) rather than silently skipped.
 
 Every event is a boundary: a Kafka offset is per message, and the source transaction travels in the
 event's `transaction` block. Tombstones, transaction-metadata records and malformed records (those go
-to the dead-letter destination first) emit a Heartbeat so the position still moves past them.
+to the dead-letter destination first) emit a Heartbeat so the position still moves past them; without
+a dead-letter destination a malformed record is yielded as an `Undecodable` for the pipeline.
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from cdc_logs.debezium.deadletter import DeadLetter, DeadRecord, LogDeadLetter
+from cdc_logs.debezium.deadletter import DeadLetter, DeadRecord
 from cdc_logs.debezium.decode import Malformed, Skip, decode_record
-from cdc_logs.envelope import ChangeEvent, Heartbeat
+from cdc_logs.envelope import ChangeEvent, Heartbeat, Undecodable
 from cdc_logs.errors import CdcError, ErrorKind
+from cdc_logs.kafka_logging import with_logger
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.position import KafkaOffsets, Position
 from cdc_logs.readers.base import Reader, StreamItem
@@ -65,7 +67,8 @@ class DebeziumReader(Reader):
         consumer_config: librdkafka settings (`bootstrap.servers`, `group.id`, `auto.offset.reset`,
             security); `enable.auto.commit` is forced off.
         topics: the subscription (topic names or `^regex`), see `subscription()`.
-        dead_letter: where malformed records go (default: a warning in the log).
+        dead_letter: where malformed records go; None (tail): they are yielded as `Undecodable`, so
+            the pipeline stops at them, or parks them with its dead letters, as for any reader.
         commit_offsets: commit to the consumer group (off for `tail`, whose group is throwaway).
         provision: called once in `open()` before consuming (creates/updates the connector).
         consumer_factory: builds the consumer from its settings (tests pass a fake).
@@ -84,6 +87,7 @@ class DebeziumReader(Reader):
         idle_tick_s: float = 0.5,
         assignment_wait_s: float = 10.0,
         broker_down_limit_s: float = 60.0,
+        connect_timeout_s: float = 10.0,
         consumer_factory: Callable[[dict[str, Any]], Any] | None = None,
     ) -> None:
         if str(consumer_config.get("enable.auto.commit", "false")).lower() == "true":
@@ -97,12 +101,13 @@ class DebeziumReader(Reader):
         # named topic that does not exist yet must be found, both at the next metadata refresh.
         self.consumer_config.setdefault("topic.metadata.refresh.interval.ms", 5000)
         self.topics = list(topics)
-        self.dead_letter = dead_letter or LogDeadLetter()
+        self.dead_letter = dead_letter
         self.commit_offsets = commit_offsets
         self.provision = provision
         self.idle_tick_s = idle_tick_s
         self.assignment_wait_s = assignment_wait_s
         self.broker_down_limit_s = broker_down_limit_s
+        self.connect_timeout_s = connect_timeout_s
         self._factory = consumer_factory
         self.reset = str(self.consumer_config.get("auto.offset.reset", "latest")).lower()
         self._consumer: Any = None
@@ -117,6 +122,7 @@ class DebeziumReader(Reader):
         self._assignments = 0
         self._error: CdcError | None = None
         self._down_since: float | None = None
+        self._broker_error: str | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     def open(self) -> None:
@@ -127,18 +133,33 @@ class DebeziumReader(Reader):
             self.provision()
         self._error, self._down_since = None, None
         self._positions, self._assigned, self._assignments = {}, set(), 0
-        try:
-            self._consumer = self._make_consumer({**self.consumer_config, "error_cb": self._on_error})
-            metadata = self._consumer.list_topics(timeout=10)
-        except KafkaException as exc:
-            self._close_consumer()
-            raise CdcError(
-                ErrorKind.CONNECTION,
-                f"cannot reach Kafka at {self.consumer_config.get('bootstrap.servers')}: {exc}",
-                "check bootstrap_servers (--bootstrap) and the security settings",
-            ) from exc
+        self._broker_error = None
+        settings = {**self.consumer_config, "error_cb": self._on_error}
+        if self._factory is None:
+            settings = with_logger(settings)  # librdkafka's lines go to our log, not raw to stderr
+        self._consumer = self._make_consumer(settings)
+        deadline = time.monotonic() + self.connect_timeout_s
+        while True:
+            try:
+                metadata = self._consumer.list_topics(timeout=min(1.0, self.connect_timeout_s))
+                break
+            except KafkaException as exc:
+                # poll() serves error_cb: once every bootstrap broker has refused, fail now, not at
+                # the timeout (tail exits with one line; run retries with backoff).
+                self._consumer.poll(0)
+                if self._down_since is None and time.monotonic() < deadline and not self._stop.is_set():
+                    continue
+                self._close_consumer()
+                reason = self._broker_error or str(exc.args[0].str() if exc.args else exc)
+                self._error, self._down_since = None, None
+                raise CdcError(
+                    ErrorKind.CONNECTION,
+                    f"cannot reach Kafka at {self.consumer_config.get('bootstrap.servers')}: {reason}",
+                    "check bootstrap_servers (--bootstrap) and the security settings",
+                ) from exc
         self._cluster_id = metadata.cluster_id or str(self.consumer_config.get("bootstrap.servers"))
-        self.dead_letter.open()
+        if self.dead_letter is not None:
+            self.dead_letter.open()
 
     def _make_consumer(self, settings: dict[str, Any]) -> Any:
         if self._factory is not None:
@@ -158,7 +179,8 @@ class DebeziumReader(Reader):
         if self._consumer is not None:
             self._apply_commit()
         self._close_consumer()
-        self.dead_letter.close()
+        if self.dead_letter is not None:
+            self.dead_letter.close()
 
     def _close_consumer(self) -> None:
         if self._consumer is not None:
@@ -249,6 +271,10 @@ class DebeziumReader(Reader):
         code = err.code()
         if code == KafkaError._ALL_BROKERS_DOWN:
             self._down_since = self._down_since or time.monotonic()
+        elif code in (KafkaError._TRANSPORT, KafkaError._RESOLVE):
+            # "host:port/bootstrap: Connect to ipv4#host:port failed: Connection refused (after 0ms ...)"
+            self._broker_error = err.str().split(" (after ")[0]
+            log.debug("kafka client error", error=err.str())
         elif err.fatal() or code in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
             kind = ErrorKind.AUTH if "AUTH" in err.name() else ErrorKind.INTERNAL
             self._error = CdcError(kind, f"Kafka client error: {err.str()}", "check the security settings")
@@ -294,7 +320,7 @@ class DebeziumReader(Reader):
             self._positions[key] = msg.offset() + 1
             yield self._convert(msg)
 
-    def _convert(self, msg: Any) -> ChangeEvent | Heartbeat:
+    def _convert(self, msg: Any) -> ChangeEvent | Heartbeat | Undecodable:
         decoded = decode_record(msg.key(), msg.value())
         position = self._position(f"{msg.topic()}:{msg.partition()}")
         if isinstance(decoded, ChangeEvent):
@@ -303,17 +329,19 @@ class DebeziumReader(Reader):
             return decoded
         if isinstance(decoded, Malformed):
             _kind, timestamp = msg.timestamp()
-            self.dead_letter.send(
-                DeadRecord(
-                    msg.topic(),
-                    msg.partition(),
-                    msg.offset(),
-                    msg.key(),
-                    msg.value(),
-                    decoded.reason,
-                    timestamp,
-                )
+            record = DeadRecord(
+                msg.topic(),
+                msg.partition(),
+                msg.offset(),
+                msg.key(),
+                msg.value(),
+                decoded.reason,
+                position,
+                timestamp,
             )
+            if self.dead_letter is None:
+                return record.undecodable()  # the pipeline stops at it, or parks it (tail)
+            self.dead_letter.send(record)
         else:
             assert isinstance(decoded, Skip)
         return Heartbeat(position)

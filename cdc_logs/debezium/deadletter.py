@@ -5,59 +5,68 @@ not vanish either: it goes to a dead-letter destination with the reason, and the
 `send` returns only once the record is durable there, because the consumer's position (committed once
 the sinks hold everything before it) moves past the record right after.
 
-- `FileDeadLetter`: one JSON object per line (`topic`, `partition`, `offset`, `timestamp_ms`, `reason`,
-  `key`, `value`; bytes that are not UTF-8 are base64 with `"encoding": "base64"`), fsync'd.
+- `FileDeadLetter`: cdc-logs' dead-letter record (cdc_logs/deadletter.py: stage `source`, the value in
+  `raw`, the topic, partition, offset, timestamp and key in `origin`), one JSON line each, fsync'd.
 - `KafkaDeadLetter`: the original key and value bytes to a topic (default `<pipeline>.dlq`), the reason
-  and origin in headers `cdc-logs.dlq.reason|topic|partition|offset`; waits for the broker's ack.
-- `LogDeadLetter`: a warning on stderr only (for `tail`, which leaves nothing behind).
+  and origin in headers `cdc-logs.dlq.reason|topic|partition|offset` (Kafka Connect's convention, so
+  the topic's consumers get the record as it was); waits for the broker's ack.
+- `LogDeadLetter`: a warning on stderr only (`dead_letter.type: log`): the record is not kept.
+
+Without a destination (`tail`), the reader hands the record to the pipeline as an `Undecodable`, which
+stops at it, or parks it with `--dead-letter-dir`, exactly as for the native readers' changes.
 """
 
 from __future__ import annotations
 
-import base64
-import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import orjson
-
+from cdc_logs.deadletter import DeadLetterWriter, undecodable
+from cdc_logs.envelope import Undecodable
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.logging import get_logger
+from cdc_logs.observability.redact import redact
+from cdc_logs.position import Position
 
 log = get_logger(__name__)
+
+MALFORMED_HINT = (
+    "the record is not a Debezium JSON envelope: check what writes to the topic (Debezium's JSON "
+    "converter is expected); to replay it, produce the corrected value with origin.key to origin.topic"
+)
 
 
 @dataclass(frozen=True, slots=True)
 class DeadRecord:
+    """A Kafka record that is not a Debezium envelope; `position` is the consumer's, past it."""
+
     topic: str
     partition: int
     offset: int
     key: bytes | None
     value: bytes | None
     reason: str
+    position: Position
     timestamp_ms: int = 0
 
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "topic": self.topic,
-            "partition": self.partition,
-            "offset": self.offset,
-            "timestamp_ms": self.timestamp_ms,
-            "reason": self.reason,
-        }
-        binary = False
-        for name in ("key", "value"):
-            raw = getattr(self, name)
-            try:
-                out[name] = None if raw is None else raw.decode("utf-8")
-            except UnicodeDecodeError:
-                out[name] = base64.b64encode(raw).decode("ascii")
-                binary = True
-        if binary:
-            out["encoding"] = "base64"
-        return out
+    def undecodable(self) -> Undecodable:
+        """As the pipeline's undecodable change (the key, being data, travels in `origin`)."""
+        return Undecodable(
+            self.position,
+            self.topic,
+            self.reason,
+            raw=self.value,
+            hint=MALFORMED_HINT,
+            origin={
+                "topic": self.topic,
+                "partition": self.partition,
+                "offset": self.offset,
+                "timestamp_ms": self.timestamp_ms,
+                "key": self.key,
+            },
+        )
 
 
 class DeadLetter(ABC):
@@ -90,14 +99,14 @@ class LogDeadLetter(DeadLetter):
 
 
 class FileDeadLetter(DeadLetter):
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, source: str = "debezium") -> None:
         self.path = Path(path)
-        self._file: IO[bytes] | None = None
+        self.source = source
+        self._writer = DeadLetterWriter(self.path)
 
     def open(self) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self.path.open("ab")
+            self._writer.check()
         except OSError as exc:
             raise CdcError(
                 ErrorKind.CONFIG,
@@ -106,12 +115,7 @@ class FileDeadLetter(DeadLetter):
             ) from exc
 
     def send(self, record: DeadRecord) -> None:
-        if self._file is None:
-            self.open()
-        assert self._file is not None
-        self._file.write(orjson.dumps(record.to_dict()) + b"\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        self._writer.write([undecodable(self.source, record.undecodable())])
         log.warning(
             "malformed Debezium record sent to the dead-letter file",
             path=str(self.path),
@@ -119,11 +123,6 @@ class FileDeadLetter(DeadLetter):
             offset=record.offset,
             reason=record.reason,
         )
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
 
     def describe(self) -> str:
         return f"file {self.path}"
@@ -139,7 +138,9 @@ class KafkaDeadLetter(DeadLetter):
     def open(self) -> None:
         from confluent_kafka import Producer
 
-        self._producer = Producer(self.producer_config)
+        from cdc_logs.kafka_logging import with_logger
+
+        self._producer = Producer(with_logger(self.producer_config))
 
     def send(self, record: DeadRecord) -> None:
         if self._producer is None:
@@ -151,7 +152,7 @@ class KafkaDeadLetter(DeadLetter):
                 errors.append(str(err))
 
         headers = [
-            ("cdc-logs.dlq.reason", record.reason.encode()),
+            ("cdc-logs.dlq.reason", redact(record.reason).encode()),
             ("cdc-logs.dlq.topic", record.topic.encode()),
             ("cdc-logs.dlq.partition", str(record.partition).encode()),
             ("cdc-logs.dlq.offset", str(record.offset).encode()),

@@ -32,12 +32,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from cdc_logs.config import interpolate
+from cdc_logs.configfile import interpolate, read_yaml
 from cdc_logs.debezium.connect import ConnectClient, ConnectError
-from cdc_logs.debezium.secrets import is_provider_reference, is_secret_key, mask_value
 from cdc_logs.errors import CdcError, ErrorKind
+from cdc_logs.observability.redact import is_provider_reference, is_secret_key, mask_value, register_config
 
 MARKER_KEY = "cdc-logs.managed-by"
 DEFAULT_MARKER = "cdc-logs"
@@ -95,6 +93,7 @@ def parse_connectors(
         raise CdcError(ErrorKind.CONFIG, f"{source}: unknown top-level keys {sorted(unknown)}", None)
     if substitute:
         data = interpolate(data, env)
+    register_config(data)  # the file's secrets are masked in every message from here on
     managed_by = str(data.get("managed_by") or DEFAULT_MARKER)
     specs: list[ConnectorSpec] = []
     for i, item in enumerate(data["connectors"]):
@@ -129,14 +128,8 @@ def parse_connectors(
 
 
 def load_connectors(path: str | Path, env: Mapping[str, str] | None = None) -> ConnectorsFile:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise CdcError(ErrorKind.CONFIG, f"cannot read {path}: {exc.strerror}", "check the -f path") from exc
-    except yaml.YAMLError as exc:
-        raise CdcError(ErrorKind.CONFIG, f"{path} is not valid YAML: {exc}", "fix the YAML syntax") from exc
-    return parse_connectors(data, env, str(path))
+    # The pipeline config's limits apply: size, UTF-8, YAML aliases; errors never quote the file.
+    return parse_connectors(read_yaml(path, "-f"), env, str(path))
 
 
 # -- plan ------------------------------------------------------------------------------------------
@@ -163,7 +156,7 @@ class KeyChange:
             is_provider_reference(self.old) and is_provider_reference(self.new)
         ):
             return f"~ {self.key}: (secret changed)"
-        return f"~ {self.key}: {self.old} -> {self.new}"
+        return f"~ {self.key}: {mask_value(self.key, self.old)} -> {mask_value(self.key, self.new)}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ Schemas are cached by their JSON text: every record of a table version shares on
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 import orjson
@@ -80,7 +81,7 @@ def table_schema(
     if cached is not None:
         return cached
     columns = tuple(column(f, key=f.get("field") in keys) for f in row.get("fields") or ())
-    result = TableSchema(db, schema_name, table, columns, version=hash(cache_key) & 0x7FFFFFFF)
+    result = TableSchema(db, schema_name, table, columns, version=zlib.crc32(cache_key))
     if len(_cache) >= _CACHE_LIMIT:
         _cache.clear()
     _cache[cache_key] = result

@@ -1,4 +1,5 @@
-"""Build a DebeziumReader from a `type: debezium` source config (used by build.py and `tail`).
+"""Build a DebeziumReader from a `type: debezium` source config (the build function registered in
+debezium/config.py calls it, for `run` and `tail` alike).
 
 Maps the config's friendly keys to librdkafka settings, chooses the consumer group and the dead-letter
 destination, and, when the source carries the seed's `connector_config`, hands the reader a callback
@@ -17,7 +18,7 @@ from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.logging import get_logger
 
 if TYPE_CHECKING:
-    from cdc_logs.config import DebeziumSourceConfig
+    from cdc_logs.debezium.config import DebeziumSourceConfig
 
 log = get_logger(__name__)
 
@@ -39,13 +40,17 @@ def client_settings(cfg: DebeziumSourceConfig) -> dict[str, Any]:
     return out
 
 
-def _dead_letter(cfg: DebeziumSourceConfig, pipeline: str, source: str, temporary: bool) -> DeadLetter:
+def _dead_letter(cfg: DebeziumSourceConfig, pipeline: str, source: str, temporary: bool) -> DeadLetter | None:
     dl = cfg.dead_letter
     if dl.type == "kafka":
         return KafkaDeadLetter(dl.topic or f"{pipeline}.dlq", client_settings(cfg))
-    if dl.type == "log" or (temporary and dl.path is None):
-        return LogDeadLetter()  # tail leaves no files behind
-    return FileDeadLetter(dl.path or Path(".cdc-logs") / f"{pipeline}.{source}.dlq.jsonl")
+    if temporary and dl.path is None:
+        # tail leaves no files behind unless asked: the pipeline stops at a malformed record, or
+        # parks it with --dead-letter-dir, as for every other source (never a skip with a warning).
+        return None
+    if dl.type == "log":
+        return LogDeadLetter()
+    return FileDeadLetter(dl.path or Path(".cdc-logs") / f"{pipeline}.{source}.dlq.jsonl", source)
 
 
 def _provisioner(cfg: DebeziumSourceConfig, pipeline: str) -> Any:
@@ -71,7 +76,7 @@ def _provisioner(cfg: DebeziumSourceConfig, pipeline: str) -> Any:
 
 
 def build_debezium_reader(
-    cfg: DebeziumSourceConfig, pipeline: str, *, temporary: bool = False, from_beginning: bool | None = None
+    cfg: DebeziumSourceConfig, pipeline: str, *, temporary: bool = False
 ) -> DebeziumReader:
     """The reader for one source. `temporary` (tail): a throwaway group that commits nothing."""
     source = cfg.name or cfg.type
@@ -80,14 +85,11 @@ def build_debezium_reader(
     group = cfg.group_id or (
         f"cdc-logs-tail-{uuid.uuid4().hex[:12]}" if temporary else f"cdc-logs.{pipeline}.{source}"
     )
-    reset = cfg.auto_offset_reset
-    if from_beginning is not None:
-        reset = "earliest" if from_beginning else "latest"
     consumer_config = {
         **client_settings(cfg),
         "group.id": group,
         "client.id": f"cdc-logs.{pipeline}.{source}",
-        "auto.offset.reset": reset,
+        "auto.offset.reset": cfg.auto_offset_reset,
         **cfg.consumer_config,
     }
     return DebeziumReader(
@@ -96,33 +98,4 @@ def build_debezium_reader(
         dead_letter=_dead_letter(cfg, pipeline, source, temporary),
         commit_offsets=not temporary,
         provision=_provisioner(cfg, pipeline),
-    )
-
-
-def tail_config(
-    tables: list[str],
-    bootstrap: str | None,
-    topic_prefix: str | None,
-    group_id: str | None,
-    from_beginning: bool,
-) -> DebeziumSourceConfig:
-    """The source config behind `cdc-logs tail --source debezium` (a throwaway group, no commits)."""
-    from cdc_logs.config import DeadLetterConfig, DebeziumSourceConfig
-
-    if not bootstrap:
-        raise CdcError(
-            ErrorKind.USAGE,
-            "--bootstrap is required",
-            "pass --bootstrap HOST:PORT or set CDC_KAFKA_BOOTSTRAP",
-        )
-    if not topic_prefix:
-        raise CdcError(ErrorKind.USAGE, "--topic-prefix is required", "pass the connector's topic.prefix")
-    return DebeziumSourceConfig(
-        type="debezium",
-        bootstrap_servers=bootstrap,
-        topic_prefix=topic_prefix,
-        tables=tables,
-        group_id=group_id,
-        auto_offset_reset="earliest" if from_beginning else "latest",
-        dead_letter=DeadLetterConfig(type="log"),
     )

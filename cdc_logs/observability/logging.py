@@ -1,53 +1,29 @@
 """Structured logs on stderr (stdout belongs to `--format json` envelopes), with secrets redacted.
 
-Any value that looks like a URL with a password, or a key named like a secret, is masked before it is
-rendered, so DSNs can be logged safely.
+Every event passes `redact.redact_value` before the console or JSON renderer sees it (values under
+secret-named keys become `***`, secrets inside any other value are masked), after tracebacks have
+become text, so an exception message cannot leak a DSN either. The standard library's `logging` (which
+some drivers use) and the `warnings` module write to stderr too: `install_stderr` puts a redacting
+stream there, so whatever reaches stderr without structlog is masked as well.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
-_URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@")
-# Any name ending in a secret word (PGPASSWORD=, db_password=), with a bare or quoted value.
-_KV_PASSWORD = re.compile(
-    r"""(?i)(\w*(?:password|passwd|pwd|secret|token|api[_-]?key))=('[^']*'|"[^"]*"|[^\s&]+)"""
-)
-_SECRET_KEYS = ("password", "passwd", "secret", "token", "api_key", "apikey", "sasl_password", "credentials")
-
-
-def redact(text: str) -> str:
-    """Mask passwords in URLs (`scheme://user:***@host`) and `password=...` pairs."""
-    text = _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
-    return _KV_PASSWORD.sub(lambda m: f"{m.group(1)}=***", text)
-
-
-def _is_secret_key(key: object) -> bool:
-    return isinstance(key, str) and any(s in key.lower() for s in _SECRET_KEYS)
-
-
-def _redact_value(value: Any) -> Any:
-    """Redact strings anywhere inside dicts, lists and tuples (a logged config, say)."""
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, dict):
-        return {k: "***" if _is_secret_key(k) else _redact_value(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(_redact_value(v) for v in value)
-    return value
+from cdc_logs.observability.redact import redact, redact_value
 
 
 def _redact_processor(
     _logger: Any, _name: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     for key, value in list(event_dict.items()):
-        event_dict[key] = "***" if _is_secret_key(key) else _redact_value(value)
+        event_dict[key] = redact_value(value, key)
     return event_dict
 
 
@@ -76,3 +52,31 @@ def configure(level: str = "info", fmt: str = "console") -> None:
 
 def get_logger(name: str) -> Any:
     return structlog.get_logger(name)
+
+
+class RedactingStream:
+    """A text stream that redacts each write before passing it on (everything else is delegated).
+
+    Writers call `write` with whole messages (a log line, a traceback line, a warning), so a secret is
+    never split across two writes by them.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        self.stream.write(redact(text))
+        return len(text)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+def install_stderr() -> None:
+    """Route `sys.stderr` through redaction (idempotent); stdout is left alone: it carries data."""
+    if not isinstance(sys.stderr, RedactingStream):
+        sys.stderr = RedactingStream(sys.stderr)

@@ -1,13 +1,17 @@
-"""Prometheus metrics for a pipeline. Each pipeline owns a registry, so tests can run several."""
+"""Prometheus metrics for a pipeline. Each pipeline owns a registry, so tests can run several.
+
+The rendered text goes through `observability.redact` like every other output: label values are
+configured names, and nothing stops a user from naming a source after its DSN.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from cdc_logs.observability.redact import redact
 from cdc_logs.position import Position
 
 
@@ -104,5 +108,6 @@ class Metrics:
         if self.enabled:
             self.commit_ts.labels(self.pipeline, source).set(time.time())
 
-    def render(self) -> Any:
-        return generate_latest(self.registry)
+    def render(self) -> bytes:
+        # Labels are configured names (a source named after its DSN, say): redacted like any output.
+        return redact(generate_latest(self.registry).decode()).encode()

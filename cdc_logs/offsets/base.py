@@ -6,11 +6,15 @@ beside the position so a resume against another server is refused before anythin
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
 
 from cdc_logs.errors import CdcError, ErrorKind
-from cdc_logs.position import Position, decode
+from cdc_logs.position import Position, decode, kinds
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +26,49 @@ class StoredOffset:
     updated_ms: int
 
     def decoded(self) -> Position:
-        return decode(self.position)
+        """The position; a stored text that is not one (a damaged or hand-edited store) is
+        POSITION_LOST naming the fix, never a silent start from the beginning."""
+        try:
+            return decode(self.position)
+        except CdcError as exc:
+            raise CdcError(
+                ErrorKind.POSITION_LOST,
+                f"the committed position of {self.pipeline}/{self.source} is unreadable: "
+                f"{decode_problem(exc, self.position)}",
+                f"set a valid one with `cdc-logs offsets set -c <pipeline.yaml> --source {self.source} "
+                "--position JSON`, or start over with `cdc-logs offsets reset -c <pipeline.yaml> "
+                f"--source {self.source}`",
+            ) from exc
+
+
+def decode_problem(exc: CdcError, text: str) -> str:
+    """What is wrong with a position `text` that `decode` refused (`exc`), in a few words."""
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return "not JSON"
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    if "type" not in data:
+        return "no position type"
+    if data["type"] not in kinds():
+        return f"unknown position type {data['type']!r} (known: {', '.join(kinds())})"
+    cause = exc.__cause__
+    if isinstance(cause, KeyError) and cause.args:
+        return f"missing field {cause.args[0]!r}"
+    if isinstance(cause, TypeError | ValueError | AttributeError):
+        return re.sub(r"^\w+\.__init__\(\) ", "", str(cause))
+    return exc.message
+
+
+def damaged_store(path: Path, problem: str) -> CdcError:
+    """A sqlite/file offset store that cannot be read: the operator restores or removes it."""
+    return CdcError(
+        ErrorKind.POSITION_LOST,
+        f"the offset store {path} is damaged ({problem}); the committed positions cannot be read",
+        f"restore {path} from a backup; or, to start over (a new snapshot, or the log's current end), "
+        "move it away and run again",
+    )
 
 
 class OffsetStore(ABC):

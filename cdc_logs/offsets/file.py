@@ -9,8 +9,19 @@ from pathlib import Path
 
 import orjson
 
-from cdc_logs.offsets.base import OffsetStore, StoredOffset
+from cdc_logs.offsets.base import OffsetStore, StoredOffset, damaged_store
 from cdc_logs.position import Position
+
+
+def _valid_row(key: object, row: object) -> bool:
+    return (
+        isinstance(key, str)
+        and "/" in key
+        and isinstance(row, dict)
+        and isinstance(row.get("position"), str)
+        and isinstance(row.get("server"), str)
+        and isinstance(row.get("updated_ms"), int)
+    )
 
 
 class FileOffsetStore(OffsetStore):
@@ -18,13 +29,28 @@ class FileOffsetStore(OffsetStore):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._read()  # a damaged store is refused now, before any source is opened
 
     def _read(self) -> dict[str, dict[str, object]]:
+        """The document; a damaged one (truncated, not JSON, rows without their fields) is
+        POSITION_LOST naming the fix, never an empty store that would start over silently."""
         try:
-            data: dict[str, dict[str, object]] = orjson.loads(self.path.read_bytes())
-            return data
+            raw = self.path.read_bytes()
         except FileNotFoundError:
             return {}
+        if not raw.strip():
+            raise damaged_store(self.path, "it is empty")  # written by rename: never empty when whole
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise damaged_store(self.path, f"not valid JSON: {exc}") from exc
+        if not isinstance(data, dict) or not all(_valid_row(k, v) for k, v in data.items()):
+            raise damaged_store(
+                self.path,
+                'not an offsets document: expected {"pipeline/source": {"position": "...", '
+                '"server": "...", "updated_ms": 0}, ...}',
+            )
+        return data
 
     def _write(self, data: dict[str, dict[str, object]]) -> None:
         tmp = self.path.with_suffix(self.path.suffix + ".tmp")

@@ -8,6 +8,12 @@ before `position` is durable in every sink: the reader then lets the database di
 (Postgres flush LSN, SQLite change-table trim). `commit` must be thread-safe and cheap: record the
 position, act on it from the reader's own loop.
 
+A change the reader cannot decode is yielded as an `Undecodable` (position, table, reason, raw
+bytes): the pipeline dead-letters it and goes on, or stops when dead letters are off. A reader never
+skips a change silently and never puts row data in its error messages.
+
+Every item follows the event contract (cdc_logs/readers/contract.py, docs/event-contract.md).
+
 Started without a position (`start is None`), a reader first yields a `Heartbeat` of the position it
 starts from (after the snapshot, if any, the snapshot's own events carry positions): the pipeline
 commits it, so a later run resumes there and never skips changes made while it was down.
@@ -21,10 +27,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 
-from cdc_logs.envelope import ChangeEvent, Heartbeat
+from cdc_logs.envelope import ChangeEvent, Heartbeat, Undecodable
 from cdc_logs.position import Position
 
-StreamItem = ChangeEvent | Heartbeat | None
+StreamItem = ChangeEvent | Heartbeat | Undecodable | None
 
 
 @dataclass(slots=True)
@@ -38,7 +44,8 @@ class SnapshotProgress:
 
 
 class Reader(ABC):
-    """A source of change events. Subclasses: postgres, mysql, oracle, mongo, sqlite, polling."""
+    """A source of change events. Subclasses: postgres, mysql (and MariaDB), sqlite, polling, and the
+    debezium source (Debezium's Kafka topics)."""
 
     #: Debezium connector name written to `source.connector`.
     connector: str = ""

@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from cdc_logs.envelope import ChangeEvent, Heartbeat, Op
+from cdc_logs.envelope import ChangeEvent, Heartbeat, Op, Undecodable
 from cdc_logs.position import Position
 
 _SNAPSHOT_MARKS = {"true", "first", "last", "incremental"}
@@ -64,22 +64,22 @@ class ContractChecker:
     _boundary: bool = True  # whether the last event was a boundary
     _closed: set[str] = field(default_factory=set)
 
-    def feed(self, item: ChangeEvent | Heartbeat | None) -> None:
+    def feed(self, item: ChangeEvent | Heartbeat | Undecodable | None) -> None:
         if item is None:
             return
-        if isinstance(item, Heartbeat):
+        if isinstance(item, Heartbeat | Undecodable):
             self._heartbeat(item)
             return
         self.events += 1
         self._event(item)
 
-    def check_all(self, items: list[ChangeEvent | Heartbeat | None]) -> list[str]:
+    def check_all(self, items: list[ChangeEvent | Heartbeat | Undecodable | None]) -> list[str]:
         for item in items:
             self.feed(item)
         return self.violations
 
     # -- rules ---------------------------------------------------------------------------------------
-    def _fail(self, rule: str, event: ChangeEvent | Heartbeat, text: str) -> None:
+    def _fail(self, rule: str, event: ChangeEvent | Heartbeat | Undecodable, text: str) -> None:
         where = ""
         if isinstance(event, ChangeEvent):
             where = f"{event.op.value} {event.source.qualified_table} key={event.key} "
@@ -89,15 +89,16 @@ class ContractChecker:
     def _lane(self, position: Position) -> tuple[str, str, str]:
         return (position.kind, position.server, position.lane())
 
-    def _heartbeat(self, beat: Heartbeat) -> None:
+    def _heartbeat(self, beat: Heartbeat | Undecodable) -> None:
+        """A heartbeat, or a change the reader could not decode (it holds its change's place)."""
         pos = beat.position
-        if pos.event != 0:
-            self._fail("P3", beat, "a heartbeat must be a resume point (event 0)")
+        if beat.boundary and pos.event != 0:
+            self._fail("P3", beat, "a resume point must have event 0")
         last = self._last.get(self._lane(pos))
         if last is not None and pos.lane_key() < last.lane_key():
             self._fail("P2", beat, f"heartbeat goes back from {last.describe()}")
         self._last[self._lane(pos)] = pos if last is None or last.lane_key() < pos.lane_key() else last
-        if self._tx is not None and not self._boundary:
+        if isinstance(beat, Heartbeat) and self._tx is not None and not self._boundary:
             self._fail("T2", beat, f"heartbeat inside transaction {self._tx.id}")
 
     def _event(self, event: ChangeEvent) -> None:

@@ -9,12 +9,17 @@ source position if they need exactly-once.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Literal
 
+from pydantic import ConfigDict, Field
+
+from cdc_logs import registry
+from cdc_logs.configmodel import SinkConfigBase
 from cdc_logs.envelope import ChangeEvent
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.sinks.base import Sink
@@ -92,12 +97,23 @@ class FileSink(Sink):
             if self.fsync:
                 os.fsync(fh.fileno())
         except OSError as exc:
+            self._undo_partial_write()
             raise CdcError(
                 ErrorKind.SINK_TRANSIENT,
                 f"write to {self.path} failed: {exc.strerror}",
                 "free disk space or fix permissions; the batch is retried",
             ) from exc
         self._size += len(data)
+
+    def _undo_partial_write(self) -> None:
+        """A failed write (a full disk) may have put part of the batch in the file: cut the file back
+        to the last complete batch, so the retry does not leave half a line in the middle."""
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            with contextlib.suppress(OSError):
+                fh.close()  # its buffer may still fail to flush: what it held is cut below
+        with contextlib.suppress(OSError):
+            os.truncate(self.path, self._size)
 
     def segments(self) -> list[Path]:
         """Rotated segments, oldest first."""
@@ -127,3 +143,44 @@ class FileSink(Sink):
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+
+# -- config ----------------------------------------------------------------------------------------
+class FileSinkConfig(SinkConfigBase):
+    """JSON lines, one Debezium envelope per line, fsync'd before each write returns, rotated by size."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"type": "file", "path": "/var/lib/cdc/changes.jsonl"}]}
+    )
+
+    type: Literal["file"] = Field(description="Selects this destination.")
+    path: str = Field(
+        description="The active file (its directory is created); rotated segments are path.000001, "
+        ".000002, ... (oldest first).",
+        examples=["/var/lib/cdc/changes.jsonl"],
+    )
+    max_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1024,
+        description="Bytes: when the next batch would take the file past this size, it is renamed to the "
+        "next segment first (a single batch is never split).",
+        examples=[1_073_741_824],
+    )
+    max_files: int | None = Field(
+        None,
+        ge=0,
+        description="Rotated segments to keep; older ones are deleted at rotation (0 keeps none). Default: "
+        "all of them.",
+        examples=[10],
+    )
+    fsync: bool = Field(
+        True,
+        description="fsync each batch (and the directory at rotation) before the write returns; false "
+        "trades durability on a machine crash for speed.",
+    )
+
+
+@registry.sink(FileSinkConfig, capabilities={"log", "ordered"})
+def build(cfg: FileSinkConfig, ctx: registry.BuildContext) -> FileSink:
+    name = cfg.name or cfg.type
+    return FileSink(cfg.path, max_bytes=cfg.max_bytes, max_files=cfg.max_files, fsync=cfg.fsync, name=name)

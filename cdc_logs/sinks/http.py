@@ -11,9 +11,9 @@ Responses: 2xx delivered. 5xx, 408, 429, timeouts and connection errors are retr
 exponential backoff (honouring a numeric Retry-After, capped), `max_attempts` times; then the batch
 fails as SINK_TRANSIENT and the pipeline retries it later (requests already accepted are sent again:
 at-least-once). Any other 4xx means the receiver refuses this data: after `rejected_attempts` tries
-the request's events go to `dead_letter_path` (JSON lines: reason, status, the response's start,
-the envelope), fsync'd, and the sink carries on; without a dead-letter path it fails as
-SINK_REJECTED so an operator looks.
+the request's events go to `dead_letter_path` (deadletter.py's records: the reason, the envelope,
+and in `origin` the status and the response's start), fsync'd, and the sink carries on; without a
+dead-letter path it fails as SINK_REJECTED so an operator looks.
 
 Ordering: requests are sent one at a time in source order. A dead-lettered request leaves a gap in
 its keys' history at the receiver; the dead-letter file keeps those events, in order.
@@ -21,20 +21,23 @@ its keys' history at the receiver; the dead-letter file keeps those events, in o
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import hmac
-import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import orjson
+from pydantic import ConfigDict, Field, SecretStr
 
+from cdc_logs import registry
+from cdc_logs.configmodel import SinkConfigBase, secret
+from cdc_logs.deadletter import DeadLetterWriter, refused
 from cdc_logs.envelope import ChangeEvent
 from cdc_logs.errors import CdcError, ErrorKind
-from cdc_logs.observability.logging import get_logger, redact
+from cdc_logs.observability.logging import get_logger
+from cdc_logs.observability.redact import redact
+from cdc_logs.retry import RetryPolicy
 from cdc_logs.sinks.base import Sink
 from cdc_logs.sinks.dedup import EventIds
 
@@ -49,7 +52,7 @@ class HttpSink(Sink):
         url: str,
         *,
         method: str = "POST",
-        format: str = "json",
+        body_format: str = "json",
         headers: Mapping[str, str] | None = None,
         secret: str | None = None,
         signature_header: str = "X-CDC-Signature",
@@ -62,11 +65,11 @@ class HttpSink(Sink):
         dead_letter_path: str | Path | None = None,
         name: str = "http",
     ) -> None:
-        if format not in ("json", "ndjson"):
-            raise CdcError(ErrorKind.CONFIG, f"http format must be json or ndjson, got {format!r}")
+        if body_format not in ("json", "ndjson"):
+            raise CdcError(ErrorKind.CONFIG, f"http format must be json or ndjson, got {body_format!r}")
         self.url = url
         self.method = method.upper()
-        self.format = format
+        self.format = body_format
         self.headers = dict(headers or {})
         self._secret = secret.encode() if secret else None
         self.signature_header = signature_header
@@ -77,6 +80,7 @@ class HttpSink(Sink):
         self.max_events_per_request = max_events_per_request
         self.rejected_attempts = max(1, rejected_attempts)
         self.dead_letter_path = Path(dead_letter_path) if dead_letter_path else None
+        self._dead_letters = DeadLetterWriter(self.dead_letter_path) if self.dead_letter_path else None
         self.name = name
         self._session: Any = None
         self._ids = EventIds()
@@ -140,7 +144,7 @@ class HttpSink(Sink):
             else:
                 if resp.status_code < 300:
                     return
-                problem = f"HTTP {resp.status_code}: {resp.text[:300]}"
+                problem = f"HTTP {resp.status_code}: {redact(resp.text)[:300]}"
                 if resp.status_code >= 500 or resp.status_code in _RETRY_STATUS:
                     wait = _retry_after(resp.headers.get("Retry-After"), wait, self.max_backoff_s)
                 else:
@@ -160,31 +164,22 @@ class HttpSink(Sink):
         )
 
     def _backoff(self, attempt: int) -> float:
-        return float(min(self.max_backoff_s, self.initial_backoff_s * 2 ** (attempt - 1)))
+        return RetryPolicy(self.max_attempts, self.initial_backoff_s, self.max_backoff_s).backoff(attempt)
 
     def _reject(self, events: Sequence[ChangeEvent], status: int, text: str) -> None:
         reason = f"HTTP {status} from {redact(self.url)}"
-        if self.dead_letter_path is None:
+        if self._dead_letters is None:
             raise CdcError(
                 ErrorKind.SINK_REJECTED,
-                f"webhook refused {len(events)} events: {reason}: {text[:300]}",
+                f"webhook refused {len(events)} events: {reason}: {redact(text)[:300]}",
                 "fix the receiver or the payload, or set destination.dead_letter_path to park refused events",
             )
-        now = dt.datetime.now(dt.UTC).isoformat()
-        lines = b"".join(
-            orjson.dumps(
-                {"ts": now, "sink": self.name, "reason": reason, "status": status, "response": text[:1000]}
-            )[:-1]
-            + b',"envelope":'
-            + e.to_json()
-            + b"}\n"
-            for e in events
+        error = CdcError(
+            ErrorKind.SINK_REJECTED, reason, "fix the receiver or the payload, then send the envelope again"
         )
+        origin = {"status": status, "response": redact(text)[:1000]}
         try:
-            with open(self.dead_letter_path, "ab") as fh:
-                fh.write(lines)
-                fh.flush()
-                os.fsync(fh.fileno())
+            self._dead_letters.write(refused(self.name, e, error, origin) for e in events)
         except OSError as exc:
             raise CdcError(
                 ErrorKind.SINK_TRANSIENT,
@@ -200,3 +195,104 @@ def _retry_after(value: str | None, default: float, cap: float) -> float:
         return min(cap, max(0.0, float(value))) if value else default
     except ValueError:
         return default
+
+
+# -- config ----------------------------------------------------------------------------------------
+class HttpSinkConfig(SinkConfigBase):
+    """Webhook: batched, signed POSTs with retries and a dead-letter file."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"type": "webhook", "url": "https://hooks.example.com/cdc"}]}
+    )
+
+    type: Literal["http", "webhook"] = Field(description="Selects this destination; `http` is an alias.")
+    url: str = Field(
+        description="Endpoint the batches are sent to (http or https).",
+        examples=["https://hooks.example.com/cdc"],
+    )
+    method: Literal["POST", "PUT"] = Field(
+        "POST", description="HTTP method of each request.", examples=["PUT"]
+    )
+    body_format: Literal["json", "ndjson"] = Field(
+        "json",
+        alias="format",
+        description="json: a JSON array of envelopes (application/json); ndjson: one envelope per line "
+        "(application/x-ndjson).",
+        examples=["ndjson"],
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra request headers (they may replace Content-Type and Idempotency-Key, not the "
+        "signature). Write tokens as ${VAR}: an Authorization header is masked in output.",
+        examples=[{"Authorization": "Bearer ${WEBHOOK_TOKEN}"}],
+    )
+    secret: SecretStr | None = Field(
+        None,
+        description="HMAC-SHA256 key: each request carries sha256=<hex digest of the raw body> in "
+        "`signature_header`. A secret: never logged. Default: requests are not signed.",
+        examples=["${WEBHOOK_SECRET}"],
+    )
+    signature_header: str = Field(
+        "X-CDC-Signature", description="Header that carries the signature.", examples=["X-Hub-Signature-256"]
+    )
+    timeout_s: float = Field(
+        10.0, gt=0, description="Seconds to wait for the connection and for the response.", examples=[30.0]
+    )
+    max_attempts: int = Field(
+        5,
+        ge=1,
+        description="Tries per request on 5xx, 408, 429, timeouts and connection errors, with exponential "
+        "backoff (a numeric Retry-After is honoured); then the batch fails and the pipeline retries it.",
+        examples=[8],
+    )
+    initial_backoff_ms: int = Field(
+        500, ge=1, description="Milliseconds before the second try; doubled per try.", examples=[1000]
+    )
+    max_backoff_ms: int = Field(
+        10_000,
+        ge=1,
+        description="Milliseconds: the cap of the backoff and of a Retry-After wait.",
+        examples=[60_000],
+    )
+    max_events_per_request: int | None = Field(
+        None,
+        ge=1,
+        description="Split a batch into requests of at most this many events, sent in order. Default: one "
+        "request per batch (sync.batch.max_events).",
+        examples=[500],
+    )
+    rejected_attempts: int = Field(
+        1,
+        ge=1,
+        description="Tries on any other 4xx (the receiver refuses the data) before the request's events "
+        "are dead-lettered.",
+        examples=[3],
+    )
+    dead_letter_path: str | None = Field(
+        None,
+        description="JSON-lines file of the events the receiver refused, after which delivery goes on: "
+        "cdc-logs dead-letter records (docs/configuration.md#dead-letters) with the reason, the envelope "
+        "and, in `origin`, the HTTP status and the response's start. Default: none, and a refusal stops "
+        "the pipeline.",
+        examples=["/var/lib/cdc/webhook.dead.jsonl"],
+    )
+
+
+@registry.sink(HttpSinkConfig, capabilities={"log", "ordered", "dedup_ids"})
+def build(cfg: HttpSinkConfig, ctx: registry.BuildContext) -> HttpSink:
+    return HttpSink(
+        cfg.url,
+        method=cfg.method,
+        body_format=cfg.body_format,
+        headers=cfg.headers,
+        secret=secret(cfg.secret),
+        signature_header=cfg.signature_header,
+        timeout_s=cfg.timeout_s,
+        max_attempts=cfg.max_attempts,
+        initial_backoff_s=cfg.initial_backoff_ms / 1000,
+        max_backoff_s=cfg.max_backoff_ms / 1000,
+        max_events_per_request=cfg.max_events_per_request,
+        rejected_attempts=cfg.rejected_attempts,
+        dead_letter_path=cfg.dead_letter_path,
+        name=cfg.name or cfg.type,
+    )

@@ -23,11 +23,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from cdc_logs import registry
+from cdc_logs.configmodel import TOPIC_TEMPLATE, SinkConfigBase, secret
 from cdc_logs.envelope import ChangeEvent, Op, dumps
 from cdc_logs.errors import CdcError, ErrorKind
-from cdc_logs.observability.logging import get_logger, redact
+from cdc_logs.extras import need
+from cdc_logs.observability.logging import get_logger
+from cdc_logs.observability.redact import redact
 from cdc_logs.sinks.base import Sink
 from cdc_logs.sinks.routing import DEBEZIUM_TOPIC, check_template, position_headers, render, source_label
 
@@ -88,7 +94,7 @@ class KafkaSink(Sink):
         topic_template: str = DEBEZIUM_TOPIC,
         prefix: str | None = None,
         key_field: str | None = None,
-        compression: str = "none",
+        compression_type: str = "none",
         tombstones_on_delete: bool = True,
         headers: bool = True,
         delivery_timeout_ms: int = 30_000,
@@ -119,7 +125,7 @@ class KafkaSink(Sink):
         self.name = name
         self._conf: dict[str, Any] = {
             "bootstrap.servers": bootstrap_servers,
-            "compression.type": compression,
+            "compression.type": compression_type,
             "linger.ms": linger_ms,
             "delivery.timeout.ms": delivery_timeout_ms,
             # murmur2 is the Java client's hash: same key -> same partition as Debezium's producer.
@@ -136,7 +142,9 @@ class KafkaSink(Sink):
         from confluent_kafka import KafkaException, Producer
 
         try:
-            self._producer = Producer(self._conf)
+            from cdc_logs.kafka_logging import with_logger
+
+            self._producer = Producer(with_logger(self._conf))
             # Fails fast on a wrong address or credentials instead of at the first batch's timeout.
             self._producer.list_topics(timeout=self.open_timeout_s)
         except KafkaException as exc:
@@ -237,3 +245,194 @@ class KafkaSink(Sink):
         return CdcError(
             ErrorKind.SINK_TRANSIENT, text, "the batch is retried; check the brokers if it persists"
         )
+
+
+# -- config ----------------------------------------------------------------------------------------
+class KafkaSinkConfig(SinkConfigBase):
+    """Kafka producer: Debezium-shaped JSON (or Avro with a schema registry)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"type": "kafka", "bootstrap_servers": "kafka-1:9092"}]}
+    )
+
+    type: Literal["kafka"] = Field(description="Selects this destination.")
+    bootstrap_servers: str = Field(
+        description="Kafka bootstrap servers, host:port[,host:port]; never with credentials in them (use "
+        "the sasl_* fields).",
+        examples=["kafka-1:9092,kafka-2:9092"],
+    )
+    topic: str | None = Field(
+        None,
+        description="One fixed topic for every table (a template like `topic_template`); overrides "
+        "`topic_template`.",
+        examples=["processed_events"],
+    )
+    topic_template: str = Field(
+        TOPIC_TEMPLATE,
+        description="Topic per event, from {prefix} {db} {schema} {table} {op} {connector}; the default is "
+        "Debezium's naming. Characters Kafka forbids become _.",
+        examples=["cdc.{db}.{table}"],
+    )
+    prefix: str | None = Field(
+        None,
+        description="{prefix} in `topic_template`. Default: the event's source.name: the pipeline name "
+        "(native readers) or the Debezium connector's topic.prefix.",
+        examples=["shop"],
+    )
+    key_field: str | None = Field(
+        None,
+        description='Key records by this one column ({"column": value}) instead of the event key (the '
+        "primary key); every row must carry it. Same key, same partition, in order.",
+        examples=["customer_id"],
+    )
+    partition_strategy: str = Field(
+        "hash",
+        description="Only hash (records partitioned by key, murmur2 as the Java client) is accepted: it is "
+        "what keeps each key's changes in one partition, in order.",
+        examples=["hash"],
+    )
+    compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+        "none", description="librdkafka compression.type of the produced batches.", examples=["zstd"]
+    )
+    tombstones_on_delete: bool = Field(
+        True,
+        description="After each delete, a record with the same key and a null value, as Debezium sends, "
+        "so log compaction can drop the key.",
+    )
+    headers: bool = Field(
+        True,
+        description="Record headers op, position (the encoded source position) and the source's own "
+        "coordinates (lsn, gtid, ...), so consumers can route or dedup without parsing the value.",
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] | None = Field(
+        None,
+        description="librdkafka security.protocol. Default: librdkafka's (PLAINTEXT).",
+        examples=["SASL_SSL"],
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"] | None = (
+        Field(
+            None, description="librdkafka sasl.mechanism, with a SASL_* protocol.", examples=["SCRAM-SHA-512"]
+        )
+    )
+    sasl_username: str | None = Field(None, description="librdkafka sasl.username.", examples=["cdc-writer"])
+    sasl_password: SecretStr | None = Field(
+        None, description="librdkafka sasl.password. A secret: never logged.", examples=["${KAFKA_PASSWORD}"]
+    )
+    ssl_ca_location: str | None = Field(
+        None,
+        description="CA certificate file (PEM) to verify the brokers with. Default: the system's CAs.",
+        examples=["/etc/ssl/certs/kafka-ca.pem"],
+    )
+    delivery_timeout_ms: int = Field(
+        30_000,
+        ge=1000,
+        description="librdkafka delivery.timeout.ms: how long a record may take to be acknowledged, "
+        "retries included; a batch waits at most this plus 5 s, then fails and is retried whole.",
+        examples=[120_000],
+    )
+    linger_ms: int = Field(
+        5,
+        ge=0,
+        description="librdkafka linger.ms: milliseconds records wait to fill a produce request.",
+        examples=[20],
+    )
+    producer_config: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="Extra librdkafka producer settings, applied over the ones above; enable.idempotence "
+        "and acks are fixed (true, all) and refused if set otherwise.",
+        examples=[{"batch.size": 1048576, "message.max.bytes": 2000000}],
+    )
+    message_format: Literal["json", "avro"] | None = Field(
+        None,
+        alias="format",
+        description="json: the envelope as JSON (Debezium's JsonConverter, schemas off); avro: Confluent "
+        "wire format through the schema registry. Default: avro when schema_registry_url is set, else json.",
+        examples=["avro"],
+    )
+    schema_registry_url: str | None = Field(
+        None,
+        description="Confluent-API schema registry (Apicurio: its /apis/ccompat/v7 path) for Avro.",
+        examples=["http://registry.internal:8081"],
+    )
+    schema_registry_username: str | None = Field(
+        None, description="Basic-auth user for the schema registry.", examples=["cdc"]
+    )
+    schema_registry_password: SecretStr | None = Field(
+        None,
+        description="Basic-auth password for the schema registry. A secret: never logged.",
+        examples=["${REGISTRY_PASSWORD}"],
+    )
+    value_schema: str | None = Field(
+        None,
+        description="Registry subject for every record value, whatever the topic. Default: <topic>-value "
+        "(TopicNameStrategy); keys always use <topic>-key.",
+        examples=["user_event_v2"],
+    )
+
+    @field_validator("partition_strategy")
+    @classmethod
+    def _hash_only(cls, value: str) -> str:
+        if value != "hash":
+            raise ValueError(
+                f"partition_strategy {value!r} is not supported: only `hash` keeps each key's changes in "
+                "one partition, in order (round_robin would let a consumer see an update before its insert); "
+                "use key_field to choose what is hashed"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _avro_needs_registry(self) -> KafkaSinkConfig:
+        if self.message_format == "avro" and not self.schema_registry_url:
+            raise ValueError("format avro needs schema_registry_url")
+        return self
+
+    @property
+    def avro(self) -> bool:
+        return self.message_format == "avro" or (
+            self.message_format is None and bool(self.schema_registry_url)
+        )
+
+    def librdkafka(self) -> dict[str, Any]:
+        conf: dict[str, Any] = {}
+        for key, value in (
+            ("security.protocol", self.security_protocol),
+            ("sasl.mechanism", self.sasl_mechanism),
+            ("sasl.username", self.sasl_username),
+            ("sasl.password", secret(self.sasl_password)),
+            ("ssl.ca.location", self.ssl_ca_location),
+        ):
+            if value is not None:
+                conf[key] = value
+        return {**conf, **self.producer_config}
+
+
+@registry.sink(KafkaSinkConfig, capabilities={"log", "ordered"})
+def build(cfg: KafkaSinkConfig, ctx: registry.BuildContext) -> KafkaSink:
+    need("confluent_kafka", "kafka")
+    encoder = None
+    if cfg.avro:
+        need("fastavro", "kafka")
+        from cdc_logs.sinks.kafka_avro import AvroEncoder, SchemaRegistry
+
+        assert cfg.schema_registry_url is not None
+        schemas = SchemaRegistry(
+            cfg.schema_registry_url,
+            username=cfg.schema_registry_username,
+            password=secret(cfg.schema_registry_password),
+        )
+        encoder = AvroEncoder(schemas, value_subject=cfg.value_schema)
+    return KafkaSink(
+        cfg.bootstrap_servers,
+        topic=cfg.topic,
+        topic_template=cfg.topic_template,
+        prefix=cfg.prefix,
+        key_field=cfg.key_field,
+        compression_type=cfg.compression_type,
+        tombstones_on_delete=cfg.tombstones_on_delete,
+        headers=cfg.headers,
+        delivery_timeout_ms=cfg.delivery_timeout_ms,
+        linger_ms=cfg.linger_ms,
+        config=cfg.librdkafka(),
+        encoder=encoder,
+        name=cfg.name or cfg.type,
+    )

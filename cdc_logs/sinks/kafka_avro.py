@@ -31,7 +31,7 @@ import orjson
 
 from cdc_logs.envelope import ChangeEvent, dumps
 from cdc_logs.errors import CdcError, ErrorKind
-from cdc_logs.observability.logging import redact
+from cdc_logs.observability.redact import redact
 
 _NAME = re.compile(r"[^A-Za-z0-9_]")
 _MAGIC = b"\x00"
@@ -110,13 +110,14 @@ class SchemaRegistry:
         if resp.status_code in (409, 422):
             raise CdcError(
                 ErrorKind.SINK_REJECTED,
-                f"schema registry refused a new schema for {subject}: {resp.text[:300]}",
+                f"schema registry refused a new schema for {subject}: {redact(resp.text)[:300]}",
                 "the table changed incompatibly with the subject's compatibility rule: relax it or "
                 "register the schema by hand",
             )
         if resp.status_code >= 300:
             raise CdcError(
-                ErrorKind.SINK_TRANSIENT, f"schema registry answered {resp.status_code}: {resp.text[:300]}"
+                ErrorKind.SINK_TRANSIENT,
+                f"schema registry answered {resp.status_code}: {redact(resp.text)[:300]}",
             )
         schema_id = int(resp.json()["id"])
         self._ids[(subject, text)] = schema_id

@@ -25,12 +25,17 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from pydantic import ConfigDict, Field, SecretStr
+
+from cdc_logs import registry
+from cdc_logs.configmodel import SinkConfigBase, secret
 from cdc_logs.envelope import ChangeEvent
 from cdc_logs.errors import CdcError, ErrorKind
-from cdc_logs.observability.logging import redact
+from cdc_logs.extras import need
+from cdc_logs.observability.redact import redact
 from cdc_logs.sinks.base import Sink
 from cdc_logs.sinks.routing import check_template, position_text, render
 
@@ -212,3 +217,90 @@ class MqttSink(Sink):
                 f"the MQTT broker refused {len(failed)} of {len(batch)} messages: {failed[0]}",
                 "check the broker's ACLs for these topics and its message size and quota limits",
             )
+
+
+# -- config ----------------------------------------------------------------------------------------
+class MqttSinkConfig(SinkConfigBase):
+    """MQTT, QoS 1 (or 2), every PUBACK awaited."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"type": "mqtt", "broker": "mqtt://broker.internal:1883"}]}
+    )
+
+    type: Literal["mqtt"] = Field(description="Selects this destination.")
+    url: str = Field(
+        "mqtt://127.0.0.1:1883",
+        alias="broker",
+        description="Broker URL: mqtt://host[:port] (default port 1883) or mqtts:// / ssl:// for TLS "
+        "(default port 8883, the server's certificate is verified). user:password in it are used when "
+        "username/password are not set.",
+        examples=["mqtts://broker.internal:8883"],
+    )
+    topic: str = Field(
+        "{prefix}/{schema}/{table}",
+        description="Topic per event, from {prefix} {db} {schema} {table} {op} {connector} (MQTT levels are "
+        "/-separated); + and # in the result become _.",
+        examples=["cdc/{table}/{op}"],
+    )
+    prefix: str | None = Field(
+        None,
+        description="{prefix} in `topic`. Default: the event's source.name: the pipeline name (native "
+        "readers) or the Debezium connector's topic.prefix.",
+        examples=["shop"],
+    )
+    qos: Literal[1, 2] = Field(
+        1,
+        description="QoS of every publish; each is awaited (PUBACK / PUBCOMP). QoS 0 is refused: nothing "
+        "would confirm delivery.",
+        examples=[2],
+    )
+    retain: bool = Field(
+        False, description="Publish with the retain flag: the broker keeps each topic's last message."
+    )
+    protocol_version: Literal[5, 311] = Field(
+        5,
+        description="5: MQTT 5, each message with user properties op, key and position and content type "
+        "application/json; 311: MQTT 3.1.1 for old brokers (no properties).",
+        examples=[311],
+    )
+    client_id: str | None = Field(
+        None,
+        description="MQTT client id. Default: cdc-logs-<sink name>-<random>, new on every start.",
+        examples=["cdc-logs-shop"],
+    )
+    username: str | None = Field(None, description="User name to log in with.", examples=["cdc"])
+    password: SecretStr | None = Field(
+        None, description="Password to log in with. A secret: never logged.", examples=["${MQTT_PASSWORD}"]
+    )
+    max_inflight: int = Field(
+        1000,
+        ge=1,
+        description="Messages published and not yet acknowledged at once (the client's in-flight window).",
+        examples=[100],
+    )
+    timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds to wait for the connection, and for every acknowledgement of a batch; then "
+        "the batch fails and is retried.",
+        examples=[60.0],
+    )
+
+
+@registry.sink(MqttSinkConfig, capabilities={"log"})
+def build(cfg: MqttSinkConfig, ctx: registry.BuildContext) -> MqttSink:
+    need("paho", "mqtt")
+    return MqttSink(
+        cfg.url,
+        topic=cfg.topic,
+        prefix=cfg.prefix,
+        qos=cfg.qos,
+        retain=cfg.retain,
+        protocol_version=cfg.protocol_version,
+        client_id=cfg.client_id,
+        username=cfg.username,
+        password=secret(cfg.password),
+        max_inflight=cfg.max_inflight,
+        timeout_s=cfg.timeout_s,
+        name=cfg.name or cfg.type,
+    )

@@ -28,11 +28,16 @@ import contextlib
 import re
 import threading
 from collections.abc import Coroutine, Sequence
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
+from pydantic import ConfigDict, Field, SecretStr
+
+from cdc_logs import registry
+from cdc_logs.configmodel import TOPIC_TEMPLATE, SinkConfigBase, secret
 from cdc_logs.envelope import ChangeEvent
 from cdc_logs.errors import CdcError, ErrorKind
-from cdc_logs.observability.logging import redact
+from cdc_logs.extras import need
+from cdc_logs.observability.redact import redact
 from cdc_logs.sinks.base import Sink
 from cdc_logs.sinks.dedup import EventIds
 from cdc_logs.sinks.routing import DEBEZIUM_TOPIC, check_template, position_text, render, template_fields
@@ -203,3 +208,91 @@ class NatsSink(Sink):
         return CdcError(
             ErrorKind.SINK_TRANSIENT, text, "the batch is retried; duplicates are dropped by Nats-Msg-Id"
         )
+
+
+# -- config ----------------------------------------------------------------------------------------
+class NatsSinkConfig(SinkConfigBase):
+    """NATS JetStream with server-side dedup (Nats-Msg-Id)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"type": "nats", "url": "nats://nats.internal:4222", "prefix": "shop"}]
+        }
+    )
+
+    type: Literal["nats"] = Field(description="Selects this destination.")
+    url: str = Field(
+        "nats://127.0.0.1:4222",
+        description="NATS server URL; the server must run with JetStream.",
+        examples=["nats://nats.internal:4222"],
+    )
+    subject: str = Field(
+        TOPIC_TEMPLATE,
+        description="Subject per event, from {prefix} {db} {schema} {table} {op} {connector}; it must fall "
+        "inside the stream's subjects.",
+        examples=["cdc.{table}.{op}"],
+    )
+    prefix: str | None = Field(
+        None,
+        description="{prefix} in `subject`; also names the default stream and its subjects <prefix>.>. "
+        "Default: the event's source.name (the pipeline name, or a Debezium connector's topic.prefix), and "
+        "then `stream_subjects` must be given when the stream is created.",
+        examples=["shop"],
+    )
+    stream: str | None = Field(
+        None,
+        description="JetStream stream to publish to. Default: `prefix` (else the sink name) in upper case, "
+        "other characters than letters, digits, _ and - replaced by _.",
+        examples=["SHOP"],
+    )
+    stream_subjects: list[str] | None = Field(
+        None,
+        description="Subjects of the stream when it is created. Default: <prefix>.> with a prefix, else "
+        "`subject` when it has no placeholders.",
+        examples=[["shop.>"]],
+    )
+    create_stream: bool = Field(
+        True,
+        description="Create the stream (file storage) when it does not exist; false: a missing stream "
+        "stops the pipeline.",
+    )
+    duplicate_window_s: float = Field(
+        120.0,
+        gt=0,
+        description="Seconds: the created stream's duplicate window, within which JetStream drops a "
+        "replayed message by its Nats-Msg-Id. Not applied to an existing stream.",
+        examples=[600.0],
+    )
+    timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds to wait for the connection, and for every acknowledgement of a batch; then "
+        "the batch fails and is retried.",
+        examples=[60.0],
+    )
+    user: str | None = Field(None, description="User name to log in with.", examples=["cdc"])
+    password: SecretStr | None = Field(
+        None, description="Password of `user`. A secret: never logged.", examples=["${NATS_PASSWORD}"]
+    )
+    token: SecretStr | None = Field(
+        None, description="Token to log in with. A secret: never logged.", examples=["${NATS_TOKEN}"]
+    )
+
+
+@registry.sink(NatsSinkConfig, capabilities={"log", "ordered", "dedup_ids"})
+def build(cfg: NatsSinkConfig, ctx: registry.BuildContext) -> NatsSink:
+    need("nats", "nats")
+    return NatsSink(
+        cfg.url,
+        subject=cfg.subject,
+        prefix=cfg.prefix,
+        stream=cfg.stream,
+        stream_subjects=cfg.stream_subjects,
+        create_stream=cfg.create_stream,
+        duplicate_window_s=cfg.duplicate_window_s,
+        timeout_s=cfg.timeout_s,
+        user=cfg.user,
+        password=secret(cfg.password),
+        token=secret(cfg.token),
+        name=cfg.name or cfg.type,
+    )

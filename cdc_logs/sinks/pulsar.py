@@ -27,11 +27,16 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import ConfigDict, Field, SecretStr
+
+from cdc_logs import registry
+from cdc_logs.configmodel import SinkConfigBase, secret
 from cdc_logs.envelope import ChangeEvent
 from cdc_logs.errors import CdcError, ErrorKind
-from cdc_logs.observability.logging import redact
+from cdc_logs.extras import need
+from cdc_logs.observability.redact import redact
 from cdc_logs.sinks.base import Sink
 from cdc_logs.sinks.dedup import EventIds
 from cdc_logs.sinks.routing import check_template, position_text, render
@@ -222,3 +227,68 @@ def _quiet_logger() -> Any:
     logger = logging.getLogger("cdc_logs.pulsar_client")
     logger.setLevel(logging.WARNING)
     return logger
+
+
+# -- config ----------------------------------------------------------------------------------------
+class PulsarSinkConfig(SinkConfigBase):
+    """Apache Pulsar producer (not tested against a live server here: see docs/sinks.md)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"type": "pulsar", "service_url": "pulsar://pulsar.internal:6650"}]}
+    )
+
+    type: Literal["pulsar"] = Field(description="Selects this destination.")
+    service_url: str = Field(
+        "pulsar://127.0.0.1:6650",
+        description="Pulsar service URL, pulsar://host:port.",
+        examples=["pulsar://pulsar.internal:6650"],
+    )
+    topic: str = Field(
+        "persistent://public/default/{prefix}.{schema}.{table}",
+        description="Topic per event, from {prefix} {db} {schema} {table} {op} {connector}; its namespace "
+        "must exist.",
+        examples=["persistent://public/cdc/{table}"],
+    )
+    prefix: str | None = Field(
+        None,
+        description="{prefix} in `topic`. Default: the event's source.name: the pipeline name (native "
+        "readers) or the Debezium connector's topic.prefix.",
+        examples=["shop"],
+    )
+    producer_name: str | None = Field(
+        None,
+        description="Name prefix of the producers (one per topic: <producer_name>-<topic's last part>). "
+        "Default: names chosen by the broker. The sink sets no sequence ids, so it does not rely on broker "
+        "deduplication; consumers dedup by the event_id property.",
+        examples=["cdc-logs-shop"],
+    )
+    compression_type: Literal["none", "lz4", "zlib", "zstd", "snappy"] = Field(
+        "none", description="Compression of each message.", examples=["lz4"]
+    )
+    send_timeout_ms: int = Field(
+        30_000,
+        ge=1000,
+        description="Milliseconds a message may take to be persisted (also the client's operation timeout, "
+        "in whole seconds); a batch fails when one is not.",
+        examples=[60_000],
+    )
+    auth_token: SecretStr | None = Field(
+        None,
+        description="Token for Pulsar's token authentication. A secret: never logged.",
+        examples=["${PULSAR_TOKEN}"],
+    )
+
+
+@registry.sink(PulsarSinkConfig, capabilities={"log", "ordered", "dedup_ids"})
+def build(cfg: PulsarSinkConfig, ctx: registry.BuildContext) -> PulsarSink:
+    need("pulsar", "pulsar")
+    return PulsarSink(
+        cfg.service_url,
+        topic=cfg.topic,
+        prefix=cfg.prefix,
+        producer_name=cfg.producer_name,
+        compression_type=cfg.compression_type,
+        send_timeout_ms=cfg.send_timeout_ms,
+        auth_token=secret(cfg.auth_token),
+        name=cfg.name or cfg.type,
+    )

@@ -28,11 +28,17 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import quote
 
+from pydantic import ConfigDict, Field, SecretStr, model_validator
+
+from cdc_logs import registry
+from cdc_logs.configmodel import SinkConfigBase
 from cdc_logs.envelope import ChangeEvent
 from cdc_logs.errors import CdcError, ErrorKind
-from cdc_logs.observability.logging import redact
+from cdc_logs.extras import need
+from cdc_logs.observability.redact import redact
 from cdc_logs.sinks.base import Sink
 from cdc_logs.sinks.dedup import EventIds
 from cdc_logs.sinks.routing import check_template, position_text, render
@@ -235,3 +241,118 @@ class RabbitMQSink(Sink):
         return CdcError(
             ErrorKind.SINK_TRANSIENT, f"{what}: {exc!r}", "the batch is retried when RabbitMQ is back"
         )
+
+
+# -- config ----------------------------------------------------------------------------------------
+class RabbitMQSinkConfig(SinkConfigBase):
+    """RabbitMQ: persistent messages with publisher confirms."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "rabbitmq",
+                    "host": "rabbit.internal",
+                    "username": "cdc",
+                    "password": "${RABBITMQ_PASSWORD}",
+                    "exchange": "cdc",
+                }
+            ]
+        }
+    )
+
+    type: Literal["rabbitmq"] = Field(description="Selects this destination.")
+    url: str | None = Field(
+        None,
+        description="AMQP URL; when set, host, port, username, password and virtual_host are ignored. A "
+        "password in it is masked in output; write it as ${VAR}.",
+        examples=["amqp://cdc:${RABBITMQ_PASSWORD}@rabbit.internal:5672/%2F"],
+    )
+    host: str = Field(
+        "127.0.0.1", description="Broker host, when `url` is not set.", examples=["rabbit.internal"]
+    )
+    port: int = Field(
+        5672, ge=1, le=65535, description="Broker port, when `url` is not set.", examples=[5671]
+    )
+    username: str = Field("guest", description="User, when `url` is not set.", examples=["cdc"])
+    password: SecretStr = Field(
+        SecretStr("guest"),
+        description="Password of `username`, when `url` is not set. A secret: never logged. Default: "
+        "RabbitMQ's stock guest password (the guest user may only connect from localhost).",
+        examples=["${RABBITMQ_PASSWORD}"],
+    )
+    virtual_host: str = Field("/", description="Virtual host, when `url` is not set.", examples=["cdc"])
+    exchange: str | None = Field(
+        None,
+        description="Exchange to publish to, with the routing key from `routing_key`. Without it, messages "
+        "go through the default exchange straight to `queue`. Give `exchange`, `queue` or both.",
+        examples=["cdc"],
+    )
+    exchange_type: Literal["topic", "direct", "fanout", "headers"] = Field(
+        "topic", description="Type of the exchange when it is declared.", examples=["direct"]
+    )
+    queue: str | None = Field(
+        None,
+        description="Queue declared (durable) and bound to `exchange` with `binding_key`; without an "
+        "exchange, the queue every message goes to.",
+        examples=["processed_events"],
+    )
+    routing_key: str = Field(
+        "{prefix}.{schema}.{table}.{op}",
+        description="Routing key per event, from {prefix} {db} {schema} {table} {op} {connector}; unused "
+        "without an exchange (the key is then the queue's name).",
+        examples=["{schema}.{table}"],
+    )
+    binding_key: str = Field(
+        "#",
+        description="Binding key of `queue` to `exchange` when declaring; # (with a topic exchange) binds "
+        "everything.",
+        examples=["shop.public.*.*"],
+    )
+    declare: bool = Field(
+        True,
+        description="Declare the durable exchange, queue and binding at start (idempotent; a mismatching "
+        "existing one fails with PRECONDITION_FAILED). false: the operator manages the topology.",
+    )
+    prefix: str | None = Field(
+        None,
+        description="{prefix} in `routing_key`. Default: the event's source.name: the pipeline name "
+        "(native readers) or the Debezium connector's topic.prefix.",
+        examples=["shop"],
+    )
+    confirm_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds to wait for the broker to confirm every message of a batch (and, at start, "
+        "to enable publisher confirms); then the batch fails and is retried.",
+        examples=[60.0],
+    )
+
+    @model_validator(mode="after")
+    def _target(self) -> RabbitMQSinkConfig:
+        if not self.exchange and not self.queue:
+            raise ValueError("rabbitmq destination needs `exchange` or `queue`")
+        return self
+
+    def amqp_url(self) -> str:
+        if self.url:
+            return self.url
+        user, pw = quote(self.username, safe=""), quote(self.password.get_secret_value(), safe="")
+        return f"amqp://{user}:{pw}@{self.host}:{self.port}/{quote(self.virtual_host, safe='')}"
+
+
+@registry.sink(RabbitMQSinkConfig, capabilities={"log", "ordered", "dedup_ids"})
+def build(cfg: RabbitMQSinkConfig, ctx: registry.BuildContext) -> RabbitMQSink:
+    need("pika", "rabbitmq")
+    return RabbitMQSink(
+        cfg.amqp_url(),
+        exchange=cfg.exchange,
+        exchange_type=cfg.exchange_type,
+        queue=cfg.queue,
+        routing_key=cfg.routing_key,
+        binding_key=cfg.binding_key,
+        declare=cfg.declare,
+        prefix=cfg.prefix,
+        confirm_timeout_s=cfg.confirm_timeout_s,
+        name=cfg.name or cfg.type,
+    )

@@ -19,15 +19,19 @@ event of a key wins. Durability is Redis's own (appendonly / appendfsync).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import orjson
+from pydantic import ConfigDict, Field
 
+from cdc_logs import registry
+from cdc_logs.configmodel import TOPIC_TEMPLATE, secret
 from cdc_logs.envelope import ChangeEvent, Op, dumps
 from cdc_logs.errors import CdcError, ErrorKind
+from cdc_logs.extras import need
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.sinks.base import Sink
-from cdc_logs.sinks.redis_stream import connect_redis, redis_error
+from cdc_logs.sinks.redis_stream import RedisConnection, connect_redis, redis_error
 from cdc_logs.sinks.routing import DEBEZIUM_TOPIC, EVENT_FIELDS, render, source_label, template_fields
 
 log = get_logger(__name__)
@@ -149,3 +153,42 @@ class RedisCacheSink(Sink):
 
 def _joined(values: Iterable[Any]) -> str:
     return ":".join("" if v is None else str(v) for v in values)
+
+
+# -- config ----------------------------------------------------------------------------------------
+class RedisCacheSinkConfig(RedisConnection):
+    """Redis as a cache of each table's current rows (the seed's `type: redis`)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"type": "redis", "host": "cache.internal", "key_pattern": "user:{id}"}]
+        }
+    )
+
+    type: Literal["redis"] = Field(description="Selects this destination.")
+    key_pattern: str = Field(
+        TOPIC_TEMPLATE + ":{key}",
+        description="Redis key of each row, from {prefix} {db} {schema} {table} {op} {connector}, the row's "
+        "columns, and {key} (the primary key values joined by :). The row is SET there as JSON.",
+        examples=["event:{user_id}"],
+    )
+    ttl_seconds: int | None = Field(
+        None,
+        ge=1,
+        description="Expiry of each written key (SET EX), renewed at every change of the row. Default: keys "
+        "never expire.",
+        examples=[86_400],
+    )
+
+
+@registry.sink(RedisCacheSinkConfig, capabilities={"state", "ordered"})
+def build(cfg: RedisCacheSinkConfig, ctx: registry.BuildContext) -> RedisCacheSink:
+    need("redis", "redis")
+    return RedisCacheSink(
+        cfg.redis_url(),
+        password=secret(cfg.password),
+        key_pattern=cfg.key_pattern,
+        prefix=cfg.prefix,
+        ttl_seconds=cfg.ttl_seconds,
+        name=cfg.name or cfg.type,
+    )

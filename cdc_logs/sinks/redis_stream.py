@@ -23,11 +23,16 @@ stream keeps append order, so per-key (indeed per-table) order holds.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import ConfigDict, Field, SecretStr
+
+from cdc_logs import registry
+from cdc_logs.configmodel import TOPIC_TEMPLATE, SinkConfigBase, secret
 from cdc_logs.envelope import ChangeEvent
 from cdc_logs.errors import CdcError, ErrorKind
-from cdc_logs.observability.logging import redact
+from cdc_logs.extras import need
+from cdc_logs.observability.redact import redact
 from cdc_logs.sinks.base import Sink
 from cdc_logs.sinks.dedup import Marker, ReplayGuard, marker_key
 from cdc_logs.sinks.routing import DEBEZIUM_TOPIC, check_template, position_text, render
@@ -166,3 +171,85 @@ class RedisStreamSink(Sink):
                 f"a batch failed in part and its replay markers could not be put back: {exc}",
                 f"HDEL {self.marker_key} {' '.join(changed)} so the replay re-sends it, then resume",
             ) from exc
+
+
+# -- config ----------------------------------------------------------------------------------------
+class RedisConnection(SinkConfigBase):
+    """Where a Redis destination connects, and `{prefix}` of its names (shared by the Redis sinks)."""
+
+    url: str | None = Field(
+        None,
+        description="redis://[user:password@]host:port/db (rediss:// for TLS); when set, host, port and db "
+        "are ignored, and a password in it wins over `password`. Write the password as ${VAR}.",
+        examples=["redis://:${REDIS_PASSWORD}@cache.internal:6379/0"],
+    )
+    host: str = Field(
+        "127.0.0.1", description="Redis host, when `url` is not set.", examples=["cache.internal"]
+    )
+    port: int = Field(6379, ge=1, le=65535, description="Redis port, when `url` is not set.", examples=[6380])
+    db: int = Field(0, ge=0, description="Database number, when `url` is not set.", examples=[2])
+    password: SecretStr | None = Field(
+        None,
+        description="Password (AUTH), unless `url` carries one. A secret: never logged. Default: none.",
+        examples=["${REDIS_PASSWORD}"],
+    )
+    prefix: str | None = Field(
+        None,
+        description="{prefix} in the name templates. Default: the event's source.name: the pipeline name "
+        "(native readers) or the Debezium connector's topic.prefix.",
+        examples=["shop"],
+    )
+
+    def redis_url(self) -> str:
+        return self.url or f"redis://{self.host}:{self.port}/{self.db}"
+
+
+class RedisStreamSinkConfig(RedisConnection):
+    """Redis Streams: XADD per event, MAXLEN ~ trimming, replays skipped."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"type": "redis_stream", "host": "cache.internal"}]}
+    )
+
+    type: Literal["redis_stream"] = Field(description="Selects this destination.")
+    stream_name: str | None = Field(
+        None,
+        description="One stream for every table (a template like `stream_template`); overrides "
+        "`stream_template`.",
+        examples=["processed_events"],
+    )
+    stream_template: str = Field(
+        TOPIC_TEMPLATE,
+        description="Stream per event, from {prefix} {db} {schema} {table} {op} {connector}; the default is "
+        "Debezium's topic name.",
+        examples=["cdc:{schema}:{table}"],
+    )
+    max_length: int | None = Field(
+        None,
+        ge=1,
+        description="Trim each stream with XADD MAXLEN ~ n (approximate: cheap, a few more entries may "
+        "stay). Default: no trimming.",
+        examples=[100_000],
+    )
+    marker_key: str | None = Field(
+        None,
+        description="Hash holding the last applied position per source table, written in the same "
+        "MULTI/EXEC as the entries, so a replay is skipped. Default: cdc-logs:applied:<sink name>; one "
+        "writer per hash.",
+        examples=["cdc-logs:applied:shop-events"],
+    )
+
+
+@registry.sink(RedisStreamSinkConfig, capabilities={"log", "ordered", "replay_guard"})
+def build(cfg: RedisStreamSinkConfig, ctx: registry.BuildContext) -> RedisStreamSink:
+    need("redis", "redis")
+    return RedisStreamSink(
+        cfg.redis_url(),
+        password=secret(cfg.password),
+        stream_name=cfg.stream_name,
+        stream_template=cfg.stream_template,
+        prefix=cfg.prefix,
+        max_length=cfg.max_length,
+        marker_key=cfg.marker_key,
+        name=cfg.name or cfg.type,
+    )

@@ -28,13 +28,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import orjson
+from pydantic import ConfigDict, Field, SecretStr
 
+from cdc_logs import registry
+from cdc_logs.configmodel import SinkConfigBase, secret
 from cdc_logs.envelope import ChangeEvent, Op, dumps
 from cdc_logs.errors import CdcError, ErrorKind
-from cdc_logs.observability.logging import redact
+from cdc_logs.observability.redact import redact
 from cdc_logs.sinks.base import Sink
 from cdc_logs.sinks.dedup import EventIds
 from cdc_logs.sinks.routing import DEBEZIUM_TOPIC, check_template, render, source_label
@@ -197,12 +200,13 @@ class SearchSink(Sink):
             return {}
         if resp.status_code == 429 or resp.status_code >= 500:
             raise CdcError(
-                ErrorKind.SINK_TRANSIENT, f"{self.name} answered {resp.status_code}: {resp.text[:300]}"
+                ErrorKind.SINK_TRANSIENT,
+                f"{self.name} answered {resp.status_code}: {redact(resp.text)[:300]}",
             )
         if resp.status_code >= 300:
             raise CdcError(
                 ErrorKind.SINK_REJECTED,
-                f"{self.name} refused {method} {path}: {resp.status_code} {resp.text[:300]}",
+                f"{self.name} refused {method} {path}: {resp.status_code} {redact(resp.text)[:300]}",
                 "check the index name template and the cluster's settings",
             )
         result: dict[str, Any] = resp.json()
@@ -210,4 +214,78 @@ class SearchSink(Sink):
 
 
 def _short(error: Any) -> str:
-    return orjson.dumps(error).decode()[:300]
+    return redact(orjson.dumps(error).decode())[:300]
+
+
+# -- config ----------------------------------------------------------------------------------------
+class SearchSinkConfig(SinkConfigBase):
+    """OpenSearch / Elasticsearch bulk indexing, `_id` = the primary key."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"type": "opensearch", "url": "https://search.internal:9200"}]}
+    )
+
+    type: Literal["opensearch", "elasticsearch"] = Field(
+        description="Selects this destination; `elasticsearch` is the same sink (the same bulk API)."
+    )
+    url: str | None = Field(
+        None,
+        description="Base URL of the cluster's REST API; when set, host and port are ignored. TLS "
+        "certificates are verified.",
+        examples=["https://search.internal:9200"],
+    )
+    host: str = Field(
+        "127.0.0.1", description="Host, when `url` is not set (plain http).", examples=["search.internal"]
+    )
+    port: int = Field(9200, ge=1, le=65535, description="Port, when `url` is not set.", examples=[9200])
+    index: str = Field(
+        "{prefix}.{schema}.{table}",
+        description="Index per event, from {prefix} {db} {schema} {table} {op} {connector}; lowercased, "
+        "characters the engines forbid replaced by _.",
+        examples=["cdc-{table}"],
+    )
+    prefix: str | None = Field(
+        None,
+        description="{prefix} in `index`. Default: the event's source.name: the pipeline name (native "
+        "readers) or the Debezium connector's topic.prefix.",
+        examples=["shop"],
+    )
+    username: str | None = Field(
+        None, description="Basic-auth user. Default: no authentication.", examples=["cdc"]
+    )
+    password: SecretStr | None = Field(
+        None,
+        description="Basic-auth password of `username`. A secret: never logged.",
+        examples=["${SEARCH_PASSWORD}"],
+    )
+    mode: Literal["mirror", "append"] = Field(
+        "mirror",
+        description="mirror: one document per row, _id = the primary key (c/r/u index it, d deletes it, t "
+        "empties the index; needs a primary key); append: one document per event (the envelope), _id = the "
+        "event's stable id.",
+        examples=["append"],
+    )
+    refresh: bool = Field(
+        False,
+        description="Each bulk request waits until its changes are searchable (refresh=wait_for): for tests; "
+        "slows indexing.",
+    )
+    timeout_s: float = Field(30.0, gt=0, description="Seconds to wait for each request.", examples=[60.0])
+
+    def base_url(self) -> str:
+        return self.url or f"http://{self.host}:{self.port}"
+
+
+@registry.sink(SearchSinkConfig, capabilities={"state", "ordered", "dedup_ids"})
+def build(cfg: SearchSinkConfig, ctx: registry.BuildContext) -> SearchSink:
+    return SearchSink(
+        cfg.base_url(),
+        index=cfg.index,
+        prefix=cfg.prefix,
+        mode=cfg.mode,
+        username=cfg.username,
+        password=secret(cfg.password),
+        refresh=cfg.refresh,
+        timeout_s=cfg.timeout_s,
+        name=cfg.name or cfg.type,
+    )

@@ -25,14 +25,20 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import quote
 
 import sqlalchemy as sa
+from pydantic import ConfigDict, Field, SecretStr, model_validator
 from sqlalchemy import exc as sa_exc
 
+from cdc_logs import registry
+from cdc_logs.configmodel import SinkConfigBase
+from cdc_logs.dsn import sqlalchemy_url
 from cdc_logs.envelope import ChangeEvent, Op
 from cdc_logs.errors import CdcError, ErrorKind
-from cdc_logs.observability.logging import get_logger, redact
+from cdc_logs.observability.logging import get_logger
+from cdc_logs.observability.redact import redact
 from cdc_logs.position import decode
 from cdc_logs.sinks.base import Sink
 from cdc_logs.sinks.dedup import Marker, ReplayGuard
@@ -58,24 +64,24 @@ class SqlSink(Sink):
         url: str,
         *,
         table: str = "{table}",
-        schema: str | None = "{schema}",
+        target_schema: str | None = "{schema}",
         auto_create: bool = False,
         apply_truncate: bool = True,
         applied_table: str = "cdc_applied",
         name: str = "sql",
     ) -> None:
         check_template(table, "table")
-        if schema:
-            check_template(schema, "schema")
+        if target_schema:
+            check_template(target_schema, "schema")
         self.url = normalize_url(url)
         self.table_template = table
-        self.schema_template = schema
+        self.schema_template = target_schema
         self.auto_create = auto_create
         self.apply_truncate = apply_truncate
         self.name = name
         self._engine: sa.Engine | None = None
         self._tables: dict[tuple[str | None, str], sa.Table] = {}
-        self._binders: dict[tuple[str, int], Binder] = {}
+        self._binders: dict[tuple[object, ...], Binder] = {}
         self._guard = ReplayGuard()
         self._applied = sa.Table(
             applied_table,
@@ -90,7 +96,9 @@ class SqlSink(Sink):
     # -- lifecycle ---------------------------------------------------------------------------------
     def open(self) -> None:
         try:
-            self._engine = sa.create_engine(self.url, pool_pre_ping=True)
+            self._engine = sa.create_engine(
+                sqlalchemy_url(self.url, "SQL destination's url"), pool_pre_ping=True
+            )
             with self._engine.begin() as conn:
                 self._applied.create(conn, checkfirst=True)
                 rows = conn.execute(sa.select(self._applied).where(self._applied.c.sink == self.name))
@@ -137,6 +145,12 @@ class SqlSink(Sink):
             self._tables.clear()  # a failed DDL or a changed table: reflect again on the retry
             self._binders.clear()
             raise self._error(exc, f"applying {len(fresh)} changes failed") from exc
+        except (OverflowError, ValueError, TypeError) as exc:  # the driver cannot bind a value
+            raise CdcError(
+                ErrorKind.SINK_REJECTED,
+                f"applying {len(fresh)} changes failed: a value cannot be sent ({type(exc).__name__})",
+                "widen the target column's type, or drop or mask the column with a transform",
+            ) from exc
         self._guard.committed(changed)
 
     def _apply(self, conn: sa.Connection, event: ChangeEvent, pending: _Upserts) -> None:
@@ -171,10 +185,14 @@ class SqlSink(Sink):
         pending.add(conn, table, row, [c for c in row if c not in pk], tuple(row.get(c) for c in pk))
 
     def _binder(self, conn: sa.Connection, table: sa.Table, event: ChangeEvent) -> Binder:
+        # Keyed by the schema's content (table and version), not its address: a freed schema's address
+        # can be reused by another, and a spilled batch comes back with equal copies.
         schema = event.schema
-        key = (table.fullname, id(schema) if schema is not None else 0)
+        key = (table.fullname, schema.fingerprint) if schema is not None else (table.fullname,)
         binder = self._binders.get(key)
         if binder is None or binder.table is not table:
+            if len(self._binders) >= 1024:
+                self._binders.clear()
             columns = {c.name: c for c in schema.columns} if schema is not None else {}
             binder = self._binders[key] = Binder(table, columns, conn.dialect.name)
         return binder
@@ -351,3 +369,128 @@ def _qualified(conn: sa.Connection, table: sa.Table) -> str:
 
 def _truncate(conn: sa.Connection, table: sa.Table) -> str:
     return f"TRUNCATE TABLE {_qualified(conn, table)}"
+
+
+# -- config ----------------------------------------------------------------------------------------
+_DRIVERS = {
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+    "mysql": "mysql+pymysql",
+    "mariadb": "mysql+pymysql",
+}
+
+
+class SqlSinkConfig(SinkConfigBase):
+    """Apply changes to SQL tables (upsert / delete / truncate) through SQLAlchemy."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "postgresql",
+                    "url": "postgresql://cdc:${ANALYTICS_PASSWORD}@analytics.internal:5432/analytics",
+                }
+            ]
+        }
+    )
+
+    type: Literal["sql", "postgresql", "postgres", "mysql", "mariadb", "sqlite"] = Field(
+        description="Selects this destination. `sql` needs `url`; the database names may instead build the "
+        "URL from host, port, database, username and password with that database's driver (psycopg, "
+        "PyMySQL; sqlite: `database` is the file)."
+    )
+    url: SecretStr | None = Field(
+        None,
+        description="SQLAlchemy URL of the target database (postgresql:// uses psycopg 3); when set, the "
+        "fields below are ignored. A secret: never logged. Also accepted as `dsn`.",
+        examples=["postgresql://cdc:${ANALYTICS_PASSWORD}@analytics.internal:5432/analytics"],
+    )
+    host: str = Field(
+        "127.0.0.1", description="Database host, when `url` is not set.", examples=["analytics.internal"]
+    )
+    port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Database port, when `url` is not set. Default: the driver's (5432, 3306).",
+        examples=[5432],
+    )
+    database: str | None = Field(
+        None,
+        description="Database name (sqlite: the file path), when `url` is not set; then required.",
+        examples=["analytics"],
+    )
+    username: str | None = Field(None, description="User, when `url` is not set.", examples=["cdc"])
+    password: SecretStr | None = Field(
+        None,
+        description="Password of `username`, when `url` is not set. A secret: never logged.",
+        examples=["${ANALYTICS_PASSWORD}"],
+    )
+    table: str = Field(
+        "{table}",
+        description="Target table per event, from {prefix} {db} {schema} {table} {op} {connector}, or one "
+        "fixed table for every source table.",
+        examples=["{schema}_{table}", "unified_events"],
+    )
+    target_schema: str | None = Field(
+        "{schema}",
+        alias="schema",
+        description="Target schema per event (a template, as `table`); null: the connection's default "
+        "schema, which is the default for SQLite targets. For MySQL sources {schema} is the database.",
+        examples=["replica", None],
+    )
+    auto_create: bool = Field(
+        False,
+        description="Create a missing target table from the source's column types (primary key from the "
+        "event key; types guessed from the values when an event carries no table schema) and add columns "
+        "that appear later; false: a missing table or column stops the pipeline naming the fix.",
+    )
+    apply_truncate: bool = Field(
+        True, description="Apply truncate events (TRUNCATE TABLE; DELETE on SQLite); false skips them."
+    )
+    applied_table: str = Field(
+        "cdc_applied",
+        description="Table of replay markers (last applied position per sink and source table), created in "
+        "the target database and written in each batch's transaction.",
+        examples=["cdc_applied_shop"],
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _aliases(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "dsn" in data and "url" not in data:
+            data = dict(data)
+            data["url"] = data.pop("dsn")
+        return data
+
+    @model_validator(mode="after")
+    def _connection(self) -> SqlSinkConfig:
+        if self.url is None and (self.type == "sql" or not self.database):
+            raise ValueError("give `url` (a SQLAlchemy URL), or `database` with host/port/username/password")
+        if "target_schema" not in self.model_fields_set and self.sqlalchemy_url().startswith("sqlite"):
+            self.target_schema = None  # SQLite has no schemas to mirror
+        return self
+
+    def sqlalchemy_url(self) -> str:
+        if self.url is not None:
+            return self.url.get_secret_value()
+        if self.type == "sqlite":
+            return f"sqlite:///{self.database}"
+        auth = quote(self.username or "", safe="")
+        if self.password is not None:
+            auth += ":" + quote(self.password.get_secret_value(), safe="")
+        port = f":{self.port}" if self.port else ""
+        return f"{_DRIVERS[self.type]}://{auth + '@' if auth else ''}{self.host}{port}/{self.database}"
+
+
+@registry.sink(SqlSinkConfig, capabilities={"state", "ordered", "replay_guard"})
+def build(cfg: SqlSinkConfig, ctx: registry.BuildContext) -> SqlSink:
+    return SqlSink(
+        cfg.sqlalchemy_url(),
+        table=cfg.table,
+        target_schema=cfg.target_schema,
+        auto_create=cfg.auto_create,
+        apply_truncate=cfg.apply_truncate,
+        applied_table=cfg.applied_table,
+        name=cfg.name or cfg.type,
+    )

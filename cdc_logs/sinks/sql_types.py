@@ -119,10 +119,18 @@ def _precise_decimal(scale: int) -> Decoder:
         if isinstance(value, str):
             value = base64.b64decode(value)
         if isinstance(value, bytes):
-            return Decimal(int.from_bytes(value, "big", signed=True)).scaleb(-scale)
+            # From text: Decimal arithmetic (scaleb) would round to the context's 28 digits.
+            return Decimal(f"{int.from_bytes(value, 'big', signed=True)}E{-scale}")
         return _decimal(value)
 
     return decode
+
+
+def _variable_scale_decimal(value: Any) -> Any:
+    """Debezium's numeric without a fixed scale in precise mode: {"scale": s, "value": base64}."""
+    if isinstance(value, dict) and "value" in value:
+        return _precise_decimal(int(value.get("scale") or 0))(value["value"])
+    return _decimal(value)
 
 
 def _float(value: Any) -> Any:
@@ -150,6 +158,8 @@ def decoder(column: Column) -> Decoder | None:
         return _zoned_time
     if semantic == Semantic.MICRO_DURATION:
         return _duration
+    if semantic == Semantic.VARIABLE_SCALE_DECIMAL:
+        return _variable_scale_decimal
     if semantic == Semantic.DECIMAL and column.type == "bytes":
         return _precise_decimal(column.scale or 0)
     if semantic == Semantic.DECIMAL or (
@@ -192,7 +202,9 @@ def adapt(target: sa.types.TypeEngine[Any], value: Any, dialect: str) -> Any:
         return _date(value)
     if isinstance(target, sa.Time):
         if isinstance(value, int):
-            return _time("us")(value)
+            value = _time("us")(value)
+        if isinstance(value, dt.timedelta):
+            return _time_of_day(value, dialect)
         if isinstance(value, dt.time) and value.tzinfo is not None and not target.timezone:
             return value.replace(tzinfo=None)
         return value
@@ -213,7 +225,20 @@ def adapt(target: sa.types.TypeEngine[Any], value: Any, dialect: str) -> Any:
     return value
 
 
+def _time_of_day(value: dt.timedelta, dialect: str) -> Any:
+    """A duration for a TIME column: MySQL/MariaDB TIME holds -838:59:59..838:59:59 and takes it as
+    is; elsewhere only 24:00:00 (Postgres' end of day) fits, and anything else is refused rather than
+    wrapped around midnight."""
+    if dialect in ("mysql", "mariadb"):
+        return value
+    if value == dt.timedelta(days=1):
+        return "24:00:00"
+    raise OutOfRange(f"{value} is not a time of day")
+
+
 def _as_text(value: Any) -> Any:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)  # e.g. an unsigned BIGINT past 2**63 kept as text
     if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat()
     if isinstance(value, Decimal):
@@ -263,11 +288,9 @@ def ddl_type(column: Column, dialect: str, *, key: bool = False) -> sa.types.Typ
     if semantic == Semantic.ZONED_TIMESTAMP:
         return mysql.DATETIME(fsp=6) if my else sa.DateTime(timezone=True)  # MySQL: stored as UTC
     if semantic in (Semantic.TIME, Semantic.MICRO_TIME, Semantic.NANO_TIME):
-        if my:
-            return mysql.TIME(fsp=digits)
-        if pg and source == "TIME" and column.length is None:
-            return postgresql.INTERVAL()  # MySQL TIME may be negative or past 24 h
-        return sa.Time()
+        # A MySQL TIME outside 0..24 h fits only a MySQL target; elsewhere that event is refused
+        # (dead-lettered), never wrapped around midnight.
+        return mysql.TIME(fsp=digits) if my else sa.Time()
     if semantic == Semantic.ZONED_TIME:
         return mysql.TIME(fsp=6) if my else sa.Time(timezone=True)
     if semantic == Semantic.MICRO_DURATION:
@@ -285,17 +308,19 @@ def ddl_type(column: Column, dialect: str, *, key: bool = False) -> sa.types.Typ
     if kind == "int32":
         return sa.Integer()
     if kind == "int64":
-        return sa.Numeric(20, 0) if "UNSIGNED" in column.source_type.upper() else sa.BigInteger()
+        if "UNSIGNED" in column.source_type.upper():  # past 2**63: SQLite's NUMERIC would round it
+            return sa.Text() if lite else sa.Numeric(20, 0)
+        return sa.BigInteger()
     if kind == "float32":
         return sa.REAL()
     if kind == "float64":
         return sa.Double()
-    if semantic == Semantic.DECIMAL or (kind == "string" and source in _DECIMAL_TYPES):
+    if semantic in (Semantic.DECIMAL, Semantic.VARIABLE_SCALE_DECIMAL) or (
+        kind == "string" and source in _DECIMAL_TYPES
+    ):
         if lite:
             return sa.Text()  # SQLite's NUMERIC rounds through a float; text keeps every digit
-        if column.length:
-            return sa.Numeric(column.length, column.scale or 0)
-        return sa.Numeric(65, 30) if my else sa.Numeric()
+        return _decimal_type(column, my)
     if kind == "bytes":
         return mysql.LONGBLOB() if my else sa.LargeBinary()
     if kind == "array":
@@ -309,6 +334,19 @@ def ddl_type(column: Column, dialect: str, *, key: bool = False) -> sa.types.Typ
     if my:
         return sa.String(255) if key else mysql.LONGTEXT()
     return sa.Text()
+
+
+def _decimal_type(column: Column, my: bool) -> sa.types.TypeEngine[Any]:
+    """An exact type for a decimal column. MySQL/MariaDB DECIMAL stops at 65 digits and 30 after the
+    point and rounds silently beyond; an unconstrained or larger decimal becomes text there."""
+    precision, scale = column.length, column.scale or 0
+    if my:
+        if precision is None or precision > 65 or scale > 30 or scale < 0 or scale > precision:
+            return mysql.LONGTEXT()
+        return sa.Numeric(precision, scale)
+    if precision is None or scale < 0 or scale > precision:
+        return sa.Numeric()  # Postgres' unconstrained numeric keeps every digit
+    return sa.Numeric(precision, scale)
 
 
 def guess_type(value: Any, dialect: str) -> sa.types.TypeEngine[Any]:

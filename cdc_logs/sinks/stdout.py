@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import orjson
+from pydantic import ConfigDict, Field
 
+from cdc_logs import registry
+from cdc_logs.configmodel import SinkConfigBase
 from cdc_logs.envelope import ChangeEvent
 from cdc_logs.sinks.base import Sink
 
@@ -91,3 +94,24 @@ def _compact(value: Any) -> str:
 
     text = dumps(value).decode() if not isinstance(value, str) else orjson.dumps(value).decode()
     return text.replace("[", "\\[")
+
+
+# -- config ----------------------------------------------------------------------------------------
+class StdoutSinkConfig(SinkConfigBase):
+    """Standard output: one Debezium JSON envelope per line, or a readable rendering; durable means
+    flushed to the pipe."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"type": "stdout", "format": "json"}]})
+
+    type: Literal["stdout"] = Field(description="Selects this destination.")
+    format: Literal["json", "pretty"] = Field(
+        "json",
+        description="json: one envelope per line and nothing else on stdout (logs go to stderr), for "
+        "`| jq`; pretty: a short colored summary per change, for people.",
+        examples=["pretty"],
+    )
+
+
+@registry.sink(StdoutSinkConfig, capabilities={"log", "ordered"})
+def build(cfg: StdoutSinkConfig, ctx: registry.BuildContext) -> StdoutSink:
+    return StdoutSink(cfg.format, name=cfg.name or cfg.type)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import ConfigDict, Field
+
+from cdc_logs import registry
+from cdc_logs.configmodel import ConfigModel
 from cdc_logs.envelope import ChangeEvent
 from cdc_logs.transforms.base import Transform, table_matches
 
@@ -35,3 +39,54 @@ class FilterTransform(Transform):
             if any(row.get(column) != value for column, value in self.where.items()):
                 return None
         return event
+
+
+class FilterParams(ConfigModel):
+    """What a filter keeps; an event must pass every condition given."""
+
+    include_tables: list[str] = Field(
+        default_factory=list,
+        description="Keep only events of these tables: glob patterns matched against schema.table, db.table "
+        "and the bare table name. Default: every table.",
+        examples=[["public.orders", "public.order_*"]],
+    )
+    exclude_tables: list[str] = Field(
+        default_factory=list,
+        description="Drop events of these tables (glob patterns, matched as in include_tables).",
+        examples=[["*.audit_*"]],
+    )
+    ops: list[Literal["c", "u", "d", "r", "t", "m"]] = Field(
+        default_factory=list,
+        description="Keep only these ops (c create, u update, d delete, r snapshot read, t truncate, m "
+        "message). Default: all.",
+        examples=[["c", "u", "d"]],
+    )
+    where: dict[str, Any] | None = Field(
+        None,
+        description="Keep only events whose row (after, or before for a delete) has these column values, "
+        "compared for equality. Default: no condition.",
+        examples=[{"region": "eu"}],
+    )
+
+
+class FilterTransformConfig(ConfigModel):
+    """Keep or drop events by table, op, or column values."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"type": "filter", "params": {"exclude_tables": ["*.audit_*"], "ops": ["c", "u", "d"]}}
+            ]
+        }
+    )
+
+    type: Literal["filter"] = Field(description="Selects this transform.")
+    params: FilterParams = Field(
+        default_factory=FilterParams,
+        description="What to keep. A dropped event's position still advances the checkpoint.",
+    )
+
+
+@registry.transform(FilterTransformConfig)
+def build(cfg: FilterTransformConfig) -> FilterTransform:
+    return FilterTransform(**cfg.params.model_dump())

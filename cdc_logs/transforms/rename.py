@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import ConfigDict, Field
+
+from cdc_logs import registry
+from cdc_logs.configmodel import ConfigModel
 from cdc_logs.envelope import ChangeEvent
 from cdc_logs.transforms.base import Transform
 
@@ -31,3 +35,35 @@ class RenameTransform(Transform):
         if self.columns and event.unchanged:
             event.unchanged = tuple(self.columns.get(c, c) for c in event.unchanged)
         return event
+
+
+class RenameParams(ConfigModel):
+    """Table and column renames, old name: new name."""
+
+    tables: dict[str, str] = Field(
+        default_factory=dict,
+        description="Table renames, old: new; an old name is schema.table (or db.table) or a bare table "
+        "name, the qualified one tried first. The new name replaces source.table only.",
+        examples=[{"users": "customers", "public.orders": "sales_orders"}],
+    )
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="Column renames in every table, old: new, in before, after, the key and `unchanged`.",
+        examples=[{"email_address": "email"}],
+    )
+
+
+class RenameTransformConfig(ConfigModel):
+    """Rename tables and columns (in before, after, the key and `unchanged`)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"type": "rename", "params": {"tables": {"users": "customers"}}}]}
+    )
+
+    type: Literal["rename"] = Field(description="Selects this transform.")
+    params: RenameParams = Field(default_factory=RenameParams, description="The renames.")
+
+
+@registry.transform(RenameTransformConfig)
+def build(cfg: RenameTransformConfig) -> RenameTransform:
+    return RenameTransform(**cfg.params.model_dump())

@@ -122,7 +122,16 @@ sync:
         writer.start()
         logs = []
         for kill in range(1, KILLS + 1):
-            time.sleep(rng.uniform(0.8, 2.0))
+            # Kill while it streams: wait (bounded) until this run has started its source, whatever the
+            # machine's load makes start-up cost, then at a random point.
+            deadline = time.monotonic() + 30
+            while (
+                proc.poll() is None
+                and "source started" not in log.read_text()
+                and time.monotonic() < deadline
+            ):
+                time.sleep(0.05)
+            time.sleep(rng.uniform(0.2, 1.5))
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
             proc, log = _start(config, tmp_path, kill)

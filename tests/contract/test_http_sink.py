@@ -87,7 +87,7 @@ class TestHttpSinkContract(SinkContract):
 
 def test_signature_verifies_over_the_raw_body(receiver: tuple[Receiver, str]) -> None:
     state, url = receiver
-    sink = HttpSink(url, secret="s3cret", format="ndjson", max_events_per_request=3)
+    sink = HttpSink(url, secret="s3cret", body_format="ndjson", max_events_per_request=3)
     sink.open()
     sink.write([make_event(n) for n in range(7)])
     sink.close()
@@ -137,7 +137,8 @@ def test_400_goes_to_the_dead_letter_file_and_the_sink_continues(
     sink.close()
     lines = [json.loads(line) for line in dead.read_bytes().splitlines()]
     assert [line["envelope"]["source"]["seq"] for line in lines] == [1, 2]
-    assert lines[0]["status"] == 400 and "HTTP 400" in lines[0]["reason"]
+    assert lines[0]["origin"]["status"] == 400 and "HTTP 400" in lines[0]["reason"]
+    assert lines[0]["stage"] == "sink" and lines[0]["component"] == "http" and lines[0]["position"]
     assert [e["source"]["seq"] for e in state.envelopes()] == [3]
 
 

@@ -135,7 +135,7 @@ def test_debezium_topic_names_and_per_key_partitions(kafka_bootstrap: str, uniqu
 
 @pytest.mark.parametrize("codec", ["gzip", "lz4", "snappy", "zstd"])
 def test_compression(kafka_bootstrap: str, topic: str, codec: str) -> None:
-    sink = KafkaSink(kafka_bootstrap, topic=topic, compression=codec)
+    sink = KafkaSink(kafka_bootstrap, topic=topic, compression_type=codec)
     sink.open()
     sink.write([make_event(n, op="u") for n in range(50)])
     sink.close()

@@ -57,7 +57,7 @@ def test_replay_after_a_reader_failure_reaches_every_sink(
     sinks = [
         KafkaSink(kafka_bootstrap, topic=unique_name, name="kafka"),
         RedisStreamSink(redis_url, stream_name=unique_name, marker_key=f"{unique_name}:m", name="redis"),
-        SqlSink(f"sqlite:///{db}", schema=None, name="sql"),
+        SqlSink(f"sqlite:///{db}", target_schema=None, name="sql"),
         NatsSink(nats_url, prefix=unique_name, stream=unique_name.upper(), name="nats"),
     ]
     pipeline = Pipeline(

@@ -47,7 +47,7 @@ class Target:
             return [tuple(r) for r in conn.execute(sa.text(f"SELECT * FROM {self.qualified()} ORDER BY 1"))]
 
     def sink(self, **kw: Any) -> SqlSink:
-        return SqlSink(self.url, schema=self.schema, table=self.table, name=self.sink_name, **kw)
+        return SqlSink(self.url, target_schema=self.schema, table=self.table, name=self.sink_name, **kw)
 
 
 @pytest.fixture(params=["postgres", "mariadb", "sqlite"])
@@ -248,3 +248,69 @@ def test_a_value_the_target_cannot_hold_is_refused_naming_the_column() -> None:
     with pytest.raises(CdcError) as err:
         binder.row({"d": 2**31 - 1})  # Postgres 'infinity'
     assert err.value.kind is ErrorKind.SINK_REJECTED and "'d'" in err.value.message
+
+
+def _typed_event(n: int, value: Any, column: Any, table: str = "tv") -> ChangeEvent:
+    from cdc_logs.schema import Column, TableSchema
+
+    schema = TableSchema("db", "main", table, (Column("id", "int32", key=True), column))
+    return ChangeEvent(
+        Op.CREATE,
+        SourceInfo("test", "p", "db", table, schema="main"),
+        after={"id": n, column.name: value},
+        key={"id": n},
+        position=Watermark(SERVER, (n,)),
+        schema=schema,
+    )
+
+
+def _rows(path: Path, table: str = "tv") -> list[Any]:
+    with sa.create_engine(f"sqlite:///{path}").connect() as conn:
+        return list(conn.execute(sa.text(f"SELECT * FROM {table} ORDER BY id")))
+
+
+def test_a_changed_schema_never_reuses_the_old_decoders(tmp_path: Path) -> None:
+    """Found in review: decoders were cached by the schema object's address, which a new schema can
+    reuse after the old one is freed (here microseconds become milliseconds, as after an ALTER)."""
+    from cdc_logs.schema import Column, Semantic
+
+    sink = SqlSink(f"sqlite:///{tmp_path / 't.db'}", auto_create=True, target_schema=None)
+    sink.open()
+    sink.write([_typed_event(1, 1_700_000_000_000_000, Column("t", "int64", Semantic.MICRO_TIMESTAMP))])
+    sink.write([_typed_event(2, 1_700_000_000_000, Column("t", "int64", Semantic.TIMESTAMP))])
+    sink.close()
+    assert [str(r[1])[:10] for r in _rows(tmp_path / "t.db")] == ["2023-11-14", "2023-11-14"]
+
+
+def test_precise_decimals_keep_every_digit_and_unsigned_bigints_fit(tmp_path: Path) -> None:
+    import base64
+
+    from cdc_logs.schema import Column, Semantic
+
+    unscaled = 12345678901234567890123456789012345678
+    raw = base64.b64encode(unscaled.to_bytes(17, "big", signed=True)).decode()
+    dec = Column("d", "bytes", Semantic.DECIMAL, "NUMERIC", 38, 4)
+    sink = SqlSink(f"sqlite:///{tmp_path / 't.db'}", auto_create=True, target_schema=None)
+    sink.open()
+    sink.write([_typed_event(1, raw, dec)])
+    sink.write([_typed_event(1, 2**64 - 1, Column("u", "int64", None, "BIGINT UNSIGNED"), table="tu")])
+    sink.close()
+    assert _rows(tmp_path / "t.db")[0][1] == "1234567890123456789012345678901234.5678"
+    assert _rows(tmp_path / "t.db", "tu")[0][1] == str(2**64 - 1)
+
+
+def test_a_time_outside_a_day_is_refused_not_wrapped(tmp_path: Path) -> None:
+    """A MySQL TIME of -01:00:00 or 25:00:00 fits only a MySQL target; elsewhere it is refused (and
+    dead-lettered by the pipeline), never written as 23:00 or 01:00."""
+    from cdc_logs.schema import Column, Semantic
+
+    column = Column("t", "int64", Semantic.MICRO_TIME, "TIME", 6)
+    sink = SqlSink(f"sqlite:///{tmp_path / 't.db'}", auto_create=True, target_schema=None)
+    sink.open()
+    sink.write([_typed_event(1, 3_600_000_000, column)])
+    for n, micros in ((2, -3_600_000_000), (3, 25 * 3_600_000_000)):
+        with pytest.raises(CdcError) as err:
+            sink.write([_typed_event(n, micros, column)])
+        assert err.value.kind is ErrorKind.SINK_REJECTED and "not a time of day" in err.value.message
+    sink.close()
+    assert [r[0] for r in _rows(tmp_path / "t.db")] == [1]

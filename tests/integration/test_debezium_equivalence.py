@@ -23,7 +23,7 @@ import psycopg
 import pytest
 
 from cdc_logs.build import build_reader
-from cdc_logs.config import parse_config
+from cdc_logs.configfile import parse_config
 from cdc_logs.debezium.connect import ConnectClient
 from cdc_logs.envelope import ChangeEvent
 from cdc_logs.readers.base import Reader

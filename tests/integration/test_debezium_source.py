@@ -3,12 +3,15 @@
 Records are produced straight to a topic (a Debezium event, a tombstone, a malformed record, another
 event), so the source's contract is checked without a connector: events reach the sink, the malformed
 record lands in the dead-letter file with its reason, offsets are committed to the consumer group only
-after the sink, and a second run resumes after them. A second test provisions a connector from the
-seed's `connector_config` shape when the source opens.
+after the sink, and a second run resumes after them; `tail` stops at a malformed record or parks it
+with --dead-letter-dir. A last test provisions a connector from the seed's `connector_config` shape
+when the source opens.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -17,8 +20,9 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from cdc_logs import deadletter
 from cdc_logs.build import build_reader
-from cdc_logs.config import parse_config
+from cdc_logs.configfile import parse_config
 from cdc_logs.debezium.connect import ConnectClient
 from cdc_logs.debezium.provision import MARKER_KEY
 from cdc_logs.offsets.file import FileOffsetStore
@@ -90,8 +94,11 @@ def test_pipeline_delivers_dead_letters_and_commits_after_the_sink(
         assert [e.after["id"] for e in first.events if e.after] == [1, 2]
         assert first.events[0].key == {"id": 1} and first.events[0].source.extra["version"] == "3.6.1.Final"
         dead = [orjson.loads(line) for line in dlq.read_text().splitlines()]
-        assert len(dead) == 1 and dead[0]["offset"] == 2 and "value is not JSON" in dead[0]["reason"]
-        assert dead[0]["value"] == "this is not json"
+        assert (
+            len(dead) == 1 and dead[0]["origin"]["offset"] == 2 and "value is not JSON" in dead[0]["reason"]
+        )
+        assert dead[0]["raw"] == {"encoding": "utf-8", "data": "this is not json"}
+        assert dead[0]["origin"]["key"] == {"encoding": "utf-8", "data": '{"id": 9}'}
 
         stored = store.load("dbzsource", "debezium")
         assert stored is not None
@@ -108,6 +115,39 @@ def test_pipeline_delivers_dead_letters_and_commits_after_the_sink(
         assert producer.flush(15) == 0
         second = _run(source, store, limit=1)
         assert [e.after["id"] for e in second.events if e.after] == [3]  # resumed after the commit
+    finally:
+        _drop_topics(kafka_bootstrap, prefix)
+
+
+def test_tail_stops_at_a_malformed_record_or_parks_it_with_dead_letter_dir(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """`tail --source debezium` treats a malformed record as the native readers' tail treats an
+    undecodable change: it stops there (naming --dead-letter-dir), or parks it there and goes on."""
+    prefix = "dbztail_" + uuid.uuid4().hex[:10]
+    topic = f"{prefix}.public.orders"
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    for key, value in [(b'{"id": 1}', _event(1)), (b'{"id": 9}', b"\xffnot json"), (b'{"id": 2}', _event(2))]:
+        producer.produce(topic, key=key, value=value)
+    assert producer.flush(15) == 0
+    args = ["tail", "--source", "debezium", "--bootstrap", kafka_bootstrap, "--topic-prefix", prefix,
+            "--from-beginning", "--format", "json", "--limit", "2"]  # fmt: skip
+
+    def tail(*extra: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "cdc_logs", *args, *extra]
+        return subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=90)
+
+    try:
+        stopped = tail()
+        assert stopped.returncode == 1 and "--dead-letter-dir" in stopped.stderr, stopped.stderr[-2000:]
+        assert [orjson.loads(line)["after"]["id"] for line in stopped.stdout.splitlines()] == [1]
+        parked = tail("--dead-letter-dir", str(tmp_path / "dl"))
+        assert parked.returncode == 0, parked.stderr[-2000:]
+        assert [orjson.loads(line)["after"]["id"] for line in parked.stdout.splitlines()] == [1, 2]
+        (record,) = deadletter.read(tmp_path / "dl" / "debezium.undecodable.jsonl")
+        assert record.raw == b"\xffnot json" and record.origin["key"] == b'{"id": 9}'
+        assert record.origin["topic"] == topic and record.origin["offset"] == 1
+        assert list(tmp_path.iterdir()) == [tmp_path / "dl"], "nothing else left behind"
     finally:
         _drop_topics(kafka_bootstrap, prefix)
 

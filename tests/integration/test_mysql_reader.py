@@ -425,3 +425,13 @@ def test_doctor_passes_on_the_stack_and_names_the_fix_when_it_fails(mariadb_dsn:
     assert bad.returncode == 1
     assert "FAIL flavor" in bad.stdout and "use --source mariadb" in bad.stdout
     assert "FAIL stored position" in bad.stdout and "offsets reset" in bad.stdout
+
+
+@pytest.mark.parametrize("snapshot", [False, True])
+def test_a_missing_table_is_not_found_at_start(mariadb_dsn: str, snapshot: bool) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "cdc_logs", "tail", "--source", "mariadb", "--dsn", mariadb_dsn,
+         "--table", "test.no_such_table_xyz", "--limit", "1", *(["--snapshot"] if snapshot else [])],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 3 and "not_found" in result.stderr and "no_such_table_xyz" in result.stderr

@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import json
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cdc_logs.config import (
-    FileSinkConfig,
-    PipelineConfig,
-    PollSourceConfig,
-    SqliteSourceConfig,
-    StdoutSinkConfig,
-    interpolate,
-    json_schema,
-    load_config,
-)
+from cdc_logs.config import PipelineConfig
+from cdc_logs.configfile import interpolate, json_schema, load_config
 from cdc_logs.errors import CdcError, ErrorKind
+from cdc_logs.readers.polling.config import PollSourceConfig
+from cdc_logs.readers.sqlite.config import SqliteSourceConfig
+from cdc_logs.sinks.file import FileSinkConfig
+from cdc_logs.sinks.stdout import StdoutSinkConfig
 
 MINIMAL = """
 source:
@@ -67,7 +64,7 @@ def test_minimal_config_defaults(tmp_path: Path) -> None:
     assert cfg.offsets.type == "sqlite"
     assert cfg.plugins.all() == []
     assert [s.type for s in cfg.all_sources()] == ["sqlite"]
-    assert [d.type for d in cfg.all_destinations()] == ["stdout"]
+    assert [d.type for d in cfg.all_sinks()] == ["stdout"]
 
 
 def test_seed_shape_single_source_destination_plugins_sync(tmp_path: Path) -> None:
@@ -113,7 +110,7 @@ def test_seed_shape_single_source_destination_plugins_sync(tmp_path: Path) -> No
     assert [t.type for t in cfg.plugins.middleware] == ["gdpr_compliance"]
     assert [t.type for t in cfg.plugins.transformers] == ["data_masking"]
     assert [t.type for t in cfg.plugins.all()] == ["gdpr_compliance", "data_masking"]  # middleware first
-    assert cfg.plugins.transformers[0].params["mask_pattern"] == "***-**-****"
+    assert cfg.plugins.transformers[0].params.pattern == "***-**-****"  # type: ignore[attr-defined]
     assert cfg.sync.mode == "cron"
     assert cfg.sync.cron == "*/5 * * * *"
     assert cfg.sync.batch.max_events == 10000
@@ -166,7 +163,7 @@ def test_sources_and_destinations_lists(tmp_path: Path) -> None:
     assert cfg.source is None
     assert cfg.destination is None
     assert [(s.name, s.type) for s in cfg.all_sources()] == [("users_db", "sqlite"), ("orders_db", "poll")]
-    assert [(d.name, d.type) for d in cfg.all_destinations()] == [("archive", "file"), ("console", "stdout")]
+    assert [(d.name, d.type) for d in cfg.all_sinks()] == [("archive", "file"), ("console", "stdout")]
     poll = cfg.all_sources()[1]
     assert isinstance(poll, PollSourceConfig)
     assert poll.tables[0].incrementing_column == "id"
@@ -339,13 +336,14 @@ def test_default_applies_to_an_empty_variable(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------- errors
 def test_unknown_source_type_names_field_and_accepted_values(tmp_path: Path) -> None:
     err = config_error(tmp_path, "source: {type: foo}\ndestination: {type: stdout}\n")
-    assert "source.type: unknown type 'foo'; accepted: sqlite, poll, polling, query" in err.message
+    accepted = "accepted: debezium, mysql, mariadb, poll, polling, query, postgresql, postgres, pg, sqlite"
+    assert f"source.type: unknown type 'foo'; {accepted}" in err.message
     assert "cdc-logs config schema" in (err.hint or "")
 
 
 def test_unknown_destination_type_names_field_and_accepted_values(tmp_path: Path) -> None:
     err = config_error(tmp_path, MINIMAL.replace("type: stdout", "type: kafak"))
-    assert "destination.type: unknown type 'kafak'; accepted: stdout, file" in err.message
+    assert "destination.type: unknown type 'kafak'; accepted: file, http, webhook, kafka" in err.message
 
 
 def test_unknown_type_in_a_list_names_the_index(tmp_path: Path) -> None:
@@ -402,8 +400,8 @@ def test_unknown_transform_type_names_accepted_values(tmp_path: Path) -> None:
             """
         ),
     )
-    assert "plugins.transformers.0.type: must be 'filter', 'mask', 'data_masking'" in err.message
-    assert "got 'event_sourcing'" in err.message
+    accepted = "accepted: filter, mask, data_masking, gdpr_compliance, rename"
+    assert f"plugins.transformers.0.type: unknown type 'event_sourcing'; {accepted}" in err.message
 
 
 def test_transform_params_are_validated_at_load(tmp_path: Path) -> None:
@@ -418,8 +416,7 @@ def test_transform_params_are_validated_at_load(tmp_path: Path) -> None:
             """
         ),
     )
-    assert "plugins.middleware.0:" in err.message
-    assert "'include'" in err.message
+    assert "plugins.middleware.0.params.include: unknown field" in err.message
 
 
 def test_retention_period_days_is_rejected_with_its_path(tmp_path: Path) -> None:
@@ -437,7 +434,7 @@ def test_retention_period_days_is_rejected_with_its_path(tmp_path: Path) -> None
             """
         ),
     )
-    assert "plugins.middleware.0: retention_period_days is not supported" in err.message
+    assert "plugins.middleware.0.params: retention_period_days is not supported" in err.message
 
 
 def test_nested_plugins_with_mismatched_inner_key_are_not_silently_dropped(tmp_path: Path) -> None:
@@ -540,7 +537,7 @@ def test_same_type_with_distinct_names_is_fine(tmp_path: Path) -> None:
         """,
     )
     assert len(cfg.all_sources()) == 2
-    assert len(cfg.all_destinations()) == 2
+    assert len(cfg.all_sinks()) == 2
 
 
 # ----------------------------------------------------------------------------------- bad files
@@ -600,7 +597,8 @@ def _refs(node: Any) -> list[str]:
 def _types(node: Any) -> set[str]:
     if isinstance(node, dict):
         own = {node["type"]} if isinstance(node.get("type"), str) else set()
-        return own.union(*(_types(v) for v in node.values()))
+        # `examples` and `default` hold config data (`{"type": "sqlite", ...}`), not schema keywords.
+        return own.union(*(_types(v) for k, v in node.items() if k not in ("examples", "default")))
     if isinstance(node, list):
         return set().union(*(_types(v) for v in node))
     return set()
@@ -633,3 +631,121 @@ def test_json_schema_lists_source_and_destination_types() -> None:
     )
     sync = schema["$defs"]["SyncConfig"]["properties"]["mode"]
     assert set(sync["enum"]) == {"one_time", "continuous", "cron"}
+
+
+# -- hostile files: size, encoding, alias bombs ------------------------------------------------------
+BILLION_LAUGHS = "".join(
+    [
+        'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n',
+        *(
+            f"{cur}: &{cur} [{','.join([f'*{prev}'] * 9)}]\n"
+            for prev, cur in zip("abcdefgh", "bcdefghi", strict=True)
+        ),
+    ]
+)
+
+
+def test_billion_laughs_is_refused_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.yaml"
+    path.write_text(BILLION_LAUGHS)
+    started = time.monotonic()
+    with pytest.raises(CdcError) as info:
+        load_config(path, env={})
+    assert time.monotonic() - started < 1.0
+    assert info.value.kind is ErrorKind.CONFIG
+    assert "expands to more than 1,000,000 values" in info.value.message
+
+
+def test_an_alias_inside_its_own_anchor_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(CdcError) as info:
+        load_config(write(tmp_path, "name: &n [a, *n]\n"), env={})
+    assert info.value.kind is ErrorKind.CONFIG
+    assert "refers to itself" in info.value.message
+
+
+def test_aliases_below_the_bound_still_work(tmp_path: Path) -> None:
+    text = """
+    source: {type: sqlite, path: app.db, tables: &tables [users, orders]}
+    destination: {type: stdout}
+    plugins:
+      transformers:
+        - {type: filter, params: {include_tables: *tables}}
+    """
+    cfg = load_config(write(tmp_path, text), env={})
+    assert cfg.plugins.transformers[0].params.include_tables == ["users", "orders"]  # type: ignore[attr-defined]
+
+
+def test_deep_nesting_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(CdcError) as info:
+        load_config(write(tmp_path, "a: " + "[" * 100_000 + "]" * 100_000 + "\n"), env={})
+    assert info.value.kind is ErrorKind.CONFIG
+
+
+def test_a_file_over_the_size_cap_is_refused_without_reading_it(tmp_path: Path) -> None:
+    path = tmp_path / "huge.yaml"
+    with path.open("wb") as fh:
+        fh.truncate(50 * 1024 * 1024)  # sparse: 50 MB of NULs, no disk used
+    started = time.monotonic()
+    with pytest.raises(CdcError) as info:
+        load_config(path, env={})
+    assert time.monotonic() - started < 1.0
+    assert info.value.kind is ErrorKind.CONFIG
+    assert "too large (52,428,800 bytes; the limit is 10,485,760)" in info.value.message
+
+
+def test_a_config_that_is_not_utf8_names_the_byte(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(MINIMAL.replace("app.db", "caf\u00e9.db").encode("latin-1"))
+    with pytest.raises(CdcError) as info:
+        load_config(path, env={})
+    assert info.value.kind is ErrorKind.CONFIG
+    assert "is not UTF-8 text: byte 0xe9 at line 4, column 12" in info.value.message
+
+
+def test_a_utf8_bom_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "bom.yaml"
+    path.write_bytes(b"\xef\xbb\xbf" + MINIMAL.encode())
+    assert load_config(path, env={}).all_sources()[0].type == "sqlite"
+
+
+@pytest.mark.parametrize(
+    ("source", "field", "problem"),
+    [
+        ("{type: pg, dsn: 'host=h port=notaport password=s3cret', tables: [public.t]}", "source.dsn", "port"),
+        (
+            "{type: pg, dsn: 'postgresql://u:s3cret@h/db?sslmode=bogus', tables: [public.t]}",
+            "source.dsn",
+            "sslmode",
+        ),
+        ("{type: poll, url: 'postgresql+psycopg://u:s3cret@h:notaport/db', table: t}", "source.url", "port"),
+        (
+            "{type: debezium, bootstrap_servers: 'h:notaport', topic_prefix: p}",
+            "source.bootstrap_servers",
+            "port",
+        ),
+        (
+            "{type: debezium, bootstrap_servers: 'h:9092', topic_prefix: p, "
+            "connect_url: 'http://u:s3cret@h:notaport'}",
+            "source.connect_url",
+            "port",
+        ),
+    ],
+    ids=["pg-port", "pg-sslmode", "poll-port", "bootstrap-port", "connect-url-port"],
+)
+def test_connection_strings_are_checked_without_echoing_them(
+    tmp_path: Path, source: str, field: str, problem: str
+) -> None:
+    text = f"source: {source}\ndestination: {{type: stdout}}\n"
+    with pytest.raises(CdcError) as info:
+        load_config(write(tmp_path, text), env={})
+    assert info.value.kind is ErrorKind.CONFIG
+    assert f"{field}: " in info.value.message and problem in info.value.message
+    assert "s3cret" not in str(info.value) and "notaport" not in str(info.value)
+
+
+def test_offsets_dsn_is_checked_without_echoing_it(tmp_path: Path) -> None:
+    text = MINIMAL + "offsets: {type: postgres, dsn: 'host=h port=99999 password=s3cret'}\n"
+    with pytest.raises(CdcError) as info:
+        load_config(write(tmp_path, text), env={})
+    assert "offsets.dsn: the Postgres DSN's port is not valid" in info.value.message
+    assert "s3cret" not in str(info.value)

@@ -198,3 +198,50 @@ def test_auth_failure_names_the_options() -> None:
     with pytest.raises(ConnectError) as info:
         client.plugins()
     assert info.value.kind is ErrorKind.AUTH and "--user" in (info.value.hint or "")
+
+
+class _Log:
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def info(self, event: str, **_kw: Any) -> None:
+        self.events.append(event)
+
+    def debug(self, event: str, **_kw: Any) -> None:
+        pass
+
+
+def test_an_unreachable_worker_is_logged_as_unreachable_not_busy(monkeypatch: pytest.MonkeyPatch) -> None:
+    import cdc_logs.debezium.connect as connect_module
+
+    logged = _Log()
+    monkeypatch.setattr(connect_module, "log", logged)
+    refused = requests.exceptions.ConnectionError(
+        "HTTPConnectionPool(host='connect', port=8083): Max retries exceeded with url: /connectors "
+        "(Caused by NewConnectionError(...: [Errno 111] Connection refused'))"
+    )
+    client, _session = _client(refused, refused, retries=1)
+    with pytest.raises(ConnectError) as info:
+        client.connector_names()
+    assert logged.events == ["kafka connect unreachable, retrying"]
+    assert info.value.message == (
+        "cannot reach Kafka Connect at http://connect:8083: connection refused (nothing listens there)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("connect:8083", " is not a URL: it has no scheme://"),
+        ("http://connect:notaport", "'s port is not a number from 1 to 65535"),
+        ("http://u:s3cret@connect:99999", "'s port is not a number from 1 to 65535"),
+        ("http://:8083", " has no host"),
+        ("ftp://connect:8083", "'s scheme 'ftp' is not one of: http://, https://"),
+    ],
+)
+def test_a_malformed_url_is_a_config_error_without_the_url(url: str, problem: str) -> None:
+    with pytest.raises(ConnectError) as info:
+        ConnectClient(url)
+    assert info.value.kind is ErrorKind.CONFIG and info.value.exit_code == 2
+    assert info.value.message.startswith(f"the Kafka Connect URL{problem}")
+    assert "s3cret" not in info.value.message

@@ -12,12 +12,16 @@ import orjson
 import pytest
 from confluent_kafka import TopicPartition
 
-from cdc_logs.config import parse_config
+from cdc_logs import deadletter
+from cdc_logs.configfile import parse_config
 from cdc_logs.debezium.consumer import DebeziumReader, prefix_regex, subscription
-from cdc_logs.debezium.deadletter import FileDeadLetter
+from cdc_logs.debezium.deadletter import MALFORMED_HINT, FileDeadLetter, LogDeadLetter
 from cdc_logs.envelope import ChangeEvent, Heartbeat
 from cdc_logs.errors import CdcError, ErrorKind
+from cdc_logs.offsets.memory import MemoryOffsetStore
+from cdc_logs.pipeline import BatchPolicy, Pipeline
 from cdc_logs.position import KafkaOffsets
+from tests.helpers import MemorySink
 from tests.unit.test_debezium_decode import VALUE
 
 TOPIC = "app.public.orders"
@@ -146,9 +150,48 @@ def test_stream_positions_tombstones_and_dead_letters(tmp_path: Path) -> None:
     assert isinstance(malformed, Heartbeat) and _offsets(malformed.position) == {f"{TOPIC}:0": 6}
     assert isinstance(last, ChangeEvent) and _offsets(last.position) == {f"{TOPIC}:0": 7}
     record = orjson.loads(dlq.read_bytes().splitlines()[0])
-    assert record["offset"] == 5 and record["value"] == "garbage" and "not JSON" in record["reason"]
+    assert record["stage"] == "source" and record["component"] == "debezium" and record["kind"] == "decode"
+    assert record["origin"]["offset"] == 5 and record["origin"]["topic"] == TOPIC
+    assert record["raw"] == {"encoding": "utf-8", "data": "garbage"} and "not JSON" in record["reason"]
+    assert record["origin"]["key"] == {"encoding": "utf-8", "data": '{"id": 1}'}
+    assert record["position"]["offsets"] == [[f"{TOPIC}:0", 6]], "the position moves past it"
     reader.close()
     assert consumer.closed
+
+
+@pytest.mark.parametrize("park", [False, True], ids=["stops", "dead-letter-dir"])
+def test_without_a_destination_a_malformed_record_is_the_pipelines_to_park_or_stop_at(
+    tmp_path: Path, park: bool
+) -> None:
+    """`tail` (no dead-letter destination) treats a malformed record as the native readers' tail treats
+    an undecodable change: it stops there, or parks it with --dead-letter-dir and goes on."""
+    value = orjson.dumps(VALUE)
+    consumer = FakeConsumer([Message(3, value), Message(4, b"\xffgarbage", key=b"k"), Message(5, value)])
+    reader = _reader(consumer)
+    assert reader.dead_letter is None
+    sink = MemorySink("out")
+    pipeline = Pipeline(
+        "tail",
+        {"debezium": reader},
+        [sink],
+        MemoryOffsetStore(),
+        batch=BatchPolicy(max_events=10, max_wait_s=0.01),
+        limit=2,
+        dead_letter_dir=str(tmp_path / "dl") if park else None,
+    )
+    if not park:
+        with pytest.raises(CdcError) as info:
+            pipeline.run()
+        assert info.value.kind is ErrorKind.DECODE and TOPIC in info.value.message
+        assert "--dead-letter-dir" in (info.value.hint or "")
+        assert [e.key for e in sink.events] == [{"id": 1}], "delivered up to it, not past it"
+        return
+    pipeline.run()
+    assert len(sink.events) == 2, "the records around it are delivered"
+    (record,) = deadletter.read(tmp_path / "dl" / "debezium.undecodable.jsonl")
+    assert record.stage == "source" and record.table == TOPIC and record.raw == b"\xffgarbage"
+    assert record.origin == {"topic": TOPIC, "partition": 0, "offset": 4, "timestamp_ms": 1234, "key": b"k"}
+    assert record.hint == MALFORMED_HINT
 
 
 def test_commit_goes_to_the_group_from_the_polling_loop() -> None:
@@ -300,4 +343,51 @@ def test_build_maps_security_settings() -> None:
     assert "pw" not in repr(source)  # SecretStr
     tail = build_reader(source, "tail", temporary=True)
     assert isinstance(tail, DebeziumReader) and not tail.commit_offsets
+    assert isinstance(reader.dead_letter, FileDeadLetter) and reader.dead_letter.source == "debezium"
+    assert tail.dead_letter is None, "tail: the pipeline stops at a malformed record, or parks it"
+    logged = build_reader(
+        _source(bootstrap_servers="k:9092", topic_prefix="app", dead_letter={"type": "log"}), "o"
+    )
+    assert isinstance(logged, DebeziumReader) and isinstance(logged.dead_letter, LogDeadLetter)
     assert str(tail.consumer_config["group.id"]).startswith("cdc-logs-tail-")
+
+
+class DeadBrokers(FakeConsumer):
+    """Kafka unreachable: metadata requests time out; poll() serves error_cb as librdkafka does."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.metadata_calls = 0
+
+    def list_topics(self, timeout: float) -> Metadata:
+        from confluent_kafka import KafkaError, KafkaException
+
+        self.metadata_calls += 1
+        time.sleep(min(timeout, 0.05))
+        raise KafkaException(KafkaError(KafkaError._TRANSPORT, "Failed to get metadata"))
+
+    def poll(self, timeout: float) -> Message | None:
+        from confluent_kafka import KafkaError
+
+        on_error = self.settings["error_cb"]
+        on_error(
+            KafkaError(
+                KafkaError._TRANSPORT, "k:9092/bootstrap: Connect to ipv4#k:9092 failed: x (after 0ms)"
+            )
+        )
+        on_error(KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
+        return None
+
+
+def test_dead_brokers_fail_open_at_once_with_the_broker_error() -> None:
+    consumer = DeadBrokers()
+    started = time.monotonic()
+    with pytest.raises(CdcError) as info:
+        _reader(consumer, connect_timeout_s=30)
+    assert time.monotonic() - started < 2, "not after the metadata timeout"
+    assert consumer.metadata_calls == 1 and consumer.closed
+    assert info.value.kind is ErrorKind.CONNECTION  # retried by `run`; `tail` stops at once
+    assert (
+        info.value.message
+        == "cannot reach Kafka at k:9092: k:9092/bootstrap: Connect to ipv4#k:9092 failed: x"
+    )

@@ -19,8 +19,14 @@ from cdc_logs.debezium.provision import (
     render_plan,
     wait_running,
 )
-from cdc_logs.debezium.secrets import is_secret_key, mask_config, mask_text, secret_values
 from cdc_logs.errors import CdcError, ErrorKind
+from cdc_logs.observability.redact import (
+    forget_all,
+    is_secret_key,
+    mask_config,
+    redact,
+    register_connector_configs,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 PG = "io.debezium.connector.postgresql.PostgresConnector"
@@ -68,10 +74,14 @@ def test_masking_keeps_provider_references() -> None:
         "ssl.key.password": config["ssl.key.password"],
         "a": "b",
     }
-    assert secret_values([config]) == {"pw123"}
-    assert mask_text("login failed for pw123 at postgresql://u:pw123@h/db", {"pw123"}) == (
-        "login failed for *** at postgresql://u:***@h/db"
-    )
+    register_connector_configs([{**config, "database.password": "pw123456"}])
+    try:
+        assert redact("login failed for pw123456 at postgresql://u:pw123456@h/db") == (
+            "login failed for *** at postgresql://u:***@h/db"
+        )
+        assert "${file:/s.properties:k}" in redact("ssl.key.password=${file:/s.properties:k}")
+    finally:
+        forget_all()
 
 
 # -- parsing ---------------------------------------------------------------------------------------

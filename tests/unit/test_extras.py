@@ -10,15 +10,15 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import pytest
 
-from cdc_logs import config as config_module
+from cdc_logs import registry
 from cdc_logs.build import build_sink
-from cdc_logs.config import parse_config
+from cdc_logs.configfile import parse_config
 from cdc_logs.errors import CdcError, ErrorKind
-from cdc_logs.extras import DESTINATION_EXTRAS, OPTIONAL_CLIENTS, check_destination, installed, need
+from cdc_logs.extras import OPTIONAL_CLIENTS, SINK_EXTRAS, check_sink, installed, need
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCE = {"type": "sqlite", "path": "x.db", "tables": ["t"]}
@@ -59,29 +59,25 @@ def no_optional_clients(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_every_destination_type_is_covered() -> None:
-    types = {
-        t
-        for model in config_module._DESTINATION_MODELS
-        for t in get_args(model.model_fields["type"].annotation)
-    }
+    types = {t for component in registry.components("sink") for t in component.types}
     assert types == set(MINIMAL)
-    assert set(DESTINATION_EXTRAS) <= types
-    assert set(DESTINATION_EXTRAS.values()) == set(OPTIONAL_CLIENTS)
+    assert set(SINK_EXTRAS) <= types
+    assert set(SINK_EXTRAS.values()) == set(OPTIONAL_CLIENTS)
 
 
 @pytest.mark.usefixtures("no_optional_clients")
 @pytest.mark.parametrize("type_", sorted(MINIMAL))
 def test_build_and_validate_agree_on_the_missing_extra(type_: str) -> None:
     cfg = destination(type_)
-    extra = DESTINATION_EXTRAS.get(type_)
+    extra = SINK_EXTRAS.get(type_)
     if extra is None:
-        check_destination(type_)
+        check_sink(type_)
         build_sink(cfg)  # only core packages: builds (connects to nothing)
         return
     with pytest.raises(CdcError) as built:
         build_sink(cfg)
     with pytest.raises(CdcError) as checked:
-        check_destination(type_, "mine")
+        check_sink(type_, "mine")
     for err in (built.value, checked.value):
         assert err.kind is ErrorKind.CONFIG and err.exit_code == 2
         assert err.hint == f"pip install 'cdc-logs[{extra}]'"
@@ -91,7 +87,7 @@ def test_build_and_validate_agree_on_the_missing_extra(type_: str) -> None:
 
 def test_installed_clients_pass() -> None:
     need("json", "redis")  # present: no error
-    check_destination("stdout")
+    check_sink("stdout")
     assert installed("json") and not installed("no_such_module_cdc") and not installed("no_such_parent.child")
 
 

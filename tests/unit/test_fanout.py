@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -192,7 +193,10 @@ def test_rejected_batch_goes_to_the_dead_letter_and_delivery_goes_on(tmp_path: P
     assert seqs(good.events) == list(range(1, 31))
     lines = [orjson.loads(line) for line in (dead / "picky.deadletter.jsonl").read_bytes().splitlines()]
     assert lines and all("value out of range" in line["reason"] for line in lines)
-    assert all(line["kind"] == "sink_rejected" and line["sink"] == "picky" for line in lines)
+    assert all(line["kind"] == "sink_rejected" and line["component"] == "picky" for line in lines)
+    assert all(line["stage"] == "sink" for line in lines)
+    positions = [line["position"]["values"] for line in lines]
+    assert positions == [[n] for n in range(1, 31)], "each with its position, to know where it stood"
     dead_seqs = [line["envelope"]["source"]["seq"] for line in lines]
     assert dead_seqs == list(range(1, 31)), "each refused event once, in order"
 
@@ -269,3 +273,65 @@ def test_spool_hands_every_reader_the_same_events(tmp_path: Path) -> None:
     assert len(spool.read("b", 1000, 0.1).events) == 40
     spool.release()
     spool.close()
+
+
+def _varied_events() -> list[Any]:
+    """Events of every value kind, a primary-key change (delete + create in one transaction) and a
+    schema, as readers make them."""
+    from cdc_logs.envelope import ChangeEvent, Op, SourceInfo, Transaction
+    from cdc_logs.schema import Column, Semantic, TableSchema
+
+    schema = TableSchema(
+        "db", "main", "t", (Column("id", "int32", key=True), Column("at", "int64", Semantic.TIMESTAMP))
+    )
+    out = []
+    for n in range(1, 200):
+        src = SourceInfo("test", "p", "db", "t", schema="main", extra={"seq": n})
+        row = {
+            "id": n,
+            "at": 1_704_067_200_123,
+            "raw": b"\x00\xff",
+            "dec": "-1.500",
+            "js": '{"a": 1}',
+            "nul": None,
+        }
+        tx = Transaction(f"tx{n // 3}", n % 3 + 1, n % 3 + 1)
+        position = Watermark(SERVER, (n,), event=0 if n % 3 == 2 else 1)
+        op = Op.DELETE if n % 7 == 0 else Op.CREATE
+        before, after = (row, None) if op is Op.DELETE else (None, row)
+        event = ChangeEvent(op, src, before, after, {"id": n}, 0, tx, position=position, boundary=n % 3 == 2)
+        event.schema = schema
+        out.append(event)
+    return out
+
+
+def _seen(event: Any) -> tuple[Any, ...]:
+    return (
+        event.to_json(),
+        event.key,
+        event.position,
+        event.position.event,
+        event.boundary,
+        event.schema.to_dict(),
+    )
+
+
+@pytest.mark.parametrize("memory", [64 << 20, 1], ids=["in-memory", "spilled-to-disk"])
+def test_a_sink_gets_the_same_events_alone_or_fanned_out(tmp_path: Path, memory: int) -> None:
+    """One delivery path: values and types, positions, boundaries and schemas reach a sink unchanged
+    whether it is the only destination or one of several (also when the spool spills to disk)."""
+    direct, fanned, other = MemorySink("a"), MemorySink("a"), MemorySink("b")
+    Pipeline("p", {"src": ScriptedReader(_varied_events(), follow=False)}, [direct], MemoryOffsetStore(),
+             batch=BatchPolicy(max_events=17, max_wait_s=0.01), stop_when_idle=True).run()  # fmt: skip
+    Pipeline(
+        "p",
+        {"src": ScriptedReader(_varied_events(), follow=False)},
+        [fanned, other],
+        MemoryOffsetStore(),
+        batch=BatchPolicy(max_events=17, max_wait_s=0.01),
+        fanout=FanoutPolicy(str(tmp_path / "spool"), 1 << 30, memory),
+        stop_when_idle=True,
+    ).run()
+    assert [_seen(e) for e in fanned.events] == [_seen(e) for e in direct.events]
+    assert [_seen(e) for e in other.events] == [_seen(e) for e in direct.events]
+    assert isinstance(fanned.events[0].after["raw"], bytes), "bytes stay bytes (no JSON round trip)"

@@ -204,3 +204,30 @@ def test_a_reconnect_mid_transaction_does_not_emit_twice(binlog: list[Any]) -> N
     assert [(e.op, e.key, e.after, e.boundary) for e in got] == [
         (e.op, e.key, e.after, e.boundary) for e in whole
     ]
+
+
+def test_the_recorded_stream_keeps_the_event_contract(binlog: list[Any]) -> None:
+    from cdc_logs.readers.contract import ContractChecker
+
+    assert ContractChecker().check_all(list(run(converter(heartbeat_s=0), binlog))) == []
+
+
+def test_a_row_the_converters_cannot_read_is_held_in_its_place_for_the_dead_letter_file(
+    binlog: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A value conversion that fails (here: the DECIMAL converter) turns that row into an Undecodable at
+    its own position; the transaction's other rows and its boundary are unaffected."""
+    from cdc_logs.envelope import Undecodable
+    from cdc_logs.readers.contract import ContractChecker
+    from cdc_logs.readers.mysql import types
+
+    def broken(value: Any) -> str:
+        raise ValueError(f"cannot read {value}")
+
+    monkeypatch.setattr(types, "decimal_value", broken)
+    items = run(converter(heartbeat_s=0), binlog)
+    bad = [i for i in items if isinstance(i, Undecodable)]
+    assert bad and all(b.table == "test.mr_fx_types" and "ValueError" in b.reason for b in bad)
+    assert all("cannot read" not in b.reason for b in bad), "no value in the reason"
+    assert [e for e in changes(items) if e.source.table == "mr_fx_tx"], "the other table still flows"
+    assert ContractChecker().check_all(list(items)) == []

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pymysqlreplication.event import GtidEvent, QueryEvent, XidEvent
 
-from cdc_logs.config import parse_config
+from cdc_logs.configfile import parse_config
 from cdc_logs.envelope import Heartbeat
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.position import BinlogPosition

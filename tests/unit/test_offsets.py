@@ -266,4 +266,97 @@ def test_resume_refusal_happens_before_decoding(tmp_path: Path) -> None:
     assert info.value.kind is ErrorKind.SERVER_MISMATCH
     with pytest.raises(CdcError) as info:
         store.resume_position("p", "pg", SERVER)
-    assert info.value.kind is ErrorKind.DECODE
+    # An unreadable stored position is for an operator to fix (exit 3), with the commands that do it.
+    assert info.value.kind is ErrorKind.POSITION_LOST
+    assert "offsets set" in (info.value.hint or "") and "offsets reset" in (info.value.hint or "")
+
+
+# -- damaged stores: a clear operator error naming the fix, never a traceback or a silent reset ----
+def _committed_sqlite(path: Path) -> None:
+    store = SqliteOffsetStore(path)
+    store.save("p", "pg", lsn(42))
+    store.close()
+
+
+def _committed_file(path: Path) -> None:
+    FileOffsetStore(path).save("p", "pg", lsn(42))
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (lambda p: p.write_bytes(p.read_bytes()[:100]), "malformed"),
+        (lambda p: p.write_bytes(b"garbage\n" * 100), "not a database"),
+        (lambda p: p.write_bytes(b""), "empty"),
+    ],
+    ids=["truncated", "overwritten", "emptied"],
+)
+def test_a_damaged_sqlite_store_names_the_fix(
+    tmp_path: Path, damage: Callable[[Path], None], problem: str
+) -> None:
+    path = tmp_path / "o.db"
+    _committed_sqlite(path)
+    for extra in (path.with_name("o.db-wal"), path.with_name("o.db-shm")):
+        extra.unlink(missing_ok=True)
+    damage(path)
+    with pytest.raises(CdcError) as info:
+        SqliteOffsetStore(path).list("p")
+    err = info.value
+    assert err.kind is ErrorKind.POSITION_LOST and err.exit_code == 3
+    assert f"the offset store {path} is damaged" in err.message and problem in err.message
+    assert "restore" in (err.hint or "") and "move it away" in (err.hint or "")
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (None, "not valid JSON"),  # truncated mid-document
+        (b"", "empty"),
+        (b"[1, 2]", "not an offsets document"),
+        (b'{"p/pg": {"position": 5}}', "not an offsets document"),
+        (b'{"p/pg": {"position": "x", "server": "s"}}', "not an offsets document"),
+    ],
+    ids=["truncated", "empty", "list", "wrong-field-type", "missing-field"],
+)
+def test_a_damaged_file_store_names_the_fix(tmp_path: Path, content: bytes | None, problem: str) -> None:
+    path = tmp_path / "o.json"
+    _committed_file(path)
+    path.write_bytes(path.read_bytes()[:40] if content is None else content)
+    damaged = path.read_bytes()
+    for call in (lambda s: s.load("p", "pg"), lambda s: s.list("p"), lambda s: s.save("p", "pg", lsn(1))):
+        with pytest.raises(CdcError) as info:
+            call(FileOffsetStore(path))
+        assert info.value.kind is ErrorKind.POSITION_LOST
+        assert problem in info.value.message
+    assert path.read_bytes() == damaged, "a save must not replace the damaged file: the operator decides"
+
+
+def test_a_new_sqlite_store_appears_whole(tmp_path: Path) -> None:
+    """Created under another name and linked into place: an empty file at the store's path can only
+    be a truncated store (refused above), never a first run killed while creating it."""
+    path = tmp_path / "state" / "o.db"
+    store = SqliteOffsetStore(path)
+    try:
+        assert sorted(p.name for p in path.parent.iterdir() if not p.name.startswith("o.db-")) == ["o.db"]
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("SELECT count(*) FROM cdc_offsets").fetchone() == (0,)
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("garbage", "not JSON"),
+        ("[1]", "not a JSON object"),
+        ("{}", "no position type"),
+        ('{"type": "nope"}', "unknown position type 'nope' (known: binlog, kafka, "),
+        ('{"type": "watermark"}', "missing field 'server'"),
+        ('{"type": "pg_lsn", "server": "s", "lsn": "x"}', "field 'lsn' must be"),
+    ],
+)
+def test_an_unreadable_stored_position_says_why_in_a_few_words(text: str, problem: str) -> None:
+    with pytest.raises(CdcError) as info:
+        StoredOffset("p", "pg", text, SERVER, 1).decoded()
+    assert info.value.kind is ErrorKind.POSITION_LOST
+    assert info.value.message.startswith(f"the committed position of p/pg is unreadable: {problem}")

@@ -18,7 +18,7 @@ import pytest
 from cdc_logs.envelope import ChangeEvent, Heartbeat, Op
 from cdc_logs.position import Lsn
 from cdc_logs.readers.postgres.changes import HEARTBEAT_PREFIX, ChangeStream
-from cdc_logs.readers.postgres.events import EventBuilder
+from cdc_logs.readers.postgres.convert import EventBuilder
 from cdc_logs.readers.postgres.pgoutput import Relation
 from cdc_logs.readers.postgres.txbuffer import StreamBuffers
 from cdc_logs.readers.postgres.types import TypeRegistry
@@ -244,3 +244,32 @@ def test_table_filter_drops_other_tables_and_their_boundary() -> None:
     ]
     assert sum(e.boundary for e in events) == len(on_big)  # one boundary per transaction on cap.big
     assert len(events) == sum(len(e["changes"]) for e in on_big)
+
+
+def test_a_row_that_cannot_be_converted_is_held_in_its_place_for_the_dead_letter_file() -> None:
+    """An int4 column whose text is not a number: the row becomes an Undecodable at its own position
+    inside the transaction, the rows around it are delivered, and no value reaches the message."""
+    from cdc_logs.envelope import Undecodable
+    from cdc_logs.readers.contract import ContractChecker
+    from cdc_logs.readers.postgres.pgoutput import Begin, Commit, Insert, RelationColumn
+
+    builder = EventBuilder(pipeline="p", db="db", key_lookup=lambda r: ("id",))
+    stream = ChangeStream(builder, StreamBuffers(1 << 20), SERVER)
+    columns = (RelationColumn(1, "id", 23, -1), RelationColumn(0, "n", 23, -1))
+    msgs: list[Any] = [
+        Relation(None, 16400, "public", "t", "d", columns),
+        Begin(0x500, 0, 77),
+        Insert(None, 16400, ("1", "10")),
+        Insert(None, 16400, ("2", "secret-not-a-number")),
+        Insert(None, 16400, ("3", "30")),
+        Commit(0, 0x500, 0x530, 0),
+    ]
+    items: list[Any] = []
+    for lsn, msg in enumerate(msgs, 0x400):
+        items.extend(stream._handle(msg, lsn))
+    assert [type(i).__name__ for i in items] == ["ChangeEvent", "Undecodable", "ChangeEvent"]
+    bad = items[1]
+    assert isinstance(bad, Undecodable) and bad.table == "public.t" and "'n'" in bad.reason
+    assert "secret" not in bad.reason and bad.raw is not None and b"secret-not-a-number" in bad.raw
+    assert items[2].boundary and items[2].position == Lsn(SERVER, 0x530)
+    assert ContractChecker().check_all(items) == []

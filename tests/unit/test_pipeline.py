@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -277,3 +278,65 @@ def test_without_start_retries_an_unreachable_source_fails_at_once() -> None:
     with pytest.raises(CdcError) as err:
         _pipeline(reader, retry_start=False).run()
     assert err.value.kind is ErrorKind.CONNECTION
+
+
+class SlowReopenReader(ScriptedReader):
+    """Fails after `fail_after` events; reopening then takes `reopen_s` (a database coming back)."""
+
+    def __init__(self, items: list[Any], *, fail_after: int, reopen_s: float) -> None:
+        super().__init__(items, fail_after=fail_after)
+        self.reopen_s = reopen_s
+        self.reopened_at: float | None = None
+
+    def open(self) -> None:
+        super().open()
+        if self.opens > 1:
+            time.sleep(self.reopen_s)
+            self.reopened_at = time.monotonic()
+
+
+class PacedReader(ScriptedReader):
+    """Emits its events one every `every_s` seconds (a busy second source)."""
+
+    def __init__(self, items: list[Any], every_s: float) -> None:
+        super().__init__(items, follow=False)
+        self.every_s = every_s
+
+    def stream(self, start: Any) -> Any:
+        for item in super().stream(start):
+            time.sleep(self.every_s)
+            yield item
+
+
+class TimedSink(MemorySink):
+    def __init__(self) -> None:
+        super().__init__()
+        self.delivered_at: list[tuple[str, float]] = []
+
+    def write(self, batch):  # type: ignore[no-untyped-def]
+        super().write(batch)
+        now = time.monotonic()
+        self.delivered_at += [(e.source.table, now) for e in batch]
+
+
+def test_a_reader_reconnect_never_holds_back_the_other_sources() -> None:
+    """One source fails and takes 1.5 s to come back: its reconnect runs on its own thread, so the
+    other source's changes keep being delivered meanwhile (the delivery thread never sleeps for it)."""
+    failing = SlowReopenReader([make_event(n, table="a") for n in range(1, 11)], fail_after=5, reopen_s=1.5)
+    busy = PacedReader([make_event(n, table="b") for n in range(1, 81)], every_s=0.02)
+    sink = TimedSink()
+    pipeline = Pipeline(
+        "p",
+        {"a": failing, "b": busy},
+        [sink],
+        MemoryOffsetStore(),
+        batch=BatchPolicy(max_events=1000, max_wait_s=0.05),
+        retry=FAST_RETRY,
+        stop_when_idle=True,
+    )
+    failed_at = time.monotonic()
+    pipeline.run()
+    assert failing.reopened_at is not None and failing.reopened_at - failed_at > 1.4
+    during = [t for table, t in sink.delivered_at if table == "b" and t < failing.reopened_at - 0.2]
+    assert len(during) > 20, "the other source was held back while this one reconnected"
+    assert set(seqs([e for e in sink.events if e.source.table == "a"])) == set(range(1, 11))

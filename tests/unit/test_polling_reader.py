@@ -185,6 +185,60 @@ def test_custom_query_in_the_seed_shape(db: Path) -> None:
     again.close()
 
 
+def test_a_value_its_column_cannot_hold_is_dead_lettered_and_its_neighbours_delivered(tmp_path: Path) -> None:
+    """SQLite keeps any value in any column. Text that is not a date in a DATETIME column stopped the
+    stream with a bare ValueError (SQLAlchemy parsed it mid-batch), text that is not UTF-8 with a
+    CONNECTION error retried forever, and a BOOLEAN of 2 became true. Now that row is an Undecodable
+    naming the column (never the value), in its place; the rows around it are delivered."""
+    path = tmp_path / "typed.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, at DATETIME, flag BOOLEAN, note TEXT)")
+        conn.execute("INSERT INTO t VALUES (1, '2024-05-01 10:00:00', 1, 'ok')")
+        conn.execute("INSERT INTO t VALUES (2, 'next tuesday', 0, 'Jane')")
+        conn.execute("INSERT INTO t VALUES (3, NULL, 2, 'ok')")
+        conn.execute("INSERT INTO t VALUES (4, NULL, 0, CAST(x'4a616ee9' AS TEXT))")
+        conn.execute("INSERT INTO t VALUES (5, '2024-05-01T10:00:00+02:00', 0, 'ok')")
+    r = PollingReader(
+        f"sqlite:///{path}", ["t"], pipeline_name="p", mode="incrementing", incrementing_column="id", **FAST
+    )
+    r.open()
+    items = []
+    for item in r.stream(None):
+        if item is None:
+            break
+        items.append(item)
+    r.close()
+    assert [type(i).__name__ for i in items] == [
+        "ChangeEvent",
+        "Undecodable",
+        "Undecodable",
+        "Undecodable",
+        "ChangeEvent",
+    ]
+    reasons = [i.reason for i in items[1:4]]
+    assert reasons == [
+        "column 'at': text that is not an ISO-8601 timestamp in a timestamp column",
+        "column 'flag': an integer in a boolean (0 or 1) column",
+        "column 'note': text that is not valid UTF-8 in a text column",
+    ]
+    assert all("Jane" not in r and "tuesday" not in r for r in reasons)
+    assert [i.position.values for i in items] == [("t", None, n) for n in range(1, 6)]
+    assert items[4].after["at"] == 1714550400000000  # an offset is an instant: µs since the epoch in UTC
+
+
+def test_non_finite_floats_are_strings_in_tables_and_in_queries(db: Path) -> None:
+    """JSON has no NaN or infinity: the envelope wrote them as null, losing the value."""
+    write(db, "CREATE TABLE f (id INTEGER PRIMARY KEY, x REAL)")
+    write(db, "INSERT INTO f VALUES (1, 9e999), (2, -9e999), (3, 1.5)")
+    r = reader(db, ["f"], mode="incrementing", incrementing_column="id")
+    assert [e.after["x"] for e in collect(r)] == ["Infinity", "-Infinity", 1.5]  # type: ignore[index]
+    r.close()
+    query = PolledTable("q", query="SELECT id, x FROM f", mode="incrementing", incrementing_column="id")
+    q = reader(db, [query])
+    assert [e.after["x"] for e in collect(q)] == ["Infinity", "-Infinity", 1.5]  # type: ignore[index]
+    q.close()
+
+
 def test_no_snapshot_starts_after_the_newest_row(db: Path) -> None:
     insert_orders(db, [(1, T1), (2, T2)])
     r = reader(db, snapshot=False)

@@ -17,8 +17,6 @@ from cdc_logs.position import (
     KafkaOffsets,
     Lsn,
     Position,
-    ResumeToken,
-    Scn,
     Watermark,
     decode,
     format_lsn,
@@ -73,11 +71,7 @@ def test_binlog_order_is_file_number_then_pos(a: tuple[int, int], b: tuple[int, 
     assert (binlog(*a) < binlog(*b)) == (a < b)
 
 
-def test_scn_resume_token_watermark_kafka_orders() -> None:
-    assert Scn(SERVER, 9) < Scn(SERVER, 10)
-    assert ResumeToken(SERVER, cluster_time=(5 << 32) | 1, token="82aa") < ResumeToken(
-        SERVER, cluster_time=(5 << 32) | 2, token="8200"
-    )
+def test_watermark_kafka_orders() -> None:
     assert Watermark(SERVER, ("2024-01-01", 9)) < Watermark(SERVER, ("2024-01-01", 10))
     assert Watermark(SERVER, ("2024-01-01", 99)) < Watermark(SERVER, ("2024-01-02", 1))
     assert KafkaOffsets(SERVER, (("t:0", 5), ("t:1", 5))) < KafkaOffsets(SERVER, (("t:0", 5), ("t:1", 6)))
@@ -92,10 +86,9 @@ COMPARISONS: list[Callable[[Any, Any], bool]] = [operator.lt, operator.le, opera
     [
         (Lsn(SERVER, 1), Lsn(OTHER, 2)),
         (binlog(1, 4), binlog(1, 4, server=OTHER)),
-        (Scn(SERVER, 1), Scn(OTHER, 1)),
         (Watermark(SERVER, (1,)), Watermark(OTHER, (2,))),
     ],
-    ids=["lsn", "binlog", "scn", "watermark"],
+    ids=["lsn", "binlog", "watermark"],
 )
 def test_comparing_across_servers_is_a_server_mismatch(
     compare: Callable[[Any, Any], bool], left: Position, right: Position
@@ -117,13 +110,13 @@ def test_max_over_two_servers_refuses() -> None:
 
 def test_positions_from_different_servers_are_never_equal() -> None:
     assert Lsn(SERVER, 1) != Lsn(OTHER, 1)
-    assert Lsn(SERVER, 1) != Scn(SERVER, 1)
+    assert Lsn(SERVER, 1) != Watermark(SERVER, (1,))
     assert Lsn(SERVER, 1) != "Lsn(1)"
 
 
 def test_comparing_different_position_kinds_is_a_type_error() -> None:
     with pytest.raises(TypeError):
-        _ = Lsn(SERVER, 1) < Scn(SERVER, 2)
+        _ = Lsn(SERVER, 1) < Watermark(SERVER, (2,))
     with pytest.raises(TypeError):
         _ = Lsn(SERVER, 1) < 5
 
@@ -149,8 +142,6 @@ _positions = st.one_of(
         gtid=st.none() | _text,
         flavor=st.sampled_from(["mysql", "mariadb"]),
     ),
-    st.builds(Scn, server=_text, scn=_u64),
-    st.builds(ResumeToken, server=_text, cluster_time=_u64, token=_text),
     st.builds(
         Watermark,
         server=_text,
@@ -190,7 +181,7 @@ def test_encoding_is_readable_json_with_type_and_server() -> None:
 
 
 def test_every_kind_is_registered_and_distinct() -> None:
-    kinds = [cls.kind for cls in (Lsn, BinlogPosition, Scn, ResumeToken, Watermark, KafkaOffsets)]
+    kinds = [cls.kind for cls in (Lsn, BinlogPosition, Watermark, KafkaOffsets)]
     assert len(set(kinds)) == len(kinds)
     assert all(kinds)
 
@@ -235,7 +226,7 @@ def test_decode_error_quotes_at_most_200_chars() -> None:
     [
         '{"type": "pg_lsn", "server": "s", "lsn": "0/16B3748"}',
         '{"type": "binlog", "server": "s", "file": "mysql-bin.000001", "pos": "4"}',
-        '{"type": "oracle_scn", "server": 7, "scn": 1}',
+        '{"type": "watermark", "server": 7, "values": [1]}',
     ],
 )
 def test_decode_rejects_wrongly_typed_fields(text: str) -> None:

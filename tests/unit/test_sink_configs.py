@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from cdc_logs.build import build_sink
-from cdc_logs.config import parse_config
+from cdc_logs.configfile import parse_config
 from cdc_logs.errors import CdcError
 from cdc_logs.sinks.http import HttpSink
 from cdc_logs.sinks.kafka import KafkaSink

@@ -99,7 +99,8 @@ def test_insert_update_delete_with_types(db: Path, reader: SqliteReader) -> None
     assert [e.op for e in got] == [Op.CREATE, Op.UPDATE, Op.DELETE]
     c, u, d = got
     row1 = {"id": 1, "name": tricky, "score": 0.1 + 0.2, "data": b"\x00\xff\x10", "extra": None}
-    row2 = {**row1, "score": math.inf, "data": None, "extra": '["x","00"]'}  # JSON-looking text stays text
+    # JSON-looking text stays text; an infinity is the string every reader writes for it
+    row2 = {**row1, "score": "Infinity", "data": None, "extra": '["x","00"]'}
     assert (c.before, c.after, c.key) == (None, row1, {"id": 1})
     assert (u.before, u.after) == (row1, row2)
     assert (d.before, d.after, d.key) == (row2, None, {"id": 1})
@@ -122,6 +123,36 @@ def test_reals_round_trip_exactly(db: Path, reader: SqliteReader) -> None:
     w.executemany("INSERT INTO t (id, score) VALUES (?, ?)", list(enumerate(values)))
     got = events(collect(reader, count=len(values)))
     assert [e.after["score"] for e in got] == values  # type: ignore[index]
+
+
+def test_a_json_function_result_is_recorded_as_the_text_it_stores(db: Path, reader: SqliteReader) -> None:
+    """SQLite's JSON functions give TEXT with a JSON subtype, still attached to NEW in the trigger:
+    json_object embedded it as JSON (a dict, or the tagged blob ["x", hex] read back as bytes)."""
+    w = writer(db)
+    w.execute("INSERT INTO t (id, name, extra) VALUES (1, json_object('k', 'v'), json_array('x', '00'))")
+    w.execute("UPDATE t SET name = json_quote('q'), extra = json_array('f', '1.5') WHERE id = 1")
+    c, u = events(collect(reader, count=2))
+    assert c.after == {"id": 1, "name": '{"k":"v"}', "score": None, "data": None, "extra": '["x","00"]'}
+    assert u.after == {**c.after, "name": '"q"', "extra": '["f","1.5"]'}
+    assert u.before == c.after
+
+
+def test_infinities_and_negative_zero_read_the_same_in_changes_and_snapshot(tmp_path: Path) -> None:
+    """JSON has no infinity (the envelope would write null): "Infinity" / "-Infinity", as every reader
+    writes them. SQLite prints -0.0 as 0.0, so the triggers see 0.0: the snapshot must agree."""
+    path = make_db(tmp_path, "CREATE TABLE t (id INTEGER PRIMARY KEY, v);")
+    stream_reader = SqliteReader(str(path), ["t"], pipeline_name="p", **FAST)
+    stream_reader.open()
+    w = writer(path)
+    w.execute("INSERT INTO t VALUES (1, 9e999), (2, -9e999), (3, -0.0)")
+    streamed = [e.after["v"] for e in events(collect(stream_reader, count=3))]  # type: ignore[index]
+    stream_reader.close()
+    snapshot_reader = SqliteReader(str(path), ["t"], pipeline_name="p", snapshot=True, consumer="s", **FAST)
+    snapshot_reader.open()
+    snapshot = [e.after["v"] for e in events(collect(snapshot_reader, count=3))]  # type: ignore[index]
+    snapshot_reader.close()
+    assert streamed == snapshot == ["Infinity", "-Infinity", 0.0]
+    assert math.copysign(1, snapshot[2]) == 1.0
 
 
 def test_multi_row_transaction_in_order(db: Path, reader: SqliteReader) -> None:
@@ -152,12 +183,27 @@ def test_rowid_key_and_primary_key_change(tmp_path: Path) -> None:
     got = events(collect(r))
     r.close()
     assert got[0].key == {"rowid": 1} and got[0].after == {"a": "x", "b": 1}
+    assert got[0].schema is not None and got[0].schema.key == ("rowid",)
     # A key change is a delete of the old key then a create of the new one (Debezium does the same).
     assert [(e.op, e.key, e.boundary) for e in got[2:]] == [
         (Op.DELETE, {"id": 1}, False),
         (Op.CREATE, {"id": 2}, True),
     ]
     assert got[2].before == {"id": 1, "v": "a"} and got[3].after == {"id": 2, "v": "a"}
+
+
+def test_a_column_named_rowid_does_not_become_the_key(tmp_path: Path) -> None:
+    """Without a primary key the key is the rowid; with a column of that name it is `_rowid_`, so the
+    key never contradicts the row (it was {"rowid": 1} next to the row's "rowid": "r1")."""
+    path = make_db(tmp_path, "CREATE TABLE nokey (rowid TEXT, b);")
+    r = SqliteReader(str(path), ["nokey"], pipeline_name="p", **FAST)
+    r.open()
+    writer(path).execute("INSERT INTO nokey VALUES ('r1', 1)")
+    (event,) = events(collect(r))
+    r.close()
+    assert event.key == {"_rowid_": 1} and event.after == {"rowid": "r1", "b": 1}
+    assert event.schema is not None and [c.name for c in event.schema.columns] == ["rowid", "b", "_rowid_"]
+    assert event.schema.key == ("_rowid_",)
 
 
 def test_wide_table(tmp_path: Path) -> None:
@@ -320,7 +366,8 @@ def test_resume_from_position(db: Path, reader: SqliteReader) -> None:
 def test_known_consumer_without_position_continues_where_it_stopped(db: Path) -> None:
     first = SqliteReader(str(db), ["t"], pipeline_name="p", consumer="svc", **FAST)
     first.open()
-    assert collect(first) == []
+    # A first run yields the position it starts from (so the pipeline commits it), then nothing.
+    assert [type(i).__name__ for i in collect(first)] == ["Heartbeat"]
     first.close()
     writer(db).execute("INSERT INTO t (id) VALUES (1)")  # while no reader runs: kept for "svc"
     again = SqliteReader(str(db), ["t"], pipeline_name="p", consumer="svc", **FAST)
@@ -329,7 +376,7 @@ def test_known_consumer_without_position_continues_where_it_stopped(db: Path) ->
     again.close()
     fresh = SqliteReader(str(db), ["t"], pipeline_name="p", consumer="new", **FAST)
     fresh.open()
-    assert collect(fresh) == []  # a new consumer starts with the changes after open()
+    assert events(collect(fresh)) == []  # a new consumer starts with the changes after open()
     fresh.close()
 
 

@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from cdc_logs.build import build_transform
-from cdc_logs.config import TransformConfig
+from cdc_logs.config import transform_config
 from cdc_logs.envelope import ChangeEvent, Op, SourceInfo
 from cdc_logs.transforms.base import Transform, apply_all, table_matches
 from cdc_logs.transforms.filter import FilterTransform
@@ -46,7 +46,7 @@ def sha(value: str, salt: str = "") -> str:
 
 
 def transform(type_: str, **params: Any) -> Transform:
-    return build_transform(TransformConfig(type=type_, params=params))
+    return build_transform(transform_config({"type": type_, "params": params}))
 
 
 # -------------------------------------------------------------------------------- table matching
@@ -322,45 +322,29 @@ def test_seed_mask_fields_default_to_hash() -> None:
 
 
 def test_retention_period_days_is_rejected() -> None:
-    cfg = TransformConfig.model_construct(
-        type="gdpr_compliance", params={"pii_fields": ["email"], "retention_period_days": 365}
-    )
-    with pytest.raises(ValueError, match="retention_period_days is not supported"):
-        build_transform(cfg)
-    with pytest.raises(ValidationError, match="set retention on the destination"):
-        TransformConfig(type="gdpr_compliance", params={"pii_fields": ["e"], "retention_period_days": 1})
+    with pytest.raises(ValidationError, match="retention_period_days is not supported"):
+        transform_config(
+            {"type": "gdpr_compliance", "params": {"pii_fields": ["e"], "retention_period_days": 1}}
+        )
 
 
 @pytest.mark.parametrize(
     ("type_", "params", "fragment"),
     [
-        ("filter", {"include": ["x"]}, "filter params: FilterTransform: got an unexpected keyword argument"),
-        (
-            "rename",
-            {"table": {"a": "b"}},
-            "rename params: RenameTransform: got an unexpected keyword argument",
-        ),
-        ("mask", {}, "mask params: MaskTransform: missing 1 required keyword-only argument: 'fields'"),
-        ("data_masking", {"fields": ["a"], "strategy": "nope"}, "unknown strategy 'nope'"),
+        ("filter", {"include": ["x"]}, "params.include\n  Extra inputs are not permitted"),
+        ("rename", {"table": {"a": "b"}}, "params.table\n  Extra inputs are not permitted"),
+        ("mask", {}, "params.fields\n  Field required"),
+        ("data_masking", {"fields": ["a"], "strategy": "nope"}, "params.strategy\n  Input should be 'hash'"),
     ],
 )
-def test_bad_params_are_value_errors_naming_the_transform(
-    type_: Any, params: dict[str, Any], fragment: str
-) -> None:
-    cfg = TransformConfig.model_construct(type=type_, params=params)
-    with pytest.raises(ValueError) as info:
-        build_transform(cfg)
+def test_bad_params_are_refused_naming_the_field(type_: Any, params: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        transform_config({"type": type_, "params": params})
     assert fragment in str(info.value)
 
 
 def test_two_field_lists_are_both_masked_or_rejected() -> None:
-    cfg = TransformConfig.model_construct(
-        type="gdpr_compliance", params={"pii_fields": ["email"], "mask_fields": ["ssn"]}
-    )
-    try:
-        m = build_transform(cfg)
-    except ValueError:
-        return
+    m = transform("gdpr_compliance", pii_fields=["email"], mask_fields=["ssn"])
     event = m.apply(make_event(after={"id": 1, "email": "a@x.org", "ssn": "123"}))
     assert event is not None and event.after is not None
     assert event.after["email"] != "a@x.org"

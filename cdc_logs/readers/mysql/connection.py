@@ -32,10 +32,14 @@ from urllib.parse import unquote, urlsplit
 import pymysql
 import pymysql.connections
 
+from cdc_logs.dsn import url_problem
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.logging import get_logger
+from cdc_logs.observability.redact import redact
+from cdc_logs.retry import RetryPolicy
 
 log = get_logger(__name__)
+_RECONNECT = RetryPolicy(0, 0.5, 10.0)  # the binlog's own reconnects (bounded by max_reconnects)
 
 RECOVER_HINT = (
     "the binlog no longer holds this position: reset the offsets and take a new snapshot "
@@ -76,19 +80,24 @@ class MysqlSettings:
 
 
 def parse_dsn(dsn: str) -> MysqlSettings:
-    """`mysql://user:pw@host:port/db` (also `mariadb://`, `mysql+pymysql://`) -> settings."""
-    parts = urlsplit(dsn)
-    scheme = parts.scheme.split("+")[0]
-    if scheme not in ("mysql", "mariadb") or not parts.hostname:
-        raise CdcError(
-            ErrorKind.CONFIG,
-            f"not a MySQL/MariaDB DSN: {parts.scheme or '(no scheme)'}://{parts.hostname or ''}...",
-            "write it as mysql://user:password@host:3306/database",
-        )
-    try:
-        port = parts.port or 3306
-    except ValueError as exc:
-        raise CdcError(ErrorKind.CONFIG, f"bad port in DSN: {exc}", "e.g. mysql://u:p@host:3306/db") from exc
+    """`mysql://user:pw@host:port/db` (also `mariadb://`, `mysql+pymysql://`) -> settings.
+
+    A DSN that does not parse is a CONFIG error naming the part at fault; nothing of it is quoted (a
+    `/` in an unencoded password would otherwise surface as the "port").
+    """
+    problem = url_problem(dsn, what="DSN", schemes=("mysql", "mariadb"), database=True)
+    if problem is None:
+        try:
+            parts = urlsplit(dsn)
+            port = parts.port or 3306
+        except ValueError:  # urllib quotes the part it rejects: say what is wrong instead
+            problem = "the DSN cannot be parsed (check its host and port)"
+        else:
+            if not parts.hostname:
+                problem = "the DSN has no host"
+    if problem is not None:
+        raise CdcError(ErrorKind.CONFIG, problem, "write it as mysql://user:password@host:3306/database")
+    assert parts.hostname is not None
     return MysqlSettings(
         host=parts.hostname,
         port=port,
@@ -104,6 +113,7 @@ def classify(exc: BaseException, what: str) -> CdcError:
         return exc
     code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
     text = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
+    text = redact(text)
     message = f"{what}: {text}" + (f" (error {code})" if code else "")
     if code == 4052 or (code == 1236 and "same server" in text):
         return CdcError(
@@ -324,7 +334,7 @@ class BinlogStream:
             if attempt > self.max_reconnects:
                 self._put(_Failure(error))
                 return
-            delay = min(10.0, 0.5 * 2 ** (attempt - 1))
+            delay = _RECONNECT.backoff(attempt)
             log.warning(
                 "binlog connection lost, reconnecting", attempt=attempt, retry_in_s=delay, error=error.message
             )

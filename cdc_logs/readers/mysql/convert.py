@@ -40,7 +40,7 @@ from pymysqlreplication.event import (
 )
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
-from cdc_logs.envelope import ChangeEvent, Heartbeat, Op, SourceInfo, Transaction, now_ms
+from cdc_logs.envelope import ChangeEvent, Heartbeat, Op, SourceInfo, Transaction, Undecodable, now_ms
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.position import BinlogPosition
@@ -50,6 +50,7 @@ from cdc_logs.readers.mysql.schema import binlog_schema
 from cdc_logs.schema import TableSchema
 
 log = get_logger(__name__)
+Item = ChangeEvent | Heartbeat | Undecodable
 
 _MARIADB_FL_STANDALONE = 0x01  # a GTID event flag: the group is one statement with no COMMIT/XID
 _END_WORDS = ("COMMIT", "ROLLBACK", "XA PREPARE", "XA COMMIT", "XA ROLLBACK")
@@ -174,7 +175,7 @@ class BinlogConverter:
         self._reported = start  # last position handed out (boundary event or heartbeat)
         self._reported_at = time.monotonic()
         self._tx = _Tx()
-        self._held: ChangeEvent | None = None
+        self._held: ChangeEvent | Undecodable | None = None
         self._in_row_event = 0
         self._schema: TableSchema | None = None  # of the row event being converted
         self._interrupted: tuple[str, int] | None = None
@@ -205,7 +206,7 @@ class BinlogConverter:
         self._held = None
         self._tx = _Tx()
 
-    def handle(self, event: Any) -> list[ChangeEvent | Heartbeat]:
+    def handle(self, event: Any) -> list[Item]:
         handler = self._dispatch.get(type(event))
         return handler(event) if handler is not None else []
 
@@ -215,12 +216,12 @@ class BinlogConverter:
         return self._position
 
     # -- events ----------------------------------------------------------------------------------
-    def _on_rotate(self, event: Any) -> list[ChangeEvent | Heartbeat]:
+    def _on_rotate(self, event: Any) -> list[Item]:
         if event.next_binlog:
             self._file = event.next_binlog
         return []
 
-    def _on_gtid(self, event: Any) -> list[ChangeEvent | Heartbeat]:
+    def _on_gtid(self, event: Any) -> list[Item]:
         out = self._flush_orphan()
         gtid = str(event.gtid)
         explicit = isinstance(event, MariadbGtidEvent) and not (event.flags & _MARIADB_FL_STANDALONE)
@@ -230,7 +231,7 @@ class BinlogConverter:
         self._interrupted = None
         return out
 
-    def _on_query(self, event: Any) -> list[ChangeEvent | Heartbeat]:
+    def _on_query(self, event: Any) -> list[Item]:
         text = event.query.strip()
         upper = text[:12].upper()
         if upper.startswith("BEGIN"):
@@ -252,7 +253,7 @@ class BinlogConverter:
             return self._on_end(event)
         return []
 
-    def _on_end(self, event: Any) -> list[ChangeEvent | Heartbeat]:
+    def _on_end(self, event: Any) -> list[Item]:
         if self._tx.gtid is not None:
             if isinstance(self._gtid, MariadbGtidPosition):
                 self._gtid = self._gtid.advance(self._tx.gtid)
@@ -275,13 +276,13 @@ class BinlogConverter:
             return self._heartbeat()
         return []
 
-    def _on_heartbeat(self, _event: Any) -> list[ChangeEvent | Heartbeat]:
+    def _on_heartbeat(self, _event: Any) -> list[Item]:
         """The server is idle: report a position that moved without events (filtered transactions)."""
         if self._held is None and self._position != self._reported:
             return self._heartbeat()
         return []
 
-    def _heartbeat(self) -> list[ChangeEvent | Heartbeat]:
+    def _heartbeat(self) -> list[Item]:
         self._mark_reported()
         return [Heartbeat(self._position)]
 
@@ -289,22 +290,24 @@ class BinlogConverter:
         self._reported = self._position
         self._reported_at = time.monotonic()
 
-    def _flush_orphan(self) -> list[ChangeEvent | Heartbeat]:
+    def _flush_orphan(self) -> list[Item]:
         # A new GTID while an event is held means the previous group never closed (should not happen);
         # emit it as a non-boundary event rather than lose it.
         held, self._held = self._held, None
         return [held] if held is not None else []
 
-    def _on_rows(self, event: Any) -> list[ChangeEvent | Heartbeat]:
+    def _on_rows(self, event: Any) -> list[Item]:
         schema, table = event.schema, event.table
         if self.tables is not None and (schema, table) not in self.tables:
             return []
         if self.schemas is not None and self.tables is None and schema not in self.schemas:
             return []
         shape = self._shape(event)
-        out: list[ChangeEvent | Heartbeat] = []
+        out: list[Item] = []
         packet = event.packet
-        start_pos = int(packet.log_pos) - int(packet.event_size) if packet.log_pos else 0
+        # The row event's own offset; without one (never seen from a real server), the end of the
+        # previous event: still past the transaction's start, so positions keep increasing.
+        start_pos = int(packet.log_pos) - int(packet.event_size) if packet.log_pos else self._pos
         ts_ms = int(event.timestamp) * 1000
         server_id = int(packet.server_id)
         gtid = self._tx.gtid
@@ -317,26 +320,62 @@ class BinlogConverter:
         for index, row in enumerate(event.rows):
             extra = {"server_id": server_id, "gtid": gtid, "file": self._file, "pos": start_pos, "row": index}
             source = SourceInfo(self.connector, self.pipeline_name, schema, table, ts_ms=ts_ms, extra=extra)
-            if isinstance(event, UpdateRowsEvent):
-                before = _convert(row["before_values"], row.get("before_none_sources"), shape)
-                after = _convert(row["after_values"], row.get("after_none_sources"), shape)
-                old_key, new_key = _key(shape, before), _key(shape, after)
-                if old_key != new_key:
-                    self._emit(out, Op.DELETE, source, before, None, old_key, now, base)
-                    self._emit(out, Op.CREATE, source, None, after, new_key, now, base)
-                else:
-                    self._emit(out, Op.UPDATE, source, before, after, new_key, now, base)
-            elif isinstance(event, WriteRowsEvent):
-                after = _convert(row["values"], row.get("none_sources"), shape)
-                self._emit(out, Op.CREATE, source, None, after, _key(shape, after), now, base)
-            else:
-                before = _convert(row["values"], row.get("none_sources"), shape)
-                self._emit(out, Op.DELETE, source, before, None, _key(shape, before), now, base)
+            try:
+                self._row(out, event, row, shape, source, now, base)
+            except (CdcError, ValueError, TypeError, OverflowError, UnicodeError) as exc:
+                if isinstance(exc, CdcError) and exc.kind is not ErrorKind.DECODE:
+                    raise
+                self._undecodable(out, f"{schema}.{table}", exc, row, base, index)
         return out
+
+    def _row(
+        self,
+        out: list[Item],
+        event: Any,
+        row: Any,
+        shape: _TableShape,
+        source: SourceInfo,
+        now: int,
+        base: BinlogPosition,
+    ) -> None:
+        if isinstance(event, UpdateRowsEvent):
+            before = _convert(row["before_values"], row.get("before_none_sources"), shape)
+            after = _convert(row["after_values"], row.get("after_none_sources"), shape)
+            old_key, new_key = _key(shape, before), _key(shape, after)
+            if old_key != new_key:
+                self._emit(out, Op.DELETE, source, before, None, old_key, now, base)
+                self._emit(out, Op.CREATE, source, None, after, new_key, now, base)
+            else:
+                self._emit(out, Op.UPDATE, source, before, after, new_key, now, base)
+        elif isinstance(event, WriteRowsEvent):
+            after = _convert(row["values"], row.get("none_sources"), shape)
+            self._emit(out, Op.CREATE, source, None, after, _key(shape, after), now, base)
+        else:
+            before = _convert(row["values"], row.get("none_sources"), shape)
+            self._emit(out, Op.DELETE, source, before, None, _key(shape, before), now, base)
+
+    def _undecodable(
+        self, out: list[Item], table: str, exc: Exception, row: Any, base: BinlogPosition, index: int
+    ) -> None:
+        """A row the converters cannot read: held in its place like an event, for the dead-letter file.
+        The reason names the problem, never a value (personal data stays out of logs)."""
+        tx = self._tx
+        tx.seen += 1
+        self._in_row_event += 1
+        db, _, name = table.partition(".")
+        tx.orders[(db, name)] = tx.orders.get((db, name), 0) + 1  # it holds its place in the numbering
+        if tx.seen <= tx.skip:
+            return
+        reason = exc.message if isinstance(exc, CdcError) else f"row {index}: {type(exc).__name__}"
+        raw = repr(row).encode("utf-8", "backslashreplace")
+        item = Undecodable(base.at_event(self._in_row_event), table, reason, boundary=False, raw=raw)
+        if self._held is not None:
+            out.append(self._held)
+        self._held = item
 
     def _emit(
         self,
-        out: list[ChangeEvent | Heartbeat],
+        out: list[Item],
         op: Op,
         source: SourceInfo,
         before: dict[str, Any] | None,

@@ -7,24 +7,17 @@ variables and the user's grants; nothing is changed on the server.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
 import pymysql
 
 from cdc_logs.errors import CdcError
+from cdc_logs.position import BinlogPosition, Position
+from cdc_logs.readers.checks import Check
 from cdc_logs.readers.mysql.connection import MysqlSettings, classify, connect, query_one
 from cdc_logs.readers.mysql.reader import mariadb_resume_problem, mysql_resume_problem
 
 MIN_RETENTION_S = 24 * 3600
-
-
-@dataclass(frozen=True, slots=True)
-class Check:
-    name: str
-    ok: bool
-    detail: str
-    fix: str | None = None
 
 
 def _variables(conn: pymysql.connections.Connection) -> dict[str, str]:
@@ -64,6 +57,14 @@ def retention_seconds(variables: dict[str, str]) -> float:
     if seconds == 0:
         seconds = float(variables.get("expire_logs_days") or 0) * 86400
     return seconds
+
+
+def check_source(cfg: Any, stored: Position | None = None) -> list[Check]:
+    """The checks for a configured `mariadb`/`mysql` source, and whether its stored GTID can resume."""
+    from cdc_logs.readers.mysql.config import mysql_settings
+
+    gtid = stored.gtid if isinstance(stored, BinlogPosition) else None
+    return run_checks(mysql_settings(cfg), cfg.type, gtid)
 
 
 def run_checks(settings: MysqlSettings, flavor: str, gtid: str | None = None) -> list[Check]:

@@ -201,6 +201,8 @@ class MysqlReader(Reader):
             conn.close()
         if not self.tables:  # whole schemas: the list is fixed at open (new tables need a restart)
             self.tables = self._schema_tables()
+        else:
+            self._check_tables_exist()
 
     def server_identity(self) -> str:
         if self._server is None:
@@ -377,6 +379,31 @@ class MysqlReader(Reader):
                 current, first = following, False
         log.info("snapshot done", position=position.describe())
         return position
+
+    def _check_tables_exist(self) -> None:
+        """A table that does not exist is NOT_FOUND now, not a stream that stays silent forever."""
+        conn = connect(self.settings)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES"
+                    " WHERE (TABLE_SCHEMA, TABLE_NAME) IN ("
+                    + ", ".join(["(%s, %s)"] * len(self.tables))
+                    + ")",
+                    [part for pair in self.tables for part in pair],
+                )
+                found = {(str(s), str(t)) for s, t in cur.fetchall()}
+        except pymysql.MySQLError as exc:
+            raise classify(exc, "checking the captured tables") from exc
+        finally:
+            conn.close()
+        missing = [f"{s}.{t}" for s, t in self.tables if (s, t) not in found]
+        if missing:
+            raise CdcError(
+                ErrorKind.NOT_FOUND,
+                f"table(s) {', '.join(missing)} do not exist on {self.settings.describe()}",
+                "create them first, or fix the names passed with `--table` / `tables:` (db.table)",
+            )
 
     def _schema_tables(self) -> list[tuple[str, str]]:
         conn = connect(self.settings)

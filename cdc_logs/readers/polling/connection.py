@@ -9,31 +9,43 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
+from cdc_logs.dsn import sqlalchemy_url
 from cdc_logs.errors import CdcError, ErrorKind
+from cdc_logs.observability.redact import redact
+from cdc_logs.pg_conninfo import libpq_option, option_message
+from cdc_logs.readers.sqlite.connection import lenient_text
+
+_URL_FORM = "dialect+driver://user:password@host:port/database, e.g. sqlite:///app.db"
+# Driver errors that mean the login was refused (not that the server is away): psycopg, PyMySQL.
+_AUTH_TEXT = ("password authentication failed", "no password supplied", "Access denied for user")
+_AUTH_CODES = (1044, 1045, 1698)  # MySQL/MariaDB: access denied (database, user, socket auth)
+
+
+def url_problem(url: str) -> str | None:
+    """Why `url` is not a SQLAlchemy URL (without repeating it: it holds the password), or None."""
+    try:
+        parsed = sa.make_url(url)
+    except sa_exc.ArgumentError:
+        return f"not a SQLAlchemy database URL; write it as {_URL_FORM}"
+    except ValueError:  # SQLAlchemy converts the port with int()
+        return "the URL's port must be a number from 1 to 65535"
+    if parsed.port is not None and not 1 <= parsed.port <= 65535:
+        return "the URL's port must be a number from 1 to 65535"
+    return None
 
 
 def parse_url(url: str) -> sa.URL:
-    try:
-        return sa.make_url(url)
-    except sa_exc.ArgumentError as exc:
-        raise CdcError(
-            ErrorKind.CONFIG,
-            f"not a SQLAlchemy database URL: {_redacted(url)} ({exc})",
-            "write it as dialect+driver://user:password@host:port/database, e.g. sqlite:///app.db",
-        ) from exc
-
-
-def _redacted(url: str) -> str:
-    try:
-        return sa.make_url(url).render_as_string(hide_password=True)
-    except sa_exc.ArgumentError:
-        return "<unparsable URL>"
+    """The SQLAlchemy URL; one it cannot parse is a CONFIG error naming the part at fault, not quoting it."""
+    problem = url_problem(url)
+    if problem is not None:
+        raise CdcError(ErrorKind.CONFIG, problem, f"write the poll source's URL as {_URL_FORM}")
+    return cast(sa.URL, sqlalchemy_url(url, "poll source's url"))
 
 
 def server_identity(url: sa.URL) -> str:
@@ -59,7 +71,7 @@ def database_name(url: sa.URL) -> str:
 def create_engine(url: sa.URL) -> Engine:
     try:
         # pre_ping: a pooled connection dropped by the server is replaced instead of failing a poll.
-        return sa.create_engine(url, pool_pre_ping=True)
+        engine = sa.create_engine(url, pool_pre_ping=True)
     except sa_exc.NoSuchModuleError as exc:
         raise CdcError(
             ErrorKind.CONFIG,
@@ -72,6 +84,38 @@ def create_engine(url: sa.URL) -> Engine:
             f"the database driver for {url.drivername!r} is not installed ({exc})",
             "install the driver extra, e.g. pip install 'cdc-logs[pg]' or 'cdc-logs[mysql]'",
         ) from exc
+    backend = url.get_backend_name()
+    if backend == "postgresql":
+        sa.event.listen(engine, "connect", _postgres_session)
+    elif backend == "sqlite":
+        sa.event.listen(engine, "connect", _sqlite_session)
+    return engine
+
+
+#: The text formats columns.py decodes (dates, intervals, bytea), whatever the server's defaults.
+_POSTGRES_SETTINGS = (
+    "SET DateStyle = 'ISO, MDY'",
+    "SET IntervalStyle = 'postgres'",
+    "SET bytea_output = 'hex'",
+)
+
+
+def _postgres_session(dbapi_conn: Any, _record: Any) -> None:
+    autocommit = dbapi_conn.autocommit
+    dbapi_conn.autocommit = True
+    cursor = dbapi_conn.cursor()
+    try:
+        for statement in _POSTGRES_SETTINGS:
+            cursor.execute(statement)
+    finally:
+        cursor.close()
+        dbapi_conn.autocommit = autocommit
+
+
+def _sqlite_session(dbapi_conn: Any, _record: Any) -> None:
+    # TEXT that is not UTF-8 (SQLite stores any bytes) comes back as InvalidText instead of failing
+    # the whole query: that row goes to the dead-letter file.
+    dbapi_conn.text_factory = lenient_text
 
 
 def check_connect(engine: Engine) -> None:
@@ -84,7 +128,25 @@ def check_connect(engine: Engine) -> None:
 
 
 def db_error(exc: Exception, engine: Engine, what: str, kind: ErrorKind | None = None) -> CdcError:
-    """Map a SQLAlchemy error to a CdcError; connection trouble is retryable, the rest is not."""
+    """Map a SQLAlchemy error to a CdcError; connection trouble is retryable, the rest is not. A login
+    the database refuses is AUTH (an operator fixes it), an option value the driver refuses CONFIG."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig or exc)
+    option = libpq_option(text) if "psycopg" in type(orig).__module__ else None
+    if option is not None:  # libpq refused an option of the URL's query before connecting
+        return CdcError(
+            ErrorKind.CONFIG,
+            option_message(option).replace("Postgres DSN's", "poll source URL's"),
+            "fix the URL's query parameters (?sslmode=...)",
+        )
+    code = orig.args[0] if orig is not None and orig.args and isinstance(orig.args[0], int) else None
+    if any(t in text for t in _AUTH_TEXT) or code in _AUTH_CODES:
+        detail = text.strip().splitlines()[-1].strip() if text.strip() else type(exc).__name__
+        return CdcError(
+            ErrorKind.AUTH,
+            f"{what} ({engine.url.render_as_string(hide_password=True)}): {detail}",
+            "check the user and password in the poll source's URL",
+        )
     if kind is None:
         transient = isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
         kind = (
@@ -93,7 +155,7 @@ def db_error(exc: Exception, engine: Engine, what: str, kind: ErrorKind | None =
             or isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError)
             else ErrorKind.CONFIG
         )
-    detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+    detail = redact(str(getattr(exc, "orig", None) or exc).splitlines()[0])
     hint = (
         "the reader reconnects and resumes from the last committed watermark"
         if kind is ErrorKind.CONNECTION

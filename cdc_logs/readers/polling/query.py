@@ -9,15 +9,19 @@ each with `LIMIT batch_size`, plus `ts <= <database clock - lag>` when a safety 
 watermark predicate of its own; `:last_sync` / `:last_id` in it are still bound, for queries written
 in the seed proposal's style (`WHERE created_at > :last_sync`).
 
-SQLite stores timestamps as text in whatever format the writer used, and a value read back as a
-datetime is re-rendered in SQLAlchemy's own format when bound: the two need not compare equal. So on
-SQLite the watermark columns are also selected raw (`__cdc_ts`, `__cdc_id`) and bound raw: the
-comparisons then run in the same (text) order as the ORDER BY, and resuming never skips a row.
+A table's columns are selected as columns.py reads them (some as the database's text rendering), so
+the watermark columns are also selected on their own (`__cdc_ts`, `__cdc_id`), as the driver returns
+them, and those values are what is bound back. SQLite stores timestamps as text in whatever format the
+writer used, and a value read back as a datetime is re-rendered in SQLAlchemy's own format when bound:
+the two need not compare equal. So on SQLite the watermark columns are selected and bound raw (no type
+at all): the comparisons then run in the same (text) order as the ORDER BY, and resuming never skips
+a row.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -27,6 +31,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from cdc_logs.errors import CdcError, ErrorKind
+from cdc_logs.readers.polling.columns import ColumnRead, catalog_types, column_reads
 
 Mode = Literal["timestamp", "incrementing", "timestamp+incrementing"]
 MODES: tuple[str, ...] = ("timestamp", "incrementing", "timestamp+incrementing")
@@ -79,16 +84,17 @@ class Plan:
     inc_name: str | None
     key: tuple[str, ...]
     soft_delete: str | None
-    raw: bool  # select and bind the watermark values raw (SQLite tables)
+    raw: bool  # a table: its watermark columns are also selected on their own (`__cdc_ts`, `__cdc_id`)
     query_params: frozenset[str] = field(default_factory=frozenset)
     ts_is_datetime: bool = False
+    reads: tuple[ColumnRead, ...] = ()  # a table: how each column is read (columns.py)
 
     def _columns(self) -> list[Any]:
         if isinstance(self.source, sa.Table):
-            cols: list[Any] = [self.source]
-            if self.raw and self.ts is not None:
+            cols: list[Any] = [r.expr.label(r.name) for r in self.reads]
+            if self.ts is not None:
                 cols.append(self.ts.label(RAW_TS))
-            if self.raw and self.inc is not None:
+            if self.inc is not None:
                 cols.append(self.inc.label(RAW_ID))
             return cols
         return [sa.literal_column("*")]
@@ -191,9 +197,13 @@ def build_plan(conn: Connection, spec: PolledTable) -> Plan:
         )
         key = spec.key_columns or ((inc_name,) if inc_name else ())
         raw = False  # a text query's values come back as the driver returns them: already raw
+        reads: tuple[ColumnRead, ...] = ()
     else:
         try:
-            source = sa.Table(table, sa.MetaData(), schema=schema or None, autoload_with=conn)
+            with warnings.catch_warnings():
+                # Types SQLAlchemy does not know are read all the same (columns.py): no warning.
+                warnings.filterwarnings("ignore", "Did not recognize type", sa.exc.SAWarning)
+                source = sa.Table(table, sa.MetaData(), schema=schema or None, autoload_with=conn)
         except sa.exc.NoSuchTableError as exc:
             where = conn.engine.url.render_as_string(hide_password=True)
             raise CdcError(
@@ -208,7 +218,8 @@ def build_plan(conn: Connection, spec: PolledTable) -> Plan:
             or ((inc_name,) if inc_name else ())
         )
         params = frozenset()
-        raw = dialect == "sqlite"
+        raw = True
+        reads = tuple(column_reads(source, conn.dialect, key, catalog_types(conn, schema or None, table)))
     for role, name in (
         ("timestamp", ts_name),
         ("incrementing", inc_name),
@@ -228,7 +239,7 @@ def build_plan(conn: Connection, spec: PolledTable) -> Plan:
     if dialect == "sqlite":
         time_types += (sa.String,)
     ts_is_datetime = ts is not None and isinstance(ts.type, time_types)
-    if raw:
+    if raw and dialect == "sqlite":
         # Same SQL, but results come back and binds go out as stored (see module docstring).
         ts = sa.type_coerce(ts, sa.types.NullType()) if ts is not None else None
         inc = sa.type_coerce(inc, sa.types.NullType()) if inc is not None else None
@@ -247,4 +258,5 @@ def build_plan(conn: Connection, spec: PolledTable) -> Plan:
         raw=raw,
         query_params=params,
         ts_is_datetime=ts_is_datetime,
+        reads=reads,
     )

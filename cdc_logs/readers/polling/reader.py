@@ -28,11 +28,12 @@ from typing import Any
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
-from cdc_logs.envelope import ChangeEvent, Op
+from cdc_logs.envelope import ChangeEvent, Op, Undecodable
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.position import Position, Watermark
 from cdc_logs.readers.base import Reader, StreamItem, idle_pause
+from cdc_logs.readers.polling.columns import BadValue
 from cdc_logs.readers.polling.connection import (
     check_connect,
     create_engine,
@@ -156,7 +157,9 @@ class PollingReader(Reader):
             with engine.connect() as conn:
                 self._plans = [build_plan(conn, spec) for spec in self.specs]
             db = engine.url.database or ""
-            self._shapes = {p.label: RowShape(db, p.schema, p.table, p.source, p.key) for p in self._plans}
+            self._shapes = {
+                p.label: RowShape(db, p.schema, p.table, p.source, p.key, p.reads) for p in self._plans
+            }
             for plan in self._plans:
                 if self.safety_lag_s > 0 and plan.ts is not None and not plan.ts_is_datetime:
                     raise CdcError(
@@ -278,7 +281,9 @@ class PollingReader(Reader):
             out.append((row, ts, inc, last))
         return out, full
 
-    def _event(self, plan: Plan, row: dict[str, Any], ts: Any, inc: Any, boundary: bool) -> ChangeEvent:
+    def _event(
+        self, plan: Plan, row: dict[str, Any], ts: Any, inc: Any, boundary: bool
+    ) -> ChangeEvent | Undecodable:
         mark = self._marks[plan.label]
         if plan.soft_delete and soft_deleted(row.get(plan.soft_delete)):
             op = Op.DELETE
@@ -294,7 +299,10 @@ class PollingReader(Reader):
             group = self._groups[plan.label] = [position_values(self._plans, self._marks), 0]
         mark.ts, mark.inc, mark.seen = ts, inc, True
         shape = self._shapes[plan.label]
-        values = shape.encode(row)
+        try:
+            values = shape.encode(row)
+        except (ValueError, TypeError, OverflowError, UnicodeError) as exc:  # BadValue: a column's
+            return self._undecodable(plan, row, exc, boundary, group)
         if boundary:
             self._groups.pop(plan.label, None)
             marks = position_values(self._plans, self._marks)
@@ -302,6 +310,21 @@ class PollingReader(Reader):
         assert group is not None
         group[1] += 1
         return self._factory.event(plan, values, op, group[0], False, group[1], ts=ts, schema=shape.schema)
+
+    def _undecodable(
+        self, plan: Plan, row: dict[str, Any], exc: Exception, boundary: bool, group: list[Any] | None
+    ) -> Undecodable:
+        """A polled row whose values cannot be encoded: for the dead-letter file, in its place."""
+        if boundary:
+            self._groups.pop(plan.label, None)
+            position = Watermark(self._server, position_values(self._plans, self._marks), table=plan.label)
+        else:
+            assert group is not None
+            group[1] += 1
+            position = Watermark(self._server, group[0], table=plan.label, event=group[1])
+        raw = repr(row).encode("utf-8", "backslashreplace")
+        reason = str(exc) if isinstance(exc, BadValue) else type(exc).__name__  # BadValue: no data
+        return Undecodable(position, plan.label, reason, boundary=boundary, raw=raw)
 
     def _pause(self, next_tick: float) -> Generator[None, None, float]:
         return idle_pause(self._stop, self.poll_interval_s, self.idle_tick_s, next_tick)

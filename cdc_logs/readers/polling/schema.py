@@ -1,15 +1,13 @@
-"""Polled rows -> JSON-ready values and a `TableSchema`, from SQLAlchemy's column types.
+"""Polled rows -> JSON-ready values and a `TableSchema`.
 
-A polled row comes back as Python values (datetime, Decimal, UUID...). The event contract wants the
-envelope's encodings in the event itself, so every path (one sink, fan-out, any serializer) sees the
-same values: naive datetime -> µs since the epoch (io.debezium.time.MicroTimestamp), aware datetime
--> ISO-8601 UTC string (ZonedTimestamp), date -> days (Date), time -> µs (MicroTime), timedelta ->
-µs (MicroDuration), Decimal -> exact string, UUID -> string, JSON columns -> JSON text (Json),
-arrays -> lists. Bytes stay bytes (base64 only in JSON).
-
-The schema comes from the reflected table's column types; a custom `query` has none, so its columns
-are described from the Python types of the first row it returns (a column NULL in that row is
-described as a string).
+The event contract wants the envelope's encodings in the event itself, so every path (one sink,
+fan-out, any serializer) sees the same values. A polled table is read and described column by column
+as columns.py says (per database, from the reflected types). A custom `query` has no reflected types:
+its values are encoded from their Python types (naive datetime -> µs since the epoch, aware datetime
+-> ISO-8601 UTC string, date -> days, time -> µs, timedelta -> µs, Decimal -> exact string, UUID ->
+string, float NaN/infinity -> "NaN"/"Infinity"/"-Infinity", lists -> lists, bytes stay bytes), and
+its columns are described from the Python types of the first row it returns (a column NULL in that
+row is described as a string).
 """
 
 from __future__ import annotations
@@ -24,18 +22,21 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 
 from cdc_logs.envelope import encode_value
+from cdc_logs.readers.polling.columns import BadValue, ColumnRead, float_value
+from cdc_logs.readers.sqlite.connection import InvalidText
 from cdc_logs.schema import Column, Semantic, TableSchema
-
-Encoder = Callable[[Any], Any]
 
 
 def json_ready(value: Any) -> Any:
     """One polled value in the envelope's encoding (bytes stay bytes)."""
-    if value is None or isinstance(value, bool | int | float | str | bytes):
-        return value
+    if isinstance(value, float):
+        return float_value(value)
+    if isinstance(value, InvalidText):
+        raise BadValue("text that is not valid UTF-8")
+    if value is None or isinstance(value, bool | int | str | bytes):
+        return value if type(value) in (bool, int, str, bytes) or value is None else _plain(value)
     if isinstance(value, Decimal):
         return format(value, "f") if value.is_finite() else encode_value(value)
     if isinstance(value, uuid.UUID):
@@ -55,69 +56,13 @@ def json_ready(value: Any) -> Any:
     return encode_value(value)
 
 
-def _as_json_text(value: Any) -> Any:
-    if value is None or isinstance(value, str):
-        return value
-    return orjson.dumps(value, default=encode_value).decode()
-
-
-def encoder(sa_type: sa.types.TypeEngine[Any] | None) -> Encoder:
-    """The encoder for a column of this type (JSON columns keep lists and numbers as JSON text)."""
-    if isinstance(sa_type, sa.JSON):
-        return _as_json_text
-    return json_ready
-
-
-def from_sa_type(name: str, sa_type: sa.types.TypeEngine[Any], *, key: bool, nullable: bool) -> Column:
-    """Describe a reflected column."""
-    common: dict[str, Any] = {"key": key, "optional": nullable}
-    source = str(sa_type.compile(dialect=postgresql.dialect())) if _compiles(sa_type) else ""
-    source = source.upper() or type(sa_type).__name__.upper()
-    if isinstance(sa_type, sa.Boolean):
-        return Column(name, "boolean", None, source, **common)
-    if isinstance(sa_type, sa.SmallInteger):
-        return Column(name, "int16", None, source, **common)
-    if isinstance(sa_type, sa.BigInteger):
-        return Column(name, "int64", None, source, **common)
-    if isinstance(sa_type, sa.Integer):
-        return Column(name, "int32", None, source, **common)
-    if isinstance(sa_type, sa.Float):
-        return Column(name, "float64", None, source, **common)
-    if isinstance(sa_type, sa.Numeric):
-        return Column(name, "string", None, "DECIMAL", sa_type.precision, sa_type.scale, **common)
-    if isinstance(sa_type, sa.DateTime):
-        semantic = Semantic.ZONED_TIMESTAMP if sa_type.timezone else Semantic.MICRO_TIMESTAMP
-        return Column(name, "string" if sa_type.timezone else "int64", semantic, source, **common)
-    if isinstance(sa_type, sa.Date):
-        return Column(name, "int32", Semantic.DATE, source, **common)
-    if isinstance(sa_type, sa.Time):
-        if sa_type.timezone:
-            return Column(name, "string", Semantic.ZONED_TIME, source, **common)
-        return Column(name, "int64", Semantic.MICRO_TIME, source, **common)
-    if isinstance(sa_type, sa.Interval):
-        return Column(name, "int64", Semantic.MICRO_DURATION, source, **common)
-    if isinstance(sa_type, sa.JSON):
-        return Column(name, "string", Semantic.JSON, source, **common)
-    if isinstance(sa_type, sa.Uuid):
-        return Column(name, "string", Semantic.UUID, source, **common)
-    if isinstance(sa_type, sa.LargeBinary | sa.types._Binary):
-        return Column(name, "bytes", None, source, getattr(sa_type, "length", None), **common)
-    if isinstance(sa_type, sa.ARRAY):
-        element = from_sa_type(name, sa_type.item_type, key=False, nullable=True)
-        return Column(name, "array", None, source, element=element, **common)
-    if isinstance(sa_type, sa.Enum):
-        return Column(name, "string", Semantic.ENUM, source, enum_values=tuple(sa_type.enums), **common)
-    if isinstance(sa_type, sa.String):
-        return Column(name, "string", None, source, sa_type.length, **common)
-    return Column(name, "string", None, source, **common)
-
-
-def _compiles(sa_type: sa.types.TypeEngine[Any]) -> bool:
-    try:
-        sa_type.compile(dialect=postgresql.dialect())
-    except Exception:
-        return False
-    return True
+def _plain(value: Any) -> Any:
+    """A subclass of a JSON scalar (psycopg's BitString, an IntEnum) as the plain type."""
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, str):
+        return str(value)
+    return bytes(value)
 
 
 def from_value(name: str, value: Any, *, key: bool) -> Column:
@@ -150,30 +95,42 @@ def from_value(name: str, value: Any, *, key: bool) -> Column:
 
 
 class RowShape:
-    """Per polled table: the column encoders and the schema, built once (queries: from a first row)."""
+    """Per polled table: the column decoders and the schema, built once (queries: from a first row)."""
 
     def __init__(
-        self, db: str, schema: str | None, table: str, source: sa.FromClause, key: Iterable[str]
+        self,
+        db: str,
+        schema: str | None,
+        table: str,
+        source: sa.FromClause,
+        key: Iterable[str],
+        reads: Iterable[ColumnRead] = (),
     ) -> None:
         self.db, self.schema_name, self.table = db, schema, table
         self.key = set(key)
-        self._types: dict[str, sa.types.TypeEngine[Any]] = {}
-        if isinstance(source, sa.Table):
-            self._types = {c.name: c.type for c in source.columns}
-            columns = [
-                from_sa_type(c.name, c.type, key=c.name in self.key, nullable=bool(c.nullable))
-                for c in source.columns
-            ]
-            self.schema: TableSchema | None = self._make(columns)
-        else:
-            self.schema = None
-        self._encoders = {name: encoder(t) for name, t in self._types.items()}
+        reads = list(reads)
+        self._decoders: dict[str, Callable[[Any], Any]] = {r.name: r.decode for r in reads}
+        self.schema: TableSchema | None = self._make([r.column for r in reads]) if reads else None
 
     def encode(self, row: dict[str, Any]) -> dict[str, Any]:
+        """The row's values in the envelope's encodings; BadValue names the column a value does not
+        fit (the reader dead-letters the row)."""
         if self.schema is None:
             self.schema = self._make([from_value(n, v, key=n in self.key) for n, v in row.items()])
-        encoders = self._encoders
-        return {n: (encoders.get(n, json_ready))(v) if v is not None else None for n, v in row.items()}
+        decoders = self._decoders
+        out: dict[str, Any] = {}
+        for name, value in row.items():
+            if value is None:
+                out[name] = None
+                continue
+            try:
+                out[name] = decoders.get(name, json_ready)(value)
+            except BadValue as exc:
+                raise BadValue(f"column {name!r}: {exc}") from None
+            except (ValueError, TypeError, OverflowError, ArithmeticError) as exc:
+                # (never the exception's text: it may quote the value)
+                raise BadValue(f"column {name!r}: cannot be read ({type(exc).__name__})") from None
+        return out
 
     def _make(self, columns: list[Column]) -> TableSchema:
         shape = repr([(c.name, c.type, c.semantic, c.source_type, c.key) for c in columns])

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from cdc_logs.envelope import ChangeEvent, Heartbeat
+import orjson
+
+from cdc_logs.envelope import ChangeEvent, Heartbeat, Undecodable
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.position import Lsn
-from cdc_logs.readers.postgres.events import EventBuilder
+from cdc_logs.readers.postgres.convert import EventBuilder
 from cdc_logs.readers.postgres.pgoutput import (
     Begin,
     Commit,
@@ -45,7 +47,7 @@ from cdc_logs.readers.postgres.txbuffer import StreamBuffers
 HEARTBEAT_PREFIX = "cdc-logs-heartbeat"
 _STREAM_START, _STREAM_STOP = ord("S"), ord("E")
 
-Item = ChangeEvent | Heartbeat
+Item = ChangeEvent | Heartbeat | Undecodable
 
 
 class ChangeStream:
@@ -66,9 +68,10 @@ class ChangeStream:
         self.tables = tables
         self.messages = messages
         self.decoder = Decoder()
-        self._held: ChangeEvent | None = None
+        self._held: ChangeEvent | Undecodable | None = None
         self._in_tx = False
         self.last_boundary = 0  # LSN of the last boundary yielded (event or heartbeat)
+        self._record_lsn, self._record_events = -1, 0  # see _ordinal
 
     @property
     def in_flight(self) -> bool:
@@ -88,7 +91,13 @@ class ChangeStream:
     def _handle(self, msg: Message, lsn: int) -> Iterator[Item]:
         kind = type(msg)
         if kind is Insert or kind is Update or kind is Delete:
-            events = self.builder.change(msg, lsn)  # type: ignore[arg-type]
+            try:
+                events = self.builder.change(msg, lsn)  # type: ignore[arg-type]
+            except CdcError as exc:
+                if exc.kind is not ErrorKind.DECODE or self.builder.tx is None:
+                    raise
+                yield from self._undecodable(msg, lsn, exc)  # type: ignore[arg-type]
+                return
             self._place(events, lsn)
             for event in events:
                 if self._wanted(event):
@@ -123,13 +132,36 @@ class ChangeStream:
             self.buffers.abort(msg.xid, msg.subxid)
         # Origin, Stream Start/Stop: nothing to do. Two-phase messages are never requested.
 
+    def _ordinal(self, lsn: int) -> int:
+        """The next event's place among those of WAL record `lsn`. Counted across messages, before any
+        table filter: one record can carry many rows (COPY writes a multi-insert record, so every
+        Insert of it arrives with the same LSN) and the numbering must be the same on a replay."""
+        if lsn != self._record_lsn:
+            self._record_lsn, self._record_events = lsn, 0
+        self._record_events += 1
+        return self._record_events
+
     def _place(self, events: list[ChangeEvent], lsn: int) -> None:
-        """Mid-transaction positions: (commit LSN, the change's own LSN, its place in that change).
+        """Mid-transaction positions: (commit LSN, the change's own LSN, its place in that record).
         `_close` gives the transaction's last event the commit end LSN instead."""
         tx = self.builder.tx
         assert tx is not None
-        for index, event in enumerate(events, 1):
-            event.position = Lsn(self.server, tx.commit_lsn, lsn, event=index)
+        for event in events:
+            event.position = Lsn(self.server, tx.commit_lsn, lsn, event=self._ordinal(lsn))
+
+    def _undecodable(self, msg: Insert | Update | Delete, lsn: int, exc: CdcError) -> Iterator[Item]:
+        """A row whose values cannot be converted: held in its place in the transaction like an
+        event, for the dead-letter file (the raw column texts kept; the message names no value)."""
+        tx = self.builder.tx
+        assert tx is not None
+        position = Lsn(self.server, tx.commit_lsn, lsn, event=self._ordinal(lsn))  # before the filter
+        relation = self.builder.relation(msg.relation_oid)
+        if self.tables is not None and relation.qualified_name not in self.tables:
+            return
+        values = getattr(msg, "new", None) or getattr(msg, "old", None) or ()
+        raw = orjson.dumps([v if isinstance(v, str) or v is None else repr(v) for v in values])
+        item = Undecodable(position, relation.qualified_name, exc.message, boundary=False, raw=raw)
+        yield from self._push(item)
 
     def _wanted(self, event: ChangeEvent) -> bool:
         return self.tables is None or event.source.qualified_table in self.tables
@@ -142,7 +174,7 @@ class ChangeStream:
         self._held = None
         self.builder.begin(xid, commit_lsn, commit_ts)
 
-    def _push(self, event: ChangeEvent) -> Iterator[Item]:
+    def _push(self, event: ChangeEvent | Undecodable) -> Iterator[Item]:
         held, self._held = self._held, event
         if held is not None:
             yield held
@@ -175,7 +207,9 @@ class ChangeStream:
                 yield Heartbeat(Lsn(self.server, msg.lsn))
             elif self.messages:
                 event = self.builder.message(msg, msg.lsn)
-                event.position = Lsn(self.server, msg.lsn)
+                # `change` set too: the message's own record, after a transaction that may end at this
+                # very LSN (a resume point at msg.lsn either way).
+                event.position = Lsn(self.server, msg.lsn, msg.lsn)
                 self.last_boundary = msg.lsn
                 yield event
             return

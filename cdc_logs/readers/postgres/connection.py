@@ -33,8 +33,11 @@ import psycopg
 from psycopg import conninfo as pg_conninfo
 from psycopg import sql
 
+from cdc_logs.dsn import suggest, url_problem, without_quoted
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.logging import get_logger
+from cdc_logs.observability.redact import redact
+from cdc_logs.pg_conninfo import check_pg_conninfo, libpq_option, option_message
 from cdc_logs.position import format_lsn
 from cdc_logs.readers.postgres.walproto import Keepalive, XLogData, parse_copy_data, standby_status_update
 
@@ -52,16 +55,70 @@ SESSION_SETTINGS = {
 SESSION_OPTIONS = " ".join(f"-c {k}={v}" for k, v in SESSION_SETTINGS.items())
 
 
-def redact_dsn(dsn: str) -> str:
-    """The DSN without its password, for messages."""
+_DSN_HINT = "write it as postgresql://user:password@host:5432/dbname (or key=value pairs)"
+
+
+def parse_conninfo(dsn: str) -> dict[str, Any]:
+    """libpq's view of `dsn`; a DSN it cannot use is a CONFIG error that names the part at fault.
+
+    libpq's own parse errors quote the DSN or the part it chokes on (often the password), so they are
+    rewritten, never passed on; so are the cases libpq accepts but misreads (a `/` or `@` in an
+    unencoded password becomes a port or part of the host, which the connection error would quote).
+    """
     try:
         params = pg_conninfo.conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
-        return "<unparsable DSN>"
-    params.pop("password", None)
-    host, port, db = params.get("host", "localhost"), params.get("port", "5432"), params.get("dbname", "")
-    user = f"{params['user']}@" if params.get("user") else ""
-    return f"postgresql://{user}{host}:{port}/{db}"
+    except psycopg.ProgrammingError as exc:
+        raise CdcError(ErrorKind.CONFIG, f"postgres: {_dsn_problem(dsn, str(exc))}", _DSN_HINT) from None
+    for host in str(params.get("host") or "").split(","):
+        if "@" in host or ("/" in host and not host.startswith("/")):
+            raise CdcError(
+                ErrorKind.CONFIG,
+                "postgres: the DSN's host contains '@' or '/': the password has one that is not "
+                "percent-encoded (%40, %2F)",
+                _DSN_HINT,
+            )
+    for port in str(params.get("port") or "").split(","):
+        if port and not (port.isdigit() and 0 < int(port) <= 65535):
+            raise CdcError(
+                ErrorKind.CONFIG,
+                "postgres: the DSN's port is not a number from 1 to 65535 (if the password contains '/', "
+                "percent-encode it as %2F)",
+                _DSN_HINT,
+            )
+    return params
+
+
+def _dsn_problem(dsn: str, libpq_message: str) -> str:
+    """What libpq could not parse, without the value it quoted."""
+    if "://" in dsn.split("=", 1)[0]:
+        found = url_problem(
+            dsn, what="DSN", schemes=("postgresql", "postgres"), strict_escapes=True, database=True
+        )
+        if found:
+            return found
+        if "invalid URI query parameter" in libpq_message:
+            return "the DSN's query has an unknown parameter" + _suggest_option(libpq_message)
+    elif "://" not in dsn and "@" in dsn and "=" not in dsn:
+        return "the DSN is neither a postgresql:// URL nor key=value pairs"
+    if "unterminated quoted string" in libpq_message:
+        return "the DSN has a quoted value without its closing quote"
+    if 'missing "="' in libpq_message:
+        if "=" not in dsn:
+            return "the DSN is neither a postgresql:// URL nor key=value pairs"
+        return (
+            "the DSN has a word without '=' (key=value pairs are separated by spaces: put a value that "
+            "contains spaces in single quotes)"
+        )
+    if "invalid connection option" in libpq_message:
+        return "the DSN names an unknown connection option" + _suggest_option(libpq_message)
+    return f"the DSN cannot be parsed: {without_quoted(libpq_message)}"
+
+
+def _suggest_option(libpq_message: str) -> str:
+    """`; did you mean sslmode?` for a misspelt keyword: libpq's keyword is shown, never the input."""
+    quoted = libpq_message.rpartition('"')[0].rpartition('"')[2]
+    keywords = [o.keyword.decode() for o in psycopg.pq.Conninfo.get_defaults()]
+    return suggest(quoted, keywords)
 
 
 def map_error(exc: BaseException, doing: str, dsn: str | None = None) -> CdcError:
@@ -69,9 +126,14 @@ def map_error(exc: BaseException, doing: str, dsn: str | None = None) -> CdcErro
     if isinstance(exc, CdcError):
         return exc
     state = getattr(exc, "sqlstate", None) or ""
-    text = str(exc).strip().replace("\n", " ")
-    where = f" ({redact_dsn(dsn)})" if dsn else ""
+    text = redact(str(exc).strip().replace("\n", " "))
+    where = f" ({redact(dsn)})" if dsn else ""
     message = f"postgres: {doing}{where}: {text}"
+    option = libpq_option(text) if isinstance(exc, psycopg.OperationalError) and not state else None
+    if option is not None:  # libpq refused an option value before connecting: a typo, not an outage
+        return CdcError(
+            ErrorKind.CONFIG, option_message(option), "fix the DSN (--dsn, or dsn: in the config)"
+        )
     if state in ("28P01", "28000") or "password authentication failed" in text:
         return CdcError(ErrorKind.AUTH, message, "check the user and password in the DSN and pg_hba.conf")
     if state == "42501" or "must be superuser or replication role" in text:
@@ -123,14 +185,8 @@ def connect(
     dsn: str, *, replication: bool = False, application_name: str = "cdc-logs", options: str = ""
 ) -> psycopg.Connection[Any]:
     """An autocommit connection with the session settings the converters need."""
-    try:
-        params = pg_conninfo.conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError as exc:
-        raise CdcError(
-            ErrorKind.CONFIG,
-            f"not a Postgres DSN: {exc}",
-            "write it as postgresql://user:password@host:5432/dbname (or key=value pairs)",
-        ) from exc
+    params = parse_conninfo(dsn)
+    check_pg_conninfo(dsn)  # a bad value is a CONFIG error here, not a retried connection failure
     merged = " ".join(o for o in (str(params.get("options") or ""), SESSION_OPTIONS, options) if o)
     kwargs: dict[str, Any] = {"autocommit": True, "options": merged}
     kwargs.setdefault("application_name", params.get("application_name") or application_name)

@@ -7,22 +7,20 @@ captured tables (without --table: every table of every publication).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
 from cdc_logs.errors import CdcError
+from cdc_logs.position import Position
+from cdc_logs.readers.checks import Check
 from cdc_logs.readers.postgres import catalog, slots
 from cdc_logs.readers.postgres.connection import ReplicationStream, connect, map_error, protocol_version
 
 
-@dataclass(frozen=True, slots=True)
-class Check:
-    name: str
-    ok: bool
-    detail: str
-    fix: str | None = None
+def check_source(cfg: Any, stored: Position | None = None) -> list[Check]:
+    """The checks for a configured `pg` source (its slot's own state says where it resumes)."""
+    return run_checks(cfg.dsn.get_secret_value(), cfg.tables or None)
 
 
 def run_checks(dsn: str, tables: list[str] | None = None) -> list[Check]:

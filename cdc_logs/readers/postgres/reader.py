@@ -18,7 +18,9 @@ heartbeat message (`pg_logical_emit_message`, every `heartbeat_interval_s`) give
 position to commit, so a slot whose tables are quiet does not pin WAL.
 
 `temporary=True` (tail without a slot name): a TEMPORARY slot, which the server drops with the
-connection, and a publication of our own, dropped by `close()`.
+connection; when the publication is missing, one of our own, dropped by `close()`. An existing
+publication is used as it is; cdc-logs alters or drops only what it created (ownership.py), and
+`open()` first drops the publications of tails that were killed before they could.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.position import Lsn, PgSnapshot, Position, format_lsn
 from cdc_logs.readers.base import Reader, SnapshotProgress, StreamItem
-from cdc_logs.readers.postgres import catalog, slots
+from cdc_logs.readers.postgres import catalog, ownership, slots
 from cdc_logs.readers.postgres.changes import HEARTBEAT_PREFIX, ChangeStream
 from cdc_logs.readers.postgres.connection import (
     ReplicationStream,
@@ -47,7 +49,7 @@ from cdc_logs.readers.postgres.connection import (
     plugin_options,
     quote_ident,
 )
-from cdc_logs.readers.postgres.events import EventBuilder
+from cdc_logs.readers.postgres.convert import EventBuilder
 from cdc_logs.readers.postgres.pgoutput import Relation
 from cdc_logs.readers.postgres.snapshot import Snapshot
 from cdc_logs.readers.postgres.txbuffer import StreamBuffers
@@ -138,6 +140,7 @@ class PostgresReader(Reader):
             system = self._repl.identify_system()
             self._system_id, self._dbname = system.system_id, system.dbname
             with self._meta_lock:
+                ownership.drop_abandoned_publications(self._meta)
                 self._prepare_tables(self._meta)
                 slots.check_slot(slots.get_slot(self._meta, self.slot), self.slot, self._dbname)
         except BaseException:
@@ -145,12 +148,14 @@ class PostgresReader(Reader):
             raise
 
     def _prepare_tables(self, meta: psycopg.Connection[Any]) -> None:
-        self._tables, created = slots.prepare_capture(
+        self._tables, created = ownership.prepare_capture(
             meta,
             self.publication,
             self.table_names,
             all_tables=self.all_tables,
-            fresh=self.temporary,  # a temporary publication is ours alone: made anew for this run
+            temporary=self.temporary,  # created here: dropped by close()
+            pipeline=self.pipeline_name,
+            slot=self.slot,
         )
         self._publication_created = self._publication_created or created
 
@@ -190,17 +195,22 @@ class PostgresReader(Reader):
                     meta.close()
 
     def _drop_own_publication(self, meta: psycopg.Connection[Any] | None) -> None:
+        fresh = None
         try:
             if meta is None or meta.closed or meta.broken:  # e.g. after a server restart
-                meta = connect(self.dsn, application_name=f"cdc-logs {self.pipeline_name}")
-            slots.drop_publication(meta, self.publication, missing_ok=True)
+                meta = fresh = connect(self.dsn, application_name=f"cdc-logs {self.pipeline_name}")
+            ownership.drop_own_publication(meta, self.publication)
             self._publication_created = False
         except CdcError as exc:
             log.warning(
-                "could not drop the temporary publication",
+                "could not drop the temporary publication; the next cdc-logs start on this database drops it",
                 error=exc.message,
                 fix=f"cdc-logs publications drop {self.publication} --dsn URL",
             )
+        finally:
+            if fresh is not None:
+                with contextlib.suppress(Exception):
+                    fresh.close()
 
     # -- streaming ---------------------------------------------------------------------------------
     def stream(self, start: Position | None) -> Iterator[StreamItem]:

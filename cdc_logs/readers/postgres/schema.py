@@ -61,8 +61,11 @@ def column(registry: TypeRegistry, name: str, oid: int, typmod: int, *, key: boo
         length = typmod - 4 if typmod >= 4 else None
         return Column(name, "string", None, "VARCHAR" if base == OID.VARCHAR else "CHAR", length, key=key)
     if base == OID.NUMERIC:
-        precision = ((typmod - 4) >> 16) & 0xFFFF if typmod >= 4 else None
-        scale = (typmod - 4) & 0xFFFF if typmod >= 4 else None
+        precision = scale = None
+        if typmod >= 4:
+            precision = ((typmod - 4) >> 16) & 0xFFFF
+            scale = (typmod - 4) & 0x7FF  # 11 bits, signed since Postgres 15 (numeric(5, -2))
+            scale = scale - 0x800 if scale & 0x400 else scale
         return Column(name, "string", None, "NUMERIC", precision, scale, key=key)
     if base in (OID.TIME, OID.TIMESTAMP):
         digits = precision_of(typmod)

@@ -1,14 +1,16 @@
-"""Replication slots and publications: inspect, create, drop, advance; the checks before streaming.
+"""Replication slots and publications: inspect, create, drop, advance.
 
 All on a normal connection (SQL functions), so the CLI (`cdc-logs slots ...`, `publications ...`)
 and the reader share them. A slot pins WAL until it is dropped: `lag_bytes` (WAL written since the
 slot's confirmed_flush_lsn) and `wal_status` show how much, and an invalidated slot (`lost`, after
 max_slot_wal_keep_size) can never be read again: the reader stops with SLOT_LOST and the recovery
-commands in the hint.
+commands in the hint. Which publications cdc-logs may alter or drop, and the checks before
+streaming, are in ownership.py.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -19,8 +21,6 @@ import psycopg
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.position import format_lsn
-from cdc_logs.readers.postgres import catalog
-from cdc_logs.readers.postgres.catalog import TableInfo
 from cdc_logs.readers.postgres.connection import map_error, quote_ident
 
 log = get_logger(__name__)
@@ -175,34 +175,93 @@ def advance_slot(conn: psycopg.Connection[Any], name: str, lsn: int | None = Non
 # -- publications -----------------------------------------------------------------------------------
 
 
+# What cdc-logs writes in COMMENT ON PUBLICATION for the publications it creates (ownership.py).
+# Only a publication carrying one of these markers is ever altered or dropped by cdc-logs.
+OWNED_MARKER = re.compile(r"^cdc-logs:owned pipeline=\S+ slot=\S+;")
+TEMPORARY_MARKER = re.compile(r"^cdc-logs:temporary backend_pid=(?P<pid>\d+) backend_start=(?P<start>\S+);")
+
+
+def owner_of(comment: str | None) -> str:
+    """`cdc-logs` (a pipeline's own publication), `cdc-logs tail` (a temporary one) or `user`."""
+    if comment and OWNED_MARKER.match(comment):
+        return "cdc-logs"
+    if comment and TEMPORARY_MARKER.match(comment):
+        return "cdc-logs tail"
+    return "user"
+
+
 @dataclass(frozen=True, slots=True)
 class PublicationInfo:
     name: str
     all_tables: bool
     operations: str
     tables: tuple[str, ...]
+    comment: str | None = None
+
+    @property
+    def owner(self) -> str:
+        return owner_of(self.comment)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "tables": list(self.tables)}
+        return {**asdict(self), "tables": list(self.tables), "owner": self.owner}
+
+
+_PUBLICATIONS_QUERY = """
+SELECT pubname, puballtables,
+       concat_ws(',', CASE WHEN pubinsert THEN 'insert' END, CASE WHEN pubupdate THEN 'update' END,
+                 CASE WHEN pubdelete THEN 'delete' END, CASE WHEN pubtruncate THEN 'truncate' END),
+       obj_description(oid, 'pg_publication')
+FROM pg_publication
+WHERE %(name)s::text IS NULL OR pubname = %(name)s
+ORDER BY pubname
+"""
+_PUBLICATION_TABLES_QUERY = (
+    "SELECT format('%%I.%%I', schemaname, tablename) FROM pg_publication_tables WHERE pubname = %s ORDER BY 1"
+)
+
+
+def _dropped_meanwhile(exc: psycopg.Error) -> bool:
+    """pg_publication_tables looks the publication up again: dropped since, it fails with
+    `publication ... does not exist` or `cache lookup failed for publication`."""
+    return isinstance(exc, psycopg.errors.UndefinedObject) or (
+        isinstance(exc, psycopg.errors.InternalError_) and "cache lookup failed for publication" in str(exc)
+    )
+
+
+def _publications(conn: psycopg.Connection[Any], name: str | None) -> list[PublicationInfo]:
+    """The publications (one, or all), each with its tables. Read one by one, so a publication that
+    another session drops meanwhile is left out instead of failing the whole listing."""
+    doing = f"reading publication {name!r}" if name else "listing publications"
+    found: list[PublicationInfo] = []
+    for pub, all_tables, operations, comment in _exec(conn, _PUBLICATIONS_QUERY, {"name": name}, doing):
+        try:
+            tables = tuple(str(r[0]) for r in conn.execute(_PUBLICATION_TABLES_QUERY, (pub,)).fetchall())
+        except psycopg.Error as exc:
+            if _dropped_meanwhile(exc):
+                continue
+            raise map_error(exc, doing) from exc
+        found.append(PublicationInfo(str(pub), bool(all_tables), str(operations), tables, comment))
+    return found
 
 
 def list_publications(conn: psycopg.Connection[Any]) -> list[PublicationInfo]:
-    rows = _exec(
-        conn,
-        "SELECT p.pubname, p.puballtables, concat_ws(',', CASE WHEN pubinsert THEN 'insert' END, "
-        "CASE WHEN pubupdate THEN 'update' END, CASE WHEN pubdelete THEN 'delete' END, "
-        "CASE WHEN pubtruncate THEN 'truncate' END), "
-        "coalesce((SELECT array_agg(format('%I.%I', t.schemaname, t.tablename) ORDER BY 1) "
-        "FROM pg_publication_tables t WHERE t.pubname = p.pubname), '{}') "
-        "FROM pg_publication p ORDER BY p.pubname",
-        None,  # no parameters: the % of format() is literal
-        "listing publications",
-    )
-    return [PublicationInfo(str(r[0]), bool(r[1]), str(r[2]), tuple(r[3])) for r in rows]
+    return _publications(conn, None)
 
 
 def get_publication(conn: psycopg.Connection[Any], name: str) -> PublicationInfo | None:
-    return next((p for p in list_publications(conn) if p.name == name), None)
+    found = _publications(conn, name)
+    return found[0] if found else None
+
+
+def publication_comments(conn: psycopg.Connection[Any]) -> dict[str, str | None]:
+    """Every publication's name and comment: the catalog only, so concurrent drops cannot fail it."""
+    rows = _exec(
+        conn,
+        "SELECT pubname, obj_description(oid, 'pg_publication') FROM pg_publication ORDER BY 1",
+        None,
+        "listing publications",
+    )
+    return {str(r[0]): r[1] for r in rows}
 
 
 def _table_list(conn: psycopg.Connection[Any], tables: Sequence[str]) -> str:
@@ -259,64 +318,3 @@ def add_tables(conn: psycopg.Connection[Any], name: str, tables: Sequence[str]) 
 def drop_publication(conn: psycopg.Connection[Any], name: str, *, missing_ok: bool = False) -> None:
     exists = "IF EXISTS " if missing_ok else ""
     _exec(conn, f"DROP PUBLICATION {exists}{quote_ident(conn, name)}", None, f"dropping publication {name!r}")
-
-
-def ensure_publication(
-    conn: psycopg.Connection[Any], name: str, tables: Sequence[str], *, all_tables: bool
-) -> PublicationInfo:
-    """Create the publication if missing; add captured tables it lacks (a table list grew)."""
-    pub = get_publication(conn, name)
-    if pub is None:
-        create_publication(conn, name, tables, all_tables=all_tables)
-    elif not pub.all_tables:
-        if all_tables:
-            raise CdcError(
-                ErrorKind.CONFIG,
-                f"publication {name!r} lists tables, but the source asks for all tables",
-                f"drop it (`cdc-logs publications drop {name} --dsn URL`) or name another `publication:`",
-            )
-        have = set(pub.tables)
-        missing = [t for t in tables if t not in have]
-        if missing:
-            add_tables(conn, name, missing)
-    info = get_publication(conn, name)
-    assert info is not None
-    return info
-
-
-def prepare_capture(
-    conn: psycopg.Connection[Any], publication: str, names: Sequence[str], *, all_tables: bool, fresh: bool
-) -> tuple[list[TableInfo], bool]:
-    """Resolve the captured tables, refuse those that cannot publish updates and deletes, and make
-    sure the publication exists and covers them; returns (tables, whether the publication was created).
-
-    Postgres decodes with the catalog as it was when each change was made, so the publication must
-    exist before the slot's start (the reader creates the slot after this)."""
-    created = False
-    if all_tables:
-        if get_publication(conn, publication) is None:
-            create_publication(conn, publication, [], all_tables=True)
-            created = True
-        names = catalog.publication_tables(conn, publication)
-    tables = catalog.resolve_tables(conn, names)
-    for table in tables:
-        problem = table.identity_problem()
-        fix = f"ALTER TABLE {table.sql_name} REPLICA IDENTITY FULL"
-        if problem and all_tables:
-            # FOR ALL TABLES publishes it anyway: refusing to start would not help the application.
-            log.warning(
-                "table cannot publish updates and deletes", table=table.qualified, problem=problem, fix=fix
-            )
-        elif problem:
-            raise CdcError(
-                ErrorKind.CONFIG,
-                f"{table.qualified}: {problem} (publishing it would make the application's "
-                "UPDATE and DELETE statements fail)",
-                f"{fix} (or add a primary key)",
-            )
-    if not all_tables:
-        if fresh:
-            drop_publication(conn, publication, missing_ok=True)
-        created = get_publication(conn, publication) is None
-        ensure_publication(conn, publication, [t.sql_name for t in tables], all_tables=False)
-    return tables, created

@@ -37,7 +37,7 @@ from cdc_logs.position import Lsn, PgSnapshot, Position, format_lsn
 from cdc_logs.readers.base import SnapshotProgress
 from cdc_logs.readers.postgres.catalog import TableInfo
 from cdc_logs.readers.postgres.connection import map_error, quote_literal
-from cdc_logs.readers.postgres.events import EventBuilder
+from cdc_logs.readers.postgres.convert import EventBuilder
 from cdc_logs.readers.postgres.schema import table_schema
 from cdc_logs.readers.postgres.types import TypeRegistry
 from cdc_logs.schema import TableSchema

@@ -465,9 +465,13 @@ class RowConverter:
             try:
                 conv(value)
             except Exception as inner:
-                shown = value[:80] if isinstance(value, str | bytes) else value
-                return self._error(f"column {name!r}: cannot convert {shown!r}: {inner}")
-        return self._error(f"conversion failed: {exc}")
+                # Never the value itself (nor the exception text, which often quotes it): it may be
+                # personal data, and errors reach logs. The dead-letter file keeps the raw row.
+                length = len(value) if isinstance(value, str | bytes) else 0
+                size = f"{length} {'bytes' if isinstance(value, bytes) else 'characters'}"
+                problem = type(inner).__name__
+                return self._error(f"column {name!r}: a value of {size} cannot be converted ({problem})")
+        return self._error(f"conversion failed ({type(exc).__name__})")
 
     def _error(self, detail: str) -> CdcError:
         rel = self.relation

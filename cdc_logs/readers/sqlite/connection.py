@@ -43,6 +43,23 @@ def quote_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+class InvalidText(bytes):
+    """A TEXT value that is not valid UTF-8 (SQLite stores whatever bytes it is given), kept raw."""
+
+
+def lenient_text(raw: bytes) -> str | InvalidText:
+    """The connection's text factory: one bad value must not fail the whole query (Python's default
+    raises for the statement), so it comes back as InvalidText and the reader dead-letters its row."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return InvalidText(raw)
+
+
+def invalid_columns(row: dict[str, object]) -> list[str]:
+    return [name for name, value in row.items() if isinstance(value, InvalidText)]
+
+
 def connect(path: str) -> sqlite3.Connection:
     """Open an existing database file for capture (never creates one: a typo must not go unnoticed)."""
     file = Path(path)
@@ -64,6 +81,7 @@ def connect(path: str) -> sqlite3.Connection:
             timeout=BUSY_TIMEOUT_MS / 1000,
         )
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.text_factory = lenient_text
         mode = _enable_wal(conn)
     except sqlite3.Error as exc:
         raise CdcError(

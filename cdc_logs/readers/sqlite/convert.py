@@ -2,15 +2,20 @@
 
 Row values keep SQLite's storage classes: INTEGER -> int, REAL -> float, TEXT -> str, BLOB -> bytes,
 NULL -> None, both for trigger-recorded changes (decoded from the triggers' JSON, see triggers.py)
-and for snapshot rows (read directly), so a row reads the same whichever way it arrived.
+and for snapshot rows (read directly), so a row reads the same whichever way it arrived. Two REALs
+are not JSON numbers: the infinities become the strings "Infinity" / "-Infinity", as every reader
+writes them (Jackson's spelling), and a negative zero is 0.0 (the triggers see the value as SQLite
+prints it, and SQLite prints no sign on a zero). SQLite stores no NaN (it becomes NULL).
 
-The key is the primary key; tables without one are keyed by rowid (`{"rowid": n}`). An UPDATE that
+The key is the primary key; tables without one are keyed by rowid (`{"rowid": n}`; `_rowid_` or `oid`
+when the table has a column named "rowid", so the key never contradicts the row). An UPDATE that
 changes the key is emitted as a delete of the old key followed by a create of the new one, as
 Debezium does, so sinks that apply rows by key do not keep the old row.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,12 +24,15 @@ import orjson
 from cdc_logs.envelope import ChangeEvent, Op, SourceInfo, now_ms
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.position import Watermark
-from cdc_logs.readers.sqlite.connection import TableInfo
+from cdc_logs.readers.sqlite.connection import InvalidText, TableInfo
 from cdc_logs.readers.sqlite.schema import table_schema
 from cdc_logs.readers.sqlite.triggers import ROWID_MEMBER
 from cdc_logs.schema import TableSchema
 
 _OPS = {"c": Op.CREATE, "u": Op.UPDATE, "d": Op.DELETE}
+
+
+_INFINITIES = {"Inf": "Infinity", "-Inf": "-Infinity"}
 
 
 def decode_value(value: Any) -> Any:
@@ -34,20 +42,32 @@ def decode_value(value: Any) -> Any:
         if tag == "x":
             return bytes.fromhex(text)
         if tag == "f":
-            return float(text)  # also parses SQLite's "Inf" / "-Inf"
+            return _INFINITIES.get(text) or float(text)
     return value
 
 
-def decode_row(text: str | None) -> tuple[dict[str, Any] | None, int | None]:
-    """Parse a recorded row; returns the column values and, for rowid-keyed tables, the rowid."""
+def real_value(value: float) -> float | str:
+    """A REAL read directly (snapshot), as the triggers record it: infinities as strings, no -0.0."""
+    if value == 0.0:
+        return 0.0
+    if value in (math.inf, -math.inf):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
+
+
+def decode_row(text: str | bytes | None) -> tuple[dict[str, Any] | None, int | None]:
+    """Parse a recorded row; returns the column values and, for rowid-keyed tables, the rowid.
+    Errors name the problem, never the row's data (it may hold personal data)."""
     if text is None:
         return None, None
+    if isinstance(text, InvalidText):
+        raise CdcError(ErrorKind.DECODE, "a TEXT value of the row is not valid UTF-8")
     try:
         raw = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raise CdcError(
             ErrorKind.DECODE,
-            f"change table row is not valid JSON: {text[:200]!r} ({exc})",
+            f"the recorded row is not valid JSON (at character {exc.pos})",
             "the triggers may have been edited by hand: run the reader's cleanup and start over",
         ) from exc
     rowid = raw.pop(ROWID_MEMBER, None)
@@ -59,7 +79,9 @@ def key_of(info: TableInfo | None, row: dict[str, Any] | None, rowid: int | None
         return None
     if info is not None and info.key:
         return {col: row.get(col) for col in info.key}
-    return {"rowid": rowid} if rowid is not None else None
+    if rowid is None:
+        return None
+    return {info.rowid if info is not None and info.rowid else "rowid": rowid}
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +186,7 @@ class EventFactory:
         """A snapshot row (op "r"). Only the last one is a boundary: resuming from a position taken
         mid-snapshot would skip the rest of the snapshot, so the pipeline must not commit one."""
         source = self._source(info.name, now_ms(), marker, {})
+        row = {k: real_value(v) if isinstance(v, float) else v for k, v in row.items()}
         return ChangeEvent(
             Op.READ,
             source,

@@ -17,7 +17,9 @@ import time
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
-from cdc_logs.envelope import Heartbeat
+import orjson
+
+from cdc_logs.envelope import Heartbeat, Undecodable
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.position import Position, Watermark
@@ -26,9 +28,11 @@ from cdc_logs.readers.sqlite import state
 from cdc_logs.readers.sqlite.connection import (
     TableInfo,
     connect,
+    invalid_columns,
     normalize_table,
     path_from_dsn,
     schema_version,
+    table_info,
 )
 from cdc_logs.readers.sqlite.convert import ChangeRow, EventFactory
 from cdc_logs.readers.sqlite.snapshot import Snapshot
@@ -110,6 +114,10 @@ class SqliteReader(Reader):
         conn = connect(self.path)
         try:
             with self._db_lock:
+                refuse_own_tables(self.tables)
+                # Every table must exist before any trigger goes in: a failed start leaves nothing.
+                for table in self.tables:
+                    table_info(conn, table, self.path)
                 self._server = state.ensure_schema(conn)
                 self._infos = {}
                 for table in self.tables:
@@ -166,6 +174,8 @@ class SqliteReader(Reader):
             last = self._start_id(conn, start)
             if start is None and self.snapshot:
                 last = yield from self._snapshot(conn)
+            elif start is None:
+                yield Heartbeat(self._factory.position(last))  # commit where a first run starts
             yield from self._follow(conn, last)
         except sqlite3.Error as exc:
             if self._conn is None:  # closed under us while stopping: not an error
@@ -212,6 +222,21 @@ class SqliteReader(Reader):
             self._pending_commit = self._applied_commit = last
         return last
 
+    def _change(self, row: ChangeRow) -> Iterator[StreamItem]:
+        """The events of one recorded change, or an Undecodable for the dead-letter file."""
+        try:
+            yield from self._factory.change(row, self._infos[row.table])
+        except CdcError as exc:
+            if exc.kind is not ErrorKind.DECODE:
+                raise
+            raw = row.after if row.after is not None else row.before
+            yield Undecodable(
+                self._factory.position(row.id),
+                f"main.{row.table}",
+                f"change {row.id}: {exc.message}",
+                raw=bytes(raw.encode() if isinstance(raw, str) else raw) if raw is not None else None,
+            )
+
     def _snapshot(self, conn: sqlite3.Connection) -> Generator[StreamItem, None, int]:
         """Emit every row as op "r"; returns the change id the snapshot is consistent with."""
         tables = list(self._infos.values())  # configured order
@@ -221,6 +246,8 @@ class SqliteReader(Reader):
             position = self._factory.position(snap.change_id)
             rows = snap.rows()
             current = next(rows, None)
+            if current is None:
+                yield Heartbeat(position)  # nothing to read: the snapshot is done at this position
             first = True
             while current is not None:
                 if self._stop.is_set():
@@ -229,7 +256,13 @@ class SqliteReader(Reader):
                 last = following is None
                 marker = "last" if last else "first" if first else "true"
                 info, row, rowid = current
-                yield self._factory.snapshot(info, row, rowid, marker, position, last)
+                bad = invalid_columns(row)
+                if bad:
+                    raw = orjson.dumps({k: v.hex() if isinstance(v, bytes) else v for k, v in row.items()})
+                    reason = f"snapshot row: column(s) {bad} hold TEXT that is not valid UTF-8"
+                    yield Undecodable(position, f"main.{info.name}", reason, boundary=last, raw=raw)
+                else:
+                    yield self._factory.snapshot(info, row, rowid, marker, position, last)
                 current, first = following, False
         log.info("sqlite snapshot done", path=self.path, change_id=snap.change_id)
         return snap.change_id
@@ -251,7 +284,7 @@ class SqliteReader(Reader):
             emitted = last
             for row in rows:
                 if row.table in self._infos:
-                    yield from self._factory.change(row, self._infos[row.table])
+                    yield from self._change(row)
                     emitted = row.id
                 last = row.id
             if last != emitted:
@@ -298,3 +331,18 @@ class SqliteReader(Reader):
                 continue
             self._infos[info.name] = info
         self._schema_version = schema_version(conn)
+
+
+def refuse_own_tables(tables: list[str]) -> None:
+    """cdc-logs' bookkeeping tables (and SQLite's own) are never captured: capturing `_cdc_changes`
+    would record every change twice, `_cdc_state` would loop on the reader's own commits."""
+    own = {state.CHANGES.lower(), state.STATE.lower()}
+    for table in tables:
+        name = normalize_table(table).lower()
+        if name in own or name.startswith("sqlite_"):
+            whose = "cdc-logs" if name in own else "SQLite"
+            raise CdcError(
+                ErrorKind.CONFIG,
+                f"table {table!r} is {whose}'s own bookkeeping, not data to capture",
+                "capture your application's tables; cdc-logs keeps its changes and offsets in these",
+            )

@@ -45,6 +45,6 @@ def column(name: str, declared: str, *, key: bool) -> Column:
 def table_schema(info: TableInfo, db: str) -> TableSchema:
     columns = [column(n, t, key=n in info.key) for n, t in zip(info.columns, info.types, strict=True)]
     if not info.key and info.rowid:
-        columns.append(Column("rowid", "int64", None, "INTEGER", key=True))
+        columns.append(Column(info.rowid, "int64", None, "INTEGER", key=True))
     shape = repr([(c.name, c.type, c.source_type, c.key) for c in columns])
     return TableSchema(db, "main", info.name, tuple(columns), version=zlib.crc32(shape.encode()))

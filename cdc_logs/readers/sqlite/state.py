@@ -77,6 +77,12 @@ def ensure_schema(conn: sqlite3.Connection) -> str:
     return str(server)
 
 
+def server_id(conn: sqlite3.Connection) -> str | None:
+    """The database's capture identity, or None before the first run (read-only)."""
+    value = _get(conn, "meta", "server_id") if installed(conn) else None
+    return None if value is None else str(value)
+
+
 def last_change_id(conn: sqlite3.Connection) -> int:
     """The highest change id ever committed (still valid after the rows were trimmed)."""
     row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (CHANGES,)).fetchone()
@@ -103,12 +109,6 @@ def set_table_fingerprint(conn: sqlite3.Connection, table: str, fingerprint: str
 
 def captured_tables(conn: sqlite3.Connection) -> list[str]:
     return [r[0] for r in conn.execute(f"SELECT name FROM {STATE} WHERE kind = 'table' ORDER BY name")]
-
-
-def consumers(conn: sqlite3.Connection) -> dict[str, int]:
-    """Registered consumers and the last change id each has committed."""
-    rows = conn.execute(f"SELECT name, value FROM {STATE} WHERE kind = 'consumer' ORDER BY name")
-    return {name: int(value) for name, value in rows}
 
 
 def pin_consumer(conn: sqlite3.Connection, consumer: str) -> int:

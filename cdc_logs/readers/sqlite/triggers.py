@@ -9,6 +9,10 @@ cannot carry everything losslessly, so two column types are written as tagged ar
 is otherwise never an array: text that looks like JSON is still written as a JSON string):
   BLOB -> ["x", "<hex>"]    json_object refuses blobs
   REAL -> ["f", "<text>"]   json_object prints 15 significant digits; printf('%!.18g') round-trips
+                            (and prints the infinities as "Inf" / "-Inf")
+  TEXT -> text || ''        a value a JSON function produced (`INSERT ... VALUES (json('{}'))`) still
+                            carries SQLite's JSON subtype in NEW, and json_object would embed it as
+                            JSON instead of a string: the concatenation drops the subtype
 `convert.decode_row` turns them back into bytes and float. Tables without a primary key also record
 the rowid (member `__cdc_rowid`), which becomes the event key.
 
@@ -40,7 +44,7 @@ from cdc_logs.readers.sqlite.connection import (
 log = get_logger(__name__)
 
 #: Bump when the generated trigger SQL changes: existing installs are then replaced on next start.
-TRIGGER_VERSION = 1
+TRIGGER_VERSION = 2  # 2: TEXT drops a JSON subtype
 #: Member under which rowid-keyed tables record their rowid.
 ROWID_MEMBER = "__cdc_rowid"
 #: SQLite functions take at most 127 arguments by default; json_object takes two per column.
@@ -66,7 +70,7 @@ def fingerprint(info: TableInfo) -> str:
 def _value(ref: str) -> str:
     return (
         f"CASE typeof({ref}) WHEN 'real' THEN json_array('f', printf('%!.18g', {ref}))"
-        f" WHEN 'blob' THEN json_array('x', hex({ref})) ELSE {ref} END"
+        f" WHEN 'blob' THEN json_array('x', hex({ref})) WHEN 'text' THEN {ref} || '' ELSE {ref} END"
     )
 
 
@@ -142,7 +146,7 @@ def ensure_triggers(conn: sqlite3.Connection, table: str, path: str) -> TableInf
         log.info("sqlite capture triggers installed", table=info.name, columns=list(info.columns))
     else:
         log.warning(
-            "sqlite capture triggers reinstalled: the table's columns changed",
+            "sqlite capture triggers reinstalled: the table's columns (or cdc-logs' trigger code) changed",
             table=info.name,
             columns=list(info.columns),
         )

@@ -107,6 +107,10 @@ class EventBuilder:
         key = self._key_lookup(msg) if self._key_lookup is not None else identity
         self._rels[msg.oid] = _Rel(msg, key, identity)
 
+    def relation(self, oid: int) -> Relation:
+        """The Relation message last seen for `oid`."""
+        return self._rel(oid).relation
+
     def known(self, oid: int) -> bool:
         return oid in self._rels
 

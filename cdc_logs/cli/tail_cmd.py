@@ -6,21 +6,17 @@ With `--format json`, stdout carries exactly one envelope per line; logs go to s
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 from types import FrameType
-from typing import Any
 
 import typer
 
-from cdc_logs.build import build_reader, source_name
+from cdc_logs.build import tail_pipeline
 from cdc_logs.cli.progress import show_snapshot_progress
-from cdc_logs.config import PolledTableConfig, PollSourceConfig, PostgresSourceConfig, SqliteSourceConfig
+from cdc_logs.cli.source_flags import PG_ALIASES, SOURCES, source_config
 from cdc_logs.errors import CdcError, ErrorKind
-from cdc_logs.offsets.memory import MemoryOffsetStore
-from cdc_logs.pipeline import BatchPolicy, Pipeline
+from cdc_logs.readers.sqlite.config import SqliteSourceConfig
 from cdc_logs.sinks.stdout import StdoutSink
-
-SOURCES = ("pg", "sqlite", "poll", "mariadb", "mysql", "debezium")
-_PG_ALIASES = ("pg", "postgres", "postgresql")
 
 
 def tail(
@@ -55,7 +51,12 @@ def tail(
     slot: str | None = typer.Option(
         None, "--slot", help="pg: replication slot to use (kept); without it a temporary slot, nothing left."
     ),
-    publication: str | None = typer.Option(None, "--publication", help="pg: publication to read."),
+    publication: str | None = typer.Option(
+        None,
+        "--publication",
+        help="pg: publication to read. An existing one is used as it is (never altered or dropped); "
+        "a missing one is created, and dropped on exit when there is no --slot.",
+    ),
     bootstrap: str | None = typer.Option(
         None, "--bootstrap", envvar="CDC_KAFKA_BOOTSTRAP", help="debezium: Kafka bootstrap servers."
     ),
@@ -68,11 +69,17 @@ def tail(
     from_beginning: bool = typer.Option(
         False, "--from-beginning/--from-end", help="debezium: start at the topics' start, not their end."
     ),
+    dead_letter_dir: Path | None = typer.Option(
+        None,
+        "--dead-letter-dir",
+        help="Park changes that cannot be decoded here and go on (default: stop at the first one).",
+    ),
 ) -> None:
     """Stream changes of a source to stdout.
 
-    pg reads a logical replication slot: without --slot a temporary slot and publication that are gone
-    when tail exits; with --slot that slot (created if missing) resumes where it was confirmed.
+    pg reads a logical replication slot: without --slot a temporary slot (and publication, unless
+    --publication names an existing one, which is used as it is) that are gone when tail exits; with
+    --slot that slot (created if missing) resumes where it was confirmed.
     sqlite installs capture triggers on each --table (remove them with --cleanup). poll runs watermark
     queries: it cannot see deletes unless --soft-delete-column is set, nor an update's old values.
     debezium reads a connector's Kafka topics with a throwaway consumer group that commits nothing.
@@ -81,7 +88,7 @@ def tail(
         raise CdcError(
             ErrorKind.USAGE, f"--format must be json or pretty, got {format!r}", "use --format json"
         )
-    if source in _PG_ALIASES:
+    if source in PG_ALIASES:
         source = "pg"
     if source not in SOURCES:
         raise CdcError(ErrorKind.USAGE, f"unknown --source {source!r}", f"use one of: {', '.join(SOURCES)}")
@@ -89,7 +96,7 @@ def tail(
         raise CdcError(ErrorKind.USAGE, "--dsn is required", "pass --dsn URL or set CDC_DSN")
     if not table and source != "debezium":
         raise CdcError(ErrorKind.USAGE, "at least one --table is required", "pass --table name (repeatable)")
-    cfg = _source_config(
+    cfg = source_config(
         source,
         dsn or "",
         table,
@@ -103,16 +110,9 @@ def tail(
         publication,
         debezium=(bootstrap, topic_prefix, group_id, from_beginning),
     )
-    reader = build_reader(cfg, "tail", temporary=True)
     sink = StdoutSink(format)
-    pipeline = Pipeline(
-        "tail",
-        {source_name(cfg): reader},
-        [sink],
-        MemoryOffsetStore(),
-        batch=BatchPolicy(max_events=500, max_wait_s=0.05),
-        retry_start=False,  # interactive: an unreachable source fails at once; a drop mid-stream is retried
-        limit=limit,
+    pipeline = tail_pipeline(
+        cfg, sink, limit=limit, dead_letter_dir=str(dead_letter_dir) if dead_letter_dir else None
     )
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
@@ -121,6 +121,7 @@ def tail(
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     if format == "pretty" and snapshot:
+        (reader,) = pipeline.readers.values()
         show_snapshot_progress(pipeline, reader, sink)
     try:
         pipeline.run()
@@ -129,62 +130,3 @@ def tail(
             from cdc_logs.readers.sqlite import cleanup as remove_triggers
 
             remove_triggers(cfg.path, cfg.tables)
-
-
-def _source_config(
-    source: str,
-    dsn: str,
-    tables: list[str],
-    snapshot: bool,
-    mode: str,
-    timestamp_column: str | None,
-    incrementing_column: str | None,
-    soft_delete_column: str | None,
-    interval_ms: int,
-    slot: str | None = None,
-    publication: str | None = None,
-    debezium: tuple[Any, ...] = (),
-) -> Any:
-    from pydantic import ValidationError
-
-    from cdc_logs.config import format_validation_error
-
-    try:
-        if source == "debezium":
-            from cdc_logs.debezium.source import tail_config
-
-            return tail_config(tables, *debezium)
-        if source == "pg":
-            return PostgresSourceConfig(
-                type="pg", dsn=dsn, tables=tables, slot=slot, publication=publication, snapshot=snapshot
-            )
-        if source in ("mariadb", "mysql"):  # binlog: a random server_id, tail keeps no position
-            from cdc_logs.config import MysqlSourceConfig
-
-            return MysqlSourceConfig(type=source, dsn=dsn, tables=tables, snapshot=snapshot)
-        if source == "sqlite":
-            return SqliteSourceConfig(
-                type="sqlite", path=dsn, tables=tables, snapshot=snapshot, poll_interval_ms=interval_ms
-            )
-        return PollSourceConfig(
-            type="poll",
-            url=dsn,
-            snapshot=snapshot,
-            poll_interval_ms=interval_ms,
-            tables=[
-                PolledTableConfig(
-                    table=t,
-                    mode=mode,
-                    timestamp_column=timestamp_column,
-                    incrementing_column=incrementing_column,
-                    soft_delete_column=soft_delete_column,
-                )
-                for t in tables
-            ],
-        )
-    except ValidationError as exc:
-        raise CdcError(
-            ErrorKind.USAGE,
-            format_validation_error(exc),
-            "see `cdc-logs tail --help` for the options of each source",
-        ) from exc

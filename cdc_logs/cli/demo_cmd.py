@@ -17,9 +17,9 @@ from types import FrameType
 import typer
 
 from cdc_logs.build import build_reader
-from cdc_logs.config import SqliteSourceConfig
 from cdc_logs.offsets.memory import MemoryOffsetStore
 from cdc_logs.pipeline import BatchPolicy, Pipeline
+from cdc_logs.readers.sqlite.config import SqliteSourceConfig
 from cdc_logs.sinks.stdout import StdoutSink
 
 _NAMES = ["ada", "grace", "linus", "barbara", "ken", "margaret", "dennis", "frances"]

@@ -1,0 +1,55 @@
+"""The base every config model derives from (components' and the pipeline's own).
+
+`extra="forbid"`: a misspelt field is an error naming it, never silently ignored. In sink configs,
+fields named like a client URL (`url`, `service_url`, `schema_registry_url`) and Kafka
+`bootstrap_servers` are checked when the config is read, because the clients' own errors about a
+malformed URL quote it, or the piece they choke on (often the password). `SourceConfigBase` and
+`SinkConfigBase` give every source and sink config the fields the pipeline relies on (`type`, `name`).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from cdc_logs.dsn import check_bootstrap, check_url
+
+TOPIC_TEMPLATE = "{prefix}.{schema}.{table}"
+_URL_FIELDS = ("url", "service_url", "schema_registry_url")
+# One wording for every component's `name` (the JSON Schema and docs/reference/ show it).
+NAME_DESCRIPTION = (
+    "A name for this component, unique among the pipeline's sources (or destinations). Default: the "
+    "`type` value as written. Offsets, dead-letter files, replay markers, consumer groups and metrics "
+    "are keyed by it, so a component renamed after it has run starts without its stored state."
+)
+
+
+class ConfigModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class SourceConfigBase(ConfigModel):
+    type: str
+    name: str | None = Field(None, description=NAME_DESCRIPTION, examples=["orders_db"])
+
+
+class SinkConfigBase(ConfigModel):
+    type: str
+    name: str | None = Field(None, description=NAME_DESCRIPTION, examples=["analytics_db"])
+
+    @model_validator(mode="after")
+    def _urls(self) -> SinkConfigBase:
+        for name in _URL_FIELDS:
+            value = getattr(self, name, None)
+            if isinstance(value, str):  # not the SQL sink's SecretStr: SQLAlchemy parses it (dsn.py)
+                try:
+                    check_url(value, "URL")
+                except ValueError as exc:
+                    raise ValueError(f"{name}: {exc}") from None
+        bootstrap = getattr(self, "bootstrap_servers", None)
+        if isinstance(bootstrap, str):
+            check_bootstrap(bootstrap)
+        return self
+
+
+def secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None

@@ -1,0 +1,206 @@
+"""The `mysql` / `mariadb` source: its config (row binlog with GTIDs) and how it is built."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field, SecretStr, model_validator
+
+from cdc_logs import registry
+from cdc_logs.configmodel import ConfigModel, SourceConfigBase
+from cdc_logs.readers.base import Reader
+
+
+class MysqlBinlogConfig(ConfigModel):
+    """The seed's `binlog_config` block: where a first run starts (a stored offset always wins)."""
+
+    server_id: int | None = Field(
+        None,
+        ge=1,
+        le=4294967295,
+        description="Replication client id, used when the source's own `server_id` is not set.",
+        examples=[1001],
+    )
+    binlog_filename: str | None = Field(
+        None,
+        description="MariaDB only: a first run starts in this binlog file (converted to a GTID position "
+        "with BINLOG_GTID_POS) instead of a snapshot. Ignored when `gtid_set` is given; refused on MySQL.",
+        examples=["mariadb-bin.000042"],
+    )
+    binlog_position: int | None = Field(
+        None,
+        ge=4,
+        description="Byte offset in `binlog_filename` to start at (default 4, the file's first event); "
+        "only used with `binlog_filename`.",
+        examples=[4],
+    )
+    gtid_set: str = Field(
+        "auto",
+        description="Where a first run starts: `auto` is the snapshot when `snapshot: true`, else the "
+        "server's current end; a GTID set (MySQL) or GTID position (MariaDB) starts there and skips the "
+        "snapshot.",
+        examples=["0-1-1042", "3E11FA47-71CA-11E1-9E33-C80AA9429562:1-5"],
+    )
+
+
+class MysqlSourceConfig(SourceConfigBase):
+    """MySQL / MariaDB row-based binlog, resumed by GTID; see docs/sources/mysql.md."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "mariadb",
+                    "dsn": "mysql://cdc:${MARIADB_PASSWORD}@db.internal:3306/shop",
+                    "tables": ["shop.orders"],
+                }
+            ]
+        }
+    )
+
+    type: Literal["mysql", "mariadb"] = Field(
+        description="Selects this source and the server's flavour (GTID format, setup checks): it must "
+        "match the server, which is checked when the source opens."
+    )
+    dsn: SecretStr | None = Field(
+        None,
+        description="mysql://user:password@host:port/database of a user with REPLICATION SLAVE, "
+        "REPLICATION CLIENT and SELECT. A secret: never logged; write the password as ${VAR}. Also "
+        "accepted as `url`, `uri`, `connection_string`. Without it: host/port/user/password.",
+        examples=["mysql://cdc:${MARIADB_PASSWORD}@db.internal:3306/shop"],
+    )
+    host: str = Field(
+        "127.0.0.1", description="Server host, when `dsn` is not given.", examples=["db.internal"]
+    )
+    port: int = Field(
+        3306, ge=1, le=65535, description="Server port, when `dsn` is not given.", examples=[3306]
+    )
+    user: str | None = Field(
+        None, description="User name, when `dsn` is not given (then required).", examples=["cdc"]
+    )
+    password: SecretStr | None = Field(
+        None,
+        description="Password of `user`, when `dsn` is not given. A secret: never logged. Default: none.",
+        examples=["${MARIADB_PASSWORD}"],
+    )
+    database: str | None = Field(
+        None,
+        description="Database that bare table names in `tables` belong to (and the connection's, when "
+        "`dsn` names none).",
+        examples=["shop"],
+    )
+    tables: list[str] = Field(
+        default_factory=list,
+        description="Tables to capture, as db.table (a bare name takes `database`). Give `tables`, "
+        "`schemas` or both; the seed's `table:` and `monitored_tables:` are accepted too.",
+        examples=[["shop.orders", "shop.customers"]],
+    )
+    schemas: list[str] = Field(
+        default_factory=list,
+        description="Databases whose every table is captured (the tables are listed when the source opens).",
+        examples=[["shop"]],
+    )
+    snapshot: bool = Field(
+        True,
+        description="On the first run (no stored position): emit the existing rows as op r, then the "
+        "binlog from that point. false: start at the server's current end (or at `binlog_config`). A "
+        "stored position always wins.",
+    )
+    snapshot_chunk_rows: int = Field(
+        2000,
+        ge=1,
+        description="Rows per primary-key chunk of the snapshot (one SELECT each).",
+        examples=[10_000],
+    )
+    server_id: int | None = Field(
+        None,
+        ge=1,
+        le=4294967295,
+        description="This client's replication server id, unique among the server's replicas and "
+        "binlog clients. Default: derived from the pipeline name (1000000000 + a hash), stable across "
+        "restarts.",
+        examples=[1844674],
+    )
+    heartbeat_interval_ms: int = Field(
+        5000,
+        ge=100,
+        description="Milliseconds between the server's heartbeats on an idle binlog "
+        "(MASTER_HEARTBEAT_PERIOD) and between reports of a position moved by transactions of tables "
+        "not captured. Silence for three periods (at least 10 s) means a dead connection.",
+        examples=[10_000],
+    )
+    binlog_config: MysqlBinlogConfig | None = Field(
+        None,
+        description="The seed's block: where a first run starts (a stored offset always wins). Default: "
+        "`snapshot` decides.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seed_shape(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            for alias in ("url", "uri", "connection_string"):
+                if alias in data and "dsn" not in data:
+                    data["dsn"] = data.pop(alias)
+            if "table" in data and "tables" not in data:
+                data["tables"] = [data.pop("table")]
+            if "monitored_tables" in data and "tables" not in data:
+                data["tables"] = data.pop("monitored_tables")
+            if data.pop("cdc_mode", "binlog") != "binlog":
+                raise ValueError("cdc_mode: only `binlog` is supported for mysql/mariadb (or use type: poll)")
+            # The seed states the server settings it expects; they are checked at open, not set.
+            for key, want in (("binlog_format", "ROW"), ("binlog_row_image", "FULL")):
+                value = data.pop(key, want)
+                if str(value).upper() != want:
+                    raise ValueError(f"{key}: only {want} is supported (it is a server setting)")
+        return data
+
+    @model_validator(mode="after")
+    def _needs(self) -> MysqlSourceConfig:
+        if not self.tables and not self.schemas:
+            raise ValueError("give `tables: [db.table, ...]` or `schemas: [db, ...]`")
+        if self.dsn is None and self.user is None:
+            raise ValueError("give `dsn: mysql://user:password@host:3306/db` or host/port/user/password")
+        if self.binlog_config and self.binlog_config.server_id and self.server_id is None:
+            self.server_id = self.binlog_config.server_id
+        return self
+
+
+def mysql_settings(cfg: MysqlSourceConfig) -> Any:
+    """Connection settings from `dsn` or host/port/user/password (the password stays a secret)."""
+    from cdc_logs.readers.mysql import MysqlSettings, parse_dsn
+
+    if cfg.dsn is not None:
+        settings = parse_dsn(cfg.dsn.get_secret_value())
+        return settings if settings.database or not cfg.database else replace(settings, database=cfg.database)
+    return MysqlSettings(
+        host=cfg.host,
+        port=cfg.port,
+        user=cfg.user or "root",
+        password=cfg.password.get_secret_value() if cfg.password else "",
+        database=cfg.database,
+    )
+
+
+@registry.source(MysqlSourceConfig, capabilities={"heartbeats"})
+def build(cfg: MysqlSourceConfig, ctx: registry.BuildContext) -> Reader:
+    from cdc_logs.readers.mysql import MysqlReader
+
+    start = cfg.binlog_config
+    return MysqlReader(
+        mysql_settings(cfg),
+        cfg.tables,
+        pipeline_name=ctx.pipeline,
+        flavor=cfg.type,
+        schemas=cfg.schemas,
+        server_id=cfg.server_id,
+        temporary=ctx.temporary,
+        snapshot=cfg.snapshot,
+        start_gtid=start.gtid_set if start else None,
+        start_file=start.binlog_filename if start else None,
+        start_pos=start.binlog_position if start else None,
+        heartbeat_s=cfg.heartbeat_interval_ms / 1000,
+        snapshot_chunk_size=cfg.snapshot_chunk_rows,
+    )

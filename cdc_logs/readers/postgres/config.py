@@ -1,0 +1,192 @@
+"""The `postgresql` source: its config (pgoutput through a replication slot) and how it is built."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from cdc_logs import registry
+from cdc_logs.configmodel import SourceConfigBase
+from cdc_logs.readers.base import Reader
+
+_SLOT_NAME = re.compile(r"^[a-z0-9_]{1,63}$")
+
+
+def default_slot_name(pipeline: str) -> str:
+    """`cdc_logs_<pipeline>` as a valid slot name (lowercase letters, digits and _, at most 63)."""
+    return ("cdc_logs_" + re.sub(r"[^a-z0-9_]", "_", pipeline.lower()))[:63]
+
+
+class PostgresSourceConfig(SourceConfigBase):
+    """Postgres logical replication (pgoutput) through a replication slot; see docs/sources/postgres.md."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "postgresql",
+                    "dsn": "postgresql://cdc:${PG_PASSWORD}@db.internal:5432/shop",
+                    "tables": ["public.orders"],
+                }
+            ]
+        }
+    )
+
+    type: Literal["postgresql", "postgres", "pg"] = Field(
+        description="Selects this source; `postgres` and `pg` are aliases of `postgresql`."
+    )
+    dsn: SecretStr = Field(
+        description="libpq connection string or URL of the database to capture, for a role with "
+        "REPLICATION and SELECT on the tables. A secret: never logged; write the password as ${VAR}. "
+        "Also accepted as `url`, `uri`, `connection_string`, or the seed's host/port/database/user/password.",
+        examples=["postgresql://cdc:${PG_PASSWORD}@db.internal:5432/shop"],
+    )
+    tables: list[str] = Field(
+        default_factory=list,
+        description="Tables to capture, as schema.table. Required unless `all_tables: true`; the seed's "
+        "`table:` (one name) is accepted too.",
+        examples=[["public.orders", "public.customers"]],
+    )
+    all_tables: bool = Field(
+        False,
+        description="Capture every table: the publication is created FOR ALL TABLES (needs a superuser). "
+        "Excludes `tables`.",
+    )
+    slot: str | None = Field(
+        None,
+        description="Replication slot to read (1-63 lowercase letters, digits, _); created when missing. "
+        "Default: cdc_logs_<pipeline name>, lowercased, other characters as _. The seed's `slot_name` is "
+        "accepted too.",
+        examples=["cdc_logs_shop"],
+    )
+    publication: str | None = Field(
+        None,
+        description="Publication the slot decodes; created when missing, used as it is when it exists. "
+        "Default: the slot's name when it starts with cdc_logs_ (the default slot), else cdc_logs_<slot>. "
+        "The seed's `publication_name` is accepted too.",
+        examples=["cdc_logs_shop"],
+    )
+    snapshot: bool = Field(
+        True,
+        description="On the first run (no stored position): emit the existing rows as op r, read in a "
+        "snapshot consistent with the slot, then stream. false: stream from where the slot stands (a new "
+        "slot: the current end of the WAL). A stored position always wins.",
+    )
+    snapshot_chunk_rows: int = Field(
+        10_000,
+        ge=1,
+        description="Rows per primary-key chunk of the snapshot: the unit a snapshot interrupted by a crash "
+        "resumes from.",
+        examples=[50_000],
+    )
+    heartbeat_interval_ms: int = Field(
+        10_000,
+        ge=0,
+        description="Milliseconds between heartbeats (pg_logical_emit_message, never emitted as events): "
+        "they move the confirmed position of an idle or filtered source so the slot does not pin WAL. "
+        "0 turns heartbeats off.",
+        examples=[30_000],
+    )
+    status_interval_ms: int = Field(
+        10_000,
+        ge=100,
+        description="Milliseconds between standby status updates to the server (the confirmed flush "
+        "position; also sent soon after each commit). Keep it below the server's wal_sender_timeout.",
+        examples=[5_000],
+    )
+    binary: bool = Field(
+        False, description="Ask pgoutput for the binary format: the same values, less text parsing."
+    )
+    messages: bool = Field(
+        True, description="Emit pg_logical_emit_message() messages as op m events; false drops them."
+    )
+    max_tx_memory_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        description="Bytes of in-progress transactions streamed by the server (Postgres 14+) kept in "
+        "memory, over all open transactions; past it the largest moves to an unlinked temporary file.",
+        examples=[268_435_456],
+    )
+    logical_decoding_work_mem: str | None = Field(
+        None,
+        description="The walsender session's logical_decoding_work_mem: how much of a transaction the "
+        "server buffers before it streams it. Default: the server's setting (unchanged).",
+        examples=["64MB"],
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _aliases(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            for alias in ("url", "connection_string", "uri"):
+                if alias in data and "dsn" not in data:
+                    data["dsn"] = data.pop(alias)
+            if "table" in data and "tables" not in data:
+                data["tables"] = [data.pop("table")]
+            if "slot_name" in data and "slot" not in data:
+                data["slot"] = data.pop("slot_name")
+            if "publication_name" in data and "publication" not in data:
+                data["publication"] = data.pop("publication_name")
+            if "dsn" not in data and "host" in data:  # the seed's host/port/database/user/password shape
+                from psycopg.conninfo import make_conninfo
+
+                parts = {
+                    k: data.pop(k) for k in ("host", "port", "database", "user", "password") if k in data
+                }
+                if "database" in parts:
+                    parts["dbname"] = parts.pop("database")
+                data["dsn"] = make_conninfo("", **{k: str(v) for k, v in parts.items()})
+        return data
+
+    @field_validator("dsn")
+    @classmethod
+    def _dsn(cls, value: SecretStr) -> SecretStr:
+        from cdc_logs.pg_conninfo import pg_conninfo_problem
+
+        problem = pg_conninfo_problem(value.get_secret_value())
+        if problem is not None:
+            raise ValueError(problem)  # never the value: it holds the password
+        return value
+
+    @field_validator("slot")
+    @classmethod
+    def _slot_name(cls, value: str | None) -> str | None:
+        if value is not None and not _SLOT_NAME.fullmatch(value):
+            raise ValueError("a slot name has 1-63 lowercase letters, digits and underscores")
+        return value
+
+    @model_validator(mode="after")
+    def _tables(self) -> PostgresSourceConfig:
+        if not self.tables and not self.all_tables:
+            raise ValueError("give `tables: [schema.table, ...]` or `all_tables: true`")
+        if self.tables and self.all_tables:
+            raise ValueError("give either `tables` or `all_tables: true`, not both")
+        return self
+
+
+@registry.source(PostgresSourceConfig, capabilities={"heartbeats"})
+def build(cfg: PostgresSourceConfig, ctx: registry.BuildContext) -> Reader:
+    from cdc_logs.readers.postgres.reader import PostgresReader
+
+    # tail without a slot name: a temporary slot and publication; with one (or in `run`), persistent.
+    slot = cfg.slot if (cfg.slot or ctx.temporary) else default_slot_name(ctx.pipeline)
+    return PostgresReader(
+        cfg.dsn.get_secret_value(),
+        cfg.tables,
+        pipeline_name=ctx.pipeline,
+        slot=slot,
+        publication=cfg.publication,
+        all_tables=cfg.all_tables,
+        temporary=ctx.temporary and not cfg.slot,
+        snapshot=cfg.snapshot,
+        snapshot_chunk_rows=cfg.snapshot_chunk_rows,
+        heartbeat_interval_s=cfg.heartbeat_interval_ms / 1000,
+        status_interval_s=cfg.status_interval_ms / 1000,
+        binary=cfg.binary,
+        messages=cfg.messages,
+        max_tx_memory_bytes=cfg.max_tx_memory_bytes,
+        logical_decoding_work_mem=cfg.logical_decoding_work_mem,
+    )
