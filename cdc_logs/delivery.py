@@ -61,6 +61,8 @@ class Delivery:
                 return True
             except Exception as exc:
                 error = as_sink_error(exc)
+                self.metrics.sink_error(sink.name)
+                self.status.sink_failed(sink.name, error.message)  # /ready names why it is not writing
                 if error.directive is not Directive.RETRY or self.retry.exhausted(attempt):
                     log.error("sink failed to open", sink=sink.name, attempt=attempt, error=str(error))
                     raise error from (exc if error is not exc else None)

@@ -116,6 +116,7 @@ def test_a_sink_down_when_the_run_starts_is_retried_while_the_others_deliver(tmp
     try:
         _wait(lambda: len(good.events) == 100 and down.opens >= 3)
         assert runner.is_alive(), "a sink that cannot be opened yet must not stop the run"
+        assert pipeline.status.details()["sinks"]["down"]["last_error"] == "connection refused"
         assert down.events == [] and offsets.load("p", "src") is None, "nothing committed past the down sink"
         down.up.set()
         _wait(lambda: len(down.events) == 100)
@@ -160,10 +161,12 @@ def test_stopped_while_its_sink_is_down_at_start_the_direct_path_commits_nothing
     runner = threading.Thread(target=pipeline.run)
     runner.start()
     _wait(lambda: down.opens >= 2)
+    assert "connection refused" in str(pipeline.status.details()), "the status names why"
     pipeline.stop()
     runner.join(10)
     assert not runner.is_alive(), "a stop ends the wait for the sink"
     assert down.events == [] and offsets.load("p", "src") is None
+    assert pipeline.status.details()["state"] == "stopped"
 
 
 @pytest.mark.parametrize("fan", [True, False], ids=["fanout", "direct"])
