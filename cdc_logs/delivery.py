@@ -50,6 +50,33 @@ class Delivery:
         self.metrics = metrics or Metrics.disabled()
         self.status = status or PipelineStatus()
 
+    def open(self, sink: Sink) -> bool:
+        """Open `sink`, retrying a transient failure (the destination is down) with the same backoff
+        as a write, so a run can start while a destination is away. False: stopped first."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                sink.open()
+                return True
+            except Exception as exc:
+                error = as_sink_error(exc)
+                self.metrics.sink_error(sink.name)
+                self.status.sink_failed(sink.name, error.message)  # /ready names why it is not writing
+                if error.directive is not Directive.RETRY or self.retry.exhausted(attempt):
+                    log.error("sink failed to open", sink=sink.name, attempt=attempt, error=str(error))
+                    raise error from (exc if error is not exc else None)
+                delay = self.retry.backoff(attempt)
+                log.warning(
+                    "sink unavailable, retrying",
+                    sink=sink.name,
+                    attempt=attempt,
+                    retry_in_s=delay,
+                    error=error.message,
+                )
+                if self.stop.wait(delay):
+                    return False
+
     def deliver(self, sink: Sink, events: Sequence[ChangeEvent]) -> bool:
         """Write `events` to `sink` durably (rejected ones dead-lettered). False: stopped first, so
         the batch may be only partly written and must not be acknowledged."""

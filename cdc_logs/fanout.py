@@ -6,6 +6,7 @@ from its own cursor, delivers with `delivery.Delivery` (the same retries and dea
 single sink), and acknowledges to the checkpointer; the source checkpoint is therefore the minimum
 over the sinks. A sink that is down keeps retrying (up to `max_attempts`, backoff capped at
 `max_backoff_s`) while the others deliver; it catches up from its cursor when it returns, in order.
+That holds when the run starts too: each worker opens its own sink, with the same retries.
 A sink whose retries run out, or that fails for good, stops the pipeline with its error.
 """
 
@@ -102,6 +103,10 @@ class FanOut:
     # -- per-sink worker -------------------------------------------------------------------------
     def _work(self, sink: Sink) -> None:
         try:
+            # Each worker opens its own sink: one that is down when the run starts retries here while
+            # the others deliver, and catches up from its cursor once it is back.
+            if not self.delivery.open(sink):
+                return
             while not self._stop.is_set():
                 taken = self.spool.read(sink.name, self.batch_events, timeout=0.2)
                 if not taken.chunks:

@@ -282,11 +282,13 @@ class Pipeline:
 
     # -- main loop -----------------------------------------------------------------------------
     def run(self) -> PipelineStats:
-        for sink in self.sinks:
-            sink.open()
-        if self._fanout is not None:
-            self._fanout.start()
         try:
+            if self._fanout is not None:
+                self._fanout.start()  # each worker opens its sink, retrying while it is down (fanout.py)
+            else:
+                for sink in self.sinks:
+                    if not self._delivery.open(sink):  # a sink down at start: retried like a write
+                        return self.stats  # stopped first (still shut down: status, opened sinks)
             for source in self.readers:
                 self._start_with_retry(source)
             self.ready.set()

@@ -23,6 +23,12 @@ from tests.integration.conftest import _unavailable, require_env
 cdc_logging.configure("warning")
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    # Here, not in tests/chaos/conftest.py: only the root conftest sees every command line
+    # (`scripts/test -k kill_paths --kills 50` names no path).
+    parser.addoption("--kills", type=int, default=5, help="SIGKILLs per case of tests/chaos/test_kill_paths")
+
+
 @pytest.fixture(autouse=True)
 def _forget_registered_secrets() -> Iterator[None]:
     yield

@@ -32,6 +32,21 @@ class DownSink(MemorySink):
         super().write(batch)
 
 
+class ClosedSink(MemorySink):
+    """Cannot even be opened (transiently) until `up` is set: a destination down when the run starts."""
+
+    def __init__(self, name: str, error: CdcError | None = None) -> None:
+        super().__init__(name)
+        self.up = threading.Event()
+        self.opens = 0
+        self.error = error or CdcError(ErrorKind.SINK_TRANSIENT, "connection refused")
+
+    def open(self) -> None:
+        self.opens += 1
+        if not self.up.is_set():
+            raise self.error
+
+
 class PickySink(MemorySink):
     """Refuses events whose seq is in `bad` (as a target refuses a value it cannot hold)."""
 
@@ -82,6 +97,94 @@ def test_a_down_sink_does_not_stop_the_others_and_catches_up_in_order(tmp_path: 
     assert seqs(down.events) == list(range(1, 301)), "caught up, nothing lost, in order"
     stored = offsets.load("p", "src")
     assert stored is not None and stored.decoded() == Watermark(SERVER, (300,))
+
+
+def _wait(predicate, timeout: float = 10) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_a_sink_down_when_the_run_starts_is_retried_while_the_others_deliver(tmp_path: Path) -> None:
+    reader = ScriptedReader([make_event(n) for n in range(1, 101)])
+    good, down = MemorySink("good"), ClosedSink("down")
+    offsets = MemoryOffsetStore()
+    pipeline = _pipeline(tmp_path, reader, good, down, offsets=offsets)
+    runner = threading.Thread(target=pipeline.run)
+    runner.start()
+    try:
+        _wait(lambda: len(good.events) == 100 and down.opens >= 3)
+        assert runner.is_alive(), "a sink that cannot be opened yet must not stop the run"
+        assert pipeline.status.details()["sinks"]["down"]["last_error"] == "connection refused"
+        assert down.events == [] and offsets.load("p", "src") is None, "nothing committed past the down sink"
+        down.up.set()
+        _wait(lambda: len(down.events) == 100)
+    finally:
+        pipeline.stop()
+        runner.join(30)
+    assert seqs(down.events) == list(range(1, 101)), "caught up from the start, in order"
+    stored = offsets.load("p", "src")
+    assert stored is not None and stored.decoded() == Watermark(SERVER, (100,))
+
+
+def test_the_direct_path_retries_a_sink_down_when_the_run_starts(tmp_path: Path) -> None:
+    reader = ScriptedReader([make_event(n) for n in range(1, 31)], follow=False)
+    down = ClosedSink("down")
+    offsets = MemoryOffsetStore()
+    pipeline = Pipeline(
+        "p",
+        {"src": reader},
+        [down],
+        offsets,
+        batch=BatchPolicy(max_events=10, max_wait_s=0.01),
+        retry=RetryPolicy(0, 0.01, 0.05),
+        stop_when_idle=True,
+    )
+    runner = threading.Thread(target=pipeline.run)
+    runner.start()
+    _wait(lambda: down.opens >= 3)
+    assert runner.is_alive() and reader.opens == 0, "waits for its sink before reading"
+    down.up.set()
+    runner.join(30)
+    assert not runner.is_alive()
+    assert seqs(down.events) == list(range(1, 31))
+    stored = offsets.load("p", "src")
+    assert stored is not None and stored.decoded() == Watermark(SERVER, (30,))
+
+
+def test_stopped_while_its_sink_is_down_at_start_the_direct_path_commits_nothing(tmp_path: Path) -> None:
+    reader = ScriptedReader([make_event(n) for n in range(1, 31)])
+    down = ClosedSink("down")
+    offsets = MemoryOffsetStore()
+    pipeline = Pipeline("p", {"src": reader}, [down], offsets, retry=RetryPolicy(0, 0.01, 0.05))
+    runner = threading.Thread(target=pipeline.run)
+    runner.start()
+    _wait(lambda: down.opens >= 2)
+    assert "connection refused" in str(pipeline.status.details()), "the status names why"
+    pipeline.stop()
+    runner.join(10)
+    assert not runner.is_alive(), "a stop ends the wait for the sink"
+    assert down.events == [] and offsets.load("p", "src") is None
+    assert pipeline.status.details()["state"] == "stopped"
+
+
+@pytest.mark.parametrize("fan", [True, False], ids=["fanout", "direct"])
+def test_a_sink_that_cannot_be_opened_for_good_stops_the_run(tmp_path: Path, fan: bool) -> None:
+    reader = ScriptedReader([make_event(n) for n in range(1, 31)])
+    bad = ClosedSink("bad", CdcError(ErrorKind.AUTH, "password authentication failed"))
+    sinks: list[MemorySink] = [MemorySink("good"), bad] if fan else [bad]
+    pipeline = Pipeline(
+        "p",
+        {"src": reader},
+        sinks,
+        MemoryOffsetStore(),
+        retry=RetryPolicy(0, 0.01, 0.05),
+        fanout=FanoutPolicy(str(tmp_path / "spool")) if fan else None,
+    )
+    with pytest.raises(CdcError) as err:
+        pipeline.run()
+    assert err.value.kind is ErrorKind.AUTH and bad.opens == 1, "not retried"
 
 
 def test_rejected_batch_goes_to_the_dead_letter_and_delivery_goes_on(tmp_path: Path) -> None:
