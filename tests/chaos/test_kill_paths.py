@@ -46,6 +46,7 @@ The judge (killkit.judge_stream, Rig.resumes and friends), for every sink:
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
@@ -176,14 +177,17 @@ class Rig:
         self.resume_indexes: list[int | None] = []
 
     def close(self) -> None:
-        if self.runs is not None:
-            self.runs.close()
-        if self.workload is not None and self.workload.thread.is_alive():
-            self.workload.stop_event.set()
-            self.workload.thread.join(30)
-        if self.redis is not None:
-            self.redis.close()
-        self.db.cleanup()
+        # Each step runs even when an earlier one fails: a slot left behind pins WAL until the server
+        # invalidates it, and every later `doctor` run on that server reports it.
+        with contextlib.ExitStack() as steps:
+            steps.callback(self.db.cleanup)
+            if self.redis is not None:
+                steps.callback(self.redis.close)
+            if self.workload is not None and self.workload.thread.is_alive():
+                steps.callback(self.workload.thread.join, 30)
+                self.workload.stop_event.set()
+            if self.runs is not None:
+                steps.callback(self.runs.close)
 
     # -- running
     def start_and_wait_ready(self) -> None:

@@ -708,7 +708,12 @@ def test_slots_publications_and_doctor_commands(
     assert cli("publications", "drop", slot, dsn=pg_dsn).returncode == 0
 
     ok = cli("doctor", "--source", "pg", "--table", t, dsn=pg_dsn)
-    assert ok.returncode == 0, ok.stdout + ok.stderr
+    # The shared server may hold another test's lost slot: doctor rightly reports it, and that is the
+    # only failure it may report here.
+    failures = [line for line in ok.stdout.splitlines() if line.startswith("FAIL")]
+    others_lost = [f.startswith("FAIL invalidated slots:") and slot not in f for f in failures]
+    assert all(others_lost), ok.stdout
+    assert ok.returncode == (1 if failures else 0), ok.stdout + ok.stderr
     assert "ok   wal_level" in ok.stdout and "REPLICATION privilege" in ok.stdout
     failing = cli("doctor", "--source", "pg", "--table", bad, dsn=pg_dsn)
     assert failing.returncode == 1
