@@ -60,16 +60,19 @@ def doctor(
         sections = _configured_sources(config)
     else:
         sections = [("", _flag_source(source, dsn, table), _flag_position(source, gtid))]
-    failed = total = 0
+    failed = total = warned = 0
     for title, cfg, stored in sections:
         if len(sections) > 1:
             print(redact(f"[{title}]"))
         for check in _checks_of(cfg, stored):
             total += 1
             failed += not check.ok
+            warned += check.ok and check.warning
             _print(check)
     # Not "N passed, N failed": CI log readers take that line for a test runner's summary.
-    print(f"{total - failed} of {total} checks ok" + (f"; {failed} to fix" if failed else ""))
+    summary = f"{total - failed} of {total} checks ok"
+    summary += f" ({warned} with a warning)" if warned else ""
+    print(summary + (f"; {failed} to fix" if failed else ""))
     if failed:
         raise typer.Exit(1)
 

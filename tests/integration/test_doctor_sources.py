@@ -63,7 +63,9 @@ def test_sqlite_from_flags_names_each_problem(tmp_path: Path) -> None:
     assert lines(result, "warn table log"), result.stdout  # keyed by rowid: works, but VACUUM can renumber
     assert "add a PRIMARY KEY to log" in result.stdout
     assert "FAIL table nope: table 'nope' does not exist" in result.stdout
-    assert result.stdout.rstrip().endswith("4 of 5 checks ok; 1 to fix")  # file, access, 3 tables
+    assert result.stdout.rstrip().endswith(
+        "4 of 5 checks ok (1 with a warning); 1 to fix"
+    )  # file, access, 3 tables
     # read-only: no triggers, no change table, no WAL switch
     with sqlite3.connect(tmp_path / "app.db") as conn:
         assert not state.installed(conn)
@@ -74,6 +76,8 @@ def test_sqlite_not_a_database_and_missing_file(tmp_path: Path) -> None:
     (tmp_path / "notes.db").write_text("not sqlite at all " * 100)
     bad = doctor("--source", "sqlite", "--dsn", "notes.db", "-t", "t", cwd=tmp_path)
     assert bad.returncode == 1 and "FAIL database file" in bad.stdout, bad.stdout + bad.stderr
+    directory = doctor("--source", "sqlite", "--dsn", str(tmp_path), "-t", "t", cwd=tmp_path)
+    assert "is a directory, not a SQLite database file" in directory.stdout, directory.stdout
     missing = doctor("--source", "sqlite", "--dsn", "gone.db", "-t", "t", cwd=tmp_path)
     assert missing.returncode == 1 and "FAIL database file: 'gone.db' does not exist" in missing.stdout
     assert not (tmp_path / "gone.db").exists()
@@ -108,9 +112,14 @@ def test_sqlite_config_checks_the_stored_position(tmp_path: Path) -> None:
     assert "FAIL stored position: changes" in trimmed.stdout and "were trimmed" in trimmed.stdout
     assert "cdc-logs offsets reset" in trimmed.stdout
 
-    # The database file recreated at the same path: the stored position belongs to the old one.
+    # The database file recreated at the same path: the stored position belongs to the old one,
+    # before a run has touched the new file and after one installed its capture tables.
     (tmp_path / "app.db").unlink()
     make_db(tmp_path / "app.db", "CREATE TABLE orders(id INTEGER PRIMARY KEY, v TEXT)")
+    fresh = doctor("-c", "p.yaml", cwd=tmp_path)
+    assert fresh.returncode == 1
+    assert "FAIL stored position: the position was taken on sqlite:" in fresh.stdout
+    assert "this file has no capture tables" in fresh.stdout
     with sqlite3.connect(tmp_path / "app.db", isolation_level=None) as conn:
         state.ensure_schema(conn)
     replaced = doctor("-c", "p.yaml", cwd=tmp_path)
@@ -158,6 +167,13 @@ def test_poll_over_sqlite(tmp_path: Path) -> None:
     assert "warn orders: deletes" in out and "events: deletes" not in out
     assert "warn orders: late commits" in out and "events: late commits" not in out
     assert "FAIL table orders: poll table 'orders': incrementing column 'missing_col' is not among" in out
+    assert "(did you mean" not in out  # nothing close to missing_col
+
+    (tmp_path / "p.yaml").write_text(POLL_SQLITE.format(lag=0).replace("missing_col", "idd"))
+    assert (
+        "fix the incrementing column setting (did you mean 'id'?)"
+        in doctor("-c", "p.yaml", cwd=tmp_path).stdout
+    )
 
     (tmp_path / "p.yaml").write_text(POLL_SQLITE.format(lag=5000))
     assert "late commits" not in doctor("-c", "p.yaml", cwd=tmp_path).stdout

@@ -21,6 +21,7 @@ a row.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -227,9 +228,10 @@ def build_plan(conn: Connection, spec: PolledTable) -> Plan:
         *(("key", k) for k in key),
     ):
         if name and name not in columns:
+            close = difflib.get_close_matches(name, columns, n=1)
             raise _config(
                 f"poll table {spec.name!r}: {role} column {name!r} is not among its columns {columns}",
-                f"fix the {role} column setting",
+                f"fix the {role} column setting" + (f" (did you mean {close[0]!r}?)" if close else ""),
             )
     ts: ColumnElement[Any] | None = source.c[ts_name] if ts_name else None
     inc: ColumnElement[Any] | None = source.c[inc_name] if inc_name else None

@@ -63,6 +63,12 @@ def invalid_columns(row: dict[str, object]) -> list[str]:
 def connect(path: str) -> sqlite3.Connection:
     """Open an existing database file for capture (never creates one: a typo must not go unnoticed)."""
     file = Path(path)
+    if file.is_dir():
+        raise CdcError(
+            ErrorKind.CONFIG,
+            f"{path!r} is a directory, not a SQLite database file",
+            "point the source at the database file itself (`--dsn sqlite:///path/to/file.db`)",
+        )
     if not file.is_file():
         raise CdcError(
             ErrorKind.NOT_FOUND,

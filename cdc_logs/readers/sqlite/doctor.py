@@ -32,6 +32,9 @@ def run_checks(
     path: str, tables: list[str], consumer: str | None = None, stored: Position | None = None
 ) -> list[Check]:
     file = Path(path)
+    if file.is_dir():
+        fix = "point the source at the database file itself"
+        return [Check("database file", False, f"{path!r} is a directory, not a SQLite database file", fix)]
     if not file.is_file():
         return [
             Check(
@@ -72,9 +75,20 @@ def _checks(
         out.append(_table(conn, table, path, installed))
     if installed:
         out.append(_backlog(conn))
-        if stored is not None:
-            out.append(_resume(conn, stored, consumer))
+    if stored is not None:
+        out.append(_resume(conn, stored, consumer) if installed else _never_captured(stored))
     return out
+
+
+def _never_captured(stored: Position) -> Check:
+    # A position is stored, yet the file has no capture tables: it is not the file the position is from.
+    return Check(
+        "stored position",
+        False,
+        f"the position was taken on {stored.server}, and this file has no capture tables (it was "
+        "replaced, or cdc-logs' tables were dropped)",
+        "reset this source's offsets and snapshot again: `cdc-logs offsets reset -c ...`",
+    )
 
 
 def _write_access(file: Path) -> Check:
