@@ -141,6 +141,10 @@ class Database:
     multi_event_tx = True
     # A killed snapshot resumes from its last committed chunk (else it starts over).
     snapshot_resumes = False
+    # The stream after the snapshot starts where the first attempt began (Postgres: the slot's
+    # consistent point; SQLite: the consumer's pinned id), so the snapshot may be fresher than the
+    # stream's start (else the snapshot is the table exactly as of the stream's start).
+    stream_from_first_attempt = False
 
     def create(self, rows: dict[int, int]) -> None:
         session = self.session()
@@ -195,6 +199,7 @@ class Database:
 class Postgres(Database):
     name = "postgres"
     snapshot_resumes = True
+    stream_from_first_attempt = True
 
     def __init__(self, dsn: str, uid: str) -> None:
         self.dsn = dsn
@@ -316,6 +321,7 @@ class Mariadb(Database):
 class Sqlite(Database):
     name = "sqlite"
     multi_event_tx = False
+    stream_from_first_attempt = True
 
     def __init__(self, tmp: Path) -> None:
         self.path = tmp / "source.db"

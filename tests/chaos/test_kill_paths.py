@@ -506,20 +506,22 @@ def _stale_rows_xfail(source: str) -> Any:
     )
 
 
-@pytest.mark.parametrize("source", ["postgres", _stale_rows_xfail("mariadb"), _stale_rows_xfail("sqlite")])
+@pytest.mark.parametrize("source", ["postgres", _stale_rows_xfail("mariadb"), "sqlite"])
 def test_kill_during_snapshot(source: str, kills: int, tmp_path: Path, rigs: list[Rig]) -> None:
     """Kills inside the initial snapshot of 20,000 rows while the workload changes rows.
 
     Hand-off, checked on the file sink: the log after the snapshot's final row (the stream) is the
     commit order from some change p on, with replays only (judge_stream), and the snapshot fits p:
 
-    * MariaDB and SQLite read the snapshot and its stream start in one consistent read, and a killed
-      snapshot starts over (its rows carry no resume point): the rows of the last attempt must be
-      exactly the table after the first p changes -- no change missing, none before p repeated.
+    * MariaDB reads the snapshot and its stream start in one consistent read, and a killed snapshot
+      starts over (its rows carry no resume point): the rows of the last attempt must be exactly the
+      table after the first p changes -- no change missing, none before p repeated.
     * Postgres resumes a killed snapshot at the chunk after the last committed one, read in a *fresh*
-      snapshot, while the stream still starts at the slot's consistent point (docs/sources/postgres.md):
-      each key's last snapshot row must be a state the key had at or after p, so the stream repeats
-      changes the row already reflected (counted and printed) but never misses one.
+      snapshot, while the stream still starts at the slot's consistent point (docs/sources/postgres.md);
+      SQLite starts a killed snapshot over but streams from the consumer's id pinned by the first
+      attempt (docs/sources/sqlite.md). For both, each key's last snapshot row must be a state the key
+      had at or after p, so the stream repeats changes the row already reflected (counted and
+      printed) but never misses one.
 
     Restarts (_check_snapshot_restarts): MariaDB and SQLite start the snapshot over, so a kill
     repeats the whole part the killed attempt had delivered. Postgres resumes right after the last
@@ -529,9 +531,9 @@ def test_kill_during_snapshot(source: str, kills: int, tmp_path: Path, rigs: lis
 
     Sinks: the file and a SQL apply sink (fan-out). After each kill inside the snapshot the workload
     deletes up to 3 rows the killed attempt delivered: those deletes must reach both sinks. They do
-    not on MariaDB and SQLite (StaleSnapshotRows, a strict xfail): the restarted snapshot reads the
-    table without those rows and streams from its own, later point, so nothing ever deletes the rows
-    the killed attempt delivered -- the SQL target keeps them for good.
+    not on MariaDB (StaleSnapshotRows, a strict xfail): the restarted snapshot reads the table
+    without those rows and streams from its own, later point, so nothing ever deletes the rows the
+    killed attempt delivered -- the SQL target keeps them for good.
     """
     rng = _rng(f"snapshot {source}")
     initial = {i: i for i in range(1, SNAPSHOT_ROWS + 1)}
@@ -604,7 +606,7 @@ def _check_handoff(rig: Rig, last: int, p: int) -> int:
     """The snapshot fits the stream's first change `p` (see test_kill_during_snapshot); returns how
     many streamed changes a snapshot row already reflected (0 for an exact hand-off)."""
     log, markers, committed = rig.file.events, rig.file.markers, rig.committed
-    if not rig.db.snapshot_resumes:
+    if not rig.db.stream_from_first_attempt:
         first = max(n for n in range(last + 1) if markers[n] == "first" and log[n][0] == "r")
         rows = log[first : last + 1]
         assert all(e[0] == "r" for e in rows), "another event inside the last snapshot attempt"
@@ -619,7 +621,7 @@ def _check_handoff(rig: Rig, last: int, p: int) -> int:
             f"{missing}, extra {extra}, different {[(k, snapshot[k], expected[k]) for k in wrong]}"
         )
         return 0
-    # Postgres: each key's last snapshot row shows a state the key had at or after change p.
+    # Postgres, SQLite: each key's last snapshot row shows a state the key had at or after change p.
     writer_of: dict[int, int] = {}  # v -> commit index of the change that wrote it
     next_change: dict[int, int] = {}  # commit index -> index of the same key's next change
     last_of_key: dict[int, int] = {}

@@ -99,6 +99,7 @@ class SqliteReader(Reader):
         self._factory: EventFactory
         self._schema_version = 0
         self._consumer_id = 0  # where this consumer stopped last time (or open() for a new one)
+        self._consumer_known = False  # registered before this open (an earlier run or attempt)
         self._stop = threading.Event()
         self._db_lock = threading.RLock()  # one thread at a time on the connection (stream vs close)
         self._commit_lock = threading.Lock()
@@ -124,6 +125,7 @@ class SqliteReader(Reader):
                     info = ensure_triggers(conn, table, self.path)
                     self._infos[info.name] = info
                 self._schema_version = schema_version(conn)
+                self._consumer_known = state.consumer_known(conn, self.consumer)
                 self._consumer_id = state.pin_consumer(conn, self.consumer)
         except sqlite3.Error as exc:
             conn.close()
@@ -173,7 +175,7 @@ class SqliteReader(Reader):
         try:
             last = self._start_id(conn, start)
             if start is None and self.snapshot:
-                last = yield from self._snapshot(conn)
+                last = yield from self._snapshot(conn, last if self._consumer_known else None)
             elif start is None:
                 yield Heartbeat(self._factory.position(last))  # commit where a first run starts
             yield from self._follow(conn, last)
@@ -237,13 +239,22 @@ class SqliteReader(Reader):
                 raw=bytes(raw.encode() if isinstance(raw, str) else raw) if raw is not None else None,
             )
 
-    def _snapshot(self, conn: sqlite3.Connection) -> Generator[StreamItem, None, int]:
-        """Emit every row as op "r"; returns the change id the snapshot is consistent with."""
+    def _snapshot(self, conn: sqlite3.Connection, pinned: int | None) -> Generator[StreamItem, None, int]:
+        """Emit every row as op "r"; returns the change id to stream after.
+
+        For a new consumer (`pinned` None) that is the snapshot's own id: an exact hand-off. For a
+        consumer registered before (a snapshot killed and started again, or `offsets reset`), it is
+        the id the consumer is pinned at: the snapshot reads the table as it is now, so a row that an
+        earlier attempt delivered and that was deleted since is not in it, and only streaming from
+        the earlier point (its changes were kept for this consumer) delivers that delete. Changes the
+        snapshot already shows are then streamed again (at-least-once).
+        """
         tables = list(self._infos.values())  # configured order
         # No _db_lock here: the read transaction spans yields. close() may close the connection while
         # the snapshot is paused; the next fetch then fails and stream() ends quietly.
         with Snapshot(conn, tables) as snap:
-            position = self._factory.position(snap.change_id)
+            since = snap.change_id if pinned is None else min(pinned, snap.change_id)
+            position = self._factory.position(since)
             rows = snap.rows()
             current = next(rows, None)
             if current is None:
@@ -251,7 +262,7 @@ class SqliteReader(Reader):
             first = True
             while current is not None:
                 if self._stop.is_set():
-                    return snap.change_id  # incomplete: no boundary was emitted, so nothing commits
+                    return since  # incomplete: no boundary was emitted, so nothing commits
                 following = next(rows, None)
                 last = following is None
                 marker = "last" if last else "first" if first else "true"
@@ -264,8 +275,8 @@ class SqliteReader(Reader):
                 else:
                     yield self._factory.snapshot(info, row, rowid, marker, position, last)
                 current, first = following, False
-        log.info("sqlite snapshot done", path=self.path, change_id=snap.change_id)
-        return snap.change_id
+        log.info("sqlite snapshot done", path=self.path, change_id=snap.change_id, streaming_after=since)
+        return since
 
     def _follow(self, conn: sqlite3.Connection, last: int) -> Iterator[StreamItem]:
         next_tick = time.monotonic() + self.idle_tick_s

@@ -2,9 +2,12 @@
 
 The rows and the highest committed change id are read in ONE read transaction. In WAL mode that is
 a fixed snapshot of the database: a writer's transaction is either entirely in it (its rows in the
-tables and its changes at or below the id) or entirely after it (its changes above the id). Streaming
-then continues after that id, so a change is never both in the snapshot and streamed (no duplicate)
-nor in neither (no gap), however busy the writers are.
+tables and its changes at or below the id) or entirely after it (its changes above the id), so no
+change is in neither (no gap), however busy the writers are. A new consumer streams after that id
+(no change both in the snapshot and streamed). A consumer registered before (a snapshot started again
+after a kill) streams after the id it is pinned at, at or below this one (SqliteReader._snapshot), so
+the deletes of rows an earlier attempt delivered follow; changes the snapshot already shows are then
+streamed again (replays, at-least-once).
 
 The read transaction stays open while the snapshot is consumed (the pipeline's backpressure may
 pause it); that delays WAL checkpoints for that long but blocks no writer.

@@ -111,6 +111,11 @@ def captured_tables(conn: sqlite3.Connection) -> list[str]:
     return [r[0] for r in conn.execute(f"SELECT name FROM {STATE} WHERE kind = 'table' ORDER BY name")]
 
 
+def consumer_known(conn: sqlite3.Connection, consumer: str) -> bool:
+    """Whether `consumer` was registered before (an earlier run or attempt pinned changes for it)."""
+    return _get(conn, "consumer", consumer) is not None
+
+
 def pin_consumer(conn: sqlite3.Connection, consumer: str) -> int:
     """Register `consumer` at the current last change id unless it is registered already.
 
