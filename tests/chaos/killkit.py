@@ -270,6 +270,7 @@ class Postgres(Database):
 
 class Mariadb(Database):
     name = "mariadb"
+    stream_from_first_attempt = True
 
     def __init__(self, dsn: str, uid: str) -> None:
         self.dsn = dsn

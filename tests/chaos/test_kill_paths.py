@@ -491,37 +491,20 @@ class StaleSnapshotRows(AssertionError):
     completed, stay in the sinks: nothing ever deletes them."""
 
 
-def _stale_rows_xfail(source: str) -> Any:
-    return pytest.param(
-        source,
-        marks=pytest.mark.xfail(
-            strict=True,
-            raises=StaleSnapshotRows,
-            reason=(
-                "product bug: a killed snapshot starts over from a new consistent point and streams "
-                "from there, so a row an earlier attempt delivered and that was deleted in between is "
-                "never deleted in the sinks (the SQL target keeps it; replaying the file resurrects it)"
-            ),
-        ),
-    )
-
-
-@pytest.mark.parametrize("source", ["postgres", _stale_rows_xfail("mariadb"), "sqlite"])
+@pytest.mark.parametrize("source", ["postgres", "mariadb", "sqlite"])
 def test_kill_during_snapshot(source: str, kills: int, tmp_path: Path, rigs: list[Rig]) -> None:
     """Kills inside the initial snapshot of 20,000 rows while the workload changes rows.
 
     Hand-off, checked on the file sink: the log after the snapshot's final row (the stream) is the
     commit order from some change p on, with replays only (judge_stream), and the snapshot fits p:
 
-    * MariaDB reads the snapshot and its stream start in one consistent read, and a killed snapshot
-      starts over (its rows carry no resume point): the rows of the last attempt must be exactly the
-      table after the first p changes -- no change missing, none before p repeated.
     * Postgres resumes a killed snapshot at the chunk after the last committed one, read in a *fresh*
-      snapshot, while the stream still starts at the slot's consistent point (docs/sources/postgres.md);
-      SQLite starts a killed snapshot over but streams from the consumer's id pinned by the first
-      attempt (docs/sources/sqlite.md). For both, each key's last snapshot row must be a state the key
-      had at or after p, so the stream repeats changes the row already reflected (counted and
-      printed) but never misses one.
+      snapshot, while the stream still starts at the slot's consistent point (docs/sources/postgres.md).
+      MariaDB and SQLite start a killed snapshot over but stream from the first attempt's point (the
+      pending snapshot position committed before the first row; the consumer's pinned id). For all
+      three, each key's last snapshot row must be a state the key had at or after p, so the stream
+      repeats changes the row already reflected (counted and printed) but never misses one. (An
+      uninterrupted snapshot is an exact hand-off: tests/unit/test_sqlite_reader.py and the matrix.)
 
     Restarts (_check_snapshot_restarts): MariaDB and SQLite start the snapshot over, so a kill
     repeats the whole part the killed attempt had delivered. Postgres resumes right after the last
@@ -530,10 +513,9 @@ def test_kill_during_snapshot(source: str, kills: int, tmp_path: Path, rigs: lis
     repeats more (printed per kill).
 
     Sinks: the file and a SQL apply sink (fan-out). After each kill inside the snapshot the workload
-    deletes up to 3 rows the killed attempt delivered: those deletes must reach both sinks. They do
-    not on MariaDB (StaleSnapshotRows, a strict xfail): the restarted snapshot reads the table
-    without those rows and streams from its own, later point, so nothing ever deletes the rows the
-    killed attempt delivered -- the SQL target keeps them for good.
+    deletes up to 3 rows the killed attempt delivered: those deletes must reach both sinks
+    (StaleSnapshotRows when they do not: the restarted snapshot reads the table without those rows,
+    so only a stream from the first attempt's point deletes them).
     """
     rng = _rng(f"snapshot {source}")
     initial = {i: i for i in range(1, SNAPSHOT_ROWS + 1)}

@@ -8,7 +8,8 @@ or `mariadb:server_id=<n>,domain_id=<d>`, stored with every offset and compared 
   from there) and the binlog from it; or the configured start (`gtid_set`, or MariaDB file/pos);
 * a stored position: first checks the server still has it (a GTID ahead of the server, a MariaDB
   domain the server never had, or MySQL GTIDs already purged -> POSITION_LOST naming the recovery),
-  then resumes by GTID (`auto_position`).
+  then resumes by GTID (`auto_position`); a stored position marked `snapshot_pending` (a snapshot
+  cut short) takes the snapshot again, then resumes from that position (see `_snapshot`).
 
 The binlog is read by connection.BinlogStream on its own thread; this generator polls its queue and
 yields `None` ticks while idle, so `stop()` ends it within `idle_tick_s`. Checkpoints happen only at
@@ -21,6 +22,7 @@ import random
 import threading
 import zlib
 from collections.abc import Generator, Iterator
+from dataclasses import replace
 
 import pymysql
 
@@ -224,11 +226,16 @@ class MysqlReader(Reader):
     # -- streaming -------------------------------------------------------------------------------
     def stream(self, start: Position | None) -> Iterator[StreamItem]:
         server = self.server_identity()
-        if start is None:
+        if isinstance(start, BinlogPosition) and start.snapshot_pending:
+            # A snapshot begun at `start` was cut short: take it again, then stream from `start`.
+            position = yield from self._snapshot(server, self._check_start(start))
+            if position is None:
+                return  # stopped mid-snapshot again: the next run starts it over, still from `start`
+        elif start is None:
             if self.snapshot and not (self.start_gtid or self.start_file):
-                position = yield from self._snapshot(server)
+                position = yield from self._snapshot(server, None)
                 if position is None:
-                    return  # stopped mid-snapshot: nothing was committed, the next run starts over
+                    return  # stopped mid-snapshot: the next run starts it over (see _snapshot)
             else:
                 position = self._first_position(server)
                 yield Heartbeat(position)
@@ -334,7 +341,17 @@ class MysqlReader(Reader):
             )
         return start
 
-    def _snapshot(self, server: str) -> Generator[StreamItem, None, BinlogPosition | None]:
+    def _snapshot(
+        self, server: str, since: BinlogPosition | None
+    ) -> Generator[StreamItem, None, BinlogPosition | None]:
+        """Emit every row as op "r"; returns the position to stream from (None: stopped midway).
+
+        The first attempt commits its consistent point, marked pending, before any row. An attempt
+        after a kill (`since`: that pending point) reads the table as it is now, but its rows and the
+        stream carry on from `since`: a row an earlier attempt delivered and that was deleted since
+        is not in this snapshot, and only the stream from `since` delivers that delete. Changes the
+        snapshot already shows are then streamed again (at-least-once).
+        """
         with Snapshot(
             self.settings,
             flavor=self.flavor,
@@ -342,7 +359,10 @@ class MysqlReader(Reader):
             tables=self.tables,
             chunk_size=self.snapshot_chunk_size,
         ) as snap:
-            position = snap.position
+            if since is None:
+                since = snap.position
+                yield Heartbeat(replace(since, snapshot_pending=True))
+            position = replace(since, snapshot_pending=False)
             extra = {"server_id": 0, "gtid": None, "file": position.file, "pos": position.pos, "row": 0}
             rows = snap.rows()
             current = next(rows, None)
