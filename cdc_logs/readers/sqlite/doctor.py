@@ -20,7 +20,7 @@ from cdc_logs.readers.checks import Check, warn
 from cdc_logs.readers.sqlite import state
 from cdc_logs.readers.sqlite.connection import BUSY_TIMEOUT_MS, TableInfo, normalize_table, table_info
 from cdc_logs.readers.sqlite.reader import refuse_own_tables
-from cdc_logs.readers.sqlite.triggers import trigger_names
+from cdc_logs.readers.sqlite.triggers import installed_count, trigger_names
 
 
 def check_source(cfg: Any, stored: Position | None = None) -> list[Check]:
@@ -125,10 +125,7 @@ def _table(conn: sqlite3.Connection, table: str, path: str, installed: bool) -> 
 
 def _trigger_state(conn: sqlite3.Connection, info: TableInfo, installed: bool) -> str:
     names = trigger_names(info.name)
-    marks = ",".join("?" * len(names))
-    found = conn.execute(
-        f"SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name IN ({marks})", names
-    ).fetchone()[0]
+    found = installed_count(conn, info.name)
     if found == len(names) and installed:
         return "capture triggers installed"
     if found:

@@ -110,15 +110,20 @@ def trigger_sql(info: TableInfo) -> list[str]:
     return out
 
 
-def _up_to_date(conn: sqlite3.Connection, info: TableInfo) -> bool:
-    if state.table_fingerprint(conn, info.name) != fingerprint(info):
-        return False
-    names = trigger_names(info.name)
+def installed_count(conn: sqlite3.Connection, table: str) -> int:
+    """How many of `table`'s capture triggers exist (all of them: len(trigger_names(table)))."""
+    names = trigger_names(table)
     marks = ",".join("?" * len(names))
     found = conn.execute(
         f"SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name IN ({marks})", names
     ).fetchone()[0]
-    return int(found) == len(names)
+    return int(found)
+
+
+def _up_to_date(conn: sqlite3.Connection, info: TableInfo) -> bool:
+    if state.table_fingerprint(conn, info.name) != fingerprint(info):
+        return False
+    return installed_count(conn, info.name) == len(trigger_names(info.name))
 
 
 def _drop(conn: sqlite3.Connection, table: str) -> None:
