@@ -155,11 +155,11 @@ class PollSourceConfig(SourceConfigBase):
         return data
 
 
-@registry.source(PollSourceConfig)
-def build(cfg: PollSourceConfig, ctx: registry.BuildContext) -> Reader:
-    from cdc_logs.readers.polling import PolledTable, PollingReader
+def polled_tables(cfg: PollSourceConfig) -> list[Any]:
+    """The source's tables as the reader (and its doctor) take them: `PolledTable`s."""
+    from cdc_logs.readers.polling import PolledTable
 
-    tables = [
+    return [
         PolledTable(
             name=t.table,
             mode=t.mode,
@@ -171,9 +171,15 @@ def build(cfg: PollSourceConfig, ctx: registry.BuildContext) -> Reader:
         )
         for t in cfg.tables
     ]
+
+
+@registry.source(PollSourceConfig)
+def build(cfg: PollSourceConfig, ctx: registry.BuildContext) -> Reader:
+    from cdc_logs.readers.polling import PollingReader
+
     return PollingReader(
         cfg.url,
-        tables,
+        polled_tables(cfg),
         pipeline_name=ctx.pipeline,
         snapshot=cfg.snapshot,
         safety_lag_s=cfg.safety_lag_ms / 1000,

@@ -17,25 +17,14 @@ from sqlalchemy import exc as sa_exc
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.position import Position
 from cdc_logs.readers.checks import Check, warn
+from cdc_logs.readers.polling.config import polled_tables
 from cdc_logs.readers.polling.connection import check_connect, create_engine, db_error, parse_url
 from cdc_logs.readers.polling.query import Plan, PolledTable, build_plan
 
 
 def check_source(cfg: Any, stored: Position | None = None) -> list[Check]:
     """The checks for a configured `poll` source (`stored` is not needed: any watermark can resume)."""
-    tables = [
-        PolledTable(
-            name=t.table,
-            mode=t.mode,
-            timestamp_column=t.timestamp_column,
-            incrementing_column=t.incrementing_column,
-            key_columns=tuple(t.key_columns) if t.key_columns else None,
-            soft_delete_column=t.soft_delete_column,
-            query=t.query,
-        )
-        for t in cfg.tables
-    ]
-    return run_checks(cfg.url, tables, safety_lag_ms=cfg.safety_lag_ms)
+    return run_checks(cfg.url, polled_tables(cfg), safety_lag_ms=cfg.safety_lag_ms)
 
 
 def run_checks(url: str, tables: list[PolledTable], *, safety_lag_ms: int = 0) -> list[Check]:
