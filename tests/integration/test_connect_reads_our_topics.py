@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 import pymysql
@@ -327,6 +327,21 @@ def topic_records(kafka_bootstrap: str, topic: str) -> int:
         consumer.close()
 
 
+def _failed(status: dict[str, Any]) -> bool:
+    return "FAILED" in [status["connector"]["state"], *(t["state"] for t in status.get("tasks", []))]
+
+
+def describe_status(status: dict[str, Any]) -> str:
+    """A Connect status in a few lines: states, and of each trace its first line and its causes."""
+    parts = [("connector", status["connector"])] + [(f"task {t['id']}", t) for t in status.get("tasks", [])]
+    out = []
+    for what, part in parts:
+        out.append(f"{what} {part['state']}")
+        trace = (part.get("trace") or "").splitlines()
+        out += [f"  {line}" for line in trace[:1] + [x for x in trace[1:] if x.startswith("Caused by")]]
+    return "\n    ".join(out)
+
+
 class FileSink:
     """The FileStreamSink connector `name` on `topic`, writing `path`; deleted (with its consumer group)
     on close."""
@@ -344,25 +359,29 @@ class FileSink:
         wait_running(self.connect_url, self.name)
         return self
 
-    def wait_lines(self, count: int, source_state: Callable[[], str]) -> list[str]:
-        """The file's lines once there are `count`; after WAIT_S a failure saying where things stand."""
+    def _status(self) -> dict[str, Any]:
+        with ConnectClient(self.connect_url) as client:
+            return client.status(self.name)
+
+    def wait_lines(self, count: int, source: Source) -> list[str]:
+        """The file's lines once there are `count`; after WAIT_S, or as soon as the sink's task or the
+        source has failed, a failure saying where things stand."""
         deadline = time.monotonic() + WAIT_S
         lines = read_lines(self.path)
-        while len(lines) < count and time.monotonic() < deadline:
+        while len(lines) < count:
+            if time.monotonic() > deadline or not source.alive() or _failed(self._status()):
+                raise AssertionError(
+                    f"the FileStreamSink wrote {len(lines)} of {count} lines\n"
+                    f"  topic {self.topic} holds {topic_records(self.kafka_bootstrap, self.topic)} "
+                    "records (the source's rows plus tombstones)\n"
+                    f"  sink: {describe_status(self._status())}\n"
+                    f"  file {self.path} (opened by the Connect worker: it must share this "
+                    f"filesystem): {lines}\n"
+                    f"  source: {source.state()}"
+                )
             time.sleep(0.5)
             lines = read_lines(self.path)
-        if len(lines) >= count:
-            return lines
-        with ConnectClient(self.connect_url) as client:
-            status = client.status(self.name)
-        raise AssertionError(
-            f"the FileStreamSink wrote {len(lines)} of {count} lines in {WAIT_S} s\n"
-            f"  topic {self.topic} holds {topic_records(self.kafka_bootstrap, self.topic)} records "
-            "(the source's rows plus tombstones)\n"
-            f"  sink status: {status}\n"
-            f"  file {self.path} (opened by the Connect worker: it must share this filesystem): {lines}\n"
-            f"  source: {source_state()}"
-        )
+        return lines
 
     def settle(self, count: int) -> list[str]:
         """Once `count` lines are there: a moment for any extra line (a duplicate, a stray tombstone)."""
@@ -377,20 +396,24 @@ class FileSink:
         delete_consumer_groups(self.kafka_bootstrap, [f"connect-{self.name}"])
 
 
+class Source(Protocol):
+    """What writes the topic: the Debezium connector or `cdc-logs run`."""
+
+    def start(self) -> None: ...
+    def alive(self) -> bool: ...
+    def state(self) -> str: ...
+
+
 def stream_through(
-    sink: FileSink,
-    start_source: Callable[[], None],
-    source_state: Callable[[], str],
-    execute: Callable[[str, tuple[Any, ...]], int],
-    table: str,
+    sink: FileSink, source: Source, execute: Callable[[str, tuple[Any, ...]], int], table: str
 ) -> list[str]:
     """Seed rows are in the table; start the source, wait for the snapshot's lines, stream the rest."""
     sink.start()
-    start_source()
+    source.start()
     # The snapshot's lines mean the source has fixed its position: every later change is captured.
-    sink.wait_lines(len(SEED), source_state)
+    sink.wait_lines(len(SEED), source)
     apply(execute, table, STREAMED)
-    sink.wait_lines(len(WORKLOAD), source_state)
+    sink.wait_lines(len(WORKLOAD), source)
     return sink.settle(len(WORKLOAD))
 
 
@@ -425,6 +448,28 @@ def _pg_rows(pg_dsn: str, table: str) -> dict[int, dict[str, Any]]:
     return source_rows(rows, PG_COLUMN_KINDS)
 
 
+class DebeziumPostgres:
+    """The Debezium Postgres connector `name` on the stack's worker (removed by cleanup())."""
+
+    def __init__(self, connect_url: str, name: str, config: dict[str, str]) -> None:
+        self.connect_url, self.name, self.config = connect_url, name, config
+
+    def start(self) -> None:
+        with ConnectClient(self.connect_url) as client:
+            client.put_config(self.name, self.config)
+        wait_running(self.connect_url, self.name)
+
+    def _status(self) -> dict[str, Any]:
+        with ConnectClient(self.connect_url) as client:
+            return client.status(self.name)
+
+    def alive(self) -> bool:
+        return not _failed(self._status())
+
+    def state(self) -> str:
+        return f"Debezium connector: {describe_status(self._status())}"
+
+
 @pytest.fixture(scope="module")
 def debezium_postgres(
     pg_dsn: str,
@@ -439,30 +484,21 @@ def debezium_postgres(
     sink = FileSink(
         connect_url, kafka_bootstrap, f"{uid}_sink", topic, tmp_path_factory.mktemp(uid) / "rows.txt"
     )
+    config = pg_connector_config(
+        connect_pg_dsn,
+        uid,
+        table,
+        **{
+            "snapshot.mode": "initial",
+            "key.converter.schemas.enable": "true",
+            "value.converter.schemas.enable": "true",
+        },
+    )
     try:
         _pg_table(pg_dsn, table)
         create_topic(kafka_bootstrap, topic)
-
-        def start() -> None:
-            config = pg_connector_config(
-                connect_pg_dsn,
-                uid,
-                table,
-                **{
-                    "snapshot.mode": "initial",
-                    "key.converter.schemas.enable": "true",
-                    "value.converter.schemas.enable": "true",
-                },
-            )
-            with ConnectClient(connect_url) as client:
-                client.put_config(uid, config)
-            wait_running(connect_url, uid)
-
-        def state() -> str:
-            with ConnectClient(connect_url) as client:
-                return f"Debezium connector {uid}: {client.status(uid)}"
-
-        lines = stream_through(sink, start, state, _pg_execute(pg_dsn), table)
+        source = DebeziumPostgres(connect_url, uid, config)
+        lines = stream_through(sink, source, _pg_execute(pg_dsn), table)
         yield Run(lines, _pg_rows(pg_dsn, table), PG_COLUMN_KINDS)
     finally:
         sink.close()
@@ -508,6 +544,9 @@ class CdcLogsRun:
                 stderr=subprocess.STDOUT,
             )
 
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def state(self) -> str:
         code = None if self.proc is None else self.proc.poll()
         tail = self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
@@ -545,7 +584,7 @@ def cdc_logs_postgres(
     try:
         _pg_table(pg_dsn, table)
         create_topic(kafka_bootstrap, topic)
-        lines = stream_through(sink, pipeline.start, pipeline.state, _pg_execute(pg_dsn), table)
+        lines = stream_through(sink, pipeline, _pg_execute(pg_dsn), table)
         yield Run(lines, _pg_rows(pg_dsn, table), PG_COLUMN_KINDS)
     finally:
         pipeline.stop()
@@ -565,7 +604,7 @@ def cdc_logs_postgres(
 
 
 def _mariadb_connect(mariadb_dsn: str) -> pymysql.connections.Connection:
-    return pymysql.connect(**parse_dsn(mariadb_dsn).kwargs(), autocommit=True, charset="utf8mb4")
+    return pymysql.connect(**parse_dsn(mariadb_dsn).kwargs(), autocommit=True)  # utf8mb4
 
 
 def _mariadb_execute(mariadb_dsn: str) -> Callable[[str, tuple[Any, ...]], int]:
@@ -598,7 +637,7 @@ def cdc_logs_mariadb(
         execute(f"CREATE TABLE {table} ({columns}) DEFAULT CHARSET=utf8mb4", ())
         apply(execute, table, SEED)
         create_topic(kafka_bootstrap, topic)
-        lines = stream_through(sink, pipeline.start, pipeline.state, execute, table)
+        lines = stream_through(sink, pipeline, execute, table)
         conn = _mariadb_connect(mariadb_dsn)
         try:
             with conn.cursor() as cur:
