@@ -279,7 +279,11 @@ def replay(
     return state, ops
 
 
-def source_rows(rows: Sequence[Sequence[Any]], columns: Sequence[Column]) -> dict[int, dict[str, Any]]:
+def source_rows(
+    names: Sequence[str], rows: Sequence[Sequence[Any]], columns: Sequence[Column]
+) -> dict[int, dict[str, Any]]:
+    """`SELECT *`'s rows by id, each value as comparable as the file's."""
+    assert list(names) == [c.name for c in columns], f"the table has columns {names}"
     return {
         row[0]: {c.name: comparable(c.kind, v) for c, v in zip(columns, row, strict=True)} for row in rows
     }
@@ -445,10 +449,10 @@ def _pg_table(pg_dsn: str, table: str) -> None:
 
 
 def _pg_rows(pg_dsn: str, table: str) -> dict[int, dict[str, Any]]:
-    names = ", ".join(c.name for c in PG_COLUMN_KINDS)
     with psycopg.connect(pg_dsn, connect_timeout=5) as conn:
-        rows = conn.execute(f"SELECT {names} FROM {table} ORDER BY id").fetchall()
-    return source_rows(rows, PG_COLUMN_KINDS)
+        cur = conn.execute(f"SELECT * FROM {table} ORDER BY id")
+        names = [d.name for d in cur.description or []]
+        return source_rows(names, cur.fetchall(), PG_COLUMN_KINDS)
 
 
 class DebeziumPostgres:
@@ -644,10 +648,9 @@ def cdc_logs_mariadb(
         conn = _mariadb_connect(mariadb_dsn)
         try:
             with conn.cursor() as cur:
-                cur.execute(
-                    f"SELECT {', '.join(c.name for c in MARIADB_COLUMN_KINDS)} FROM {table} ORDER BY id"
-                )
-                rows = source_rows(cur.fetchall(), MARIADB_COLUMN_KINDS)
+                cur.execute(f"SELECT * FROM {table} ORDER BY id")
+                names = [d[0] for d in cur.description]
+                rows = source_rows(names, cur.fetchall(), MARIADB_COLUMN_KINDS)
         finally:
             conn.close()
         yield Run(lines, rows, MARIADB_COLUMN_KINDS)
