@@ -58,6 +58,7 @@ from cdc_logs.debezium.connect import ConnectClient, ConnectError
 from cdc_logs.readers.mysql import parse_dsn
 from tests.contract.test_kafka_sink import create_topic
 from tests.integration.debezium_support import (
+    FILE_SINK,
     ROOT,
     cleanup,
     delete_consumer_groups,
@@ -360,6 +361,11 @@ class FileSink:
 
     def start(self) -> FileSink:
         with ConnectClient(self.connect_url) as client:
+            plugins = {p["class"] for p in client.plugins()}
+            assert FILE_SINK in plugins, (
+                f"the Connect worker has no {FILE_SINK} (plugins: {sorted(plugins)}); the local stack puts "
+                "Kafka's connect-file jar on its classpath (debezium/stack/kafka/pom.xml)"
+            )
             validation = client.validate({**self.config, "name": self.name})
             assert validation.ok, f"Connect refuses the FileStreamSink config: {validation.describe()}"
             client.put_config(self.name, self.config)
