@@ -69,6 +69,8 @@ JSON_TYPES: Final[dict[str, str]] = {
     "int64": "int64",
     "float32": "float",
     "float64": "double",
+    "float": "float",  # the JsonConverter's own spellings (schemas read from Debezium topics)
+    "double": "double",
     "boolean": "boolean",
     "string": "string",
     "bytes": "bytes",

@@ -36,6 +36,7 @@ from cdc_logs import connect_schema
 from cdc_logs.build import build_reader
 from cdc_logs.configfile import parse_config
 from cdc_logs.debezium.connect import ConnectClient
+from cdc_logs.debezium.schema import table_schema
 from cdc_logs.envelope import ChangeEvent
 from cdc_logs.readers.mysql import MysqlReader, parse_dsn
 from cdc_logs.sinks.kafka import KafkaSink
@@ -292,6 +293,23 @@ def test_envelope_and_source_differ_only_by_the_documented_fields(pg_records: An
             assert my_src[name] == their_src[name], name
         my_source.pop("fields"), their_source.pop("fields")
         assert my_source == their_source  # io.debezium.connector.postgresql.Source, version 1
+
+
+def test_debeziums_own_records_written_again_give_its_schema_back(pg_records: Any) -> None:
+    """The `debezium` source reads the block into a TableSchema (cdc_logs.debezium.schema); writing
+    such events with `schemas: true` gives Debezium's key and Value structs back."""
+    _, debezium = pg_records
+    for record in debezium:
+        if record.value() is None:
+            continue
+        key, value = json.loads(record.key()), json.loads(record.value())
+        payload = value["payload"]
+        event = ChangeEvent.from_dict(payload, key["payload"])
+        src = payload["source"]
+        event.schema = table_schema(value["schema"], key["schema"], src["db"], src["schema"], src["table"])
+        assert connect_schema.key_schema(event) == key["schema"]
+        theirs = _by_field(value["schema"])["after"]
+        assert connect_schema.value_struct(event) == {k: v for k, v in theirs.items() if k != "field"}
 
 
 def test_the_schemas_carry_the_catalog_facts(pg_records: Any) -> None:
