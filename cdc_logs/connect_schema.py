@@ -35,15 +35,18 @@ What is described, and why (docs/schemas.md has the full table):
   and the source struct no `sequence`/`ts_us`/`ts_ns`/`origin`/`origin_lsn` (fields Debezium 3.6
   has), because cdc-logs does not write them. A field of the schema that is optional may be absent
   from a payload (JsonConverter reads it as null); a field of the payload is always in the schema.
-- Columns listed in an event's `unchanged` (e.g. Postgres unchanged TOAST) are absent from `after`,
-  so that event's row struct marks them optional, and the envelope gets the `unchanged` field.
+- A NOT NULL column absent from the event's `before` or `after` is optional in that event's row
+  struct (both share one `Value` struct, as Debezium's): a column listed in `unchanged` (Postgres
+  unchanged TOAST; the envelope then gets the `unchanged` field), or a non-key column of the `before`
+  of a Postgres delete under REPLICA IDENTITY DEFAULT (only the key is sent). A JsonConverter would
+  refuse a required field without a value.
 - Op `m` (a logical decoding message) has no table: its record is Debezium's `MessageValue` shape
   (`op`, `ts_ms`, `source`, `transaction`, `message`) with the `MessageKey` key.
 - An event without a TableSchema (the `debezium` source reading a topic written without schemas)
   cannot be described: `require_schema` raises a CdcError naming the fix. Never a guessed schema.
 
-Cost: schemas are cached per (TableSchema fingerprint, name base, connector, source shape, unchanged
-columns) together with their serialized JSON, so a steady stream builds each one once and a record
+Cost: schemas are cached per (TableSchema fingerprint, name base, connector, source shape, absent
+NOT NULL columns) together with their serialized JSON, so a steady stream builds each one once and a record
 costs a dict lookup and a byte concatenation.
 """
 
@@ -285,15 +288,29 @@ def value_struct(event: ChangeEvent, prefix: str | None = None) -> Schema:
     """The row struct `<base>.Value` (as the envelope's `before`/`after` carry it, without `field`)."""
     table = require_schema(event)
     base = name_base(event, prefix)
-    cache_key = ("value", table.fingerprint, base, event.unchanged)
+    absent = _absent_required(event, table)
+    cache_key = ("value", table.fingerprint, base, absent)
     cached = _cache.get(cache_key)
     if cached is not None:
         return cached[0]
-    unchanged = set(event.unchanged)
-    fields = [_field(c, True if c.name in unchanged else None) for c in table.columns]
+    fields = [_field(c, True if c.name in absent else None) for c in table.columns]
     schema: Schema = {"type": "struct", "fields": fields, "optional": True, "name": f"{base}.Value"}
     _remember(cache_key, schema)
     return schema
+
+
+def _absent_required(event: ChangeEvent, table: TableSchema) -> tuple[str, ...]:
+    """NOT NULL columns the event's rows do not carry (usually none: a length check per row)."""
+    count = len(table.columns)
+    rows = [r for r in (event.before, event.after) if r is not None and len(r) < count]
+    if not rows and not event.unchanged:
+        return ()
+    unchanged = set(event.unchanged)
+    return tuple(
+        c.name
+        for c in table.columns
+        if not c.optional and (c.name in unchanged or any(c.name not in r for r in rows))
+    )
 
 
 def envelope_schema(event: ChangeEvent, prefix: str | None = None) -> Schema:
@@ -307,7 +324,8 @@ def envelope_schema(event: ChangeEvent, prefix: str | None = None) -> Schema:
         "envelope",
         table.fingerprint,
         base,
-        event.unchanged,
+        _absent_required(event, table),
+        bool(event.unchanged),
         src.connector,
         src.schema is None,
         tuple(src.extra),

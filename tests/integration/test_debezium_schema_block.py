@@ -325,6 +325,54 @@ def test_the_schemas_carry_the_catalog_facts(pg_records: Any) -> None:
     assert after["f4"]["type"] == "float" and after["n_ps"]["type"] == "string"
 
 
+# -- Postgres: snapshot, REPLICA IDENTITY DEFAULT and unchanged TOAST ------------------------------
+@pytest.fixture
+def default_identity_events(
+    pg_dsn: str, connect_url: str, kafka_bootstrap: str
+) -> Iterator[list[ChangeEvent]]:
+    uid = "dbzsd_" + uuid.uuid4().hex[:10]
+    table = f"public.{uid}"
+    big = "(SELECT string_agg(md5(g::text), '') FROM generate_series(1, 400) g)"  # ~13 kB: TOASTed
+    with psycopg.connect(pg_dsn, connect_timeout=5, autocommit=True) as conn:
+        conn.execute(
+            f"CREATE TABLE {table} (id int PRIMARY KEY, req text NOT NULL, big text NOT NULL, n int)"
+        )
+        conn.execute(f"INSERT INTO {table} VALUES (1, 'snap', {big}, 1)")
+    source = {"type": "postgres", "dsn": pg_dsn, "tables": [table], "slot": uid, "publication": uid}
+    config = {"name": "sb", "source": {**source, "snapshot": True}, "destination": {"type": "stdout"}}
+    (cfg,) = parse_config(config, {}).all_sources()
+    collector = Collector(build_reader(cfg, "sb")).start()
+    try:
+        assert collector.wait_for(1, 60), "no snapshot row"
+        with psycopg.connect(pg_dsn, connect_timeout=5, autocommit=True) as conn:
+            conn.execute(f"INSERT INTO {table} VALUES (2, 'stream', {big}, 2)")
+            conn.execute(f"UPDATE {table} SET n = 3 WHERE id = 2")  # big unchanged: not sent
+            conn.execute(f"DELETE FROM {table} WHERE id = 2")  # only the key is sent
+        yield collector.wait_for(4, 60)
+    finally:
+        collector.close()
+        cleanup(connect_url, pg_dsn, kafka_bootstrap, slots=[uid], publications=[uid], tables=[table])
+
+
+def test_snapshot_default_identity_and_toast_records_describe_their_payload(
+    default_identity_events: list[ChangeEvent],
+) -> None:
+    events = default_identity_events
+    assert [e.op.value for e in events] == ["r", "c", "u", "d"]
+    structs = []
+    for event in events:
+        record = conforms_record(connect_schema.envelope_record(event, "sb"))
+        conforms_record(connect_schema.key_record(event, "sb", event.key))
+        structs.append(_by_field(_by_field(record["schema"])["after"]))
+    snapshot, insert, update, delete = structs
+    assert snapshot == insert, "the snapshot's catalog facts are the stream's"
+    assert insert["req"]["optional"] is False and insert["big"]["optional"] is False
+    assert events[2].unchanged == ("big",) and update["big"]["optional"] is True
+    assert update["req"]["optional"] is False
+    assert events[3].before == {"id": 2}
+    assert delete["req"]["optional"] is True and delete["id"]["optional"] is False
+
+
 # -- MariaDB: no Debezium connector to compare with; the block must describe the payload ----------
 @pytest.fixture
 def mariadb_events(mariadb_dsn: str) -> Iterator[list[ChangeEvent]]:

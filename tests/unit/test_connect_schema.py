@@ -185,3 +185,17 @@ def test_message_events_use_debeziums_message_value() -> None:
     assert record["schema"]["name"] == "io.debezium.connector.postgresql.MessageValue"
     assert set(record["payload"]) == {f["field"] for f in record["schema"]["fields"]}
     assert cs.key_schema(event)["name"] == "io.debezium.connector.postgresql.MessageKey"  # type: ignore[index]
+
+
+def test_a_before_with_only_the_key_makes_absent_not_null_columns_optional() -> None:
+    # Postgres delete under REPLICA IDENTITY DEFAULT: only the key is sent
+    table = TableSchema("d", "public", "k", (Column("id", "int32", optional=False, key=True),
+                                             Column("req", "string", optional=False)))  # fmt: skip
+    full = _event(schema=table, after={"id": 1, "req": "x"})
+    delete = _event(op=Op.DELETE, schema=table, before={"id": 1}, after=None)
+    assert _fields(cs.value_struct(full))["req"]["optional"] is False
+    record = orjson.loads(cs.envelope_record(delete))
+    before = {f["field"]: f for f in record["schema"]["fields"]}["before"]
+    assert _fields(before)["req"]["optional"] is True and _fields(before)["id"]["optional"] is False
+    assert record["payload"]["before"] == {"id": 1}
+    assert "unchanged" not in {f["field"] for f in record["schema"]["fields"]}
