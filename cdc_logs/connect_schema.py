@@ -39,7 +39,8 @@ What is described, and why (docs/schemas.md has the full table):
   struct (both share one `Value` struct, as Debezium's): a column listed in `unchanged` (Postgres
   unchanged TOAST; the envelope then gets the `unchanged` field), or a non-key column of the `before`
   of a Postgres delete under REPLICA IDENTITY DEFAULT (only the key is sent). A JsonConverter would
-  refuse a required field without a value.
+  refuse a required field without a value. So a table has a second, compatible schema version (only
+  nullability relaxed) for such events; every other event of the table version shares the first.
 - Op `m` (a logical decoding message) has no table: its record is Debezium's `MessageValue` shape
   (`op`, `ts_ms`, `source`, `transaction`, `message`) with the `MessageKey` key.
 - An event without a TableSchema (the `debezium` source reading a topic written without schemas)
@@ -144,8 +145,23 @@ _SOURCES: Final[dict[str, tuple[str, bool, tuple[Schema, ...]]]] = {
 _SOURCES["mariadb"] = ("io.debezium.connector.mariadb.Source", *_SOURCES["mysql"][1:])
 
 
+#: Debezium source fields cdc-logs' readers do not write, typed as Debezium types them, for events
+#: that carry them anyway (a `debezium` source passes Debezium's source block through).
+_DEBEZIUM_EXTRAS: Final[dict[str, str]] = {
+    "sequence": "string",
+    "ts_us": "int64",
+    "ts_ns": "int64",
+    "origin": "string",
+    "origin_lsn": "int64",
+    "thread": "int64",
+    "query": "string",
+}
+
+
 def _inferred(name: str, value: Any) -> Schema:
     """A source field no connector table lists (e.g. added by a transform): typed from its value."""
+    if name in _DEBEZIUM_EXTRAS:
+        return _f(name, _DEBEZIUM_EXTRAS[name], True)
     if isinstance(value, bool):
         return _f(name, "boolean", True)
     if isinstance(value, int):

@@ -310,6 +310,11 @@ def test_debeziums_own_records_written_again_give_its_schema_back(pg_records: An
         assert connect_schema.key_schema(event) == key["schema"]
         theirs = _by_field(value["schema"])["after"]
         assert connect_schema.value_struct(event) == {k: v for k, v in theirs.items() if k != "field"}
+        # Debezium's whole source block passes through: every field typed as Debezium types it
+        their_source = _by_field(value["schema"])["source"]
+        my_source = connect_schema.source_schema(event)
+        assert _by_field(my_source) == _by_field(their_source)
+        assert my_source["name"] == their_source["name"]
 
 
 def test_the_schemas_carry_the_catalog_facts(pg_records: Any) -> None:
