@@ -7,6 +7,9 @@
   as the envelope, any other record as the row, then mapped as JSON rows are. A framed key is decoded
   with its own schema; an unframed key is read as for json.
 
+A record with a key and a null value (a tombstone, as compacted topics and Kafka Connect's sinks read
+it) is the delete of that key: op d, `before` = the key. A null value without a key is poison.
+
 `source` block: connector "kafka" (debezium envelopes keep their own), db = the Kafka cluster id,
 table = `table` or the topic, ts_ms = the record's broker/producer timestamp unless the watermark
 column gives the event time, and topic, partition, offset after table.
@@ -19,7 +22,7 @@ from typing import Any
 import orjson
 
 from cdc_logs.debezium.decode import Malformed, decode_record
-from cdc_logs.envelope import ChangeEvent, Undecodable
+from cdc_logs.envelope import ChangeEvent, Op, SourceInfo, Undecodable, now_ms
 from cdc_logs.position import KafkaOffsets
 from cdc_logs.readers.kafka import avro
 from cdc_logs.readers.kafka.consumer import Rejected
@@ -51,13 +54,45 @@ class KafkaMessageDecoder:
             ts_ms=timestamp if kind != _NO_TIMESTAMP else None,
             coordinates={"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()},
         )
-        if self.registry is not None:
+        decoded: ChangeEvent | Undecodable | Rejected | None
+        if message.body is None and message.key is not None and not self.mapping.debezium:
+            decoded = self._tombstone(message)
+        elif self.registry is not None:
             decoded = self._avro(message)
         else:
             decoded = decode_message(message, self.mapping, connector=self.connector, pipeline=self.pipeline)
         if isinstance(decoded, Undecodable):
             return Rejected(decoded.reason, decoded.hint or "")
         return decoded
+
+    def _tombstone(self, message: Message) -> ChangeEvent | Rejected:
+        """A null value with a key: Kafka's tombstone (compacted topics), the delete of that key. The
+        event's `before` is the key (all that is known of the row), as SQL apply deletes by it."""
+        key: Any
+        if self.registry is not None and avro.is_framed(message.key):
+            try:
+                key = avro.decode(message.key, self.registry)[0]
+            except avro.Poison as exc:
+                return Rejected(f"the key: {exc}", avro.WIRE_HINT)
+        else:
+            assert message.key is not None
+            try:
+                key = orjson.loads(message.key)
+            except orjson.JSONDecodeError:
+                key = message.key.decode("utf-8", "replace")
+        if not isinstance(key, dict):
+            key = {"key": key}
+        source = SourceInfo(
+            connector=self.connector,
+            name=self.pipeline,
+            db=message.db,
+            table=self.mapping.table or message.channel,
+            ts_ms=message.ts_ms if message.ts_ms is not None else now_ms(),
+            extra=dict(message.coordinates),
+        )
+        return ChangeEvent(
+            op=Op.DELETE, source=source, before=dict(key), key=key, ts_ms=now_ms(), position=message.position
+        )
 
     def _avro(self, message: Message) -> ChangeEvent | Undecodable | Rejected | None:
         assert self.registry is not None
