@@ -169,6 +169,8 @@ class _ToAvro:
             fields.append(self.field(fname, field, space or None))
         out["fields"] = fields
         self.connect_props(out, schema)
+        if "connect.name" in out:
+            out["connect.name"] = full  # Debezium's avro adjustment renames the Connect schema itself
         return out
 
     def field(self, name: str, schema: Mapping[str, Any], namespace: str | None) -> dict[str, Any]:
@@ -209,6 +211,14 @@ def default_value(schema: Mapping[str, Any], value: Any) -> Any:
     if value is None:
         return None
     kind = schema["type"]
+    if kind == "bytes" and schema.get("name") == DECIMAL:
+        # Defaults come in the envelope's encoding (decimal text); AvroData writes the unscaled bytes.
+        scale = int((schema.get("parameters") or {}).get("scale", 0))
+        try:
+            number = decimal.Decimal(str(value))
+        except decimal.InvalidOperation:
+            number = decimal.Decimal(int.from_bytes(base64.b64decode(value), "big", signed=True)).scaleb(-scale)
+        return _unscaled_bytes(int(number.scaleb(scale))).decode("latin-1")
     if kind == "bytes":
         raw = base64.b64decode(value) if isinstance(value, str) else bytes(value)
         return raw.decode("latin-1")
@@ -279,9 +289,13 @@ def _variable_scale(value: Any, path: str, schema: Mapping[str, Any]) -> dict[st
     _sign, _digits, exponent = number.as_tuple()
     scale = max(-int(exponent), 0)
     unscaled = int(number.scaleb(scale))
-    # Java's BigInteger.toByteArray length: the magnitude's bits plus a sign bit, in whole bytes.
+    return {"scale": scale, "value": _unscaled_bytes(unscaled)}
+
+
+def _unscaled_bytes(unscaled: int) -> bytes:
+    """Big-endian two's complement in as few bytes as Java's BigInteger.toByteArray writes."""
     length = (unscaled if unscaled >= 0 else ~unscaled).bit_length() // 8 + 1
-    return {"scale": scale, "value": unscaled.to_bytes(length, "big", signed=True)}
+    return unscaled.to_bytes(length, "big", signed=True)
 
 
 def _decimal(value: Any, path: str, schema: Mapping[str, Any]) -> decimal.Decimal | None:

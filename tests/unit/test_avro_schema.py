@@ -115,7 +115,7 @@ def test_names_are_made_legal_as_debezium_avro_adjustment_does() -> None:
     avro = connect_to_avro(schema)
     fastavro.parse_schema(avro)
     assert avro["name"] == "Value" and avro["namespace"] == "my_app.public.t"
-    assert avro["connect.name"] == "my-app.public.t.Value"
+    assert avro["connect.name"] == "my_app.public.t.Value"
     assert avro_datum(schema, {"first name": "x"}) == {"first_name": "x"}
 
 
