@@ -224,3 +224,19 @@ def test_names_are_legal_avro() -> None:
 def test_decode_wire_refuses_other_framing() -> None:
     with pytest.raises(ValueError):
         decode_wire(b"{}", {"type": "string"})
+
+
+def test_a_logical_decoding_message_is_debeziums_message_value() -> None:
+    enc, registry = encoder()
+    ev = ChangeEvent(
+        op=Op.MESSAGE,
+        source=SourceInfo("postgresql", "app", "shop", "", schema=None, ts_ms=5, extra={"lsn": 7}),
+        key={"prefix": "audit"},
+        ts_ms=7,
+        content={"prefix": "audit", "content": "aGk="},
+    )
+    key, value = enc(ev, "app.message", ev.key_json())
+    schema, record = decoded(registry, value)
+    assert (schema["namespace"], schema["name"]) == ("io.debezium.connector.postgresql", "MessageValue")
+    assert record["op"] == "m" and record["message"] == {"prefix": "audit", "content": b"hi"}
+    assert key is not None and decoded(registry, key)[1] == {"prefix": "audit"}
