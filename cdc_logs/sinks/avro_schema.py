@@ -215,10 +215,10 @@ def default_value(schema: Mapping[str, Any], value: Any) -> Any:
         # Defaults come in the envelope's encoding (decimal text); AvroData writes the unscaled bytes.
         scale = int((schema.get("parameters") or {}).get("scale", 0))
         try:
-            number = decimal.Decimal(str(value))
-        except decimal.InvalidOperation:
-            number = decimal.Decimal(int.from_bytes(base64.b64decode(value), "big", signed=True)).scaleb(-scale)
-        return _unscaled_bytes(int(number.scaleb(scale))).decode("latin-1")
+            unscaled = _unscaled_bytes(int(decimal.Decimal(str(value)).scaleb(scale)))
+        except decimal.InvalidOperation:  # JsonConverter's own form: base64 of the unscaled bytes
+            unscaled = base64.b64decode(value)
+        return unscaled.decode("latin-1")
     if kind == "bytes":
         raw = base64.b64decode(value) if isinstance(value, str) else bytes(value)
         return raw.decode("latin-1")
@@ -256,7 +256,7 @@ def avro_datum(schema: Mapping[str, Any], value: Any, path: str = "") -> Any:
         }
     if kind == "bytes":
         if name == DECIMAL:
-            return _decimal(value, path, schema)
+            return _decimal_bytes(value, path, schema)
         if isinstance(value, str):
             return base64.b64decode(value)
         return bytes(value)
@@ -296,6 +296,19 @@ def _unscaled_bytes(unscaled: int) -> bytes:
     """Big-endian two's complement in as few bytes as Java's BigInteger.toByteArray writes."""
     length = (unscaled if unscaled >= 0 else ~unscaled).bit_length() // 8 + 1
     return unscaled.to_bytes(length, "big", signed=True)
+
+
+def _decimal_bytes(value: Any, path: str, schema: Mapping[str, Any]) -> bytes | None:
+    """A Connect Decimal's Avro bytes, written here rather than by fastavro so that they are AvroData's
+    to the byte (fastavro pads some negative numbers with a redundant 0xff)."""
+    number = _decimal(value, path, schema)
+    if number is None:
+        return None
+    scale = int((schema.get("parameters") or {}).get("scale", 0))
+    exponent = number.as_tuple().exponent
+    if isinstance(exponent, int) and -exponent > scale:
+        raise _bad(path, f"{value} has more than the column's {scale} decimal places")
+    return _unscaled_bytes(int(number.scaleb(scale)))
 
 
 def _decimal(value: Any, path: str, schema: Mapping[str, Any]) -> decimal.Decimal | None:

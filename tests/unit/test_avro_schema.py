@@ -146,3 +146,19 @@ def test_required_null_and_special_decimals() -> None:
     assert avro_datum(dec, "NaN") is None  # Avro decimals have no NaN: null, as Debezium's precise mode
     with pytest.raises(CdcError, match="no Avro decimal form"):
         avro_datum({**dec, "optional": False}, "Infinity")
+
+
+def test_a_decimal_default_in_the_envelope_encoding() -> None:
+    """Column defaults come as the envelope encodes values (decimal text); AvroData writes a Decimal
+    default as the unscaled two's complement bytes (BigInteger.toByteArray: 150 -> 00 96), ISO-8859-1."""
+    column = {
+        "type": "bytes",
+        "optional": False,
+        "name": "org.apache.kafka.connect.data.Decimal",
+        "parameters": {"scale": "2"},
+        "default": "1.50",
+        "field": "price",
+    }
+    avro = connect_to_avro({"type": "struct", "name": "t.Value", "optional": False, "fields": [column]})
+    assert avro["fields"][0]["default"] == "\x00\x96"
+    assert connect_to_avro({**column, "default": "AJY="})["connect.default"] == "\x00\x96"  # base64 form
