@@ -318,7 +318,7 @@ def _decimal(value: Any, path: str, schema: Mapping[str, Any]) -> decimal.Decima
         raise _bad(path, f"{value!r} is not a decimal number") from exc
     if number.is_finite():
         return number
-    # Avro's decimal has no NaN or infinity: Debezium's precise mode writes null for them too.
+    # Avro's decimal has no NaN or infinity: null where the column allows it.
     if schema.get("optional", False):
         return None
     raise _bad(path, f"{value} has no Avro decimal form and the column is required")
