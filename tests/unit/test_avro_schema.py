@@ -143,7 +143,7 @@ def test_required_null_and_special_decimals() -> None:
         "name": "org.apache.kafka.connect.data.Decimal",
         "parameters": {"scale": "2"},
     }
-    assert avro_datum(dec, "NaN") is None  # Avro decimals have no NaN: null, as Debezium's precise mode
+    assert avro_datum(dec, "NaN") is None  # Avro decimals have no NaN: null where allowed
     with pytest.raises(CdcError, match="no Avro decimal form"):
         avro_datum({**dec, "optional": False}, "Infinity")
 
