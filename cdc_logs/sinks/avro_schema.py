@@ -32,8 +32,8 @@ recorded from Debezium 3.6.1; the unit tests compare with it.
 Names: Avro allows [A-Za-z_][A-Za-z0-9_]* per name component. Debezium's
 `schema.name.adjustment.mode=avro` replaces any other character with `_` and puts `_` before a leading
 digit; the same is applied here to each component of a record name and to field names (Debezium's
-`field.name.adjustment.mode=avro`), so any table and column name gives a legal schema. Names that are
-already legal, as all of Debezium's defaults are, pass unchanged.
+`field.name.adjustment.mode=avro`), so any table and column name gives a legal schema; a record's
+"connect.name" is the adjusted name, as with Debezium's adjustment. Legal names pass unchanged.
 
 `avro_datum` turns an event's row (the envelope's values, docs/envelope.md: Decimals as text or
 `Decimal`, bytes as base64 text or `bytes`, times as integers) into the datum fastavro writes for
