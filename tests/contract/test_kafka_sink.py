@@ -11,6 +11,7 @@ from __future__ import annotations
 import decimal
 import json
 import struct
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -228,11 +229,22 @@ def typed_event(i: int, schema: TableSchema, **row: Any) -> ChangeEvent:
     )
 
 
+@pytest.fixture
+def avro_topic(kafka_bootstrap: str, unique_name: str) -> Iterator[str]:
+    """A one-partition topic (records read back in write order), deleted afterwards."""
+    from confluent_kafka.admin import AdminClient
+
+    create_topic(kafka_bootstrap, unique_name)
+    yield unique_name
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})  # kept alive until the deletion is done
+    for future in admin.delete_topics([unique_name]).values():
+        future.result(30)
+
+
 def test_avro_from_the_table_schema_through_a_real_registry(
-    kafka_bootstrap: str, unique_name: str, schema_registry_url: str
+    kafka_bootstrap: str, avro_topic: str, schema_registry_url: str
 ) -> None:
-    url, topic = schema_registry_url, unique_name
-    create_topic(kafka_bootstrap, topic)  # one partition: the records read back in write order
+    url, topic = schema_registry_url, avro_topic
     set_compatibility(url, f"{topic}-value", "BACKWARD")  # Confluent's default; Apicurio's is NONE
     registry = SchemaRegistry(url)
     calls: list[str] = []
@@ -267,10 +279,10 @@ def test_avro_from_the_table_schema_through_a_real_registry(
 
 
 def test_avro_fallback_without_a_table_schema(
-    kafka_bootstrap: str, topic: str, schema_registry_url: str
+    kafka_bootstrap: str, avro_topic: str, schema_registry_url: str
 ) -> None:
     """Events without a TableSchema (make_event's) get schemas inferred from their values."""
-    url = schema_registry_url
+    url, topic = schema_registry_url, avro_topic
     sink = KafkaSink(kafka_bootstrap, topic=topic, encoder=AvroEncoder(SchemaRegistry(url)))
     sink.open()
     sink.write([make_event(1), make_event(2, op="u", key=1)])

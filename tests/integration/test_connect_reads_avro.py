@@ -41,7 +41,7 @@ import requests
 
 from tests.contract.test_kafka_sink import create_topic
 from tests.integration.conftest import _unavailable
-from tests.integration.debezium_support import ROOT, cleanup
+from tests.integration.debezium_support import ROOT, cleanup, delete_consumer_groups
 
 pytestmark = pytest.mark.integration
 
@@ -357,6 +357,7 @@ def test_connect_avro_converter_reads_our_avro_topic(
             except subprocess.TimeoutExpired:
                 proc.kill()
         requests.delete(f"{avro_worker.url}/connectors/{uid}", timeout=30)
+        delete_consumer_groups(kafka_bootstrap, [f"connect-{uid}"])
         cleanup(
             connect_url,
             pg_dsn,
