@@ -43,7 +43,7 @@ from cdc_logs.position import decode
 from cdc_logs.sinks.base import Sink
 from cdc_logs.sinks.dedup import Marker, ReplayGuard
 from cdc_logs.sinks.routing import check_template, render, source_label
-from cdc_logs.sinks.sql_types import Binder, ddl_type, guess_type
+from cdc_logs.sinks.sql_types import Binder, ddl_type, flavor, guess_type, json_serializer
 
 log = get_logger(__name__)
 
@@ -97,7 +97,9 @@ class SqlSink(Sink):
     def open(self) -> None:
         try:
             self._engine = sa.create_engine(
-                sqlalchemy_url(self.url, "SQL destination's url"), pool_pre_ping=True
+                sqlalchemy_url(self.url, "SQL destination's url"),
+                pool_pre_ping=True,
+                json_serializer=json_serializer,
             )
             with self._engine.begin() as conn:
                 self._applied.create(conn, checkfirst=True)
@@ -261,14 +263,14 @@ class SqlSink(Sink):
         if sa.inspect(conn).has_table(name, schema=schema):
             table = sa.Table(name, sa.MetaData(), schema=schema, autoload_with=conn)
         elif self.auto_create and event.row is not None and event.key:
-            row, key, dialect = event.row, event.key, conn.dialect.name
+            row, key = event.row, event.key
             names = [c.name for c in event.schema.columns] if event.schema is not None else list(row)
             # autoincrement=False: the keys come from the source. An AUTO_INCREMENT key (MySQL,
             # MariaDB) would store a row with key 0 under the next free number.
             columns = [
                 sa.Column(
                     c,
-                    self._column_type(event, c, dialect),
+                    self._column_type(event, c, conn.dialect),
                     primary_key=c in key,
                     nullable=c not in key,
                     autoincrement=False,
@@ -284,6 +286,13 @@ class SqlSink(Sink):
                 f"target table {f'{schema}.' if schema else ''}{name} for {source_label(event)} is missing",
                 "create it, point destination.table/schema at it, or set destination.auto_create: true",
             )
+        for column in table.c:
+            if isinstance(column.type, sa.JSON) and not column.type.none_as_null:
+                # None is SQL NULL, not the JSON text null (a fresh type: its bind processor is
+                # cached per type object)
+                json_type = column.type.copy()
+                json_type.none_as_null = True
+                column.type = json_type
         self._tables[(schema, name)] = table
         return table
 
@@ -302,19 +311,20 @@ class SqlSink(Sink):
                 "add the columns to the target table, drop them with a transform, or set auto_create: true",
             )
         for column in extra:
-            column_type = self._column_type(event, column, conn.dialect.name)
+            column_type = self._column_type(event, column, conn.dialect)
             ddl = sa.schema.CreateColumn(sa.Column(column, column_type)).compile(dialect=conn.dialect)
             conn.execute(sa.text(f"ALTER TABLE {_qualified(conn, table)} ADD COLUMN {ddl}"))
         self._tables.pop((table.schema, table.name), None)
         return self._table(conn, event)
 
     @staticmethod
-    def _column_type(event: ChangeEvent, name: str, dialect: str) -> sa.types.TypeEngine[Any]:
+    def _column_type(event: ChangeEvent, name: str, target: sa.Dialect) -> sa.types.TypeEngine[Any]:
         """The type `auto_create` gives column `name`: from the source's schema, else from the value."""
-        key = name in (event.key or {})
+        key, dialect = name in (event.key or {}), target.name
         column = event.schema.column(name) if event.schema is not None else None
         if column is not None:
-            return ddl_type(column, dialect, key=key)
+            version = tuple(int(v) for v in target.server_version_info or () if isinstance(v, int))
+            return ddl_type(column, flavor(target), key=key, version=version)
         value = (event.row or {}).get(name)
         if key and isinstance(value, str) and dialect in ("mysql", "mariadb"):
             return sa.String(255)  # MySQL cannot index a TEXT key column
