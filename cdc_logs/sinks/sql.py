@@ -40,6 +40,7 @@ from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.observability.redact import redact
 from cdc_logs.position import decode
+from cdc_logs.sinks import sql_fit
 from cdc_logs.sinks.base import Sink
 from cdc_logs.sinks.dedup import Marker, ReplayGuard
 from cdc_logs.sinks.routing import check_template, render, source_label
@@ -82,6 +83,7 @@ class SqlSink(Sink):
         self._engine: sa.Engine | None = None
         self._tables: dict[tuple[str | None, str], sa.Table] = {}
         self._binders: dict[tuple[object, ...], Binder] = {}
+        self._reported: set[tuple[object, ...]] = set()  # (table, schema) pairs already checked
         self._guard = ReplayGuard()
         self._applied = sa.Table(
             applied_table,
@@ -197,7 +199,37 @@ class SqlSink(Sink):
                 self._binders.clear()
             columns = {c.name: c for c in schema.columns} if schema is not None else {}
             binder = self._binders[key] = Binder(table, columns, conn.dialect.name)
+            for name in binder.misfits:
+                binder.fixes[name] = _alter(conn, table, name, self._column_type(event, name, conn.dialect))
+            if schema is not None and key not in self._reported:
+                self._reported.add(key)
+                self._report(binder, set(columns) | set(event.row or ()), event)
         return binder
+
+    def _report(self, binder: Binder, sent: set[str], event: ChangeEvent) -> None:
+        """Say once per table version what the target no longer matches (sql_fit.py): the target is
+        the user's, so it is never altered beyond added columns."""
+        table = binder.table.fullname
+        for name, why in binder.misfits.items():
+            log.warning(
+                "target column does not match the source's: values it would change are refused",
+                sink=self.name,
+                table=table,
+                column=name,
+                mismatch=why,
+                fix=binder.fixes[name],
+            )
+        kept = sql_fit.dropped(binder.table, sent)
+        if kept:
+            log.warning(
+                "the source does not send these target columns (dropped or renamed at the source, or the "
+                "target's own): kept; rows written from now on leave them NULL or their default",
+                sink=self.name,
+                table=table,
+                source=source_label(event),
+                columns=kept,
+                fix="drop or rename them on the target if they are gone for good",
+            )
 
     def _delete(
         self, conn: sa.Connection, table: sa.Table, pk: list[str], row: dict[str, Any], event: ChangeEvent
@@ -381,6 +413,18 @@ class _Upserts:
 def _qualified(conn: sa.Connection, table: sa.Table) -> str:
     prep = conn.dialect.identifier_preparer
     return prep.format_table(table)
+
+
+def _alter(conn: sa.Connection, table: sa.Table, column: str, column_type: sa.types.TypeEngine[Any]) -> str:
+    """The statement that gives a target column `column_type` (the fix a refusal names)."""
+    prep = conn.dialect.identifier_preparer
+    rendered = column_type.compile(dialect=conn.dialect)
+    name = prep.quote(column)
+    if conn.dialect.name == "postgresql":
+        return f"ALTER TABLE {_qualified(conn, table)} ALTER COLUMN {name} TYPE {rendered}"
+    if conn.dialect.name in ("mysql", "mariadb"):
+        return f"ALTER TABLE {_qualified(conn, table)} MODIFY COLUMN {name} {rendered}"
+    return f"recreate {_qualified(conn, table)} with column {name} {rendered} (no ALTER COLUMN here)"
 
 
 def _truncate(conn: sa.Connection, table: sa.Table) -> str:

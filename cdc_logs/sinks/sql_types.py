@@ -31,6 +31,7 @@ from sqlalchemy.dialects import mysql, postgresql
 
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.schema import Column, Semantic
+from cdc_logs.sinks import sql_fit
 
 _EPOCH = dt.datetime(1970, 1, 1)
 _EPOCH_DATE = dt.date(1970, 1, 1)
@@ -260,12 +261,24 @@ def _as_text(value: Any) -> Any:
 
 
 class Binder:
-    """Converts rows of one (target table, source schema) pair; built once, used for every row."""
+    """Converts rows of one (target table, source schema) pair; built once, used for every row.
+
+    `misfits`: the source columns the target column does not hold (sql_fit.py), with the reason;
+    values that column would change are refused, naming `fixes[name]` (set by the sink: the ALTER)."""
 
     def __init__(self, table: sa.Table, columns: dict[str, Column], dialect: str) -> None:
         self.table = table
         self.dialect = dialect
         self._decoders = {name: decoder(col) for name, col in columns.items()}
+        self.misfits: dict[str, str] = {}
+        self._guards: dict[str, sql_fit.Guard] = {}
+        for name, column in columns.items():
+            found = sql_fit.misfit(column, table.c[name].type, dialect) if name in table.c else None
+            if found is not None:
+                self.misfits[name] = found[0]
+                if found[1] is not None:
+                    self._guards[name] = found[1]
+        self.fixes: dict[str, str] = {}
 
     def value(self, name: str, value: Any) -> Any:
         if value is None:
@@ -274,7 +287,17 @@ class Binder:
             decode = self._decoders.get(name)
             if decode is not None:
                 value = decode(value)
+            guard = self._guards.get(name)
+            if guard is not None:
+                guard(value)
             return adapt(self.table.c[name].type, value, self.dialect)
+        except sql_fit.Misfit as exc:
+            fix = self.fixes.get(name) or "widen the target column's type"
+            raise CdcError(
+                ErrorKind.SINK_REJECTED,
+                f"column {name!r} of {self.table.fullname} {self.misfits[name]}: {exc}",
+                f"the source's column changed: {fix}; or drop or mask the column with a transform",
+            ) from exc
         except (OutOfRange, ValueError, TypeError, OverflowError) as exc:
             raise CdcError(
                 ErrorKind.SINK_REJECTED,

@@ -53,10 +53,10 @@ SOURCE_DDL = """CREATE TABLE public.{t} (
   ts timestamp, ts3 timestamp(3), tstz timestamptz, tstz2 timestamptz(2),
   n20 numeric(20,5), n numeric, jb jsonb, js json, u uuid, b bytea,
   d date, tm time, tm3 time(3), iv interval, flag boolean, txt text, vc varchar(40),
-  r real, dbl double precision, tags text[], mood {t}_mood)"""
+  r real, dbl double precision, tags text[], mood {t}_mood, big numeric(70,10), fine numeric(40,35))"""
 COLUMNS = (
     "ts", "ts3", "tstz", "tstz2", "n20", "n", "jb", "js", "u", "b", "d", "tm", "tm3", "iv", "flag", "txt",
-    "vc", "r", "dbl", "tags", "mood",
+    "vc", "r", "dbl", "tags", "mood", "big", "fine",
 )  # fmt: skip
 
 NESTED = {"ключ": {"emoji": "😀 \u00e9\u0301", "arr": [1, 2.5, None, True, '\\"q"']}, "a": "", "z": {}}
@@ -85,6 +85,8 @@ ROWS: dict[int, dict[str, Any]] = {
         "dbl": 0.1,
         "tags": ["a", "b c", ""],
         "mood": "happy",
+        "big": Decimal("123456789012345678901234567890123456789012345678901234567890.0123456789"),
+        "fine": Decimal("0.12345678901234567890123456789012345"),
     },
     2: dict.fromkeys(COLUMNS),  # a NULL in each column
     3: {  # the low ends
@@ -109,6 +111,8 @@ ROWS: dict[int, dict[str, Any]] = {
         "dbl": -1e-300,
         "tags": [],
         "mood": "sad",
+        "big": Decimal("-1E-10"),
+        "fine": Decimal("-99999.99999999999999999999999999999999999"),
     },
     4: {  # the high ends, every byte value, nested unicode
         "ts": dt.datetime(9999, 12, 31, 23, 59, 59, 999999),
@@ -132,6 +136,8 @@ ROWS: dict[int, dict[str, Any]] = {
         "dbl": 1.7976931348623157e308,
         "tags": ["😀", "NULL", "a,b", '"q"'],
         "mood": "happy",
+        "big": Decimal("9" * 60 + "." + "9" * 10),
+        "fine": Decimal("0.00000000000000000000000000000000001"),
     },
 }
 # json keeps its text exactly (spacing, key order, duplicate keys); jsonb normalises it
@@ -144,15 +150,16 @@ PG_TYPES = {
     "n": "numeric", "jb": "jsonb", "js": "json", "u": "uuid", "b": "bytea", "d": "date",
     "tm": "time without time zone(6)", "tm3": "time without time zone(3)", "iv": "interval",
     "flag": "boolean", "txt": "text", "vc": "character varying(40)", "r": "real", "dbl": "double precision",
-    "tags": "ARRAY(_text)", "mood": "text", "added_n": "numeric(12,4)",
-    "added_ts": "timestamp without time zone(3)", "added_j": "jsonb",
+    "tags": "ARRAY(_text)", "mood": "text", "added_n": "numeric(12,4)", "big": "numeric(70,10)",
+    "fine": "numeric(40,35)", "added_ts": "timestamp without time zone(3)", "added_j": "jsonb",
 }  # fmt: skip
 MARIADB_TYPES = {
     "id": "int(11)", "ts": "datetime(6)", "ts3": "datetime(3)", "tstz": "datetime(6)", "tstz2": "datetime(2)",
     "n20": "decimal(20,5)", "n": "longtext", "jb": "longtext json", "js": "longtext json", "u": "uuid",
     "b": "longblob", "d": "date", "tm": "time(6)", "tm3": "time(3)", "iv": "bigint(20)", "flag": "tinyint(1)",
     "txt": "longtext", "vc": "varchar(40)", "r": "double", "dbl": "double", "tags": "longtext json",
-    "mood": "longtext", "added_n": "decimal(12,4)", "added_ts": "datetime(3)", "added_j": "longtext json",
+    "mood": "longtext", "big": "longtext", "fine": "longtext", "added_n": "decimal(12,4)",
+    "added_ts": "datetime(3)", "added_j": "longtext json",
 }  # fmt: skip
 
 
@@ -337,7 +344,8 @@ def pg_insert(conn: psycopg.Connection[Any], table: str, row_id: int, row: dict[
 def source_state(pg_dsn: str, name: str) -> dict[int, dict[str, Any]]:
     rows = pg_rows(
         pg_dsn,
-        "SELECT t.*, js::text AS js_text, jb::text AS jb_text, n::text AS n_text,"
+        "SELECT t.*, js::text AS js_text, jb::text AS jb_text, n::text AS n_text, big::text AS big_text,"
+        " fine::text AS fine_text,"
         f" (to_jsonb(t) -> 'added_j')::text AS added_j_text FROM public.{name} t",
     )
     return {r["id"]: r for r in rows}
@@ -386,8 +394,8 @@ def expected_on_mariadb(column: str, value: Any, src: dict[str, Any]) -> Any:
         return int(value)
     if column in ("jb", "js", "added_j"):  # JSON is LONGTEXT + json_valid(): Postgres' own text, kept as is
         return src[f"{column}_text"]
-    if column == "n":  # numeric without precision: no DECIMAL holds it all (65 digits), exact text
-        return src["n_text"]
+    if column in ("n", "big", "fine"):  # no DECIMAL holds these (65 digits, 30 after the point): text
+        return src[f"{column}_text"]
     if column == "tags":  # arrays: JSON text
         return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
     if column == "u":  # MariaDB's UUID comes back as its text
@@ -548,9 +556,10 @@ def test_postgres_types_round_trip_exactly_on_postgres_and_mariadb(
 def test_schema_changes_other_than_add_column_are_reported(
     pg_dsn: str, mariadb_dsn: str, pg_setup: str, tmp_path: Path
 ) -> None:
-    """A column narrowed at the source... no: widened at the source, so the target column is now too
-    narrow: a value that would be rounded is refused (dead-lettered naming the column and the ALTER
-    that fixes it), a value that fits is applied. A dropped column stays on the target, reported."""
+    """Columns widened at the source (numeric(10,2) -> (20,6), timestamp(3) -> (6)) leave the target
+    columns too narrow: a value they would round is refused (dead-lettered, naming the column and
+    the ALTER that fixes it), a value that fits is applied. A dropped column stays on the target, and
+    so does the old name of a renamed one (the new name is added): both reported, never dropped."""
     name = pg_setup
     table = f"public.{name}"
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
@@ -575,7 +584,9 @@ def test_schema_changes_other_than_add_column_are_reported(
             conn.execute(f"INSERT INTO {table} VALUES (4, 99.99, '2024-01-02 03:04:05.5', 'w')")  # fits
             conn.execute(f"ALTER TABLE {table} DROP COLUMN gone")
             conn.execute(f"INSERT INTO {table} VALUES (5, 1, '2024-01-02')")
-        pipeline.wait(on_both(pg_dsn, mariadb_dsn, name, {1, 4, 5}), "the rows that fit on both targets")
+            conn.execute(f"ALTER TABLE {table} RENAME COLUMN at TO at2")
+            conn.execute(f"INSERT INTO {table} VALUES (6, 2, '2024-01-02 03:04:05.123456')")
+        pipeline.wait(on_both(pg_dsn, mariadb_dsn, name, {1, 4, 5, 6}), "the rows that fit on both targets")
         pipeline.wait(
             lambda: (
                 len(pipeline.dead_letters("pg_target")) == len(pipeline.dead_letters("mariadb_target")) == 2
@@ -585,19 +596,27 @@ def test_schema_changes_other_than_add_column_are_reported(
     finally:
         pipeline.stop()
     log = pipeline.log()
-    for sink in ("pg_target", "mariadb_target"):
+    for sink, timestamp6 in (
+        ("pg_target", "TIMESTAMP(6) WITHOUT TIME ZONE"),
+        ("mariadb_target", "DATETIME(6)"),
+    ):
         refused = pipeline.dead_letters(sink)
-        assert [r["event"]["after"]["id"] for r in refused] == [2, 3]
-        reasons = [r["reason"] for r in refused]
-        assert "'amount'" in reasons[0] and "ALTER TABLE" in reasons[0], reasons
-        assert "'at'" in reasons[1] and "ALTER TABLE" in reasons[1], reasons
+        assert [r["envelope"]["after"]["id"] for r in refused] == [2, 3]
+        (amount, at) = refused
+        assert "'amount'" in amount["reason"] and "1.123456 does not fit numeric(10,2)" in amount["reason"]
+        assert "ALTER TABLE" in amount["hint"] and "NUMERIC(20, 6)" in amount["hint"], amount
+        assert "'at'" in at["reason"] and "more than 3 fractional-second digits" in at["reason"]
+        assert "ALTER TABLE" in at["hint"] and timestamp6 in at["hint"], at
     # never rounded: the targets hold the values that fit, exactly
     assert pg_plain_state(pg_dsn, name)[4]["amount"] == Decimal("99.99")
     assert my_target_state(mariadb_dsn, name)[4]["at"] == dt.datetime(2024, 1, 2, 3, 4, 5, 500000)
     # the dropped column is kept on the targets (they are the user's), reported once per target
     assert "gone" in pg_plain_state(pg_dsn, name)[5] and "gone" in my_target_state(mariadb_dsn, name)[5]
     assert pg_plain_state(pg_dsn, name)[5]["gone"] is None
-    assert log.count("no longer sends") >= 2, log[-4000:]
+    assert log.count("the source does not send these target columns") == 4, log[-4000:]
+    assert log.count("columns=['gone']") == 2 and log.count("columns=['at', 'gone']") == 2, log[-4000:]
+    for row in (pg_plain_state(pg_dsn, name)[6], my_target_state(mariadb_dsn, name)[6]):
+        assert row["at"] is None and row["at2"] == dt.datetime(2024, 1, 2, 3, 4, 5, 123456)  # added, typed
 
 
 def test_mariadb_datetime3_to_postgres(
