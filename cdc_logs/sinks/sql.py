@@ -18,7 +18,10 @@ value the target cannot hold goes, with that one event, to the dead-letter file.
 
 `auto_create` creates a missing target table from the source's column types (the event's schema;
 the primary key from the event key) and adds columns that appear later (sql_types.ddl_type has the
-mapping per dialect). Events without a schema fall back to types guessed from the first row.
+mapping per dialect, docs/sinks.md the table). Events without a schema fall back to types guessed
+from the first row. Nothing else on a target table is ever changed, as with Debezium's JDBC sink
+(`schema.evolution=basic`): other schema changes at the source are reported, and values a target
+column would round are refused naming the ALTER that fixes it (sql_fit.py).
 """
 
 from __future__ import annotations
@@ -340,7 +343,8 @@ class SqlSink(Sink):
             raise CdcError(
                 ErrorKind.SINK_REJECTED,
                 f"target table {table.fullname} has no column(s) {extra} sent by {source_label(event)}",
-                "add the columns to the target table, drop them with a transform, or set auto_create: true",
+                "add the columns to the target table (a column renamed at the source: rename it there), "
+                "drop them with a transform, or set auto_create: true",
             )
         for column in extra:
             column_type = self._column_type(event, column, conn.dialect)

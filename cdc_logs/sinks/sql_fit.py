@@ -121,14 +121,15 @@ def misfit(column: Column, target: sa.types.TypeEngine[Any], dialect: str) -> tu
         return None
     if kind not in _HOLDS[source]:
         return (
-            f"a {kind} column, and the source now sends {source} ({column.source_type or column.type})",
+            f"is {kind}, and the source now sends {source} ({column.source_type or column.type})",
             None,
         )
     if kind in ("datetime", "time") and source in ("datetime", "time"):
         return _fraction_misfit(column, target, dialect)
     if kind == "decimal" and source == "decimal":
         return _decimal_misfit(column, target)
-    if kind == "text" and source == "text" and not isinstance(target, sa.Enum):
+    members = column.semantic in (Semantic.ENUM, Semantic.ENUM_SET)  # the database checks members
+    if kind == "text" and source == "text" and not members and not isinstance(target, sa.Enum):
         length = getattr(target, "length", None)
         if length is not None and (column.length is None or column.length > length):
             return f"holds {length} characters, the source up to {column.length or 'any number'}", _length(

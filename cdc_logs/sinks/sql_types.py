@@ -7,10 +7,12 @@ back into the Python value the target column takes: a `io.debezium.time.Timestam
 decimal string an exact `Decimal`. Without a schema (Debezium topics written without one) the target
 column's type decides alone, and integers in timestamp columns are read as microseconds (documented).
 
-`ddl_type` picks the target column type for `auto_create` from the source column, per dialect, so
-nothing is truncated or rounded: DATETIME(6) and LONGTEXT/LONGBLOB on MySQL/MariaDB, exact decimals
-as TEXT on SQLite (whose NUMERIC would round them through a float), arrays as ARRAY on Postgres and
-JSON elsewhere.
+`ddl_type` picks the target column type for `auto_create` from the source column, per dialect: the
+source's own type (timestamp(3) -> timestamp(3), numeric(20,5) -> numeric(20,5), jsonb -> jsonb)
+or, where the target has none, the nearest that holds every value exactly (UUID on MariaDB 10.7+
+else CHAR(36), DECIMAL past MySQL's 65 digits as LONGTEXT, exact decimals as TEXT on SQLite, whose
+NUMERIC rounds through a float; docs/sinks.md#column-types-auto_create has the table). JSON text
+from the source is stored as sent (`JsonText`), never parsed and re-serialised.
 
 A value the target cannot hold (a date past year 9999, Postgres' infinite timestamps) raises
 SINK_REJECTED naming the column, so that one event goes to the dead-letter file.
