@@ -327,7 +327,7 @@ def pg_setup(pg_dsn: str, mariadb_dsn: str, unique_name: str) -> Iterator[str]:
             (name,),
         )
         conn.execute(f"DROP PUBLICATION IF EXISTS {name}")
-        conn.execute(f"DROP TABLE IF EXISTS public.{name}")
+        conn.execute(f"DROP TABLE IF EXISTS public.{name}, public.{name}_applied")
         conn.execute(f"DROP TYPE IF EXISTS public.{name}_mood")
         conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
     with mariadb(mariadb_dsn) as cur:
@@ -630,12 +630,26 @@ def test_schema_changes_other_than_add_column_are_reported(
         assert row["at"] is None and row["at2"] == dt.datetime(2024, 1, 2, 3, 4, 5, 123456)  # added, typed
 
 
+@pytest.fixture
+def mariadb_setup(pg_dsn: str, mariadb_dsn: str, unique_name: str) -> Iterator[str]:
+    """The MariaDB source table's name and the Postgres target schema's; drops both afterwards."""
+    name = unique_name
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{name}"')
+    yield name
+    with mariadb(mariadb_dsn) as cur:
+        cur.execute(f"DROP TABLE IF EXISTS `{name}`")
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+        conn.execute(f"DROP TABLE IF EXISTS public.{name}_applied")
+
+
 def test_mariadb_datetime3_to_postgres(
-    pg_dsn: str, mariadb_dsn: str, unique_name: str, tmp_path: Path
+    pg_dsn: str, mariadb_dsn: str, mariadb_setup: str, tmp_path: Path
 ) -> None:
     """Issue 12's original complaint: `auto_create` made a DATETIME(3) column an integer of epoch
     milliseconds. Now it is timestamp(3), and the values are the source's to the millisecond."""
-    name = unique_name
+    name = mariadb_setup
     db = my_args(mariadb_dsn)["database"]
     values = [
         dt.datetime(2024, 1, 2, 3, 4, 5, 678000),
@@ -651,8 +665,6 @@ def test_mariadb_datetime3_to_postgres(
             f"INSERT INTO `{name}` VALUES (1, %s, %s, %s)",
             (values[0], values[0], Decimal("12345678901234567890.0123456789")),
         )
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{name}"')
     source = {
         "type": "mariadb",
         "dsn": mariadb_dsn,
@@ -660,8 +672,7 @@ def test_mariadb_datetime3_to_postgres(
         "snapshot": True,
         "heartbeat_interval_ms": 1000,
     }
-    destination = {**targets(pg_dsn, mariadb_dsn, name)[0], "schema": name}
-    pipeline = start(tmp_path, name, source, [destination])
+    pipeline = start(tmp_path, name, source, [targets(pg_dsn, mariadb_dsn, name)[0]])
     try:
         with mariadb(mariadb_dsn) as cur:
             cur.execute(
@@ -671,24 +682,16 @@ def test_mariadb_datetime3_to_postgres(
         pipeline.wait(lambda: set(pg_plain_state(pg_dsn, name)) == {1, 2, 3}, "the rows on the target")
     finally:
         pipeline.stop()
-        with mariadb(mariadb_dsn) as cur:
-            cur.execute(f"DROP TABLE IF EXISTS `{name}`")
-    try:
-        assert pipeline.proc.returncode == 0, pipeline.log()[-4000:]
-        types = pg_types(pg_dsn, name, name)
-        assert (
-            types["at"] == "timestamp without time zone(3)"
-            and types["at6"] == "timestamp without time zone(6)"
-        )
-        assert types["amount"] == "numeric(30,10)"
-        rows = pg_plain_state(pg_dsn, name)
-        assert [rows[i]["at"] for i in (1, 2, 3)] == values
-        assert [rows[i]["at6"] for i in (1, 2, 3)] == values
-        assert [rows[i]["amount"] for i in (1, 2, 3)] == [
-            Decimal("12345678901234567890.0123456789"),
-            None,
-            Decimal("-1E-10"),
-        ]
-    finally:
-        with psycopg.connect(pg_dsn, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    assert pipeline.proc.returncode == 0, pipeline.log()[-4000:]
+    types = pg_types(pg_dsn, name, name)
+    assert types["at"] == "timestamp without time zone(3)", types
+    assert types["at6"] == "timestamp without time zone(6)", types
+    assert types["amount"] == "numeric(30,10)", types
+    rows = pg_plain_state(pg_dsn, name)
+    assert [rows[i]["at"] for i in (1, 2, 3)] == values
+    assert [rows[i]["at6"] for i in (1, 2, 3)] == values
+    assert [rows[i]["amount"] for i in (1, 2, 3)] == [
+        Decimal("12345678901234567890.0123456789"),
+        None,
+        Decimal("-1E-10"),
+    ]
