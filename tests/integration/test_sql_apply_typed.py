@@ -597,10 +597,15 @@ def test_schema_changes_other_than_add_column_are_reported(
             conn.execute(f"INSERT INTO {table} VALUES (5, 1, '2024-01-02')")
             conn.execute(f"ALTER TABLE {table} RENAME COLUMN at TO at2")
             conn.execute(f"INSERT INTO {table} VALUES (6, 2, '2024-01-02 03:04:05.123456')")
-        pipeline.wait(on_both(pg_dsn, mariadb_dsn, name, {1, 4, 5, 6}), "the rows that fit on both targets")
+            # another kind: reported; a value the numeric target cannot take is refused, one it can is not
+            conn.execute(f"ALTER TABLE {table} ALTER COLUMN amount TYPE text")
+            conn.execute(f"INSERT INTO {table} VALUES (7, 'seven', NULL), (8, '8.5', NULL)")
+        pipeline.wait(
+            on_both(pg_dsn, mariadb_dsn, name, {1, 4, 5, 6, 8}), "the rows that fit on both targets"
+        )
         pipeline.wait(
             lambda: (
-                len(pipeline.dead_letters("pg_target")) == len(pipeline.dead_letters("mariadb_target")) == 2
+                len(pipeline.dead_letters("pg_target")) == len(pipeline.dead_letters("mariadb_target")) == 3
             ),
             "the refused rows in the dead-letter files",
         )
@@ -612,8 +617,9 @@ def test_schema_changes_other_than_add_column_are_reported(
         ("mariadb_target", "DATETIME(6)"),
     ):
         refused = pipeline.dead_letters(sink)
-        assert [r["envelope"]["after"]["id"] for r in refused] == [2, 3]
-        (amount, at) = refused
+        assert [r["envelope"]["after"]["id"] for r in refused] == [2, 3, 7]
+        (amount, at, text) = refused
+        assert "'amount'" in text["reason"] and "'seven' is not a decimal" in text["reason"], text
         assert "'amount'" in amount["reason"] and "1.123456 does not fit numeric(10,2)" in amount["reason"]
         assert "ALTER TABLE" in amount["hint"] and "NUMERIC(20, 6)" in amount["hint"], amount
         assert "'at'" in at["reason"] and "more than 3 fractional-second digits" in at["reason"]
@@ -624,8 +630,14 @@ def test_schema_changes_other_than_add_column_are_reported(
     # the dropped column is kept on the targets (they are the user's), reported once per target
     assert "gone" in pg_plain_state(pg_dsn, name)[5] and "gone" in my_target_state(mariadb_dsn, name)[5]
     assert pg_plain_state(pg_dsn, name)[5]["gone"] is None
-    assert log.count("the source does not send these target columns") == 4, log[-4000:]
-    assert log.count("columns=['gone']") == 2 and log.count("columns=['at', 'gone']") == 2, log[-4000:]
+    assert log.count("the source does not send these target columns") == 6, log[-4000:]
+    assert log.count("mismatch='is decimal, and the source now sends text (TEXT)'") == 2, log[-4000:]
+    assert (
+        pg_plain_state(pg_dsn, name)[8]["amount"]
+        == my_target_state(mariadb_dsn, name)[8]["amount"]
+        == Decimal("8.5")
+    )
+    assert log.count("columns=['gone']") == 2 and log.count("columns=['at', 'gone']") == 4, log[-4000:]
     for row in (pg_plain_state(pg_dsn, name)[6], my_target_state(mariadb_dsn, name)[6]):
         assert row["at"] is None and row["at2"] == dt.datetime(2024, 1, 2, 3, 4, 5, 123456)  # added, typed
 
