@@ -215,7 +215,9 @@ class SqlSink(Sink):
         table = binder.table.fullname
         for name, why in binder.misfits.items():
             log.warning(
-                "target column does not match the source's: values it would change are refused",
+                "target column does not match the source's: values it would change are refused"
+                if binder.refuses(name)
+                else "target column's type differs from the source's: values are written as it takes them",
                 sink=self.name,
                 table=table,
                 column=name,

@@ -272,6 +272,12 @@ class Binder:
         self.table = table
         self.dialect = dialect
         self._decoders = {name: decoder(col) for name, col in columns.items()}
+        for name, column in columns.items():
+            target = table.c[name].type if name in table.c else None
+            if isinstance(target, sa.Integer) and column.unit is not None and column.type.startswith("int"):
+                # An integer column for a temporal one (made by hand, or by an older auto_create):
+                # it gets the envelope's integer (days, ms or µs, as the schema's unit says), as before.
+                self._decoders[name] = None
         self.misfits: dict[str, str] = {}
         self._guards: dict[str, sql_fit.Guard] = {}
         for name, column in columns.items():
@@ -281,6 +287,10 @@ class Binder:
                 if found[1] is not None:
                     self._guards[name] = found[1]
         self.fixes: dict[str, str] = {}
+
+    def refuses(self, name: str) -> bool:
+        """Whether values of misfit column `name` are checked (else the mismatch is only reported)."""
+        return name in self._guards
 
     def value(self, name: str, value: Any) -> Any:
         if value is None:
