@@ -70,6 +70,9 @@ class Column:
     key: bool = False
     element: Column | None = None  # arrays: the element's description
     enum_values: tuple[str, ...] = ()  # ENUM / SET members in definition order
+    # The catalog default in the value encoding (as Debezium's schema `default`); None: no default
+    # (or one that is not a constant). Must be hashable (str, int, float, bool).
+    default: Any = None
 
     @property
     def unit(self) -> str | None:
@@ -130,4 +133,6 @@ def _column_dict(column: Column) -> dict[str, Any]:
         out["element"] = _column_dict(column.element)
     if column.enum_values:
         out["enum_values"] = list(column.enum_values)
+    if column.default is not None:
+        out["default"] = column.default
     return out

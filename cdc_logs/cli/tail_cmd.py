@@ -1,22 +1,37 @@
 """`cdc-logs tail --source ...`: print a source's changes, nothing persisted, nothing left behind.
 
-With `--format json`, stdout carries exactly one envelope per line; logs go to stderr.
+With `--format json`, stdout carries exactly one envelope per line; logs go to stderr. `--schemas`
+makes each line Kafka Connect's JsonConverter form of the value, `{"schema": ..., "payload": <the
+envelope>}`, the schema built from the source's catalog (cdc_logs.connect_schema, docs/schemas.md).
 """
 
 from __future__ import annotations
 
 import signal
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
 import typer
 
+from cdc_logs import connect_schema
 from cdc_logs.build import tail_pipeline
 from cdc_logs.cli.progress import show_snapshot_progress
 from cdc_logs.cli.source_flags import PG_ALIASES, SOURCES, source_config
+from cdc_logs.envelope import ChangeEvent
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.readers.sqlite.config import SqliteSourceConfig
 from cdc_logs.sinks.stdout import StdoutSink
+
+
+class SchemaStdoutSink(StdoutSink):
+    """`--format json --schemas`: one `{"schema", "payload"}` value record per line."""
+
+    def write(self, batch: Sequence[ChangeEvent]) -> None:
+        stream = self._stream
+        assert stream is not None, "open() first"
+        stream.write(b"".join(connect_schema.envelope_record(event) + b"\n" for event in batch))
+        stream.flush()
 
 
 def tail(
@@ -31,6 +46,12 @@ def tail(
     table: list[str] = typer.Option([], "--table", "-t", help="Table to capture; repeat for several."),
     limit: int | None = typer.Option(None, "--limit", "-n", min=1, help="Exit 0 after N events."),
     format: str = typer.Option("pretty", "--format", "-f", help="json (one envelope per line) | pretty."),
+    schemas: bool = typer.Option(
+        False,
+        "--schemas",
+        help='json: print each envelope as {"schema": ..., "payload": ...}, Kafka Connect\'s JsonConverter '
+        "form with the schema Debezium would write.",
+    ),
     snapshot: bool = typer.Option(False, "--snapshot/--no-snapshot", help="Emit existing rows (op r) first."),
     cleanup: bool = typer.Option(False, "--cleanup", help="sqlite: remove the capture triggers on exit."),
     mode: str = typer.Option(
@@ -88,6 +109,8 @@ def tail(
         raise CdcError(
             ErrorKind.USAGE, f"--format must be json or pretty, got {format!r}", "use --format json"
         )
+    if schemas and format != "json":
+        raise CdcError(ErrorKind.USAGE, "--schemas needs --format json", "add --format json")
     if source in PG_ALIASES:
         source = "pg"
     if source not in SOURCES:
@@ -110,7 +133,7 @@ def tail(
         publication,
         debezium=(bootstrap, topic_prefix, group_id, from_beginning),
     )
-    sink = StdoutSink(format)
+    sink = SchemaStdoutSink(format) if schemas else StdoutSink(format)
     pipeline = tail_pipeline(
         cfg, sink, limit=limit, dead_letter_dir=str(dead_letter_dir) if dead_letter_dir else None
     )

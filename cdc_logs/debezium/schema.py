@@ -5,7 +5,9 @@ With `value.converter.schemas.enable=true` (Kafka Connect's default) each record
 `{"schema": {...}, "payload": {...}}`; the envelope struct's `after`/`before` field is the row's
 struct, one field per column: `type` (Connect type), `name` (the semantic, e.g.
 `io.debezium.time.MicroTimestamp`), `optional`, and `parameters` (a decimal's `scale` and
-`connect.decimal.precision`; with `column.propagate.source.type`, the source type, length and scale).
+`connect.decimal.precision`; `allowed` of an enum, `length` of bits; with
+`column.propagate.source.type`, the source type, length and scale) and `default`, so that writing
+the events again with `schemas: true` (cdc_logs.connect_schema) gives Debezium's block back.
 The key schema names the key columns. Without schemas, events have no schema and sinks fall back on
 the target's column types (docs/debezium.md).
 
@@ -37,11 +39,17 @@ def column(field: dict[str, Any], *, key: bool = False) -> Column:
     kind = str(field.get("type", "string"))
     name = str(field.get("field", ""))
     source = str(params.get("__debezium.source.column.type", ""))
-    length = _int(params.get("connect.decimal.precision") or params.get("__debezium.source.column.length"))
+    length = _int(
+        params.get("connect.decimal.precision")
+        or params.get("__debezium.source.column.length")
+        or params.get("length")  # io.debezium.data.Bits
+    )
     scale = _int(params.get("scale") or params.get("__debezium.source.column.scale"))
     element = None
     if kind == "array" and isinstance(field.get("items"), dict):
         element = column({**field["items"], "field": name})
+    allowed = params.get("allowed")  # io.debezium.data.Enum / EnumSet members
+    default = field.get("default")
     return Column(
         name,
         kind,
@@ -52,6 +60,8 @@ def column(field: dict[str, Any], *, key: bool = False) -> Column:
         optional=bool(field.get("optional", True)),
         key=key,
         element=element,
+        enum_values=tuple(str(allowed).split(",")) if allowed else (),
+        default=default if isinstance(default, str | int | float | bool) else None,
     )
 
 

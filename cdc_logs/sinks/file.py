@@ -4,7 +4,8 @@ The active file is `path`; when it would grow past `max_bytes` it is renamed to 
 monotonically increasing segment number, so `ls` orders segments by age) and a new one is started.
 Each line is one Debezium JSON envelope; a line torn by a crash is cut off on the next open.
 A replayed batch (after a crash) is appended again: readers of the files dedup by the envelope's
-source position if they need exactly-once.
+source position if they need exactly-once. With `schemas: true` each line is the JsonConverter form
+`{"schema": ..., "payload": <envelope>}` (cdc_logs.connect_schema, docs/schemas.md).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import IO, Literal
 
 from pydantic import ConfigDict, Field
 
-from cdc_logs import registry
+from cdc_logs import connect_schema, registry
 from cdc_logs.configmodel import SinkConfigBase
 from cdc_logs.envelope import ChangeEvent
 from cdc_logs.errors import CdcError, ErrorKind
@@ -33,9 +34,11 @@ class FileSink(Sink):
         max_bytes: int = 256 * 1024 * 1024,
         max_files: int | None = None,
         fsync: bool = True,
+        schemas: bool = False,
         name: str = "file",
     ) -> None:
         self.path = Path(path)
+        self.schemas = schemas
         self.max_bytes = max_bytes
         self.max_files = max_files
         self.fsync = fsync
@@ -86,7 +89,10 @@ class FileSink(Sink):
     def write(self, batch: Sequence[ChangeEvent]) -> None:
         if self._fh is None:
             self.open()
-        data = b"".join(event.to_json() + b"\n" for event in batch)
+        if self.schemas:
+            data = b"".join(connect_schema.envelope_record(event) + b"\n" for event in batch)
+        else:
+            data = b"".join(event.to_json() + b"\n" for event in batch)
         if self._size and self._size + len(data) > self.max_bytes:
             self._rotate()
         fh = self._fh
@@ -178,9 +184,23 @@ class FileSinkConfig(SinkConfigBase):
         description="fsync each batch (and the directory at rotation) before the write returns; false "
         "trades durability on a machine crash for speed.",
     )
+    schemas: bool = Field(
+        False,
+        description="Each line as Kafka Connect's JsonConverter form "
+        '{"schema": ..., "payload": <envelope>}, the schema built from the catalog of the source '
+        "(docs/schemas.md); needs events with a table schema.",
+        examples=[True],
+    )
 
 
 @registry.sink(FileSinkConfig, capabilities={"log", "ordered"})
 def build(cfg: FileSinkConfig, ctx: registry.BuildContext) -> FileSink:
     name = cfg.name or cfg.type
-    return FileSink(cfg.path, max_bytes=cfg.max_bytes, max_files=cfg.max_files, fsync=cfg.fsync, name=name)
+    return FileSink(
+        cfg.path,
+        max_bytes=cfg.max_bytes,
+        max_files=cfg.max_files,
+        fsync=cfg.fsync,
+        schemas=cfg.schemas,
+        name=name,
+    )

@@ -7,6 +7,12 @@ position (`position`: the encoded offset; `lsn` / `gtid` / `scn` ... when the so
 consumer can route or deduplicate without parsing the value. After a delete a tombstone (same key,
 null value) follows by default, as Debezium does, so log compaction can drop the key.
 
+With `schemas: true` key and value are written in Kafka Connect's JsonConverter form
+(`schemas.enable=true`, Debezium's default): `{"schema": ..., "payload": ...}`, the schema built from
+the event's table schema by cdc_logs.connect_schema (names `<prefix>.<schema>.<table>.Key` /
+`.Envelope` as Debezium's). Tombstones stay null; a null key stays null. An event without a table
+schema (a `debezium` source reading topics written without schemas) stops the pipeline with the fix.
+
 Delivery: `write` produces the whole batch, then flushes once and waits for every delivery report;
 with `acks=all` a report means every in-sync replica has the record. Any failed report fails the
 batch: retriable librdkafka errors as SINK_TRANSIENT (the pipeline re-writes the batch), refused
@@ -27,7 +33,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from cdc_logs import registry
+from cdc_logs import connect_schema, registry
 from cdc_logs.configmodel import TOPIC_TEMPLATE, SinkConfigBase, secret
 from cdc_logs.envelope import ChangeEvent, Op, dumps
 from cdc_logs.errors import CdcError, ErrorKind
@@ -102,9 +108,16 @@ class KafkaSink(Sink):
         open_timeout_s: float = 10.0,
         config: Mapping[str, Any] | None = None,
         encoder: Encoder | None = None,
+        schemas: bool = False,
         name: str = "kafka",
     ) -> None:
         check_template(topic or topic_template, "topic")
+        if schemas and encoder is not None:
+            raise CdcError(
+                ErrorKind.CONFIG,
+                "schemas: true is the JSON converter's form; Avro records always carry their schema",
+                "drop schemas, or use format: json",
+            )
         bad = {k for k in config or {} if k in _PINNED and str((config or {})[k]).lower() != _PINNED[k]}
         if bad:
             raise CdcError(
@@ -121,6 +134,7 @@ class KafkaSink(Sink):
         self.headers = headers
         self.delivery_timeout_ms = delivery_timeout_ms
         self.encoder = encoder
+        self.schemas = schemas
         self.open_timeout_s = open_timeout_s
         self.name = name
         self._conf: dict[str, Any] = {
@@ -169,6 +183,8 @@ class KafkaSink(Sink):
 
     def key_for(self, event: ChangeEvent) -> bytes | None:
         if self.key_field is None:
+            if self.schemas:
+                return connect_schema.key_record(event, self.prefix, event.key)
             return event.key_json()
         row = event.row or {}
         if self.key_field not in row:
@@ -177,7 +193,15 @@ class KafkaSink(Sink):
                 f"{source_label(event)}: the row has no column {self.key_field!r} for the Kafka key",
                 "set destination.key_field to a column every row carries, or drop it to key by primary key",
             )
-        return dumps({self.key_field: row[self.key_field]})
+        key = {self.key_field: row[self.key_field]}
+        if self.schemas:
+            return connect_schema.key_record(event, self.prefix, key, (self.key_field,))
+        return dumps(key)
+
+    def value_for(self, event: ChangeEvent) -> bytes:
+        if self.schemas:
+            return connect_schema.envelope_record(event, self.prefix)
+        return event.to_json()
 
     def write(self, batch: Sequence[ChangeEvent]) -> None:
         if not batch:
@@ -192,7 +216,7 @@ class KafkaSink(Sink):
             if self.encoder is not None:
                 key, value = self.encoder(event, topic, key)
             else:
-                value = event.to_json()
+                value = self.value_for(event)
             headers = position_headers(event) if self.headers else None
             self._produce(topic, key, value, headers, reports)
             sent += 1
@@ -345,9 +369,18 @@ class KafkaSinkConfig(SinkConfigBase):
     message_format: Literal["json", "avro"] | None = Field(
         None,
         alias="format",
-        description="json: the envelope as JSON (Debezium's JsonConverter, schemas off); avro: Confluent "
-        "wire format through the schema registry. Default: avro when schema_registry_url is set, else json.",
+        description="json: the envelope as JSON (Debezium's JsonConverter; schemas off unless `schemas`); "
+        "avro: Confluent wire format through the schema registry. Default: avro when "
+        "schema_registry_url is set, else json.",
         examples=["avro"],
+    )
+    schemas: bool = Field(
+        False,
+        description="Write key and value in Kafka Connect's JsonConverter form with schemas "
+        '(`{"schema": ..., "payload": ...}`, Debezium\'s default `schemas.enable=true`), the schema '
+        "built from the source's catalog (docs/schemas.md). Needs events with a table schema (every "
+        "native reader; a `debezium` source only from topics written with schemas). JSON format only.",
+        examples=[True],
     )
     schema_registry_url: str | None = Field(
         None,
@@ -384,6 +417,11 @@ class KafkaSinkConfig(SinkConfigBase):
     def _avro_needs_registry(self) -> KafkaSinkConfig:
         if self.message_format == "avro" and not self.schema_registry_url:
             raise ValueError("format avro needs schema_registry_url")
+        if self.schemas and self.avro:
+            raise ValueError(
+                "schemas: true is the JSON converter's form (Avro records carry their schema already); "
+                "drop schemas or use format: json"
+            )
         return self
 
     @property
@@ -434,5 +472,6 @@ def build(cfg: KafkaSinkConfig, ctx: registry.BuildContext) -> KafkaSink:
         linger_ms=cfg.linger_ms,
         config=cfg.librdkafka(),
         encoder=encoder,
+        schemas=cfg.schemas,
         name=cfg.name or cfg.type,
     )

@@ -75,3 +75,23 @@ def test_a_torn_last_line_is_cut_on_open(tmp_path: Path) -> None:
     sink.write([make_event(3)])
     sink.close()
     assert [orjson.loads(line)["source"]["seq"] for line in path.read_bytes().splitlines()] == [1, 2, 3]
+
+
+def test_schemas_writes_the_jsonconverter_form(tmp_path: Path) -> None:
+    from cdc_logs.schema import Column, TableSchema
+
+    event = make_event(1)
+    columns = (Column("id", "int64", optional=False, key=True), Column("v", "int64"))
+    event.schema = TableSchema("db", "main", "t", columns)
+    sink = FileSink(tmp_path / "s.jsonl", schemas=True)
+    sink.open()
+    sink.write([event])
+    with pytest.raises(CdcError, match="no table schema"):
+        sink.write([make_event(2)])  # an event nothing describes is refused, not written half-described
+    sink.close()
+    (line,) = sink.path.read_bytes().splitlines()
+    record = orjson.loads(line)
+    assert record["payload"] == orjson.loads(event.to_json())
+    assert record["schema"]["name"] == "p.main.t.Envelope"
+    after = {f["field"]: f for f in record["schema"]["fields"]}["after"]
+    assert [f["field"] for f in after["fields"]] == ["id", "v"]

@@ -225,3 +225,70 @@ def test_avro_records_in_the_confluent_wire_format(
         update["op"] == "u" and update["before"] == {"id": 1, "v": 1} and update["after"] == {"id": 1, "v": 2}
     )
     assert update["source"]["seq"] == 2
+
+
+# -- schemas: true (Kafka Connect JsonConverter form) ----------------------------------------------
+def _typed(event: Any) -> Any:
+    """make_event's event with a table schema, as native readers attach one."""
+    from cdc_logs.schema import Column, TableSchema
+
+    event.schema = TableSchema(
+        "db",
+        "main",
+        event.source.table,
+        (
+            Column("id", "int64", None, "INTEGER", optional=False, key=True),
+            Column("v", "int64", None, "INTEGER"),
+        ),
+    )
+    return event
+
+
+def test_schemas_true_writes_the_jsonconverter_form(kafka_bootstrap: str, topic: str) -> None:
+    sink = KafkaSink(kafka_bootstrap, topic=topic, prefix="shop", schemas=True)
+    sink.open()
+    sink.write([_typed(make_event(1, op="c", key=7)), _typed(make_event(2, op="d", key=7))])
+    sink.close()
+    create, delete, tombstone = consume_all(kafka_bootstrap, topic)
+    key = json.loads(create.key())
+    assert key["payload"] == {"id": 7}
+    assert key["schema"] == {
+        "type": "struct",
+        "fields": [{"type": "int64", "optional": False, "field": "id"}],
+        "optional": False,
+        "name": "shop.main.t.Key",
+    }
+    value = json.loads(create.value())
+    assert set(value) == {"schema", "payload"}
+    assert value["payload"]["after"] == {"id": 7, "v": 1} and value["payload"]["op"] == "c"
+    schema = value["schema"]
+    assert schema["name"] == "shop.main.t.Envelope" and schema["version"] == 2
+    fields = {f["field"]: f for f in schema["fields"]}
+    assert [f["field"] for f in fields["after"]["fields"]] == ["id", "v"]
+    assert fields["after"]["name"] == "shop.main.t.Value"
+    assert set(value["payload"]) <= set(fields)
+    assert set(value["payload"]["source"]) <= {f["field"] for f in fields["source"]["fields"]}
+    assert json.loads(delete.value())["payload"]["before"] == {"id": 7, "v": 1}
+    # the tombstone keeps the key in its JsonConverter form and a null value
+    assert json.loads(tombstone.key()) == key and tombstone.value() is None
+
+
+def test_schemas_true_with_key_field(kafka_bootstrap: str, topic: str) -> None:
+    sink = KafkaSink(kafka_bootstrap, topic=topic, prefix="shop", key_field="v", schemas=True)
+    sink.open()
+    sink.write([_typed(make_event(3, op="c", key=1))])
+    sink.close()
+    (record,) = consume_all(kafka_bootstrap, topic)
+    key = json.loads(record.key())
+    assert key["payload"] == {"v": 3}
+    assert key["schema"]["fields"] == [{"type": "int64", "optional": True, "field": "v"}]
+
+
+def test_schemas_true_refuses_an_event_without_a_table_schema(kafka_bootstrap: str, topic: str) -> None:
+    sink = KafkaSink(kafka_bootstrap, topic=topic, schemas=True)
+    sink.open()
+    with pytest.raises(CdcError) as err:
+        sink.write([make_event(1)])
+    sink.close()
+    assert err.value.kind is ErrorKind.CONFIG and "schemas: false" in (err.value.hint or "")
+    assert consume_all(kafka_bootstrap, topic) == [], "nothing half-described was written"

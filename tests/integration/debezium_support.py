@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import psycopg
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
 from cdc_logs.debezium.connect import ConnectClient, ConnectError
@@ -149,3 +149,49 @@ def wait_running(connect_url: str, name: str, timeout: float = 90) -> dict[str, 
         result = wait(client, [name], timeout_s=timeout, settle_s=1)
         assert result.ok, f"connector {name} did not start: {result.failures}"
         return client.status(name)
+
+
+JSON_CONVERTER = "org.apache.kafka.connect.json.JsonConverter"
+FILE_SINK = "org.apache.kafka.connect.file.FileStreamSinkConnector"
+UNWRAP = "io.debezium.transforms.ExtractNewRecordState"
+
+
+def filestream_sink_config(topic: str, path: str, **overrides: str) -> dict[str, str]:
+    """Kafka's FileStreamSink reading `topic` with the JsonConverter (schemas.enable=true for key and
+    value) and Debezium's ExtractNewRecordState: one line per record, the flattened row's Struct
+    toString(), deletes kept as the `before` row plus `__deleted=true` (rewrite mode drops tombstones),
+    `__op` added. `path` is opened by the Connect worker, so it must be on the worker's filesystem."""
+    return {
+        "connector.class": FILE_SINK,
+        "tasks.max": "1",
+        "topics": topic,
+        "file": path,
+        "key.converter": JSON_CONVERTER,
+        "key.converter.schemas.enable": "true",
+        "value.converter": JSON_CONVERTER,
+        "value.converter.schemas.enable": "true",
+        "transforms": "unwrap",
+        "transforms.unwrap.type": UNWRAP,
+        "transforms.unwrap.delete.tombstone.handling.mode": "rewrite",
+        "transforms.unwrap.add.fields": "op",
+        **overrides,
+    }
+
+
+def delete_consumer_groups(kafka_bootstrap: str, groups: list[str]) -> None:
+    """Delete consumer groups (a sink connector's is `connect-<name>`), ignoring ones already gone. A
+    group whose members are still leaving (the connector was just deleted) is tried again for a while."""
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    remaining = list(groups)
+    deadline = time.monotonic() + 20
+    while remaining and time.monotonic() < deadline:
+        busy = []
+        for group, future in admin.delete_consumer_groups(remaining, request_timeout=15).items():
+            try:
+                future.result(20)
+            except KafkaException as exc:
+                if exc.args[0].code() == KafkaError.NON_EMPTY_GROUP:
+                    busy.append(group)
+        remaining = busy
+        if remaining:
+            time.sleep(1)

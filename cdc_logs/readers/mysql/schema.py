@@ -16,6 +16,7 @@ ENUM/SET members, key flags) for streamed rows, and information_schema.COLUMNS f
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import zlib
 from collections.abc import Iterable, Sequence
@@ -151,8 +152,17 @@ SNAPSHOT_COLUMNS_QUERY = (
 
 
 def binlog_schema(columns: Iterable[Any], db: str, table: str, flavor: str) -> TableSchema:
-    """From python-mysql-replication's column objects of one TABLE_MAP event."""
-    return _schema(db, table, [_binlog_column(c, flavor) for c in columns])
+    """From python-mysql-replication's column objects of one TABLE_MAP event. NOT NULL comes from the
+    event's NULL bitmap (binlog_values sets `column.nullable`), as Debezium marks such columns
+    `optional: false`."""
+    described = []
+    for c in columns:
+        column = _binlog_column(c, flavor)
+        nullable = getattr(c, "nullable", None)
+        if nullable is not None and column.optional != bool(nullable):
+            column = dataclasses.replace(column, optional=bool(nullable))
+        described.append(column)
+    return _schema(db, table, described)
 
 
 def _binlog_column(column: Any, flavor: str) -> Column:
@@ -191,7 +201,8 @@ def _binlog_column(column: Any, flavor: str) -> Column:
     if t == FIELD_TYPE.BIT:
         return by_data_type(name, "bit", length=int(column.bits), key=key)
     if t == FIELD_TYPE.ENUM or getattr(column, "enum_values", None):
-        quoted = ",".join("'" + v.replace("'", "''") + "'" for v in column.enum_values or ())
+        # python-mysql-replication puts "" first: the value of index 0 (an invalid value), no member
+        quoted = ",".join("'" + v.replace("'", "''") + "'" for v in (column.enum_values or [""])[1:])
         return by_data_type(name, "enum", f"enum({quoted})", key=key)
     if t == FIELD_TYPE.SET or getattr(column, "set_values", None):
         quoted = ",".join("'" + v.replace("'", "''") + "'" for v in column.set_values or ())
@@ -209,5 +220,7 @@ def _binlog_column(column: Any, flavor: str) -> Column:
 
 
 def _schema(db: str, table: str, columns: list[Column]) -> TableSchema:
-    shape = repr([(c.name, c.type, c.semantic, c.source_type, c.length, c.scale, c.key) for c in columns])
+    shape = repr(
+        [(c.name, c.type, c.semantic, c.source_type, c.length, c.scale, c.key, c.optional) for c in columns]
+    )
     return TableSchema(db, None, table, tuple(columns), version=zlib.crc32(shape.encode()))

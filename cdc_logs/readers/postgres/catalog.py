@@ -17,8 +17,10 @@ import psycopg
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.readers.postgres.connection import map_error
 from cdc_logs.readers.postgres.pgoutput import Relation, RelationColumn
+from cdc_logs.readers.postgres.schema import ColumnFacts
 from cdc_logs.readers.postgres.types import PG_TYPE_QUERY, TypeRegistry
 
+_NO_FACTS = ColumnFacts()
 IDENTITY_NAMES = {"d": "DEFAULT", "f": "FULL", "i": "USING INDEX", "n": "NOTHING"}
 
 
@@ -28,6 +30,7 @@ class Column:
     type_oid: int
     typmod: int
     type_sql: str  # format_type(): used to cast key values back in keyset queries
+    facts: ColumnFacts = _NO_FACTS  # NOT NULL, default, enum labels: for the table schema
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +56,9 @@ class TableInfo:
         )
         return Relation(None, self.oid, self.schema, self.name, self.replica_identity, cols)
 
+    def facts(self) -> dict[str, ColumnFacts]:
+        return {c.name: c.facts for c in self.columns}
+
     def identity_problem(self) -> str | None:
         """Why UPDATE/DELETE on this table would fail or lose the old row once it is published."""
         if self.replica_identity == "n":
@@ -76,12 +82,27 @@ FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.oid = %s
 """
 
-_COLUMNS_QUERY = """
-SELECT attname, atttypid, atttypmod, format_type(atttypid, atttypmod)
-FROM pg_attribute
-WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped AND attgenerated = ''
-ORDER BY attnum
+# What pgoutput's Relation message does not say and Debezium's schema does: NOT NULL, the default
+# expression, an enum's labels (in sort order).
+_FACTS = """a.attnotnull, pg_get_expr(d.adbin, d.adrelid),
+  (SELECT array_agg(e.enumlabel ORDER BY e.enumsortorder) FROM pg_enum e WHERE e.enumtypid = a.atttypid)"""
+
+_COLUMNS_QUERY = f"""
+SELECT a.attname, a.atttypid, a.atttypmod, format_type(a.atttypid, a.atttypmod), {_FACTS}
+FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+ORDER BY a.attnum
 """
+
+_FACTS_QUERY = f"""
+SELECT a.attname, {_FACTS}
+FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
+"""
+
+
+def _facts(not_null: Any, default: Any, labels: Any) -> ColumnFacts:
+    return ColumnFacts(bool(not_null), None if default is None else str(default), tuple(labels or ()))
 
 
 def _rows(conn: psycopg.Connection[Any], query: str, params: Any, doing: str) -> list[tuple[Any, ...]]:
@@ -116,7 +137,7 @@ def table_info(conn: psycopg.Connection[Any], oid: int) -> TableInfo:
             "capture the underlying tables instead",
         )
     columns = tuple(
-        Column(str(r[0]), int(r[1]), int(r[2]), str(r[3]))
+        Column(str(r[0]), int(r[1]), int(r[2]), str(r[3]), _facts(r[4], r[5], r[6]))
         for r in _rows(conn, _COLUMNS_QUERY, (oid,), f"reading the columns of {schema}.{name}")
     )
     identity = tuple(pk) if ident == "d" else tuple(ident_cols)
@@ -159,6 +180,12 @@ def primary_key(conn: psycopg.Connection[Any], oid: int) -> tuple[str, ...]:
         f"reading the primary key of table {oid}",
     )
     return tuple(str(r[0]) for r in rows)
+
+
+def column_facts(conn: psycopg.Connection[Any], oid: int) -> dict[str, ColumnFacts]:
+    """NOT NULL, default and enum labels of each column of a table (once per Relation message)."""
+    rows = _rows(conn, _FACTS_QUERY, (oid,), f"reading the column facts of table {oid}")
+    return {str(r[0]): _facts(r[1], r[2], r[3]) for r in rows}
 
 
 def learn_types(conn: psycopg.Connection[Any], registry: TypeRegistry, relation: Relation) -> None:

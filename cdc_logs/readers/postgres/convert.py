@@ -38,7 +38,7 @@ from cdc_logs.readers.postgres.pgoutput import (
     Type,
     Update,
 )
-from cdc_logs.readers.postgres.schema import table_schema
+from cdc_logs.readers.postgres.schema import ColumnFacts, table_schema
 from cdc_logs.readers.postgres.types import RowConverter, TypeRegistry, split_unchanged
 from cdc_logs.readers.postgres.walproto import pg_to_unix_ms
 from cdc_logs.schema import TableSchema
@@ -46,6 +46,7 @@ from cdc_logs.schema import TableSchema
 CONNECTOR = "postgresql"
 KeyLookup = Callable[[Relation], tuple[str, ...]]
 TypeLearner = Callable[[Relation], None]
+FactsLookup = Callable[[Relation], dict[str, ColumnFacts]]  # catalog.column_facts
 
 
 @dataclass(slots=True)
@@ -55,6 +56,7 @@ class _Rel:
     identity: tuple[str, ...]  # replica identity columns as the Relation flags them
     converter: RowConverter | None = None
     schema: TableSchema | None = None
+    facts: dict[str, ColumnFacts] | None = None
 
 
 @dataclass(slots=True)
@@ -85,6 +87,7 @@ class EventBuilder:
         binary: bool = False,
         key_lookup: KeyLookup | None = None,
         learn_types: TypeLearner | None = None,
+        facts_lookup: FactsLookup | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.db = db
@@ -92,6 +95,7 @@ class EventBuilder:
         self.binary = binary
         self._key_lookup = key_lookup
         self._learn_types = learn_types
+        self._facts_lookup = facts_lookup
         self._rels: dict[int, _Rel] = {}
         self.tx: TxState | None = None
 
@@ -105,7 +109,8 @@ class EventBuilder:
             self._learn_types(msg)
         identity = tuple(c.name for c in msg.columns if c.is_key)
         key = self._key_lookup(msg) if self._key_lookup is not None else identity
-        self._rels[msg.oid] = _Rel(msg, key, identity)
+        facts = self._facts_lookup(msg) if self._facts_lookup is not None else None
+        self._rels[msg.oid] = _Rel(msg, key, identity, facts=facts)
 
     def relation(self, oid: int) -> Relation:
         """The Relation message last seen for `oid`."""
@@ -124,7 +129,7 @@ class EventBuilder:
             )
         if rel.converter is None:
             rel.converter = self.registry.row_converter(rel.relation, binary=self.binary)
-            rel.schema = table_schema(self.registry, rel.relation, rel.key, self.db)
+            rel.schema = table_schema(self.registry, rel.relation, rel.key, self.db, rel.facts)
         return rel
 
     # -- transactions ------------------------------------------------------------------------------

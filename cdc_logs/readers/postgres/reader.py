@@ -51,6 +51,7 @@ from cdc_logs.readers.postgres.connection import (
 )
 from cdc_logs.readers.postgres.convert import EventBuilder
 from cdc_logs.readers.postgres.pgoutput import Relation
+from cdc_logs.readers.postgres.schema import ColumnFacts
 from cdc_logs.readers.postgres.snapshot import Snapshot
 from cdc_logs.readers.postgres.txbuffer import StreamBuffers
 from cdc_logs.readers.postgres.types import TypeRegistry
@@ -238,6 +239,11 @@ class PostgresReader(Reader):
                 assert self._meta is not None
                 catalog.learn_types(self._meta, registry, relation)
 
+        def facts(relation: Relation) -> dict[str, ColumnFacts]:
+            with self._meta_lock:
+                assert self._meta is not None
+                return catalog.column_facts(self._meta, relation.oid)
+
         return EventBuilder(
             pipeline=self.pipeline_name,
             db=self._dbname,
@@ -245,6 +251,7 @@ class PostgresReader(Reader):
             binary=self.binary,
             key_lookup=key_lookup,
             learn_types=learn,
+            facts_lookup=facts,
         )
 
     def _check_start(self, start: Position) -> None:

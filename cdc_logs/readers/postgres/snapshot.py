@@ -120,7 +120,7 @@ class Snapshot:
             registry: TypeRegistry = self.builder.registry
             conv = converters[table.oid] = registry.row_converter(table.relation(), binary=False)
             self._schemas[table.oid] = table_schema(
-                registry, conv.relation, table.primary_key, self.builder.db
+                registry, conv.relation, table.primary_key, self.builder.db, table.facts()
             )
         if final:
             position: Position = Lsn(self.server, self.lsn)
