@@ -159,7 +159,7 @@ MARIADB_TYPES = {
     "n20": "decimal(20,5)", "n": "longtext", "jb": "longtext json", "js": "longtext json", "u": "uuid",
     "b": "longblob", "d": "date", "tm": "time(6)", "tm3": "time(3)", "iv": "bigint(20)", "flag": "tinyint(1)",
     "txt": "longtext", "vc": "varchar(40)", "r": "double", "dbl": "double", "tags": "longtext json",
-    "mood": "longtext", "big": "longtext", "fine": "longtext", "added_n": "decimal(12,4)",
+    "mood": "enum('sad','happy')", "big": "longtext", "fine": "longtext", "added_n": "decimal(12,4)",
     "added_ts": "datetime(3)", "added_j": "longtext json",
 }  # fmt: skip
 
