@@ -1,7 +1,8 @@
 """Schema blocks: cdc-logs' Kafka sink (`schemas: true`) against the Debezium Postgres connector.
 
 One Postgres table with many types (composite primary key, NOT NULL, defaults, an enum, arrays) and
-one workload (insert, insert of defaults, update, delete) are captured twice: by the Debezium
+one workload (insert, insert of defaults, update, delete) are captured twice (the key has a
+serial column: Debezium writes its `default` 0 in the key schema too): by the Debezium
 Postgres connector on the stack's Connect worker (JsonConverter with schemas.enable=true for key and
 value, decimal.handling.mode=string, provide.transaction.metadata=true) and by the native reader,
 whose events the Kafka sink writes with `schemas: true` to a topic of its own. Both topics are read
@@ -47,7 +48,7 @@ from tests.integration.test_debezium_equivalence import Collector
 pytestmark = pytest.mark.integration
 
 COLUMNS = """
-  k1 int2, k2 bigint, i4 int4, n_ps numeric(10,2), n numeric, t text, vc varchar(20), ch char(3),
+  k1 int2, k2 bigserial, i4 int4, n_ps numeric(10,2), n numeric, t text, vc varchar(20), ch char(3),
   b bool, f4 float4, f8 float8, d date, tm time, tm3 time(3), ts timestamp, ts3 timestamp(3),
   tstz timestamptz, tz timetz, iv interval, u uuid, j json, jb jsonb, by bytea, e {enum}, arr int[],
   tarr text[], req text NOT NULL, di int DEFAULT 7, dneg int DEFAULT -3, dn numeric(6,2) DEFAULT 1.5,
@@ -249,6 +250,7 @@ def test_key_schemas_are_equal(pg_records: Any) -> None:
     for ours, theirs in _pairs(pg_records):
         mine, debeziums = json.loads(ours.key()), json.loads(theirs.key())
         assert mine["schema"] == debeziums["schema"]
+        assert mine["schema"]["fields"][1]["default"] == 0  # k2 bigserial: nextval(...) is 0
         assert mine["payload"] == debeziums["payload"]
 
 
