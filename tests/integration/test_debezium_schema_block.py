@@ -12,7 +12,10 @@ back and compared record by record:
   VALUE_DIFFERENCES (asserted to differ exactly so);
 - the envelope and `source` structs are equal except the fields Debezium writes and cdc-logs does not
   (ENVELOPE_ONLY_DEBEZIUM, SOURCE_ONLY_DEBEZIUM, asserted);
-- every record's payload conforms to its schema as Kafka's JsonConverter reads it (`conforms`).
+- every record's payload conforms to its schema as Kafka's JsonConverter reads it (`conforms`), and
+  Kafka's own JsonConverter reads every record: Kafka's FileStreamSink on the stack's Connect worker,
+  with `errors.tolerance=none`, consumes the topics (snapshot rows, unchanged TOAST and a
+  REPLICA IDENTITY DEFAULT delete included).
 
 The stack has no Debezium MariaDB connector (only the Postgres and MySQL connectors, and the MySQL
 one refuses MariaDB), so the MariaDB table is checked on its own: its schema block is well-formed,
@@ -23,10 +26,13 @@ differences asserted here.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -36,7 +42,7 @@ import pytest
 from cdc_logs import connect_schema
 from cdc_logs.build import build_reader
 from cdc_logs.configfile import parse_config
-from cdc_logs.debezium.connect import ConnectClient
+from cdc_logs.debezium.connect import ConnectClient, ConnectError
 from cdc_logs.debezium.schema import table_schema
 from cdc_logs.envelope import ChangeEvent
 from cdc_logs.readers.mysql import MysqlReader, parse_dsn
@@ -378,6 +384,97 @@ def test_snapshot_default_identity_and_toast_records_describe_their_payload(
     assert update["req"]["optional"] is False
     assert events[3].before == {"id": 2}
     assert delete["req"]["optional"] is True and delete["id"]["optional"] is False
+
+
+# -- Kafka Connect's own JsonConverter reads every record ------------------------------------------
+def connect_reads(connect_url: str, kafka_bootstrap: str, topic: str, count: int) -> list[str]:
+    """Kafka's FileStreamSink on the stack's Connect worker, with the JsonConverter (schemas enabled,
+    errors.tolerance none) for keys and values, reads `topic`: the lines it writes (one per record,
+    the converted value's Struct). A record the converter refuses fails the task: its trace fails
+    the test."""
+    name = f"{topic}-connect-reads"
+    path = Path(tempfile.gettempdir()) / f"{name}.txt"
+    config = {
+        "connector.class": "org.apache.kafka.connect.file.FileStreamSinkConnector",
+        "tasks.max": "1",
+        "topics": topic,
+        "file": str(path),
+        "key.converter": "org.apache.kafka.connect.json.JsonConverter",
+        "key.converter.schemas.enable": "true",
+        "value.converter": "org.apache.kafka.connect.json.JsonConverter",
+        "value.converter.schemas.enable": "true",
+        "errors.tolerance": "none",
+    }
+    with ConnectClient(connect_url) as client:
+        client.put_config(name, config)
+        try:
+            deadline = time.monotonic() + 90
+            lines: list[str] = []
+            while time.monotonic() < deadline:
+                try:
+                    tasks = client.status(name).get("tasks") or []
+                except ConnectError:  # 404 until the worker has started it
+                    tasks = []
+                failed = [t for t in tasks if t.get("state") == "FAILED"]
+                assert not failed, failed[0].get("trace", "")[:3000]
+                lines = path.read_text().splitlines() if path.exists() else []
+                if len(lines) >= count:
+                    return lines
+                time.sleep(1)
+            raise AssertionError(f"FileStreamSink wrote {len(lines)} of {count} lines")
+        finally:
+            with contextlib.suppress(Exception):
+                client.delete(name)
+            path.unlink(missing_ok=True)
+            _drop_group(kafka_bootstrap, f"connect-{name}")
+
+
+def _drop_group(kafka_bootstrap: str, group: str) -> None:
+    """The sink connector's consumer group (gone once its members have left)."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            admin.delete_consumer_groups([group])[group].result(10)
+            return
+        except Exception as exc:  # non-empty for a moment after the connector is deleted
+            if "GROUP_ID_NOT_FOUND" in str(exc):
+                return
+            time.sleep(1)
+
+
+def test_kafka_connects_jsonconverter_reads_the_typed_table(
+    pg_records: Any, connect_url: str, kafka_bootstrap: str
+) -> None:
+    native, _ = pg_records
+    topic = native[0].topic()
+    lines = connect_reads(connect_url, kafka_bootstrap, topic, RECORDS)
+    assert len(lines) == RECORDS and lines[-1] == "null"  # the tombstone
+    assert lines[0].startswith("Struct{after=Struct{k1=1,k2=2,i4=3,n_ps=1.50,")
+
+
+def test_kafka_connects_jsonconverter_reads_snapshot_toast_and_default_identity_records(
+    default_identity_events: list[ChangeEvent], kafka_bootstrap: str, connect_url: str
+) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    topic = "dbzsc_" + uuid.uuid4().hex[:10]
+    sink = KafkaSink(kafka_bootstrap, topic=topic, prefix="sb", schemas=True)
+    sink.open()
+    try:
+        sink.write(default_identity_events)
+        sink.close()
+        lines = connect_reads(connect_url, kafka_bootstrap, topic, len(default_identity_events) + 1)
+        assert [line.split(",op=")[1][0] for line in lines[:-1]] == ["r", "c", "u", "d"]
+        assert "before=Struct{id=2}" in lines[3]  # the default-identity delete: only the key
+        assert lines[-1] == "null"
+    finally:
+        sink.close()
+        admin = AdminClient({"bootstrap.servers": kafka_bootstrap})  # kept: its futures need it alive
+        for future in admin.delete_topics([topic]).values():
+            future.result(15)
 
 
 # -- MariaDB: no Debezium connector to compare with; the block must describe the payload ----------
