@@ -25,7 +25,6 @@ differences asserted here.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import tempfile
@@ -50,6 +49,7 @@ from cdc_logs.sinks.kafka import KafkaSink
 from tests.contract.test_kafka_sink import consume_all
 from tests.integration.debezium_support import cleanup, pg_connector_config, slot_exists, wait_running
 from tests.integration.test_debezium_equivalence import Collector
+from tests.jsonconverter import conforms, conforms_record
 
 pytestmark = pytest.mark.integration
 
@@ -81,52 +81,6 @@ VALUE_DIFFERENCES = {
 ENVELOPE_ONLY_DEBEZIUM = ["ts_us", "ts_ns"]
 SOURCE_ONLY_DEBEZIUM = ["sequence", "ts_us", "ts_ns", "origin", "origin_lsn"]
 RECORDS = 5  # insert, insert of defaults, update, delete, tombstone
-
-
-# -- what Kafka's JsonConverter accepts ------------------------------------------------------------
-_INTS = {"int8", "int16", "int32", "int64"}
-
-
-def conforms(schema: dict[str, Any], value: Any, path: str = "$") -> None:
-    """Raise AssertionError unless JsonConverter.toConnectData would read `value` with `schema`
-    (stricter: a struct's payload may not carry a field its schema does not list)."""
-    if value is None:
-        assert schema.get("optional") or "default" in schema, f"{path}: null for a required field"
-        return
-    kind = schema["type"]
-    if kind in _INTS:
-        assert isinstance(value, int) and not isinstance(value, bool), f"{path}: {value!r} is not {kind}"
-    elif kind in ("float", "double"):
-        assert isinstance(value, int | float) and not isinstance(value, bool), f"{path}: {value!r} not {kind}"
-    elif kind == "boolean":
-        assert isinstance(value, bool), f"{path}: {value!r} is not boolean"
-    elif kind == "string":
-        assert isinstance(value, str), f"{path}: {value!r} is not a string"
-    elif kind == "bytes":
-        assert isinstance(value, str), f"{path}: {value!r} is not base64"
-        base64.b64decode(value, validate=True)
-    elif kind == "array":
-        assert isinstance(value, list), f"{path}: {value!r} is not an array"
-        for i, item in enumerate(value):
-            conforms(schema["items"], item, f"{path}[{i}]")
-    elif kind == "struct":
-        assert isinstance(value, dict), f"{path}: {value!r} is not a struct"
-        fields = {f["field"]: f for f in schema["fields"]}
-        assert set(value) <= set(fields), f"{path}: fields {set(value) - set(fields)} not in the schema"
-        for name, field in fields.items():
-            conforms(field, value.get(name), f"{path}.{name}")
-    else:
-        raise AssertionError(f"{path}: unexpected type {kind}")
-
-
-def conforms_record(raw: bytes | None) -> Any:
-    """A key or value record in the JsonConverter form, checked; its parsed JSON (None for null)."""
-    if raw is None:
-        return None
-    record = json.loads(raw)
-    assert set(record) == {"schema", "payload"}
-    conforms(record["schema"], record["payload"])
-    return record
 
 
 def test_conforms_rejects_what_a_jsonconverter_rejects() -> None:
