@@ -9,10 +9,10 @@ are what it held past that commit), SQL apply applied each message once, both po
 the dead-letter file with their reason, topic, partition and offset, and the consumer group's offsets
 are at the end of the topic.
 
-A second test reads Avro from the same Kafka: records cdc-logs' own Avro Kafka sink wrote, Avro rows
-framed as a Confluent serializer frames them, and poison (an unknown schema id, a wrong magic byte).
-The schema registry there is the stand-in of tests/schema_registry_stand_in.py: no schema registry can
-run on this machine, so the registry side is not tested live (docs/sources/kafka.md).
+A second test reads Avro from the same Kafka with a real schema registry (the `schema_registry_url`
+fixture: Apicurio Registry's Confluent API): records cdc-logs' own Avro Kafka sink wrote, an Avro row
+framed as a Confluent serializer frames it, and poison (an id the registry does not have, a JSON value
+where Avro is expected).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import sqlite3
+import struct
 import threading
 import time
 import uuid
@@ -29,6 +30,7 @@ from typing import Any
 
 import orjson
 import pytest
+import requests
 import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -41,7 +43,6 @@ from cdc_logs.pipeline import BatchPolicy, Pipeline
 from cdc_logs.sinks.kafka_avro import AvroEncoder, SchemaRegistry
 from tests.chaos.killkit import Runs
 from tests.helpers import MemorySink
-from tests.schema_registry_stand_in import schema_registry_stand_in
 from tests.unit.test_kafka_source import KEY_SCHEMA, frame
 
 pytestmark = pytest.mark.integration
@@ -52,15 +53,30 @@ POISON = {150: b"this is not json", 333: b"[1, 2, 3]"}  # message number -> valu
 
 
 @contextlib.contextmanager
-def _topic(bootstrap: str, name: str, partitions: int) -> Iterator[str]:
+def _topic(bootstrap: str, name: str, partitions: int, group: str) -> Iterator[str]:
+    """A topic of the test's own, removed afterwards with the consumer group that read it."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for future in admin.create_topics([NewTopic(name, partitions, 1)]).values():
         future.result(15)
     try:
         yield name
     finally:
+        with contextlib.suppress(Exception):  # no group if the test failed before reading
+            for future in admin.delete_consumer_groups([group], request_timeout=10).values():
+                future.result(15)
         for future in admin.delete_topics([name], operation_timeout=10).values():
             future.result(15)
+
+
+@contextlib.contextmanager
+def _subjects(url: str, names: list[str]) -> Iterator[None]:
+    """Deletes the registry subjects the test registers (soft, then permanently: Confluent's API)."""
+    try:
+        yield
+    finally:
+        for name in names:
+            for query in ("", "?permanent=true"):
+                requests.delete(f"{url}/subjects/{name}{query}", timeout=10)
 
 
 def _value(i: int) -> bytes:
@@ -169,7 +185,7 @@ def test_run_delivers_every_message_through_a_sigkill_and_dead_letters_poison(
     path = tmp_path / "pipeline.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     runs = Runs(tmp_path, path, name)
-    with _topic(kafka_bootstrap, f"kafkasrc_{uid}", 2) as topic:
+    with _topic(kafka_bootstrap, f"kafkasrc_{uid}", 2, f"kafkasrc-{uid}") as topic:
         publisher = Publisher(kafka_bootstrap, topic)
         try:
             started = time.monotonic()
@@ -266,13 +282,23 @@ def test_run_delivers_every_message_through_a_sigkill_and_dead_letters_poison(
         assert [tp.offset for tp in committed] == ends
 
 
-def test_avro_from_kafka_with_a_registry_stand_in(kafka_bootstrap: str, tmp_path: Path) -> None:
+def test_avro_from_kafka_with_a_schema_registry(
+    kafka_bootstrap: str, schema_registry_url: str, tmp_path: Path
+) -> None:
+    """Records cdc-logs' Avro Kafka sink wrote (Debezium's Avro envelopes), an Avro row framed as a
+    Confluent serializer frames it, and poison: an id the registry does not have, a JSON value."""
     uid = uuid.uuid4().hex[:10]
-    with schema_registry_stand_in() as registry, _topic(kafka_bootstrap, f"kafkaavro_{uid}", 1) as topic:
-        encoder = AvroEncoder(SchemaRegistry(registry.url))
+    registry = SchemaRegistry(schema_registry_url)
+    subjects = [f"kafkaavro_{uid}{s}" for s in ("-key", "-value", "_rows-key", "_rows-value")]
+    with (
+        _subjects(schema_registry_url, subjects),
+        _topic(kafka_bootstrap, f"kafkaavro_{uid}", 1, f"kafkaavro-{uid}") as topic,
+    ):
         producer = Producer({"bootstrap.servers": kafka_bootstrap})
-        producer.produce(topic, key=b"k", value=b"\x00\x00\x00\x27\x10\x02")  # schema id 10000: unknown
+        unknown = b"\x00" + struct.pack(">I", 2**31 - 7) + b"\x02"
+        producer.produce(topic, key=b"k", value=unknown)
         producer.produce(topic, key=b"k", value=b'{"user_id": 8}')  # JSON: magic byte 123
+        encoder = AvroEncoder(registry)
         for n in (1, 2):
             event = ChangeEvent(
                 op=Op.CREATE,
@@ -281,14 +307,16 @@ def test_avro_from_kafka_with_a_registry_stand_in(kafka_bootstrap: str, tmp_path
                 key={"id": n},
                 ts_ms=1_700_000_000_000 + n,
             )
-            key, value = encoder(event, topic, None)
+            key, value = encoder(event, topic, orjson.dumps(event.key))
             producer.produce(topic, key=key, value=value)
         row_schema = {
             "type": "record",
             "name": "Row",
+            "namespace": f"kafkaavro_{uid}",
             "fields": [{"name": "user_id", "type": "long"}, {"name": "action", "type": "string"}],
         }
-        row_id, key_id = registry.add(row_schema), registry.add(KEY_SCHEMA)
+        row_id = registry.register(f"kafkaavro_{uid}_rows-value", row_schema)
+        key_id = registry.register(f"kafkaavro_{uid}_rows-key", KEY_SCHEMA)
         producer.produce(
             topic,
             key=frame(key_id, KEY_SCHEMA, {"user_id": 7}),
@@ -305,7 +333,7 @@ def test_avro_from_kafka_with_a_registry_stand_in(kafka_bootstrap: str, tmp_path
                     "topic": topic,
                     "group_id": f"kafkaavro-{uid}",
                     "message_format": "avro",
-                    "schema_registry_url": registry.url,
+                    "schema_registry_url": schema_registry_url,
                     "op_field": "action",
                     "dead_letter": {"type": "file", "path": str(dlq)},
                 },
@@ -327,10 +355,9 @@ def test_avro_from_kafka_with_a_registry_stand_in(kafka_bootstrap: str, tmp_path
     assert [(e.op, e.after, e.key, e.source.table) for e in creates] == [
         (Op.CREATE, {"id": n, "v": n * 10}, {"id": n}, "t") for n in (1, 2)
     ], "the Avro sink's envelopes read back as the events it wrote"
-    assert (
-        row.op is Op.DELETE and row.before == {"user_id": 7, "action": "delete"} and row.key == {"user_id": 7}
-    )
-    assert row.source.connector == "kafka" and row.source.table == topic
+    assert row.op is Op.DELETE and row.before == {"user_id": 7, "action": "delete"}
+    assert row.key == {"user_id": 7} and row.source.connector == "kafka" and row.source.table == topic
     dead = [orjson.loads(line) for line in dlq.read_bytes().splitlines()]
     assert [d["origin"]["offset"] for d in dead] == [0, 1]
-    assert "has no schema id 10000" in dead[0]["reason"] and "magic byte 123 is not 0" in dead[1]["reason"]
+    assert f"has no schema id {2**31 - 7}" in dead[0]["reason"]
+    assert "magic byte 123 is not 0" in dead[1]["reason"]

@@ -30,6 +30,7 @@ from cdc_logs.readers.kafka.config import KafkaSourceConfig
 from cdc_logs.readers.kafka.consumer import KafkaReader
 from cdc_logs.readers.kafka.decode import KafkaMessageDecoder
 from cdc_logs.readers.messages import MessageFormatConfig
+from cdc_logs.schema import Column, TableSchema
 from cdc_logs.sinks.kafka_avro import AvroEncoder, SchemaRegistry
 from tests.schema_registry_stand_in import schema_registry_stand_in
 from tests.unit.test_debezium_consumer import TOPIC, FakeConsumer, Message
@@ -277,34 +278,55 @@ def test_avro_rows_are_read_with_the_writer_schema_from_the_registry() -> None:
         assert all(h and h.startswith("Basic ") for h in registry.auth_headers)
 
 
-def test_the_projects_avro_sink_output_is_read_back_as_the_same_events() -> None:
-    """cdc-logs' Avro Kafka sink writes Debezium-shaped envelopes: the source reads them as envelopes."""
+def _orders_event(typed: bool) -> ChangeEvent:
+    event = ChangeEvent(
+        op=Op.UPDATE,
+        source=SourceInfo(connector="postgresql", name="shop", db="shop", schema="public", table="orders"),
+        before={"id": 1, "v": 1, "note": None},
+        after={"id": 1, "v": 2, "note": "paid"},
+        key={"id": 1},
+        ts_ms=1_700_000_000_000,
+    )
+    if typed:  # as native readers attach it
+        event.schema = TableSchema(
+            "shop",
+            "public",
+            "orders",
+            (
+                Column("id", "int64", None, "BIGINT", optional=False, key=True),
+                Column("v", "int32", None, "INTEGER"),
+                Column("note", "string", None, "TEXT"),
+            ),
+        )
+    return event
+
+
+@pytest.mark.parametrize("typed", [True, False], ids=["typed", "inferred"])
+def test_the_projects_avro_sink_output_is_read_back_as_the_same_events(typed: bool) -> None:
+    """cdc-logs' Avro Kafka sink writes Debezium's Avro envelopes (typed from the table schema, or
+    inferred from the values): the source reads them back as the events that were written."""
+    original = _orders_event(typed)
     with schema_registry_stand_in() as registry:
         encoder = AvroEncoder(SchemaRegistry(registry.url))
-        original = ChangeEvent(
-            op=Op.UPDATE,
-            source=SourceInfo(
-                connector="postgresql", name="shop", db="shop", schema="public", table="orders"
-            ),
-            before={"id": 1, "v": 1},
-            after={"id": 1, "v": 2},
-            key={"id": 1},
-            ts_ms=1_700_000_000_000,
-        )
-        key, value = encoder(original, "shop.public.orders", None)
+        key, value = encoder(original, "shop.public.orders", orjson.dumps(original.key))
         decoder = KafkaMessageDecoder(
             MessageFormatConfig(message_format="avro").mapping(), "p", avro.SchemaRegistryClient(registry.url)
         )
         event = _decode(decoder, value, key)
     assert isinstance(event, ChangeEvent)
-    assert (event.op, event.before, event.after, event.key) == (
-        Op.UPDATE,
-        {"id": 1, "v": 1},
-        {"id": 1, "v": 2},
-        {"id": 1},
+    assert (event.op, event.before, event.after, event.key, event.ts_ms) == (
+        original.op,
+        original.before,
+        original.after,
+        original.key,
+        original.ts_ms,
     )
-    assert (event.source.connector, event.source.db, event.source.table) == ("postgresql", "shop", "orders")
-    assert event.ts_ms == original.ts_ms
+    assert (event.source.connector, event.source.db, event.source.schema, event.source.table) == (
+        "postgresql",
+        "shop",
+        "public",
+        "orders",
+    )
 
 
 @pytest.mark.parametrize(
