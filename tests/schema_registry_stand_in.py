@@ -5,9 +5,10 @@ the two calls cdc-logs makes, over real HTTP:
   POST /subjects/<subject>/versions  {"schema": "<json>"} -> {"id": n}   (the Avro Kafka sink)
   GET  /schemas/ids/<n>              -> {"schema": "<json>"[, "schemaType": ...]} or 404 with
                                         Confluent's error body {"error_code": 40403, ...}
-with optional basic auth (401 without it). No schema registry (Confluent's or Apicurio) can run on
-these machines (docs/sources/kafka.md, "What was tested live here"), so the tests check the REST
-exchange, the wire format and the decoding against this, and say so.
+with optional basic auth (401 without it). The unit tests use it for what needs no real registry or
+what the stack's (Apicurio, in memory, no auth) cannot show: basic auth, a PROTOBUF schema type, a
+registry that refuses or is gone. The live Avro test uses the real one (tests/integration/
+test_kafka_source.py; docs/sources/kafka.md, "What was tested live here").
 """
 
 from __future__ import annotations
