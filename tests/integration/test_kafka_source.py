@@ -361,3 +361,49 @@ def test_avro_from_kafka_with_a_schema_registry(
     assert [d["origin"]["offset"] for d in dead] == [0, 1]
     assert f"has no schema id {2**31 - 7}" in dead[0]["reason"]
     assert "magic byte 123 is not 0" in dead[1]["reason"]
+
+
+def test_doctor_checks_the_brokers_topics_and_the_stored_position(kafka_bootstrap: str) -> None:
+    from confluent_kafka import TopicPartition as TP
+
+    from cdc_logs.position import KafkaOffsets
+    from cdc_logs.readers.kafka.doctor import check_source
+
+    uid = uuid.uuid4().hex[:10]
+    with _topic(kafka_bootstrap, f"kafkadoc_{uid}", 1, f"kafkadoc-{uid}") as topic:
+        producer = Producer({"bootstrap.servers": kafka_bootstrap})
+        for i in range(5):
+            producer.produce(topic, value=_value(i))
+        assert producer.flush(15) == 0
+        source = parse_config(
+            {
+                "source": {
+                    "type": "kafka",
+                    "bootstrap_servers": kafka_bootstrap,
+                    "topics": [topic, f"no_{uid}"],
+                },
+                "destination": {"type": "stdout"},
+            },
+            {},
+        ).all_sources()[0]
+        checks = {c.name: c for c in check_source(source)}
+        assert checks["brokers"].ok and checks[f"topic {topic}"].ok
+        missing = checks[f"topic no_{uid}"]
+        assert missing.ok and missing.warning, "a topic that does not exist yet is read once it is created"
+        cluster = checks["brokers"].detail.split()[1].rstrip(",")
+
+        def resume(server: str, offset: int) -> Any:
+            (check,) = [
+                c
+                for c in check_source(source, KafkaOffsets(server, ((f"{topic}:0", offset),)))
+                if c.name == "stored position"
+            ]
+            return check
+
+        assert resume(cluster, 2).ok
+        assert not resume("another-cluster", 2).ok
+        admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+        for future in admin.delete_records([TP(topic, 0, 3)]).values():
+            future.result(15)  # as retention would: the log now starts at offset 3
+        lost = resume(cluster, 2)
+        assert not lost.ok and "the log starts at 3" in lost.detail
