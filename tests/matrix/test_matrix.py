@@ -67,6 +67,8 @@ NOT_HERE = {
     "mysql": "no MySQL 8 server can run here; MariaDB (the same reader and SQL dialect) is in the matrix",
     "redis_stream": "an event bus, not a database with the matrix's tables: "
     "tests/integration/test_redis_stream_source.py runs it into the file and SQL sinks, with kills",
+    "rabbitmq": "an event bus, not a database with the matrix's tables: "
+    "tests/integration/test_rabbitmq_source.py runs it into the file and SQL sinks, with kills",
 }
 
 

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from cdc_logs.configfile import load_config
 from cdc_logs.position import AmqpDelivery, StreamEntry, decode
+from cdc_logs.readers.rabbitmq.config import RabbitMQSourceConfig
 from cdc_logs.readers.redis_stream.config import RedisStreamSourceConfig
 from cdc_logs.readers.redis_stream.entries import EntryReading, body_of
 
@@ -30,6 +31,25 @@ destination:
   port: 6379
   stream_name: "processed_events"
   max_length: 10000  # Stream trimming
+"""
+
+SEED_RABBITMQ = """
+source:
+  type: rabbitmq
+  host: "localhost"
+  port: 5672
+  username: "guest"
+  password: "guest"
+  queue: "source_events"
+  exchange: "events_exchange"
+  routing_key: "user.#"
+
+destination:
+  type: rabbitmq
+  host: "localhost"
+  port: 5672
+  queue: "processed_events"
+  exchange: "processed_exchange"
 """
 
 
@@ -95,3 +115,31 @@ def test_amqp_delivery_positions() -> None:
     other_run = AmqpDelivery("amqp://h/%2F", queue="q", run="r2", tag=1)
     assert a < b and a.lane() != other_run.lane()
     assert decode(b.encode()) == b
+
+
+def test_seed_rabbitmq_example_validates(tmp_path: Path) -> None:
+    cfg = _load(tmp_path, SEED_RABBITMQ)
+    source = cfg.source  # type: ignore[attr-defined]
+    assert isinstance(source, RabbitMQSourceConfig)
+    assert (source.queue, source.exchange, source.routing_keys()) == (
+        "source_events",
+        "events_exchange",
+        ("user.#",),
+    )
+    assert source.amqp_url() == "amqp://guest:guest@localhost:5672/%2F"
+    assert source.declare and source.prefetch == 500 and not source.nacks_poison()
+    assert "guest" not in repr(source.password)
+
+
+def test_rabbitmq_poison_goes_to_the_dlx_when_the_queue_has_one() -> None:
+    base = {"type": "rabbitmq", "queue": "q"}
+    assert RabbitMQSourceConfig(**base, queue_arguments={"x-dead-letter-exchange": "dlx"}).nacks_poison()
+    assert RabbitMQSourceConfig(**base, dead_letter_exchange=True).nacks_poison()  # a policy's DLX
+    assert not RabbitMQSourceConfig(
+        **base, queue_arguments={"x-dead-letter-exchange": "dlx"}, dead_letter_exchange=False
+    ).nacks_poison()
+    assert RabbitMQSourceConfig(**base, routing_key=["a", "b"]).routing_keys() == ("a", "b")
+    with pytest.raises(ValidationError, match="Kafka sources only"):
+        RabbitMQSourceConfig(**base, message_format="avro")
+    with pytest.raises(ValidationError):
+        RabbitMQSourceConfig(**base, url="redis://x")
