@@ -16,10 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pika
 import pytest
 
-from tests.chaos.killkit import SqlTarget
+from tests.chaos.killkit import Runs, SqlTarget
 from tests.integration.bus_source_runs import (
     BATCH,
     close_quietly,
@@ -63,7 +64,18 @@ class Broker:
         )
 
     def depth(self, queue: str | None = None) -> int:
-        return int(self.channel.queue_declare(queue or self.queue, passive=True).method.message_count)
+        """Messages ready in the queue (0 while it does not exist); on a channel of its own, since a
+        passive declare of a missing queue closes the channel."""
+        ch = self.conn.channel()
+        try:
+            return int(ch.queue_declare(queue or self.queue, passive=True).method.message_count)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code == 404:
+                return 0
+            raise
+        finally:
+            if ch.is_open:
+                ch.close()
 
     def source(self, **extra: Any) -> dict[str, Any]:
         return {
@@ -210,3 +222,55 @@ def test_a_missing_queue_with_declare_false_stops_naming_it(broker: Broker, tmp_
     assert runs.proc.wait(60) == 3, runs.log_text()[-2000:]
     log = runs.log_text()
     assert "NOT_FOUND" in log and broker.queue in log and "declare: true" in log
+
+
+SEED = """
+source:
+  type: rabbitmq
+  host: "localhost"
+  port: 5672
+  username: "guest"
+  password: "guest"
+  queue: "source_events"
+  exchange: "events_exchange"
+  routing_key: "user.#"
+
+destination:
+  type: rabbitmq
+  host: "localhost"
+  port: 5672
+  queue: "processed_events"
+  exchange: "processed_exchange"
+"""
+
+
+def test_the_seed_example_runs(broker: Broker, tmp_path: Path) -> None:
+    """The seed's RabbitMQ example as written, with the stack's address and names of this test."""
+    params = pika.URLParameters(broker.url)
+    processed, processed_exchange = f"{broker.name}.processed", f"{broker.name}.processed_exchange"
+    text = (
+        SEED.replace('"localhost"', f'"{params.host}"')
+        .replace("5672", str(params.port))
+        .replace('"source_events"', f'"{broker.queue}"')
+        .replace('"events_exchange"', f'"{broker.exchange}"')
+        .replace('"processed_events"', f'"{processed}"')
+        .replace('"processed_exchange"', f'"{processed_exchange}"')
+    )
+    (tmp_path / "pipeline.yaml").write_text(text)
+    broker.declare()
+    for i in range(1, 101):
+        broker.publish(row(i))
+    runs = Runs(tmp_path, tmp_path / "pipeline.yaml", "cdc")
+    try:
+        runs.start()
+        wait_for("the processed queue has every message", lambda: broker.depth(processed) >= 100, runs)
+        runs.stop()
+        got = []
+        while (message := broker.channel.basic_get(processed, auto_ack=True))[0] is not None:
+            got.append(orjson.loads(message[2])["after"]["id"])
+        assert got == list(range(1, 101))
+        assert broker.depth() == 0
+    finally:
+        close_quietly(runs)
+        broker.channel.queue_delete(processed)
+        broker.channel.exchange_delete(processed_exchange)

@@ -15,13 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import redis
 
 from cdc_logs.readers.messages import MessageFormatConfig
 from cdc_logs.readers.redis_stream.entries import EntryReading
 from cdc_logs.readers.redis_stream.reader import RedisStreamReader
-from tests.chaos.killkit import SqlTarget
+from tests.chaos.killkit import Runs, SqlTarget
 from tests.integration.bus_source_runs import (
     close_quietly,
     dead_letters,
@@ -230,3 +231,53 @@ def test_pending_entries_come_first_and_keep_or_leave_the_stream_lane(
     second.commit(again[-1].position)
     second.close()  # applies the commit
     assert pending(client, name) == 0
+
+
+SEED = """
+source:
+  type: redis_stream
+  host: "localhost"
+  port: 6379
+  stream_name: "events"
+  consumer_group: "cdc_group"
+  consumer_name: "cdc_worker_1"
+
+destination:
+  type: redis_stream
+  host: "localhost"
+  port: 6379
+  stream_name: "processed_events"
+  max_length: 10000  # Stream trimming
+"""
+
+
+def test_the_seed_example_runs(redis_url: str, stream: tuple[redis.Redis, str], tmp_path: Path) -> None:
+    """The seed's Redis Streams example as written, with the stack's address and names of this test."""
+    client, name = stream
+    kwargs = client.connection_pool.connection_kwargs
+    processed = f"{name}_processed"
+    text = (
+        SEED.replace('"localhost"', f'"{kwargs["host"]}"')
+        .replace("6379", str(kwargs["port"]))
+        .replace('"events"', f'"{name}"')
+        .replace('"processed_events"', f'"{processed}"')
+        .replace('"cdc_group"', f'"{name}_group"')
+    )
+    (tmp_path / "pipeline.yaml").write_text(text)
+    for i in range(1, 101):
+        client.xadd(name, {"data": row(i)})
+    runs = Runs(tmp_path, tmp_path / "pipeline.yaml", "cdc")
+    try:
+        runs.start()
+        wait_for("the processed stream has every entry", lambda: client.xlen(processed) >= 100, runs)
+        runs.stop()
+        entries = client.xrange(processed)
+        assert [orjson.loads(f[b"value"])["after"]["id"] for _, f in entries] == list(range(1, 101))
+        assert pending(client, name) == 0
+    finally:
+        close_quietly(runs)
+        client.delete(processed)
+        markers = "cdc-logs:applied:redis_stream"  # the sink's default replay-marker hash: our fields only
+        mine = [k for k in client.hkeys(markers) if name.encode() in k]
+        if mine:
+            client.hdel(markers, *mine)

@@ -93,6 +93,7 @@ class RabbitMQReader(Reader):
         self._stopping = False
         self._pending: AmqpDelivery | None = None
         self._acked = 0  # highest delivery tag settled on this channel
+        self._delivered = 0  # highest delivery tag received on this channel
         self._poison: list[int] = []  # tags of poison messages not settled yet, ascending
         self._table = mapping.table or topology.queue
 
@@ -125,7 +126,7 @@ class RabbitMQReader(Reader):
         self._identity = f"rabbitmq://{cluster}/{quote(self.parameters.virtual_host, safe='')}"
         # A new channel: its delivery tags start at 1, and no position of an earlier one applies.
         self._run = uuid.uuid4().hex[:8]
-        self._pending, self._acked, self._poison = None, 0, []
+        self._pending, self._acked, self._delivered, self._poison = None, 0, 0, []
 
     def _declare(self, channel: Any) -> None:
         t = self.topology
@@ -209,8 +210,12 @@ class RabbitMQReader(Reader):
                 if self._stopping:
                     break
                 if method is None:
-                    yield None  # idle tick
+                    if not self.ack or self._delivered <= self._acked:
+                        # Idle only when nothing is unacked: with deliveries in flight the broker may
+                        # be holding messages back for the prefetch limit (a one_time run would end).
+                        yield None
                     continue
+                self._delivered = int(method.delivery_tag)
                 yield self._item(method, props, body)
             self._apply_commit()
         except pex.AMQPError as exc:

@@ -121,6 +121,15 @@ class RedisStreamSourceConfig(MessageFormatConfig, SourceConfigBase):
     count: int = Field(
         100, ge=1, le=100_000, description="Entries per XREADGROUP / XAUTOCLAIM call (COUNT).", examples=[500]
     )
+    max_pending: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="Entries read and not yet acknowledged at most (like RabbitMQ's prefetch): new entries "
+        "are read only below it. Keep it above sync.batch.max_events; entries waiting in the pipeline grow "
+        "idle in the group, where `claim_min_idle_ms` lets other consumers claim them.",
+        examples=[5000],
+    )
     claim_min_idle_ms: int | None = Field(
         60_000,
         ge=0,
@@ -224,6 +233,7 @@ def build(cfg: RedisStreamSourceConfig, ctx: registry.BuildContext) -> Reader:
         start_id=cfg.start_id,
         block_ms=cfg.block_ms,
         count=cfg.count,
+        max_pending=cfg.max_pending,
         claim_min_idle_ms=cfg.claim_min_idle_ms,
         claim_interval_s=cfg.claim_interval_s,
         temporary=ctx.temporary,

@@ -50,6 +50,7 @@ class RedisStreamReader(Reader):
         connect: returns a connected redis-py client (config.py builds it from the source's settings).
         identity: the server's identity (redis://host:port/db, never credentials).
         start_id: where a group created here starts: "0" the stream's first entry, "$" new entries only.
+        max_pending: entries read and not yet acknowledged at most (new ones are read only below it).
         claim_min_idle_ms: claim other consumers' entries pending this long; None: never claim.
         temporary: (tail) a throwaway group, destroyed at close.
     """
@@ -70,6 +71,7 @@ class RedisStreamReader(Reader):
         start_id: str = "0",
         block_ms: int = 1000,
         count: int = 100,
+        max_pending: int = 1000,
         claim_min_idle_ms: int | None = 60_000,
         claim_interval_s: float = 30.0,
         temporary: bool = False,
@@ -85,6 +87,7 @@ class RedisStreamReader(Reader):
         self.start_id = start_id
         self.block_ms = block_ms
         self.count = count
+        self.max_pending = max_pending
         self.claim_min_idle_ms = claim_min_idle_ms
         self.claim_interval_s = claim_interval_s
         self.temporary = temporary
@@ -189,8 +192,17 @@ class RedisStreamReader(Reader):
                     if cursor == "0-0":  # a whole pass through the group's pending entries
                         next_claim = time.monotonic() + self.claim_interval_s
                     continue
+                if len(self._inflight) >= self.max_pending:
+                    # Read ahead no further than max_pending: entries waiting in this process grow
+                    # idle in the group, and another consumer would claim them.
+                    time.sleep(0.02)
+                    continue
                 reply = self._client.xreadgroup(
-                    self.group, self.consumer, {self.stream_name: ">"}, count=self.count, block=self.block_ms
+                    self.group,
+                    self.consumer,
+                    {self.stream_name: ">"},
+                    count=min(self.count, self.max_pending - len(self._inflight)),
+                    block=self.block_ms,
                 )
                 entries = _entries(reply)
                 if not entries:
