@@ -15,10 +15,12 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 import pika
 import pytest
+import requests
 
 from tests.chaos.killkit import Runs, SqlTarget
 from tests.integration.bus_source_runs import (
@@ -274,3 +276,60 @@ def test_the_seed_example_runs(broker: Broker, tmp_path: Path) -> None:
         close_quietly(runs)
         broker.channel.queue_delete(processed)
         broker.channel.exchange_delete(processed_exchange)
+
+
+def _management(broker: Broker) -> str:
+    """The management API of the broker under test (the stack and docker/compose.yaml expose 15672)."""
+    params = pika.URLParameters(broker.url)
+    api = f"http://{params.host}:15672/api"
+    try:
+        requests.get(
+            f"{api}/overview", auth=(params.credentials.username, params.credentials.password), timeout=5
+        )
+    except requests.RequestException as exc:
+        pytest.skip(f"no RabbitMQ management API at {api}: {exc}")
+    return api
+
+
+def test_a_connection_closed_under_the_source_is_reopened(broker: Broker, tmp_path: Path) -> None:
+    """The broker closes the pipeline's connection mid-stream (as on a node restart or a network cut):
+    the source reconnects, and what it had not acked comes again; nothing is lost."""
+    api = _management(broker)
+    params = pika.URLParameters(broker.url)
+    auth = (params.credentials.username, params.credentials.password)
+    broker.declare()
+    n = 1000
+    for i in range(1, n // 2 + 1):
+        broker.publish(row(i))
+    sql = SqlTarget(tmp_path / "target.db")
+    name = "rabbit-" + broker.name
+    runs = pipeline(tmp_path, name, broker.source(), sql)
+    try:
+        runs.start()
+        wait_for("the file sink holds 200 lines", lambda: len(file_ids(tmp_path)) >= 200, runs)
+        wanted = f"cdc-logs {name}/rabbitmq"
+        ours: list[str] = []
+
+        def listed() -> bool:  # the management API lists a connection once its stats are in (~5 s)
+            connections = requests.get(f"{api}/connections", auth=auth, timeout=10).json()
+            ours[:] = [c["name"] for c in connections if c.get("user_provided_name") == wanted]
+            return bool(ours)
+
+        wait_for("the management API lists the pipeline's connection", listed, runs, timeout=30)
+        assert len(ours) == 1
+        requests.delete(
+            f"{api}/connections/{quote(ours[0], safe='')}", auth=auth, timeout=10
+        ).raise_for_status()
+        for i in range(n // 2 + 1, n + 1):
+            broker.publish(row(i))
+        wait_for(
+            "every message is in the file sink", lambda: set(file_ids(tmp_path)) >= set(range(1, n + 1)), runs
+        )
+        runs.stop()
+    finally:
+        close_quietly(runs)
+    ids = file_ids(tmp_path)
+    assert "source failed, reconnecting" in runs.log_text()
+    assert set(ids) == set(range(1, n + 1)) and len(ids) - n <= 200, "at most the prefetch comes again"
+    assert sql.state() == {i: i for i in range(1, n + 1)}
+    assert broker.depth() == 0

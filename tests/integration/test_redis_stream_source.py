@@ -22,7 +22,7 @@ import redis
 from cdc_logs.readers.messages import MessageFormatConfig
 from cdc_logs.readers.redis_stream.entries import EntryReading
 from cdc_logs.readers.redis_stream.reader import RedisStreamReader
-from tests.chaos.killkit import Runs, SqlTarget
+from tests.chaos.killkit import PrivateRedis, Runs, SqlTarget
 from tests.integration.bus_source_runs import (
     close_quietly,
     dead_letters,
@@ -281,3 +281,35 @@ def test_the_seed_example_runs(redis_url: str, stream: tuple[redis.Redis, str], 
         mine = [k for k in client.hkeys(markers) if name.encode() in k]
         if mine:
             client.hdel(markers, *mine)
+
+
+def test_redis_going_away_and_back_loses_and_repeats_nothing(tmp_path: Path) -> None:
+    """A redis-server of this test (append-only, fsync always) stopped mid-stream and started again:
+    the source reconnects, re-reads its pending entries, skips those the pipeline still holds, and
+    acknowledges the rest: every entry once, in order."""
+    private = PrivateRedis(tmp_path / "redis")
+    private.start()
+    client = private.client()
+    name = "events"
+    sql = SqlTarget(tmp_path / "target.db")
+    runs = pipeline(tmp_path, "redis-outage", source(private.url, name), sql)
+    try:
+        for i in range(1, 301):
+            client.xadd(name, {"data": row(i)})
+        runs.start()
+        wait_for("the file sink holds 300 lines", lambda: len(file_ids(tmp_path)) >= 300, runs)
+        private.stop()
+        time.sleep(2)
+        private.start()
+        client = private.client()
+        for i in range(301, 601):
+            client.xadd(name, {"data": row(i)})
+        wait_for("every entry is in the file sink", lambda: len(file_ids(tmp_path)) >= 600, runs)
+        wait_for("every entry is acknowledged", lambda: pending(client, name) == 0, runs)
+        runs.stop()
+    finally:
+        close_quietly(runs)
+        private.close()
+    assert "source failed, reconnecting" in runs.log_text()
+    assert file_ids(tmp_path) == list(range(1, 601))
+    assert sql.state() == {i: i for i in range(1, 601)} and len(sql.audit()) == 600

@@ -177,6 +177,8 @@ def build(cfg: RabbitMQSourceConfig, ctx: registry.BuildContext) -> Reader:
     from cdc_logs.readers.rabbitmq.reader import RabbitMQReader, Topology
 
     params, where = parameters(cfg)
+    # Shown by the management UI and `rabbitmqctl list_connections`: which pipeline holds the queue.
+    params.client_properties = {"connection_name": f"cdc-logs {ctx.pipeline}/{cfg.name or cfg.type}"}
     topology = Topology(
         cfg.queue,
         exchange=cfg.exchange,
