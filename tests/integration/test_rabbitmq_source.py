@@ -22,6 +22,10 @@ import pika
 import pytest
 import requests
 
+from cdc_logs.envelope import ChangeEvent
+from cdc_logs.readers.contract import ContractChecker
+from cdc_logs.readers.messages import MessageFormatConfig
+from cdc_logs.readers.rabbitmq.reader import RabbitMQReader, Topology
 from tests.chaos.killkit import Runs, SqlTarget
 from tests.integration.bus_source_runs import (
     BATCH,
@@ -333,3 +337,51 @@ def test_a_connection_closed_under_the_source_is_reopened(broker: Broker, tmp_pa
     assert set(ids) == set(range(1, n + 1)) and len(ids) - n <= 200, "at most the prefetch comes again"
     assert sql.state() == {i: i for i in range(1, n + 1)}
     assert broker.depth() == 0
+
+
+def _reader(broker: Broker) -> RabbitMQReader:
+    return RabbitMQReader(
+        pika.URLParameters(broker.url),
+        "test",
+        Topology(broker.queue, exchange=broker.exchange, routing_keys=("user.#",)),
+        mapping=MessageFormatConfig(key_fields=["id"]).mapping(),
+        pipeline="p",
+        prefetch=100,
+        idle_tick_s=0.1,
+    )
+
+
+def _drain(reader: RabbitMQReader, want: int) -> list[Any]:
+    items: list[Any] = []
+    gen = reader.stream(None)
+    deadline = time.monotonic() + 10
+    for item in gen:
+        if isinstance(item, ChangeEvent):
+            items.append(item)
+        if len(items) >= want or time.monotonic() > deadline:
+            break
+    gen.close()
+    return items
+
+
+def test_only_commit_acks_and_exactly_up_to_the_committed_message(broker: Broker) -> None:
+    broker.declare()
+    for i in range(1, 11):
+        broker.publish(row(i))
+    first = _reader(broker)
+    first.open()
+    got = _drain(first, 10)
+    assert [e.after["id"] for e in got] == list(range(1, 11))
+    assert ContractChecker(transactions=False).check_all(got) == []
+    first.close()  # killed before any commit: nothing was acked
+    assert broker.depth() == 10
+    second = _reader(broker)
+    second.open()
+    again = _drain(second, 10)
+    assert [e.after["id"] for e in again] == list(range(1, 11))
+    assert all(e.source.extra["redelivered"] for e in again)
+    assert again[0].position.lane() != got[0].position.lane(), "each channel is a lane of its own"
+    second.commit(again[4].position)
+    second.commit(got[-1].position)  # a position of the earlier channel: ignored, never acked here
+    second.close()  # applies the commit: messages 1-5 acked, 6-10 back in the queue
+    assert broker.depth() == 5

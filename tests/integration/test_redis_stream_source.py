@@ -19,6 +19,7 @@ import orjson
 import pytest
 import redis
 
+from cdc_logs.readers.contract import ContractChecker
 from cdc_logs.readers.messages import MessageFormatConfig
 from cdc_logs.readers.redis_stream.entries import EntryReading
 from cdc_logs.readers.redis_stream.reader import RedisStreamReader
@@ -228,6 +229,8 @@ def test_pending_entries_come_first_and_keep_or_leave_the_stream_lane(
     assert lanes[4:] == [name] * 9, "delivered once: the stream's lane, positions = entry ids"
     assert len(set(lanes[:4])) == 1 and lanes[0] != name
     assert [e.position for e in again[4:10]] == [e.position for e in got[4:10]], "same ids on a replay"
+    for run in (got, again):  # the event contract (positions increase within each lane, row shapes)
+        assert ContractChecker(transactions=False).check_all(run) == []
     second.commit(again[-1].position)
     second.close()  # applies the commit
     assert pending(client, name) == 0
