@@ -347,6 +347,8 @@ TEMPLATES: dict[str, dict[str, Any]] = {
         "message_format": "avro",
         "schema_registry_url": "{hostile}",
     },
+    "redis_stream_source": {"type": "redis_stream", "host": "127.0.0.1", "port": 1, "stream_name": "canary"},
+    "rabbitmq_source": {"type": "rabbitmq", "host": "127.0.0.1", "port": 1, "queue": "canary"},
     # destinations
     "stdout": STDOUT,
     "file": {"type": "file", "path": "out.jsonl"},
@@ -371,6 +373,8 @@ URL_FIELDS: dict[tuple[str, str], tuple[str, str]] = {
     ("debezium", "connect_url"): ("hostile", ""),
     ("kafka", "schema_registry_url"): ("hostile", ""),
     ("kafka_source", "schema_registry_url"): ("hostile", ""),
+    ("redis_stream_source", "url"): ("redis", "/0"),
+    ("rabbitmq_source", "url"): ("amqp", "/"),
     ("redis_stream", "url"): ("redis", "/0"),
     ("redis", "url"): ("redis", "/0"),
     ("rabbitmq", "url"): ("amqp", "/"),
@@ -404,6 +408,7 @@ WRONG_SERVER = {
     "poll": "CDC_PG_DSN",
     "offsets": "CDC_PG_DSN",
     "sql": "CDC_PG_DSN",
+    "rabbitmq_source": "CDC_RABBITMQ_URL",
     "rabbitmq": "CDC_RABBITMQ_URL",  # not Redis: the stack's has no password, a "wrong" one would log in
 }
 
