@@ -416,3 +416,31 @@ class KafkaOffsets(Position):
         )
         position._check_types()
         return position
+
+
+@_register
+@dataclass(frozen=True, eq=False)
+class MqttPosition(Position):
+    """An MQTT source's place in one run: the `seq`-th message of run `run`.
+
+    The broker, not this position, holds the resume state: the persistent session (client id) keeps
+    every QoS 1 message not yet acknowledged and delivers it again on the next connection, so a restart
+    never resumes "from" a stored position. The position orders a run's messages (the checkpoint
+    commits in order, and each committed message is acknowledged) and is stored for display. `run` is
+    the run's start time in epoch milliseconds, raised above the stored run's if the clock went back:
+    a later run's messages (redeliveries included) always sort after an earlier run's, so a sink's
+    replay guard never mistakes them for a replay.
+    """
+
+    kind: ClassVar[str] = "mqtt"
+    run: int = 0
+    seq: int = 0
+
+    def _field_types(self) -> dict[str, Any]:
+        return {"server": str, "run": int, "seq": int}
+
+    def sort_key(self) -> tuple[Any, ...]:
+        return (self.run, self.seq)
+
+    def describe(self) -> str:
+        return f"run {self.run} message {self.seq}" + self._event_suffix()
