@@ -150,7 +150,9 @@ def _reader(broker: Broker, name: str, topics: list[str], **kw: Any) -> MqttRead
     settings = MqttSettings(
         broker=broker.url, topics=tuple(topics), client_id=broker.client_id(name), connect_timeout_s=10, **kw
     )
-    return MqttReader(settings, MessageFormatConfig().mapping(), pipeline="p", idle_tick_s=0.2)
+    reader = MqttReader(settings, MessageFormatConfig().mapping(), pipeline="p", idle_tick_s=0.2)
+    reader.commit_wait_s = 0.0  # the test drives the reader itself: no other thread sends the acks
+    return reader
 
 
 def _read(reader: MqttReader, count: int, timeout: float = 10) -> list[Any]:

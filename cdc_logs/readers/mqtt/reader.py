@@ -126,8 +126,10 @@ class MqttReader(Reader):
         self._server = f"mqtt://{self.host}:{self.port}"
         self._client: Any = None
         self._stop = threading.Event()
-        self._lock = threading.Lock()  # guards _pending (commit() comes from the pipeline's thread)
+        self._lock = threading.Condition()  # guards _pending/_acks_done (commit() is another thread's)
         self._pending: MqttPosition | None = None
+        self._acks_done: MqttPosition | None = None  # the pending position whose acks went out
+        self.commit_wait_s = 1.0
         self._inbox: deque[Any] = deque()  # messages paho handed over, not yet yielded
         self._unacked: deque[tuple[int, int, int]] = deque()  # (seq, mid, qos) in receipt order
         self._run = 0
@@ -170,7 +172,7 @@ class MqttReader(Reader):
         self._inbox.clear()
         self._unacked.clear()
         with self._lock:
-            self._pending = None
+            self._pending = self._acks_done = None
         self._connack, self._connected, self._disconnect_reason = None, False, None
         self._suback.clear()
         self._acks_sent = False
@@ -336,6 +338,8 @@ class MqttReader(Reader):
 
     def stop(self) -> None:
         self._stop.set()
+        with self._lock:
+            self._lock.notify_all()  # a commit() waiting for acks returns now
 
     def close(self) -> None:
         self._stop.set()
@@ -374,6 +378,10 @@ class MqttReader(Reader):
 
     # -- commits -------------------------------------------------------------------------------------
     def commit(self, position: Position) -> None:
+        """Record what is durable, wake the reader's thread, and give it a moment to send the PUBACKs:
+        the pipeline writes the next batch after this returns, and a crash before the acks are out
+        would repeat both batches. Bounded (`commit_wait_s`): a reader held back by a full queue
+        acks later."""
         if not isinstance(position, MqttPosition):
             return
         with self._lock:
@@ -383,20 +391,34 @@ class MqttReader(Reader):
         if wake is not None:
             with contextlib.suppress(OSError):  # full (a wake-up is pending anyway) or closed
                 wake.send(b"\0")
+        with self._lock:
+            self._lock.wait_for(
+                lambda: (
+                    (self._acks_done is not None and self._acks_done >= position)
+                    or self._client is None
+                    or self._stop.is_set()
+                ),
+                self.commit_wait_s,
+            )
 
     def _send_acks(self) -> None:
         """PUBACK every message of this connection up to the last durable position (this thread only)."""
         with self._lock:
             pending = self._pending
-        if pending is None or pending.run != self._run:
-            return  # nothing yet, or a position of a connection that is gone (its acks went with it)
-        while self._unacked and self._unacked[0][0] <= pending.seq:
+        if pending is None:
+            return
+        # A position of a connection that is gone has no acks left to send (they went with it).
+        while pending.run == self._run and self._unacked and self._unacked[0][0] <= pending.seq:
             _seq, mid, qos = self._unacked.popleft()
             rc = self._client.ack(mid, qos)
             self._acks_sent = True
             if rc != 0:
                 # Not connected any more: the broker sends the message again on the next connection.
                 log.debug("mqtt ack not sent", mid=mid, rc=int(rc))
+        with self._lock:
+            if self._acks_done is None or self._acks_done < pending:
+                self._acks_done = pending
+                self._lock.notify_all()
 
     # -- streaming -----------------------------------------------------------------------------------
     def stream(self, start: Position | None) -> Iterator[StreamItem]:
