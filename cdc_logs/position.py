@@ -444,3 +444,31 @@ class MqttPosition(Position):
 
     def describe(self) -> str:
         return f"run {self.run} message {self.seq}" + self._event_suffix()
+
+
+@_register
+@dataclass(frozen=True, eq=False)
+class NatsSequence(Position):
+    """A NATS JetStream message's stream sequence: one lane per stream, ordered by `seq`.
+
+    The durable consumer on the server, not this position, holds the resume state (its ack floor and
+    pending acks); a restart continues from the consumer, and the stored sequence is for display and
+    for ordering within the stream. A message delivered again (after a crash) has the same sequence
+    again, so a sink's replay guard recognises it.
+    """
+
+    kind: ClassVar[str] = "nats"
+    stream: str = ""
+    seq: int = 0
+
+    def _field_types(self) -> dict[str, Any]:
+        return {"server": str, "stream": str, "seq": int}
+
+    def sort_key(self) -> tuple[Any, ...]:
+        return (self.seq,)
+
+    def lane(self) -> str:
+        return self.stream
+
+    def describe(self) -> str:
+        return f"{self.stream}#{self.seq}" + self._event_suffix()
