@@ -21,6 +21,7 @@ import pytest
 
 from cdc_logs.envelope import ChangeEvent, Heartbeat
 from cdc_logs.errors import CdcError
+from cdc_logs.readers.contract import ContractChecker
 from cdc_logs.readers.messages import MessageFormatConfig
 from cdc_logs.readers.nats import NatsReader, NatsSettings
 from tests.integration.bus_support import (
@@ -164,6 +165,7 @@ def test_only_committed_messages_are_acknowledged_and_the_rest_come_again_in_ord
     reader.close()
     assert [e.after["i"] for e in again] == [4, 5, 6, 7, 8, 9]
     assert [e.position for e in again] == [e.position for e in first[4:]], "a repeat keeps its position"
+    assert ContractChecker().check_all(first) == [] and ContractChecker().check_all(again) == []
     info = stream.call("consumer_info", stream.name, "acks")
     assert info.config.ack_policy == "explicit" and info.config.ack_wait == 30
 
