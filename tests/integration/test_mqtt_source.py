@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from cdc_logs.envelope import ChangeEvent, Heartbeat, Undecodable
+from cdc_logs.errors import CdcError
 from cdc_logs.readers.contract import ContractChecker
 from cdc_logs.readers.messages import MessageFormatConfig
 from cdc_logs.readers.mqtt import MqttReader, MqttSettings
@@ -235,3 +236,26 @@ def test_empty_payloads_and_stray_topics_are_acknowledged_without_an_event(broke
     assert [type(i).__name__ for i in got] == ["Heartbeat", "Heartbeat", "ChangeEvent", "Undecodable"]
     assert got[2].source.table == f"{broker.prefix}/wanted".replace("/", "_")
     assert isinstance(got[3], Undecodable) and "not an object" in got[3].reason
+
+
+def test_a_second_client_with_the_same_client_id_ends_the_stream_with_a_retryable_error(broker: Broker) -> None:
+    import paho.mqtt.client as mqtt
+
+    reader = _reader(broker, "takeover", [f"{broker.prefix}/t"])
+    reader.open()
+    items = reader.stream(None)
+    next(items)  # the start heartbeat
+    other = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=reader.client_id, protocol=mqtt.MQTTv5)
+    other.connect(broker.host, broker.port, clean_start=False)
+    other.loop(0.5)
+    try:
+        # Mosquitto 2.0 closes the first connection without an MQTT 5 reason code (0x8E), so the run
+        # ends with a lost connection (retried: the pipeline reconnects and takes the session back).
+        with pytest.raises(CdcError, match="took over the session|lost the connection") as info:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                next(items)
+        assert info.value.retryable
+    finally:
+        other.disconnect()
+        reader.close()
