@@ -238,7 +238,9 @@ def test_empty_payloads_and_stray_topics_are_acknowledged_without_an_event(broke
     assert isinstance(got[3], Undecodable) and "not an object" in got[3].reason
 
 
-def test_a_second_client_with_the_same_client_id_ends_the_stream_with_a_retryable_error(broker: Broker) -> None:
+def test_a_second_client_with_the_same_client_id_ends_the_stream_with_a_retryable_error(
+    broker: Broker,
+) -> None:
     import paho.mqtt.client as mqtt
 
     reader = _reader(broker, "takeover", [f"{broker.prefix}/t"])
@@ -251,7 +253,7 @@ def test_a_second_client_with_the_same_client_id_ends_the_stream_with_a_retryabl
     try:
         # Mosquitto 2.0 closes the first connection without an MQTT 5 reason code (0x8E), so the run
         # ends with a lost connection (retried: the pipeline reconnects and takes the session back).
-        with pytest.raises(CdcError, match="took over the session|lost the connection") as info:
+        with pytest.raises(CdcError, match=r"took over the session|lost the connection") as info:
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
                 next(items)
