@@ -31,14 +31,26 @@ POISON = b'{"id": "not closed'
 
 
 class Target:
-    """The SQL apply sink's SQLite file, its table created here (the sink only writes rows)."""
+    """The SQL apply sink's SQLite file, its table created here (the sink only writes rows). Triggers
+    log every row write the sink makes into `audit`, so a message applied twice shows."""
 
     TABLE = "readings"
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        t = self.TABLE
         with contextlib.closing(sqlite3.connect(path)) as conn, conn:
-            conn.execute(f"CREATE TABLE {self.TABLE} (id INTEGER PRIMARY KEY, device TEXT, v BIGINT)")
+            conn.executescript(f"""
+                CREATE TABLE {t} (id INTEGER PRIMARY KEY, device TEXT, v BIGINT);
+                CREATE TABLE audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, id INTEGER);
+                CREATE TRIGGER {t}_i AFTER INSERT ON {t} BEGIN INSERT INTO audit (id) VALUES (NEW.id); END;
+                CREATE TRIGGER {t}_u AFTER UPDATE ON {t} BEGIN INSERT INTO audit (id) VALUES (NEW.id); END;
+            """)
+
+    def writes(self) -> int:
+        """Row writes the sink made (inserts and updates)."""
+        with contextlib.closing(sqlite3.connect(self.path, timeout=60)) as conn:
+            return int(conn.execute("SELECT count(*) FROM audit").fetchone()[0])
 
     def destination(self) -> dict[str, Any]:
         return {"name": "apply", "type": "sqlite", "url": f"sqlite:///{self.path}", "table": self.TABLE}
@@ -118,7 +130,7 @@ def check_delivery(
         assert firsts == list(range(n)), "the messages' first deliveries are not in publish order"
     rows = target.rows()
     assert rows == {i: i * 7 for i in range(n)}, f"SQL target: {len(rows)} rows, expected {n}"
-    return {"lines": len(ids), "repeated_per_restart": per_kill}
+    return {"lines": len(ids), "repeated_per_restart": per_kill, "sql_writes": target.writes()}
 
 
 def check_poison(tmp: Path, kills: int, **origin: Any) -> None:
