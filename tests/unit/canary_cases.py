@@ -340,6 +340,22 @@ TEMPLATES: dict[str, dict[str, Any]] = {
     "postgresql": {"type": "pg", "dsn": "postgresql://cdc@127.0.0.1:1/db", "tables": ["public.t"]},
     "mysql": {"type": "mariadb", "host": "127.0.0.1", "port": 1, "user": "cdc", "tables": ["test.t"]},
     "debezium": {"type": "debezium", "bootstrap_servers": UNREACHABLE, "topic_prefix": "canary"},
+    "kafka_source": {
+        "type": "kafka",
+        "bootstrap_servers": UNREACHABLE,
+        "topic": "canary",
+        "message_format": "avro",
+        "schema_registry_url": "{hostile}",
+    },
+    "redis_stream_source": {"type": "redis_stream", "url": "redis://127.0.0.1:1/0", "stream_name": "canary"},
+    "rabbitmq_source": {"type": "rabbitmq", "url": "amqp://127.0.0.1:1/", "queue": "canary"},
+    "mqtt_source": {
+        "type": "mqtt",
+        "broker": "mqtt://127.0.0.1:1",
+        "topics": ["canary/#"],
+        "connect_timeout_s": 1,
+    },
+    "nats_source": {"type": "nats", "url": "nats://127.0.0.1:1", "stream": "CANARY", "connect_timeout_s": 1},
     # destinations
     "stdout": STDOUT,
     "file": {"type": "file", "path": "out.jsonl"},
@@ -363,12 +379,16 @@ URL_FIELDS: dict[tuple[str, str], tuple[str, str]] = {
     ("poll", "url"): ("postgresql+psycopg", "/cdc_test"),
     ("debezium", "connect_url"): ("hostile", ""),
     ("kafka", "schema_registry_url"): ("hostile", ""),
+    ("kafka_source", "schema_registry_url"): ("hostile", ""),
     ("redis_stream", "url"): ("redis", "/0"),
     ("redis", "url"): ("redis", "/0"),
     ("rabbitmq", "url"): ("amqp", "/"),
     ("sql", "url"): ("postgresql+psycopg", "/db"),
     ("http", "url"): ("hostile", "/hook"),
     ("nats", "url"): ("nats", ""),
+    ("nats_source", "url"): ("nats", ""),
+    ("redis_stream_source", "url"): ("redis", "/0"),
+    ("rabbitmq_source", "url"): ("amqp", "/"),
     ("mqtt", "url"): ("mqtt", ""),
     ("pulsar", "service_url"): ("pulsar", ""),
     ("opensearch", "url"): ("hostile", ""),
@@ -385,6 +405,7 @@ CONNECTOR_CONFIG = {
 OTHER_FIELDS: dict[tuple[str, str], Any] = {
     ("debezium", "bootstrap_servers"): f"cdc:{CANARY}@{UNREACHABLE}",
     ("kafka", "bootstrap_servers"): f"cdc:{CANARY}@{UNREACHABLE}",
+    ("kafka_source", "bootstrap_servers"): f"cdc:{CANARY}@{UNREACHABLE}",
     ("http", "headers"): {"Authorization": f"Bearer {CANARY}"},
     ("debezium", "connector_config"): CONNECTOR_CONFIG,
 }
@@ -405,18 +426,28 @@ def config_models() -> dict[str, Any]:
     from cdc_logs import registry
 
     models: dict[str, Any] = {"offsets": cfg.OffsetsConfig}
-    for component in [*registry.components("source"), *registry.components("sink")]:
+    for component in registry.components("source"):
+        models[_source_key(component.name)] = component.config
+    for component in registry.components("sink"):
         first = component.name
         key = {"sql": "sql", "webhook": "http", "http": "http"}.get(first, first)
         models[key] = component.config
     return models
 
 
-def source_keys() -> set[str]:
-    """The template keys that are sources' (a source's key is its name)."""
+def _source_key(name: str) -> str:
+    """A source's template key: its name, or `<name>_source` when a sink has the same name (kafka, the
+    event buses), so that neither one's template hides the other's."""
     from cdc_logs import registry
 
-    return {component.name for component in registry.components("source")}
+    return f"{name}_source" if any(c.name == name for c in registry.components("sink")) else name
+
+
+def source_keys() -> set[str]:
+    """The template keys that are sources'."""
+    from cdc_logs import registry
+
+    return {_source_key(component.name) for component in registry.components("source")}
 
 
 def credential_fields(model: Any) -> list[str]:

@@ -139,6 +139,7 @@ class NatsReader(Reader):
             max_reconnect_attempts=5,
             allow_reconnect=True,
             name=f"cdc-logs {self.pipeline}",
+            error_cb=_client_error,
             **auth,
         )
         self._js = self._nc.jetstream(timeout=s.connect_timeout_s)
@@ -433,6 +434,12 @@ class NatsReader(Reader):
             if len(self._mappings) < 100_000:
                 self._mappings[subject] = mapping
         return mapping
+
+
+async def _client_error(exc: Exception) -> None:
+    # nats-py's default logs every client error with a traceback; the reader raises what matters as a
+    # CdcError with the fix, so the client's own reports are debug lines.
+    log.debug("nats client error", error=str(exc))
 
 
 def _hosts(url: str) -> str:
