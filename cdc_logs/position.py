@@ -493,3 +493,59 @@ class AmqpDelivery(Position):
 
     def describe(self) -> str:
         return f"{self.queue} delivery {self.tag} (channel {self.run})" + self._event_suffix()
+
+
+@_register
+@dataclass(frozen=True, eq=False)
+class MqttPosition(Position):
+    """An MQTT source's place in one run: the `seq`-th message of run `run`.
+
+    The broker, not this position, holds the resume state: the persistent session (client id) keeps
+    every QoS 1 message not yet acknowledged and delivers it again on the next connection, so a restart
+    never resumes "from" a stored position. The position orders a run's messages (the checkpoint
+    commits in order, and each committed message is acknowledged) and is stored for display. `run` is
+    the run's start time in epoch milliseconds, raised above the stored run's if the clock went back:
+    a later run's messages (redeliveries included) always sort after an earlier run's, so a sink's
+    replay guard never mistakes them for a replay.
+    """
+
+    kind: ClassVar[str] = "mqtt"
+    run: int = 0
+    seq: int = 0
+
+    def _field_types(self) -> dict[str, Any]:
+        return {"server": str, "run": int, "seq": int}
+
+    def sort_key(self) -> tuple[Any, ...]:
+        return (self.run, self.seq)
+
+    def describe(self) -> str:
+        return f"run {self.run} message {self.seq}" + self._event_suffix()
+
+
+@_register
+@dataclass(frozen=True, eq=False)
+class NatsSequence(Position):
+    """A NATS JetStream message's stream sequence: one lane per stream, ordered by `seq`.
+
+    The durable consumer on the server, not this position, holds the resume state (its ack floor and
+    pending acks); a restart continues from the consumer, and the stored sequence is for display and
+    for ordering within the stream. A message delivered again (after a crash) has the same sequence
+    again, so a sink's replay guard recognises it.
+    """
+
+    kind: ClassVar[str] = "nats"
+    stream: str = ""
+    seq: int = 0
+
+    def _field_types(self) -> dict[str, Any]:
+        return {"server": str, "stream": str, "seq": int}
+
+    def sort_key(self) -> tuple[Any, ...]:
+        return (self.seq,)
+
+    def lane(self) -> str:
+        return self.stream
+
+    def describe(self) -> str:
+        return f"{self.stream}#{self.seq}" + self._event_suffix()
