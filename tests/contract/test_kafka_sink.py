@@ -362,3 +362,24 @@ def test_schemas_true_refuses_an_event_without_a_table_schema(kafka_bootstrap: s
     sink.close()
     assert err.value.kind is ErrorKind.CONFIG and "schemas: false" in (err.value.hint or "")
     assert consume_all(kafka_bootstrap, topic) == [], "nothing half-described was written"
+
+
+def test_logical_decoding_messages_go_to_the_message_topic(kafka_bootstrap: str, unique_name: str) -> None:
+    # Op m has no table: Debezium writes it to <prefix>.message; the default template would give
+    # `<prefix>..` (empty schema and table).
+    create_topic(kafka_bootstrap, f"{unique_name}.message")
+    message = ChangeEvent(
+        op=Op.MESSAGE,
+        source=SourceInfo("postgresql", "p", "db", "", schema="", ts_ms=1, extra={"txId": None, "lsn": 5}),
+        key={"prefix": "audit"},
+        ts_ms=2,
+        content={"prefix": "audit", "content": "aGk="},
+    )
+    sink = KafkaSink(kafka_bootstrap, prefix=unique_name, schemas=True)
+    sink.open()
+    sink.write([message])
+    sink.close()
+    (record,) = consume_all(kafka_bootstrap, f"{unique_name}.message")
+    value = json.loads(record.value())
+    assert value["payload"]["message"] == {"prefix": "audit", "content": "aGk="}
+    assert value["schema"]["name"] == "io.debezium.connector.postgresql.MessageValue"
