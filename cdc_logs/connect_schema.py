@@ -38,19 +38,27 @@ What is described, and why (docs/schemas.md has the full table):
   and the source struct no `sequence`/`ts_us`/`ts_ns`/`origin`/`origin_lsn` (fields Debezium 3.6
   has), because cdc-logs does not write them. A field of the schema that is optional may be absent
   from a payload (JsonConverter reads it as null); a field of the payload is always in the schema.
-- A NOT NULL column absent from the event's `before` or `after` is optional in that event's row
-  struct (both share one `Value` struct, as Debezium's): a column listed in `unchanged` (Postgres
-  unchanged TOAST; the envelope then gets the `unchanged` field), or a non-key column of the `before`
-  of a Postgres delete under REPLICA IDENTITY DEFAULT (only the key is sent). A JsonConverter would
-  refuse a required field without a value. So a table has a second, compatible schema version (only
-  nullability relaxed) for such events; every other event of the table version shares the first.
+- A NOT NULL column absent from, or null in, the event's `before` or `after` is optional in that
+  event's row struct (both share one `Value` struct, as Debezium's): a column listed in `unchanged`
+  (Postgres unchanged TOAST; the envelope then gets the `unchanged` field), a non-key column of the
+  `before` of a Postgres delete under REPLICA IDENTITY DEFAULT (only the key is sent), or a null
+  written before the column became NOT NULL (the reader reads the catalog when it sees the table, not
+  when the row was written). A JsonConverter would refuse a required field without a value.
+- An array column whose value is nested (Postgres `int[][]`, which its catalog does not tell from
+  `int[]`) gets `items` nested as deep as the value in that event's struct; a JsonConverter reading a
+  nested value with a flat schema silently makes zeros of it. An update whose before and after have
+  different depths cannot be described (one Value struct): SINK_REJECTED.
+  Such events carry a variant of the table version's schema; every other event shares the first.
+  Only the required and the array columns are looked at, per event.
+- A BIGINT UNSIGNED value above int64's range (the schema says int64, Debezium's default
+  bigint.unsigned.handling.mode=long) is refused as SINK_REJECTED: a converter would wrap it.
 - Op `m` (a logical decoding message) has no table: its record is Debezium's `MessageValue` shape
   (`op`, `ts_ms`, `source`, `transaction`, `message`) with the `MessageKey` key.
 - An event without a TableSchema (the `debezium` source reading a topic written without schemas)
   cannot be described: `require_schema` raises a CdcError naming the fix. Never a guessed schema.
 
-Cost: schemas are cached per (TableSchema fingerprint, name base, connector, source shape, absent
-NOT NULL columns) together with their serialized JSON, so a steady stream builds each one once and a record
+Cost: schemas are cached per (TableSchema fingerprint, name base, connector, source shape, relaxed
+NOT NULL columns, nested array depths) together with their serialized JSON, so a steady stream builds each one once and a record
 costs a dict lookup and a byte concatenation.
 """
 
