@@ -58,8 +58,8 @@ What is described, and why (docs/schemas.md has the full table):
   cannot be described: `require_schema` raises a CdcError naming the fix. Never a guessed schema.
 
 Cost: schemas are cached per (TableSchema fingerprint, name base, connector, source shape, relaxed
-NOT NULL columns, nested array depths) together with their serialized JSON, so a steady stream builds each one once and a record
-costs a dict lookup and a byte concatenation.
+NOT NULL columns, nested array depths) together with their serialized JSON, so a steady stream builds
+each one once and a record costs a dict lookup and a byte concatenation.
 """
 
 from __future__ import annotations
