@@ -278,6 +278,42 @@ def test_avro_from_the_table_schema_through_a_real_registry(
     assert registry_decode(url, records[0].key()) == {"id": 1}
 
 
+#: A Postgres int[] column: its catalog does not tell int[] from int[][].
+ARRAYS = TableSchema(
+    "shop",
+    "public",
+    "orders",
+    (COLUMNS[0], Column("nest", "array", None, "INT4[]", element=Column("nest", "int32", None, "INT4"))),
+)
+
+
+def test_avro_a_multidimensional_array_is_a_new_version_backward_refuses(
+    kafka_bootstrap: str, avro_topic: str, schema_registry_url: str
+) -> None:
+    url, topic = schema_registry_url, avro_topic
+    set_compatibility(url, f"{topic}-value", "BACKWARD")
+    sink = KafkaSink(kafka_bootstrap, topic=topic, encoder=AvroEncoder(SchemaRegistry(url)))
+    sink.open()
+
+    def event(i: int, nest: Any) -> ChangeEvent:
+        source = SourceInfo("postgresql", "app", "shop", "orders", schema="public", ts_ms=i, extra={"lsn": i})
+        return ChangeEvent(
+            op=Op.CREATE, source=source, after={"id": i, "nest": nest}, key={"id": i}, ts_ms=i, schema=ARRAYS
+        )
+
+    sink.write([event(1, [1, 2])])
+    # [[1,2],[3,4]] under the flat schema would be a silent loss; the nested variant is a new version
+    # that BACKWARD refuses: the batch is rejected explicitly.
+    with pytest.raises(CdcError) as err:
+        sink.write([event(2, [[1, 2], [3, 4]])])
+    assert err.value.kind is ErrorKind.SINK_REJECTED and "refused a new schema" in str(err.value)
+    set_compatibility(url, f"{topic}-value", "NONE")  # the documented way out
+    sink.write([event(3, [[1, 2], [3, 4]])])
+    sink.close()
+    values = [registry_decode(url, r.value()) for r in consume_all(kafka_bootstrap, topic)]
+    assert [v["after"]["nest"] for v in values] == [[1, 2], [[1, 2], [3, 4]]]
+
+
 def test_avro_fallback_without_a_table_schema(
     kafka_bootstrap: str, avro_topic: str, schema_registry_url: str
 ) -> None:
