@@ -363,15 +363,20 @@ _INT64_MAX: Final = 2**63 - 1
 _plans: dict[int, _Plan] = {}
 
 
-def _variant(event: ChangeEvent, table: TableSchema) -> tuple[tuple[str, ...], tuple[tuple[str, int], ...]]:
-    """What this event's values need of the row struct beyond the table's schema, as
-    (required columns to make optional, ((array column, depth), ...) for nested arrays); ((), ()) for
-    almost every event. Raises SINK_REJECTED for a value no Connect schema of the column can hold."""
+def _plan(table: TableSchema) -> _Plan:
     plan = _plans.get(table.fingerprint)
     if plan is None:
         if len(_plans) >= _CACHE_LIMIT:
             _plans.clear()
         plan = _plans[table.fingerprint] = _Plan(table)
+    return plan
+
+
+def _variant(event: ChangeEvent, table: TableSchema) -> tuple[tuple[str, ...], tuple[tuple[str, int], ...]]:
+    """What this event's values need of the row struct beyond the table's schema, as
+    (required columns to make optional, ((array column, depth), ...) for nested arrays); ((), ()) for
+    almost every event. Raises SINK_REJECTED for a value no Connect schema of the column can hold."""
+    plan = _plan(table)
     rows = [r for r in (event.before, event.after) if r is not None]
     relaxed: tuple[str, ...] = ()
     if plan.required:
@@ -583,6 +588,8 @@ def key_record(
     if key is None:
         return None
     schema = key_schema(event, prefix, columns if columns is not None else tuple(key))
+    if event.schema is not None and any(type(v) is int and v > _INT64_MAX for v in key.values()):
+        _check_unsigned(event, _plan(event.schema).unsigned, [dict(key)])  # an int64 key would wrap too
     return b'{"schema":' + _json(schema) + b',"payload":' + dumps(key) + b"}"
 
 

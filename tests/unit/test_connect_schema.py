@@ -274,3 +274,6 @@ def test_a_bigint_unsigned_above_int64_is_refused_not_wrapped() -> None:
     with pytest.raises(CdcError, match="18446744073709551615") as err:
         cs.envelope_record(wraps)
     assert err.value.kind is ErrorKind.SINK_REJECTED and "schemas: false" in (err.value.hint or "")
+    with pytest.raises(CdcError, match="18446744073709551615"):
+        cs.key_record(wraps, "p", wraps.key)  # the key's int64 would wrap the same way
+    assert orjson.loads(cs.key_record(fits, "p", fits.key) or b"")["payload"] == {"id": 2**63 - 1}
