@@ -9,7 +9,11 @@ unchanged TOAST) are left out of the UPDATE, so the target keeps its value inste
 
 A batch is one transaction, and so is its replay marker: table `cdc_applied` holds, per sink and
 source table, the last applied source position (dedup.py has the rule), written in the same
-transaction as the rows. A replayed batch is therefore skipped, not re-applied.
+transaction as the rows. A replayed batch is therefore skipped, not re-applied. When the
+transaction fails, every table, binder and report cached inside it is dropped: Postgres and SQLite
+roll back the DDL `auto_create` ran in it, and the pipeline retries the batch in halves to isolate
+a refused event (delivery.py), which must not cost the valid events beside it. Logical decoding
+messages (op m) belong to no table: skipped, without a marker.
 
 Values: the envelope carries Debezium's JSON encodings; the event's table schema says which
 (sql_types.py turns them back into typed values: epoch milliseconds or microseconds into timestamps,
@@ -21,7 +25,11 @@ the primary key from the event key) and adds columns that appear later (sql_type
 mapping per dialect, docs/sinks.md the table). Events without a schema fall back to types guessed
 from the first row. Nothing else on a target table is ever changed, as with Debezium's JDBC sink
 (`schema.evolution=basic`): other schema changes at the source are reported, and values a target
-column would round are refused naming the ALTER that fixes it (sql_fit.py).
+column would round (or an ENUM label it lacks) are refused naming the ALTER that fixes it
+(sql_fit.py). Schemas are never created: a missing one is an operator error naming CREATE SCHEMA.
+
+URLs without a driver get the ones cdc-logs installs (psycopg 3, PyMySQL); a driver that is not
+installed is a configuration error, never a transient one.
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ reported instead, and no value is ever written changed:
   dead-lettered naming the column and the ALTER that fixes it, and values that fit still go through.
   Where the kinds differ (a timestamp column that became text, say), it is only reported: the
   database refuses what it cannot convert.
+- `labels_guard` refuses a label a MySQL/MariaDB ENUM or SET target column lacks (one added at the
+  source), naming the MODIFY COLUMN that adds it; the ENUM is not extended here either.
 - `dropped` lists target columns the source does not send (dropped or renamed at the source): they
   are kept, and rows written from then on leave them NULL (or their default).
 """
@@ -211,10 +213,14 @@ def labels_guard(target: sa.types.TypeEngine[Any], dialect: str) -> Guard | None
     sends no new relation for `ALTER TYPE`), so the check is against the target's labels. Only
     refused, never added: the target table is the user's (`schema.evolution=basic` adds columns
     only). None for other columns."""
-    if dialect not in ("mysql", "mariadb") or not isinstance(target, sa.Enum):
+    if dialect not in ("mysql", "mariadb"):
         return None
-    labels = tuple(target.enums)
-    many = isinstance(target, mysql.SET)
+    if isinstance(target, mysql.SET):  # not an sa.Enum
+        many, labels = True, tuple(target.values)
+    elif isinstance(target, sa.Enum):
+        many, labels = False, tuple(target.enums)
+    else:
+        return None
     have = set(labels)
     kind = "SET" if many else "ENUM"
 

@@ -131,8 +131,9 @@ def test_an_enum_label_added_at_the_source_is_refused_naming_the_alter(
     pg_dsn: str, mariadb_dsn: str, names: str, tmp_path: Path
 ) -> None:
     """`ALTER TYPE mood ADD VALUE 'ecstatic'` at the source: the MariaDB target's ENUM lacks it.
-    The row is refused before MariaDB sees it, naming the exact ALTER that adds the label (never run
-    by cdc-logs: the target is the user's); after the user runs it, the label is applied."""
+    The row is refused before MariaDB sees it, naming the exact ALTER that adds the label and keeps
+    the column's NOT NULL and default (never run by cdc-logs: the target is the user's); once the user
+    has run it, the label is applied without a restart."""
     name = names
     db = my_args(mariadb_dsn)["database"]
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
@@ -142,8 +143,10 @@ def test_an_enum_label_added_at_the_source_is_refused_naming_the_alter(
     pipeline = start(tmp_path, name, pg_source(pg_dsn, name), targets(pg_dsn, mariadb_dsn, name)[1:])
     try:
         pipeline.wait(missing_ok(lambda: 1 in my_ids(mariadb_dsn, name)), "the snapshot")
-        with mariadb(mariadb_dsn) as cur:  # the target column NOT NULL, as a user would make it
-            cur.execute(f"ALTER TABLE `{name}` MODIFY COLUMN m ENUM('sad','ok','happy') NOT NULL")
+        with mariadb(mariadb_dsn) as cur:  # NOT NULL with a default, as a user would make it
+            cur.execute(
+                f"ALTER TABLE `{name}` MODIFY COLUMN m ENUM('sad','ok','happy') NOT NULL DEFAULT 'ok'"
+            )
         with psycopg.connect(pg_dsn, autocommit=True) as conn:
             conn.execute(f"ALTER TYPE public.{name}_mood ADD VALUE 'ecstatic'")
             with conn.transaction():
@@ -154,7 +157,8 @@ def test_an_enum_label_added_at_the_source_is_refused_naming_the_alter(
         (refused,) = pipeline.dead_letters("mariadb_target")
         assert refused["envelope"]["after"] == {"id": 2, "m": "ecstatic"}
         assert "'ecstatic' is not a label of the target's ENUM('sad', 'ok', 'happy')" in refused["reason"]
-        fix = f"ALTER TABLE {db}.{name} MODIFY COLUMN m ENUM('sad','ok','happy','ecstatic') NOT NULL"
+        labels = "ENUM('sad','ok','happy','ecstatic')"
+        fix = f"ALTER TABLE {db}.{name} MODIFY COLUMN m {labels} NOT NULL DEFAULT 'ok'"
         assert fix in refused["hint"], refused["hint"]
         with mariadb(mariadb_dsn) as cur:
             assert my_ids(mariadb_dsn, name) == {1: ("ok",), 3: ("happy",)}  # nothing changed by cdc-logs
