@@ -444,18 +444,24 @@ def test_a_missing_target_schema_is_an_operator_error_naming_create_schema(
 
 def test_sigterm_during_a_sink_open_backoff_ends_the_run_promptly(tmp_path: Path) -> None:
     """A target that is down: `run` waits for it with the retry backoff (here 30 s), and SIGTERM
-    cuts that wait short instead of sitting it out."""
+    cuts that wait short instead of sitting it out. With a second destination (fan-out), the stop
+    used to wait 30 s more for the closed sink to deliver what was spooled for it."""
     source = tmp_path / "source.db"
     with sqlite3.connect(source) as conn:
         conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)")
+        conn.execute("INSERT INTO t VALUES (1, 1)")  # spooled for the closed sink
     config = {
         "name": "sigterm_open",
         "source": {"type": "sqlite", "path": str(source), "tables": ["t"]},
-        "destinations": [{"type": "postgresql", "url": "postgresql://cdc@127.0.0.1:1/none"}],
+        "destinations": [
+            {"type": "file", "path": str(tmp_path / "out.jsonl")},
+            {"type": "postgresql", "url": "postgresql://cdc@127.0.0.1:1/none"},
+        ],
         "offsets": {"type": "sqlite", "path": str(tmp_path / "offsets.db")},
         "sync": {
             "mode": "continuous",
             "retry": {"max_attempts": 100, "initial_backoff_ms": 30000, "max_backoff_ms": 30000},
+            "fanout": {"spool_dir": str(tmp_path / "spool")},
         },
     }
     path = tmp_path / "pipeline.yaml"
@@ -469,7 +475,7 @@ def test_sigterm_during_a_sink_open_backoff_ends_the_run_promptly(tmp_path: Path
         )
     try:
         deadline = time.monotonic() + 60
-        while "sink unavailable, retrying" not in log.read_text():
+        while "sink unavailable, retrying" not in log.read_text() or not (tmp_path / "out.jsonl").exists():
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.1)
         proc.send_signal(signal.SIGTERM)
