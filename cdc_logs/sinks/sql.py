@@ -655,7 +655,9 @@ class SqlSinkConfig(SinkConfigBase):
         "{schema}",
         alias="schema",
         description="Target schema per event (a template, as `table`); null: the connection's default "
-        "schema, which is the default for SQLite targets. For MySQL sources {schema} is the database.",
+        "schema, which is the default for SQLite targets. For MySQL sources {schema} is the database. It "
+        "must exist: cdc-logs creates tables, never schemas (a missing one stops the run naming CREATE "
+        "SCHEMA).",
         examples=["replica", None],
     )
     auto_create: bool = Field(
