@@ -61,6 +61,7 @@ class FanOut:
             retry, stop=self._stop, dead_letters=dead_letters, metrics=metrics, status=status
         )
         self._appended = 0  # highest seq appended (ack marker)
+        self._opened: set[str] = set()  # sinks whose worker has opened them
         self._threads = [
             threading.Thread(target=self._work, args=(s,), name=f"sink-{s.name}", daemon=True)
             for s in self.sinks
@@ -81,11 +82,15 @@ class FanOut:
         return ok
 
     def drain(self, timeout: float) -> bool:
-        """Wait until every sink has acknowledged everything appended (graceful stop)."""
+        """Wait until every sink has acknowledged everything appended (graceful stop). A sink not
+        open yet (its destination down, the worker in its open backoff) cannot deliver in time, and
+        nothing is committed until every sink has: no wait then, the rest is replayed on restart."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.failure is not None or self.checkpoint.durable_seq() >= self._appended:
                 return self.failure is None
+            if len(self._opened) < len(self.sinks):
+                return False
             time.sleep(0.02)
         return False
 
@@ -107,6 +112,7 @@ class FanOut:
             # the others deliver, and catches up from its cursor once it is back.
             if not self.delivery.open(sink):
                 return
+            self._opened.add(sink.name)
             while not self._stop.is_set():
                 taken = self.spool.read(sink.name, self.batch_events, timeout=0.2)
                 if not taken.chunks:

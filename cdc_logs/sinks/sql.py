@@ -9,7 +9,11 @@ unchanged TOAST) are left out of the UPDATE, so the target keeps its value inste
 
 A batch is one transaction, and so is its replay marker: table `cdc_applied` holds, per sink and
 source table, the last applied source position (dedup.py has the rule), written in the same
-transaction as the rows. A replayed batch is therefore skipped, not re-applied.
+transaction as the rows. A replayed batch is therefore skipped, not re-applied. When the
+transaction fails, every table, binder and report cached inside it is dropped: Postgres and SQLite
+roll back the DDL `auto_create` ran in it, and the pipeline retries the batch in halves to isolate
+a refused event (delivery.py), which must not cost the valid events beside it. Logical decoding
+messages (op m) belong to no table: skipped, without a marker.
 
 Values: the envelope carries Debezium's JSON encodings; the event's table schema says which
 (sql_types.py turns them back into typed values: epoch milliseconds or microseconds into timestamps,
@@ -21,12 +25,17 @@ the primary key from the event key) and adds columns that appear later (sql_type
 mapping per dialect, docs/sinks.md the table). Events without a schema fall back to types guessed
 from the first row. Nothing else on a target table is ever changed, as with Debezium's JDBC sink
 (`schema.evolution=basic`): other schema changes at the source are reported, and values a target
-column would round are refused naming the ALTER that fixes it (sql_fit.py).
+column would round (or an ENUM label it lacks) are refused naming the ALTER that fixes it
+(sql_fit.py). Schemas are never created: a missing one is an operator error naming CREATE SCHEMA.
+
+URLs without a driver get the ones cdc-logs installs (psycopg 3, PyMySQL); a driver that is not
+installed is a configuration error, never a transient one.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Sequence
 from typing import Any, Literal
 from urllib.parse import quote
@@ -54,12 +63,70 @@ log = get_logger(__name__)
 _EPOCH = dt.datetime(1970, 1, 1)
 
 
+# A URL without a driver gets the one cdc-logs installs: SQLAlchemy's defaults (psycopg2, MySQLdb)
+# are not installed, and the MariaDB source and `scripts/stack env` write plain mysql:// URLs.
+_PLAIN = {
+    "postgresql://": "postgresql+psycopg://",
+    "postgres://": "postgresql+psycopg://",
+    "mysql://": "mysql+pymysql://",
+    "mariadb://": "mysql+pymysql://",
+}
+# Driver name in a URL (dialect+driver://) -> the package that provides its module.
+_DRIVER_PACKAGES = {
+    "psycopg": "psycopg[binary] (installed with cdc-logs)",
+    "psycopg2": "psycopg2-binary",
+    "pg8000": "pg8000",
+    "asyncpg": "asyncpg",
+    "pymysql": "pymysql (installed with cdc-logs)",
+    "mysqldb": "mysqlclient",
+    "mysqlconnector": "mysql-connector-python",
+    "mariadbconnector": "mariadb",
+    "oracledb": "oracledb (installed with cdc-logs)",
+    "cx_oracle": "cx_Oracle",
+    "pyodbc": "pyodbc",
+    "pymssql": "pymssql",
+}
+
+
 def normalize_url(url: str) -> str:
-    """Plain postgresql:// URLs use psycopg 3 (the driver this project installs), not psycopg2."""
-    for plain in ("postgresql://", "postgres://"):
+    """Plain postgresql:// and mysql:// / mariadb:// URLs use the drivers this project installs
+    (psycopg 3, PyMySQL), not SQLAlchemy's defaults (psycopg2, MySQLdb)."""
+    for plain, driver in _PLAIN.items():
         if url.startswith(plain):
-            return "postgresql+psycopg://" + url[len(plain) :]
+            return driver + url[len(plain) :]
     return url
+
+
+def driver_problem(url: str) -> str | None:
+    """Why the database driver `url` selects cannot be loaded (not installed), or None.
+
+    A missing driver is a configuration error, never a transient one: retrying cannot install it."""
+    try:
+        dialect = sa.make_url(url).get_dialect()
+    except sa_exc.NoSuchModuleError:
+        scheme = url.partition("://")[0]
+        return f"SQLAlchemy has no dialect {scheme!r} (is its plugin package installed?)"
+    except (sa_exc.ArgumentError, ValueError):
+        return None  # an unparsable URL: sqlalchemy_url() says what is wrong with it
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        driver = getattr(dialect, "driver", "") or ""
+        package = _DRIVER_PACKAGES.get(driver, driver or "its driver")
+        return (
+            f"the URL's driver {driver!r} ({dialect.name}) cannot be loaded ({exc.msg or exc}): "
+            f"pip install {package.split(' ')[0]!r} into cdc-logs' environment, or write the URL as "
+            f"{_suggested(dialect.name)}"
+        )
+    return None
+
+
+def _suggested(dialect: str) -> str:
+    if dialect in ("mysql", "mariadb"):
+        return "mysql+pymysql:// (or plain mysql://: PyMySQL, installed with cdc-logs)"
+    if dialect == "postgresql":
+        return "postgresql+psycopg:// (or plain postgresql://: psycopg 3, installed with cdc-logs)"
+    return "one whose driver is installed"
 
 
 class SqlSink(Sink):
@@ -87,6 +154,10 @@ class SqlSink(Sink):
         self._tables: dict[tuple[str | None, str], sa.Table] = {}
         self._binders: dict[tuple[object, ...], Binder] = {}
         self._reported: set[tuple[object, ...]] = set()  # (table, schema) pairs already checked
+        # Reports made inside the running transaction: logged once it commits, dropped if it rolls
+        # back (they may describe a table or column the rollback undid).
+        self._reports: dict[tuple[object, ...], tuple[Binder, set[str], ChangeEvent]] = {}
+        self._said_messages = False
         self._guard = ReplayGuard()
         self._applied = sa.Table(
             applied_table,
@@ -100,19 +171,28 @@ class SqlSink(Sink):
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def open(self) -> None:
-        try:
-            self._engine = sa.create_engine(
-                sqlalchemy_url(self.url, "SQL destination's url"),
-                pool_pre_ping=True,
-                json_serializer=json_serializer,
+        url = sqlalchemy_url(self.url, "SQL destination's url")
+        problem = driver_problem(self.url)
+        if problem is not None:
+            raise CdcError(  # a missing driver: retrying cannot install it
+                ErrorKind.CONFIG,
+                f"SQL destination {self.name!r}: {problem}",
+                "install that driver, or use one cdc-logs installs (plain postgresql:// or mysql://)",
             )
+        try:
+            self._engine = sa.create_engine(url, pool_pre_ping=True, json_serializer=json_serializer)
             with self._engine.begin() as conn:
+                if self.schema_template and "{" not in self.schema_template:
+                    self._check_schema(conn, self.schema_template)  # one fixed schema: say it now
                 self._applied.create(conn, checkfirst=True)
                 rows = conn.execute(sa.select(self._applied).where(self._applied.c.sink == self.name))
                 self._guard.markers = {r.source_table: Marker(decode(r.position), r.complete) for r in rows}
         except sa_exc.SQLAlchemyError as exc:
             self._engine = None
             raise self._error(exc, f"cannot open {redact(self.url)}") from exc
+        except CdcError:
+            self._engine = None
+            raise
 
     def close(self) -> None:
         if self._engine is not None:
@@ -126,43 +206,87 @@ class SqlSink(Sink):
         if self._engine is None:
             self.open()
         assert self._engine is not None
-        fresh, changed = self._guard.plan(batch)
+        fresh, changed = self._guard.plan([e for e in batch if not self._message(e)])
         if not fresh and not changed:
             return
-        try:
-            with self._engine.begin() as conn:
-                pending = _Upserts(self._upsert)
-                for event in fresh:
-                    self._apply(conn, event, pending)
-                pending.flush(conn)
-                if changed:
-                    now = dt.datetime.now(dt.UTC)
-                    rows = [
-                        {
-                            "sink": self.name,
-                            "source_table": k,
-                            "position": m.position.encode(),
-                            "complete": m.complete,
-                            "updated_at": now,
-                        }
-                        for k, m in changed.items()
-                    ]
-                    self._upsert(conn, self._applied, rows, ["position", "complete", "updated_at"])
-        except sa_exc.SQLAlchemyError as exc:
-            self._tables.clear()  # a failed DDL or a changed table: reflect again on the retry
-            self._binders.clear()
-            raise self._error(exc, f"applying {len(fresh)} changes failed") from exc
-        except (OverflowError, ValueError, TypeError) as exc:  # the driver cannot bind a value
-            raise CdcError(
-                ErrorKind.SINK_REJECTED,
-                f"applying {len(fresh)} changes failed: a value cannot be sent ({type(exc).__name__})",
-                "widen the target column's type, or drop or mask the column with a transform",
-            ) from exc
+        for attempt in (1, 2):
+            cached = bool(self._tables)
+            self._reports = {}
+            try:
+                self._transaction(fresh, changed)
+                break
+            except BaseException as exc:
+                # The transaction rolled back, and with it any CREATE TABLE / ADD COLUMN it ran
+                # (Postgres and SQLite DDL is transactional): nothing cached from inside it may
+                # survive, or the retry (the halves of the batch, when an event is refused) would
+                # write to a table or column that is not there and dead-letter valid rows.
+                self._tables.clear()
+                self._binders.clear()
+                self._reports = {}
+                error = self._failure(exc, len(fresh))
+                if attempt == 1 and cached and error is not None and error.kind is ErrorKind.SINK_REJECTED:
+                    # Refused against tables reflected by an earlier batch: the user may have fixed
+                    # the target since (the ALTER a refusal names). Judge once more as it is now.
+                    continue
+                if error is None or error is exc:
+                    raise
+                raise error from exc
         self._guard.committed(changed)
+        for key, (binder, sent, event) in self._reports.items():  # about committed tables only
+            self._reported.add(key)
+            self._report(binder, sent, event)
+        self._reports = {}
+
+    def _failure(self, exc: BaseException, count: int) -> CdcError | None:
+        """`exc` from a batch's transaction as the CdcError to raise; None: raise it as it is."""
+        if isinstance(exc, CdcError):
+            return exc
+        if isinstance(exc, sa_exc.SQLAlchemyError):
+            return self._error(exc, f"applying {count} changes failed")
+        if isinstance(exc, OverflowError | ValueError | TypeError):  # the driver cannot bind a value
+            return CdcError(
+                ErrorKind.SINK_REJECTED,
+                f"applying {count} changes failed: a value cannot be sent ({type(exc).__name__})",
+                "widen the target column's type, or drop or mask the column with a transform",
+            )
+        return None
+
+    def _transaction(self, fresh: list[ChangeEvent], changed: dict[str, Marker]) -> None:
+        assert self._engine is not None
+        with self._engine.begin() as conn:
+            pending = _Upserts(self._upsert)
+            for event in fresh:
+                self._apply(conn, event, pending)
+            pending.flush(conn)
+            if changed:
+                now = dt.datetime.now(dt.UTC)
+                rows = [
+                    {
+                        "sink": self.name,
+                        "source_table": k,
+                        "position": m.position.encode(),
+                        "complete": m.complete,
+                        "updated_at": now,
+                    }
+                    for k, m in changed.items()
+                ]
+                self._upsert(conn, self._applied, rows, ["position", "complete", "updated_at"])
+
+    def _message(self, event: ChangeEvent) -> bool:
+        """A logical decoding message (op m) belongs to no table: nothing to apply, and no replay
+        marker either (it would name a table `<db>..`). Skipped, said once."""
+        if event.op is not Op.MESSAGE:
+            return False
+        if not self._said_messages:
+            self._said_messages = True
+            log.info(
+                "logical decoding messages (op m) are not applied to SQL tables: skipped",
+                sink=self.name,
+                fix="send them to a stream destination (Kafka, file, ...) if you need them",
+            )
+        return True
 
     def _apply(self, conn: sa.Connection, event: ChangeEvent, pending: _Upserts) -> None:
-        if event.op is Op.MESSAGE:
-            return
         table = self._table(conn, event)
         if event.op is Op.TRUNCATE or event.op is Op.DELETE:
             pending.flush(conn)  # statements of other shapes run after the queued upserts
@@ -202,11 +326,11 @@ class SqlSink(Sink):
                 self._binders.clear()
             columns = {c.name: c for c in schema.columns} if schema is not None else {}
             binder = self._binders[key] = Binder(table, columns, conn.dialect.name)
+            binder.alter = functools.partial(_alter, conn.dialect, table)
             for name in binder.misfits:
-                binder.fixes[name] = _alter(conn, table, name, self._column_type(event, name, conn.dialect))
+                binder.fixes[name] = binder.alter(name, self._column_type(event, name, conn.dialect))
             if schema is not None and key not in self._reported:
-                self._reported.add(key)
-                self._report(binder, set(columns) | set(event.row or ()), event)
+                self._reports[key] = (binder, set(columns) | set(event.row or ()), event)
         return binder
 
     def _report(self, binder: Binder, sent: set[str], event: ChangeEvent) -> None:
@@ -297,7 +421,10 @@ class SqlSink(Sink):
         table = self._tables.get((schema, name))
         if table is not None:
             return table
-        if sa.inspect(conn).has_table(name, schema=schema):
+        exists = sa.inspect(conn).has_table(name, schema=schema)
+        if not exists and schema is not None:
+            self._check_schema(conn, schema)
+        if exists:
             table = sa.Table(name, sa.MetaData(), schema=schema, autoload_with=conn)
         elif self.auto_create and event.row is not None and event.key:
             row, key = event.row, event.key
@@ -332,6 +459,24 @@ class SqlSink(Sink):
                 column.type = json_type
         self._tables[(schema, name)] = table
         return table
+
+    def _check_schema(self, conn: sa.Connection, schema: str) -> None:
+        """A NOT_FOUND error when target schema `schema` does not exist, naming the statement that
+        creates it. cdc-logs creates tables (auto_create), never schemas or databases: where a
+        schema lives, who owns it and what it is granted is the operator's decision. Without this,
+        every event would be refused (dead-lettered) one by one with the database's own message."""
+        if sa.inspect(conn).has_schema(schema):
+            return
+        quoted = conn.dialect.identifier_preparer.quote(schema)
+        mysql_like = conn.dialect.name in ("mysql", "mariadb")
+        create = f"CREATE DATABASE {quoted}" if mysql_like else f"CREATE SCHEMA {quoted}"
+        raise CdcError(
+            ErrorKind.NOT_FOUND,
+            f"SQL destination {self.name!r}: target {'database' if mysql_like else 'schema'} {schema!r} "
+            "does not exist (cdc-logs creates tables, never schemas)",
+            f"run `{create}` on the target (auto_create needs the sink's user to have CREATE there), "
+            "or set destination.schema to an existing one",
+        )
 
     def _with_columns(
         self, conn: sa.Connection, table: sa.Table, row: dict[str, Any], event: ChangeEvent
@@ -421,16 +566,23 @@ def _qualified(conn: sa.Connection, table: sa.Table) -> str:
     return prep.format_table(table)
 
 
-def _alter(conn: sa.Connection, table: sa.Table, column: str, column_type: sa.types.TypeEngine[Any]) -> str:
+def _alter(dialect: sa.Dialect, table: sa.Table, column: str, column_type: sa.types.TypeEngine[Any]) -> str:
     """The statement that gives a target column `column_type` (the fix a refusal names)."""
-    prep = conn.dialect.identifier_preparer
-    rendered = column_type.compile(dialect=conn.dialect)
-    name = prep.quote(column)
-    if conn.dialect.name == "postgresql":
-        return f"ALTER TABLE {_qualified(conn, table)} ALTER COLUMN {name} TYPE {rendered}"
-    if conn.dialect.name in ("mysql", "mariadb"):
-        return f"ALTER TABLE {_qualified(conn, table)} MODIFY COLUMN {name} {rendered}"
-    return f"recreate {_qualified(conn, table)} with column {name} {rendered} (no ALTER COLUMN here)"
+    prep = dialect.identifier_preparer
+    rendered = column_type.compile(dialect=dialect)
+    name, qualified = prep.quote(column), prep.format_table(table)
+    if dialect.name == "postgresql":
+        return f"ALTER TABLE {qualified} ALTER COLUMN {name} TYPE {rendered}"
+    if dialect.name in ("mysql", "mariadb"):
+        # MODIFY COLUMN restates the whole column: keep its NOT NULL and default, or it loses them.
+        target = table.c.get(column)
+        if target is not None and not target.nullable:
+            rendered += " NOT NULL"
+        default = getattr(getattr(target, "server_default", None), "arg", None)
+        if default is not None:
+            rendered += f" DEFAULT {default.text if hasattr(default, 'text') else default}"
+        return f"ALTER TABLE {qualified} MODIFY COLUMN {name} {rendered}"
+    return f"recreate {qualified} with column {name} {rendered} (no ALTER COLUMN here)"
 
 
 def _truncate(conn: sa.Connection, table: sa.Table) -> str:
@@ -467,7 +619,8 @@ class SqlSinkConfig(SinkConfigBase):
     )
     url: SecretStr | None = Field(
         None,
-        description="SQLAlchemy URL of the target database (postgresql:// uses psycopg 3); when set, the "
+        description="SQLAlchemy URL of the target database (postgresql:// uses psycopg 3, mysql:// and "
+        "mariadb:// PyMySQL: the drivers cdc-logs installs); when set, the "
         "fields below are ignored. A secret: never logged. Also accepted as `dsn`.",
         examples=["postgresql://cdc:${ANALYTICS_PASSWORD}@analytics.internal:5432/analytics"],
     )
@@ -502,7 +655,9 @@ class SqlSinkConfig(SinkConfigBase):
         "{schema}",
         alias="schema",
         description="Target schema per event (a template, as `table`); null: the connection's default "
-        "schema, which is the default for SQLite targets. For MySQL sources {schema} is the database.",
+        "schema, which is the default for SQLite targets. For MySQL sources {schema} is the database. It "
+        "must exist: cdc-logs creates tables, never schemas (a missing one stops the run naming CREATE "
+        "SCHEMA).",
         examples=["replica", None],
     )
     auto_create: bool = Field(
@@ -535,6 +690,9 @@ class SqlSinkConfig(SinkConfigBase):
             raise ValueError("give `url` (a SQLAlchemy URL), or `database` with host/port/username/password")
         if "target_schema" not in self.model_fields_set and self.sqlalchemy_url().startswith("sqlite"):
             self.target_schema = None  # SQLite has no schemas to mirror
+        problem = driver_problem(normalize_url(self.sqlalchemy_url()))
+        if problem is not None:  # `config validate` says it, as `run` would
+            raise ValueError(problem)
         return self
 
     def sqlalchemy_url(self) -> str:

@@ -12,6 +12,8 @@ reported instead, and no value is ever written changed:
   dead-lettered naming the column and the ALTER that fixes it, and values that fit still go through.
   Where the kinds differ (a timestamp column that became text, say), it is only reported: the
   database refuses what it cannot convert.
+- `labels_guard` refuses a label a MySQL/MariaDB ENUM or SET target column lacks (one added at the
+  source), naming the MODIFY COLUMN that adds it; the ENUM is not extended here either.
 - `dropped` lists target columns the source does not send (dropped or renamed at the source): they
   are kept, and rows written from then on leave them NULL (or their default).
 """
@@ -23,7 +25,7 @@ from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import mysql, postgresql
 
 from cdc_logs.schema import Column, Semantic
 
@@ -31,7 +33,16 @@ Guard = Callable[[Any], None]
 
 
 class Misfit(ValueError):
-    """A value the target column would store changed (rounded, truncated)."""
+    """A value the target column would store changed (rounded, truncated), or not at all."""
+
+
+class MissingLabel(Misfit):
+    """A label a MySQL/MariaDB ENUM or SET target column does not have. `labels`: the column's
+    labels with the missing ones appended (what the column must become)."""
+
+    def __init__(self, message: str, labels: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.labels = labels
 
 
 _FRACTION = {
@@ -190,6 +201,40 @@ def _digits(precision: int, scale: int) -> Guard:
         before = max(0, len(digits) + exponent)
         if after > scale or before > precision - scale:
             raise Misfit(f"{value} does not fit numeric({precision},{scale}): it would be rounded or refused")
+
+    return guard
+
+
+def labels_guard(target: sa.types.TypeEngine[Any], dialect: str) -> Guard | None:
+    """For a MySQL/MariaDB ENUM or SET target column: a guard refusing a label the column does not
+    have (one added at the source: `ALTER TYPE ... ADD VALUE`, `MODIFY COLUMN ... ENUM(...)`). The
+    database would refuse it anyway (strict mode: "Data truncated"), but with no word on the fix, or
+    store '' (non-strict). The source's schema cannot be trusted to list the new label (Postgres
+    sends no new relation for `ALTER TYPE`), so the check is against the target's labels. Only
+    refused, never added: the target table is the user's (`schema.evolution=basic` adds columns
+    only). None for other columns."""
+    if dialect not in ("mysql", "mariadb"):
+        return None
+    if isinstance(target, mysql.SET):  # not an sa.Enum
+        many, labels = True, tuple(target.values)
+    elif isinstance(target, sa.Enum):
+        many, labels = False, tuple(target.enums)
+    else:
+        return None
+    have = set(labels)
+    kind = "SET" if many else "ENUM"
+
+    def guard(value: Any) -> None:
+        if not isinstance(value, str) or value == "":
+            return  # '' is MySQL's "no member" value: stored as the source has it
+        parts = value.split(",") if many else [value]
+        missing = [p for p in dict.fromkeys(parts) if p not in have]
+        if missing:
+            shown = ", ".join(repr(m) for m in missing)
+            raise MissingLabel(
+                f"{shown} is not a label of the target's {kind}({', '.join(repr(x) for x in labels)})",
+                labels + tuple(missing),
+            )
 
     return guard
 

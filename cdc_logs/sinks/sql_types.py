@@ -286,7 +286,13 @@ class Binder:
                 self.misfits[name] = found[0]
                 if found[1] is not None:
                     self._guards[name] = found[1]
+        for held in table.c:
+            labels = sql_fit.labels_guard(held.type, dialect)
+            if labels is not None and held.name not in self._guards:
+                self._guards[held.name] = labels
         self.fixes: dict[str, str] = {}
+        # The statement that gives a target column a type (set by the sink: it knows the dialect).
+        self.alter: Callable[[str, sa.types.TypeEngine[Any]], str] | None = None
 
     def refuses(self, name: str) -> bool:
         """Whether values of misfit column `name` are checked (else the mismatch is only reported)."""
@@ -303,6 +309,15 @@ class Binder:
             if guard is not None:
                 guard(value)
             return adapt(self.table.c[name].type, value, self.dialect)
+        except sql_fit.MissingLabel as exc:
+            target = self.table.c[name].type
+            wider = mysql.SET(*exc.labels) if isinstance(target, mysql.SET) else mysql.ENUM(*exc.labels)
+            fix = self.alter(name, wider) if self.alter is not None else "add the label to the column"
+            raise CdcError(
+                ErrorKind.SINK_REJECTED,
+                f"column {name!r} of {self.table.fullname}: {exc} (a label added at the source)",
+                f"add it on the target: {fix}; or map or mask the column with a transform",
+            ) from exc
         except sql_fit.Misfit as exc:
             fix = self.fixes.get(name) or "widen the target column's type"
             raise CdcError(

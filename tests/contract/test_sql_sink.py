@@ -9,6 +9,11 @@ applies whole or not at all, partial updates, key changes, typed columns, `auto_
 from __future__ import annotations
 
 import datetime as dt
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -16,11 +21,12 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+import yaml
 
 from cdc_logs.envelope import ChangeEvent, Op, SourceInfo
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.position import Watermark
-from cdc_logs.sinks.sql import SqlSink, normalize_url
+from cdc_logs.sinks.sql import SqlSink, SqlSinkConfig, normalize_url
 from tests.helpers import SERVER, make_event
 
 pytestmark = pytest.mark.integration
@@ -358,3 +364,126 @@ def test_json_text_is_stored_as_sent_and_none_is_sql_null(tmp_path: Path) -> Non
     with sa.create_engine(f"sqlite:///{tmp_path / 't.db'}").connect() as conn:
         rows = list(conn.execute(sa.text("SELECT id, j, j IS NULL FROM tv ORDER BY id")))
     assert [tuple(r) for r in rows] == [(1, text, 0), (2, None, 1)]
+
+
+def test_logical_decoding_messages_are_skipped_without_a_marker(target: Target) -> None:
+    """Op m belongs to no table: nothing is applied for it, and no replay marker names a table
+    `<db>..` (one was written before); the row events beside it are applied as usual."""
+    target.create("CREATE TABLE {t} (id INTEGER PRIMARY KEY, v INTEGER)")
+    message = ChangeEvent(
+        op=Op.MESSAGE,
+        source=SourceInfo("test", "p", "db", "", schema=""),
+        key={"prefix": "audit"},
+        ts_ms=2000,
+        content={"prefix": "audit", "content": "aGk="},
+        position=Watermark(SERVER, (1,)),
+    )
+    sink = target.sink()
+    sink.open()
+    sink.write([message, make_event(2), message])
+    sink.write([message])
+    sink.close()
+    assert target.rows() == [(2, 2)]
+    with target.engine.connect() as conn:
+        markers = conn.execute(
+            sa.text("SELECT source_table FROM cdc_applied WHERE sink = :s"), {"s": target.sink_name}
+        ).all()
+    assert [m[0].split("|")[2] for m in markers] == ["db.main.t"]  # the row event's table only
+
+
+def test_plain_mysql_url_uses_pymysql(mariadb_dsn: str, unique_name: str) -> None:
+    """`mysql://` exactly as `scripts/stack env` gives it (and as the MariaDB source takes it) opens
+    with PyMySQL: SQLAlchemy's default for it, MySQLdb, is not installed."""
+    assert mariadb_dsn.startswith("mysql://")
+    sink = SqlSink(mariadb_dsn, target_schema=None, table=unique_name, auto_create=True, name=unique_name)
+    sink.open()
+    try:
+        sink.write([make_event(1)])
+        with sink._engine.connect() as conn:  # type: ignore[union-attr]
+            assert conn.execute(sa.text(f"SELECT id, v FROM `{unique_name}`")).all() == [(1, 1)]
+    finally:
+        with sink._engine.begin() as conn:  # type: ignore[union-attr]
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS `{unique_name}`"))
+            conn.execute(sa.text("DELETE FROM cdc_applied WHERE sink = :s"), {"s": unique_name})
+        sink.close()
+
+
+def test_a_driver_that_is_not_installed_is_a_config_error(mariadb_dsn: str) -> None:
+    """Not a transient 'sink unavailable' retried forever: retrying cannot install a module."""
+    url = mariadb_dsn.replace("mysql://", "mysql+mysqldb://", 1)
+    with pytest.raises(CdcError) as err:
+        SqlSink(url).open()
+    assert err.value.kind is ErrorKind.CONFIG
+    assert "'mysqldb'" in err.value.message and "pip install 'mysqlclient'" in err.value.message
+    assert "mysql+pymysql://" in err.value.message
+    with pytest.raises(ValueError, match="mysqlclient"):  # `config validate` says it too
+        SqlSinkConfig(type="mysql", url=url)
+    assert SqlSinkConfig(type="mysql", url=mariadb_dsn).url is not None
+
+
+def test_a_missing_target_schema_is_an_operator_error_naming_create_schema(
+    pg_dsn: str, unique_name: str
+) -> None:
+    """cdc-logs creates tables, never schemas: a schema that is not there stops the pipeline with
+    the statement that creates it, instead of dead-lettering every event with the database's word."""
+    fixed = SqlSink(pg_dsn, target_schema=unique_name, auto_create=True, name=unique_name)
+    with pytest.raises(CdcError) as err:
+        fixed.open()  # one fixed schema: said at open
+    assert err.value.kind is ErrorKind.NOT_FOUND and f'CREATE SCHEMA "{unique_name}"' not in err.value.message
+    assert f"CREATE SCHEMA {unique_name}" in (err.value.hint or ""), err.value.hint
+    templated = SqlSink(pg_dsn, target_schema=unique_name + "{table}", auto_create=True, name=unique_name)
+    templated.open()
+    try:
+        with pytest.raises(CdcError) as err:
+            templated.write([make_event(1)])  # a template: said at first use
+        assert err.value.kind is ErrorKind.NOT_FOUND
+        assert f"CREATE SCHEMA {unique_name}t" in (err.value.hint or ""), err.value.hint
+    finally:
+        templated.close()
+
+
+def test_sigterm_during_a_sink_open_backoff_ends_the_run_promptly(tmp_path: Path) -> None:
+    """A target that is down: `run` waits for it with the retry backoff (here 30 s), and SIGTERM
+    cuts that wait short instead of sitting it out. With a second destination (fan-out), the stop
+    used to wait 30 s more for the closed sink to deliver what was spooled for it."""
+    source = tmp_path / "source.db"
+    with sqlite3.connect(source) as conn:
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)")
+        conn.execute("INSERT INTO t VALUES (1, 1)")  # spooled for the closed sink
+    config = {
+        "name": "sigterm_open",
+        "source": {"type": "sqlite", "path": str(source), "tables": ["t"]},
+        "destinations": [
+            {"type": "file", "path": str(tmp_path / "out.jsonl")},
+            {"type": "postgresql", "url": "postgresql://cdc@127.0.0.1:1/none"},
+        ],
+        "offsets": {"type": "sqlite", "path": str(tmp_path / "offsets.db")},
+        "sync": {
+            "mode": "continuous",
+            "retry": {"max_attempts": 100, "initial_backoff_ms": 30000, "max_backoff_ms": 30000},
+            "fanout": {"spool_dir": str(tmp_path / "spool")},
+        },
+    }
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(config))
+    log = tmp_path / "run.log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cdc_logs", "run", "-c", str(path)],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while "sink unavailable, retrying" not in log.read_text() or not (tmp_path / "out.jsonl").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        proc.wait(20)
+        assert time.monotonic() - started < 10, log.read_text()
+        assert proc.returncode == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -639,7 +640,13 @@ def test_schema_changes_other_than_add_column_are_reported(
         == my_target_state(mariadb_dsn, name)[8]["amount"]
         == Decimal("8.5")
     )
-    assert log.count("columns=['gone']") == 2 and log.count("columns=['at', 'gone']") == 4, log[-4000:]
+    # Per target: the version without `gone`, then the two without `at` either. The first may also
+    # name at2 on MariaDB: its ADD COLUMN commits at once, so a batch retried after a refusal (the
+    # report is logged when its batch commits) already finds at2 there, which those rows leave NULL.
+    reports = re.findall(r"columns=(\[[^]]*\])", log)
+    assert len(reports) == 6 and reports.count("['at', 'gone']") == 4, log[-4000:]
+    assert reports.count("['gone']") + reports.count("['gone', 'at2']") == 2, log[-4000:]
+    assert reports.count("['gone', 'at2']") <= 1, log[-4000:]  # never on Postgres: rolled back
     for row in (pg_plain_state(pg_dsn, name)[6], my_target_state(mariadb_dsn, name)[6]):
         assert row["at"] is None and row["at2"] == dt.datetime(2024, 1, 2, 3, 4, 5, 123456)  # added, typed
 

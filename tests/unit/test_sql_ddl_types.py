@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
+from cdc_logs.debezium.schema import column as debezium_column
 from cdc_logs.schema import Column
 from cdc_logs.schema import Semantic as S
 from cdc_logs.sinks import sql_fit
@@ -185,3 +186,57 @@ def test_dropped_lists_the_target_columns_the_source_does_not_send() -> None:
     table = sa.Table("t", sa.MetaData(), sa.Column("id", sa.Integer), sa.Column("gone", sa.Text))
     assert sql_fit.dropped(table, {"id"}) == ["gone"]
     assert sql_fit.dropped(table, {"id", "gone", "new"}) == []
+
+
+# A Debezium topic's Kafka Connect schema field (connector setting) -> (Postgres, MariaDB 10.11):
+# the table "With the `debezium` source" in docs/sinks.md#column-types-auto_create.
+PROPAGATED = {"__debezium.source.column.type": "NUMERIC", "__debezium.source.column.length": "10"}
+DEBEZIUM: list[tuple[dict[str, Any], tuple[str, str]]] = [
+    ({"type": "bytes", "name": "org.apache.kafka.connect.data.Decimal",  # decimal.handling.mode=precise
+      "parameters": {"scale": "2", "connect.decimal.precision": "10"}}, ("NUMERIC(10, 2)", "NUMERIC(10, 2)")),
+    ({"type": "string"}, ("TEXT", "LONGTEXT")),  # string mode, or a varchar without its length
+    ({"type": "string", "parameters": {**PROPAGATED, "__debezium.source.column.scale": "2"}},
+     ("NUMERIC(10, 2)", "NUMERIC(10, 2)")),
+    ({"type": "float64"}, ("DOUBLE PRECISION", "DOUBLE")),  # double mode
+    ({"type": "int64", "name": "io.debezium.time.Timestamp"},  # timestamp(3), adaptive
+     ("TIMESTAMP(6) WITHOUT TIME ZONE", "DATETIME(6)")),
+    ({"type": "int64", "name": "io.debezium.time.Timestamp",
+      "parameters": {"__debezium.source.column.type": "TIMESTAMP", "__debezium.source.column.length": "3"}},
+     ("TIMESTAMP(3) WITHOUT TIME ZONE", "DATETIME(3)")),
+    ({"type": "string", "name": "io.debezium.time.ZonedTimestamp"},
+     ("TIMESTAMP(6) WITH TIME ZONE", "DATETIME(6)")),
+    ({"type": "int64", "name": "org.apache.kafka.connect.data.Timestamp"},  # connect mode: not a timestamp
+     ("BIGINT", "BIGINT")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("field", "expected"), DEBEZIUM)
+def test_auto_create_types_from_a_debezium_connect_schema(
+    field: dict[str, Any], expected: tuple[str, str]
+) -> None:
+    source = debezium_column({**field, "field": "c"})
+    got = (
+        ddl_type(source, "postgresql").compile(dialect=postgresql.dialect()),
+        ddl_type(source, "mariadb", version=(10, 11)).compile(dialect=mysql.dialect()),
+    )
+    assert got == expected
+
+
+def test_an_enum_target_refuses_a_label_it_lacks_naming_the_labels_it_needs() -> None:
+    guard = sql_fit.labels_guard(mysql.ENUM("sad", "ok", "happy"), "mariadb")
+    assert guard is not None
+    for value in ("sad", "happy", "", None):  # '': MySQL's "no member" value, stored as the source has it
+        guard(value)
+    with pytest.raises(sql_fit.MissingLabel) as err:
+        guard("ecstatic")
+    assert err.value.labels == ("sad", "ok", "happy", "ecstatic")
+    with pytest.raises(sql_fit.MissingLabel):
+        guard("Happy")  # MariaDB would store 'happy': a changed value
+    many = sql_fit.labels_guard(mysql.SET("a", "b"), "mysql")
+    assert many is not None
+    many("a,b")
+    with pytest.raises(sql_fit.MissingLabel) as err:
+        many("a,c,d")
+    assert err.value.labels == ("a", "b", "c", "d")
+    assert sql_fit.labels_guard(postgresql.ENUM("a", name="e"), "postgresql") is None  # its own error
+    assert sql_fit.labels_guard(sa.String(10), "mariadb") is None
