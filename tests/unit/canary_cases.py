@@ -340,6 +340,12 @@ TEMPLATES: dict[str, dict[str, Any]] = {
     "postgresql": {"type": "pg", "dsn": "postgresql://cdc@127.0.0.1:1/db", "tables": ["public.t"]},
     "mysql": {"type": "mariadb", "host": "127.0.0.1", "port": 1, "user": "cdc", "tables": ["test.t"]},
     "debezium": {"type": "debezium", "bootstrap_servers": UNREACHABLE, "topic_prefix": "canary"},
+    "pulsar_source": {
+        "type": "pulsar",
+        "service_url": "pulsar://127.0.0.1:1",
+        "topic": "t",
+        "subscription_name": "s",
+    },
     # destinations
     "stdout": STDOUT,
     "file": {"type": "file", "path": "out.jsonl"},
@@ -371,6 +377,7 @@ URL_FIELDS: dict[tuple[str, str], tuple[str, str]] = {
     ("nats", "url"): ("nats", ""),
     ("mqtt", "url"): ("mqtt", ""),
     ("pulsar", "service_url"): ("pulsar", ""),
+    ("pulsar_source", "service_url"): ("pulsar", ""),
     ("opensearch", "url"): ("hostile", ""),
     ("offsets", "dsn"): ("postgresql", "/cdc_test"),
 }
@@ -405,18 +412,28 @@ def config_models() -> dict[str, Any]:
     from cdc_logs import registry
 
     models: dict[str, Any] = {"offsets": cfg.OffsetsConfig}
-    for component in [*registry.components("source"), *registry.components("sink")]:
+    for component in registry.components("source"):
+        models[_source_key(component.name)] = component.config
+    for component in registry.components("sink"):
         first = component.name
         key = {"sql": "sql", "webhook": "http", "http": "http"}.get(first, first)
         models[key] = component.config
     return models
 
 
-def source_keys() -> set[str]:
-    """The template keys that are sources' (a source's key is its name)."""
+def _source_key(name: str) -> str:
+    """A source's template key: its name, or `<name>_source` when a sink has that name too (pulsar)."""
     from cdc_logs import registry
 
-    return {component.name for component in registry.components("source")}
+    sinks = {component.name for component in registry.components("sink")}
+    return f"{name}_source" if name in sinks else name
+
+
+def source_keys() -> set[str]:
+    """The template keys that are sources'."""
+    from cdc_logs import registry
+
+    return {_source_key(component.name) for component in registry.components("source")}
 
 
 def credential_fields(model: Any) -> list[str]:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, SecretStr, model_validator
+from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from cdc_logs import registry
 from cdc_logs.configmodel import SourceConfigBase, secret
+from cdc_logs.dsn import check_url
 from cdc_logs.extras import need
 from cdc_logs.readers.base import Reader
 from cdc_logs.readers.messages import MessageFormatConfig
@@ -108,6 +109,12 @@ class PulsarSourceConfig(SourceConfigBase, MessageFormatConfig):
             spelled = data["subscription_type"].lower().replace("-", "_")
             data["subscription_type"] = "key_shared" if spelled == "keyshared" else spelled
         return data
+
+    @field_validator("service_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        check_url(value, "URL")  # a malformed one never reaches the client, whose errors quote it
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> PulsarSourceConfig:

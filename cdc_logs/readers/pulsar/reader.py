@@ -206,7 +206,7 @@ class PulsarReader(Reader):
             raise CdcError(
                 kind,
                 f"cannot subscribe {self.subscription_name!r} to {', '.join(self.topics)} at "
-                f"{redact(self.service_url)}: {type(exc).__name__}: {exc}",
+                f"{redact(self.service_url)}: {type(exc).__name__}: {redact(str(exc))}",
                 {
                     ErrorKind.AUTH: "check auth_token and the role's consume permission on the namespace",
                     ErrorKind.NOT_FOUND: "create the topic, or let the namespace auto-create topics",
@@ -290,7 +290,8 @@ class PulsarReader(Reader):
                     return
                 raise CdcError(
                     error_kind(exc),
-                    f"pulsar receive on {self.subscription_name!r} failed: {type(exc).__name__}: {exc}",
+                    f"pulsar receive on {self.subscription_name!r} failed: {type(exc).__name__}: "
+                    f"{redact(str(exc))}",
                     "the source reconnects; unacknowledged messages are delivered again",
                 ) from exc
             item = self.decode(msg)
