@@ -20,6 +20,9 @@ schemas, so the standard JsonConverter JSON is the contract):
                                             the serialized JsonConverter records (bytes), the hot path
   name_base(event, prefix)                  `<prefix>.<schema or db>.<table>`, the topic Debezium
                                             would use (its schema names are derived from it)
+  source_schema(event), transaction_schema(), column_schema(column)
+                                            the parts, for converters that walk them
+  require_schema(event)                     the event's TableSchema, or the CdcError with the fix
 
 A schema dict is JSON as Kafka's JsonConverter writes it: `{"type": "struct", "fields": [...],
 "optional": false, "name": ..., "version": ...}`; a field is `{"type", "optional", ["name",

@@ -14,6 +14,9 @@ schema only describes them.
 
 from __future__ import annotations
 
+import dataclasses
+import zlib
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,6 +108,30 @@ class TableSchema:
     @property
     def key(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.columns if c.key)
+
+    def reshaped(
+        self,
+        *,
+        table: str | None = None,
+        rename: Mapping[str, str] | None = None,
+        as_text: Collection[str] = (),
+        drop: Collection[str] = (),
+    ) -> TableSchema:
+        """This schema as a transform leaves the rows: the table renamed, columns renamed (old: new),
+        columns whose values became text (a hash, a mask pattern), columns dropped. Its own version."""
+        rename = rename or {}
+        columns = []
+        for col in self.columns:
+            if col.name in drop:
+                continue
+            if col.name in as_text:
+                col = Column(col.name, "string", None, "TEXT", optional=col.optional, key=col.key)
+            if col.name in rename:
+                col = dataclasses.replace(col, name=rename[col.name])
+            columns.append(col)
+        shape = repr([(c.name, c.type, c.semantic, c.source_type, c.length, c.scale, c.key) for c in columns])
+        version = zlib.crc32(f"{self.version}:{shape}".encode())
+        return TableSchema(self.db, self.schema, table or self.table, tuple(columns), version=version)
 
     @property
     def qualified(self) -> str:

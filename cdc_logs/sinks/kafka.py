@@ -458,7 +458,7 @@ def build(cfg: KafkaSinkConfig, ctx: registry.BuildContext) -> KafkaSink:
             username=cfg.schema_registry_username,
             password=secret(cfg.schema_registry_password),
         )
-        encoder = AvroEncoder(schemas, value_subject=cfg.value_schema)
+        encoder = AvroEncoder(schemas, value_subject=cfg.value_schema, prefix=cfg.prefix)
     return KafkaSink(
         cfg.bootstrap_servers,
         topic=cfg.topic,

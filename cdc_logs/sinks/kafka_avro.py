@@ -1,18 +1,21 @@
-"""Avro for the Kafka sink: Debezium-like schemas derived from the envelope, registered in a schema
-registry over its REST API, and the Confluent wire format (magic byte 0, 4-byte big-endian schema
-id, Avro binary body), so Confluent's and Apicurio's deserializers read the records.
+"""Avro for the Kafka sink: Debezium's Avro schemas from the source's table schema, registered in a
+schema registry over its REST API, and the Confluent wire format (magic byte 0, 4-byte big-endian
+schema id, Avro binary body), so Confluent's and Apicurio's deserializers read the records.
 
-Schemas, as Debezium's Avro converter shapes them:
-  value  record `<topic>.Envelope`: before / after (`["null", <topic>.Value]`), source (record
-         `<topic>.Source` from the source block's fields), op, ts_ms, transaction (nullable record)
-  key    record `<topic>.Key` over the key columns
-The envelope carries no column types, so field types are inferred from values (long / double /
-boolean / string; nested values and JSON as JSON text; Debezium's encodings already made dates and
-decimals ints and strings). Every column is nullable with default null, so adding one is a
-backward-compatible change. A column first seen as null is typed string. When a column's values
-change type, a new schema version is registered: long widens to double, any other clash makes the
-column a string (the registry's compatibility rule decides whether it accepts that; a refusal
-fails the batch as SINK_REJECTED).
+Typed (every event that carries a TableSchema, i.e. every native reader's): the record's Kafka
+Connect schema comes from cdc_logs.connect_schema (the JsonConverter schema block Debezium writes:
+`<base>.Key`, `<base>.Envelope` with `before`/`after` of `<base>.Value`, the connector's `Source`
+struct, `event.block`), and cdc_logs.sinks.avro_schema turns it into Avro with AvroData's rules, so
+the Avro equals what Debezium + Kafka Connect's AvroConverter registers for the same table. A new
+table schema version (after DDL) gives a new Avro schema, registered as a new version of the
+subject: an added nullable column is an optional field with default null, a backward-compatible
+change under the registry's default rule; a change the rule refuses fails the batch as SINK_REJECTED.
+
+Fallback (events without a TableSchema: a `debezium` source reading a topic written without schemas):
+field types are inferred from values (long / double / boolean / string; nested values and JSON as JSON
+text), every column nullable with default null. A column first seen as null is typed string; when a
+column's values change type a new version is registered (long widens to double, any other clash
+makes it a string).
 
 Registry: `POST <url>/subjects/<subject>/versions` (Confluent API; Apicurio serves it under
 /apis/ccompat/v7), subjects `<topic>-key` / `<topic>-value` (TopicNameStrategy) unless `value_subject`
@@ -22,25 +25,19 @@ is set. Ids are cached per (subject, schema), so a steady stream registers nothi
 from __future__ import annotations
 
 import io
-import re
 import struct
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
-from cdc_logs.envelope import ChangeEvent, dumps
+from cdc_logs.envelope import ChangeEvent, Op, dumps
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.redact import redact
+from cdc_logs.sinks.avro_schema import avro_datum, avro_name, connect_to_avro
 
-_NAME = re.compile(r"[^A-Za-z0-9_]")
 _MAGIC = b"\x00"
-
-
-def avro_name(text: str) -> str:
-    """A legal Avro name component (letters, digits, _; not starting with a digit)."""
-    name = _NAME.sub("_", text) or "_"
-    return f"_{name}" if name[0].isdigit() else name
+__all__ = ["AvroEncoder", "SchemaRegistry", "avro_name", "decode_wire", "namespace"]
 
 
 def namespace(topic: str) -> str:
@@ -85,8 +82,10 @@ class SchemaRegistry:
             self._session.auth = (username, password or "")
         self._ids: dict[tuple[str, str], int] = {}
 
-    def register(self, subject: str, schema: Mapping[str, Any]) -> int:
-        text = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS).decode()
+    def register(self, subject: str, schema: Mapping[str, Any], *, text: str | None = None) -> int:
+        """The id of `schema` under `subject` (registered if new). `text`: its JSON, if known."""
+        if text is None:
+            text = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS).decode()
         cached = self._ids.get((subject, text))
         if cached is not None:
             return cached
@@ -127,27 +126,87 @@ class SchemaRegistry:
         self._session.close()
 
 
-class AvroEncoder:
-    """Kafka sink encoder: (event, topic, key JSON) -> (Avro key, Avro value) in the wire format."""
+class _Prepared:
+    """An Avro schema ready to write with: its JSON text (the registry's cache key) and fastavro's
+    parsed form."""
 
-    def __init__(self, registry: SchemaRegistry, *, value_subject: str | None = None) -> None:
+    __slots__ = ("avro", "parsed", "text")
+
+    def __init__(self, avro: Any) -> None:
+        import fastavro
+
+        self.avro = avro
+        self.text = orjson.dumps(avro, option=orjson.OPT_SORT_KEYS).decode()
+        self.parsed = fastavro.parse_schema(avro)
+
+
+class AvroEncoder:
+    """Kafka sink encoder: (event, topic, key JSON) -> (Avro key, Avro value) in the wire format.
+
+    `prefix` is the Kafka sink's {prefix}: Debezium's schema names start with it (default: the
+    event's source.name, as for topics)."""
+
+    def __init__(
+        self, registry: SchemaRegistry, *, value_subject: str | None = None, prefix: str | None = None
+    ) -> None:
         self.registry = registry
         self.value_subject = value_subject
+        self.prefix = prefix
         self._types: dict[tuple[str, str], dict[str, str]] = {}  # (topic, record) -> column -> type
-        self._parsed: dict[str, Any] = {}
+        # id(Connect schema) -> (that schema, its Avro): connect_schema hands out one dict per table
+        # version, so a steady stream converts each schema once; holding the dict keeps its id unique.
+        self._typed: dict[int, tuple[Mapping[str, Any], _Prepared]] = {}
+        self._inferred: dict[str, _Prepared] = {}  # fallback schemas by their JSON text
 
     def __call__(self, event: ChangeEvent, topic: str, key: bytes | None) -> tuple[bytes | None, bytes]:
-        value_schema, value = self.value_record(event, topic)
-        value_subject = self.value_subject or f"{topic}-value"
-        out_value = self._frame(self.registry.register(value_subject, value_schema), value_schema, value)
-        if event.key is None:
+        typed = event.schema is not None or event.op is Op.MESSAGE
+        if typed:
+            value_schema, value = self.typed_value(event)
+        else:
+            value_schema, value = self._fallback(*self.value_record(event, topic))
+        out_value = self._frame(self.value_subject or f"{topic}-value", value_schema, value)
+        if key is None:
             return None, out_value
-        key_schema, key_record = self.key_record(event, topic)
-        return self._frame(
-            self.registry.register(f"{topic}-key", key_schema), key_schema, key_record
-        ), out_value
+        key_payload = orjson.loads(key)
+        if typed:
+            key_schema, key_datum = self.typed_key(event, key_payload)
+        else:
+            key_schema, key_datum = self._fallback(*self.key_record(key_payload, topic))
+        return self._frame(f"{topic}-key", key_schema, key_datum), out_value
 
-    # -- schemas -----------------------------------------------------------------------------------
+    # -- typed: from the event's table schema ------------------------------------------------------
+    def typed_value(self, event: ChangeEvent) -> tuple[_Prepared, Any]:
+        """The envelope's Avro schema (from its Connect schema) and datum."""
+        from cdc_logs import connect_schema
+
+        connect = connect_schema.envelope_schema(event, self.prefix)
+        return self._converted(connect), avro_datum(connect, event.to_dict())
+
+    def typed_key(self, event: ChangeEvent, key: Mapping[str, Any]) -> tuple[_Prepared, Any]:
+        """The key's Avro schema and datum, over the key's columns (primary key or key_field)."""
+        from cdc_logs import connect_schema
+
+        connect = connect_schema.key_schema(event, self.prefix, tuple(key))
+        if connect is None:  # pragma: no cover - key_schema gives None only for a null key
+            raise CdcError(ErrorKind.INTERNAL, "a Kafka key without a Connect schema")
+        return self._converted(connect), avro_datum(connect, key)
+
+    def _converted(self, connect: Mapping[str, Any]) -> _Prepared:
+        cached = self._typed.get(id(connect))
+        if cached is None or cached[0] is not connect:
+            if len(self._typed) >= 4096:  # many tables or versions: start again rather than grow
+                self._typed.clear()
+            cached = self._typed[id(connect)] = (connect, _Prepared(connect_to_avro(connect)))
+        return cached[1]
+
+    # -- fallback: inferred from values (events without a table schema) ----------------------------
+    def _fallback(self, schema: dict[str, Any], datum: Any) -> tuple[_Prepared, Any]:
+        text = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS).decode()
+        prepared = self._inferred.get(text)
+        if prepared is None:
+            prepared = self._inferred[text] = _Prepared(schema)
+        return prepared, datum
+
     def _columns(self, topic: str, record: str, rows: list[Mapping[str, Any] | None]) -> dict[str, str]:
         known = self._types.setdefault((topic, record), {})
         for row in rows:
@@ -196,8 +255,10 @@ class AvroEncoder:
                         "null",
                         {
                             "type": "record",
-                            "name": "ConnectDefault",
-                            "namespace": "io.confluent.connect.avro",
+                            "name": "block",
+                            "namespace": "event",
+                            "connect.name": "event.block",
+                            "connect.version": 1,
                             "fields": [
                                 {"name": "id", "type": "string"},
                                 {"name": "total_order", "type": "long"},
@@ -219,28 +280,32 @@ class AvroEncoder:
         }
         return schema, record
 
-    def key_record(self, event: ChangeEvent, topic: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    def key_record(self, key: Mapping[str, Any], topic: str) -> tuple[dict[str, Any], dict[str, Any]]:
         ns = namespace(topic)
-        columns = self._columns(topic, "Key", [event.key])
+        columns = self._columns(topic, "Key", [key])
         schema = {
             "type": "record",
             "name": "Key",
             "namespace": ns,
             "fields": [_nullable(c, t) for c, t in columns.items()],
         }
-        return schema, _row(event.key, columns) or {}
+        return schema, _row(key, columns) or {}
 
     # -- wire format -------------------------------------------------------------------------------
-    def _frame(self, schema_id: int, schema: dict[str, Any], record: dict[str, Any]) -> bytes:
+    def _frame(self, subject: str, schema: _Prepared, datum: Any) -> bytes:
         import fastavro
 
-        text = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS).decode()
-        parsed = self._parsed.get(text)
-        if parsed is None:
-            parsed = self._parsed[text] = fastavro.parse_schema(schema)
+        schema_id = self.registry.register(subject, schema.avro, text=schema.text)
         buf = io.BytesIO()
         buf.write(_MAGIC + struct.pack(">I", schema_id))
-        fastavro.schemaless_writer(buf, parsed, record)
+        try:
+            fastavro.schemaless_writer(buf, schema.parsed, datum)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise CdcError(
+                ErrorKind.SINK_REJECTED,
+                f"a value does not fit its Avro schema ({subject}): {exc}",
+                "the table schema and the event disagree: report it with the table's definition",
+            ) from exc
         return buf.getvalue()
 
 

@@ -18,7 +18,10 @@ value the target cannot hold goes, with that one event, to the dead-letter file.
 
 `auto_create` creates a missing target table from the source's column types (the event's schema;
 the primary key from the event key) and adds columns that appear later (sql_types.ddl_type has the
-mapping per dialect). Events without a schema fall back to types guessed from the first row.
+mapping per dialect, docs/sinks.md the table). Events without a schema fall back to types guessed
+from the first row. Nothing else on a target table is ever changed, as with Debezium's JDBC sink
+(`schema.evolution=basic`): other schema changes at the source are reported, and values a target
+column would round are refused naming the ALTER that fixes it (sql_fit.py).
 """
 
 from __future__ import annotations
@@ -40,10 +43,11 @@ from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.observability.redact import redact
 from cdc_logs.position import decode
+from cdc_logs.sinks import sql_fit
 from cdc_logs.sinks.base import Sink
 from cdc_logs.sinks.dedup import Marker, ReplayGuard
 from cdc_logs.sinks.routing import check_template, render, source_label
-from cdc_logs.sinks.sql_types import Binder, ddl_type, guess_type
+from cdc_logs.sinks.sql_types import Binder, ddl_type, flavor, guess_type, json_serializer
 
 log = get_logger(__name__)
 
@@ -82,6 +86,7 @@ class SqlSink(Sink):
         self._engine: sa.Engine | None = None
         self._tables: dict[tuple[str | None, str], sa.Table] = {}
         self._binders: dict[tuple[object, ...], Binder] = {}
+        self._reported: set[tuple[object, ...]] = set()  # (table, schema) pairs already checked
         self._guard = ReplayGuard()
         self._applied = sa.Table(
             applied_table,
@@ -97,7 +102,9 @@ class SqlSink(Sink):
     def open(self) -> None:
         try:
             self._engine = sa.create_engine(
-                sqlalchemy_url(self.url, "SQL destination's url"), pool_pre_ping=True
+                sqlalchemy_url(self.url, "SQL destination's url"),
+                pool_pre_ping=True,
+                json_serializer=json_serializer,
             )
             with self._engine.begin() as conn:
                 self._applied.create(conn, checkfirst=True)
@@ -195,7 +202,39 @@ class SqlSink(Sink):
                 self._binders.clear()
             columns = {c.name: c for c in schema.columns} if schema is not None else {}
             binder = self._binders[key] = Binder(table, columns, conn.dialect.name)
+            for name in binder.misfits:
+                binder.fixes[name] = _alter(conn, table, name, self._column_type(event, name, conn.dialect))
+            if schema is not None and key not in self._reported:
+                self._reported.add(key)
+                self._report(binder, set(columns) | set(event.row or ()), event)
         return binder
+
+    def _report(self, binder: Binder, sent: set[str], event: ChangeEvent) -> None:
+        """Say once per table version what the target no longer matches (sql_fit.py): the target is
+        the user's, so it is never altered beyond added columns."""
+        table = binder.table.fullname
+        for name, why in binder.misfits.items():
+            log.warning(
+                "target column does not match the source's: values it would change are refused"
+                if binder.refuses(name)
+                else "target column's type differs from the source's: values are written as it takes them",
+                sink=self.name,
+                table=table,
+                column=name,
+                mismatch=why,
+                fix=binder.fixes[name],
+            )
+        kept = sql_fit.dropped(binder.table, sent)
+        if kept:
+            log.warning(
+                "the source does not send these target columns (dropped or renamed at the source, or the "
+                "target's own): kept; rows written from now on leave them NULL or their default",
+                sink=self.name,
+                table=table,
+                source=source_label(event),
+                columns=kept,
+                fix="drop or rename them on the target if they are gone for good",
+            )
 
     def _delete(
         self, conn: sa.Connection, table: sa.Table, pk: list[str], row: dict[str, Any], event: ChangeEvent
@@ -261,14 +300,14 @@ class SqlSink(Sink):
         if sa.inspect(conn).has_table(name, schema=schema):
             table = sa.Table(name, sa.MetaData(), schema=schema, autoload_with=conn)
         elif self.auto_create and event.row is not None and event.key:
-            row, key, dialect = event.row, event.key, conn.dialect.name
+            row, key = event.row, event.key
             names = [c.name for c in event.schema.columns] if event.schema is not None else list(row)
             # autoincrement=False: the keys come from the source. An AUTO_INCREMENT key (MySQL,
             # MariaDB) would store a row with key 0 under the next free number.
             columns = [
                 sa.Column(
                     c,
-                    self._column_type(event, c, dialect),
+                    self._column_type(event, c, conn.dialect),
                     primary_key=c in key,
                     nullable=c not in key,
                     autoincrement=False,
@@ -284,6 +323,13 @@ class SqlSink(Sink):
                 f"target table {f'{schema}.' if schema else ''}{name} for {source_label(event)} is missing",
                 "create it, point destination.table/schema at it, or set destination.auto_create: true",
             )
+        for column in table.c:
+            if isinstance(column.type, sa.JSON) and not column.type.none_as_null:
+                # None is SQL NULL, not the JSON text null (a fresh type: its bind processor is
+                # cached per type object)
+                json_type = column.type.copy()
+                json_type.none_as_null = True
+                column.type = json_type
         self._tables[(schema, name)] = table
         return table
 
@@ -299,22 +345,24 @@ class SqlSink(Sink):
             raise CdcError(
                 ErrorKind.SINK_REJECTED,
                 f"target table {table.fullname} has no column(s) {extra} sent by {source_label(event)}",
-                "add the columns to the target table, drop them with a transform, or set auto_create: true",
+                "add the columns to the target table (a column renamed at the source: rename it there), "
+                "drop them with a transform, or set auto_create: true",
             )
         for column in extra:
-            column_type = self._column_type(event, column, conn.dialect.name)
+            column_type = self._column_type(event, column, conn.dialect)
             ddl = sa.schema.CreateColumn(sa.Column(column, column_type)).compile(dialect=conn.dialect)
             conn.execute(sa.text(f"ALTER TABLE {_qualified(conn, table)} ADD COLUMN {ddl}"))
         self._tables.pop((table.schema, table.name), None)
         return self._table(conn, event)
 
     @staticmethod
-    def _column_type(event: ChangeEvent, name: str, dialect: str) -> sa.types.TypeEngine[Any]:
+    def _column_type(event: ChangeEvent, name: str, target: sa.Dialect) -> sa.types.TypeEngine[Any]:
         """The type `auto_create` gives column `name`: from the source's schema, else from the value."""
-        key = name in (event.key or {})
+        key, dialect = name in (event.key or {}), target.name
         column = event.schema.column(name) if event.schema is not None else None
         if column is not None:
-            return ddl_type(column, dialect, key=key)
+            version = tuple(int(v) for v in target.server_version_info or () if isinstance(v, int))
+            return ddl_type(column, flavor(target), key=key, version=version)
         value = (event.row or {}).get(name)
         if key and isinstance(value, str) and dialect in ("mysql", "mariadb"):
             return sa.String(255)  # MySQL cannot index a TEXT key column
@@ -371,6 +419,18 @@ class _Upserts:
 def _qualified(conn: sa.Connection, table: sa.Table) -> str:
     prep = conn.dialect.identifier_preparer
     return prep.format_table(table)
+
+
+def _alter(conn: sa.Connection, table: sa.Table, column: str, column_type: sa.types.TypeEngine[Any]) -> str:
+    """The statement that gives a target column `column_type` (the fix a refusal names)."""
+    prep = conn.dialect.identifier_preparer
+    rendered = column_type.compile(dialect=conn.dialect)
+    name = prep.quote(column)
+    if conn.dialect.name == "postgresql":
+        return f"ALTER TABLE {_qualified(conn, table)} ALTER COLUMN {name} TYPE {rendered}"
+    if conn.dialect.name in ("mysql", "mariadb"):
+        return f"ALTER TABLE {_qualified(conn, table)} MODIFY COLUMN {name} {rendered}"
+    return f"recreate {_qualified(conn, table)} with column {name} {rendered} (no ALTER COLUMN here)"
 
 
 def _truncate(conn: sa.Connection, table: sa.Table) -> str:

@@ -7,10 +7,12 @@ back into the Python value the target column takes: a `io.debezium.time.Timestam
 decimal string an exact `Decimal`. Without a schema (Debezium topics written without one) the target
 column's type decides alone, and integers in timestamp columns are read as microseconds (documented).
 
-`ddl_type` picks the target column type for `auto_create` from the source column, per dialect, so
-nothing is truncated or rounded: DATETIME(6) and LONGTEXT/LONGBLOB on MySQL/MariaDB, exact decimals
-as TEXT on SQLite (whose NUMERIC would round them through a float), arrays as ARRAY on Postgres and
-JSON elsewhere.
+`ddl_type` picks the target column type for `auto_create` from the source column, per dialect: the
+source's own type (timestamp(3) -> timestamp(3), numeric(20,5) -> numeric(20,5), jsonb -> jsonb)
+or, where the target has none, the nearest that holds every value exactly (UUID on MariaDB 10.7+
+else CHAR(36), DECIMAL past MySQL's 65 digits as LONGTEXT, exact decimals as TEXT on SQLite, whose
+NUMERIC rounds through a float; docs/sinks.md#column-types-auto_create has the table). JSON text
+from the source is stored as sent (`JsonText`), never parsed and re-serialised.
 
 A value the target cannot hold (a date past year 9999, Postgres' infinite timestamps) raises
 SINK_REJECTED naming the column, so that one event goes to the dead-letter file.
@@ -31,6 +33,7 @@ from sqlalchemy.dialects import mysql, postgresql
 
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.schema import Column, Semantic
+from cdc_logs.sinks import sql_fit
 
 _EPOCH = dt.datetime(1970, 1, 1)
 _EPOCH_DATE = dt.date(1970, 1, 1)
@@ -162,9 +165,7 @@ def decoder(column: Column) -> Decoder | None:
         return _variable_scale_decimal
     if semantic == Semantic.DECIMAL and column.type == "bytes":
         return _precise_decimal(column.scale or 0)
-    if semantic == Semantic.DECIMAL or (
-        column.type == "string" and column.source_type.split("(")[0] in _DECIMAL_TYPES
-    ):
+    if semantic == Semantic.DECIMAL or is_decimal(column):
         return _decimal
     if column.type in ("float32", "float64"):
         return _float
@@ -210,6 +211,8 @@ def adapt(target: sa.types.TypeEngine[Any], value: Any, dialect: str) -> Any:
         return value
     if isinstance(target, sa.Interval):
         return _duration(value)
+    if isinstance(target, sa.Integer) and isinstance(value, dt.timedelta):
+        return value // dt.timedelta(microseconds=1)  # an interval without an interval type: µs
     if isinstance(target, sa.LargeBinary):
         return _bytes(value)
     if isinstance(target, sa.Numeric) and not isinstance(target, sa.Float):
@@ -217,12 +220,23 @@ def adapt(target: sa.types.TypeEngine[Any], value: Any, dialect: str) -> Any:
     if isinstance(target, sa.Float):
         return _float(value)
     if isinstance(target, sa.JSON):
-        return json.loads(value) if isinstance(value, str) else value
+        # The source's own JSON text, sent as it is (json_serializer): parsing it would round big
+        # numbers through floats and lose a json column's spacing and key order.
+        return JsonText(value) if isinstance(value, str) else value
     if isinstance(target, sa.Uuid):
         return uuid.UUID(value) if isinstance(value, str) and target.as_uuid else value
     if isinstance(target, sa.String) and not isinstance(value, str):
         return _as_text(value)
     return value
+
+
+class JsonText(str):
+    """JSON text to store as it is (not a string value to encode as JSON)."""
+
+
+def json_serializer(value: Any) -> str:
+    """The engine's JSON encoder: JSON text from the source passes through unchanged."""
+    return value if isinstance(value, JsonText) else json.dumps(value, ensure_ascii=False)
 
 
 def _time_of_day(value: dt.timedelta, dialect: str) -> Any:
@@ -249,12 +263,34 @@ def _as_text(value: Any) -> Any:
 
 
 class Binder:
-    """Converts rows of one (target table, source schema) pair; built once, used for every row."""
+    """Converts rows of one (target table, source schema) pair; built once, used for every row.
+
+    `misfits`: the source columns the target column does not hold (sql_fit.py), with the reason;
+    values that column would change are refused, naming `fixes[name]` (set by the sink: the ALTER)."""
 
     def __init__(self, table: sa.Table, columns: dict[str, Column], dialect: str) -> None:
         self.table = table
         self.dialect = dialect
         self._decoders = {name: decoder(col) for name, col in columns.items()}
+        for name, column in columns.items():
+            target = table.c[name].type if name in table.c else None
+            if isinstance(target, sa.Integer) and column.unit is not None and column.type.startswith("int"):
+                # An integer column for a temporal one (made by hand, or by an older auto_create):
+                # it gets the envelope's integer (days, ms or µs, as the schema's unit says), as before.
+                self._decoders[name] = None
+        self.misfits: dict[str, str] = {}
+        self._guards: dict[str, sql_fit.Guard] = {}
+        for name, column in columns.items():
+            found = sql_fit.misfit(column, table.c[name].type, dialect) if name in table.c else None
+            if found is not None:
+                self.misfits[name] = found[0]
+                if found[1] is not None:
+                    self._guards[name] = found[1]
+        self.fixes: dict[str, str] = {}
+
+    def refuses(self, name: str) -> bool:
+        """Whether values of misfit column `name` are checked (else the mismatch is only reported)."""
+        return name in self._guards
 
     def value(self, name: str, value: Any) -> Any:
         if value is None:
@@ -263,7 +299,17 @@ class Binder:
             decode = self._decoders.get(name)
             if decode is not None:
                 value = decode(value)
+            guard = self._guards.get(name)
+            if guard is not None:
+                guard(value)
             return adapt(self.table.c[name].type, value, self.dialect)
+        except sql_fit.Misfit as exc:
+            fix = self.fixes.get(name) or "widen the target column's type"
+            raise CdcError(
+                ErrorKind.SINK_REJECTED,
+                f"column {name!r} of {self.table.fullname} {self.misfits[name]}: {exc}",
+                f"the source's column changed: {fix}; or drop or mask the column with a transform",
+            ) from exc
         except (OutOfRange, ValueError, TypeError, OverflowError) as exc:
             raise CdcError(
                 ErrorKind.SINK_REJECTED,
@@ -276,31 +322,61 @@ class Binder:
 
 
 # -- source column -> target DDL type -----------------------------------------------------------------
-def ddl_type(column: Column, dialect: str, *, key: bool = False) -> sa.types.TypeEngine[Any]:
-    """The target column type `auto_create` uses for `column` on `dialect`."""
+def flavor(dialect: sa.Dialect) -> str:
+    """The target's name for `ddl_type`: "mariadb" for MariaDB (whatever the driver), else the dialect's."""
+    return "mariadb" if getattr(dialect, "is_mariadb", False) else dialect.name
+
+
+def ddl_type(
+    column: Column, dialect: str, *, key: bool = False, version: tuple[int, ...] = ()
+) -> sa.types.TypeEngine[Any]:
+    """The target column type `auto_create` uses for `column` on `dialect` ("postgresql", "mariadb",
+    "mysql", "sqlite", ...; `version`: the server's, for types only newer servers have). The table in
+    docs/sinks.md#sql-column-types lists the mapping; every choice holds each source value exactly."""
     my, pg, lite = dialect in ("mysql", "mariadb"), dialect == "postgresql", dialect == "sqlite"
     semantic, kind, source = column.semantic, column.type, column.source_type.split("(")[0]
     digits = min(column.length, 6) if column.length is not None else 6
     if semantic == Semantic.DATE:
         return sa.Date()
     if semantic in (Semantic.TIMESTAMP, Semantic.MICRO_TIMESTAMP, Semantic.NANO_TIMESTAMP):
-        return mysql.DATETIME(fsp=digits) if my else sa.DateTime()
+        if my:
+            return mysql.DATETIME(fsp=digits)
+        return postgresql.TIMESTAMP(precision=digits) if pg else sa.DateTime()
     if semantic == Semantic.ZONED_TIMESTAMP:
-        return mysql.DATETIME(fsp=6) if my else sa.DateTime(timezone=True)  # MySQL: stored as UTC
+        if my:  # no zoned type (TIMESTAMP ends in 2038): DATETIME holding UTC
+            return mysql.DATETIME(fsp=digits)
+        return postgresql.TIMESTAMP(timezone=True, precision=digits) if pg else sa.DateTime(timezone=True)
     if semantic in (Semantic.TIME, Semantic.MICRO_TIME, Semantic.NANO_TIME):
         # A MySQL TIME outside 0..24 h fits only a MySQL target; elsewhere that event is refused
         # (dead-lettered), never wrapped around midnight.
-        return mysql.TIME(fsp=digits) if my else sa.Time()
+        if my:
+            return mysql.TIME(fsp=digits)
+        return postgresql.TIME(precision=digits) if pg else sa.Time()
     if semantic == Semantic.ZONED_TIME:
-        return mysql.TIME(fsp=6) if my else sa.Time(timezone=True)
+        if my:
+            return mysql.TIME(fsp=digits)  # UTC
+        return postgresql.TIME(timezone=True, precision=digits) if pg else sa.Time(timezone=True)
     if semantic == Semantic.MICRO_DURATION:
         return sa.Interval() if pg else sa.BigInteger()  # elsewhere: microseconds
     if semantic == Semantic.JSON:
         if pg:
-            return postgresql.JSONB() if source == "JSONB" else postgresql.JSON()
-        return sa.JSON()
+            return (
+                postgresql.JSONB(none_as_null=True)
+                if source == "JSONB"
+                else postgresql.JSON(none_as_null=True)
+            )
+        return sa.JSON(
+            none_as_null=True
+        )  # MariaDB: LONGTEXT with a json_valid() check; the text is kept as sent
     if semantic == Semantic.UUID:
-        return postgresql.UUID(as_uuid=False) if pg else sa.String(36)
+        if pg or (dialect == "mariadb" and version >= (10, 7)):
+            return sa.UUID(as_uuid=False)
+        return sa.CHAR(36)
+    if semantic in (Semantic.ENUM, Semantic.ENUM_SET) and my and column.enum_values:
+        members = column.enum_values
+        return mysql.ENUM(*members) if semantic == Semantic.ENUM else mysql.SET(*members)
+    if semantic == Semantic.YEAR:
+        return mysql.YEAR() if my else sa.SmallInteger()
     if kind == "boolean":
         return sa.Boolean()
     if kind in ("int8", "int16"):
@@ -312,12 +388,13 @@ def ddl_type(column: Column, dialect: str, *, key: bool = False) -> sa.types.Typ
             return sa.Text() if lite else sa.Numeric(20, 0)
         return sa.BigInteger()
     if kind == "float32":
-        return sa.REAL()
+        # MySQL/MariaDB send a FLOAT to clients with 6 significant digits: a DOUBLE holds and returns
+        # every float4 exactly (and the shortest text Postgres gives, e.g. 3.4028235e38, would
+        # overflow a FLOAT).
+        return sa.Double() if my else sa.REAL()
     if kind == "float64":
         return sa.Double()
-    if semantic in (Semantic.DECIMAL, Semantic.VARIABLE_SCALE_DECIMAL) or (
-        kind == "string" and source in _DECIMAL_TYPES
-    ):
+    if is_decimal(column):
         if lite:
             return sa.Text()  # SQLite's NUMERIC rounds through a float; text keeps every digit
         return _decimal_type(column, my)
@@ -326,14 +403,22 @@ def ddl_type(column: Column, dialect: str, *, key: bool = False) -> sa.types.Typ
     if kind == "array":
         if pg and column.element is not None and column.element.type != "array":
             return postgresql.ARRAY(ddl_type(column.element, dialect))
-        return sa.JSON()
+        return sa.JSON(none_as_null=True)
     if kind == "struct":
-        return sa.JSON()
+        return sa.JSON(none_as_null=True)
     if column.length and column.length <= (16383 if my else 10485760):
+        if source == "CHAR" and not my:  # MySQL's CHAR drops trailing spaces on read; VARCHAR keeps them
+            return sa.CHAR(column.length)
         return sa.String(column.length)
     if my:
         return sa.String(255) if key else mysql.LONGTEXT()
     return sa.Text()
+
+
+def is_decimal(column: Column) -> bool:
+    return column.semantic in (Semantic.DECIMAL, Semantic.VARIABLE_SCALE_DECIMAL) or (
+        column.type == "string" and column.source_type.split("(")[0] in _DECIMAL_TYPES
+    )
 
 
 def _decimal_type(column: Column, my: bool) -> sa.types.TypeEngine[Any]:
@@ -358,7 +443,7 @@ def guess_type(value: Any, dialect: str) -> sa.types.TypeEngine[Any]:
     if isinstance(value, float):
         return sa.Double()
     if isinstance(value, dict | list):
-        return sa.JSON()
+        return sa.JSON(none_as_null=True)
     if isinstance(value, bytes):
         return mysql.LONGBLOB() if dialect in ("mysql", "mariadb") else sa.LargeBinary()
     return mysql.LONGTEXT() if dialect in ("mysql", "mariadb") else sa.Text()

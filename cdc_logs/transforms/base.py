@@ -1,12 +1,15 @@
-"""Transform contract and the helper that runs a chain of them."""
+"""Transform contract, the helper that runs a chain of them, and `SchemaReshaper`, which keeps an
+event's table schema in step with what a transform did to its rows (sinks type columns and decode
+values by the schema: a renamed timestamp column must still be known as one)."""
 
 from __future__ import annotations
 
 import fnmatch
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from cdc_logs.envelope import ChangeEvent
+from cdc_logs.schema import TableSchema
 
 
 class Transform(ABC):
@@ -31,3 +34,30 @@ def table_matches(patterns: Sequence[str], event: ChangeEvent) -> bool:
     if src.schema:
         names.add(f"{src.schema}.{src.table}")
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns for name in names)
+
+
+class SchemaReshaper:
+    """One reshaped schema per source schema version and change (cached: events of one table version
+    share one schema object, which sinks and the Connect/Avro encoders cache by)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[int, int, str | None], TableSchema] = {}
+
+    def __call__(
+        self,
+        event: ChangeEvent,
+        *,
+        table: str | None = None,
+        rename: Mapping[str, str] | None = None,
+        as_text: Collection[str] = (),
+        drop: Collection[str] = (),
+    ) -> None:
+        schema = event.schema
+        if schema is None:
+            return
+        key = (schema.fingerprint, schema.version, table)
+        reshaped = self._cache.get(key)
+        if reshaped is None:
+            reshaped = schema.reshaped(table=table, rename=rename, as_text=as_text, drop=drop)
+            self._cache[key] = reshaped
+        event.schema = reshaped

@@ -15,7 +15,7 @@ from pydantic import ConfigDict, Field, model_validator
 from cdc_logs import registry
 from cdc_logs.configmodel import ConfigModel
 from cdc_logs.envelope import ChangeEvent
-from cdc_logs.transforms.base import Transform, table_matches
+from cdc_logs.transforms.base import SchemaReshaper, Transform, table_matches
 
 STRATEGIES = ("hash", "mask", "delete")
 
@@ -37,6 +37,7 @@ class MaskTransform(Transform):
         self.pattern = pattern
         self.salt = salt.encode()
         self.tables = list(tables)
+        self._reshape = SchemaReshaper()
 
     def _hash(self, value: Any) -> Any:
         return None if value is None else hashlib.sha256(self.salt + str(value).encode()).hexdigest()
@@ -62,6 +63,19 @@ class MaskTransform(Transform):
             # Key columns are always hashed: a constant mask would make distinct rows collide in keyed
             # sinks (compaction, upserts), and a key column cannot be deleted.
             event.key = {k: (self._hash(v) if k in self.fields else v) for k, v in event.key.items()}
+        # Masked values are text (a hash or the pattern) whatever the column was; deleted ones are gone
+        # (a key column is hashed, never deleted).
+        masked = (
+            self.fields
+            if event.schema is None
+            else self.fields.intersection(c.name for c in event.schema.columns)
+        )
+        if masked:
+            keys = set(event.key or ())
+            if self.strategy == "delete":
+                self._reshape(event, drop=masked - keys, as_text=masked & keys)
+            else:
+                self._reshape(event, as_text=masked)
         return event
 
 

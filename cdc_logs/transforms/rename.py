@@ -9,7 +9,7 @@ from pydantic import ConfigDict, Field
 from cdc_logs import registry
 from cdc_logs.configmodel import ConfigModel
 from cdc_logs.envelope import ChangeEvent
-from cdc_logs.transforms.base import Transform
+from cdc_logs.transforms.base import SchemaReshaper, Transform
 
 
 class RenameTransform(Transform):
@@ -18,6 +18,7 @@ class RenameTransform(Transform):
     ) -> None:
         self.tables = dict(tables or {})
         self.columns = dict(columns or {})
+        self._reshape = SchemaReshaper()
 
     def _row(self, row: dict[str, Any] | None) -> dict[str, Any] | None:
         if row is None or not self.columns:
@@ -34,6 +35,8 @@ class RenameTransform(Transform):
         event.key = self._row(event.key)
         if self.columns and event.unchanged:
             event.unchanged = tuple(self.columns.get(c, c) for c in event.unchanged)
+        if new_table or self.columns:
+            self._reshape(event, table=new_table, rename=self.columns)
         return event
 
 

@@ -2,22 +2,24 @@
 tests/contract/sinks/kafka.py, reads with the same helpers).
 
 The consumer below knows nothing of cdc_logs: it decodes keys and values with `json.loads`, as a
-consumer written for Debezium's JSON converter (schemas disabled) would.
+consumer written for Debezium's JSON converter (schemas disabled) would; Avro records are decoded with
+the schema a real schema registry (Apicurio Registry, Confluent API) returns for their id.
 """
 
 from __future__ import annotations
 
+import decimal
 import json
 import struct
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+import requests
 
+from cdc_logs.envelope import ChangeEvent, Op, SourceInfo
 from cdc_logs.errors import CdcError, ErrorKind
+from cdc_logs.schema import Column, Semantic, TableSchema
 from cdc_logs.sinks.kafka import KafkaSink
 from cdc_logs.sinks.kafka_avro import AvroEncoder, SchemaRegistry, decode_wire
 from tests.helpers import make_event
@@ -160,67 +162,135 @@ def test_pinned_settings_cannot_be_weakened() -> None:
         KafkaSink("127.0.0.1:9092", config={"acks": "1"})
 
 
-@contextmanager
-def serve_registry_stand_in() -> Iterator[tuple[str, dict[int, Any], list[str]]]:
-    """A real HTTP server answering the one registry call the sink makes
-    (`POST /subjects/<subject>/versions` -> `{"id": n}`), storing the schemas it was given:
-    (its URL, schema id -> schema, the paths requested).
+# -- Avro, against a real schema registry ---------------------------------------------------------
+# Apicurio Registry's Confluent API (the `schema_registry_url` fixture, tests/conftest.py): the sink
+# registers schemas there, the registry's compatibility rule judges each new version, and the records
+# are decoded with the schema the registry hands back for the id in their header.
+def registry_schema(url: str, schema_id: int) -> Any:
+    """The schema the registry stores under `schema_id` (GET /schemas/ids/<id>)."""
+    resp = requests.get(f"{url}/schemas/ids/{schema_id}", timeout=10)
+    resp.raise_for_status()
+    return json.loads(resp.json()["schema"])
 
-    It is NOT a schema registry (no compatibility rules, no persistence): none can run on these
-    machines (docs/sinks.md, "Avro"), so this checks the REST exchange and the wire format only.
-    """
-    schemas: dict[int, Any] = {}
-    paths: list[str] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            schema = json.loads(body["schema"])
-            paths.append(self.path)
-            found = [i for i, s in schemas.items() if s == schema]
-            schema_id = found[0] if found else len(schemas) + 1
-            schemas[schema_id] = schema
-            payload = json.dumps({"id": schema_id}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/vnd.schemaregistry.v1+json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+def registry_decode(url: str, data: bytes) -> Any:
+    """A Confluent-framed Avro message decoded with the schema its id names in the registry."""
+    (schema_id,) = struct.unpack(">I", data[1:5])
+    return decode_wire(data, registry_schema(url, schema_id))[1]
 
-        def log_message(self, *args: Any) -> None:
-            pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", schemas, paths
-    finally:
-        server.shutdown()
-        server.server_close()
+def set_compatibility(url: str, subject: str, level: str) -> None:
+    resp = requests.put(
+        f"{url}/config/{subject}",
+        json={"compatibility": level},
+        headers={"Content-Type": "application/vnd.schemaregistry.v1+json"},
+        timeout=10,
+    )
+    resp.raise_for_status()
+
+
+def versions(url: str, subject: str) -> list[int]:
+    resp = requests.get(f"{url}/subjects/{subject}/versions", timeout=10)
+    resp.raise_for_status()
+    return list(resp.json())
+
+
+COLUMNS = (
+    Column("id", "int32", source_type="INT4", optional=False, key=True),
+    Column("price", "bytes", Semantic.DECIMAL, "NUMERIC", length=10, scale=2),
+    Column("created", "int64", Semantic.MICRO_TIMESTAMP, "TIMESTAMP", length=6),
+    Column("note", "string", source_type="TEXT"),
+    Column("n", "int64", source_type="INT8"),
+)
+ORDERS = TableSchema("shop", "public", "orders", COLUMNS)
+#: After ALTER TABLE orders ADD COLUMN added varchar(20): a backward-compatible change.
+ORDERS_ADDED = TableSchema(
+    "shop", "public", "orders", (*COLUMNS, Column("added", "string", source_type="VARCHAR")), version=2
+)
+#: After ALTER TABLE orders ALTER COLUMN n TYPE text: not backward compatible (long -> string).
+ORDERS_RETYPED = TableSchema(
+    "shop",
+    "public",
+    "orders",
+    (*COLUMNS[:-1], Column("n", "string", source_type="TEXT"), Column("added", "string")),
+    version=3,
+)
+
+
+def typed_event(i: int, schema: TableSchema, **row: Any) -> ChangeEvent:
+    after = {"id": i, "price": f"{i}.50", "created": 1709210096789012 + i, "note": None, "n": i, **row}
+    return ChangeEvent(
+        op=Op.CREATE,
+        source=SourceInfo("postgresql", "app", "shop", "orders", schema="public", ts_ms=i, extra={"lsn": i}),
+        after=after,
+        key={"id": i},
+        ts_ms=i,
+        schema=schema,
+    )
 
 
 @pytest.fixture
-def registry_stand_in() -> Iterator[tuple[str, dict[int, Any], list[str]]]:
-    with serve_registry_stand_in() as served:
-        yield served
+def avro_topic(kafka_bootstrap: str, unique_name: str) -> Iterator[str]:
+    """A one-partition topic (records read back in write order), deleted afterwards."""
+    from confluent_kafka.admin import AdminClient
+
+    create_topic(kafka_bootstrap, unique_name)
+    yield unique_name
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})  # kept alive until the deletion is done
+    for future in admin.delete_topics([unique_name]).values():
+        future.result(30)
 
 
-def test_avro_records_in_the_confluent_wire_format(
-    kafka_bootstrap: str, topic: str, registry_stand_in: tuple[str, dict[int, Any], list[str]]
+def test_avro_from_the_table_schema_through_a_real_registry(
+    kafka_bootstrap: str, avro_topic: str, schema_registry_url: str
 ) -> None:
-    url, schemas, paths = registry_stand_in
+    url, topic = schema_registry_url, avro_topic
+    set_compatibility(url, f"{topic}-value", "BACKWARD")  # Confluent's default; Apicurio's is NONE
+    registry = SchemaRegistry(url)
+    calls: list[str] = []
+    registry._session.hooks["response"].append(lambda resp, *args, **kwargs: calls.append(resp.url))
+    sink = KafkaSink(kafka_bootstrap, topic=topic, encoder=AvroEncoder(registry))
+    sink.open()
+    sink.write([typed_event(1, ORDERS), typed_event(2, ORDERS, note="x")])
+    assert len(calls) == 2, "one registration per subject; the second event reuses the cached ids"
+    # ALTER TABLE ... ADD COLUMN: a new version the registry's BACKWARD rule accepts.
+    sink.write([typed_event(3, ORDERS_ADDED, added="new")])
+    assert versions(url, f"{topic}-value") == [1, 2]
+    # A column changing type is refused by the registry: the batch fails, nothing is written.
+    with pytest.raises(CdcError) as err:
+        sink.write([typed_event(4, ORDERS_RETYPED, n="four", added=None)])
+    assert err.value.kind is ErrorKind.SINK_REJECTED
+    assert versions(url, f"{topic}-value") == [1, 2]
+    sink.close()
+
+    records = consume_all(kafka_bootstrap, topic)
+    assert len(records) == 3
+    values = [registry_decode(url, r.value()) for r in records]
+    assert [v["after"]["id"] for v in values] == [1, 2, 3]
+    first = values[0]["after"]
+    assert first["price"] == decimal.Decimal("1.50") and first["note"] is None and first["n"] == 1
+    assert values[1]["after"]["note"] == "x" and values[2]["after"]["added"] == "new"
+    assert {r.value()[1:5] for r in records[:2]} != {records[2].value()[1:5]}, "the ALTER has its own id"
+    # What the registry stores is Debezium's shape: <prefix>.<schema>.<table>.Envelope of .Value rows.
+    (schema_id,) = struct.unpack(">I", records[0].value()[1:5])
+    stored = registry_schema(url, schema_id)
+    assert (stored["namespace"], stored["name"]) == ("app.public.orders", "Envelope")
+    assert registry_decode(url, records[0].key()) == {"id": 1}
+
+
+def test_avro_fallback_without_a_table_schema(
+    kafka_bootstrap: str, avro_topic: str, schema_registry_url: str
+) -> None:
+    """Events without a TableSchema (make_event's) get schemas inferred from their values."""
+    url, topic = schema_registry_url, avro_topic
     sink = KafkaSink(kafka_bootstrap, topic=topic, encoder=AvroEncoder(SchemaRegistry(url)))
     sink.open()
     sink.write([make_event(1), make_event(2, op="u", key=1)])
     sink.close()
     records = consume_all(kafka_bootstrap, topic)
     assert len(records) == 2
-    assert sorted(set(paths)) == [f"/subjects/{topic}-key/versions", f"/subjects/{topic}-value/versions"]
-    assert len(paths) == 2, "the second event reuses the cached schema ids"
-    (key_id,) = struct.unpack(">I", records[0].key()[1:5])
-    (value_id,) = struct.unpack(">I", records[1].value()[1:5])
-    assert decode_wire(records[0].key(), schemas[key_id])[1] == {"id": 1}
-    update = decode_wire(records[1].value(), schemas[value_id])[1]
+    assert registry_decode(url, records[0].key()) == {"id": 1}
+    update = registry_decode(url, records[1].value())
     assert (
         update["op"] == "u" and update["before"] == {"id": 1, "v": 1} and update["after"] == {"id": 1, "v": 2}
     )

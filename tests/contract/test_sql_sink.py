@@ -232,7 +232,7 @@ def test_values_fit_the_target_type_without_a_schema() -> None:
     )
     assert adapt(sa.DateTime(), "2024-01-02T03:04:05Z", "sqlite") == dt.datetime(2024, 1, 2, 3, 4, 5)
     assert adapt(sa.Time(), 3_600_000_001, "sqlite") == dt.time(1, 0, 0, 1)
-    assert adapt(sa.JSON(), '{"a": 1}', "sqlite") == {"a": 1}
+    assert adapt(sa.JSON(), '{"a": 1.10}', "sqlite") == '{"a": 1.10}'  # JSON text kept as sent
 
 
 def test_the_schema_says_the_unit_of_a_timestamp() -> None:
@@ -327,3 +327,34 @@ def test_a_time_outside_a_day_is_refused_not_wrapped(tmp_path: Path) -> None:
         assert err.value.kind is ErrorKind.SINK_REJECTED and "not a time of day" in err.value.message
     sink.close()
     assert [r[0] for r in _rows(tmp_path / "t.db")] == [1]
+
+
+def test_an_integer_column_for_a_timestamp_keeps_the_envelope_integer(tmp_path: Path) -> None:
+    """A target made by hand (or by an older auto_create, issue 12) with BIGINT for a DATETIME(3):
+    it keeps getting epoch milliseconds, as the schema's unit says, not a datetime it would refuse."""
+    from cdc_logs.schema import Column, Semantic
+
+    path = tmp_path / "t.db"
+    with sa.create_engine(f"sqlite:///{path}").begin() as conn:
+        conn.execute(sa.text("CREATE TABLE tv (id INTEGER PRIMARY KEY, t BIGINT)"))
+    sink = SqlSink(f"sqlite:///{path}", target_schema=None)
+    sink.open()
+    sink.write([_typed_event(1, 1_700_000_000_123, Column("t", "int64", Semantic.TIMESTAMP, "DATETIME", 3))])
+    sink.close()
+    assert [tuple(r) for r in _rows(path)] == [(1, 1_700_000_000_123)]
+
+
+def test_json_text_is_stored_as_sent_and_none_is_sql_null(tmp_path: Path) -> None:
+    """Parsing the source's JSON text would round big numbers through floats and reorder a json
+    column's keys; a JSON NULL column must not become the JSON text null."""
+    from cdc_logs.schema import Column, Semantic
+
+    column = Column("j", "string", Semantic.JSON, "JSON")
+    text = '{"b": 12345678901234567890.123456789, "a" : [1,2]}'
+    sink = SqlSink(f"sqlite:///{tmp_path / 't.db'}", auto_create=True, target_schema=None)
+    sink.open()
+    sink.write([_typed_event(1, text, column), _typed_event(2, None, column)])
+    sink.close()
+    with sa.create_engine(f"sqlite:///{tmp_path / 't.db'}").connect() as conn:
+        rows = list(conn.execute(sa.text("SELECT id, j, j IS NULL FROM tv ORDER BY id")))
+    assert [tuple(r) for r in rows] == [(1, text, 0), (2, None, 1)]

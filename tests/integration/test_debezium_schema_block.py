@@ -1,7 +1,8 @@
 """Schema blocks: cdc-logs' Kafka sink (`schemas: true`) against the Debezium Postgres connector.
 
 One Postgres table with many types (composite primary key, NOT NULL, defaults, an enum, arrays) and
-one workload (insert, insert of defaults, update, delete) are captured twice: by the Debezium
+one workload (insert, insert of defaults, update, delete) are captured twice (the key has a
+serial column: Debezium writes its `default` 0 in the key schema too): by the Debezium
 Postgres connector on the stack's Connect worker (JsonConverter with schemas.enable=true for key and
 value, decimal.handling.mode=string, provide.transaction.metadata=true) and by the native reader,
 whose events the Kafka sink writes with `schemas: true` to a topic of its own. Both topics are read
@@ -11,7 +12,10 @@ back and compared record by record:
   VALUE_DIFFERENCES (asserted to differ exactly so);
 - the envelope and `source` structs are equal except the fields Debezium writes and cdc-logs does not
   (ENVELOPE_ONLY_DEBEZIUM, SOURCE_ONLY_DEBEZIUM, asserted);
-- every record's payload conforms to its schema as Kafka's JsonConverter reads it (`conforms`).
+- every record's payload conforms to its schema as Kafka's JsonConverter reads it (`conforms`), and
+  Kafka's own JsonConverter reads every record: Kafka's FileStreamSink on the stack's Connect worker,
+  with `errors.tolerance=none`, consumes the topics (snapshot rows, unchanged TOAST and a
+  REPLICA IDENTITY DEFAULT delete included).
 
 The stack has no Debezium MariaDB connector (only the Postgres and MySQL connectors, and the MySQL
 one refuses MariaDB), so the MariaDB table is checked on its own: its schema block is well-formed,
@@ -21,11 +25,13 @@ differences asserted here.
 
 from __future__ import annotations
 
-import base64
+import contextlib
 import json
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -35,7 +41,7 @@ import pytest
 from cdc_logs import connect_schema
 from cdc_logs.build import build_reader
 from cdc_logs.configfile import parse_config
-from cdc_logs.debezium.connect import ConnectClient
+from cdc_logs.debezium.connect import ConnectClient, ConnectError
 from cdc_logs.debezium.schema import table_schema
 from cdc_logs.envelope import ChangeEvent
 from cdc_logs.readers.mysql import MysqlReader, parse_dsn
@@ -43,11 +49,12 @@ from cdc_logs.sinks.kafka import KafkaSink
 from tests.contract.test_kafka_sink import consume_all
 from tests.integration.debezium_support import cleanup, pg_connector_config, slot_exists, wait_running
 from tests.integration.test_debezium_equivalence import Collector
+from tests.jsonconverter import conforms, conforms_record
 
 pytestmark = pytest.mark.integration
 
 COLUMNS = """
-  k1 int2, k2 bigint, i4 int4, n_ps numeric(10,2), n numeric, t text, vc varchar(20), ch char(3),
+  k1 int2, k2 bigserial, i4 int4, n_ps numeric(10,2), n numeric, t text, vc varchar(20), ch char(3),
   b bool, f4 float4, f8 float8, d date, tm time, tm3 time(3), ts timestamp, ts3 timestamp(3),
   tstz timestamptz, tz timetz, iv interval, u uuid, j json, jb jsonb, by bytea, e {enum}, arr int[],
   tarr text[], req text NOT NULL, di int DEFAULT 7, dneg int DEFAULT -3, dn numeric(6,2) DEFAULT 1.5,
@@ -74,52 +81,6 @@ VALUE_DIFFERENCES = {
 ENVELOPE_ONLY_DEBEZIUM = ["ts_us", "ts_ns"]
 SOURCE_ONLY_DEBEZIUM = ["sequence", "ts_us", "ts_ns", "origin", "origin_lsn"]
 RECORDS = 5  # insert, insert of defaults, update, delete, tombstone
-
-
-# -- what Kafka's JsonConverter accepts ------------------------------------------------------------
-_INTS = {"int8", "int16", "int32", "int64"}
-
-
-def conforms(schema: dict[str, Any], value: Any, path: str = "$") -> None:
-    """Raise AssertionError unless JsonConverter.toConnectData would read `value` with `schema`
-    (stricter: a struct's payload may not carry a field its schema does not list)."""
-    if value is None:
-        assert schema.get("optional") or "default" in schema, f"{path}: null for a required field"
-        return
-    kind = schema["type"]
-    if kind in _INTS:
-        assert isinstance(value, int) and not isinstance(value, bool), f"{path}: {value!r} is not {kind}"
-    elif kind in ("float", "double"):
-        assert isinstance(value, int | float) and not isinstance(value, bool), f"{path}: {value!r} not {kind}"
-    elif kind == "boolean":
-        assert isinstance(value, bool), f"{path}: {value!r} is not boolean"
-    elif kind == "string":
-        assert isinstance(value, str), f"{path}: {value!r} is not a string"
-    elif kind == "bytes":
-        assert isinstance(value, str), f"{path}: {value!r} is not base64"
-        base64.b64decode(value, validate=True)
-    elif kind == "array":
-        assert isinstance(value, list), f"{path}: {value!r} is not an array"
-        for i, item in enumerate(value):
-            conforms(schema["items"], item, f"{path}[{i}]")
-    elif kind == "struct":
-        assert isinstance(value, dict), f"{path}: {value!r} is not a struct"
-        fields = {f["field"]: f for f in schema["fields"]}
-        assert set(value) <= set(fields), f"{path}: fields {set(value) - set(fields)} not in the schema"
-        for name, field in fields.items():
-            conforms(field, value.get(name), f"{path}.{name}")
-    else:
-        raise AssertionError(f"{path}: unexpected type {kind}")
-
-
-def conforms_record(raw: bytes | None) -> Any:
-    """A key or value record in the JsonConverter form, checked; its parsed JSON (None for null)."""
-    if raw is None:
-        return None
-    record = json.loads(raw)
-    assert set(record) == {"schema", "payload"}
-    conforms(record["schema"], record["payload"])
-    return record
 
 
 def test_conforms_rejects_what_a_jsonconverter_rejects() -> None:
@@ -249,6 +210,7 @@ def test_key_schemas_are_equal(pg_records: Any) -> None:
     for ours, theirs in _pairs(pg_records):
         mine, debeziums = json.loads(ours.key()), json.loads(theirs.key())
         assert mine["schema"] == debeziums["schema"]
+        assert mine["schema"]["fields"][1]["default"] == 0  # k2 bigserial: nextval(...) is 0
         assert mine["payload"] == debeziums["payload"]
 
 
@@ -378,6 +340,104 @@ def test_snapshot_default_identity_and_toast_records_describe_their_payload(
     assert delete["req"]["optional"] is True and delete["id"]["optional"] is False
 
 
+# -- Kafka Connect's own JsonConverter reads every record ------------------------------------------
+def connect_reads(connect_url: str, kafka_bootstrap: str, topic: str, count: int) -> list[str]:
+    """Kafka's FileStreamSink on the stack's Connect worker, with the JsonConverter (schemas enabled,
+    errors.tolerance none) for keys and values, reads `topic`: the lines it writes (one per record,
+    the converted value's Struct). A record the converter refuses fails the task: its trace fails
+    the test."""
+    name = f"{topic}-connect-reads"
+    path = Path(tempfile.gettempdir()) / f"{name}.txt"
+    config = {
+        "connector.class": "org.apache.kafka.connect.file.FileStreamSinkConnector",
+        "tasks.max": "1",
+        "topics": topic,
+        "file": str(path),
+        "key.converter": "org.apache.kafka.connect.json.JsonConverter",
+        "key.converter.schemas.enable": "true",
+        "value.converter": "org.apache.kafka.connect.json.JsonConverter",
+        "value.converter.schemas.enable": "true",
+        "errors.tolerance": "none",
+    }
+    with ConnectClient(connect_url) as client:
+        client.put_config(name, config)
+        try:
+            deadline = time.monotonic() + 90
+            lines: list[str] = []
+            while time.monotonic() < deadline:
+                try:
+                    tasks = client.status(name).get("tasks") or []
+                except ConnectError:  # 404 until the worker has started it
+                    tasks = []
+                failed = [t for t in tasks if t.get("state") == "FAILED"]
+                assert not failed, failed[0].get("trace", "")[:3000]
+                lines = path.read_text().splitlines() if path.exists() else []
+                if len(lines) >= count:
+                    return lines
+                time.sleep(1)
+            raise AssertionError(f"FileStreamSink wrote {len(lines)} of {count} lines")
+        finally:
+            with contextlib.suppress(Exception):
+                client.delete(name)
+            path.unlink(missing_ok=True)
+            _drop_group(kafka_bootstrap, f"connect-{name}")
+
+
+def _drop_group(kafka_bootstrap: str, group: str) -> None:
+    """The sink connector's consumer group (gone once its members have left)."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            admin.delete_consumer_groups([group])[group].result(10)
+            return
+        except Exception as exc:  # non-empty for a moment after the connector is deleted
+            if "GROUP_ID_NOT_FOUND" in str(exc):
+                return
+            time.sleep(1)
+
+
+def test_kafka_connects_jsonconverter_reads_the_typed_table(
+    pg_records: Any, connect_url: str, kafka_bootstrap: str
+) -> None:
+    native, _ = pg_records
+    topic = native[0].topic()
+    lines = connect_reads(connect_url, kafka_bootstrap, topic, RECORDS)
+    assert len(lines) == RECORDS and lines[-1] == "null"  # the tombstone
+    assert lines[0].startswith("Struct{after=Struct{k1=1,k2=2,i4=3,n_ps=1.50,")
+
+
+def written_and_read(events: list[ChangeEvent], kafka_bootstrap: str, connect_url: str) -> list[str]:
+    """`events` through the Kafka sink (`schemas: true`) to a topic of their own, read back by
+    `connect_reads`; one line per record, tombstones included."""
+    from confluent_kafka.admin import AdminClient
+
+    topic = "dbzsc_" + uuid.uuid4().hex[:10]
+    sink = KafkaSink(kafka_bootstrap, topic=topic, prefix="sb", schemas=True)
+    sink.open()
+    try:
+        sink.write(events)
+        sink.close()
+        deletes = sum(e.op.value == "d" and e.key is not None for e in events)
+        return connect_reads(connect_url, kafka_bootstrap, topic, len(events) + deletes)
+    finally:
+        sink.close()
+        admin = AdminClient({"bootstrap.servers": kafka_bootstrap})  # kept: its futures need it alive
+        for future in admin.delete_topics([topic]).values():
+            future.result(15)
+
+
+def test_kafka_connects_jsonconverter_reads_snapshot_toast_and_default_identity_records(
+    default_identity_events: list[ChangeEvent], kafka_bootstrap: str, connect_url: str
+) -> None:
+    lines = written_and_read(default_identity_events, kafka_bootstrap, connect_url)
+    assert [line.split(",op=")[1][0] for line in lines[:-1]] == ["r", "c", "u", "d"]
+    assert "before=Struct{id=2}" in lines[3]  # the default-identity delete: only the key
+    assert lines[-1] == "null"
+
+
 # -- MariaDB: no Debezium connector to compare with; the block must describe the payload ----------
 @pytest.fixture
 def mariadb_events(mariadb_dsn: str) -> Iterator[list[ChangeEvent]]:
@@ -437,3 +497,13 @@ def test_mariadb_schema_block_describes_its_payload(mariadb_events: list[ChangeE
         "field": "b5",
     }
     assert row["fl"]["type"] == "float" and row["db"]["type"] == "double"
+
+
+def test_kafka_connects_jsonconverter_reads_the_mariadb_records(
+    mariadb_events: list[ChangeEvent], kafka_bootstrap: str, connect_url: str
+) -> None:
+    lines = written_and_read(mariadb_events, kafka_bootstrap, connect_url)
+    assert len(lines) == 4 and lines[-1] == "null"
+    # BIGINT UNSIGNED max: the payload has 18446744073709551615, the schema int64 (Debezium's default
+    # bigint.unsigned.handling.mode=long), so the converter reads -1, the value Debezium itself writes
+    assert "big=-1," in lines[0]

@@ -349,3 +349,50 @@ def test_two_field_lists_are_both_masked_or_rejected() -> None:
     assert event is not None and event.after is not None
     assert event.after["email"] != "a@x.org"
     assert event.after["ssn"] != "123"
+
+
+# -- the table schema follows the rows ------------------------------------------------------------
+def _typed(event: ChangeEvent) -> ChangeEvent:
+    from cdc_logs.schema import Column, Semantic, TableSchema
+
+    event.schema = TableSchema(
+        "app",
+        "public",
+        "users",
+        (
+            Column("id", "int32", None, "INTEGER", optional=False, key=True),
+            Column("email", "string", None, "VARCHAR", 80, optional=False),
+            Column("seen", "int64", Semantic.MICRO_TIMESTAMP, "TIMESTAMP", 6),
+        ),
+    )
+    return event
+
+
+def test_rename_renames_the_schema_too_so_sinks_still_know_the_types() -> None:
+    from cdc_logs.connect_schema import envelope_schema
+
+    transform = RenameTransform(tables={"users": "customers"}, columns={"seen": "seen_at"})
+    first = transform.apply(_typed(make_event(after={"id": 1, "email": "a", "seen": 5})))
+    second = transform.apply(_typed(make_event(after={"id": 2, "email": "b", "seen": 6})))
+    assert first is not None and second is not None and first.schema is not None
+    assert first.schema is second.schema  # one object per table version: encoders cache by it
+    assert first.schema.table == "customers"
+    assert [c.name for c in first.schema.columns] == ["id", "email", "seen_at"]
+    column = first.schema.column("seen_at")
+    assert column is not None and column.semantic == "io.debezium.time.MicroTimestamp"
+    fields = envelope_schema(first, "p")["fields"][1]["fields"]  # `after`, the Value struct
+    assert [f["field"] for f in fields] == ["id", "email", "seen_at"]
+
+
+@pytest.mark.parametrize("strategy", ["hash", "mask", "delete"])
+def test_mask_retypes_or_drops_the_masked_columns_in_the_schema(strategy: str) -> None:
+    transform = MaskTransform(fields=["email", "seen", "id"], strategy=strategy)
+    event = transform.apply(_typed(make_event(after={"id": 1, "email": "a", "seen": 5})))
+    assert event is not None and event.schema is not None
+    by_name = {c.name: c for c in event.schema.columns}
+    assert by_name["id"].type == "string" and by_name["id"].key  # a key column is hashed, kept
+    if strategy == "delete":
+        assert set(by_name) == {"id"} and event.after == {}
+    else:
+        assert by_name["email"].type == "string" and by_name["seen"].type == "string"
+        assert by_name["seen"].semantic is None and not by_name["email"].optional

@@ -103,8 +103,6 @@ _SIMPLE: Final[dict[int, tuple[str, str | None, str]]] = {
     OID.NAME: ("string", None, "NAME"),
     OID.CHAR: ("string", None, "CHAR"),
     OID.DATE: ("int32", Semantic.DATE, "DATE"),
-    OID.TIMESTAMPTZ: ("string", Semantic.ZONED_TIMESTAMP, "TIMESTAMPTZ"),
-    OID.TIMETZ: ("string", Semantic.ZONED_TIME, "TIMETZ"),
     OID.INTERVAL: ("int64", Semantic.MICRO_DURATION, "INTERVAL"),
     OID.UUID: ("string", Semantic.UUID, "UUID"),
     OID.JSON: ("string", Semantic.JSON, "JSON"),
@@ -146,6 +144,10 @@ def column(registry: TypeRegistry, name: str, oid: int, typmod: int, *, key: boo
                 ("int64", Semantic.TIMESTAMP) if digits <= 3 else ("int64", Semantic.MICRO_TIMESTAMP)
             )
         return Column(name, kind, semantic, "TIME" if base == OID.TIME else "TIMESTAMP", digits, key=key)
+    if base in (OID.TIMESTAMPTZ, OID.TIMETZ):  # strings in UTC; the length is the fraction digits
+        semantic = Semantic.ZONED_TIMESTAMP if base == OID.TIMESTAMPTZ else Semantic.ZONED_TIME
+        source = "TIMESTAMPTZ" if base == OID.TIMESTAMPTZ else "TIMETZ"
+        return Column(name, "string", semantic, source, precision_of(typmod), key=key)
     if base in (OID.BIT, OID.VARBIT):
         source = "BIT" if base == OID.BIT else "VARBIT"
         if typmod == 1:
