@@ -38,16 +38,12 @@ import time
 from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
 
 from cdc_logs.envelope import ChangeEvent, Heartbeat, Undecodable
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.observability.metrics import Metrics
 
-__all__ = ["MERGE_STRATEGIES", "MergeStrategy", "TimestampMerge"]
-
-MergeStrategy = Literal["timestamp_based", "key_based", "custom"]
-MERGE_STRATEGIES: tuple[str, ...] = ("timestamp_based", "key_based", "custom")
+__all__ = ["TimestampMerge"]
 
 Payload = ChangeEvent | Heartbeat | Undecodable
 

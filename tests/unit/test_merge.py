@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -337,10 +338,13 @@ def test_a_held_event_is_never_checkpointed_past() -> None:
     stop = threading.Event()
     stop.wait(0.4)
     assert sink.events == [] and offsets.load("p", "a") is None and a.commits == []
-    stop.wait(1.0)  # past the window: released, delivered, committed
+    deadline = time.monotonic() + 10
+    while a.commits[-1:] != [Watermark(SERVER, (2,))] and time.monotonic() < deadline:
+        stop.wait(0.02)  # past the window: released, delivered, committed
     assert [e.source.ts_ms for e in sink.events] == [100]
     stored = offsets.load("p", "a")
     assert stored is not None and stored.decoded() == Watermark(SERVER, (2,))
+    assert a.commits[-1] == Watermark(SERVER, (2,))
     pipeline.stop()
     thread.join(10)
 
