@@ -340,6 +340,10 @@ TEMPLATES: dict[str, dict[str, Any]] = {
     "postgresql": {"type": "pg", "dsn": "postgresql://cdc@127.0.0.1:1/db", "tables": ["public.t"]},
     "mysql": {"type": "mariadb", "host": "127.0.0.1", "port": 1, "user": "cdc", "tables": ["test.t"]},
     "debezium": {"type": "debezium", "bootstrap_servers": UNREACHABLE, "topic_prefix": "canary"},
+    # bus sources that share their name with a sink (`_source_key`)
+    "kafka_source": {"type": "kafka", "bootstrap_servers": UNREACHABLE, "topics": ["canary"]},
+    "redis_stream_source": {"type": "redis_stream", "host": "127.0.0.1", "port": 1, "stream_name": "canary"},
+    "mqtt_source": {"type": "mqtt", "broker": "mqtt://127.0.0.1:1", "topics": ["canary/#"]},
     "pulsar_source": {
         "type": "pulsar",
         "service_url": "pulsar://127.0.0.1:1",
@@ -378,6 +382,8 @@ URL_FIELDS: dict[tuple[str, str], tuple[str, str]] = {
     ("mqtt", "url"): ("mqtt", ""),
     ("pulsar", "service_url"): ("pulsar", ""),
     ("pulsar_source", "service_url"): ("pulsar", ""),
+    ("kafka_source", "schema_registry_url"): ("hostile", ""),
+    ("redis_stream_source", "url"): ("redis", "/0"),
     ("opensearch", "url"): ("hostile", ""),
     ("offsets", "dsn"): ("postgresql", "/cdc_test"),
 }
@@ -392,6 +398,7 @@ CONNECTOR_CONFIG = {
 OTHER_FIELDS: dict[tuple[str, str], Any] = {
     ("debezium", "bootstrap_servers"): f"cdc:{CANARY}@{UNREACHABLE}",
     ("kafka", "bootstrap_servers"): f"cdc:{CANARY}@{UNREACHABLE}",
+    ("kafka_source", "bootstrap_servers"): f"cdc:{CANARY}@{UNREACHABLE}",
     ("http", "headers"): {"Authorization": f"Bearer {CANARY}"},
     ("debezium", "connector_config"): CONNECTOR_CONFIG,
 }
