@@ -6,7 +6,7 @@ write the record below, so one tool (`read`) reads any dead-letter file:
 - events a sink refuses, isolated by the pipeline (delivery.py): `<dir>/<sink>.deadletter.jsonl`;
 - changes a reader cannot decode, parked by the pipeline: `<dir>/<source>.undecodable.jsonl`;
 - events a webhook receiver refuses (4xx): the HTTP sink's `dead_letter_path`;
-- Kafka records that are not Debezium envelopes: the Debezium source's `dead_letter.path`.
+- Kafka records that cannot be read: the kafka and debezium sources' `dead_letter.path`.
 
 One JSON object per line (docs/configuration.md#dead-letters):
 

@@ -1,4 +1,5 @@
-"""Dead-letter destinations for Debezium records that cannot be decoded.
+"""Dead-letter destinations for Kafka records that cannot be decoded (the debezium and kafka sources,
+through their shared consumer, readers/kafka/consumer.py).
 
 A malformed record must not stop the pipeline (one bad message would block a topic forever), and must
 not vanish either: it goes to a dead-letter destination with the reason, and the consumer moves on.
@@ -40,7 +41,8 @@ MALFORMED_HINT = (
 
 @dataclass(frozen=True, slots=True)
 class DeadRecord:
-    """A Kafka record that is not a Debezium envelope; `position` is the consumer's, past it."""
+    """A Kafka record that cannot be an event; `position` is the consumer's, past it. `hint`: what to do
+    (default: the debezium source's)."""
 
     topic: str
     partition: int
@@ -50,6 +52,7 @@ class DeadRecord:
     reason: str
     position: Position
     timestamp_ms: int = 0
+    hint: str = MALFORMED_HINT
 
     def undecodable(self) -> Undecodable:
         """As the pipeline's undecodable change (the key, being data, travels in `origin`)."""
@@ -58,7 +61,7 @@ class DeadRecord:
             self.topic,
             self.reason,
             raw=self.value,
-            hint=MALFORMED_HINT,
+            hint=self.hint,
             origin={
                 "topic": self.topic,
                 "partition": self.partition,
@@ -87,7 +90,7 @@ class DeadLetter(ABC):
 class LogDeadLetter(DeadLetter):
     def send(self, record: DeadRecord) -> None:
         log.warning(
-            "skipped a malformed Debezium record",
+            "skipped a malformed Kafka record",
             topic=record.topic,
             partition=record.partition,
             offset=record.offset,
@@ -117,7 +120,7 @@ class FileDeadLetter(DeadLetter):
     def send(self, record: DeadRecord) -> None:
         self._writer.write([undecodable(self.source, record.undecodable())])
         log.warning(
-            "malformed Debezium record sent to the dead-letter file",
+            "malformed Kafka record sent to the dead-letter file",
             path=str(self.path),
             topic=record.topic,
             offset=record.offset,
@@ -167,7 +170,7 @@ class KafkaDeadLetter(DeadLetter):
                 "create the topic (or enable auto-creation) and let the consumer's credentials write to it",
             )
         log.warning(
-            "malformed Debezium record sent to the dead-letter topic",
+            "malformed Kafka record sent to the dead-letter topic",
             dlq=self.topic,
             topic=record.topic,
             offset=record.offset,

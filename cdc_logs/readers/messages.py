@@ -171,18 +171,7 @@ def decode_message(
 ) -> ChangeEvent | Undecodable | None:
     """The change event a message stands for, an Undecodable saying why it cannot be one, or None for
     a message that carries no change (a Debezium tombstone or transaction marker: the source acks it)."""
-    table = mapping.table or msg.channel
-
-    def bad(reason: str, hint: str) -> Undecodable:
-        return Undecodable(
-            msg.position,
-            table,
-            reason,
-            raw=msg.body,
-            hint=hint,
-            origin={"channel": msg.channel, **msg.coordinates, **({"key": msg.key} if msg.key else {})},
-        )
-
+    bad = _bad(msg, mapping)
     if mapping.debezium:
         return _debezium(msg, bad)
     if msg.body is None:
@@ -195,7 +184,23 @@ def decode_message(
         return bad(
             f"the body is a JSON {type(row).__name__}, not an object", "publish one JSON object per message"
         )
+    return decode_row(msg, row, mapping, connector=connector, pipeline=pipeline)
 
+
+def decode_row(
+    msg: Message,
+    row: dict[str, Any],
+    mapping: MessageMapping,
+    *,
+    connector: str,
+    pipeline: str,
+    key: dict[str, Any] | None = None,
+) -> ChangeEvent | Undecodable:
+    """The change event of a row already decoded from the message's body (JSON by `decode_message`,
+    Avro by the Kafka source). `key`: the message key already decoded (Avro); default: `msg.key` read
+    as JSON (or text). `key_fields` win over both."""
+    bad = _bad(msg, mapping)
+    table = mapping.table or msg.channel
     op = Op.CREATE
     if mapping.op_field is not None:
         raw_op = row.get(mapping.op_field)
@@ -212,7 +217,7 @@ def decode_message(
             )
         op = Op(mapped)
 
-    key: dict[str, Any] | None
+    event_key: dict[str, Any] | None
     if mapping.key_fields:
         missing = [f for f in mapping.key_fields if f not in row or row[f] is None]
         if missing:
@@ -220,9 +225,9 @@ def decode_message(
                 f"the row lacks key field(s) {missing} (key_fields)",
                 "give every message its key fields, or change the source's key_fields",
             )
-        key = {f: row[f] for f in mapping.key_fields}
+        event_key = {f: row[f] for f in mapping.key_fields}
     else:
-        key = _message_key(msg.key)
+        event_key = key if key is not None else _message_key(msg.key)
 
     ts_ms = msg.ts_ms if msg.ts_ms is not None else now_ms()
     extra: dict[str, Any] = dict(msg.coordinates)
@@ -247,8 +252,25 @@ def decode_message(
     source = SourceInfo(connector=connector, name=pipeline, db=msg.db, table=table, ts_ms=ts_ms, extra=extra)
     before, after = (row, None) if op is Op.DELETE else (None, row)
     return ChangeEvent(
-        op=op, source=source, before=before, after=after, key=key, ts_ms=now_ms(), position=msg.position
+        op=op, source=source, before=before, after=after, key=event_key, ts_ms=now_ms(), position=msg.position
     )
+
+
+def _bad(msg: Message, mapping: MessageMapping) -> Any:
+    """An Undecodable for `msg` with a reason and a hint (and the bus coordinates as its origin)."""
+    table = mapping.table or msg.channel
+
+    def bad(reason: str, hint: str) -> Undecodable:
+        return Undecodable(
+            msg.position,
+            table,
+            reason,
+            raw=msg.body,
+            hint=hint,
+            origin={"channel": msg.channel, **msg.coordinates, **({"key": msg.key} if msg.key else {})},
+        )
+
+    return bad
 
 
 def _debezium(msg: Message, bad: Any) -> ChangeEvent | Undecodable | None:

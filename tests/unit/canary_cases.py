@@ -341,7 +341,6 @@ TEMPLATES: dict[str, dict[str, Any]] = {
     "mysql": {"type": "mariadb", "host": "127.0.0.1", "port": 1, "user": "cdc", "tables": ["test.t"]},
     "debezium": {"type": "debezium", "bootstrap_servers": UNREACHABLE, "topic_prefix": "canary"},
     # bus sources that share their name with a sink (`_source_key`)
-    "kafka_source": {"type": "kafka", "bootstrap_servers": UNREACHABLE, "topics": ["canary"]},
     "redis_stream_source": {"type": "redis_stream", "host": "127.0.0.1", "port": 1, "stream_name": "canary"},
     "mqtt_source": {"type": "mqtt", "broker": "mqtt://127.0.0.1:1", "topics": ["canary/#"]},
     "pulsar_source": {
@@ -349,6 +348,13 @@ TEMPLATES: dict[str, dict[str, Any]] = {
         "service_url": "pulsar://127.0.0.1:1",
         "topic": "t",
         "subscription_name": "s",
+    },
+    "kafka_source": {
+        "type": "kafka",
+        "bootstrap_servers": UNREACHABLE,
+        "topic": "canary",
+        "message_format": "avro",
+        "schema_registry_url": "{hostile}",
     },
     # destinations
     "stdout": STDOUT,
@@ -373,6 +379,7 @@ URL_FIELDS: dict[tuple[str, str], tuple[str, str]] = {
     ("poll", "url"): ("postgresql+psycopg", "/cdc_test"),
     ("debezium", "connect_url"): ("hostile", ""),
     ("kafka", "schema_registry_url"): ("hostile", ""),
+    ("kafka_source", "schema_registry_url"): ("hostile", ""),
     ("redis_stream", "url"): ("redis", "/0"),
     ("redis", "url"): ("redis", "/0"),
     ("rabbitmq", "url"): ("amqp", "/"),
@@ -382,7 +389,6 @@ URL_FIELDS: dict[tuple[str, str], tuple[str, str]] = {
     ("mqtt", "url"): ("mqtt", ""),
     ("pulsar", "service_url"): ("pulsar", ""),
     ("pulsar_source", "service_url"): ("pulsar", ""),
-    ("kafka_source", "schema_registry_url"): ("hostile", ""),
     ("redis_stream_source", "url"): ("redis", "/0"),
     ("opensearch", "url"): ("hostile", ""),
     ("offsets", "dsn"): ("postgresql", "/cdc_test"),
@@ -429,11 +435,11 @@ def config_models() -> dict[str, Any]:
 
 
 def _source_key(name: str) -> str:
-    """A source's template key: its name, or `<name>_source` when a sink has that name too (pulsar)."""
+    """A source's template key: its name, or `<name>_source` when a sink has the same name (kafka, the
+    event buses), so that neither one's template hides the other's."""
     from cdc_logs import registry
 
-    sinks = {component.name for component in registry.components("sink")}
-    return f"{name}_source" if name in sinks else name
+    return f"{name}_source" if any(c.name == name for c in registry.components("sink")) else name
 
 
 def source_keys() -> set[str]:
