@@ -120,8 +120,9 @@ def _ids(n: int, partition: int = 0) -> list[tuple[PulsarMessageId, Any]]:
     return out
 
 
-def test_shared_acknowledges_each_message_up_to_the_committed_one() -> None:
-    acks = Acks("shared", nack_poison=False)
+@pytest.mark.parametrize("kind", ["shared", "key_shared"])
+def test_shared_acknowledges_each_message_up_to_the_committed_one(kind: str) -> None:
+    acks = Acks(kind, nack_poison=False)
     msgs = _ids(5)
     for pos, mid in msgs:
         acks.delivered(pos, mid, pos.topic)
