@@ -38,20 +38,28 @@ What is described, and why (docs/schemas.md has the full table):
   and the source struct no `sequence`/`ts_us`/`ts_ns`/`origin`/`origin_lsn` (fields Debezium 3.6
   has), because cdc-logs does not write them. A field of the schema that is optional may be absent
   from a payload (JsonConverter reads it as null); a field of the payload is always in the schema.
-- A NOT NULL column absent from the event's `before` or `after` is optional in that event's row
-  struct (both share one `Value` struct, as Debezium's): a column listed in `unchanged` (Postgres
-  unchanged TOAST; the envelope then gets the `unchanged` field), or a non-key column of the `before`
-  of a Postgres delete under REPLICA IDENTITY DEFAULT (only the key is sent). A JsonConverter would
-  refuse a required field without a value. So a table has a second, compatible schema version (only
-  nullability relaxed) for such events; every other event of the table version shares the first.
+- A NOT NULL column absent from, or null in, the event's `before` or `after` is optional in that
+  event's row struct (both share one `Value` struct, as Debezium's): a column listed in `unchanged`
+  (Postgres unchanged TOAST; the envelope then gets the `unchanged` field), a non-key column of the
+  `before` of a Postgres delete under REPLICA IDENTITY DEFAULT (only the key is sent), or a null
+  written before the column became NOT NULL (the reader reads the catalog when it sees the table, not
+  when the row was written). A JsonConverter would refuse a required field without a value.
+- An array column whose value is nested (Postgres `int[][]`, which its catalog does not tell from
+  `int[]`) gets `items` nested as deep as the value in that event's struct; a JsonConverter reading a
+  nested value with a flat schema silently makes zeros of it. An update whose before and after have
+  different depths cannot be described (one Value struct): SINK_REJECTED.
+  Such events carry a variant of the table version's schema; every other event shares the first.
+  Only the required and the array columns are looked at, per event.
+- A BIGINT UNSIGNED value above int64's range (the schema says int64, Debezium's default
+  bigint.unsigned.handling.mode=long) is refused as SINK_REJECTED: a converter would wrap it.
 - Op `m` (a logical decoding message) has no table: its record is Debezium's `MessageValue` shape
   (`op`, `ts_ms`, `source`, `transaction`, `message`) with the `MessageKey` key.
 - An event without a TableSchema (the `debezium` source reading a topic written without schemas)
   cannot be described: `require_schema` raises a CdcError naming the fix. Never a guessed schema.
 
-Cost: schemas are cached per (TableSchema fingerprint, name base, connector, source shape, absent
-NOT NULL columns) together with their serialized JSON, so a steady stream builds each one once and a record
-costs a dict lookup and a byte concatenation.
+Cost: schemas are cached per (TableSchema fingerprint, name base, connector, source shape, relaxed
+NOT NULL columns, nested array depths) together with their serialized JSON, so a steady stream builds
+each one once and a record costs a dict lookup and a byte concatenation.
 """
 
 from __future__ import annotations
@@ -306,30 +314,132 @@ def require_schema(event: ChangeEvent) -> TableSchema:
 def value_struct(event: ChangeEvent, prefix: str | None = None) -> Schema:
     """The row struct `<base>.Value` (as the envelope's `before`/`after` carry it, without `field`)."""
     table = require_schema(event)
-    base = name_base(event, prefix)
-    absent = _absent_required(event, table)
-    cache_key = ("value", table.fingerprint, base, absent)
+    return _row_struct(table, name_base(event, prefix), *_variant(event, table))
+
+
+def _row_struct(
+    table: TableSchema, base: str, relaxed: tuple[str, ...], nested: tuple[tuple[str, int], ...]
+) -> Schema:
+    cache_key = ("value", table.fingerprint, base, relaxed, nested)
     cached = _cache.get(cache_key)
     if cached is not None:
         return cached[0]
-    fields = [_field(c, True if c.name in absent else None) for c in table.columns]
+    depths = dict(nested)
+    fields = []
+    for column in table.columns:
+        field = _field(column, True if column.name in relaxed else None)
+        if column.name in depths:
+            _nest(field, depths[column.name])
+        fields.append(field)
     schema: Schema = {"type": "struct", "fields": fields, "optional": True, "name": f"{base}.Value"}
     _remember(cache_key, schema)
     return schema
 
 
-def _absent_required(event: ChangeEvent, table: TableSchema) -> tuple[str, ...]:
-    """NOT NULL columns the event's rows do not carry (usually none: a length check per row)."""
-    count = len(table.columns)
-    rows = [r for r in (event.before, event.after) if r is not None and len(r) < count]
-    if not rows and not event.unchanged:
-        return ()
-    unchanged = set(event.unchanged)
-    return tuple(
-        c.name
-        for c in table.columns
-        if not c.optional and (c.name in unchanged or any(c.name not in r for r in rows))
-    )
+def _nest(field: Schema, depth: int) -> None:
+    """Make an array field's `items` an array `depth - 1` times over (a multidimensional value)."""
+    items = field["items"]
+    for _ in range(depth - 1):
+        items = {"type": "array", "items": items, "optional": True}
+    field["items"] = items
+
+
+class _Plan:
+    """Which columns of a table version an event's values can make need a schema variant: the
+    required ones (a null or missing value), the arrays (a nested value) and the int64 columns of an
+    unsigned source type (a value above int64's range). Computed once per table version."""
+
+    __slots__ = ("arrays", "required", "unsigned")
+
+    def __init__(self, table: TableSchema) -> None:
+        self.required = tuple(c.name for c in table.columns if not c.optional)
+        self.arrays = tuple(c.name for c in table.columns if c.type == "array")
+        self.unsigned = tuple(
+            c.name for c in table.columns if c.type == "int64" and "UNSIGNED" in c.source_type.upper()
+        )
+
+
+_INT64_MAX: Final = 2**63 - 1
+_plans: dict[int, _Plan] = {}
+
+
+def _plan(table: TableSchema) -> _Plan:
+    plan = _plans.get(table.fingerprint)
+    if plan is None:
+        if len(_plans) >= _CACHE_LIMIT:
+            _plans.clear()
+        plan = _plans[table.fingerprint] = _Plan(table)
+    return plan
+
+
+def _variant(event: ChangeEvent, table: TableSchema) -> tuple[tuple[str, ...], tuple[tuple[str, int], ...]]:
+    """What this event's values need of the row struct beyond the table's schema, as
+    (required columns to make optional, ((array column, depth), ...) for nested arrays); ((), ()) for
+    almost every event. Raises SINK_REJECTED for a value no Connect schema of the column can hold."""
+    plan = _plan(table)
+    rows = [r for r in (event.before, event.after) if r is not None]
+    relaxed: tuple[str, ...] = ()
+    if plan.required:
+        # A NOT NULL column without a value: unchanged TOAST, a key-only `before`, or a null written
+        # before the column became NOT NULL (the catalog is read when the reader sees the table, so a
+        # lagging reader or a replay describes older rows with the newer catalog).
+        unchanged = event.unchanged
+        relaxed = tuple(n for n in plan.required if n in unchanged or any(r.get(n) is None for r in rows))
+    nested: tuple[tuple[str, int], ...] = ()
+    if plan.arrays:
+        nested = _nested_arrays(event, plan.arrays, rows)
+    if plan.unsigned:
+        _check_unsigned(event, plan.unsigned, rows)
+    return relaxed, nested
+
+
+def _nested_arrays(
+    event: ChangeEvent, arrays: tuple[str, ...], rows: list[dict[str, Any]]
+) -> tuple[tuple[str, int], ...]:
+    """(column, depth) of array values nested deeper than one level. Postgres arrays are rectangular
+    (no ragged or mixed values) and its catalog does not tell `int[]` from `int[][]`: the depth comes
+    from the value, down its first elements."""
+    out: list[tuple[str, int]] = []
+    for name in arrays:
+        depths = set()
+        for row in rows:
+            value = row.get(name)
+            if not isinstance(value, list):
+                continue
+            depth = 1
+            while value and isinstance(value[0], list):
+                depth += 1
+                value = value[0]
+            depths.add(depth)
+        if len(depths) > 1:
+            # `before` and `after` share one Value struct: it cannot say two depths at once.
+            raise CdcError(
+                ErrorKind.SINK_REJECTED,
+                f"{event.source.qualified_table}: column {name!r} changed from a {min(depths)}- to a "
+                f"{max(depths)}-dimensional array (or back) in one update, which one Connect schema "
+                "cannot describe (before and after share the Value struct)",
+                "write this table with schemas: false, or keep the column's arrays of one dimension",
+            )
+        if depths and (depth := depths.pop()) > 1:
+            out.append((name, depth))
+    return tuple(out)
+
+
+def _check_unsigned(event: ChangeEvent, unsigned: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    """Refuse a BIGINT UNSIGNED value above int64's range: the schema says int64 (Debezium's default
+    bigint.unsigned.handling.mode=long), so a JsonConverter would read it wrapped (2^64-1 as -1)."""
+    for row in rows:
+        for name in unsigned:
+            value = row.get(name)
+            if isinstance(value, int) and value > _INT64_MAX:
+                raise CdcError(
+                    ErrorKind.SINK_REJECTED,
+                    f"{event.source.qualified_table}: BIGINT UNSIGNED column {name!r} holds {value}, above "
+                    "int64's maximum, which its Connect/Avro schema (int64, as Debezium's default "
+                    "bigint.unsigned.handling.mode=long) would wrap to a negative number",
+                    "the plain envelope carries the exact value: write this table with schemas: false (or "
+                    "without Avro); the dead letter keeps the event",
+                )
 
 
 def envelope_schema(event: ChangeEvent, prefix: str | None = None) -> Schema:
@@ -339,11 +449,12 @@ def envelope_schema(event: ChangeEvent, prefix: str | None = None) -> Schema:
     table = require_schema(event)
     base = name_base(event, prefix)
     src = event.source
+    variant = _variant(event, table)
     cache_key = (
         "envelope",
         table.fingerprint,
         base,
-        _absent_required(event, table),
+        *variant,
         bool(event.unchanged),
         src.connector,
         src.schema is None,
@@ -352,7 +463,7 @@ def envelope_schema(event: ChangeEvent, prefix: str | None = None) -> Schema:
     cached = _cache.get(cache_key)
     if cached is not None:
         return cached[0]
-    row = value_struct(event, prefix)
+    row = _row_struct(table, base, *variant)
     fields = [
         {**row, "field": "before"},
         {**row, "field": "after"},
@@ -477,6 +588,8 @@ def key_record(
     if key is None:
         return None
     schema = key_schema(event, prefix, columns if columns is not None else tuple(key))
+    if event.schema is not None and any(type(v) is int and v > _INT64_MAX for v in key.values()):
+        _check_unsigned(event, _plan(event.schema).unsigned, [dict(key)])  # an int64 key would wrap too
     return b'{"schema":' + _json(schema) + b',"payload":' + dumps(key) + b"}"
 
 
@@ -509,3 +622,4 @@ def clear_cache() -> None:
     """Forget every cached schema (tests)."""
     _cache.clear()
     _bytes.clear()
+    _plans.clear()

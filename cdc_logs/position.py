@@ -420,6 +420,139 @@ class KafkaOffsets(Position):
 
 @_register
 @dataclass(frozen=True, eq=False)
+class StreamEntry(Position):
+    """Redis Streams: an entry id (`ms`-`seq`) of `stream`.
+
+    The consumer group, not this position, holds where a restart resumes (its last-delivered id and
+    each consumer's pending entries list): the stored position is informational, and orders events.
+
+    Entries read with XREADGROUP `>`, and this consumer's own pending entries delivered once, come in
+    id order: their lane is the stream, and an entry delivered again keeps its id, so a replay guard
+    recognises it exactly. Entries claimed from other consumers (XAUTOCLAIM), or pending ones already
+    delivered more than once, come out of id order: each run gives them a lane of their own (`run`),
+    ordered by `order`, their place in that run, so a guard never takes them for replays.
+    """
+
+    kind: ClassVar[str] = "redis_stream"
+    stream: str = ""
+    ms: int = 0
+    seq: int = 0
+    run: str = ""
+    order: int = 0
+
+    def _field_types(self) -> dict[str, Any]:
+        return {"server": str, "stream": str, "ms": int, "seq": int, "run": str, "order": int}
+
+    def sort_key(self) -> tuple[Any, ...]:
+        return (self.order, self.ms, self.seq)
+
+    def lane(self) -> str:
+        return f"{self.stream}|{self.run}" if self.run else self.stream
+
+    @property
+    def entry_id(self) -> str:
+        return f"{self.ms}-{self.seq}"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        if not self.run:
+            del data["run"], data["order"]
+        return data
+
+    def describe(self) -> str:
+        text = f"{self.stream}@{self.entry_id}"
+        if self.run:
+            text += f" (out of order #{self.order}, run {self.run})"
+        return text + self._event_suffix()
+
+
+@_register
+@dataclass(frozen=True, eq=False)
+class AmqpDelivery(Position):
+    """RabbitMQ: delivery `tag` on channel `run` (one per reader connection).
+
+    The broker, not this position, holds the resume state: every message not acknowledged is
+    delivered again after a restart (with a new tag). The position is informational and orders one
+    channel's deliveries: each channel is its own lane, so a replay guard never compares deliveries
+    of two runs (a redelivered message is applied again: at-least-once).
+    """
+
+    kind: ClassVar[str] = "rabbitmq"
+    queue: str = ""
+    run: str = ""
+    tag: int = 0
+
+    def _field_types(self) -> dict[str, Any]:
+        return {"server": str, "queue": str, "run": str, "tag": int}
+
+    def sort_key(self) -> tuple[Any, ...]:
+        return (self.tag,)
+
+    def lane(self) -> str:
+        return f"{self.queue}|{self.run}"
+
+    def describe(self) -> str:
+        return f"{self.queue} delivery {self.tag} (channel {self.run})" + self._event_suffix()
+
+
+@_register
+@dataclass(frozen=True, eq=False)
+class MqttPosition(Position):
+    """An MQTT source's place in one run: the `seq`-th message of run `run`.
+
+    The broker, not this position, holds the resume state: the persistent session (client id) keeps
+    every QoS 1 message not yet acknowledged and delivers it again on the next connection, so a restart
+    never resumes "from" a stored position. The position orders a run's messages (the checkpoint
+    commits in order, and each committed message is acknowledged) and is stored for display. `run` is
+    the run's start time in epoch milliseconds, raised above the stored run's if the clock went back:
+    a later run's messages (redeliveries included) always sort after an earlier run's, so a sink's
+    replay guard never mistakes them for a replay.
+    """
+
+    kind: ClassVar[str] = "mqtt"
+    run: int = 0
+    seq: int = 0
+
+    def _field_types(self) -> dict[str, Any]:
+        return {"server": str, "run": int, "seq": int}
+
+    def sort_key(self) -> tuple[Any, ...]:
+        return (self.run, self.seq)
+
+    def describe(self) -> str:
+        return f"run {self.run} message {self.seq}" + self._event_suffix()
+
+
+@_register
+@dataclass(frozen=True, eq=False)
+class NatsSequence(Position):
+    """A NATS JetStream message's stream sequence: one lane per stream, ordered by `seq`.
+
+    The durable consumer on the server, not this position, holds the resume state (its ack floor and
+    pending acks); a restart continues from the consumer, and the stored sequence is for display and
+    for ordering within the stream. A message delivered again (after a crash) has the same sequence
+    again, so a sink's replay guard recognises it.
+    """
+
+    kind: ClassVar[str] = "nats"
+    stream: str = ""
+    seq: int = 0
+
+    def _field_types(self) -> dict[str, Any]:
+        return {"server": str, "stream": str, "seq": int}
+
+    def sort_key(self) -> tuple[Any, ...]:
+        return (self.seq,)
+
+    def lane(self) -> str:
+        return self.stream
+
+    def describe(self) -> str:
+        return f"{self.stream}#{self.seq}" + self._event_suffix()
+
+
+@_register
+@dataclass(frozen=True, eq=False)
 class PulsarMessageId(Position):
     """A Pulsar message id (ledger, entry, batch index) on one topic partition, the lane.
 

@@ -118,8 +118,12 @@ class TableSchema:
         drop: Collection[str] = (),
     ) -> TableSchema:
         """This schema as a transform leaves the rows: the table renamed, columns renamed (old: new),
-        columns whose values became text (a hash, a mask pattern), columns dropped. Its own version."""
+        columns whose values became text (a hash, a mask pattern), columns dropped. Its own version.
+        Raises CONFIG when a rename gives two columns one name (onto a column the table has, or two
+        columns onto one name): one of them would be lost."""
         rename = rename or {}
+        if rename:
+            renamed_onto(self.qualified, [c.name for c in self.columns if c.name not in drop], rename)
         columns = []
         for col in self.columns:
             if col.name in drop:
@@ -144,6 +148,28 @@ class TableSchema:
             "version": self.version,
             "columns": [_column_dict(c) for c in self.columns],
         }
+
+
+def renamed_onto(table: str, names: Collection[str], rename: Mapping[str, str]) -> None:
+    """Raise a CONFIG CdcError when renaming `names` (a table's columns) by `rename` (old: new) would
+    give two columns one name, so that one of them is lost."""
+    seen: dict[str, str] = {}
+    for name in names:
+        new = rename.get(name, name)
+        if new in seen:
+            old = seen[new]
+            first, second = (old, name) if old in rename else (name, old)
+            from cdc_logs.errors import CdcError, ErrorKind  # errors imports nothing of ours: no cycle
+
+            raise CdcError(
+                ErrorKind.CONFIG,
+                f"rename: column {first!r} of {table} would become {new!r}, a name "
+                + (f"column {second!r} also gets" if second in rename else "the table already has")
+                + ": one of the two columns would be lost",
+                f"rename {second!r} too, or rename {first!r} to a name {table} does not have (the "
+                "transform's column renames apply to every table)",
+            )
+        seen[new] = name
 
 
 def _column_dict(column: Column) -> dict[str, Any]:

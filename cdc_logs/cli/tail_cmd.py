@@ -18,7 +18,7 @@ from cdc_logs import connect_schema
 from cdc_logs.build import tail_pipeline
 from cdc_logs.cli.progress import show_snapshot_progress
 from cdc_logs.cli.source_flags import PG_ALIASES, SOURCES, source_config
-from cdc_logs.envelope import ChangeEvent
+from cdc_logs.envelope import ChangeEvent, Op
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.readers.sqlite.config import SqliteSourceConfig
 from cdc_logs.sinks.stdout import StdoutSink
@@ -30,6 +30,17 @@ class SchemaStdoutSink(StdoutSink):
     def write(self, batch: Sequence[ChangeEvent]) -> None:
         stream = self._stream
         assert stream is not None, "open() first"
+        for event in batch:
+            if event.schema is None and event.op is not Op.MESSAGE:
+                # connect_schema's own hint names the destination setting; tail's fix is the flag.
+                raise CdcError(
+                    ErrorKind.USAGE,
+                    f"{event.source.connector} event for {event.source.qualified_table} carries no table "
+                    "schema, so it cannot be printed with a Connect schema (--schemas)",
+                    "drop --schemas to print the envelopes alone; for --source debezium, make the "
+                    "connector write schemas (value.converter.schemas.enable=true and "
+                    "key.converter.schemas.enable=true)",
+                )
         stream.write(b"".join(connect_schema.envelope_record(event) + b"\n" for event in batch))
         stream.flush()
 

@@ -10,6 +10,10 @@ the Avro equals what Debezium + Kafka Connect's AvroConverter registers for the 
 table schema version (after DDL) gives a new Avro schema, registered as a new version of the
 subject: an added nullable column is an optional field with default null, a backward-compatible
 change under the registry's default rule; a change the rule refuses fails the batch as SINK_REJECTED.
+The Connect schema may have per-event variants (connect_schema: a null in a NOT NULL column makes it
+optional, a multidimensional Postgres array nests its items): each is another version of the subject;
+a nested array is not BACKWARD-compatible with the flat one, so the registry refuses it and the batch
+is rejected explicitly, never written with a schema that misdescribes it.
 
 Fallback (events without a TableSchema: a `debezium` source reading a topic written without schemas):
 field types are inferred from values (long / double / boolean / string; nested values and JSON as JSON

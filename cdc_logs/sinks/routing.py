@@ -13,15 +13,23 @@ typo fails at config time rather than on the first event:
   {connector}  postgresql, mysql, ...
 
 Templates that address a row (the Redis cache's `key_pattern`) may also name the row's columns.
+
+A logical decoding message (op `m`) has no table: it goes where Debezium puts it, `<prefix>.message`.
+Its template is the table's with the table part replaced by `message` (`{schema}<sep>{table}` or
+`{db}<sep>{table}`, else `{table}`): `{prefix}.{schema}.{table}` gives `<prefix>.message`,
+`{prefix}/{schema}/{table}` `<prefix>/message`, `{prefix}.{schema}.{table}.{op}` `<prefix>.message.m`;
+a template without `{table}` (one fixed topic) is used as it is.
 """
 
 from __future__ import annotations
 
+import functools
+import re
 import string
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from cdc_logs.envelope import ChangeEvent
+from cdc_logs.envelope import ChangeEvent, Op
 from cdc_logs.errors import CdcError, ErrorKind
 
 EVENT_FIELDS = frozenset({"prefix", "db", "schema", "table", "op", "connector"})
@@ -72,10 +80,22 @@ def event_fields(event: ChangeEvent, prefix: str | None) -> dict[str, str]:
     }
 
 
+_TABLE_PART = re.compile(r"\{(?:schema|db)\}[^{}]?\{table\}|\{table\}")
+
+
+@functools.lru_cache(maxsize=256)
+def message_template(template: str) -> str:
+    """The template for op `m` events (no table): the table part of `template` becomes `message`,
+    as Debezium names its message topic `<prefix>.message`."""
+    return _TABLE_PART.sub("message", template, count=1)
+
+
 def render(
     template: str, event: ChangeEvent, prefix: str | None, row: Mapping[str, Any] | None = None
 ) -> str:
     """Fill `template` from the event (and, when given, the row's columns; event fields win)."""
+    if event.op is Op.MESSAGE:
+        template = message_template(template)
     fields: dict[str, Any] = {}
     if row:
         fields.update({k: _text(v) for k, v in row.items()})

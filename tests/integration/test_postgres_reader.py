@@ -718,3 +718,20 @@ def test_slots_publications_and_doctor_commands(
     failing = cli("doctor", "--source", "pg", "--table", bad, dsn=pg_dsn)
     assert failing.returncode == 1
     assert "REPLICA IDENTITY FULL" in failing.stdout
+
+
+def test_tail_explains_how_to_quote_a_table_name_sql_cannot_read(
+    pg_dsn: str, db: Any, cleanup: list[str], unique_name: str
+) -> None:
+    odd = f"{unique_name} we ird.t"  # a space and a dot in the table's name
+    db.execute(f'CREATE TABLE public."{odd}" (id int PRIMARY KEY)')
+    cleanup.append(f'public."{odd}"')
+    db.execute(f'INSERT INTO public."{odd}" VALUES (1)')
+    base = ("tail", "--source", "pg", "--format", "json", "--snapshot", "--limit", "1")
+    unquoted = cli(*base, "--table", f"public.{odd}", dsn=pg_dsn)
+    assert unquoted.returncode == 2, unquoted.stderr  # a usage error, not an internal one
+    assert "internal" not in unquoted.stderr and "--debug" not in unquoted.stderr
+    assert "is not a valid SQL name" in unquoted.stderr and "double-quote" in unquoted.stderr
+    quoted = cli(*base, "--table", f'public."{odd}"', dsn=pg_dsn)
+    assert quoted.returncode == 0, quoted.stderr
+    assert orjson.loads(quoted.stdout)["after"] == {"id": 1}

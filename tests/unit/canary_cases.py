@@ -340,9 +340,6 @@ TEMPLATES: dict[str, dict[str, Any]] = {
     "postgresql": {"type": "pg", "dsn": "postgresql://cdc@127.0.0.1:1/db", "tables": ["public.t"]},
     "mysql": {"type": "mariadb", "host": "127.0.0.1", "port": 1, "user": "cdc", "tables": ["test.t"]},
     "debezium": {"type": "debezium", "bootstrap_servers": UNREACHABLE, "topic_prefix": "canary"},
-    # bus sources that share their name with a sink (`_source_key`)
-    "redis_stream_source": {"type": "redis_stream", "host": "127.0.0.1", "port": 1, "stream_name": "canary"},
-    "mqtt_source": {"type": "mqtt", "broker": "mqtt://127.0.0.1:1", "topics": ["canary/#"]},
     "pulsar_source": {
         "type": "pulsar",
         "service_url": "pulsar://127.0.0.1:1",
@@ -356,6 +353,15 @@ TEMPLATES: dict[str, dict[str, Any]] = {
         "message_format": "avro",
         "schema_registry_url": "{hostile}",
     },
+    "redis_stream_source": {"type": "redis_stream", "url": "redis://127.0.0.1:1/0", "stream_name": "canary"},
+    "rabbitmq_source": {"type": "rabbitmq", "url": "amqp://127.0.0.1:1/", "queue": "canary"},
+    "mqtt_source": {
+        "type": "mqtt",
+        "broker": "mqtt://127.0.0.1:1",
+        "topics": ["canary/#"],
+        "connect_timeout_s": 1,
+    },
+    "nats_source": {"type": "nats", "url": "nats://127.0.0.1:1", "stream": "CANARY", "connect_timeout_s": 1},
     # destinations
     "stdout": STDOUT,
     "file": {"type": "file", "path": "out.jsonl"},
@@ -380,16 +386,18 @@ URL_FIELDS: dict[tuple[str, str], tuple[str, str]] = {
     ("debezium", "connect_url"): ("hostile", ""),
     ("kafka", "schema_registry_url"): ("hostile", ""),
     ("kafka_source", "schema_registry_url"): ("hostile", ""),
+    ("redis_stream_source", "url"): ("redis", "/0"),
+    ("rabbitmq_source", "url"): ("amqp", "/"),
     ("redis_stream", "url"): ("redis", "/0"),
     ("redis", "url"): ("redis", "/0"),
     ("rabbitmq", "url"): ("amqp", "/"),
     ("sql", "url"): ("postgresql+psycopg", "/db"),
     ("http", "url"): ("hostile", "/hook"),
     ("nats", "url"): ("nats", ""),
+    ("nats_source", "url"): ("nats", ""),
     ("mqtt", "url"): ("mqtt", ""),
     ("pulsar", "service_url"): ("pulsar", ""),
     ("pulsar_source", "service_url"): ("pulsar", ""),
-    ("redis_stream_source", "url"): ("redis", "/0"),
     ("opensearch", "url"): ("hostile", ""),
     ("offsets", "dsn"): ("postgresql", "/cdc_test"),
 }
@@ -415,6 +423,7 @@ WRONG_SERVER = {
     "poll": "CDC_PG_DSN",
     "offsets": "CDC_PG_DSN",
     "sql": "CDC_PG_DSN",
+    "rabbitmq_source": "CDC_RABBITMQ_URL",
     "rabbitmq": "CDC_RABBITMQ_URL",  # not Redis: the stack's has no password, a "wrong" one would log in
 }
 

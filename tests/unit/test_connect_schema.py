@@ -11,8 +11,9 @@ import pytest
 
 from cdc_logs import connect_schema as cs
 from cdc_logs.envelope import ChangeEvent, Op, SourceInfo, Transaction
-from cdc_logs.errors import CdcError
+from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.schema import Column, Semantic, TableSchema
+from tests.jsonconverter import conforms_record
 
 TABLE = TableSchema(
     "shop",
@@ -126,8 +127,8 @@ def test_the_schema_describes_every_payload_field() -> None:
 def test_unchanged_not_null_column_becomes_optional_only_for_that_event() -> None:
     table = TableSchema("d", "public", "t", (Column("id", "int32", optional=False, key=True),
                                              Column("big", "string", optional=False)))  # fmt: skip
-    plain = cs.value_struct(_event(schema=table))
-    toasted = cs.value_struct(_event(schema=table, unchanged=("big",)))
+    plain = cs.value_struct(_event(schema=table, after={"id": 1, "big": "x"}))
+    toasted = cs.value_struct(_event(schema=table, after={"id": 1}, unchanged=("big",)))
     assert _fields(plain)["big"]["optional"] is False
     assert _fields(toasted)["big"]["optional"] is True
 
@@ -199,3 +200,80 @@ def test_a_before_with_only_the_key_makes_absent_not_null_columns_optional() -> 
     assert _fields(before)["req"]["optional"] is True and _fields(before)["id"]["optional"] is False
     assert record["payload"]["before"] == {"id": 1}
     assert "unchanged" not in {f["field"] for f in record["schema"]["fields"]}
+
+
+# -- values the table version's schema cannot describe as it is -------------------------------------
+RACE = TableSchema(
+    "d",
+    "public",
+    "race",
+    (
+        Column("id", "int32", None, "INTEGER", optional=False, key=True),
+        Column("v", "string", None, "TEXT", optional=False),  # NOT NULL added after the row was written
+        Column("w", "int32", None, "INTEGER", default=42),
+        Column("nest", "array", None, "INT4[]", element=Column("nest", "int32", None, "INTEGER")),
+    ),
+)
+
+
+def test_a_null_in_a_not_null_column_makes_it_optional_in_that_events_schema() -> None:
+    # The catalog is read when the reader sees the table: a row written before `SET NOT NULL` (a
+    # lagging reader, a replay) carries a null the newer catalog forbids; the converter must not fail.
+    old = _event(schema=RACE, after={"id": 1, "v": None, "w": 1, "nest": None}, key={"id": 1})
+    new = _event(schema=RACE, after={"id": 2, "v": "y", "w": 2, "nest": None}, key={"id": 2})
+    old_record = conforms_record(cs.envelope_record(old))
+    new_record = conforms_record(cs.envelope_record(new))
+    assert _fields(_fields(old_record["schema"])["after"])["v"]["optional"] is True
+    assert _fields(_fields(new_record["schema"])["after"])["v"]["optional"] is False
+    update = _event(
+        op=Op.UPDATE,
+        schema=RACE,
+        before={"id": 1, "v": None, "w": 1, "nest": None},
+        after={"id": 1, "v": "x", "w": 1, "nest": None},
+    )
+    assert _fields(_fields(conforms_record(cs.envelope_record(update))["schema"])["after"])["v"]["optional"]
+    assert cs.envelope_schema(new) is cs.envelope_schema(_event(schema=RACE, after=new.after))  # cached
+
+
+def test_a_multidimensional_array_gets_nested_items_in_that_events_schema() -> None:
+    flat = _event(schema=RACE, after={"id": 1, "v": "a", "w": 1, "nest": [1, None]})
+    square = _event(schema=RACE, after={"id": 2, "v": "a", "w": 1, "nest": [[1, 2], [3, 4]]})
+    cube = _event(schema=RACE, after={"id": 3, "v": "a", "w": 1, "nest": [[[1], [2]], [[3], [4]]]})
+    empty = _event(schema=RACE, after={"id": 4, "v": "a", "w": 1, "nest": []})
+    for event in (flat, square, cube, empty):
+        conforms_record(cs.envelope_record(event))
+    nest = _fields(cs.value_struct(square))["nest"]
+    assert nest["items"] == {"type": "array", "items": {"type": "int32", "optional": True}, "optional": True}
+    assert _fields(cs.value_struct(cube))["nest"]["items"]["items"]["items"] == {
+        "type": "int32",
+        "optional": True,
+    }
+    assert _fields(cs.value_struct(flat)) == _fields(cs.value_struct(empty))
+    assert _fields(cs.value_struct(flat))["nest"]["items"] == {"type": "int32", "optional": True}
+    # one update that changes the dimensions: before and after share one Value struct, so refused
+    reshaped = _event(op=Op.UPDATE, schema=RACE, before=square.after, after=flat.after)
+    with pytest.raises(CdcError, match="dimensional") as err:
+        cs.envelope_record(reshaped)
+    assert err.value.kind is ErrorKind.SINK_REJECTED and "schemas: false" in (err.value.hint or "")
+
+
+def test_a_bigint_unsigned_above_int64_is_refused_not_wrapped() -> None:
+    table = TableSchema(
+        "shop",
+        None,
+        "u",
+        (
+            Column("id", "int64", None, "BIGINT UNSIGNED", optional=False, key=True),
+            Column("n", "int64", None, "BIGINT"),
+        ),
+    )
+    source = SourceInfo("mariadb", "p", "shop", "u", extra={"server_id": 1, "file": "b", "pos": 4, "row": 0})
+    fits = _event(source=source, schema=table, after={"id": 2**63 - 1, "n": 1}, key={"id": 2**63 - 1})
+    conforms_record(cs.envelope_record(fits))
+    wraps = _event(source=source, schema=table, after={"id": 2**64 - 1, "n": 1}, key={"id": 2**64 - 1})
+    with pytest.raises(CdcError, match="18446744073709551615") as err:
+        cs.envelope_record(wraps)
+    assert err.value.kind is ErrorKind.SINK_REJECTED and "schemas: false" in (err.value.hint or "")
+    with pytest.raises(CdcError, match="18446744073709551615"):
+        cs.key_record(wraps, "p", wraps.key)  # the key's int64 would wrap the same way
+    assert orjson.loads(cs.key_record(fits, "p", fits.key) or b"")["payload"] == {"id": 2**63 - 1}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cdc_logs.envelope import ChangeEvent
+from cdc_logs.envelope import ChangeEvent, Op
 from cdc_logs.errors import CdcError
 from cdc_logs.position import Watermark
 from cdc_logs.sinks.dedup import EventIds, Marker, ReplayGuard
@@ -132,6 +132,20 @@ def test_templates() -> None:
     assert render("{prefix}.{schema}.{table}", event, "app") == "app.db.t"  # MySQL: {schema} is the db
     with pytest.raises(CdcError, match="unknown field"):
         check_template("{prefix}.{tabel}", "topic")
+
+
+def test_messages_without_a_table_go_where_debezium_puts_them() -> None:
+    message = make_event(1)
+    message.op, message.source.schema, message.source.table = Op.MESSAGE, "", ""
+    assert render("{prefix}.{schema}.{table}", message, "app") == "app.message"  # Debezium's topic
+    assert render("{prefix}/{schema}/{table}", message, "app") == "app/message"  # MQTT
+    assert render("persistent://public/default/{prefix}.{schema}.{table}", message, None) == (
+        "persistent://public/default/p.message"
+    )
+    assert render("{prefix}.{schema}.{table}.{op}", message, None) == "p.message.m"  # RabbitMQ
+    assert render("cdc-{db}-{table}", message, None) == "cdc-message"
+    assert render("audit.{table}", message, None) == "audit.message"
+    assert render("all-changes", message, None) == "all-changes"
     with pytest.raises(CdcError):
         check_template("{table!r}", "topic")
 

@@ -8,6 +8,11 @@ import sys
 from pathlib import Path
 
 import orjson
+import pytest
+
+from cdc_logs.cli.tail_cmd import SchemaStdoutSink
+from cdc_logs.errors import CdcError, ErrorKind
+from tests.helpers import make_event
 
 
 def _tail(db: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -71,3 +76,14 @@ def test_schemas_adds_the_schema_block_around_the_same_envelope(tmp_path: Path) 
 def test_schemas_needs_json(tmp_path: Path) -> None:
     result = _tail(_db(tmp_path), "--schemas")
     assert result.returncode == 2 and "--schemas needs --format json" in result.stderr
+
+
+def test_schemas_for_events_without_a_table_schema_says_to_drop_the_flag() -> None:
+    # a `debezium` source reading a topic written without schemas: tail's fix is the flag, not the
+    # destination setting `schemas: false` a sink's error names
+    sink = SchemaStdoutSink("json")
+    sink.open()
+    with pytest.raises(CdcError) as err:
+        sink.write([make_event(1)])
+    assert err.value.kind is ErrorKind.USAGE
+    assert "drop --schemas" in (err.value.hint or "") and "schemas: false" not in (err.value.hint or "")

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from cdc_logs.build import build_transform
 from cdc_logs.config import transform_config
 from cdc_logs.envelope import ChangeEvent, Op, SourceInfo
+from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.transforms.base import Transform, apply_all, table_matches
 from cdc_logs.transforms.filter import FilterTransform
 from cdc_logs.transforms.mask import MaskTransform
@@ -396,3 +397,28 @@ def test_mask_retypes_or_drops_the_masked_columns_in_the_schema(strategy: str) -
     else:
         assert by_name["email"].type == "string" and by_name["seen"].type == "string"
         assert by_name["seen"].semantic is None and not by_name["email"].optional
+
+
+def test_a_rename_onto_an_existing_column_stops_with_the_table_and_both_columns() -> None:
+    transform = RenameTransform(columns={"email": "name"})
+    # without a table schema: from the row
+    with pytest.raises(CdcError) as err:
+        transform.apply(make_event(after={"id": 1, "email": "a@x.org", "name": "Ann"}))
+    assert err.value.kind is ErrorKind.CONFIG
+    assert "'email' of public.users would become 'name', a name the table already has" in str(err.value)
+    assert "rename 'name' too" in (err.value.hint or "")
+    # with a table schema: from its columns, even when the row carries only the key
+    onto_seen = RenameTransform(tables={"users": "people"}, columns={"email": "seen"})
+    with pytest.raises(CdcError, match=r"'email' of public\.users would become 'seen'"):
+        onto_seen.apply(_typed(make_event(Op.DELETE, before={"id": 1})))
+    # two columns onto one name
+    with pytest.raises(CdcError, match="a name column 'seen' also gets"):
+        RenameTransform(columns={"email": "x", "seen": "x"}).apply(_typed(make_event()))
+    # a table without the clashing column is fine, and so is a swap
+    other = RenameTransform(columns={"email": "name"}).apply(make_event(after={"id": 1, "email": "a"}))
+    assert other is not None and other.after == {"id": 1, "name": "a"}
+    swap = RenameTransform(columns={"email": "seen", "seen": "email"}).apply(
+        _typed(make_event(after={"id": 1, "email": "a", "seen": 5}))
+    )
+    assert swap is not None and swap.after == {"id": 1, "seen": "a", "email": 5}
+    assert swap.schema is not None and [c.name for c in swap.schema.columns] == ["id", "seen", "email"]

@@ -112,8 +112,24 @@ def _rows(conn: psycopg.Connection[Any], query: str, params: Any, doing: str) ->
         raise map_error(exc, doing) from exc
 
 
+#: to_regclass's refusals of the name itself (invalid_name, syntax_error): the user's to fix.
+_BAD_NAME_STATES = ("42602", "42601")
+
+
 def table_oid(conn: psycopg.Connection[Any], name: str) -> int:
-    rows = _rows(conn, "SELECT to_regclass(%s)::oid", (name,), f"looking up table {name!r}")
+    try:
+        rows = conn.execute("SELECT to_regclass(%s)::oid", (name,)).fetchall()
+    except psycopg.Error as exc:
+        if getattr(exc, "sqlstate", None) in _BAD_NAME_STATES:
+            reason = str(exc).strip().splitlines()[0]
+            raise CdcError(
+                ErrorKind.USAGE,
+                f"table name {name!r} is not a valid SQL name ({reason})",
+                "a name is schema.table with SQL's quoting: double-quote a part that has spaces, dots, "
+                "capitals or other characters, e.g. --table 'public.\"my table\"' (in YAML: "
+                "tables: ['public.\"my table\"'])",
+            ) from exc
+        raise map_error(exc, f"looking up table {name!r}") from exc
     if not rows or rows[0][0] is None:
         raise CdcError(
             ErrorKind.NOT_FOUND,
