@@ -123,6 +123,7 @@ def make_pipeline(
         fanout=_fanout_policy(cfg),
         dead_letter_dir=_dead_letter_dir(cfg),
         status=status,
+        merge_window_s=cfg.merge_window_ms / 1000 if cfg.merge_strategy == "timestamp_based" else None,
     )
 
 

@@ -13,7 +13,7 @@ modelled beside what they configure (sync_config.py, offsets/config.py, observab
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import ConfigDict, Field, TypeAdapter, model_validator
 
@@ -124,6 +124,22 @@ class PipelineConfig(ConfigModel):
     sources: list[SourceConfig] | None = Field(
         None, description="Several sources, each with a unique `name`, merged into one pipeline."
     )
+    merge_strategy: Literal["timestamp_based", "key_based", "custom"] = Field(
+        "key_based",
+        description='How the events of several sources are merged (docs/configuration.md, "Merging several '
+        "sources\"): key_based delivers in arrival order (each key's events in the order they were read, "
+        "no buffering); timestamp_based orders across sources by source.ts_ms within `merge_window_ms`, "
+        "never reordering one source. `custom` is refused (no plugin mechanism).",
+        examples=["timestamp_based"],
+    )
+    merge_window_ms: int = Field(
+        1000,
+        ge=0,
+        le=600_000,
+        description="timestamp_based: the longest an event waits for earlier events of other sources; "
+        "an event arriving later than that is delivered at once and counted as late.",
+        examples=[2000],
+    )
     destination: DestinationConfig | None = Field(
         None,
         description="The one destination (docs/reference/sinks.md); give `destination` or `destinations`.",
@@ -153,6 +169,11 @@ class PipelineConfig(ConfigModel):
         names = [s.name or s.type for s in self.all_sources()]
         if len(set(names)) != len(names):
             raise ValueError(f"source names must be unique (got {names}); set `name:` on each")
+        if self.merge_strategy == "custom":
+            raise ValueError(
+                "merge_strategy: custom is not supported (cdc-logs has no plugin mechanism for merge "
+                "strategies); use timestamp_based or key_based"
+            )
         dnames = [d.name or d.type for d in self.all_sinks()]
         if len(set(dnames)) != len(dnames):
             raise ValueError(f"destination names must be unique (got {dnames}); set `name:` on each")

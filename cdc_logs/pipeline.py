@@ -19,7 +19,7 @@ import contextlib
 import queue
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -29,6 +29,7 @@ from cdc_logs.delivery import Delivery
 from cdc_logs.envelope import ChangeEvent, Heartbeat, Undecodable
 from cdc_logs.errors import CdcError, Directive, ErrorKind
 from cdc_logs.fanout import FanOut
+from cdc_logs.merge import TimestampMerge
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.observability.metrics import Metrics
 from cdc_logs.observability.status import PipelineStatus
@@ -104,6 +105,7 @@ class Pipeline:
         dead_letter_dir: str | None = None,
         retry_start: bool = True,
         status: PipelineStatus | None = None,
+        merge_window_s: float | None = None,
     ) -> None:
         names = [s.name for s in sinks]
         if len(set(names)) != len(names):
@@ -135,6 +137,13 @@ class Pipeline:
         self._read_counts: Counter[tuple[str, str, str]] = Counter()
         self._last_ts_ms: dict[str, int] = {}
         self._progressed: dict[str, bool] = {}  # a source yielded something since its last failure
+        # merge_strategy timestamp_based (merge.py); without it, items go on in arrival order (key_based)
+        self._merge = (
+            TimestampMerge(readers, merge_window_s, max_held=queue_size, metrics=self.metrics)
+            if merge_window_s is not None and len(readers) > 1
+            else None
+        )
+        self._ready: deque[_Item] = deque()  # released by the merge, not yet taken by the main loop
         dead_letters = self._dead_letters = DeadLetterDir(dead_letter_dir) if dead_letter_dir else None
         self._delivery = Delivery(
             self.retry, stop=self._stop, dead_letters=dead_letters, metrics=self.metrics, status=self.status
@@ -307,10 +316,7 @@ class Pipeline:
         while True:
             # Short waits: a stop request must be seen promptly even with a long batch deadline.
             timeout = 0.2 if deadline is None else min(0.2, max(0.0, deadline - time.monotonic()))
-            try:
-                item = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                item = None
+            item = self._take(timeout)
             if isinstance(item, _Failure):  # the reader thread gave up: deliver what was read, then stop
                 self._flush(batch, marks, size)
                 self._finish_fanout()
@@ -350,7 +356,13 @@ class Pipeline:
                 if deadline is None:
                     deadline = time.monotonic() + self.batch.max_wait_s
             limit_hit = self.limit is not None and self.stats.events + len(batch) >= self.limit
-            drained = self.stop_when_idle and self._queue.empty() and self._idle >= set(self.readers)
+            drained = (
+                self.stop_when_idle
+                and self._queue.empty()
+                and not self._ready
+                and (self._merge is None or self._merge.empty)
+                and self._idle >= set(self.readers)
+            )
             finishing = limit_hit or drained or self._stop.is_set()
             due = (
                 finishing
@@ -374,6 +386,31 @@ class Pipeline:
             if finishing:
                 self._finish_fanout()
                 return
+
+    def _take(self, timeout: float) -> _Item | None:
+        """The next item for the main loop: from the queue, through the merge window if there is one.
+        Sequence numbers are taken after this, so an event held in the window cannot be committed past."""
+        merge = self._merge
+        if merge is None or self._ready:
+            if self._ready:
+                return self._ready.popleft()
+            try:
+                return self._queue.get(timeout=timeout)
+            except queue.Empty:
+                return None
+        due = merge.due_in(time.monotonic())
+        try:
+            item: _Item | None = self._queue.get(timeout=timeout if due is None else min(timeout, due))
+        except queue.Empty:
+            item = None
+        if isinstance(item, tuple):
+            merge.push(item[0], item[1], time.monotonic())
+        elif isinstance(item, _Idle):
+            merge.idle(item.source)
+        self._ready.extend(merge.drain() if isinstance(item, _Failure) else merge.release(time.monotonic()))
+        if item is not None and not isinstance(item, tuple):
+            self._ready.append(item)  # idle marks and failures after what the merge released
+        return self._ready.popleft() if self._ready else None
 
     def _flush(
         self,

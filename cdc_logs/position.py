@@ -549,3 +549,34 @@ class NatsSequence(Position):
 
     def describe(self) -> str:
         return f"{self.stream}#{self.seq}" + self._event_suffix()
+
+
+@_register
+@dataclass(frozen=True, eq=False)
+class PulsarMessageId(Position):
+    """A Pulsar message id (ledger, entry, batch index) on one topic partition, the lane.
+
+    Informational plus ordering within a run: the subscription's cursor on the broker, moved only by
+    the reader's acknowledgements after the sinks hold the data, is where a restart resumes, and the
+    broker re-delivers whatever was not acknowledged. A stored position is not used to seek.
+    """
+
+    kind: ClassVar[str] = "pulsar"
+    topic: str = ""
+    ledger: int = -1
+    entry: int = -1
+    batch: int = -1
+
+    def _field_types(self) -> dict[str, Any]:
+        return {"server": str, "topic": str, "ledger": int, "entry": int, "batch": int}
+
+    def sort_key(self) -> tuple[Any, ...]:
+        return (self.ledger, self.entry, self.batch)
+
+    def lane(self) -> str:
+        return self.topic
+
+    def describe(self) -> str:
+        if self.ledger < 0:
+            return "the subscription's cursor"
+        return f"{self.topic}@{self.ledger}:{self.entry}:{self.batch}" + self._event_suffix()

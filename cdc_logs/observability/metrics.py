@@ -62,6 +62,12 @@ class Metrics:
             ["pipeline", "sink"],
             registry=self.registry,
         )
+        self.merge_late = Counter(
+            "cdc_merge_late_events_total",
+            "Events merge_strategy timestamp_based released behind a later event time (merge.py)",
+            labels,
+            registry=self.registry,
+        )
         self.sink_lag_bytes = Gauge(
             "cdc_sink_spool_lag_bytes",
             "Spooled bytes a fan-out sink has not delivered yet",
@@ -103,6 +109,10 @@ class Metrics:
     def source_error(self, source: str) -> None:
         if self.enabled:
             self.source_errors.labels(self.pipeline, source).inc()
+
+    def merge_late_event(self, source: str) -> None:
+        if self.enabled:
+            self.merge_late.labels(self.pipeline, source).inc()
 
     def committed(self, source: str, position: Position) -> None:
         if self.enabled:

@@ -65,6 +65,8 @@ SINKS = (
 )
 NOT_HERE = {
     "mysql": "no MySQL 8 server can run here; MariaDB (the same reader and SQL dialect) is in the matrix",
+    "pulsar": "no Pulsar broker can run here (docs/sources/pulsar.md); tested without one in "
+    "tests/unit/test_pulsar_source.py",
     "kafka": "an event bus, not a database with the matrix's tables: tests/integration/test_kafka_source.py "
     "runs it into the file and SQL sinks through a SIGKILL; its consumer is the debezium case's",
     "redis_stream": "an event bus, not a database with the matrix's tables: "

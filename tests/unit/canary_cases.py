@@ -340,6 +340,12 @@ TEMPLATES: dict[str, dict[str, Any]] = {
     "postgresql": {"type": "pg", "dsn": "postgresql://cdc@127.0.0.1:1/db", "tables": ["public.t"]},
     "mysql": {"type": "mariadb", "host": "127.0.0.1", "port": 1, "user": "cdc", "tables": ["test.t"]},
     "debezium": {"type": "debezium", "bootstrap_servers": UNREACHABLE, "topic_prefix": "canary"},
+    "pulsar_source": {
+        "type": "pulsar",
+        "service_url": "pulsar://127.0.0.1:1",
+        "topic": "t",
+        "subscription_name": "s",
+    },
     "kafka_source": {
         "type": "kafka",
         "bootstrap_servers": UNREACHABLE,
@@ -391,6 +397,7 @@ URL_FIELDS: dict[tuple[str, str], tuple[str, str]] = {
     ("nats_source", "url"): ("nats", ""),
     ("mqtt", "url"): ("mqtt", ""),
     ("pulsar", "service_url"): ("pulsar", ""),
+    ("pulsar_source", "service_url"): ("pulsar", ""),
     ("opensearch", "url"): ("hostile", ""),
     ("offsets", "dsn"): ("postgresql", "/cdc_test"),
 }

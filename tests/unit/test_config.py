@@ -344,6 +344,7 @@ def test_unknown_source_type_names_field_and_accepted_values(tmp_path: Path) -> 
     err = config_error(tmp_path, "source: {type: foo}\ndestination: {type: stdout}\n")
     for group in ("mysql, mariadb", "poll, polling, query", "postgresql, postgres, pg", "sqlite"):
         assert group in _accepted("source")  # by component, canonical name first
+    assert "pulsar" in _accepted("source").split(", ")
     assert f"source.type: unknown type 'foo'; accepted: {_accepted('source')}" in err.message
     assert "cdc-logs config schema" in (err.hint or "")
 
@@ -387,13 +388,25 @@ def test_field_error_drops_the_union_tag_from_the_path(tmp_path: Path) -> None:
         (with_minimal("sync: {mode: continuous, parallelism: {enabled: true}}"), "sync.parallelism"),
         (with_minimal("offsets: {type: sqlite, dsn2: x}"), "offsets.dsn2"),
         (with_minimal("plugins: {hooks: []}"), "plugins.hooks"),
-        (with_minimal("merge_strategy: timestamp_based"), "merge_strategy"),
+        (with_minimal("merge_window: 5"), "merge_window"),
     ],
-    ids=["top", "source", "destination", "sync", "offsets", "plugins", "seed-merge-strategy"],
+    ids=["top", "source", "destination", "sync", "offsets", "plugins", "merge-typo"],
 )
 def test_extra_fields_are_rejected_by_path(tmp_path: Path, yaml_text: str, path: str) -> None:
     err = config_error(tmp_path, yaml_text)
     assert f"{path}: unknown field" in err.message
+
+
+def test_merge_strategy_seed_shape(tmp_path: Path) -> None:
+    cfg = load(tmp_path, with_minimal("merge_strategy: timestamp_based\nmerge_window_ms: 2500"))
+    assert cfg.merge_strategy == "timestamp_based" and cfg.merge_window_ms == 2500
+    assert load(tmp_path, MINIMAL).merge_strategy == "key_based"  # the pipeline's arrival order
+
+
+def test_merge_strategy_custom_is_refused_with_the_alternatives(tmp_path: Path) -> None:
+    err = config_error(tmp_path, with_minimal("merge_strategy: custom"))
+    assert "merge_strategy: custom is not supported" in err.message
+    assert "use timestamp_based or key_based" in err.message
 
 
 def test_unknown_transform_type_names_accepted_values(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -77,7 +78,10 @@ class MysqlSourceConfig(SourceConfigBase):
         3306, ge=1, le=65535, description="Server port, when `dsn` is not given.", examples=[3306]
     )
     user: str | None = Field(
-        None, description="User name, when `dsn` is not given (then required).", examples=["cdc"]
+        None,
+        description="User name, when `dsn` is not given. Default: the operating system's login name, as the "
+        "mysql client does (the seed's multi-source example gives only host and database).",
+        examples=["cdc"],
     )
     password: SecretStr | None = Field(
         None,
@@ -161,8 +165,6 @@ class MysqlSourceConfig(SourceConfigBase):
     def _needs(self) -> MysqlSourceConfig:
         if not self.tables and not self.schemas:
             raise ValueError("give `tables: [db.table, ...]` or `schemas: [db, ...]`")
-        if self.dsn is None and self.user is None:
-            raise ValueError("give `dsn: mysql://user:password@host:3306/db` or host/port/user/password")
         if self.binlog_config and self.binlog_config.server_id and self.server_id is None:
             self.server_id = self.binlog_config.server_id
         return self
@@ -178,7 +180,7 @@ def mysql_settings(cfg: MysqlSourceConfig) -> Any:
     return MysqlSettings(
         host=cfg.host,
         port=cfg.port,
-        user=cfg.user or "root",
+        user=cfg.user or getpass.getuser(),
         password=cfg.password.get_secret_value() if cfg.password else "",
         database=cfg.database,
     )
