@@ -46,6 +46,8 @@ from cdc_logs.readers.messages import Message, MessageMapping, decode_message
 
 log = get_logger(__name__)
 _T = TypeVar("_T")
+# The description cdc-logs gives the consumers it creates: only those it may delete and re-create.
+_OURS = "created by cdc-logs for pipeline"
 
 
 @dataclass(frozen=True)
@@ -187,6 +189,7 @@ class NatsReader(Reader):
                 max_ack_pending=s.max_ack_pending,
                 filter_subject=s.subject,
                 inactive_threshold=60.0 if s.temporary else None,
+                description=f"{_OURS} {self.pipeline}",
             )
             log.info("creating nats consumer", stream=s.stream, consumer=self.durable)
             return await self._js.add_consumer(s.stream, config=config), 0
@@ -211,7 +214,17 @@ class NatsReader(Reader):
                 "use the consumer's filter, or a new durable name for the new subject",
             )
         floor = info.ack_floor.stream_seq if info.ack_floor else 0
-        if info.num_ack_pending:
+        if info.num_ack_pending and not (config.description or "").startswith(_OURS):
+            # Not ours to delete (the user's consumer, maybe shared with other readers): its
+            # unacknowledged messages come again after ack_wait, behind newer ones.
+            log.info(
+                "nats consumer has unacknowledged messages from an earlier run; they are redelivered "
+                "after its ack_wait (a consumer cdc-logs did not create is never re-created)",
+                stream=s.stream,
+                consumer=self.durable,
+                unacknowledged=info.num_ack_pending,
+            )
+        elif info.num_ack_pending:
             log.info(
                 "nats consumer has unacknowledged messages from an earlier run: re-creating it at its ack "
                 "floor so they come again first, in order",
