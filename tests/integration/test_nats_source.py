@@ -231,3 +231,24 @@ def test_a_redelivery_while_the_first_delivery_waits_is_not_handed_on_twice(stre
     reader.close()
     info = stream.call("consumer_info", stream.name, "slow")
     assert info.num_ack_pending == 0 and info.ack_floor.stream_seq == 3
+
+
+def test_a_consumer_the_user_made_is_never_deleted_to_restart_in_order(stream: Stream) -> None:
+    from nats.js.api import AckPolicy, ConsumerConfig
+
+    stream.publish([(f"{stream.subject}.a", f'{{"i": {i}}}'.encode()) for i in range(6)])
+    user_config = ConsumerConfig(
+        durable_name="theirs", ack_policy=AckPolicy.EXPLICIT, ack_wait=2, description="the billing team's"
+    )
+    created = stream.call("add_consumer", stream.name, user_config).created
+    reader = _reader(stream, "theirs")
+    reader.open()
+    first = _read(reader, 6)
+    reader.commit(first[1].position)
+    reader.close()
+    reader.open()  # two left unacknowledged by a "killed" run: the consumer stays as the user made it
+    again = _read(reader, 4, timeout=10)  # after its ack_wait (2 s)
+    reader.close()
+    info = stream.call("consumer_info", stream.name, "theirs")
+    assert info.created == created and info.config.description == "the billing team's"
+    assert sorted(e.after["i"] for e in again) == [2, 3, 4, 5]
