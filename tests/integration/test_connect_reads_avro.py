@@ -198,7 +198,13 @@ def avro_worker(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) 
 def avro_file_sink(topic: str, path: Path, registry_api: str) -> dict[str, str]:
     """FileStreamSink over `topic` with the Avro converter for key and value and Debezium's
     ExtractNewRecordState (deletes kept as the before row with __deleted=true, __op added)."""
-    converter = {"apicurio.registry.url": registry_api, "apicurio.registry.as-confluent": "true"}
+    # The Confluent API of Apicurio 2.x answers with content ids; its converter looks ids up as global
+    # ids unless told otherwise (they differ once one schema is under two subjects).
+    converter = {
+        "apicurio.registry.url": registry_api,
+        "apicurio.registry.as-confluent": "true",
+        "apicurio.registry.use-id": "contentId",
+    }
     return {
         "connector.class": "org.apache.kafka.connect.file.FileStreamSinkConnector",
         "tasks.max": "1",
@@ -296,6 +302,18 @@ def test_connect_avro_converter_reads_our_avro_topic(
             for row in SEED:
                 conn.execute(INSERT.format(t=table), row)
         create_topic(kafka_bootstrap, topic)
+        # One schema under two more subjects: the registry's global ids run ahead of its content ids,
+        # as in any registry that has served more than one topic, so a converter confusing them fails.
+        for extra in (f"{uid}-a", f"{uid}-b"):
+            requests.post(
+                f"{schema_registry_url}/subjects/{extra}/versions",
+                json={
+                    "schema": json.dumps(
+                        {"type": "record", "name": "R", "fields": [{"name": "x", "type": "int"}]}
+                    )
+                },
+                timeout=10,
+            ).raise_for_status()
         # Confluent's default rule (Apicurio's default is NONE): the ALTER below must pass it.
         for subject in (f"{topic}-key", f"{topic}-value"):
             requests.put(
@@ -357,6 +375,8 @@ def test_connect_avro_converter_reads_our_avro_topic(
             except subprocess.TimeoutExpired:
                 proc.kill()
         requests.delete(f"{avro_worker.url}/connectors/{uid}", timeout=30)
+        for extra in (f"{uid}-a", f"{uid}-b"):
+            requests.delete(f"{schema_registry_url}/subjects/{extra}", timeout=10)
         delete_consumer_groups(kafka_bootstrap, [f"connect-{uid}"])
         cleanup(
             connect_url,

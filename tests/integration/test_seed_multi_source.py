@@ -63,6 +63,16 @@ def _server(dsn: str, port: int) -> dict[str, Any]:
     }
 
 
+def _activity(dsn: str) -> list[tuple[Any, ...]]:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return conn.execute(
+            "SELECT pid, state, backend_type, xact_start, wait_event, left(query, 100) FROM pg_stat_activity"
+            " WHERE pid <> pg_backend_pid()"
+        ).fetchall()
+
+
 def _lines(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
@@ -90,7 +100,12 @@ def test_the_seed_multi_source_example_runs(
         cleanup.enter_context(_topic(kafka_bootstrap, names["topic"], 1, group))
         cleanup.callback(runs.close)
         runs.start()
-        runs.wait("all three sources started", lambda: runs.log_text().count("source started") == 3, 60)
+        try:
+            runs.wait("all three sources started", lambda: runs.log_text().count("source started") == 3, 120)
+        except BaseException:
+            # Seen once under a loaded suite: no line at all for 60 s. Say what Postgres was doing.
+            print("pg_stat_activity:", _activity(pg_dsn))
+            raise
         time.sleep(1.0)  # the Kafka consumer is assigned its partition
         pg_session, maria_session = pg.session(), maria.session()
         cleanup.callback(pg_session.close)
