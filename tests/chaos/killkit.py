@@ -696,6 +696,8 @@ class Runs:
                 cwd=self.tmp,
                 stdout=subprocess.DEVNULL,
                 stderr=err,
+                # The judge and the waits read info lines: never inherit a quieter level.
+                env={**os.environ, "CDC_LOG_LEVEL": "info", "CDC_LOG_FORMAT": "console"},
             )
 
     def check_alive(self) -> None:

@@ -650,7 +650,10 @@ def test_reconnect_after_the_walsender_is_terminated_loses_nothing(
 @pytest.fixture(autouse=True)
 def _no_env_dsn(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CDC_DSN", raising=False)
-    os.environ.setdefault("CDC_LOG_LEVEL", "warning")
+    # Through monkeypatch: a bare os.environ change outlived this module and silenced the info lines
+    # that later tests' subprocesses are awaited by ("source started").
+    if "CDC_LOG_LEVEL" not in os.environ:
+        monkeypatch.setenv("CDC_LOG_LEVEL", "warning")
 
 
 # -- CLI: slots, publications, doctor ----------------------------------------------------------------------
