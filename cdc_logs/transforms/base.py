@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import fnmatch
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 from cdc_logs.envelope import ChangeEvent
 from cdc_logs.schema import TableSchema
@@ -51,13 +51,20 @@ class SchemaReshaper:
         rename: Mapping[str, str] | None = None,
         as_text: Collection[str] = (),
         drop: Collection[str] = (),
+        derive: Callable[[TableSchema], tuple[Collection[str], Collection[str]] | None] | None = None,
     ) -> None:
+        """`derive(schema)` -> (as_text, drop), or None to keep the schema: worked out once per table
+        version, not per event."""
         schema = event.schema
         if schema is None:
             return
         key = (schema.fingerprint, schema.version, table)
         reshaped = self._cache.get(key)
         if reshaped is None:
-            reshaped = schema.reshaped(table=table, rename=rename, as_text=as_text, drop=drop)
+            changes = derive(schema) if derive is not None else (as_text, drop)
+            if changes is None:
+                reshaped = schema
+            else:
+                reshaped = schema.reshaped(table=table, rename=rename, as_text=changes[0], drop=changes[1])
             self._cache[key] = reshaped
         event.schema = reshaped

@@ -15,6 +15,7 @@ from pydantic import ConfigDict, Field, model_validator
 from cdc_logs import registry
 from cdc_logs.configmodel import ConfigModel
 from cdc_logs.envelope import ChangeEvent
+from cdc_logs.schema import TableSchema
 from cdc_logs.transforms.base import SchemaReshaper, Transform, table_matches
 
 STRATEGIES = ("hash", "mask", "delete")
@@ -63,20 +64,19 @@ class MaskTransform(Transform):
             # Key columns are always hashed: a constant mask would make distinct rows collide in keyed
             # sinks (compaction, upserts), and a key column cannot be deleted.
             event.key = {k: (self._hash(v) if k in self.fields else v) for k, v in event.key.items()}
-        # Masked values are text (a hash or the pattern) whatever the column was; deleted ones are gone
-        # (a key column is hashed, never deleted).
-        masked = (
-            self.fields
-            if event.schema is None
-            else self.fields.intersection(c.name for c in event.schema.columns)
-        )
-        if masked:
-            keys = set(event.key or ())
-            if self.strategy == "delete":
-                self._reshape(event, drop=masked - keys, as_text=masked & keys)
-            else:
-                self._reshape(event, as_text=masked)
+        self._reshape(event, derive=self._schema_changes)
         return event
+
+    def _schema_changes(self, schema: TableSchema) -> tuple[frozenset[str], frozenset[str]] | None:
+        """(columns now text, columns gone) for one table version: masked values are text (a hash or
+        the pattern) whatever the column was; deleted ones are gone, but a key column is hashed."""
+        masked = self.fields.intersection(c.name for c in schema.columns)
+        if not masked:
+            return None
+        if self.strategy == "delete":
+            keys = frozenset(schema.key)
+            return masked & keys, masked - keys
+        return masked, frozenset()
 
 
 # The seed proposal's names for the same parameters (data_masking / gdpr_compliance).
