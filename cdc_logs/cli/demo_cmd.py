@@ -7,16 +7,15 @@ trigger-based reader captures it: what you see is the same envelope every other 
 from __future__ import annotations
 
 import random
-import signal
 import sqlite3
 import tempfile
 import threading
 from pathlib import Path
-from types import FrameType
 
 import typer
 
 from cdc_logs.build import build_reader
+from cdc_logs.cli.stop_signals import stop_signals
 from cdc_logs.offsets.memory import MemoryOffsetStore
 from cdc_logs.pipeline import BatchPolicy, Pipeline
 from cdc_logs.readers.sqlite.config import SqliteSourceConfig
@@ -51,15 +50,14 @@ def demo(
     stop = threading.Event()
     writer = threading.Thread(target=_play, args=(db, stop, interval_ms / 1000, pipeline.ready), daemon=True)
 
-    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+    def on_stop(_signal_name: str) -> None:
         stop.set()
         pipeline.stop()
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
     writer.start()
     try:
-        pipeline.run()
+        with stop_signals(on_stop):
+            pipeline.run()
     finally:
         stop.set()
         writer.join(timeout=5)

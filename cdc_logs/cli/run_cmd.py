@@ -7,14 +7,13 @@ the pipeline reports to a `PipelineStatus` whose thresholds come from `health_ch
 
 from __future__ import annotations
 
-import signal
 import threading
 from pathlib import Path
-from types import FrameType
 
 import typer
 
 from cdc_logs.build import health_thresholds, lock_pipeline, make_pipeline
+from cdc_logs.cli.stop_signals import stop_signals
 from cdc_logs.config import PipelineConfig
 from cdc_logs.configfile import load_config
 from cdc_logs.observability import health
@@ -36,26 +35,31 @@ def run(
 ) -> None:
     """Run a pipeline from a YAML config until stopped (continuous), once (one_time), or on a cron."""
     cfg = load_config(config)
-    # One run per pipeline: a second one would deliver every change twice (exit 3 naming the holder).
-    with lock_pipeline(cfg.offsets, cfg.name):
-        _run(cfg, http_port, limit)
-
-
-def _run(cfg: PipelineConfig, http_port: int | None, limit: int | None) -> None:
-    metrics = Metrics(cfg.name)
-    status = PipelineStatus(health_thresholds(cfg.health_checks))
     stop = threading.Event()
     current: list[Pipeline] = []
 
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("stopping", signal=signal.Signals(signum).name)
+    def on_stop(signal_name: str) -> None:
+        log.info("stopping", signal=signal_name)
         stop.set()
         for pipeline in current:
             pipeline.stop()
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    # Handlers go in before the lock: a signal that comes while it is taken still stops gracefully.
+    # One run per pipeline: a second one would deliver every change twice (exit 3 naming the holder).
+    with stop_signals(on_stop), lock_pipeline(cfg.offsets, cfg.name):
+        if not stop.is_set():
+            _run(cfg, http_port, limit, stop, current)
 
+
+def _run(
+    cfg: PipelineConfig,
+    http_port: int | None,
+    limit: int | None,
+    stop: threading.Event,
+    current: list[Pipeline],
+) -> None:
+    metrics = Metrics(cfg.name)
+    status = PipelineStatus(health_thresholds(cfg.health_checks))
     port = http_port or (cfg.health_checks.port if cfg.health_checks.enabled else None)
     server = None
     if port:

@@ -7,10 +7,8 @@ envelope>}`, the schema built from the source's catalog (cdc_logs.connect_schema
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 
 import typer
 
@@ -18,6 +16,7 @@ from cdc_logs import connect_schema
 from cdc_logs.build import tail_pipeline
 from cdc_logs.cli.progress import show_snapshot_progress
 from cdc_logs.cli.source_flags import PG_ALIASES, SOURCES, source_config
+from cdc_logs.cli.stop_signals import stop_signals
 from cdc_logs.envelope import ChangeEvent, Op
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.readers.sqlite.config import SqliteSourceConfig
@@ -149,16 +148,12 @@ def tail(
         cfg, sink, limit=limit, dead_letter_dir=str(dead_letter_dir) if dead_letter_dir else None
     )
 
-    def on_signal(_signum: int, _frame: FrameType | None) -> None:
-        pipeline.stop()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
     if format == "pretty" and snapshot:
         (reader,) = pipeline.readers.values()
         show_snapshot_progress(pipeline, reader, sink)
     try:
-        pipeline.run()
+        with stop_signals(lambda _name: pipeline.stop()):
+            pipeline.run()
     finally:
         if cleanup and isinstance(cfg, SqliteSourceConfig):
             from cdc_logs.readers.sqlite import cleanup as remove_triggers
