@@ -178,11 +178,15 @@ class ChangeEvent:
     content: dict[str, Any] | None = None  # op "m": logical decoding message prefix/content
     encoded: bytes | None = field(default=None, repr=False, compare=False)  # cached to_json()
     schema: TableSchema | None = field(default=None, repr=False, compare=False)  # the table's columns
+    # MongoDB (Debezium's MongoDB shape): `before`/`after` are written as JSON text, and the update's
+    # `updateDescription` is added. In memory they stay objects, so row sinks apply documents.
+    text_documents: bool = False
+    update_description: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "before": self.before,
-            "after": self.after,
+            "before": _text(self.before) if self.text_documents else self.before,
+            "after": _text(self.after) if self.text_documents else self.after,
             "source": self.source.to_dict(),
             "op": self.op.value,
             "ts_ms": self.ts_ms,
@@ -192,6 +196,8 @@ class ChangeEvent:
             out["unchanged"] = list(self.unchanged)
         if self.content is not None:
             out["message"] = self.content
+        if self.update_description is not None:
+            out["updateDescription"] = self.update_description
         return out
 
     def to_json(self) -> bytes:
@@ -228,6 +234,11 @@ class ChangeEvent:
             unchanged=tuple(data.get("unchanged") or ()),
             content=data.get("message"),
         )
+
+
+def _text(document: dict[str, Any] | None) -> str | None:
+    """A document as JSON text (Debezium's MongoDB `after`), or None."""
+    return None if document is None else dumps(document).decode()
 
 
 @dataclass(slots=True)

@@ -580,3 +580,45 @@ class PulsarMessageId(Position):
         if self.ledger < 0:
             return "the subscription's cursor"
         return f"{self.topic}@{self.ledger}:{self.entry}:{self.batch}" + self._event_suffix()
+
+
+@_register
+@dataclass(frozen=True, eq=False)
+class MongoResumeToken(Position):
+    """A MongoDB change stream position: the resume token of the last change, one lane per source.
+
+    `token` is the token's `_data` (hex of a KeyString on mongod, memcmp-ordered, so hex text order is
+    log order); `ts`/`inc` are its clusterTime (seconds, increment). A point known only by time (the
+    start of a first run before any change: the aggregate reply's `operationTime`) has `token` "": the
+    stream resumes with `startAtOperationTime`, which includes changes at that very time (a repeat,
+    never a gap) and sorts before every token of that time.
+
+    `snapshot_pending`: an initial snapshot that starts streaming at this point has not finished. A
+    restart takes the snapshot again, then streams from here (not from a new, later point), so a
+    change made meanwhile (the delete of a document an earlier attempt delivered) is not missed; it
+    sorts before the same point with the snapshot done, so the snapshot's final row moves the
+    checkpoint.
+    """
+
+    kind: ClassVar[str] = "mongo"
+    token: str = ""
+    ts: int = 0
+    inc: int = 0
+    snapshot_pending: bool = False
+
+    def _field_types(self) -> dict[str, Any]:
+        return {"server": str, "token": str, "ts": int, "inc": int, "snapshot_pending": bool}
+
+    def sort_key(self) -> tuple[Any, ...]:
+        return (self.ts, self.inc, self.token, 0 if self.snapshot_pending else 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        if not self.snapshot_pending:
+            del data["snapshot_pending"]
+        return data
+
+    def describe(self) -> str:
+        text = f"{self.ts}.{self.inc}" + (f" token {self.token}" if self.token else " (operation time)")
+        text = f"{text} (snapshot not finished)" if self.snapshot_pending else text
+        return text + self._event_suffix()

@@ -18,13 +18,13 @@ from typing import Any
 import typer
 
 from cdc_logs import registry
-from cdc_logs.cli.source_flags import PG_ALIASES, source_config
+from cdc_logs.cli.source_flags import MONGO_ALIASES, PG_ALIASES, source_config
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.redact import redact
 from cdc_logs.position import Position
 from cdc_logs.readers.checks import Check
 
-FLAG_SOURCES = ("pg", "mariadb", "mysql", "sqlite")
+FLAG_SOURCES = ("pg", "mariadb", "mysql", "sqlite", "mongo")
 
 
 def doctor(
@@ -52,6 +52,9 @@ def doctor(
         "-t",
         help="A captured table (repeatable). pg: default every published table; sqlite: required.",
     ),
+    collection: list[str] = typer.Option(
+        [], "--collection", help="mongo: a captured collection, db.collection (repeatable)."
+    ),
 ) -> None:
     """Check that a source is set up for change data capture; print the fix for each failing check."""
     if config is not None:
@@ -59,7 +62,7 @@ def doctor(
             raise CdcError(ErrorKind.USAGE, "-c and --source/--dsn exclude each other", "pass one of them")
         sections = _configured_sources(config)
     else:
-        sections = [("", _flag_source(source, dsn, table), _flag_position(source, gtid))]
+        sections = [("", _flag_source(source, dsn, [*table, *collection]), _flag_position(source, gtid))]
     failed = total = warned = 0
     for title, cfg, stored in sections:
         if len(sections) > 1:
@@ -135,6 +138,7 @@ def _flag_source(source: str | None, dsn: str | None, tables: list[str]) -> Any:
             "e.g. `cdc-logs doctor -c pipeline.yaml` or `cdc-logs doctor --source pg --dsn URL`",
         )
     source = "pg" if source in PG_ALIASES else source
+    source = "mongo" if source in MONGO_ALIASES else source
     if source not in FLAG_SOURCES:
         why = "its table settings live in the config" if source == "poll" else "it has no checks from flags"
         raise CdcError(
@@ -146,6 +150,8 @@ def _flag_source(source: str | None, dsn: str | None, tables: list[str]) -> Any:
         raise CdcError(ErrorKind.USAGE, "--dsn is required", "pass --dsn URL or set CDC_DSN")
     if source == "sqlite" and not tables:
         raise CdcError(ErrorKind.USAGE, "sqlite: at least one --table is required", "pass --table name")
+    if source == "mongo":  # no --collection: the whole deployment
+        return source_config(source, dsn, tables, False, "timestamp+incrementing", None, None, None, 200)
     if not tables:
         # pg without --table checks every published table, mysql/mariadb the server: neither needs the
         # table list a run requires, so the model is built without that validation.

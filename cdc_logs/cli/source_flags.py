@@ -14,7 +14,8 @@ from cdc_logs.readers.polling.config import PolledTableConfig, PollSourceConfig
 from cdc_logs.readers.postgres.config import PostgresSourceConfig
 from cdc_logs.readers.sqlite.config import SqliteSourceConfig
 
-SOURCES = ("pg", "sqlite", "poll", "mariadb", "mysql", "debezium")
+SOURCES = ("pg", "sqlite", "poll", "mariadb", "mysql", "debezium", "mongo")
+MONGO_ALIASES = ("mongo", "mongodb")
 PG_ALIASES = ("pg", "postgres", "postgresql")
 
 
@@ -47,6 +48,10 @@ def source_config(
             from cdc_logs.readers.mysql.config import MysqlSourceConfig
 
             return MysqlSourceConfig(type=source, dsn=dsn, tables=tables, snapshot=snapshot)
+        if source == "mongo":  # collections: none = the whole deployment
+            from cdc_logs.readers.mongo.config import MongoSourceConfig
+
+            return MongoSourceConfig(type="mongodb", uri=dsn, collections=tables, snapshot=snapshot)
         if source == "sqlite":
             return SqliteSourceConfig(
                 type="sqlite", path=dsn, tables=tables, snapshot=snapshot, poll_interval_ms=interval_ms
@@ -111,6 +116,8 @@ _FLAGS = {
     "path": "--dsn",
     "bootstrap_servers": "--bootstrap",
     "tables": "--table",
+    "uri": "--dsn",
+    "collections": "--collection",
     "slot": "--slot",
     "publication": "--publication",
     "topic_prefix": "--topic-prefix",

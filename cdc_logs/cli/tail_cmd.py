@@ -15,7 +15,7 @@ import typer
 from cdc_logs import connect_schema
 from cdc_logs.build import tail_pipeline
 from cdc_logs.cli.progress import show_snapshot_progress
-from cdc_logs.cli.source_flags import PG_ALIASES, SOURCES, source_config
+from cdc_logs.cli.source_flags import MONGO_ALIASES, PG_ALIASES, SOURCES, source_config
 from cdc_logs.cli.stop_signals import stop_signals
 from cdc_logs.envelope import ChangeEvent, Op
 from cdc_logs.errors import CdcError, ErrorKind
@@ -54,6 +54,9 @@ def tail(
         "for poll); env CDC_DSN.",
     ),
     table: list[str] = typer.Option([], "--table", "-t", help="Table to capture; repeat for several."),
+    collection: list[str] = typer.Option(
+        [], "--collection", help="mongo: collection to capture, as db.collection; repeat for several."
+    ),
     limit: int | None = typer.Option(None, "--limit", "-n", min=1, help="Exit 0 after N events."),
     format: str = typer.Option("pretty", "--format", "-f", help="json (one envelope per line) | pretty."),
     schemas: bool = typer.Option(
@@ -114,6 +117,7 @@ def tail(
     sqlite installs capture triggers on each --table (remove them with --cleanup). poll runs watermark
     queries: it cannot see deletes unless --soft-delete-column is set, nor an update's old values.
     debezium reads a connector's Kafka topics with a throwaway consumer group that commits nothing.
+    mongo follows a change stream of each --collection db.c (none: the whole deployment) from now.
     """
     if format not in ("json", "pretty"):
         raise CdcError(
@@ -123,11 +127,13 @@ def tail(
         raise CdcError(ErrorKind.USAGE, "--schemas needs --format json", "add --format json")
     if source in PG_ALIASES:
         source = "pg"
+    if source in MONGO_ALIASES:
+        source, table = "mongo", [*table, *collection]
     if source not in SOURCES:
         raise CdcError(ErrorKind.USAGE, f"unknown --source {source!r}", f"use one of: {', '.join(SOURCES)}")
     if not dsn and source != "debezium":
         raise CdcError(ErrorKind.USAGE, "--dsn is required", "pass --dsn URL or set CDC_DSN")
-    if not table and source != "debezium":
+    if not table and source not in ("debezium", "mongo"):
         raise CdcError(ErrorKind.USAGE, "at least one --table is required", "pass --table name (repeatable)")
     cfg = source_config(
         source,
