@@ -154,6 +154,18 @@ _SOURCES: Final[dict[str, tuple[str, bool, tuple[Schema, ...]]]] = {
     "polling": ("cdc_logs.connector.polling.Source", False, ()),
 }
 _SOURCES["mariadb"] = ("io.debezium.connector.mariadb.Source", *_SOURCES["mysql"][1:])
+_SOURCES["mongodb"] = (
+    "io.debezium.connector.mongo.Source",
+    False,
+    (
+        _f("rs", "string", True),
+        _f("collection", "string", False),
+        _f("ord", "int32", False),
+        _f("lsid", "string", True),
+        _f("txnNumber", "int64", True),
+        _f("wallTime", "int64", True),
+    ),
+)
 
 
 #: Debezium source fields cdc-logs' readers do not write, typed as Debezium types them, for events
@@ -446,6 +458,8 @@ def envelope_schema(event: ChangeEvent, prefix: str | None = None) -> Schema:
     """The record value's schema: Debezium's `<base>.Envelope` (or `MessageValue` for op m)."""
     if event.op is Op.MESSAGE:
         return _message_schema(event)
+    if event.text_documents:
+        return _document_envelope_schema(event, prefix)
     table = require_schema(event)
     base = name_base(event, prefix)
     src = event.source
@@ -456,6 +470,7 @@ def envelope_schema(event: ChangeEvent, prefix: str | None = None) -> Schema:
         base,
         *variant,
         bool(event.unchanged),
+        event.update_description is not None,
         src.connector,
         src.schema is None,
         tuple(src.extra),
@@ -474,9 +489,64 @@ def envelope_schema(event: ChangeEvent, prefix: str | None = None) -> Schema:
     ]
     if event.unchanged:
         fields.append(_f("unchanged", "array", True, items={"type": "string", "optional": False}))
+    if event.update_description is not None:
+        fields.append(UPDATE_DESCRIPTION)
     schema: Schema = {
         "type": "struct",
         "fields": fields,
+        "optional": False,
+        "name": f"{base}.Envelope",
+        "version": ENVELOPE_VERSION,
+    }
+    _remember(cache_key, schema)
+    return schema
+
+
+#: MongoDB's `updateDescription` (Debezium's MongoDB connector): on update events only.
+UPDATE_DESCRIPTION: Final[Schema] = {
+    "type": "struct",
+    "fields": [
+        _f("removedFields", "array", True, items={"type": "string", "optional": False}),
+        _f("updatedFields", "string", True, name=Semantic.JSON, version=1),
+        _f(
+            "truncatedArrays",
+            "array",
+            True,
+            items={
+                "type": "struct",
+                "fields": [_f("field", "string", False), _f("size", "int32", False)],
+                "optional": False,
+            },
+        ),
+    ],
+    "optional": True,
+    "name": "io.debezium.connector.mongodb.changestream.updatedescription",
+    "version": 1,
+    "field": "updateDescription",
+}
+
+
+def _document_envelope_schema(event: ChangeEvent, prefix: str | None) -> Schema:
+    """Debezium's MongoDB envelope: `before`/`after` as JSON text (io.debezium.data.Json) and
+    `updateDescription`; no row struct (a collection has no fixed columns)."""
+    base = name_base(event, prefix)
+    src = event.source
+    cache_key = ("documents", base, src.connector, src.schema is None, tuple(src.extra))
+    cached = _cache.get(cache_key)
+    if cached is not None:
+        return cached[0]
+    document = {"type": "string", "optional": True, "name": Semantic.JSON, "version": 1}
+    schema: Schema = {
+        "type": "struct",
+        "fields": [
+            {**document, "field": "before"},
+            {**document, "field": "after"},
+            UPDATE_DESCRIPTION,
+            {**source_schema(event), "field": "source"},
+            transaction_schema(),
+            _f("op", "string", False),
+            _f("ts_ms", "int64", True),
+        ],
         "optional": False,
         "name": f"{base}.Envelope",
         "version": ENVELOPE_VERSION,
@@ -523,6 +593,9 @@ def key_schema(
     names = tuple(columns) if columns is not None else tuple(event.key or ())
     if columns is None and event.key is None:
         return None
+    if event.text_documents and names == ("id",):  # Debezium's MongoDB key: {"id": "<_id as JSON>"}
+        return {"type": "struct", "fields": [_f("id", "string", False)], "optional": False,
+                "name": f"{name_base(event, prefix)}.Key"}  # fmt: skip
     table = require_schema(event)
     base = name_base(event, prefix)
     cache_key = ("key", table.fingerprint, base, names)

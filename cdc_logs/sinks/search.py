@@ -57,6 +57,14 @@ def document_id(key: dict[str, Any]) -> str:
     return dumps(values).decode()
 
 
+def _body(row: dict[str, Any] | None, key: dict[str, Any]) -> dict[str, Any] | None:
+    """The document body: without a `_id` field when it is the key (MongoDB's `_id`), which OpenSearch
+    refuses inside a document ("a metadata field") and holds as the document's `_id` anyway."""
+    if row is not None and "_id" in row and list(key) == ["_id"]:
+        return {k: v for k, v in row.items() if k != "_id"}
+    return row
+
+
 class SearchSink(Sink):
     def __init__(
         self,
@@ -126,7 +134,7 @@ class SearchSink(Sink):
             elif event.unchanged:
                 lines += [orjson.dumps({"update": meta}), dumps({"doc": event.after, "doc_as_upsert": True})]
             else:
-                lines += [orjson.dumps({"index": meta}), dumps(event.after)]
+                lines += [orjson.dumps({"index": meta}), dumps(_body(event.after, event.key))]
         return lines
 
     # -- writing -----------------------------------------------------------------------------------

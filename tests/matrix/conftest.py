@@ -10,6 +10,7 @@ from tests.integration.conftest import (  # noqa: F401 - fixtures, used by name
     connect_url,
     kafka_bootstrap,
     mariadb_dsn,
+    mongo_uri,
     mqtt_url,
     nats_url,
     pg_dsn,
@@ -36,6 +37,7 @@ def servers(
     nats_url: str,
     rabbitmq_url: str,
     mqtt_url: str,
+    mongo_uri: str,
 ) -> dict[str, str]:
     return {
         "pg": pg_dsn,
@@ -47,4 +49,5 @@ def servers(
         "nats": nats_url,
         "rabbitmq": rabbitmq_url,
         "mqtt": mqtt_url,
+        "mongo": mongo_uri,
     }

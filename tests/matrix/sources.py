@@ -489,4 +489,123 @@ def make_source(name: str, servers: dict[str, str], run: Run) -> SourceCase:
         return PostgresCase(servers["pg"])
     if name == "mariadb":
         return MariadbCase(servers["mariadb"])
+    if name == "mongo":
+        return MongoCase(servers["mongo"])
     return DebeziumCase(servers["pg"], servers["kafka"], servers["connect"])
+
+
+# -- MongoDB (change streams, the stack's mongo-java-server) ---------------------------------------------
+def _mongo_value(name: str, value: Any) -> Any:
+    """The matrix's values as an application keeps them in MongoDB: BSON has no date, time or
+    microsecond timestamp, so those are dates at midnight and ISO text; decimals are Decimal128."""
+    from bson.decimal128 import Decimal128
+    from bson.int64 import Int64
+
+    if value is None:
+        return None
+    if name == "dec":
+        return Decimal128(value)
+    if name == "big":
+        return Int64(value)
+    if name == "d":
+        return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
+    if name == "ts3":
+        return value.replace(tzinfo=dt.UTC)  # milliseconds: a BSON date
+    if name in ("ts6", "tstz", "tm"):
+        return value.isoformat()
+    return value
+
+
+class MongoCase(SourceCase):
+    """A collection of documents `{_id: id, id: id, <columns>}` read through a change stream in the
+    `json` document format (plain JSON objects, key `_id`), the one for row sinks.
+
+    The workload's transactions cannot be transactions here: mongo-java-server has no sessions, so each
+    operation is its own change (a rolled-back transaction is simply not run), and `_id` cannot change,
+    so a primary-key change is a delete and an insert (the changes the model expects anyway). The
+    contract's transaction grouping is tested on recorded mongod documents (tests/unit/test_mongo_convert.py).
+    A delete's `before` is the document key (no pre-images here): the replay finds the row by `_id`.
+    mongo-java-server's update events carry no `_id` and the update specification as documentKey unless
+    its lookup finds the document: updates `$set` the `_id` too (a no-op on a real server).
+    """
+
+    name = "mongo"
+    config_type = "mongodb"
+    kinds = {**PG_KINDS}
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self.db = "cdc_matrix"
+
+    def client(self) -> Any:
+        import pymongo
+
+        return pymongo.MongoClient(self.uri, serverSelectionTimeoutMS=10_000, tz_aware=True)
+
+    def identity(self, run: Run) -> tuple[str, str | None, str]:
+        return (self.db, None, run.table)
+
+    def prepare(self, run: Run) -> None:
+        run.table = f"mx_{run.id}"
+        self.execute(run, workload.Tx(tuple(Op("insert", i) for i in workload.SNAPSHOT_IDS)))
+        time.sleep(1.02 - time.time() % 1)  # the stream's start point has second resolution here
+
+    def config(self, run: Run) -> dict[str, Any]:
+        return {
+            "type": "mongodb",
+            "uri": self.uri,
+            "collections": [f"{self.db}.{run.table}"],
+            "document_format": "json",
+            "snapshot": True,
+            "max_await_ms": 100,
+            "heartbeat_interval_ms": 1000,
+        }
+
+    def _document(self, row_id: int, row: dict[str, Any]) -> dict[str, Any]:
+        return {"_id": row_id, "id": row_id, **{c: _mongo_value(c, row[c]) for c in COLUMNS}}
+
+    def execute(self, run: Run, tx: Tx) -> None:
+        if tx.rollback:
+            return
+        client = self.client()
+        try:
+            coll = client[self.db][run.table]
+            inserts = [self._document(op.row_id, op.row()) for op in tx.ops if op.kind == "insert"]
+            if len(inserts) == len(tx.ops):
+                coll.insert_many(inserts, ordered=True)
+                return
+            for op in tx.ops:
+                if op.kind == "insert":
+                    coll.insert_one(self._document(op.row_id, op.row()))
+                elif op.kind == "update":
+                    coll.update_one({"_id": op.row_id}, {"$set": self._document(op.row_id, op.row())})
+                elif op.kind == "delete":
+                    coll.delete_one({"_id": op.row_id})
+                elif op.kind == "move":
+                    assert op.new_id is not None
+                    coll.delete_one({"_id": op.row_id})
+                    coll.insert_one(self._document(op.new_id, op.row()))
+                else:
+                    raise AssertionError(op)
+        finally:
+            client.close()
+
+    def state(self, run: Run) -> dict[int, dict[str, Any]]:
+        client = self.client()
+        try:
+            rows = {}
+            for doc in client[self.db][run.table].find():
+                row = {k: v for k, v in doc.items() if k != "_id"}
+                if row.get("dec") is not None:
+                    row["dec"] = row["dec"].to_decimal()
+                rows[int(doc["_id"])] = row
+            return rows
+        finally:
+            client.close()
+
+    def cleanup(self, run: Run) -> None:
+        client = self.client()
+        try:
+            client[self.db][run.table].drop()
+        finally:
+            client.close()

@@ -39,6 +39,7 @@ from tests.matrix.canon import canon_row
 from tests.matrix.sources import (
     DebeziumCase,
     MariadbCase,
+    MongoCase,
     PollCase,
     PostgresCase,
     Run,
@@ -47,7 +48,7 @@ from tests.matrix.sources import (
     make_source,
 )
 
-SOURCES = ("sqlite", "poll", "postgres", "mariadb", "debezium")
+SOURCES = ("sqlite", "poll", "postgres", "mariadb", "debezium", "mongo")
 SINKS = (
     "sql_postgres",
     "sql_mariadb",
@@ -232,7 +233,7 @@ def _replay(log: list[dict[str, Any]], table: str) -> tuple[dict[int, dict[str, 
             continue
         op = envelope["op"]
         row = envelope["after"] if op != "d" else envelope["before"]
-        key = int(row["id"])
+        key = int(row["id"] if "id" in row else row["_id"])  # a MongoDB delete's before: its key
         changes.setdefault(key, []).append(op)
         if op == "d":
             state.pop(key, None)
@@ -292,7 +293,7 @@ def test_every_registered_type_is_in_the_matrix() -> None:
     sink_types = {t for c in registry.components("sink") for t in c.types}
     covered_sources = {
         t
-        for case in (SqliteCase, PollCase, PostgresCase, MariadbCase, DebeziumCase)
+        for case in (SqliteCase, PollCase, PostgresCase, MariadbCase, DebeziumCase, MongoCase)
         for t in _source_aliases(case.config_type)
     }
     cases = targets.SinkCase.__subclasses__()
@@ -323,5 +324,6 @@ def _source_aliases(config_type: str) -> set[str]:
         "mariadb": {"mariadb"},
         "sqlite": {"sqlite"},
         "debezium": {"debezium"},
+        "mongodb": {"mongodb", "mongo"},
     }
     return aliases[config_type]

@@ -217,6 +217,8 @@ def _tail(path: tuple[str, ...], ctx: Context) -> Iterator[Case]:
     ]
     poll_variants = url_variants("postgresql+psycopg", "/cdc_test", wrong="CDC_PG_DSN")
     yield from _dsn_cases(poll, {**poll_variants, "noscheme": f"cdc:{CANARY}@127.0.0.1:1/db"}, "poll")
+    mongo = ["tail", "--source", "mongo", "--collection", "test.t"]
+    yield from _dsn_cases(mongo, url_variants("mongodb", "/"), "mongo")
     # Bootstrap servers carry no credentials, but a user may paste a URL that does.
     debezium = ["tail", "--source", "debezium", "--topic-prefix", "canary"]
     bootstrap = f"cdc:{CANARY}@{UNREACHABLE}"
@@ -234,6 +236,7 @@ def _doctor(path: tuple[str, ...], ctx: Context) -> Iterator[Case]:
     yield from _dsn_cases(
         ["doctor", "--source", "mariadb"], url_variants("mysql", "/test", wrong="CDC_MARIADB_DSN"), "mariadb"
     )
+    yield from _dsn_cases(["doctor", "--source", "mongo"], url_variants("mongodb", "/"), "mongo")
     # -c: every source's credential fields, and an offset store's (doctor reads the stored positions).
     for name, config in config_cases(ctx):
         if name.split(".")[0] in source_keys() or name.startswith("offsets."):
@@ -361,6 +364,7 @@ TEMPLATES: dict[str, dict[str, Any]] = {
         "topics": ["canary/#"],
         "connect_timeout_s": 1,
     },
+    "mongodb": {"type": "mongodb", "uri": "mongodb://cdc@127.0.0.1:1/", "collections": ["test.t"]},
     "nats_source": {"type": "nats", "url": "nats://127.0.0.1:1", "stream": "CANARY", "connect_timeout_s": 1},
     # destinations
     "stdout": STDOUT,

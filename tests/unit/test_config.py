@@ -183,6 +183,18 @@ def test_sqlite_source_aliases(tmp_path: Path) -> None:
     assert cfg.source.tables == ["users"]
 
 
+def test_mongo_source_aliases(tmp_path: Path) -> None:
+    cfg = load(
+        tmp_path,
+        """
+        source: {type: mongo, url: "mongodb://h1:27017/?replicaSet=rs0", collection: shop.orders}
+        destination: {type: stdout}
+        """,
+    )
+    assert cfg.source.type == "mongo" and cfg.source.collections == ["shop.orders"]  # type: ignore[union-attr]
+    assert cfg.source.uri.get_secret_value().startswith("mongodb://h1")  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize(
     ("watermark_type", "mode", "column_field"),
     [("timestamp", "timestamp", "timestamp_column"), ("integer", "incrementing", "incrementing_column")],
@@ -361,11 +373,11 @@ def test_unknown_type_in_a_list_names_the_index(tmp_path: Path) -> None:
         """
         sources:
           - {type: sqlite, path: a.db, tables: [t]}
-          - {type: mongo}
+          - {type: mongoose}
         destination: {type: stdout}
         """,
     )
-    assert "sources.1.type: unknown type 'mongo'; accepted:" in err.message
+    assert "sources.1.type: unknown type 'mongoose'; accepted:" in err.message
 
 
 def test_missing_type(tmp_path: Path) -> None:

@@ -145,7 +145,7 @@ def test_plain_json_documents_and_key() -> None:
         "total": "12.50",
         "at": "2024-03-12T22:10:24.123Z",
         "n": 7,
-        "tags": ["a", "ü"],
+        "tags": '["a","ü"]',  # nested documents and arrays: JSON text (io.debezium.data.Json)
         "blob": b"\x00\xff",
     }
     assert event.key == {"_id": str(OID)}
@@ -154,6 +154,8 @@ def test_plain_json_documents_and_key() -> None:
     assert event.schema is not None
     at = event.schema.column("at")
     assert at is not None and at.semantic == "io.debezium.time.ZonedTimestamp"
+    tags = event.schema.column("tags")
+    assert tags is not None and (tags.type, tags.semantic) == ("string", "io.debezium.data.Json")
     assert plain(Binary.from_uuid(SESSION)) == str(SESSION) and plain(float("nan")) == "nan"
     assert plain(Decimal("1.5")) == "1.5" and plain(Timestamp(5, 6)) == {"t": 5, "i": 6}
 
@@ -304,3 +306,52 @@ def test_snapshot_rows_and_heartbeats_keep_the_contract() -> None:
         items.append(f.snapshot_row("shop", "orders", doc, marker, point, i == 2))
     items += ChangeAssembler(f).feed(change("insert", 2, 9, fullDocument={"_id": 9}))
     assert ContractChecker().check_all(items) == []
+
+
+def test_opensearch_mirrors_a_document_under_its_id() -> None:
+    """OpenSearch refuses `_id` inside a document: the mirror sends it as the document's `_id` only."""
+    from cdc_logs.sinks.search import SearchSink
+
+    event = factory("json").change(
+        change("insert", 1, 7, fullDocument={"_id": 7, "v": 1}), position(1), True, None
+    )
+    meta, body = SearchSink("http://127.0.0.1:9", index="i").bulk_lines([event], ["x"])
+    assert orjson.loads(meta) == {"index": {"_index": "i", "_id": "7"}} and orjson.loads(body) == {"v": 1}
+
+
+@pytest.mark.parametrize("fmt", ["extended_json", "json"])
+def test_connect_schemas_describe_both_formats(fmt: str) -> None:
+    """`schemas: true` / `tail --schemas`: Debezium's MongoDB value schema (documents as Json text,
+    updateDescription) or, for plain documents, a row struct of the top-level fields."""
+    from cdc_logs import connect_schema
+    from tests.jsonconverter import conforms_record
+
+    f = factory(fmt)
+    description = {"updatedFields": {"name": "Bob"}, "removedFields": ["x"], "truncatedArrays": []}
+    events = [
+        f.change(change("insert", 1, fullDocument=DOC), position(1), True, None),
+        f.change(
+            change("update", 2, updateDescription=description, fullDocument=DOC), position(2), True, None
+        ),
+        f.change(change("delete", 3), position(3), True, None),
+        f.snapshot_row("shop", "orders", DOC, "last", position(3), True),
+    ]
+    for event in events:
+        value = conforms_record(connect_schema.envelope_record(event))
+        assert value["payload"] == orjson.loads(event.to_json())
+        key = conforms_record(connect_schema.key_record(event, None, event.key))
+        assert key["payload"] == event.key
+    record = orjson.loads(connect_schema.envelope_record(events[1]))
+    names = [field["field"] for field in record["schema"]["fields"]]
+    if fmt == "extended_json":
+        assert names[:3] == ["before", "after", "updateDescription"]
+        assert record["schema"]["fields"][1]["name"] == "io.debezium.data.Json"
+    else:
+        assert names[:2] == ["before", "after"] and names[-1] == "updateDescription"
+
+
+def test_a_delete_without_pre_image_describes_its_key() -> None:
+    event = factory("json").change(change("delete", 3, 42), position(3), True, None)
+    assert event.before == {"_id": 42} and event.schema is not None
+    column = event.schema.column("_id")
+    assert column is not None and (column.type, column.key) == ("int64", True)

@@ -37,7 +37,7 @@ from bson.json_util import JSONMode, JSONOptions
 from bson.objectid import ObjectId
 from bson.timestamp import Timestamp
 
-from cdc_logs.envelope import ChangeEvent, Op, SourceInfo, Transaction
+from cdc_logs.envelope import ChangeEvent, Op, SourceInfo, Transaction, dumps
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.position import MongoResumeToken
 from cdc_logs.schema import Column, Semantic, TableSchema
@@ -96,6 +96,16 @@ def plain(value: Any) -> Any:
     return orjson.loads(extended_json(value))
 
 
+def top_level(value: Any) -> Any:
+    """A top-level field in the `json` format: a plain value; nested documents and arrays (and BSON
+    types without a JSON form, whose Extended JSON object stands in) as JSON text, as Postgres jsonb
+    columns are carried (io.debezium.data.Json): a row has flat columns whatever the document nests."""
+    out = plain(value)
+    if isinstance(out, dict | list):
+        return dumps(out).decode()
+    return out
+
+
 def _column(name: str, value: Any, fmt: DocumentFormat, key: bool) -> Column:
     """How a top-level field is encoded in the envelope (for `schemas: true` and typed sinks)."""
     optional = not key
@@ -104,16 +114,19 @@ def _column(name: str, value: Any, fmt: DocumentFormat, key: bool) -> Column:
     if isinstance(value, Int64):
         return Column(name, "int64", None, "INT64", optional=optional, key=key)
     if isinstance(value, int):
-        return Column(
-            name, "int64", None, "INT32" if -(2**31) <= value < 2**31 else "INT64", optional=optional, key=key
-        )
+        source = "INT32" if -(2**31) <= value < 2**31 else "INT64"
+        return Column(name, "int64", None, source, optional=optional, key=key)
     if isinstance(value, float):
         return Column(name, "float64", None, "DOUBLE", optional=optional, key=key)
     if isinstance(value, str):
         return Column(name, "string", None, "STRING", optional=optional, key=key)
-    if fmt == "extended_json" and not isinstance(value, Mapping | list | tuple) and value is not None:
-        # ObjectId, dates, decimals, binary...: a {"$type": ...} object in relaxed Extended JSON
-        return Column(name, "struct", Semantic.JSON, _bson_type(value), optional=optional, key=key)
+    if value is None:
+        return Column(name, "string", None, "NULL", optional=True, key=key)
+    if fmt == "extended_json":
+        # Nested documents, arrays, and ObjectId, dates, decimals, binary...: objects in relaxed
+        # Extended JSON (the envelope writes the whole document as JSON text anyway).
+        kind = "array" if isinstance(value, list | tuple) else "struct"
+        return Column(name, kind, None, _bson_type(value), optional=optional, key=key)
     if isinstance(value, dt.datetime):
         return Column(name, "string", Semantic.ZONED_TIMESTAMP, "DATE", optional=optional, key=key)
     if isinstance(value, ObjectId):
@@ -124,13 +137,10 @@ def _column(name: str, value: Any, fmt: DocumentFormat, key: bool) -> Column:
         return Column(name, "string", Semantic.UUID, "BINDATA", optional=optional, key=key)
     if isinstance(value, bytes):
         return Column(name, "bytes", None, "BINDATA", optional=optional, key=key)
-    if isinstance(value, Mapping):
-        return Column(name, "struct", None, "OBJECT", optional=optional, key=key)
-    if isinstance(value, list | tuple):
-        return Column(name, "array", None, "ARRAY", optional=optional, key=key)
-    if value is None:
-        return Column(name, "string", None, "NULL", optional=True, key=key)
-    return Column(name, "struct", None, _bson_type(value), optional=optional, key=key)
+    if isinstance(value, Timestamp):
+        return Column(name, "string", Semantic.JSON, "TIMESTAMP", optional=optional, key=key)
+    nested = "OBJECT" if isinstance(value, Mapping) else "ARRAY" if isinstance(value, list | tuple) else None
+    return Column(name, "string", Semantic.JSON, nested or _bson_type(value), optional=optional, key=key)
 
 
 def _bson_type(value: Any) -> str:
@@ -198,12 +208,12 @@ class EventFactory:
         if document is None:
             return None
         if self.format == "json":
-            return {str(k): plain(v) for k, v in document.items()}
+            return {str(k): top_level(v) for k, v in document.items()}
         return relaxed_document(document)
 
     def key(self, document_id: Any) -> dict[str, Any]:
         if self.format == "json":
-            return {"_id": plain(document_id)}
+            return {"_id": top_level(document_id)}
         return {"id": extended_json(document_id)}  # Debezium's MongoDB key
 
     def schema(self, db: str, coll: str, document: Mapping[str, Any] | None) -> TableSchema:
@@ -275,12 +285,14 @@ class EventFactory:
         document_id = _document_id(change, full, before_doc)
         after = self.document(full) if op is not Op.DELETE else None
         before = self.document(before_doc)
+        key_doc = change.get("documentKey")
+        if not (isinstance(key_doc, Mapping) and "_id" in key_doc):
+            key_doc = {"_id": document_id}
         if before is None and op is Op.DELETE and self.format == "json":
             # Row sinks find the row by its key: without a pre-image, the delete's `before` is the
             # document's key (documentKey: _id, plus the shard key on a sharded collection). Debezium's
             # shape (extended_json) keeps `before` null, as its MongoDB connector does.
-            key = change.get("documentKey")
-            before = self.document(key if isinstance(key, Mapping) and "_id" in key else {"_id": document_id})
+            before = self.document(key_doc)
         extra: dict[str, Any] = {}
         lsid = change.get("lsid")
         if lsid is not None:
@@ -303,7 +315,8 @@ class EventFactory:
         )
         if kind == "update":
             event.update_description = self.update_description(change.get("updateDescription"))
-        event.schema = self.schema(db, coll, full if full is not None else before_doc)
+        shape = full if full is not None else before_doc if before_doc is not None else key_doc
+        event.schema = self.schema(db, coll, shape)
         return event
 
     def update_description(self, description: Any) -> dict[str, Any] | None:
@@ -315,9 +328,7 @@ class EventFactory:
         return {
             "removedFields": list(description.get("removedFields") or []) or None,
             "updatedFields": (
-                extended_json(updated)
-                if self.format == "extended_json"
-                else orjson.dumps(plain(updated)).decode()
+                extended_json(updated) if self.format == "extended_json" else dumps(plain(updated)).decode()
             )
             if updated is not None
             else None,
