@@ -220,3 +220,47 @@ def test_doctor_checks_the_source(mongo_uri: str, coll: Any) -> None:
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert wrong.returncode == 1 and "FAIL connection" in wrong.stdout
+
+
+def test_doctor_checks_the_stored_resume_token_of_a_pipeline(
+    mongo_uri: str, coll: Any, tmp_path: Any
+) -> None:
+    """`cdc-logs run` stores a resume token; `doctor -c` resumes a stream from it to check it."""
+    out = tmp_path / "out.jsonl"
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(
+        f"""
+name: mgdoc_{coll.name}
+source: {{type: mongodb, uri: "{mongo_uri}", collections: [{DB}.{coll.name}], snapshot: false}}
+destination: {{type: file, path: {out}}}
+offsets: {{type: sqlite, path: {tmp_path / "offsets.db"}}}
+sync: {{mode: continuous}}
+"""
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cdc_logs", "run", "-c", str(config)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 30
+        while "mongodb streaming" not in proc.stderr.readline():
+            assert time.monotonic() < deadline and proc.poll() is None
+        coll.insert_one({"_id": 1})
+        while not out.exists() or not out.read_text():
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.1)
+        time.sleep(0.5)  # the checkpoint follows the file
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    shown = subprocess.run(
+        [sys.executable, "-m", "cdc_logs", "offsets", "show", "-c", str(config)],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    assert "mongo" in shown.stdout, shown.stdout + shown.stderr
+    result = subprocess.run(
+        [sys.executable, "-m", "cdc_logs", "doctor", "-c", str(config)],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    assert "ok   stored position:" in result.stdout and "can be resumed" in result.stdout, result.stdout

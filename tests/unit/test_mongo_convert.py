@@ -355,3 +355,25 @@ def test_a_delete_without_pre_image_describes_its_key() -> None:
     assert event.before == {"_id": 42} and event.schema is not None
     column = event.schema.column("_id")
     assert column is not None and (column.type, column.key) == ("int64", True)
+
+
+def test_the_readers_answer_to_drop_rename_and_invalidate() -> None:
+    """What the reader does with each control event (reader.py); mongo-java-server sends none of
+    rename/invalidate, so this is the only test of those decisions."""
+    from cdc_logs.readers.mongo.reader import MongoReader
+
+    reader = MongoReader("mongodb://h", collections=["shop.orders"], database=None, pipeline_name="p")
+    at = position(5)
+    assert reader._control(Control("drop", at, "shop.orders")) is None  # logged; the stream goes on
+    assert reader._control(Control("dropDatabase", at, "shop")) is None
+    token = {"_data": at.token}
+    assert reader._control(Control("invalidate", at, "shop.orders", token=token)) == token  # reopen after it
+    with pytest.raises(CdcError) as exc:
+        reader._control(Control("rename", at, "shop.orders", "shop.orders_2024"))
+    assert exc.value.kind is ErrorKind.NOT_FOUND and "collections: [shop.orders_2024]" in exc.value.hint
+    assert "offsets reset" in exc.value.hint
+    # Renamed onto another captured name, or within a database stream: only logged.
+    both = MongoReader("mongodb://h", collections=["shop.a", "shop.b"], database=None, pipeline_name="p")
+    assert both._control(Control("rename", at, "shop.a", "shop.b")) is None
+    whole = MongoReader("mongodb://h", collections=[], database="shop", pipeline_name="p")
+    assert whole._control(Control("rename", at, "shop.a", "shop.c")) is None
