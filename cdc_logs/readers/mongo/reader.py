@@ -156,7 +156,12 @@ class MongoReader(Reader):
             else:
                 yield Heartbeat(point)  # commit where a first run starts
             resume = point
-        yield from self._follow(client, factory, resume)
+        try:
+            yield from self._follow(client, factory, resume)
+        except CdcError:
+            if self._client is None:  # closed under us while stopping: not an error
+                return
+            raise
 
     def _check_start(self, start: Position | None) -> MongoResumeToken | None:
         if start is None:
