@@ -102,6 +102,8 @@ def collection(mongo_uri: str, unique_name: str) -> Iterator[Any]:  # noqa: F811
         yield coll
     finally:
         coll.drop()
+        if not client[DB].list_collection_names():  # leave no empty database behind
+            client.drop_database(DB)
         client.close()
 
 

@@ -47,6 +47,8 @@ def coll(mongo_uri: str, unique_name: str) -> Iterator[Any]:
         yield collection
     finally:
         collection.drop()
+        if not client[DB].list_collection_names():  # leave no empty database behind
+            client.drop_database(DB)
         client.close()
 
 

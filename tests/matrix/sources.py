@@ -607,5 +607,7 @@ class MongoCase(SourceCase):
         client = self.client()
         try:
             client[self.db][run.table].drop()
+            if not client[self.db].list_collection_names():  # leave no empty database behind
+                client.drop_database(self.db)
         finally:
             client.close()
