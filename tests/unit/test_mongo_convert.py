@@ -377,3 +377,14 @@ def test_the_readers_answer_to_drop_rename_and_invalidate() -> None:
     assert both._control(Control("rename", at, "shop.a", "shop.b")) is None
     whole = MongoReader("mongodb://h", collections=[], database="shop", pipeline_name="p")
     assert whole._control(Control("rename", at, "shop.a", "shop.c")) is None
+
+
+def test_json_updates_always_carry_a_row() -> None:
+    # updateLookup on a document deleted since: no fullDocument; its delete follows in the stream.
+    raw = change("update", 5, 42, updateDescription={"updatedFields": {"n": 8}, "removedFields": []})
+    event = factory("json").change(raw, position(5), True, None)
+    assert event.after == {"_id": 42} and ContractChecker().check_all([event]) == []
+    with pytest.raises(ValueError, match="updates need their document"):
+        MongoSourceConfig.model_validate(
+            {"type": "mongodb", "uri": "mongodb://h", "document_format": "json", "full_document": "default"}
+        )

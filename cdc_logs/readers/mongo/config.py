@@ -142,6 +142,11 @@ class MongoSourceConfig(SourceConfigBase):
     def _scope(self) -> MongoSourceConfig:
         if self.collections and self.database:
             raise ValueError("give either `collections` or `database`, not both")
+        if self.document_format == "json" and self.full_document == "default":
+            raise ValueError(
+                "document_format: json applies documents as rows, so updates need their document: "
+                "use full_document: updateLookup (or whenAvailable / required with post-images)"
+            )
         return self
 
 

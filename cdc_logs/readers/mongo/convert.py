@@ -283,11 +283,15 @@ class EventFactory:
         full = change.get("fullDocument")
         before_doc = change.get("fullDocumentBeforeChange")
         document_id = _document_id(change, full, before_doc)
-        after = self.document(full) if op is not Op.DELETE else None
-        before = self.document(before_doc)
         key_doc = change.get("documentKey")
         if not (isinstance(key_doc, Mapping) and "_id" in key_doc):
             key_doc = {"_id": document_id}
+        after = self.document(full) if op is not Op.DELETE else None
+        before = self.document(before_doc)
+        if after is None and op is Op.UPDATE and self.format == "json":
+            # updateLookup found no document (deleted since: its delete follows in the stream). A row
+            # sink needs a row: the key alone, so the update applies nothing the delete will not undo.
+            after = self.document(key_doc)
         if before is None and op is Op.DELETE and self.format == "json":
             # Row sinks find the row by its key: without a pre-image, the delete's `before` is the
             # document's key (documentKey: _id, plus the shard key on a sharded collection). Debezium's
