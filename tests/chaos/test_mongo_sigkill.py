@@ -26,6 +26,7 @@ import pytest
 
 from tests.chaos.killkit import Runs
 from tests.integration.conftest import mongo_uri, unique_name  # noqa: F401 - fixtures, used by name
+from tests.integration.mongo_support import drop_and_trim
 
 pymongo = pytest.importorskip("pymongo")
 
@@ -101,9 +102,7 @@ def collection(mongo_uri: str, unique_name: str) -> Iterator[Any]:  # noqa: F811
     try:
         yield coll
     finally:
-        coll.drop()
-        if not client[DB].list_collection_names():  # leave no empty database behind
-            client.drop_database(DB)
+        drop_and_trim(client, DB, coll.name)
         client.close()
 
 

@@ -25,6 +25,7 @@ from cdc_logs.envelope import ChangeEvent, Heartbeat
 from cdc_logs.position import MongoResumeToken
 from cdc_logs.readers.contract import ContractChecker
 from cdc_logs.readers.mongo.reader import MongoReader
+from tests.integration.mongo_support import drop_and_trim
 
 pymongo = pytest.importorskip("pymongo")
 
@@ -46,9 +47,7 @@ def coll(mongo_uri: str, unique_name: str) -> Iterator[Any]:
     try:
         yield collection
     finally:
-        collection.drop()
-        if not client[DB].list_collection_names():  # leave no empty database behind
-            client.drop_database(DB)
+        drop_and_trim(client, DB, collection.name)
         client.close()
 
 

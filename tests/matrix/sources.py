@@ -606,8 +606,8 @@ class MongoCase(SourceCase):
     def cleanup(self, run: Run) -> None:
         client = self.client()
         try:
-            client[self.db][run.table].drop()
-            if not client[self.db].list_collection_names():  # leave no empty database behind
-                client.drop_database(self.db)
+            from tests.integration.mongo_support import drop_and_trim
+
+            drop_and_trim(client, self.db, run.table)
         finally:
             client.close()
