@@ -209,31 +209,41 @@ class MysqlSeeker:
         def state_at(seq: int) -> str:
             return f"{domain}-{server_id}-{seq}" if seq > 0 else ""
 
-        def after(seq: int) -> NextTransaction | None:
-            return self.next_transaction(state_at(seq))
+        seen: dict[int, NextTransaction | None] = {}
 
-        first = after(lo)
-        if first is None or first.timestamp >= target:
-            if first is not None and lo > 0 and first.timestamp > target:
+        def after(seq: int) -> NextTransaction | None:
+            if seq not in seen:
+                seen[seq] = self.next_transaction(state_at(seq))
+            return seen[seq]
+
+        def reached(seq: int) -> bool:  # the transaction after `seq` is at or after the time (or none)
+            nxt = after(seq)
+            return nxt is None or nxt.timestamp >= target
+
+        # Gallop back from the newest (a recent time, the usual rewind, takes a few probes), then
+        # bisect. Invariant: reached(hi); not reached(lo) once lo is above the oldest state.
+        floor, step = lo, 1
+        while hi - step > floor and reached(hi - step):
+            hi, step = hi - step, step * 2
+        lo = max(floor, hi - step)
+        if lo == floor and reached(floor):
+            first = after(floor)
+            if first is not None and floor > 0 and first.timestamp > target:
                 raise CdcError(
                     ErrorKind.POSITION_LOST,
                     f"the binlog starts after {_iso(target)}: its oldest transaction ({first.gtid}) is from "
-                    f"{_iso(first.timestamp)}; transactions before it (up to {state_at(lo)}) were purged "
+                    f"{_iso(first.timestamp)}; transactions before it (up to {state_at(floor)}) were purged "
                     f"from the binlog ({oldest_file} is the oldest file)",
                     POSITION_HINT,
                 )
-            found, at = lo, first
-        else:
-            # Invariant: the transaction after `lo` is before the target; the one after `hi` is not
-            # (there is none after the newest).
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                nxt = after(mid)
-                if nxt is None or nxt.timestamp >= target:
-                    hi = mid
-                else:
-                    lo = mid
-            found, at = hi, after(hi)
+            hi = floor
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if reached(mid):
+                hi = mid
+            else:
+                lo = mid
+        found, at = hi, after(hi)
         if at is None:  # nothing at or after the time: the current end
             conn = connect(self.settings)
             try:
