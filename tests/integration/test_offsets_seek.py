@@ -7,9 +7,7 @@ holds after the next `run` is the proof that the reader resumed from the positio
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import io
 import os
 import pty
 import signal
@@ -19,15 +17,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from unittest import mock
 
 import orjson
 import psycopg
 import pymysql
 import pytest
 
-from cdc_logs.cli.main import main
 from cdc_logs.readers.mysql.connection import parse_dsn
+from tests.integration.inprocess_cli import cli_here
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,22 +42,7 @@ def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
 
 
 def offsets_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """`cdc-logs offsets ARGS` in this process (a subprocess spends seconds importing on a busy machine):
-    the CLI's own entry point, exit code and output as a subprocess would give them; no terminal."""
-    out, err = io.StringIO(), io.StringIO()
-    argv = ["cdc-logs", "offsets", *args]
-    with (
-        mock.patch.object(sys, "argv", argv),
-        mock.patch.object(sys, "stdin", io.StringIO("")),
-        contextlib.redirect_stdout(out),
-        contextlib.redirect_stderr(err),
-    ):
-        try:
-            main()
-            code = 0
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+    return cli_here("offsets", *args)
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:
