@@ -9,6 +9,7 @@ Everything carries a unique name and is removed at the end.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -148,3 +149,37 @@ def test_delete_then_reapply_fails_with_the_recovery_and_purge_leaves_a_clean_sl
     # The same file applies cleanly: no offsets survive to point at the dropped slot.
     ok(case.dbz("apply", "-f", str(case.file), "--wait", "--timeout", "90"))
     assert slot_exists(case.pg_dsn, case.id)
+
+
+def test_purge_deletes_a_binlog_connectors_schema_history_topic(kafka_bootstrap: str) -> None:
+    """The MySQL/MariaDB part of a purge against the stack's Kafka (the stack's Connect has no
+    MariaDB connector that starts against MariaDB 10.11, so the connector itself is not created)."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from cdc_logs.debezium.lifecycle import delete_history_topic, purge_plan
+
+    topic = f"dbzpurge_{uuid.uuid4().hex[:10]}.history"
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    plan = purge_plan(
+        "my",
+        {
+            "connector.class": "io.debezium.connector.mysql.MySqlConnector",
+            "schema.history.internal.kafka.topic": topic,
+            "schema.history.internal.kafka.bootstrap.servers": kafka_bootstrap,
+        },
+    )
+    said: list[str] = []
+    try:
+        assert delete_history_topic(plan, said.append)
+        assert said == [f"deleted schema history topic {topic}"]
+        deadline = time.monotonic() + 30
+        while topic in admin.list_topics(timeout=10).topics:
+            assert time.monotonic() < deadline, "the topic is still there"
+            time.sleep(0.5)
+        said.clear()
+        assert delete_history_topic(plan, said.append)  # already gone: nothing to do, and it says so
+        assert said == [f"schema history topic {topic} did not exist"]
+    finally:
+        with contextlib.suppress(Exception):
+            admin.delete_topics([topic])[topic].result(30)
