@@ -223,6 +223,11 @@ def test_gtid_rewind_replays_from_it(maria: tuple[Pipe, str], mariadb_dsn: str) 
     position = stored(pipe.config)
     assert position["gtid"] == gtid and position["server"] == committed["server"]
     assert position["file"] and position["pos"]  # located in the binlog, as the reader's own are
+    # --binlog file:pos maps back to the same GTID state (BINLOG_GTID_POS).
+    ok(pipe.offsets("set", "--source", "mariadb", "--binlog", f"{position['file']}:{position['pos']}"))
+    assert stored(pipe.config)["gtid"] == gtid
+    refused = pipe.offsets("set", "--source", "mariadb", "--binlog", "no-such-bin.000001:4")
+    assert refused.returncode == 3 and "not in the server's binlog" in refused.stderr
     assert pipe.run() == [2, 3]  # the transactions after the GTID, again
 
     # Forward is not a rewind; `set --gtid` moves anywhere the binlog holds.
