@@ -170,6 +170,7 @@ class Seeker:
             if name == "timestamp":
                 return impl.at_time(parse_time(value))
             if name == "by":
+                impl.require_time_search()
                 return impl.at_time(self._time_of(current) - parse_duration(value))
             raise _unsupported(name, self.source, self.type, "a binlog source is positioned by --gtid")
         can = _CAN.get(self.type, "it is positioned by `--position` only")

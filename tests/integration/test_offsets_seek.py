@@ -288,6 +288,15 @@ def test_timestamp_finds_the_first_transaction_at_or_after_it(
     assert _on_terminal(pipe, "y", "rewind", "--source", "mariadb", "--timestamp", at) == 0
     assert pipe.run() == [1, 2, 3]
 
+    # --by: back from the time of the first transaction after the committed position.
+    committed = stored(pipe.config)
+    out = ok(pipe.offsets("rewind", "--source", "mariadb", "--by", "2s", "--yes"))
+    assert "rewound to" in out
+    seq = int(str(stored(pipe.config)["gtid"]).rsplit("-", 1)[1])
+    assert seq <= int(str(committed["gtid"]).rsplit("-", 1)[1])
+    refused = pipe.offsets("rewind", "--source", "mariadb", "--by", "soon", "--yes")
+    assert refused.returncode == 2 and "not a duration" in refused.stderr
+
 
 def _on_terminal(pipe: Pipe, answer: str, *args: str) -> int:
     """Run `offsets ARGS` with a pseudo-terminal as stdin, answer its question; the exit code."""

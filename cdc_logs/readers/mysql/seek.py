@@ -177,15 +177,19 @@ class MysqlSeeker:
         position = BinlogPosition(server=self.server, file=file, pos=pos, gtid=str(gtid), flavor="mariadb")
         return self.check(position, locate=False)
 
-    def at_time(self, when: dt.datetime) -> BinlogPosition:
-        """Before the first transaction whose binlog time is at or after `when`."""
+    def require_time_search(self) -> None:
+        """Refuse --timestamp / --by where the binlog cannot be searched by time here (MySQL)."""
         if self.flavor != "mariadb":
             raise CdcError(
                 ErrorKind.USAGE,
-                "--timestamp is supported for MariaDB sources only (a MySQL GTID set at a point in time "
-                "needs the whole binlog read)",
+                "--timestamp and --by are supported for MariaDB sources only (a MySQL GTID set at a point "
+                "in time needs the whole binlog read)",
                 "give `--gtid` with a GTID set instead",
             )
+
+    def at_time(self, when: dt.datetime) -> BinlogPosition:
+        """Before the first transaction whose binlog time is at or after `when`."""
+        self.require_time_search()
         target = int(when.timestamp())
         (state,) = self._query("SELECT @@gtid_binlog_state")
         newest: dict[int, tuple[int, int]] = {}  # domain -> (seq, server id)
