@@ -318,11 +318,18 @@ def delete(
         help="With --purge: the Postgres database as seen from here (default: the connector's "
         "database.* settings).",
     ),
+    file: Path | None = typer.Option(
+        None,
+        "-f",
+        "--file",
+        help="With --purge, for a connector deleted earlier without it: its config from this connectors "
+        "file (it is created STOPPED, then purged).",
+    ),
 ) -> None:
     """Delete a connector. Without --purge its offsets stay in Connect and a Postgres slot stays in the
     database: a connector created again under this name resumes from them."""
     if purge:
-        _purge(name, connect_url, yes, dsn)
+        _purge(name, connect_url, yes, dsn, file)
         return
     if not yes and not typer.confirm(f"delete connector {name}?"):
         raise typer.Exit(1)
@@ -336,13 +343,17 @@ def delete(
     )
 
 
-def _purge(name: str, connect_url: str, yes: bool, dsn: str | None) -> None:
+def _purge(name: str, connect_url: str, yes: bool, dsn: str | None, file: Path | None) -> None:
     with _client(connect_url) as client:
-        plan = purge_plan(name, client.get_config(name))
+        leftover = not client.exists(name)
+        config = _leftover_config(name, file) if leftover else client.get_config(name)
+        plan = purge_plan(name, config)
         database = None
         if plan.kind == "postgres":
             database = postgres_dsn(plan, dsn)
             check_database(plan, database)  # before anything changes
+        if leftover:
+            _say(f"connector {name} no longer exists: it is created STOPPED from {file} first")
         for line in plan.lines():
             _say(line)
         if not yes:
@@ -354,6 +365,11 @@ def _purge(name: str, connect_url: str, yes: bool, dsn: str | None) -> None:
                 )
             if not typer.confirm(f"purge connector {name}?"):
                 raise typer.Exit(1)
+        if leftover:
+            # Connect keeps a deleted connector's offsets under its name; only a connector can have them
+            # reset, so it comes back STOPPED (no task runs) for the purge.
+            client.create(name, config, initial_state="STOPPED")
+            _say(f"created {name} STOPPED to reach the offsets it left in Connect", flush=True)
         message = stop_and_reset(client, name)
         _say(f"stopped {name}; {message or 'offsets reset'}", flush=True)
         client.delete(name)
@@ -362,6 +378,26 @@ def _purge(name: str, connect_url: str, yes: bool, dsn: str | None) -> None:
         drop_postgres_state(plan, database, _say)
     elif plan.kind == "binlog" and not delete_history_topic(plan, _say):
         raise typer.Exit(1)
+
+
+def _leftover_config(name: str, file: Path | None) -> dict[str, str]:
+    """The config of a connector no longer in Connect, from its connectors file."""
+    if file is None:
+        raise CdcError(
+            ErrorKind.NOT_FOUND,
+            f"connector {name} does not exist (a delete without --purge leaves its offsets in Connect and "
+            "its slot in the database)",
+            f"to purge what it left, give its connectors file: `cdc-logs debezium connectors delete --purge "
+            f"{name} -f connectors.yaml` (it is created STOPPED, then purged)",
+        )
+    wanted = load_connectors(file).desired()
+    if name not in wanted:
+        raise CdcError(
+            ErrorKind.USAGE,
+            f"{file} has no connector named {name}",
+            f"give the file that created it (connectors there: {', '.join(sorted(wanted)) or 'none'})",
+        )
+    return wanted[name]
 
 
 @connectors.command("pause")

@@ -150,6 +150,16 @@ def test_delete_then_reapply_fails_with_the_recovery_and_purge_leaves_a_clean_sl
     ok(case.dbz("apply", "-f", str(case.file), "--wait", "--timeout", "90"))
     assert slot_exists(case.pg_dsn, case.id)
 
+    # Deleted without --purge, what it left can still be purged, given its connectors file.
+    case.wait_offsets(3)
+    ok(case.dbz("delete", case.name, "--yes"))
+    missing = case.dbz("delete", case.name, "--purge", "--yes")
+    assert missing.returncode == 3 and "-f connectors.yaml" in str(missing.stderr)  # type: ignore[attr-defined]
+    out = ok(case.dbz("delete", case.name, "--purge", "--yes", "-f", str(case.file)))
+    assert f"created {case.name} STOPPED" in out and f"dropped replication slot {case.id}" in out
+    assert not slot_exists(case.pg_dsn, case.id) and not case.publication_exists()
+    ok(case.dbz("apply", "-f", str(case.file), "--wait", "--timeout", "90"))  # a clean start again
+
 
 def test_purge_deletes_a_binlog_connectors_schema_history_topic(kafka_bootstrap: str) -> None:
     """The MySQL/MariaDB part of a purge against the stack's Kafka (the stack's Connect has no

@@ -302,6 +302,7 @@ def _connect(path: tuple[str, ...], ctx: Context) -> Iterator[Case]:
         # --purge reaches the database with the connector's password, or with --dsn.
         purge = ["debezium", *rest, "--purge", "--connect-url", variants["valid"]]
         yield Case("purge-config", purge, {"option:connect_url"}, files=files)
+        yield Case("purge-file", [*purge, "-f", "connectors.yaml"], {"file:file"}, files=files)
         yield from _dsn_cases(purge, pg_variants(), "purge")
     yield Case(
         "password",
