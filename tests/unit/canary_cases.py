@@ -298,6 +298,12 @@ def _connect(path: tuple[str, ...], ctx: Context) -> Iterator[Case]:
     yield Case(
         "env-url", ["debezium", *rest], {"env:CDC_CONNECT_URL"}, {"CDC_CONNECT_URL": variants["valid"]}, files
     )
+    if path == ("debezium", "connectors", "delete"):
+        # --purge reaches the database with the connector's password, or with --dsn.
+        purge = ["debezium", *rest, "--purge", "--connect-url", variants["valid"]]
+        yield Case("purge-config", purge, {"option:connect_url"}, files=files)
+        yield Case("purge-file", [*purge, "-f", "connectors.yaml"], {"file:file"}, files=files)
+        yield from _dsn_cases(purge, pg_variants(), "purge")
     yield Case(
         "password",
         ["debezium", "--user", "admin", "--password", CANARY, *rest, "--connect-url", ctx.hostile],
@@ -571,7 +577,7 @@ def _config_commands(path: tuple[str, ...], ctx: Context) -> Iterator[Case]:
     )
 
 
-@_builds(("offsets", "show"), ("offsets", "set"), ("offsets", "reset"))
+@_builds(("offsets", "show"), ("offsets", "set"), ("offsets", "reset"), ("offsets", "rewind"))
 def _offsets_commands(path: tuple[str, ...], ctx: Context) -> Iterator[Case]:
     extra = {
         "show": ["--json"],
@@ -582,6 +588,13 @@ def _offsets_commands(path: tuple[str, ...], ctx: Context) -> Iterator[Case]:
             '{"type": "watermark", "server": "sqlite:x", "values": [1]}',
         ],
         "reset": ["--yes"],
+        "rewind": [
+            "--source",
+            "sqlite",
+            "--position",
+            '{"type": "watermark", "server": "sqlite:x", "values": [1]}',
+            "--yes",
+        ],
     }[path[-1]]
     # These commands read the config and open the offset store: its DSN, and a source's DSN.
     for name, config in config_cases(ctx):
@@ -593,9 +606,12 @@ def _offsets_commands(path: tuple[str, ...], ctx: Context) -> Iterator[Case]:
                 files={"pipeline.yaml": config_yaml(config)},
             )
     named = str(NAMED_AFTER_DSN["source"]["name"])  # type: ignore[index]
-    argv = {"show": [], "set": ["--source", named, *extra[2:]], "reset": ["--source", named, "--yes"]}[
-        path[-1]
-    ]
+    argv = {
+        "show": [],
+        "set": ["--source", named, *extra[2:]],
+        "reset": ["--source", named, "--yes"],
+        "rewind": ["--source", named, *extra[2:]],
+    }[path[-1]]
     yield Case(
         "named-after-dsn",
         [*path, "-c", "pipeline.yaml", *argv],
