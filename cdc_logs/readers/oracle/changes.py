@@ -104,7 +104,8 @@ class ChangeStream:
             yield from self._flush()
         code = row.operation_code
         if code == R.START:
-            self.buffer.begin(row.xid, row.start_scn or row.scn)
+            # The START row's own SCN: START_SCN is filled only under COMMITTED_DATA_ONLY.
+            self.buffer.begin(row.xid, row.scn)
         elif code in R.DML_CODES:
             self._dml(row)
         elif code == R.COMMIT:
@@ -129,7 +130,6 @@ class ChangeStream:
         full = self.continuations.feed(row)
         if full is None:
             return
-        start = full.start_scn or full.scn
         if full.rollback:
             mark = (full.xid, full.rs_id, full.ssn)
             if mark in self._undone:
@@ -153,7 +153,7 @@ class ChangeStream:
                 full.ts_ms,
             ]
         )
-        self.buffer.append(full.xid, start, full.row_id, record)
+        self.buffer.append(full.xid, full.scn, full.row_id, record)
 
     def _forget_undone(self, xid: str) -> None:
         if self._undone:
@@ -174,7 +174,7 @@ class ChangeStream:
             yield from self._commit(commit)
 
     def _commit(self, commit: LogRow) -> Iterator[Item]:
-        xid, scn = commit.xid, commit.commit_scn or commit.scn
+        xid, scn = commit.xid, commit.scn  # a COMMIT row's SCN is the commit SCN
         self.continuations.drop(xid)
         self._forget_undone(xid)
         if self.resume_key is not None and order_key(scn, xid) <= self.resume_key:

@@ -102,6 +102,7 @@ class OracleReader(Reader):
         self._stop = threading.Event()
         self.committed: OracleScn | None = None
         self.windows = 0  # windows mined (for logs and tests)
+        self.mined_to = 0  # the last SCN of the last window mined
         self.log_switches = 0
 
     # -- lifecycle -----------------------------------------------------------------------------------
@@ -214,7 +215,7 @@ class OracleReader(Reader):
             buffer.clear()
 
     def _follow(self, session: Session, changes: ChangeStream) -> Iterator[StreamItem]:
-        mined_to = changes.mined_to
+        mined_to = self.mined_to = changes.mined_to
         next_tick = time.monotonic() + self.idle_tick_s
         last_beat = time.monotonic()
         while not self._stop.is_set():
@@ -264,7 +265,7 @@ class OracleReader(Reader):
                 yield item
             if beat:
                 last_beat = time.monotonic()
-            mined_to = end
+            mined_to = self.mined_to = end
             self.window.done(end, current)
             if time.monotonic() >= next_tick:
                 yield None
