@@ -210,7 +210,7 @@ def test_log_switch_mid_window_loses_and_repeats_nothing(full: tuple[list[Any], 
 
 
 def test_windows_adapt_and_each_adds_its_logs(full: tuple[list[Any], Any, Any]) -> None:
-    _, reader, session = full
+    _, _, session = full
     spans = [end - start for start, end, _ in session.windows]
     assert max(spans) <= 8 and min(spans) >= 1
     assert session.windows[0] == (1000, 1005, ["/opt/oracle/archive/1_10_1.arc"])  # sequence 10 only

@@ -96,9 +96,14 @@ def parse_dsn(text: str) -> OracleDsn:
     if "://" in text:
         try:
             parts = urlsplit(text)
-            port = parts.port
         except ValueError:
             raise CdcError(ErrorKind.CONFIG, "the Oracle DSN is not a valid URL", hint) from None
+        try:
+            port = parts.port
+        except ValueError:
+            raise CdcError(
+                ErrorKind.CONFIG, "the Oracle DSN's port is not a number from 1 to 65535", hint
+            ) from None
         if parts.scheme.lower() not in ("oracle", "oracledb", "oracle+oracledb"):
             raise CdcError(
                 ErrorKind.CONFIG, f"the Oracle DSN's scheme must be oracle://, not {parts.scheme}://", hint

@@ -41,6 +41,7 @@ _DEFAULT_FORMATS: Final = {
     "TO_TIMESTAMP": NLS_TIMESTAMP_FORMAT,
     "TO_TIMESTAMP_TZ": NLS_TIMESTAMP_TZ_FORMAT,
 }
+_REGION_FORMAT: Final = "YYYY-MM-DD HH24:MI:SS.FF TZR"
 _MONTHS: Final = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 # Format-model elements, longest first, and the regex group each one reads.
 _ELEMENTS: Final = (
@@ -104,8 +105,14 @@ def _format_regex(fmt: str) -> re.Pattern[str]:
 def parse_temporal(value: Temporal) -> tuple[dt.datetime, int]:
     """(datetime, nanoseconds of the second) of a TO_DATE/TO_TIMESTAMP[_TZ] call; aware when it has a
     zone. Raises ValueError."""
-    fmt = value.fmt or _DEFAULT_FORMATS[value.func]
-    m = _format_regex(fmt).fullmatch(value.text.strip())
+    formats = [value.fmt] if value.fmt else [_DEFAULT_FORMATS[value.func]]
+    if not value.fmt and value.func == "TO_TIMESTAMP_TZ":
+        formats.append(_REGION_FORMAT)  # a value stored with a region shows its name, not an offset
+    m = None
+    for fmt in formats:
+        m = _format_regex(fmt).fullmatch(value.text.strip())
+        if m is not None:
+            break
     if m is None:
         raise ValueError("the text does not match its format")
     g = m.groupdict()
