@@ -260,14 +260,19 @@ class OracleReader(Reader):
             if self._stop.is_set():
                 return  # the window is not finished: its pending commits are not emitted
             self.windows += 1
-            beat = time.monotonic() - last_beat >= self.heartbeat_interval_s
+            caught_up = end >= current
+            now = time.monotonic()
+            # While catching up, a window without events ends with a heartbeat rather than an idle
+            # tick: an idle tick means "nothing to read" to a one-time pipeline, which then stops.
+            beat = now - last_beat >= self.heartbeat_interval_s or (now >= next_tick and not caught_up)
             for item in changes.end_window(end, heartbeat=beat):
                 yield item
+                next_tick = time.monotonic() + self.idle_tick_s
             if beat:
                 last_beat = time.monotonic()
             mined_to = self.mined_to = end
             self.window.done(end, current)
-            if time.monotonic() >= next_tick:
+            if caught_up and time.monotonic() >= next_tick:
                 yield None
                 next_tick = time.monotonic() + self.idle_tick_s
 
