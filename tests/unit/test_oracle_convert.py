@@ -164,3 +164,19 @@ def test_a_column_missing_from_the_catalog_is_a_decode_error() -> None:
     with pytest.raises(CdcError) as info:
         build('insert into "HR"."EMP"("ID","NEW_COL") values (\'1\',\'b\')')
     assert info.value.kind is ErrorKind.DECODE and "NEW_COL" in info.value.message
+
+
+def test_dsn_forms() -> None:
+    from cdc_logs.readers.oracle.connection import OracleDsn, parse_dsn
+
+    assert parse_dsn("oracle://c##cdc:p%40ss@db:1521/ORCLCDB") == OracleDsn(
+        "c##cdc", "p@ss", "db:1521/ORCLCDB"
+    )
+    assert parse_dsn("oracle://cdc@db/FREE") == OracleDsn("cdc", "", "db:1521/FREE")
+    assert parse_dsn("c##dbzuser/dbz@127.0.0.1:1521/FREEPDB1") == OracleDsn(
+        "c##dbzuser", "dbz", "127.0.0.1:1521/FREEPDB1"
+    )
+    for bad in ("mysql://u:Kq7x@h/db", "oracle://:Kq7x@h/db", "oracle://u:Kq7x@h:99999/db", "Kq7x"):
+        with pytest.raises(CdcError) as info:
+            parse_dsn(bad)
+        assert info.value.kind is ErrorKind.CONFIG and "Kq7x" not in str(info.value)

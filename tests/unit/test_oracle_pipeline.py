@@ -89,3 +89,19 @@ def test_stop_then_resume_delivers_everything_once_to_file_and_sql(tmp_path: Pat
         conn.close()
     assert rows == FINAL_NAMES
     assert str(salary) == "2000"
+
+
+def test_schema_blocks_name_the_oracle_source_struct() -> None:
+    """`schemas: true` / Avro: the events carry their table's schema, and the source struct is Debezium's
+    Oracle one."""
+    from cdc_logs import connect_schema
+    from tests.unit.test_oracle_reader import events, run
+
+    items, _, _ = run()
+    event = events(items)[0]
+    record = orjson.loads(connect_schema.envelope_record(event))
+    source = next(f for f in record["schema"]["fields"] if f["field"] == "source")
+    assert source["name"] == "io.debezium.connector.oracle.Source"
+    assert {f["field"] for f in source["fields"]} >= {"txId", "scn", "commit_scn"}
+    after = next(f for f in record["schema"]["fields"] if f["field"] == "after")
+    assert [f["field"] for f in after["fields"]] == ["ID", "NAME", "SALARY", "HIRED", "UPDATED", "PHOTO"]

@@ -95,7 +95,8 @@ def parse_dsn(text: str) -> OracleDsn:
     hint = "write it as oracle://user:password@host:1521/service or user/password@host:1521/service"
     if "://" in text:
         try:
-            parts = urlsplit(text)
+            # Common users are named c##...: a # would end the URL's authority, so it is escaped.
+            parts = urlsplit(text.replace("#", "%23"))
         except ValueError:
             raise CdcError(ErrorKind.CONFIG, "the Oracle DSN is not a valid URL", hint) from None
         try:
