@@ -8,11 +8,11 @@ and V$LOGMNR_CONTENTS rows. This is recorded data, not a server: what it proves 
 handling of those rows, not LogMiner's behaviour.
 
 `mine(files, start, end, tables)` returns the rows of SCNs (start, end] that the reader's query
-selects (transaction control, and DML/DDL of the captured tables), and asserts that the log files the
-reader chose cover every SCN of the window, as LogMiner would refuse a window with missing redo. A
-fixture's `log_switch` makes the first window containing its SCN fail after some rows with the
-recorded ORA- error (a log switch under the window), after which the log lists change and the online
-member that was overwritten fails if it is added again.
+selects (transaction control, and DML, DDL and UNSUPPORTED rows of the captured tables), and
+asserts that the log files the reader chose cover every SCN of the window, as LogMiner would refuse
+a window with missing redo. A fixture's `log_switch` makes the first window containing its SCN fail
+after some rows with the recorded ORA- error (a log switch under the window), after which the log
+lists change and the online member that was overwritten fails if it is added again.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any
 
 from cdc_logs.readers.oracle.connection import Identity, LogSwitched
 from cdc_logs.readers.oracle.logs import LogFile
+from cdc_logs.readers.oracle.rows import TABLE_CODES
 from cdc_logs.readers.oracle.schema import CatalogColumn
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "oracle"
@@ -87,7 +88,10 @@ class ReplaySession:
             r
             for r in self.fixture["rows"]
             if start < r["SCN"] <= end
-            and (r["OPERATION_CODE"] in (6, 7, 36) or (r["SEG_OWNER"], r["TABLE_NAME"]) in wanted)
+            and (
+                r["OPERATION_CODE"] in (6, 7, 36)
+                or (r["OPERATION_CODE"] in TABLE_CODES and (r["SEG_OWNER"], r["TABLE_NAME"]) in wanted)
+            )
         ]
         fail_after = None
         if switch and not self.switched and start < switch["window_containing"] <= end:

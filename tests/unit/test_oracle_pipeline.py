@@ -50,6 +50,7 @@ def pipeline(tmp: Path, offsets: MemoryOffsetStore, limit: int | None) -> Pipeli
         window=WindowSizer(4, 2, 8),
         heartbeat_interval_s=0,
         idle_tick_s=0.05,
+        redo_flush_lag_s=0,  # recorded rows: all of their redo is there
     )
     sinks = [
         build_sink(FileSinkConfig(type="file", path=str(tmp / "changes.jsonl")), "ora"),

@@ -66,6 +66,7 @@ def run(
         max_tx_memory_bytes=memory,
         heartbeat_interval_s=0,
         idle_tick_s=0.001,
+        redo_flush_lag_s=0,  # recorded rows: all of their redo is there
     )
     last = (current or [FIXTURE["current_scn"]])[-1]
     items: list[Any] = []
@@ -266,3 +267,28 @@ def test_unknown_table_is_not_found() -> None:
     with pytest.raises(CdcError) as info:
         reader.open()
     assert info.value.kind is ErrorKind.NOT_FOUND and session.closed
+
+
+def test_a_change_logminer_cannot_render_is_dead_lettered_not_skipped() -> None:
+    fixture = dict(FIXTURE)
+    fixture["rows"] = [dict(r) for r in FIXTURE["rows"]]
+    insert = next(r for r in fixture["rows"] if r["SCN"] == 1027)  # T9's insert
+    insert.update(OPERATION_CODE=255, OPERATION="UNSUPPORTED", SQL_REDO="Unsupported")
+    items, _, _ = run(fixture=fixture)
+    dead = [i for i in items if isinstance(i, Undecodable)]
+    assert len(dead) == 1 and "UNSUPPORTED" in dead[0].reason and dead[0].boundary  # T9's only change
+    assert (xid(9), "c", 9) not in summary(items)
+    assert ContractChecker().check_all(items) == []
+
+
+def test_windows_end_where_the_redo_is_surely_flushed() -> None:
+    """The current SCN sampled 5 s ago bounds the window: redo newer than that may still be in memory."""
+    from cdc_logs.readers.oracle.reader import FlushedScn
+
+    flushed = FlushedScn(5.0)
+    assert flushed.sample(100, 0.0) == 0
+    assert flushed.sample(120, 3.0) == 0
+    assert flushed.sample(130, 5.0) == 100
+    assert flushed.sample(140, 9.0) == 120
+    assert flushed.sample(150, 20.0) == 140  # the sample taken now is not old enough yet
+    assert FlushedScn(0).sample(77, 0.0) == 77

@@ -108,6 +108,8 @@ class ChangeStream:
             self.buffer.begin(row.xid, row.scn)
         elif code in R.DML_CODES:
             self._dml(row)
+        elif code == R.UNSUPPORTED and row.table in self.tables:
+            self._hold(row)  # dead-lettered at its commit, in its place
         elif code == R.COMMIT:
             self._commits.append(row)
         elif code == R.ROLLBACK:
@@ -140,20 +142,23 @@ class ChangeStream:
                 # or dropped. Nothing to undo here.
                 log.info("oracle: undo row without a held change", xid=full.xid, scn=full.scn)
             return
+        self._hold(full)
+
+    def _hold(self, row: LogRow) -> None:
         record = orjson.dumps(
             [
-                full.scn,
-                full.operation_code,
-                full.seg_owner,
-                full.table_name,
-                full.sql_redo,
-                full.row_id,
-                full.rs_id,
-                full.ssn,
-                full.ts_ms,
+                row.scn,
+                row.operation_code,
+                row.seg_owner,
+                row.table_name,
+                row.sql_redo,
+                row.row_id,
+                row.rs_id,
+                row.ssn,
+                row.ts_ms,
             ]
         )
-        self.buffer.append(full.xid, full.scn, full.row_id, record)
+        self.buffer.append(row.xid, row.scn, row.row_id, record)
 
     def _forget_undone(self, xid: str) -> None:
         if self._undone:
@@ -200,9 +205,15 @@ class ChangeStream:
             yield held
 
     def _items(self, record: bytes, tx: TxContext) -> list[ChangeEvent | Undecodable]:
-        scn, _code, owner, table, sql, row_id, rs_id, ssn, ts_ms = orjson.loads(record)
+        scn, code, owner, table, sql, row_id, rs_id, ssn, ts_ms = orjson.loads(record)
         placeholder = OracleScn(self.server, scn=tx.commit_scn, xid=tx.xid, inside=True)
         try:
+            if code == R.UNSUPPORTED:
+                raise CdcError(
+                    ErrorKind.DECODE,
+                    "LogMiner could not render this change (OPERATION UNSUPPORTED)",
+                    "a column type LogMiner cannot mine, or the table changed since (docs/sources/oracle.md)",
+                )
             redo = parse(sql or "")
             if (redo.owner or owner, redo.table) != (owner, table):
                 raise CdcError(

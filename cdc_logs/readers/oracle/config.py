@@ -129,6 +129,14 @@ class OracleSourceConfig(SourceConfigBase):
         "the largest moves to an unlinked temporary file.",
         examples=[268_435_456],
     )
+    redo_flush_lag_ms: int = Field(
+        5_000,
+        ge=0,
+        description="Milliseconds a change must be old before its window is mined: the log writer flushes "
+        "redo at least every 3 seconds, and a window mined past redo still in memory would miss changes "
+        "of transactions still open. 0 mines up to the current SCN (only safe on a quiet database).",
+        examples=[3_000],
+    )
     heartbeat_interval_ms: int = Field(
         10_000,
         ge=0,
@@ -215,4 +223,5 @@ def build(cfg: OracleSourceConfig, ctx: registry.BuildContext) -> Reader:
         window=WindowSizer(cfg.window_scns, cfg.min_window_scns, cfg.max_window_scns),
         max_tx_memory_bytes=cfg.max_tx_memory_bytes,
         heartbeat_interval_s=cfg.heartbeat_interval_ms / 1000,
+        redo_flush_lag_s=cfg.redo_flush_lag_ms / 1000,
     )

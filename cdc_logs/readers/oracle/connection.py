@@ -11,7 +11,7 @@ Mining one window (logs.py picks the files):
     DBMS_LOGMNR.ADD_LOGFILE(file, NEW), then ADDFILE for the others
     DBMS_LOGMNR.START_LOGMNR(STARTSCN, ENDSCN, DICT_FROM_ONLINE_CATALOG + NO_ROWID_IN_STMT)
     SELECT ... FROM V$LOGMNR_CONTENTS WHERE SCN > :start AND SCN <= :end AND (transaction control
-        OR DML/DDL of the captured tables)
+        OR DML, DDL and UNSUPPORTED rows of the captured tables)
     DBMS_LOGMNR.END_LOGMNR
 
 No CONTINUOUS_MINE (gone in 19c) and no COMMITTED_DATA_ONLY: the reader buffers transactions itself.
@@ -31,7 +31,7 @@ from urllib.parse import unquote, urlsplit
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.readers.oracle.convert import NLS_DATE_FORMAT, NLS_TIMESTAMP_FORMAT, NLS_TIMESTAMP_TZ_FORMAT
 from cdc_logs.readers.oracle.logs import LogFile
-from cdc_logs.readers.oracle.rows import COLUMNS
+from cdc_logs.readers.oracle.rows import COLUMNS, TABLE_CODES
 from cdc_logs.readers.oracle.schema import CatalogColumn
 
 #: ORA- codes LogMiner raises when a log file it was given is gone or was overwritten (a log switch
@@ -64,10 +64,11 @@ ARCHIVED_LOGS_SQL = (
 def contents_sql(tables: Sequence[tuple[str, str]], pdb: bool) -> str:
     """The V$LOGMNR_CONTENTS query of a window (binds :s, :e, :o<i>, :t<i>, and :pdb)."""
     select = ", ".join("RAWTOHEX(XID) AS XID" if c == "XID" else c for c in COLUMNS)
+    codes = ", ".join(str(c) for c in TABLE_CODES)
     owned = " OR ".join(f"(SEG_OWNER = :o{i} AND TABLE_NAME = :t{i})" for i in range(len(tables)))
     sql = (
         f"SELECT {select} FROM V$LOGMNR_CONTENTS WHERE SCN > :s AND SCN <= :e "
-        f"AND (OPERATION_CODE IN (6, 7, 36) OR (OPERATION_CODE IN (1, 2, 3, 5) AND ({owned or '1 = 0'})))"
+        f"AND (OPERATION_CODE IN (6, 7, 36) OR (OPERATION_CODE IN ({codes}) AND ({owned or '1 = 0'})))"
     )
     if pdb:
         sql += " AND (SRC_CON_NAME = :pdb OR OPERATION_CODE IN (6, 7, 36))"

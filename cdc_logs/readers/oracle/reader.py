@@ -10,7 +10,8 @@ the captured tables' columns. `stream(start)`:
   start OracleScn           the DBID must match; mine again from its restart SCN and drop the
                             transactions ordered at or before it (changes.py).
 
-Then, while not stopped: the database's current SCN bounds the next window (logs.WindowSizer adapts
+Then, while not stopped: the database's current SCN, as it was `redo_flush_lag_s` ago (FlushedScn:
+redo newer than that may still be in the log buffer), bounds the next window (logs.WindowSizer adapts
 its width), the window's log files are listed and chosen (logs.select_logs), LogMiner mines them
 (connection.LogMinerSession.mine) and the rows go through the ChangeStream (transaction buffer,
 commit order, positions). A log switch during a window (LogSwitched) lists the logs again and mines
@@ -83,6 +84,7 @@ class OracleReader(Reader):
         max_tx_memory_bytes: int = 64 << 20,
         heartbeat_interval_s: float = 10.0,
         idle_tick_s: float = 0.5,
+        redo_flush_lag_s: float = 5.0,
     ) -> None:
         if not tables:
             raise CdcError(ErrorKind.CONFIG, "the oracle source needs tables", "add `tables: [OWNER.TABLE]`")
@@ -95,6 +97,7 @@ class OracleReader(Reader):
         self.max_tx_memory_bytes = max_tx_memory_bytes
         self.heartbeat_interval_s = heartbeat_interval_s
         self.idle_tick_s = idle_tick_s
+        self.redo_flush_lag_s = redo_flush_lag_s
         self._session: Session | None = None
         self._identity: Identity | None = None
         self._infos: dict[tuple[str, str], TableInfo] = {}
@@ -218,8 +221,9 @@ class OracleReader(Reader):
         mined_to = self.mined_to = changes.mined_to
         next_tick = time.monotonic() + self.idle_tick_s
         last_beat = time.monotonic()
+        flushed = FlushedScn(self.redo_flush_lag_s)
         while not self._stop.is_set():
-            current = session.current_scn()
+            current = flushed.sample(session.current_scn(), time.monotonic())
             if current <= mined_to:
                 next_tick = yield from idle_pause(
                     self._stop, self.poll_interval_s, self.idle_tick_s, next_tick
@@ -299,3 +303,27 @@ class OracleReader(Reader):
 
 
 _FED = object()
+
+
+class FlushedScn:
+    """The highest SCN whose redo is surely on disk: the current SCN sampled at least `lag_s` ago.
+
+    LogMiner reads redo files, and the log writer flushes the redo buffer at every commit and at least
+    every three seconds: a change made before SCN S was sampled is in the files `lag_s` later, but a
+    window ending at the current SCN could pass over a change of an open transaction still in the
+    buffer, which its commit would then emit without it. (Debezium commits to a flush table instead;
+    that writes to the user's database, which cdc-logs does not.) `lag_s` 0 takes the current SCN.
+    """
+
+    def __init__(self, lag_s: float) -> None:
+        self.lag_s = lag_s
+        self._samples: list[tuple[float, int]] = []
+        self._safe = 0
+
+    def sample(self, scn: int, now: float) -> int:
+        if self.lag_s <= 0:
+            return scn
+        self._samples.append((now, scn))
+        while self._samples and self._samples[0][0] <= now - self.lag_s:
+            self._safe = max(self._safe, self._samples.pop(0)[1])
+        return self._safe

@@ -22,9 +22,10 @@ DDL: Final = 5
 START: Final = 6
 COMMIT: Final = 7
 ROLLBACK: Final = 36
+UNSUPPORTED: Final = 255  # a change LogMiner cannot render (no SQL_REDO): dead-lettered, not skipped
 DML_CODES: Final = frozenset({INSERT, DELETE, UPDATE})
-#: Selected by the mining query: transaction control, DML of the captured tables, and DDL (logged).
-MINED_CODES: Final = (INSERT, DELETE, UPDATE, DDL, START, COMMIT, ROLLBACK)
+#: Selected by the mining query for the captured tables (besides START, COMMIT and ROLLBACK).
+TABLE_CODES: Final = (INSERT, DELETE, UPDATE, DDL, UNSUPPORTED)
 
 #: The columns of V$LOGMNR_CONTENTS the reader selects (XID as RAWTOHEX), in this order.
 COLUMNS: Final = (
