@@ -50,11 +50,7 @@ def source_config(
         if source == "oracle":  # LogMiner keeps nothing on the server: nothing to clean up
             from cdc_logs.readers.oracle.config import OracleSourceConfig
 
-            if snapshot:
-                raise CdcError(
-                    ErrorKind.USAGE, "oracle: --snapshot is not supported", "drop --snapshot (changes only)"
-                )
-            return OracleSourceConfig(type="oracle", dsn=dsn, tables=tables)
+            return OracleSourceConfig(type="oracle", dsn=dsn, tables=tables, snapshot=snapshot)
         if source == "sqlite":
             return SqliteSourceConfig(
                 type="sqlite", path=dsn, tables=tables, snapshot=snapshot, poll_interval_ms=interval_ms

@@ -65,10 +65,10 @@ SINKS = (
 )
 NOT_HERE = {
     "mysql": "no MySQL 8 server can run here; MariaDB (the same reader and SQL dialect) is in the matrix",
-    "oracle": "no Oracle server can run here, and the matrix runs `cdc-logs run` against a live source "
-    "(snapshot rows first: the Oracle reader has no snapshot yet); its stream is tested on recorded "
-    "LogMiner rows replayed at its connection boundary (tests/unit/test_oracle_reader.py, and through the "
-    "pipeline into the file and SQL sinks in tests/unit/test_oracle_pipeline.py)",
+    "oracle": "no Oracle server can run here, and the matrix runs `cdc-logs run` against a live database "
+    "that the workload writes to; the reader is tested on recorded LogMiner rows replayed at its "
+    "connection boundary (tests/unit/test_oracle_reader.py, and through the pipeline into the file and "
+    "SQL sinks in tests/unit/test_oracle_pipeline.py)",
     "pulsar": "no Pulsar broker can run here (docs/sources/pulsar.md); tested without one in "
     "tests/unit/test_pulsar_source.py",
     "kafka": "an event bus, not a database with the matrix's tables: tests/integration/test_kafka_source.py "

@@ -3,9 +3,9 @@
 No Oracle server can run on the project's machines, so the Oracle tests drive the real reader
 (cdc_logs/readers/oracle/reader.py and everything past connection.py) with `ReplaySession`, which
 stands where `connection.LogMinerSession` stands and answers from a fixture of recorded-style rows
-(tests/fixtures/oracle/*.json): V$DATABASE facts, V$LOG/V$ARCHIVED_LOG rows, ALL_TAB_COLUMNS rows
-and V$LOGMNR_CONTENTS rows. This is recorded data, not a server: what it proves is the reader's
-handling of those rows, not LogMiner's behaviour.
+(tests/fixtures/oracle/*.json): V$DATABASE facts, V$LOG/V$ARCHIVED_LOG rows, ALL_TAB_COLUMNS rows,
+V$LOGMNR_CONTENTS rows, and the result of the snapshot's flashback query. This is recorded data, not
+a server: what it proves is the reader's handling of those rows, not LogMiner's behaviour.
 
 `mine(files, start, end, tables)` returns the rows of SCNs (start, end] that the reader's query
 selects (transaction control, and DML, DDL and UNSUPPORTED rows of the captured tables), and
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ class ReplaySession:
         self.switched = False
         self.windows: list[tuple[int, int, list[str]]] = []  # (start, end, files) of each mine call
         self.closed = False
+        self.snapshots: list[str] = []
 
     def identity(self) -> Identity:
         return Identity(self.fixture["dbid"], self.fixture["db_name"])
@@ -101,6 +103,15 @@ class ReplaySession:
                 self.switched = True
                 raise LogSwitched(switch["error"])
             yield dict(row)
+
+    def snapshot_rows(self, sql: str, scn: int) -> Iterator[tuple[Any, ...]]:
+        """The recorded result of a snapshot's flashback query (the table named in its FROM)."""
+        match = re.search(r'FROM "([^"]+)"\."([^"]+)" AS OF SCN :scn$', sql)
+        assert match, sql
+        recorded = self.fixture["snapshot"][f"{match.group(1)}.{match.group(2)}"]
+        assert recorded["scn"] == scn, f"snapshot asked as of SCN {scn}, recorded at {recorded['scn']}"
+        self.snapshots.append(sql)
+        yield from (tuple(r) for r in recorded["rows"])
 
     def close(self) -> None:
         self.closed = True

@@ -103,7 +103,7 @@ def test_no_supplemental_logging_fails_unless_not_required() -> None:
             "GRANT SELECT ANY TRANSACTION TO C##CDC;",
         ),
         (
-            {"match": "FROM ALL_TAB_PRIVS", "rows": []},
+            {"match": "TABLE_SCHEMA = 'SYS'", "rows": []},
             "EXECUTE on DBMS_LOGMNR",
             "GRANT EXECUTE ON DBMS_LOGMNR TO C##CDC;",
         ),
@@ -150,3 +150,15 @@ def test_an_unreadable_v_database_is_one_failure_with_the_grant() -> None:
     }
     checks = judge(change)
     assert not checks["V$DATABASE"].ok and "V_$DATABASE" in (checks["V$DATABASE"].fix or "")
+
+
+def test_a_snapshot_needs_flashback_on_each_table() -> None:
+    checks = judge(snapshot=True)
+    assert checks["FLASHBACK on HR.EMP"].ok and checks["FLASHBACK on HR.JOBS"].ok  # FLASHBACK ANY TABLE
+    privs = next(q for q in FIXTURE["queries"] if q["match"] == "FROM SESSION_PRIVS")
+    fewer = [r for r in privs["rows"] if r["PRIVILEGE"] != "FLASHBACK ANY TABLE"]
+    checks = judge({"match": "FROM SESSION_PRIVS", "rows": fewer}, snapshot=True)
+    assert checks["FLASHBACK on HR.EMP"].ok  # granted on the table
+    jobs = checks["FLASHBACK on HR.JOBS"]
+    assert not jobs.ok and jobs.fix == 'GRANT FLASHBACK ON HR."JOBS" TO C##CDC;'
+    assert "FLASHBACK on HR.EMP" not in judge()  # no snapshot configured: not checked

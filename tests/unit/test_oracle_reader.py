@@ -53,6 +53,8 @@ def run(
     start_scn: int | None = 1000,
     window: int = 5,
     memory: int = 64 << 20,
+    snapshot: bool = False,
+    stop_after: int | None = None,
 ) -> tuple[list[Any], OracleReader, ReplaySession]:
     """Run the reader over the fixture until it has mined up to the last current SCN; its items."""
     session = ReplaySession(fixture or FIXTURE, current=current)
@@ -61,6 +63,7 @@ def run(
         ["HR.EMP"],
         pipeline_name="ora",
         start_scn=start_scn,
+        snapshot=snapshot,
         poll_interval_s=0.001,
         window=WindowSizer(window, 2, 8),
         max_tx_memory_bytes=memory,
@@ -78,6 +81,8 @@ def run(
                     break
                 continue
             items.append(item)
+            if stop_after is not None and len(items) >= stop_after:
+                reader.stop()
     return items, reader, session
 
 
@@ -292,3 +297,43 @@ def test_windows_end_where_the_redo_is_surely_flushed() -> None:
     assert flushed.sample(140, 9.0) == 120
     assert flushed.sample(150, 20.0) == 140  # the sample taken now is not old enough yet
     assert FlushedScn(0).sample(77, 0.0) == 77
+
+
+def test_snapshot_then_the_stream_after_its_scn() -> None:
+    items, reader, session = run(snapshot=True)
+    rows = [i for i in items if isinstance(i, ChangeEvent) and i.op.value == "r"]
+    assert [r.source.snapshot for r in rows] == ["first", "true", "last"]
+    assert items[: len(rows)] == rows  # no start heartbeat before the snapshot
+    assert rows[0].after == {
+        "ID": 100,
+        "NAME": "Pre'existing",
+        "SALARY": "10.25",
+        "HIRED": micros("2023-12-31T23:59:59"),
+        "UPDATED": micros("2023-12-31T23:59:59.123456"),
+        "PHOTO": b"\x00\xff",
+    }
+    assert rows[1].after == {
+        "ID": 101,
+        "NAME": None,
+        "SALARY": "0.5",
+        "HIRED": None,
+        "UPDATED": None,
+        "PHOTO": None,
+    }
+    assert rows[-1].boundary and rows[-1].position == OracleScn(DBID, scn=1000, restart=1001)
+    assert not rows[0].boundary
+    assert rows[2].after is not None and rows[2].after["PHOTO"] == b"" and rows[2].after["SALARY"] == "-7"
+    assert summary(items[len(rows) :]) == EXPECTED
+    assert ContractChecker().check_all(items) == []
+    assert session.snapshots == [
+        "SELECT TO_CHAR(\"ID\", 'TM9', 'NLS_NUMERIC_CHARACTERS=''.,'''), \"NAME\", "
+        "TO_CHAR(\"SALARY\", 'TM9', 'NLS_NUMERIC_CHARACTERS=''.,'''), "
+        "TO_CHAR(\"HIRED\", 'YYYY-MM-DD HH24:MI:SS'), TO_CHAR(\"UPDATED\", 'YYYY-MM-DD HH24:MI:SS.FF9'), "
+        'RAWTOHEX("PHOTO") FROM "HR"."EMP" AS OF SCN :scn'
+    ]
+    assert reader.snapshot_progress() == []  # done
+
+
+def test_a_snapshot_stopped_before_its_end_commits_nothing() -> None:
+    items, _, _ = run(snapshot=True, stop_after=1)
+    assert len(items) == 1 and isinstance(items[0], ChangeEvent) and not items[0].boundary

@@ -102,6 +102,12 @@ class OracleSourceConfig(SourceConfigBase):
         '`HR."Mixed"`). The seed\'s `table:` and `monitored_tables:` are accepted too.',
         examples=[["HR.EMPLOYEES", "SALES.ORDERS"]],
     )
+    snapshot: bool = Field(
+        False,
+        description="On the first run (no stored position): emit every row of the captured tables as of "
+        "the start SCN (op r, a flashback query), then the changes after it. false: changes only. A "
+        "stored position always wins.",
+    )
     logminer_config: OracleLogminerConfig = Field(
         default_factory=OracleLogminerConfig,
         description="Where a first run starts and what `doctor` checks (the seed's block).",
@@ -219,6 +225,7 @@ def build(cfg: OracleSourceConfig, ctx: registry.BuildContext) -> Reader:
         cfg.tables,
         pipeline_name=ctx.pipeline,
         start_scn=None if start == "auto" else int(start),
+        snapshot=cfg.snapshot,
         poll_interval_s=cfg.poll_interval_ms / 1000,
         window=WindowSizer(cfg.window_scns, cfg.min_window_scns, cfg.max_window_scns),
         max_tx_memory_bytes=cfg.max_tx_memory_bytes,

@@ -280,6 +280,20 @@ class LogMinerSession:
             for c in cols
         ]
 
+    def snapshot_rows(self, sql: str, scn: int) -> Iterator[tuple[Any, ...]]:
+        """The rows of a snapshot's flashback query (snapshot.py builds it), fetched in batches."""
+        try:
+            with self.in_pdb(), self.conn.cursor() as cur:
+                cur.arraysize = self.fetch_rows
+                cur.execute(sql, {"scn": scn})
+                while True:
+                    batch = cur.fetchmany()
+                    if not batch:
+                        return
+                    yield from (tuple(r) for r in batch)
+        except self._oracledb.Error as exc:
+            raise map_error(exc, "reading a snapshot (flashback query)") from None
+
     # -- mining --------------------------------------------------------------------------------------
     def mine(
         self, files: Sequence[LogFile], start: int, end: int, tables: Sequence[tuple[str, str]]

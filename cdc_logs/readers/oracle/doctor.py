@@ -5,7 +5,8 @@ pipeline.yaml`. `gather` runs read-only queries (connection.py; a query that fai
 error, it is a verdict too); `verdicts` turns their results into checks without I/O, so that logic
 is tested on recorded query results (tests/unit/test_oracle_doctor.py). Nothing is changed on the
 server. Checked: ARCHIVELOG mode; minimal supplemental logging, and ALL COLUMNS (or, with a warning,
-PRIMARY KEY) logging for each table; the LogMiner privileges (LOGMINING, SELECT ANY TRANSACTION,
+PRIMARY KEY) logging for each table; FLASHBACK on each table when a snapshot is configured; the
+LogMiner privileges (LOGMINING, SELECT ANY TRANSACTION,
 EXECUTE on DBMS_LOGMNR, SELECT on the V$ views it reads); the tables; an archive destination named in
 the config; and a stored position (same DBID, its restart SCN still in the available redo).
 """
@@ -69,6 +70,10 @@ def gather(session: Any, tables: list[tuple[str, str]], with_dest: bool) -> Resu
                 "SELECT OWNER, TABLE_NAME FROM ALL_TABLES WHERE OWNER = :o AND TABLE_NAME = :t",
                 {"o": owner, "t": table},
             )
+            results[f"tableprivs:{owner}.{table}"] = q(
+                "SELECT PRIVILEGE FROM ALL_TAB_PRIVS WHERE TABLE_SCHEMA = :o AND TABLE_NAME = :t",
+                {"o": owner, "t": table},
+            )
             results[f"loggroups:{owner}.{table}"] = q(
                 "SELECT LOG_GROUP_TYPE FROM ALL_LOG_GROUPS WHERE OWNER = :o AND TABLE_NAME = :t",
                 {"o": owner, "t": table},
@@ -92,6 +97,7 @@ def verdicts(
     supplemental_required: bool = True,
     archive_dest: str | None = None,
     stored: Position | None = None,
+    snapshot: bool = False,
 ) -> list[Check]:
     """The checks from the query results (pure)."""
     user = _sql_user(results)
@@ -223,6 +229,20 @@ def verdicts(
                 None if ok else f"GRANT SELECT ON {view} TO {user};",
             )
         )
+    if snapshot:
+        for owner, table in tables:
+            granted = _column(results, f"tableprivs:{owner}.{table}", "PRIVILEGE")
+            ok = "FLASHBACK ANY TABLE" in privs or "DBA" in roles or "FLASHBACK" in granted or owner == user
+            checks.append(
+                Check(
+                    f"FLASHBACK on {owner}.{table}",
+                    ok,
+                    "granted (the snapshot's flashback query)"
+                    if ok
+                    else "missing: the snapshot cannot read it",
+                    None if ok else f'GRANT FLASHBACK ON {owner}."{table}" TO {user};',
+                )
+            )
     if archive_dest:
         checks.append(_archive_dest(results, archive_dest))
     if stored is not None:
@@ -322,5 +342,6 @@ def check_source(cfg: Any, stored: Position | None = None) -> list[Check]:
             supplemental_required=logminer.supplemental_logging if logminer else True,
             archive_dest=logminer.archive_log_dest if logminer else None,
             stored=stored,
+            snapshot=bool(getattr(cfg, "snapshot", False)),
         ),
     ]

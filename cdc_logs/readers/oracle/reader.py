@@ -7,6 +7,8 @@ the captured tables' columns. `stream(start)`:
                             start SCN from V$TRANSACTION), so transactions open now are delivered
                             whole, and a later run resumes here;
   start None, start_scn N   the same from SCN N (transactions open at N are delivered from N on);
+  start None, snapshot on   instead of that Heartbeat, every captured table as of that SCN (op "r",
+                            snapshot.py), its last row the resume point; then the stream after it;
   start OracleScn           the DBID must match; mine again from its restart SCN and drop the
                             transactions ordered at or before it (changes.py).
 
@@ -34,13 +36,14 @@ from cdc_logs.envelope import Heartbeat
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.position import OracleScn, Position
-from cdc_logs.readers.base import Reader, StreamItem, idle_pause
+from cdc_logs.readers.base import Reader, SnapshotProgress, StreamItem, idle_pause
 from cdc_logs.readers.oracle.changes import ChangeStream
 from cdc_logs.readers.oracle.connection import Identity, LogSwitched, WindowTooLarge
 from cdc_logs.readers.oracle.convert import EventBuilder
 from cdc_logs.readers.oracle.logs import WindowSizer, archived_logs, online_logs, select_logs
 from cdc_logs.readers.oracle.rows import LogRow
 from cdc_logs.readers.oracle.schema import CatalogColumn, TableInfo, table_info
+from cdc_logs.readers.oracle.snapshot import SnapshotEvents, select_sql
 from cdc_logs.readers.oracle.txbuffer import TxBuffer
 
 log = get_logger(__name__)
@@ -56,6 +59,7 @@ class Session(Protocol):
     def list_logs(self, start: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]: ...
     def table_columns(self, owner: str, table: str) -> list[CatalogColumn]: ...
     def mine(self, files: Any, start: int, end: int, tables: Any) -> Iterator[dict[str, Any]]: ...
+    def snapshot_rows(self, sql: str, scn: int) -> Iterator[tuple[Any, ...]]: ...
     def close(self) -> None: ...
 
 
@@ -79,6 +83,7 @@ class OracleReader(Reader):
         *,
         pipeline_name: str,
         start_scn: int | None = None,
+        snapshot: bool = False,
         poll_interval_s: float = 1.0,
         window: WindowSizer | None = None,
         max_tx_memory_bytes: int = 64 << 20,
@@ -92,6 +97,8 @@ class OracleReader(Reader):
         self.tables = [split_table(t) for t in tables]
         self.pipeline_name = pipeline_name
         self.start_scn = start_scn
+        self.snapshot = snapshot
+        self._snapshot: SnapshotEvents | None = None
         self.poll_interval_s = poll_interval_s
         self.window = window or WindowSizer()
         self.max_tx_memory_bytes = max_tx_memory_bytes
@@ -127,6 +134,10 @@ class OracleReader(Reader):
 
     def stop(self) -> None:
         self._stop.set()
+
+    def snapshot_progress(self) -> list[SnapshotProgress]:
+        snap = self._snapshot
+        return list(snap.progress) if snap is not None and not all(p.done for p in snap.progress) else []
 
     def commit(self, position: Position) -> None:
         """Record that everything up to `position` is durable (Oracle holds nothing for a reader)."""
@@ -187,8 +198,23 @@ class OracleReader(Reader):
             oldest = self._session.oldest_open_scn()
             restart = current + 1 if oldest is None else min(oldest, current + 1)
             point = OracleScn(dbid, scn=current, restart=restart)
-        log.info("oracle: starting", scn=point.scn, restart=point.restart)
-        yield Heartbeat(point)
+        if self.snapshot:
+            log.info("oracle: snapshot", scn=point.scn, restart=point.restart, tables=len(self.tables))
+            snap = SnapshotEvents(
+                EventBuilder(self.pipeline_name, self._identity.name), dbid, point.scn, point.restart
+            )
+            self._snapshot = snap
+            session = self._session
+            infos = [self._info(o, t) for o, t in self.tables]
+            yield from snap.events(
+                infos, lambda info: session.snapshot_rows(select_sql(info), point.scn), self._stop.is_set
+            )
+            if self._stop.is_set() or not all(p.done for p in snap.progress):
+                return  # stopped: no position past the snapshot was given, it is taken again
+            log.info("oracle: snapshot done", rows=sum(p.rows for p in snap.progress))
+        else:
+            log.info("oracle: starting", scn=point.scn, restart=point.restart)
+            yield Heartbeat(point)
         yield point
 
     def stream(self, start: Position | None) -> Iterator[StreamItem]:
@@ -201,7 +227,8 @@ class OracleReader(Reader):
                 point = item
             else:
                 yield item
-        assert point is not None
+        if point is None:
+            return  # stopped during the snapshot
         buffer = TxBuffer(self.max_tx_memory_bytes)
         changes = ChangeStream(
             EventBuilder(self.pipeline_name, identity.name),
