@@ -1,7 +1,8 @@
 """The Oracle reader through the real pipeline into the file sink and the SQL sink (SQLite), on
 recorded LogMiner rows replayed at its connection boundary (tests/unit/oracle_replay.py: recorded
-data, not a server; no Oracle server runs here, so Oracle is not in the reader x sink matrix, which
-runs live sources: tests/matrix/test_matrix.py NOT_HERE says so).
+data, not a server; no Oracle server runs here). The reader x sink matrix has an Oracle case too,
+replayed the same way (tests/matrix/oracle_redo.py), which needs the stack's sinks; this one runs
+without any server.
 
 The pipeline is stopped after a few events (its checkpoint holds the last boundary the sinks made
 durable), then run again from the stored position: the file sink's log holds every change exactly
