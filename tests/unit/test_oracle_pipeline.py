@@ -107,3 +107,39 @@ def test_schema_blocks_name_the_oracle_source_struct() -> None:
     assert {f["field"] for f in source["fields"]} >= {"txId", "scn", "commit_scn"}
     after = next(f for f in record["schema"]["fields"] if f["field"] == "after")
     assert [f["field"] for f in after["fields"]] == ["ID", "NAME", "SALARY", "HIRED", "UPDATED", "PHOTO"]
+
+
+def test_tail_source_oracle_prints_envelopes(tmp_path: Path) -> None:
+    """`cdc-logs tail --source oracle --snapshot --format json --limit 3`, as a user runs it, with the
+    recorded rows replayed at the connection boundary (tests/matrix/oracle_replay_run.py: the CLI with
+    the replay where the connection is)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.matrix.oracle_redo import ENV
+
+    root = tmp_path / "redo"
+    root.mkdir()
+    (root / "catalog.json").write_text(json.dumps(FIXTURE["tables"]))
+    (root / "redo.jsonl").write_text("".join(json.dumps(r) + "\n" for r in FIXTURE["rows"]))
+    (root / "scn.json").write_text(json.dumps({"scn": FIXTURE["current_scn"]}))
+    recorded = FIXTURE["snapshot"]["HR.EMP"]["rows"]
+    (root / "snapshot.json").write_text(json.dumps({"scn": FIXTURE["current_scn"], "rows": recorded}))
+    launcher = Path(__file__).resolve().parents[1] / "matrix" / "oracle_replay_run.py"
+    argv = ["tail", "--source", "oracle", "--dsn", "oracle://cdc:pw@replay:1521/FREE", "--table", "HR.EMP"]
+    proc = subprocess.run(
+        [sys.executable, str(launcher), *argv, "--snapshot", "--format", "json", "--limit", "3"],
+        capture_output=True,
+        timeout=120,
+        env={**os.environ, ENV: str(root)},
+    )
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    lines = [orjson.loads(line) for line in proc.stdout.splitlines()]
+    assert [(e["op"], e["after"]["ID"], e["source"]["snapshot"]) for e in lines] == [
+        ("r", 100, "first"),
+        ("r", 101, "true"),
+        ("r", 102, "last"),
+    ]
+    assert lines[0]["source"]["connector"] == "oracle" and lines[0]["after"]["NAME"] == "Pre'existing"
