@@ -337,3 +337,14 @@ def test_snapshot_then_the_stream_after_its_scn() -> None:
 def test_a_snapshot_stopped_before_its_end_commits_nothing() -> None:
     items, _, _ = run(snapshot=True, stop_after=1)
     assert len(items) == 1 and isinstance(items[0], ChangeEvent) and not items[0].boundary
+
+
+def test_an_undo_row_matches_an_insert_logged_without_a_row_id() -> None:
+    """Oracle 23 logs an insert with LOB columns under the placeholder ROW_ID AAAAAAAAAAAAAAAAAA, and
+    its undo (ROLLBACK TO SAVEPOINT) under the real one: the insert is still undone."""
+    fixture = dict(FIXTURE)
+    fixture["rows"] = [dict(r) for r in FIXTURE["rows"]]
+    undone_insert = next(r for r in fixture["rows"] if r["SCN"] == 1014)  # T4's insert of 6
+    undone_insert["ROW_ID"] = "AAAAAAAAAAAAAAAAAA"
+    items, _, _ = run(fixture=fixture)
+    assert summary(items) == EXPECTED

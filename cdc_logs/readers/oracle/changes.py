@@ -5,9 +5,10 @@ pipeline gets:
 
   * START opens a transaction in the buffer (txbuffer.py) at its start SCN; each DML row of a
     captured table (its CSF pieces joined, rows.py) is held there under its XID, unparsed;
-  * a DML row with ROLLBACK=1 undoes the last held change of its transaction to the same ROW_ID
-    (a partial rollback: a statement undone inside a transaction that goes on); an undo row seen
-    twice (same RS_ID and SSN) is applied once;
+  * a DML row with ROLLBACK=1 undoes the last held change of its transaction to the same table and
+    ROW_ID (a partial rollback: a statement undone inside a transaction that goes on), or failing
+    that the table's last change logged without a ROW_ID; an undo row seen twice (same RS_ID and
+    SSN) is applied once;
   * ROLLBACK drops the transaction; COMMIT emits it: every change parsed (redo_sql.py), converted
     (convert.py) and positioned. Commits at one SCN are emitted in XID order, so the order of
     transactions is (commit SCN, XID) on every run;
@@ -45,6 +46,15 @@ log = get_logger(__name__)
 
 Item = ChangeEvent | Heartbeat | Undecodable
 TableLookup = Callable[[str, str], TableInfo]
+
+
+#: The ROW_ID LogMiner shows for a change it has no row address for.
+NO_ROW_ID = "AAAAAAAAAAAAAAAAAA"
+
+
+def _row_key(table: str, row_id: str) -> str:
+    """What a partial rollback matches on: the table and the ROW_ID (ROW_IDs are per table)."""
+    return f"{table}/{row_id or NO_ROW_ID}"
 
 
 def order_key(scn: int, xid: str) -> tuple[int, int, str, int]:
@@ -137,10 +147,20 @@ class ChangeStream:
             if mark in self._undone:
                 return
             self._undone.add(mark)
-            if not self.buffer.undo(full.xid, full.row_id):
-                # Its change was in a transaction started before the mined range: already delivered
-                # or dropped. Nothing to undo here.
-                log.info("oracle: undo row without a held change", xid=full.xid, scn=full.scn)
+            # The change to that row; failing that, the table's last change logged without a ROW_ID
+            # (Oracle writes AAAAAAAAAAAAAAAAAA for an insert with LOB columns, and the undo row then
+            # names the real one: seen in Debezium's recorded Oracle 23 rollbacks).
+            if not (
+                self.buffer.undo(full.xid, _row_key(full.table, full.row_id))
+                or self.buffer.undo(full.xid, _row_key(full.table, NO_ROW_ID))
+            ):
+                log.warning(
+                    "oracle: a partial-rollback row matches no change held for its transaction",
+                    xid=full.xid,
+                    scn=full.scn,
+                    table=full.table,
+                    fix="report it with the SCN: the undone change may be delivered",
+                )
             return
         self._hold(full)
 
@@ -158,7 +178,7 @@ class ChangeStream:
                 row.ts_ms,
             ]
         )
-        self.buffer.append(row.xid, row.scn, row.row_id, record)
+        self.buffer.append(row.xid, row.scn, _row_key(row.table, row.row_id), record)
 
     def _forget_undone(self, xid: str) -> None:
         if self._undone:
