@@ -580,3 +580,43 @@ class PulsarMessageId(Position):
         if self.ledger < 0:
             return "the subscription's cursor"
         return f"{self.topic}@{self.ledger}:{self.entry}:{self.batch}" + self._event_suffix()
+
+
+@_register
+@dataclass(frozen=True, eq=False)
+class OracleScn(Position):
+    """Oracle LogMiner position (the server is the database's DBID).
+
+    A resume point names the last transaction emitted in full: its commit SCN `scn` and its `xid`
+    (RAWTOHEX of XID), and `restart`, the SCN to mine from again, the start SCN of the oldest
+    transaction still open at that point (or `scn` itself when none was). A restart mines from
+    `restart` and drops every transaction ordered at or before (`scn`, `xid`): nothing lost, nothing
+    repeated. Transactions are emitted in (commit SCN, XID) order. A heartbeat (an idle window) has
+    no `xid` and sorts after every transaction committed at its SCN. An event inside a transaction
+    has `inside` set (its transaction's commit SCN and XID) and sorts before the transaction's
+    boundary.
+    """
+
+    kind: ClassVar[str] = "oracle_scn"
+    scn: int = 0
+    xid: str = ""
+    restart: int = 0
+    inside: bool = False
+
+    def _field_types(self) -> dict[str, Any]:
+        return {"server": str, "scn": int, "xid": str, "restart": int, "inside": bool}
+
+    def sort_key(self) -> tuple[Any, ...]:
+        # No xid (a heartbeat or a start point): after every transaction committed at this SCN.
+        return (self.scn, 0 if self.xid else 1, self.xid, 0 if self.inside else 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        if not self.inside:
+            del data["inside"]
+        return data
+
+    def describe(self) -> str:
+        text = f"scn {self.scn}" + (f" xid {self.xid}" if self.xid else "")
+        text += " (inside)" if self.inside else ""
+        return text + f" restart {self.restart}" + self._event_suffix()

@@ -80,6 +80,7 @@ _POSITION_KINDS = {
     "mysql": ("binlog",),
     "mariadb": ("binlog",),
     "debezium": ("kafka",),
+    "oracle": ("oracle_scn",),
 }
 
 

@@ -14,7 +14,7 @@ from cdc_logs.readers.polling.config import PolledTableConfig, PollSourceConfig
 from cdc_logs.readers.postgres.config import PostgresSourceConfig
 from cdc_logs.readers.sqlite.config import SqliteSourceConfig
 
-SOURCES = ("pg", "sqlite", "poll", "mariadb", "mysql", "debezium")
+SOURCES = ("pg", "sqlite", "poll", "mariadb", "mysql", "debezium", "oracle")
 PG_ALIASES = ("pg", "postgres", "postgresql")
 
 
@@ -47,6 +47,10 @@ def source_config(
             from cdc_logs.readers.mysql.config import MysqlSourceConfig
 
             return MysqlSourceConfig(type=source, dsn=dsn, tables=tables, snapshot=snapshot)
+        if source == "oracle":  # LogMiner keeps nothing on the server: nothing to clean up
+            from cdc_logs.readers.oracle.config import OracleSourceConfig
+
+            return OracleSourceConfig(type="oracle", dsn=dsn, tables=tables, snapshot=snapshot)
         if source == "sqlite":
             return SqliteSourceConfig(
                 type="sqlite", path=dsn, tables=tables, snapshot=snapshot, poll_interval_ms=interval_ms

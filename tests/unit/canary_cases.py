@@ -204,6 +204,9 @@ def _tail(path: tuple[str, ...], ctx: Context) -> Iterator[Case]:
     for source in ("mariadb", "mysql"):
         mysql = ["tail", "--source", source, "--table", "test.t"]
         yield from _dsn_cases(mysql, url_variants("mysql", "/test", wrong="CDC_MARIADB_DSN"), source)
+    yield from _dsn_cases(
+        ["tail", "--source", "oracle", "--table", "HR.EMP"], url_variants("oracle", "/FREE"), "oracle"
+    )
     poll = [
         "tail",
         "--source",
@@ -234,6 +237,7 @@ def _doctor(path: tuple[str, ...], ctx: Context) -> Iterator[Case]:
     yield from _dsn_cases(
         ["doctor", "--source", "mariadb"], url_variants("mysql", "/test", wrong="CDC_MARIADB_DSN"), "mariadb"
     )
+    yield from _dsn_cases(["doctor", "--source", "oracle"], url_variants("oracle", "/FREE"), "oracle")
     # -c: every source's credential fields, and an offset store's (doctor reads the stored positions).
     for name, config in config_cases(ctx):
         if name.split(".")[0] in source_keys() or name.startswith("offsets."):
@@ -346,6 +350,7 @@ TEMPLATES: dict[str, dict[str, Any]] = {
     "postgresql": {"type": "pg", "dsn": "postgresql://cdc@127.0.0.1:1/db", "tables": ["public.t"]},
     "mysql": {"type": "mariadb", "host": "127.0.0.1", "port": 1, "user": "cdc", "tables": ["test.t"]},
     "debezium": {"type": "debezium", "bootstrap_servers": UNREACHABLE, "topic_prefix": "canary"},
+    "oracle": {"type": "oracle", "host": "127.0.0.1", "port": 1, "user": "cdc", "tables": ["HR.EMP"]},
     "pulsar_source": {
         "type": "pulsar",
         "service_url": "pulsar://127.0.0.1:1",
@@ -388,6 +393,7 @@ TEMPLATES: dict[str, dict[str, Any]] = {
 URL_FIELDS: dict[tuple[str, str], tuple[str, str]] = {
     ("postgresql", "dsn"): ("postgresql", "/cdc_test"),
     ("mysql", "dsn"): ("mysql", "/test"),
+    ("oracle", "dsn"): ("oracle", "/FREE"),
     ("poll", "url"): ("postgresql+psycopg", "/cdc_test"),
     ("debezium", "connect_url"): ("hostile", ""),
     ("kafka", "schema_registry_url"): ("hostile", ""),
