@@ -272,3 +272,20 @@ def _text_rows(
             row.append(None if value is None else bytes(value).decode())
         out.append(row)
     return out
+
+
+def send_signal(dsn: str, signal_table: str, signal_id: str, kind: str, data: str) -> None:
+    """Insert one signal row (what `cdc-logs snapshot` does; a running reader reads it from the log)."""
+    from cdc_logs.readers.postgres.connection import connect
+
+    conn = connect(dsn, application_name="cdc-logs snapshot")
+    try:
+        table = catalog.resolve_tables(conn, [signal_table])[0]
+        conn.execute(
+            sql.SQL("INSERT INTO {} (id, type, data) VALUES (%s, %s, %s)").format(sql.SQL(table.sql_name)),
+            (signal_id, kind, data),
+        )
+    except psycopg.Error as exc:
+        raise map_error(exc, f"writing the signal to {signal_table}") from exc
+    finally:
+        conn.close()
