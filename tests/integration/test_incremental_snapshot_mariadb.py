@@ -88,7 +88,9 @@ class Updater(threading.Thread):
                             cur.execute(f"INSERT INTO {self.table} VALUES (%s, %s, 'new')", (next_id, value))
                             next_id += 1
                         else:
-                            cur.execute(f"DELETE FROM {self.table} WHERE id = %s", (self.rng.randint(1, ROWS),))
+                            cur.execute(
+                                f"DELETE FROM {self.table} WHERE id = %s", (self.rng.randint(1, ROWS),)
+                            )
                         self.changes += 1
                     cur.execute("COMMIT")
                     time.sleep(0.002)

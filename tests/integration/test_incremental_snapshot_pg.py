@@ -159,7 +159,9 @@ class Updater(threading.Thread):
                                 key = self.rng.randint(1, self.rows)
                                 db.execute(f"UPDATE {self.table} SET v = %s WHERE id = %s", (value, key))
                             elif pick < 0.95:
-                                db.execute(f"INSERT INTO {self.table} VALUES (%s, %s, 'new')", (next_id, value))
+                                db.execute(
+                                    f"INSERT INTO {self.table} VALUES (%s, %s, 'new')", (next_id, value)
+                                )
                                 next_id += 1
                             else:
                                 key = self.rng.randint(1, self.rows)
@@ -300,3 +302,48 @@ def test_sigkill_mid_snapshot_resumes_from_the_last_finished_chunk(
     # Rows delivered after the last committed chunk come again; a restart from the first chunk would
     # repeat all `before_kill` of them.
     assert again < before_kill / 2, f"{again} snapshot rows came twice (of {before_kill} before the kill)"
+
+
+def test_a_table_added_to_the_config_is_snapshotted_on_the_next_start(
+    pg_dsn: str,  # noqa: F811
+    names: Names,
+    tmp_path: Path,
+) -> None:
+    added = f"{names.table}_added"
+    out = tmp_path / "out" / "changes.jsonl"
+    with psycopg.connect(pg_dsn, autocommit=True) as db:
+        db.execute(f"CREATE TABLE {added} (id bigint PRIMARY KEY, v bigint NOT NULL, pad text)")
+    try:
+        load(pg_dsn, names.table, 500)
+        load(pg_dsn, added, 3000)
+        config = write_config(tmp_path, pg_dsn, names, chunk=1000)
+        text = config.read_text().replace("snapshot: false", "snapshot: false\n  snapshot_new_tables: true")
+        config.write_text(text)
+        first = Run(config, tmp_path, "first")
+        wait_streaming(pg_dsn, names.slot, first)
+        time.sleep(1.5)  # a heartbeat or two: the committed position names the captured tables
+        first.stop()
+        config.write_text(
+            text.replace(f"tables: [public.{names.table}]", f"tables: [public.{names.table}, public.{added}]")
+        )
+        second = Run(config, tmp_path, "second")
+        try:
+            second.wait_for("tables added to the source since the last run", timeout=60)
+            second.wait_for("incremental snapshot finished", timeout=60)
+            settle(pg_dsn, names.table, out, second)
+            second.stop()
+        finally:
+            if second.proc.poll() is None:
+                second.proc.kill()
+        events = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+        snapped = {e["source"]["table"] for e in events if e["op"] == "r"}
+        assert snapped == {added}, "only the added table is snapshotted"
+        assert sorted(e["after"]["id"] for e in events if e["op"] == "r") == list(range(1, 3001))
+        third = Run(config, tmp_path, "third")  # nothing new: no snapshot
+        wait_streaming(pg_dsn, names.slot, third)
+        time.sleep(1.0)
+        third.stop()
+        assert "tables added" not in third.text()
+    finally:
+        with psycopg.connect(pg_dsn, autocommit=True) as db:
+            db.execute(f"DROP TABLE IF EXISTS {added}")
