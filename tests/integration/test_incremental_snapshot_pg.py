@@ -347,3 +347,45 @@ def test_a_table_added_to_the_config_is_snapshotted_on_the_next_start(
     finally:
         with psycopg.connect(pg_dsn, autocommit=True) as db:
             db.execute(f"DROP TABLE IF EXISTS {added}")
+
+
+def test_a_users_publication_without_the_signal_table_is_refused_with_the_fix(
+    pg_dsn: str,  # noqa: F811
+    names: Names,
+) -> None:
+    from cdc_logs.errors import CdcError
+    from cdc_logs.readers.postgres.connection import connect
+    from cdc_logs.readers.postgres.incremental import signal_checks
+    from cdc_logs.readers.postgres.reader import PostgresReader
+
+    publication = f"{names.table}_users"
+    with psycopg.connect(pg_dsn, autocommit=True) as db:
+        db.execute(f"CREATE PUBLICATION {publication} FOR TABLE {names.table}")
+    try:
+        conn = connect(pg_dsn)
+        try:
+            checks = {c.name: c for c in signal_checks(conn, f"public.{names.signal}", publication)}
+        finally:
+            conn.close()
+        assert checks["signal table"].ok
+        published = checks["signal table published"]
+        assert not published.ok and f"ALTER PUBLICATION {publication} ADD TABLE" in (published.fix or "")
+        reader = PostgresReader(
+            pg_dsn,
+            [f"public.{names.table}"],
+            pipeline_name=names.table,
+            slot=names.slot,
+            publication=publication,
+            signal_table=f"public.{names.signal}",
+        )
+        with pytest.raises(CdcError) as info:
+            reader.open()
+        assert names.signal in info.value.message and "ALTER PUBLICATION" in (info.value.hint or "")
+        with psycopg.connect(pg_dsn, autocommit=True) as db:
+            tables = db.execute(
+                "SELECT tablename FROM pg_publication_tables WHERE pubname = %s", (publication,)
+            ).fetchall()
+        assert tables == [(names.table,)], "the user's publication was altered"
+    finally:
+        with psycopg.connect(pg_dsn, autocommit=True) as db:
+            db.execute(f"DROP PUBLICATION IF EXISTS {publication}")

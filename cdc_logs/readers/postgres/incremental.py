@@ -34,6 +34,7 @@ from cdc_logs.errors import CdcError
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.position import Position
 from cdc_logs.readers.base import SnapshotProgress, StreamItem
+from cdc_logs.readers.checks import Check
 from cdc_logs.readers.incremental import (
     IncrementalSnapshots,
     TableProgress,
@@ -289,3 +290,47 @@ def send_signal(dsn: str, signal_table: str, signal_id: str, kind: str, data: st
         raise map_error(exc, f"writing the signal to {signal_table}") from exc
     finally:
         conn.close()
+
+
+SIGNAL_DDL = "CREATE TABLE {} (id varchar(42) PRIMARY KEY, type varchar(32) NOT NULL, data varchar(2048))"
+
+
+def signal_checks(conn: psycopg.Connection[Any], signal_table: str, publication: str | None) -> list[Check]:
+    """Doctor: the signal table exists with Debezium's columns, and the publication carries it."""
+    try:
+        table = catalog.resolve_tables(conn, [signal_table])[0]
+    except CdcError as exc:
+        return [Check("signal table", False, exc.message, SIGNAL_DDL.format(signal_table))]
+    names = {c.name for c in table.columns}
+    if not {"id", "type", "data"} <= names:
+        return [
+            Check(
+                "signal table",
+                False,
+                f"{table.qualified} has columns {sorted(names)}, not Debezium's (id, type, data)",
+                SIGNAL_DDL.format(signal_table + "_new") + " (and point signal_data_collection at it)",
+            )
+        ]
+    out = [Check("signal table", True, f"{table.qualified} (id, type, data)")]
+    if publication is None:
+        out.append(Check("signal table published", True, "the pipeline's own publication: added at start"))
+        return out
+    from cdc_logs.readers.postgres import slots
+
+    pub = slots.get_publication(conn, publication)
+    if pub is None or pub.all_tables or table.sql_name in pub.tables:
+        detail = "publication created at start" if pub is None else f"in publication {publication}"
+        out.append(Check("signal table published", True, detail))
+    elif pub.owner == "cdc-logs":
+        out.append(Check("signal table published", True, f"cdc-logs adds it to {publication} at start"))
+    else:
+        out.append(
+            Check(
+                "signal table published",
+                False,
+                f"publication {publication} (the user's) does not publish {table.qualified}: signals would "
+                "never be read",
+                f"ALTER PUBLICATION {publication} ADD TABLE {table.sql_name}; (as its owner)",
+            )
+        )
+    return out
