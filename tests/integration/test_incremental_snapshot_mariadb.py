@@ -182,3 +182,90 @@ sync:
     assert updater.changes > 100
     assert left == 1, f"{left} signal rows left: the watermark rows should be deleted, the request kept"
     print(f"\nMariaDB {ROWS}-row incremental snapshot: {seconds:.1f} s, {updater.changes} concurrent changes")
+
+
+def test_sigkill_mid_snapshot_on_mariadb_resumes_and_ends_equal(
+    mariadb_dsn: str,  # noqa: F811
+    setup: str,
+    tmp_path: Path,
+) -> None:
+    import signal as signals
+
+    from tests.integration.test_incremental_snapshot_pg import replay
+
+    uid, rows = setup, 20_000
+    database = urlsplit(mariadb_dsn).path.lstrip("/") or "test"
+    out = tmp_path / "out" / "changes.jsonl"
+    db = maria(mariadb_dsn)
+    with db.cursor() as cur:
+        cur.execute(f"INSERT INTO {uid} SELECT seq, seq, CONCAT('row ', seq) FROM seq_1_to_{rows}")
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(
+        f"""
+name: {uid}
+source:
+  type: mariadb
+  dsn: "{mariadb_dsn}"
+  tables: [{database}.{uid}]
+  snapshot: false
+  signal_data_collection: {database}.{uid}_signal
+  incremental_snapshot_chunk_size: 500
+  heartbeat_interval_ms: 500
+destination: {{type: file, path: {out}}}
+offsets: {{type: sqlite, path: {tmp_path / "offsets.db"}}}
+sync:
+  queue_size: 2000
+  batch: {{max_events: 200, max_wait_ms: 50}}
+"""
+    )
+    first = Run(config, tmp_path, "first")
+    updater = Updater(mariadb_dsn, uid)
+    second: Run | None = None
+    try:
+        first.wait_for("binlog streaming", timeout=60)
+        updater.start()
+        ask = subprocess.run(
+            [sys.executable, "-m", "cdc_logs", "snapshot", f"{database}.{uid}", "-c", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert ask.returncode == 0, ask.stderr
+        deadline = time.monotonic() + 120
+        while not (out.exists() and out.read_bytes().count(b'"snapshot":"incremental"') >= 6000):
+            assert first.proc.poll() is None, first.text()[-4000:]
+            assert time.monotonic() < deadline, "the snapshot never got going"
+            time.sleep(0.05)
+        first.proc.send_signal(signals.SIGKILL)
+        first.proc.wait(10)
+        before_kill = out.read_bytes().count(b'"snapshot":"incremental"')
+        second = Run(config, tmp_path, "second")
+        second.wait_for("incremental snapshot resumes", timeout=90)
+        second.wait_for("incremental snapshot finished", timeout=180)
+        updater.halt.set()
+        updater.join(30)
+        assert updater.error is None, updater.error
+        with db.cursor() as cur:
+            cur.execute(f"INSERT INTO {uid} VALUES (0, -1, 'sentinel')")
+        deadline = time.monotonic() + 120
+        while b'"pad":"sentinel"' not in out.read_bytes()[-100_000:]:
+            assert second.proc.poll() is None, second.text()[-4000:]
+            assert time.monotonic() < deadline, "the sentinel never reached the sink"
+            time.sleep(0.2)
+        second.stop()
+    finally:
+        updater.halt.set()
+        for run in (first, second):
+            if run is not None and run.proc.poll() is None:
+                run.proc.kill()
+    got, snaps = replay(out)
+    with db.cursor() as cur:
+        cur.execute(f"SELECT id, v FROM {uid}")
+        want = {int(k): int(v) for k, v in cur.fetchall()}
+    db.close()
+    stale = sorted(k for k in want if got.get(k) != want[k])[:10]
+    extra = sorted(set(got) - set(want))[:10]
+    assert not stale and not extra, f"missing or stale {stale}, extra {extra}"
+    ids = [e["after"]["id"] for e in snaps]
+    again = len(ids) - len(set(ids))
+    assert again < before_kill / 2, f"{again} snapshot rows came twice (of {before_kill} before the kill)"

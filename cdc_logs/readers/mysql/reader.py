@@ -217,6 +217,8 @@ class MysqlReader(Reader):
             self._check_tables_exist()
         if self.signal_table is not None:
             self._check_tables_exist([self.signal_table])
+            # Its rows are signals, never changes (also when a captured schema holds it).
+            self.tables = [t for t in self.tables if t != self.signal_table]
 
     def server_identity(self) -> str:
         if self._server is None:
