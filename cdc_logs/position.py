@@ -159,6 +159,10 @@ class Position:
         text = f" +{self.event} events" if self.event else ""
         return text + " (incremental snapshot running)" if self.incremental else text
 
+    def bare(self) -> Position:
+        """Without the reader's state: the event's place alone (message headers, stable event ids)."""
+        return self.with_state("", ())
+
     def with_state(self, incremental: str, captured: tuple[str, ...]) -> Position:
         """This position carrying a reader's incremental-snapshot state (see the fields above)."""
         if self.incremental == incremental and self.captured == captured:

@@ -229,3 +229,18 @@ def test_positions_carry_the_state_without_changing_their_order(position: Any) -
     assert "incremental snapshot running" in back.describe()
     assert position.with_state("", ()) is position
     assert "incremental" not in position.encode() and "captured" not in position.encode()
+
+
+def test_event_ids_and_position_headers_do_not_carry_the_readers_state() -> None:
+    """A replay may carry another snapshot state on the same place: ids and headers stay the same."""
+    from tests.helpers import make_event
+
+    from cdc_logs.sinks.dedup import EventIds
+    from cdc_logs.sinks.routing import position_text
+
+    plain = make_event(1)
+    plain.position = Lsn("sys", 100)
+    stamped = make_event(1)
+    stamped.position = Lsn("sys", 100).with_state('{"id":"s","q":[]}', (T,))
+    assert EventIds().assign([plain])[0] == EventIds().assign([stamped])[0]
+    assert position_text(stamped) == position_text(plain) == Lsn("sys", 100).encode()
