@@ -233,10 +233,9 @@ def test_positions_carry_the_state_without_changing_their_order(position: Any) -
 
 def test_event_ids_and_position_headers_do_not_carry_the_readers_state() -> None:
     """A replay may carry another snapshot state on the same place: ids and headers stay the same."""
-    from tests.helpers import make_event
-
     from cdc_logs.sinks.dedup import EventIds
     from cdc_logs.sinks.routing import position_text
+    from tests.helpers import make_event
 
     plain = make_event(1)
     plain.position = Lsn("sys", 100)
