@@ -404,6 +404,11 @@ def on_signal(snapshots: IncrementalSnapshots[R], signal: Signal) -> list[R] | N
                     f"signal {signal.id!r}: execute-snapshot names no data-collections",
                     'e.g. {"data-collections": ["public.orders"], "type": "incremental"}',
                 )
+            if signal.data.get("surrogate-key"):
+                log.warning(
+                    "signal: surrogate-key is not supported; the primary key orders the chunks",
+                    signal=signal.id,
+                )
             tables = snapshots.resolve(collections)
             resolved = {}
             for name, condition in conditions.items():

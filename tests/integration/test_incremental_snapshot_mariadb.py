@@ -269,3 +269,84 @@ sync:
     ids = [e["after"]["id"] for e in snaps]
     again = len(ids) - len(set(ids))
     assert again < before_kill / 2, f"{again} snapshot rows came twice (of {before_kill} before the kill)"
+
+
+def test_doctor_checks_the_signal_table(mariadb_dsn: str, setup: str) -> None:  # noqa: F811
+    from cdc_logs.readers.mysql import parse_dsn
+    from cdc_logs.readers.mysql.incremental import signal_checks
+
+    settings = parse_dsn(mariadb_dsn)
+    database = settings.database or "test"
+    (good,) = signal_checks(settings, (database, f"{setup}_signal"))
+    assert good.ok, good.detail
+    (missing,) = signal_checks(settings, (database, f"{setup}_nosuch"))
+    assert not missing.ok and "CREATE TABLE" in (missing.fix or "")
+    (wrong,) = signal_checks(settings, (database, setup))  # the data table: not Debezium's columns
+    assert not wrong.ok and "not Debezium's" in wrong.detail
+
+
+def test_a_table_added_to_the_config_is_snapshotted_on_the_next_start_mariadb(
+    mariadb_dsn: str,  # noqa: F811
+    setup: str,
+    tmp_path: Path,
+) -> None:
+    from tests.integration.test_incremental_snapshot_pg import replay
+
+    uid = setup
+    added = f"{uid}_added"
+    database = urlsplit(mariadb_dsn).path.lstrip("/") or "test"
+    out = tmp_path / "out" / "changes.jsonl"
+    db = maria(mariadb_dsn)
+    with db.cursor() as cur:
+        cur.execute(f"CREATE TABLE {added} (id bigint PRIMARY KEY, v bigint NOT NULL, pad varchar(20))")
+        cur.execute(f"INSERT INTO {added} SELECT seq, seq, 'old' FROM seq_1_to_2000")
+    try:
+        text = f"""
+name: {uid}
+source:
+  type: mariadb
+  dsn: "{mariadb_dsn}"
+  tables: [{database}.{uid}]
+  snapshot: false
+  snapshot_new_tables: true
+  signal_data_collection: {database}.{uid}_signal
+  heartbeat_interval_ms: 500
+destination: {{type: file, path: {out}}}
+offsets: {{type: sqlite, path: {tmp_path / "offsets.db"}}}
+"""
+        config = tmp_path / "pipeline.yaml"
+        config.write_text(text)
+        first = Run(config, tmp_path, "first")
+        first.wait_for("binlog streaming", timeout=60)
+        with db.cursor() as cur:
+            cur.execute(f"INSERT INTO {uid} VALUES (1, 1, 'first')")  # a committed position
+        deadline = time.monotonic() + 60
+        while not (out.exists() and b'"first"' in out.read_bytes()):
+            assert time.monotonic() < deadline and first.proc.poll() is None, first.text()[-3000:]
+            time.sleep(0.1)
+        time.sleep(1.0)
+        first.stop()
+        config.write_text(
+            text.replace(f"tables: [{database}.{uid}]", f"tables: [{database}.{uid}, {database}.{added}]")
+        )
+        second = Run(config, tmp_path, "second")
+        try:
+            second.wait_for("tables added to the source since the last run", timeout=60)
+            second.wait_for("incremental snapshot finished", timeout=90)
+            with db.cursor() as cur:
+                cur.execute(f"INSERT INTO {uid} VALUES (0, -1, 'sentinel')")
+            deadline = time.monotonic() + 60
+            while b'"sentinel"' not in out.read_bytes():
+                assert time.monotonic() < deadline and second.proc.poll() is None, second.text()[-3000:]
+                time.sleep(0.1)
+            second.stop()
+        finally:
+            if second.proc.poll() is None:
+                second.proc.kill()
+        _, snaps = replay(out)
+        assert {e["source"]["table"] for e in snaps} == {added}
+        assert sorted(e["after"]["id"] for e in snaps) == list(range(1, 2001))
+    finally:
+        with db.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS {added}")
+        db.close()

@@ -35,6 +35,7 @@ from cdc_logs.errors import CdcError
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.position import BinlogPosition, Position
 from cdc_logs.readers.base import SnapshotProgress, StreamItem
+from cdc_logs.readers.checks import Check
 from cdc_logs.readers.incremental import (
     WINDOW_CLOSE,
     WINDOW_OPEN,
@@ -97,6 +98,13 @@ class IncrementalFilter:
         if start is None:
             return
         self.snapshots.resume(start.incremental)
+        if self.snapshots.running and self.signal_table is None:
+            log.error(
+                "the stored position carries an incremental snapshot, but no signal table is configured "
+                "for its watermarks: it is dropped",
+                fix="set `signal_data_collection` again and send execute-snapshot (`cdc-logs snapshot`)",
+            )
+            self.snapshots.stop(None)
         if self.captured and start.captured:
             new = [t for t in self.captured if t not in set(start.captured)]
             if new and self.signal_table is None:
@@ -309,3 +317,37 @@ def send_signal(
         raise classify(exc, f"writing the signal to {signal_table[0]}.{signal_table[1]}") from exc
     finally:
         conn.close()
+
+
+SIGNAL_DDL = "CREATE TABLE {} (id varchar(42) PRIMARY KEY, type varchar(32) NOT NULL, data varchar(2048))"
+
+
+def signal_checks(settings: MysqlSettings, signal_table: tuple[str, str]) -> list[Check]:
+    """Doctor: the signal table exists with Debezium's columns (the binlog filter includes it)."""
+    name = f"{signal_table[0]}.{signal_table[1]}"
+    try:
+        conn = connect(settings)
+    except CdcError as exc:
+        return [Check("signal table", False, exc.message, exc.hint)]
+    try:
+        with conn.cursor() as cur:
+            query = "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s"
+            cur.execute(query + " AND TABLE_NAME = %s", signal_table)
+            names = {str(r[0]).lower() for r in cur.fetchall()}
+    except pymysql.MySQLError as exc:
+        error = classify(exc, "checking the signal table")
+        return [Check("signal table", False, error.message, error.hint)]
+    finally:
+        conn.close()
+    if not names:
+        return [Check("signal table", False, f"{name} does not exist", SIGNAL_DDL.format(name))]
+    if not {"id", "type", "data"} <= names:
+        return [
+            Check(
+                "signal table",
+                False,
+                f"{name} has columns {sorted(names)}, not Debezium's (id, type, data)",
+                SIGNAL_DDL.format(name + "_new") + " (and point signal_data_collection at it)",
+            )
+        ]
+    return [Check("signal table", True, f"{name} (id, type, data); the reader writes watermarks there")]
