@@ -118,7 +118,6 @@ class PostgresReader(Reader):
         self.incremental_chunk_size = incremental_chunk_size
         self.incremental_parallel = incremental_parallel
         self.snapshot_new_tables = snapshot_new_tables
-        self._signal_info: catalog.TableInfo | None = None
         self._isnap: IncrementalFilter | None = None
         self._meta: psycopg.Connection[Any] | None = None
         self._meta_lock = threading.RLock()
@@ -174,10 +173,8 @@ class PostgresReader(Reader):
             pipeline=self.pipeline_name,
             slot=self.slot,
         )
-        self._signal_info = None
         if self.signal_table:
             signal = catalog.resolve_tables(meta, [self.signal_table])[0]
-            self._signal_info = signal
             self.signal_table = signal.qualified
             tables = [t for t in tables if t.oid != signal.oid]
         self._tables = tables
