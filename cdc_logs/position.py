@@ -167,9 +167,12 @@ class Position:
         """This position carrying a reader's incremental-snapshot state (see the fields above)."""
         if self.incremental == incremental and self.captured == captured:
             return self
-        moved = copy.copy(self)
-        object.__setattr__(moved, "incremental", incremental)
-        object.__setattr__(moved, "captured", captured)
+        # Per resume point while a reader stamps them: a dict copy, not copy.copy (3x slower).
+        moved = object.__new__(type(self))
+        fields = moved.__dict__
+        fields.update(self.__dict__)
+        fields["incremental"], fields["captured"] = incremental, captured
+        fields.pop("_lane_key", None)
         return moved
 
 

@@ -76,6 +76,7 @@ class IncrementalFilter:
         self.pipeline_name = pipeline_name
         self.names = {f"{db}.{t}": (db, t) for db, t in tables}
         self.signal_table = f"{signal_table[0]}.{signal_table[1]}" if signal_table else None
+        self._signal_space, self._signal_name = signal_table or ("", "")
         self._signal_sql = f"{quote(signal_table[0])}.{quote(signal_table[1])}" if signal_table else ""
         self.snapshots: IncrementalSnapshots[ChangeEvent] = IncrementalSnapshots(
             chunk_size=chunk_size, parallel=parallel, captured=self.names
@@ -124,6 +125,18 @@ class IncrementalFilter:
         return [SnapshotProgress(t.table, rows=t.rows) for t in (state.tables if state else [])]
 
     # -- the stream --------------------------------------------------------------------------------
+    def passthrough(self, item: object) -> bool:
+        """The hot path: a change of a captured table while no window is open goes out as it is (its
+        resume point stamped in place); False: give it to `process()`."""
+        if type(item) is not ChangeEvent or self.snapshots.window is not None:
+            return False
+        source = item.source
+        if source.table == self._signal_name and (source.schema or source.db) == self._signal_space:
+            return False
+        if item.boundary and item.position is not None and (self.captured or self.snapshots.state):
+            item.position = self._stamp(item.position)
+        return True
+
     def process(self, item: StreamItem) -> Iterator[StreamItem]:
         snapshots = self.snapshots
         if isinstance(item, ChangeEvent):

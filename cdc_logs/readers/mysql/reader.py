@@ -301,7 +301,10 @@ class MysqlReader(Reader):
                     yield None
                 else:
                     for item in items:
-                        yield from isnap.process(item)
+                        if isnap.passthrough(item):
+                            yield item
+                        else:
+                            yield from isnap.process(item)
         finally:
             stream.close()
             isnap.close()

@@ -75,6 +75,7 @@ class IncrementalFilter:
         self.tables = {t.qualified: t for t in tables}
         self.builder = builder
         self.signal_table = signal_table
+        self._signal_space, _, self._signal_name = (signal_table or "").rpartition(".")
         self.snapshots: IncrementalSnapshots[ChangeEvent] = IncrementalSnapshots(
             chunk_size=chunk_size, parallel=parallel, captured=self.tables
         )
@@ -102,6 +103,18 @@ class IncrementalFilter:
         ]
 
     # -- the stream --------------------------------------------------------------------------------
+    def passthrough(self, item: object) -> bool:
+        """The hot path: a change of a captured table while no window is open goes out as it is (its
+        resume point stamped in place); False: give it to `process()`."""
+        if type(item) is not ChangeEvent or self.snapshots.window is not None:
+            return False
+        source = item.source
+        if source.table == self._signal_name and (source.schema or source.db) == self._signal_space:
+            return False
+        if item.boundary and item.position is not None and (self.captured or self.snapshots.state):
+            item.position = self._stamp(item.position)
+        return True
+
     def process(self, item: StreamItem | WindowMark) -> Iterator[StreamItem]:
         snapshots = self.snapshots
         if isinstance(item, WindowMark):

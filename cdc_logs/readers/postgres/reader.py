@@ -435,7 +435,10 @@ class PostgresReader(Reader):
                         repl.send_status()
                     continue
                 for change in changes.feed(msg.wal_start, msg.payload):  # type: ignore[union-attr]
-                    yield from isnap.process(change)
+                    if isnap.passthrough(change):
+                        yield change  # type: ignore[misc]
+                    else:
+                        yield from isnap.process(change)
                     next_tick = time.monotonic() + self.idle_tick_s
         finally:
             buffers.clear()
