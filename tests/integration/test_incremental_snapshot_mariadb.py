@@ -350,3 +350,64 @@ offsets: {{type: sqlite, path: {tmp_path / "offsets.db"}}}
         with db.cursor() as cur:
             cur.execute(f"DROP TABLE IF EXISTS {added}")
         db.close()
+
+
+def test_a_composite_text_key_is_read_in_chunks_exactly_once_mariadb(mariadb_dsn: str, setup: str) -> None:  # noqa: F811
+    """The MySQL reader alone: keys (varchar, int) kept as text and compared by the server with the
+    column's collation, chunks of 4, an additional condition; the watermark rows are deleted."""
+    import orjson
+
+    from cdc_logs.envelope import ChangeEvent
+    from cdc_logs.readers.mysql import MysqlReader, parse_dsn
+
+    uid = setup
+    table = f"{uid}_ck"
+    database = urlsplit(mariadb_dsn).path.lstrip("/") or "test"
+    words = ["apple", "b'q", "zeta", "é", "10", "9", " space", "a,b", "Ärger"]
+    db = maria(mariadb_dsn)
+    with db.cursor() as cur:
+        cur.execute(f"CREATE TABLE {table} (a varchar(20), b int, v int, PRIMARY KEY (a, b))")
+        for w in words:
+            for b in range(3):
+                cur.execute(f"INSERT INTO {table} VALUES (%s, %s, %s)", (w, b, b))
+    reader = MysqlReader(
+        parse_dsn(mariadb_dsn),
+        [f"{database}.{table}"],
+        pipeline_name=uid,
+        temporary=True,
+        signal_table=f"{database}.{uid}_signal",
+        incremental_chunk_size=4,
+    )
+    data = orjson.dumps(
+        {
+            "data-collections": [f"{database}.{table}"],
+            "type": "incremental",
+            "additional-conditions": [{"data-collection": f"{database}.{table}", "filter": "b < 2"}],
+        }
+    ).decode()
+    got: list[tuple[str, int]] = []
+    try:
+        reader.open()
+        stream = reader.stream(None)
+        next(stream)
+        with db.cursor() as cur:
+            cur.execute(f"INSERT INTO {uid}_signal VALUES ('ck', 'execute-snapshot', %s)", (data,))
+        deadline, started = time.monotonic() + 60, False
+        while True:
+            assert time.monotonic() < deadline, got
+            item = next(stream)
+            started = started or bool(reader.snapshot_progress())
+            if isinstance(item, ChangeEvent) and item.op.value == "r":
+                got.append((item.after["a"], item.after["b"]))
+            if started and not reader.snapshot_progress() and item is not None and item.boundary:
+                break
+    finally:
+        reader.close()
+        with db.cursor() as cur:
+            cur.execute(f"SELECT id FROM {uid}_signal")
+            left = [r[0] for r in cur.fetchall()]
+            cur.execute(f"DROP TABLE IF EXISTS {table}")
+        db.close()
+    assert sorted(got) == sorted((w, b) for w in words for b in range(2))
+    assert len(got) == len(set(got))
+    assert left == ["ck"], left

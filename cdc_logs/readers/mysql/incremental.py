@@ -85,7 +85,6 @@ class IncrementalFilter:
         self._conn: pymysql.connections.Connection | None = None
         self._info: dict[str, SnapshotTable] = {}
         self._last_boundary: BinlogPosition | None = None
-        self._closed: list[str] = []  # watermark rows to delete
         self.superseded = 0
 
     def close(self) -> None:
@@ -151,7 +150,9 @@ class IncrementalFilter:
                     else:
                         rows = on_signal(snapshots, signal)
                         if signal.type == WINDOW_CLOSE and rows is not None:
-                            self._closed.append(signal.id.removesuffix("-close"))
+                            # Housekeeping first: the rows are in the binlog already, and a consumer
+                            # that stops after this chunk never resumes this generator.
+                            self._forget_watermark(signal.id.removesuffix("-close"))
                 if rows and item.position is not None:
                     assert isinstance(item.position, BinlogPosition)
                     yield from self._place(rows, item.position)
@@ -171,8 +172,6 @@ class IncrementalFilter:
             yield item
         else:
             yield item
-        if self._closed:
-            self._forget_watermarks()
         if snapshots.chunk_due() and self.signal_table is not None:
             self.read_chunk()
 
@@ -227,9 +226,8 @@ class IncrementalFilter:
                 (f"{chunk}-{suffix}", kind, data),
             )
 
-    def _forget_watermarks(self) -> None:
-        ids = [f"{c}-{s}" for c in self._closed for s in ("open", "close")]
-        self._closed = []
+    def _forget_watermark(self, chunk: str) -> None:
+        ids = [f"{chunk}-open", f"{chunk}-close"]
         try:
             with self._connection().cursor() as cur:
                 cur.execute(
