@@ -152,6 +152,17 @@ _SOURCES: Final[dict[str, tuple[str, bool, tuple[Schema, ...]]]] = {
     ),
     "sqlite": ("cdc_logs.connector.sqlite.Source", True, (_f("change_id", "int64", True),)),
     "polling": ("cdc_logs.connector.polling.Source", False, ()),
+    "oracle": (
+        "io.debezium.connector.oracle.Source",
+        True,
+        (
+            _f("txId", "string", True),
+            _f("scn", "string", True),
+            _f("commit_scn", "string", True),
+            _f("rs_id", "string", True),
+            _f("ssn", "int64", True),
+        ),
+    ),
 }
 _SOURCES["mariadb"] = ("io.debezium.connector.mariadb.Source", *_SOURCES["mysql"][1:])
 _SOURCES["mongodb"] = (

@@ -1,6 +1,6 @@
 """`cdc-logs debezium ...`: provision and operate Debezium connectors on a Kafka Connect cluster.
 
-    cdc-logs debezium connectors list|status|plan|apply|delete|pause|resume|stop|restart|topics
+    cdc-logs debezium connectors list|status|plan|apply|delete [--purge]|pause|resume|stop|restart|topics
     cdc-logs debezium connectors offsets get|reset|set NAME
     cdc-logs debezium plugins
 
@@ -15,6 +15,7 @@ RUNNING), 2 usage or config errors.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from cdc_logs.debezium.connect import ConnectClient, ConnectSettings
+from cdc_logs.debezium.lifecycle import (
+    check_database,
+    delete_history_topic,
+    drop_postgres_state,
+    postgres_dsn,
+    purge_plan,
+    recovery_hint,
+    stop_and_reset,
+)
 from cdc_logs.debezium.provision import (
     MARKER_KEY,
     Action,
@@ -212,6 +222,15 @@ def _print_status(statuses: list[dict[str, Any]], trace: bool) -> None:
     _out.print(table)
     for what, text in traces:
         _out.print(f"\n[bold]{escape(what)}[/]\n{escape(redact(text))}", markup=True)
+    hints = {
+        hint
+        for s in statuses
+        for item in [s.get("connector") or {}, *(s.get("tasks") or [])]
+        if item.get("state") == "FAILED"
+        and (hint := recovery_hint(str(s.get("name", "NAME")), str(item.get("trace") or "")))
+    }
+    for hint in sorted(hints):
+        _say(f"recovery: {hint}")
 
 
 @connectors.command("topics")
@@ -271,8 +290,12 @@ def _wait(client: ConnectClient, names: list[str], timeout: float) -> None:
     for name, state in outcome.states.items():
         _say(f"  {name}: {state}")
     if not outcome.ok:
+        hints: list[str] = []
         for what, text in outcome.failures:
             _say(f"FAILED {what}:\n{text}" if "\n" in text else f"FAILED {what}: {text}")
+            hints.extend(h for n in names if n in what and (h := recovery_hint(n, text)) and h not in hints)
+        for hint in hints:
+            _say(f"recovery: {hint}")
         raise typer.Exit(1)
     _say("all connectors and tasks RUNNING")
 
@@ -283,13 +306,98 @@ def delete(
     name: str = typer.Argument(...),
     connect_url: str = _URL,
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    purge: bool = typer.Option(
+        False,
+        "--purge",
+        help="Also stop it, reset its offsets and drop its Postgres slot and publication "
+        "(MySQL/MariaDB: its schema history topic), so the name can be used afresh.",
+    ),
+    dsn: str | None = typer.Option(
+        None,
+        "--dsn",
+        help="With --purge: the Postgres database as seen from here (default: the connector's "
+        "database.* settings).",
+    ),
+    file: Path | None = typer.Option(
+        None,
+        "-f",
+        "--file",
+        help="With --purge, for a connector deleted earlier without it: its config from this connectors "
+        "file (it is created STOPPED, then purged).",
+    ),
 ) -> None:
-    """Delete a connector (its offsets stay in Connect; a Postgres slot stays in the database)."""
+    """Delete a connector. Without --purge its offsets stay in Connect and a Postgres slot stays in the
+    database: a connector created again under this name resumes from them."""
+    if purge:
+        _purge(name, connect_url, yes, dsn, file)
+        return
     if not yes and not typer.confirm(f"delete connector {name}?"):
         raise typer.Exit(1)
     with _client(connect_url) as client:
         client.delete(name)
     _say(f"deleted {name}")
+    _say(
+        "its offsets stay in Connect (a connector created again under this name resumes from them) and a "
+        f"Postgres slot stays in the database; `cdc-logs debezium connectors delete --purge {name}` "
+        "removes them with the connector"
+    )
+
+
+def _purge(name: str, connect_url: str, yes: bool, dsn: str | None, file: Path | None) -> None:
+    with _client(connect_url) as client:
+        leftover = not client.exists(name)
+        config = _leftover_config(name, file) if leftover else client.get_config(name)
+        plan = purge_plan(name, config)
+        database = None
+        if plan.kind == "postgres":
+            database = postgres_dsn(plan, dsn)
+            check_database(plan, database)  # before anything changes
+        if leftover:
+            _say(f"connector {name} no longer exists: it is created STOPPED from {file} first")
+        for line in plan.lines():
+            _say(line)
+        if not yes:
+            if not sys.stdin.isatty():
+                raise CdcError(
+                    ErrorKind.USAGE,
+                    f"refusing to purge connector {name} without a confirmation: no terminal to ask on",
+                    "add --yes to confirm on the command line",
+                )
+            if not typer.confirm(f"purge connector {name}?"):
+                raise typer.Exit(1)
+        if leftover:
+            # Connect keeps a deleted connector's offsets under its name; only a connector can have them
+            # reset, so it comes back STOPPED (no task runs) for the purge.
+            client.create(name, config, initial_state="STOPPED")
+            _say(f"created {name} STOPPED to reach the offsets it left in Connect", flush=True)
+        message = stop_and_reset(client, name)
+        _say(f"stopped {name}; {message or 'offsets reset'}", flush=True)
+        client.delete(name)
+        _say(f"deleted {name}", flush=True)
+    if database is not None:
+        drop_postgres_state(plan, database, _say)
+    elif plan.kind == "binlog" and not delete_history_topic(plan, _say):
+        raise typer.Exit(1)
+
+
+def _leftover_config(name: str, file: Path | None) -> dict[str, str]:
+    """The config of a connector no longer in Connect, from its connectors file."""
+    if file is None:
+        raise CdcError(
+            ErrorKind.NOT_FOUND,
+            f"connector {name} does not exist (a delete without --purge leaves its offsets in Connect and "
+            "its slot in the database)",
+            f"to purge what it left, give its connectors file: `cdc-logs debezium connectors delete --purge "
+            f"{name} -f connectors.yaml` (it is created STOPPED, then purged)",
+        )
+    wanted = load_connectors(file).desired()
+    if name not in wanted:
+        raise CdcError(
+            ErrorKind.USAGE,
+            f"{file} has no connector named {name}",
+            f"give the file that created it (connectors there: {', '.join(sorted(wanted)) or 'none'})",
+        )
+    return wanted[name]
 
 
 @connectors.command("pause")

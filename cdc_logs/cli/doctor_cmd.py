@@ -24,7 +24,7 @@ from cdc_logs.observability.redact import redact
 from cdc_logs.position import Position
 from cdc_logs.readers.checks import Check
 
-FLAG_SOURCES = ("pg", "mariadb", "mysql", "sqlite", "mongo")
+FLAG_SOURCES = ("pg", "mariadb", "mysql", "sqlite", "oracle", "mongo")
 
 
 def doctor(

@@ -1,11 +1,16 @@
-"""`cdc-logs offsets show|set|reset -c pipeline.yaml`: inspect and move committed positions.
+"""`cdc-logs offsets show|set|rewind|reset -c pipeline.yaml`: inspect and move committed positions.
 
-Stop the pipeline before `set` or `reset`: a running one would overwrite the change at its next commit.
+`set` and `rewind` take a position as the source knows it (`--lsn`, `--gtid`, `--binlog`, `--scn`,
+`--timestamp`; `rewind --by`) or as JSON (`--position`); offsets/seek.py builds and checks it on the
+source's server. Every change takes the pipeline lock first: refused (exit 3) while the pipeline runs,
+which would overwrite it at its next commit. See docs/offsets.md.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +24,7 @@ from cdc_logs.configfile import load_config
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.redact import redact
 from cdc_logs.offsets.base import StoredOffset, decode_problem
+from cdc_logs.offsets.seek import Seeker, Target, describe, is_before
 from cdc_logs.position import Position, decode, kinds
 
 app = typer.Typer(help="Inspect and move a pipeline's committed source positions.", no_args_is_help=True)
@@ -74,6 +80,7 @@ _POSITION_KINDS = {
     "mysql": ("binlog",),
     "mariadb": ("binlog",),
     "debezium": ("kafka",),
+    "oracle": ("oracle_scn",),
 }
 
 
@@ -112,20 +119,160 @@ def _check_source(cfg_sources: list[str], source: str) -> None:
         )
 
 
+_SELECTORS = ("position", "lsn", "gtid", "binlog", "scn", "timestamp")
+_LSN = typer.Option(
+    None, "--lsn", help="Postgres: an LSN, e.g. 0/16B3748 (at or after the slot's confirmed point)."
+)
+_GTID = typer.Option(
+    None, "--gtid", help="MariaDB: GTID position 0-1-1400 (resume after it); MySQL: GTID set uuid:1-N."
+)
+_BINLOG = typer.Option(None, "--binlog", help="MariaDB: binlog file:pos, e.g. mariadb-bin.000003:1234.")
+_SCN = typer.Option(None, "--scn", help="Oracle: a system change number (Oracle sources only).")
+_TIMESTAMP = typer.Option(
+    None, "--timestamp", help="MariaDB: the first transaction at or after this time (2026-11-01T00:00Z)."
+)
+_POSITION = typer.Option(None, "--position", help="Position JSON as `offsets show --json` prints it.")
+_SOURCE = typer.Option(..., "--source", help="Source name (its `name`, or its type).")
+
+
+def _load(store: Any, pipeline: str, source: str) -> Position | None:
+    row = store.load(pipeline, source)
+    if row is None:
+        return None
+    try:
+        return row.decoded()
+    except CdcError:  # a damaged row: replaced by the new position
+        return None
+
+
+def _target(
+    cfg: Any, source: str, target: Target, allowed: tuple[str, ...], current: Position | None
+) -> Position:
+    """The position the user asked for, built and checked on the source's server (offsets/seek.py)."""
+    name, value = target.chosen(allowed)
+    source_cfg = {source_name(s): s for s in cfg.all_sources()}[source]
+    if name == "position":
+        pos = _parse_position(value, source_cfg.type)
+        if pos.kind not in ("pg_lsn", "pg_snapshot", "binlog"):
+            return pos  # nothing on a server to check it against
+        with Seeker(source_cfg, cfg.name, source) as seeker:
+            return seeker.check(pos, current)
+    with Seeker(source_cfg, cfg.name, source) as seeker:
+        return seeker.build(name, value, current)
+
+
+def _change(cfg: Any, source: str, current: Position | None, pos: Position) -> str:
+    return f"{cfg.name}/{source}: {describe(current)} -> {describe(pos)} (server {pos.server})"
+
+
 @app.command("set")
 def set_(
     config: Path = _CONFIG,
-    source: str = typer.Option(..., "--source", help="Source name (its `name`, or its type)."),
-    position: str = typer.Option(..., "--position", help="Position JSON as `offsets show --json` prints it."),
+    source: str = _SOURCE,
+    position: str | None = _POSITION,
+    lsn: str | None = _LSN,
+    gtid: str | None = _GTID,
+    binlog: str | None = _BINLOG,
+    scn: str | None = _SCN,
+    timestamp: str | None = _TIMESTAMP,
 ) -> None:
-    """Move a source to a given position (the pipeline must be stopped)."""
+    """Move a source to a given position (refused while the pipeline runs). Give exactly one of
+    --lsn, --gtid, --binlog, --scn, --timestamp or --position; see docs/offsets.md."""
     cfg = load_config(config)
-    sources = {source_name(s): s for s in cfg.all_sources()}
-    _check_source(list(sources), source)
-    pos = _parse_position(position, sources[source].type)
+    _check_source([source_name(s) for s in cfg.all_sources()], source)
+    target = Target(lsn=lsn, gtid=gtid, binlog=binlog, scn=scn, timestamp=timestamp, position=position)
+    target.chosen(_SELECTORS)  # a usage error before anything is locked or connected
     with lock_pipeline(cfg.offsets, cfg.name):  # refused while the pipeline runs: it would overwrite it
-        build_offsets(cfg.offsets, cfg.name).save(cfg.name, source, pos)
-    print(redact(f"{cfg.name}/{source} set to {pos.describe()} (server {pos.server})"))
+        store = build_offsets(cfg.offsets, cfg.name)
+        current = _load(store, cfg.name, source)
+        pos = _target(cfg, source, target, _SELECTORS, current)
+        store.save(cfg.name, source, pos)
+    print(redact(_change(cfg, source, current, pos)))
+
+
+@app.command("rewind")
+def rewind(
+    config: Path = _CONFIG,
+    source: str = _SOURCE,
+    to: str | None = typer.Option(
+        None, "--to", help="Where to: an LSN, a GTID, file:pos or a time (the source's type decides)."
+    ),
+    lsn: str | None = _LSN,
+    gtid: str | None = _GTID,
+    binlog: str | None = _BINLOG,
+    scn: str | None = _SCN,
+    timestamp: str | None = _TIMESTAMP,
+    by: str | None = typer.Option(
+        None, "--by", help="MariaDB: this long (10m, 1h30m) before the committed position's time."
+    ),
+    position: str | None = _POSITION,
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    """Move a source back to an earlier position, after showing the change and asking to confirm.
+
+    Events after the new position are read again (sinks with a replay guard skip what they hold)."""
+    cfg = load_config(config)
+    _check_source([source_name(s) for s in cfg.all_sources()], source)
+    if to is not None:
+        source_type = {source_name(s): s for s in cfg.all_sources()}[source].type
+        lsn, gtid, binlog, timestamp = _guess(to, source_type, lsn, gtid, binlog, timestamp)
+    target = Target(lsn=lsn, gtid=gtid, binlog=binlog, scn=scn, timestamp=timestamp, by=by, position=position)
+    allowed = (*_SELECTORS, "by")
+    target.chosen(allowed)
+    if not yes and not sys.stdin.isatty():
+        raise CdcError(
+            ErrorKind.USAGE,
+            "refusing to rewind without a confirmation: there is no terminal to ask on",
+            "add --yes to confirm on the command line",
+        )
+    with lock_pipeline(cfg.offsets, cfg.name):
+        store = build_offsets(cfg.offsets, cfg.name)
+        current = _load(store, cfg.name, source)
+        if current is None:
+            raise CdcError(
+                ErrorKind.USAGE,
+                f"{cfg.name}/{source} has no committed position: there is nothing to rewind",
+                "use `cdc-logs offsets set` to give it one",
+            )
+        pos = _target(cfg, source, target, allowed, current)
+        if is_before(pos, current) is False:
+            raise CdcError(
+                ErrorKind.USAGE,
+                f"{describe(pos)} is ahead of the committed position {describe(current)}: that skips "
+                "changes, it does not rewind",
+                "use `cdc-logs offsets set` to move a source forward on purpose",
+            )
+        print(redact(_change(cfg, source, current, pos)))
+        print(
+            "the next run reads the changes after the new position again; sinks with a replay guard "
+            "(SQL apply, Redis Streams) skip what they already applied"
+        )
+        if not yes and not typer.confirm("rewind?"):
+            raise typer.Exit(1)
+        store.save(cfg.name, source, pos)
+    print(redact(f"{cfg.name}/{source} rewound to {describe(pos)}"))
+
+
+def _guess(
+    to: str, source_type: str, lsn: str | None, gtid: str | None, binlog: str | None, timestamp: str | None
+) -> tuple[str | None, str | None, str | None, str | None]:
+    """--to as the selector its form and the source's type mean."""
+    if any(v is not None for v in (lsn, gtid, binlog, timestamp)):
+        raise CdcError(ErrorKind.USAGE, "--to is one of --lsn/--gtid/--binlog/--timestamp: give only one")
+    text = to.strip()
+    if re.fullmatch(r"[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}", text):
+        return text, None, None, None
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}([T ].*)?", text):
+        return None, None, None, text
+    if source_type in ("mysql", "mariadb") and re.fullmatch(r"[^:\s]+\.\d+:\d+", text):
+        return None, None, text, None
+    if source_type in ("mysql", "mariadb"):
+        return None, text, None, None
+    raise CdcError(
+        ErrorKind.USAGE,
+        f"--to {to!r}: not an LSN (0/16B3748), a time (2026-11-01T00:00Z), a binlog file:pos or a GTID",
+        "name the kind: --lsn, --gtid, --binlog or --timestamp",
+    )
 
 
 @app.command("reset")

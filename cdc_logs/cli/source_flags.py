@@ -14,7 +14,7 @@ from cdc_logs.readers.polling.config import PolledTableConfig, PollSourceConfig
 from cdc_logs.readers.postgres.config import PostgresSourceConfig
 from cdc_logs.readers.sqlite.config import SqliteSourceConfig
 
-SOURCES = ("pg", "sqlite", "poll", "mariadb", "mysql", "debezium", "mongo")
+SOURCES = ("pg", "sqlite", "poll", "mariadb", "mysql", "debezium", "oracle", "mongo")
 MONGO_ALIASES = ("mongo", "mongodb")
 PG_ALIASES = ("pg", "postgres", "postgresql")
 
@@ -48,6 +48,10 @@ def source_config(
             from cdc_logs.readers.mysql.config import MysqlSourceConfig
 
             return MysqlSourceConfig(type=source, dsn=dsn, tables=tables, snapshot=snapshot)
+        if source == "oracle":  # LogMiner keeps nothing on the server: nothing to clean up
+            from cdc_logs.readers.oracle.config import OracleSourceConfig
+
+            return OracleSourceConfig(type="oracle", dsn=dsn, tables=tables, snapshot=snapshot)
         if source == "mongo":  # collections: none = the whole deployment
             from cdc_logs.readers.mongo.config import MongoSourceConfig
 

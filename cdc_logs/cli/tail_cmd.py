@@ -50,8 +50,8 @@ def tail(
         None,
         "--dsn",
         envvar="CDC_DSN",
-        help="Database URL (postgresql://user:pw@host/db for pg, sqlite:///file.db, or a SQLAlchemy URL "
-        "for poll); env CDC_DSN.",
+        help="Database URL (postgresql://user:pw@host/db for pg, sqlite:///file.db, a SQLAlchemy URL "
+        "for poll, oracle://user:pw@host:1521/service for oracle); env CDC_DSN.",
     ),
     table: list[str] = typer.Option([], "--table", "-t", help="Table to capture; repeat for several."),
     collection: list[str] = typer.Option(

@@ -119,7 +119,7 @@ class EventIds:
             if event.position is None:
                 ids.append(uuid.uuid4().hex)  # nothing stable to derive an id from: no dedup
                 continue
-            pos = event.position.encode()
+            pos = event.position.bare().encode()  # a reader's snapshot state is not the event's place
             if pos != position:
                 position, seen = pos, {}
             body = dumps(

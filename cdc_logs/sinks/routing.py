@@ -125,7 +125,7 @@ def source_label(event: ChangeEvent) -> str:
 
 def position_text(event: ChangeEvent) -> str | None:
     """The event's source position as text (the offset store's encoding), or None."""
-    return event.position.encode() if event.position is not None else None
+    return event.position.bare().encode() if event.position is not None else None
 
 
 #: source-block fields worth copying into message headers, as text.

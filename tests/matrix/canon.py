@@ -27,7 +27,9 @@ def _datetime(value: Any, unit: str) -> dt.datetime:
     raise TypeError(f"not a timestamp: {value!r}")
 
 
-def _date(value: Any) -> dt.date:
+def _date(value: Any, unit: str = "days") -> dt.date:
+    if isinstance(value, int) and unit == "ts_us":  # a date held in a timestamp (Oracle DATE)
+        return (_EPOCH + dt.timedelta(microseconds=value)).date()
     if isinstance(value, int):
         return _EPOCH_DATE + dt.timedelta(days=value)
     if isinstance(value, str):
@@ -97,7 +99,7 @@ def canon(kind: str, value: Any, *, unit: str = "us", envelope: bool = False, sc
             raise TypeError(f"not text: {value!r}")
         return value
     if kind == "date":
-        return _date(value)
+        return _date(value, unit)
     if kind == "ts":
         return _datetime(value, unit)
     if kind == "time":

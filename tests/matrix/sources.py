@@ -481,6 +481,10 @@ class SqliteCase(SourceCase):
 
 
 def make_source(name: str, servers: dict[str, str], run: Run) -> SourceCase:
+    if name == "oracle":  # no server: the workload as LogMiner rows, replayed (oracle_redo.py)
+        from tests.matrix.oracle_redo import OracleReplayCase
+
+        return OracleReplayCase(run.tmp)
     if name == "sqlite":
         return SqliteCase(run.tmp)
     if name == "poll":

@@ -36,6 +36,7 @@ from cdc_logs import registry
 from tests.contract.sink_contract import fixtures as contract_fixtures
 from tests.matrix import targets, workload
 from tests.matrix.canon import canon_row
+from tests.matrix.oracle_redo import OracleReplayCase
 from tests.matrix.sources import (
     DebeziumCase,
     MariadbCase,
@@ -48,7 +49,7 @@ from tests.matrix.sources import (
     make_source,
 )
 
-SOURCES = ("sqlite", "poll", "postgres", "mariadb", "debezium", "mongo")
+SOURCES = ("sqlite", "poll", "postgres", "mariadb", "debezium", "oracle", "mongo")
 SINKS = (
     "sql_postgres",
     "sql_mariadb",
@@ -157,8 +158,11 @@ def run_matrix(name: str, servers: dict[str, str], tmp: Any) -> Outcome:
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         log_path = run.tmp / "run.log"
         with open(run.tmp / "stdout.jsonl", "wb") as out, open(log_path, "wb") as err:
+            # The Oracle case has no server: its own launcher replays LogMiner rows (oracle_redo.py).
+            command = getattr(case, "command", None)
+            argv = command(path) if command else [sys.executable, "-m", "cdc_logs", "run", "-c", str(path)]
             proc = subprocess.Popen(
-                [sys.executable, "-m", "cdc_logs", "run", "-c", str(path)],
+                argv,
                 cwd=run.tmp,
                 stdout=out,
                 stderr=err,
@@ -293,7 +297,15 @@ def test_every_registered_type_is_in_the_matrix() -> None:
     sink_types = {t for c in registry.components("sink") for t in c.types}
     covered_sources = {
         t
-        for case in (SqliteCase, PollCase, PostgresCase, MariadbCase, DebeziumCase, MongoCase)
+        for case in (
+            SqliteCase,
+            PollCase,
+            PostgresCase,
+            MariadbCase,
+            DebeziumCase,
+            OracleReplayCase,
+            MongoCase,
+        )
         for t in _source_aliases(case.config_type)
     }
     cases = targets.SinkCase.__subclasses__()
@@ -324,6 +336,7 @@ def _source_aliases(config_type: str) -> set[str]:
         "mariadb": {"mariadb"},
         "sqlite": {"sqlite"},
         "debezium": {"debezium"},
+        "oracle": {"oracle"},
         "mongodb": {"mongodb", "mongo"},
     }
     return aliases[config_type]

@@ -204,6 +204,9 @@ def _tail(path: tuple[str, ...], ctx: Context) -> Iterator[Case]:
     for source in ("mariadb", "mysql"):
         mysql = ["tail", "--source", source, "--table", "test.t"]
         yield from _dsn_cases(mysql, url_variants("mysql", "/test", wrong="CDC_MARIADB_DSN"), source)
+    yield from _dsn_cases(
+        ["tail", "--source", "oracle", "--table", "HR.EMP"], url_variants("oracle", "/FREE"), "oracle"
+    )
     poll = [
         "tail",
         "--source",
@@ -236,6 +239,7 @@ def _doctor(path: tuple[str, ...], ctx: Context) -> Iterator[Case]:
     yield from _dsn_cases(
         ["doctor", "--source", "mariadb"], url_variants("mysql", "/test", wrong="CDC_MARIADB_DSN"), "mariadb"
     )
+    yield from _dsn_cases(["doctor", "--source", "oracle"], url_variants("oracle", "/FREE"), "oracle")
     yield from _dsn_cases(["doctor", "--source", "mongo"], url_variants("mongodb", "/"), "mongo")
     # -c: every source's credential fields, and an offset store's (doctor reads the stored positions).
     for name, config in config_cases(ctx):
@@ -301,6 +305,12 @@ def _connect(path: tuple[str, ...], ctx: Context) -> Iterator[Case]:
     yield Case(
         "env-url", ["debezium", *rest], {"env:CDC_CONNECT_URL"}, {"CDC_CONNECT_URL": variants["valid"]}, files
     )
+    if path == ("debezium", "connectors", "delete"):
+        # --purge reaches the database with the connector's password, or with --dsn.
+        purge = ["debezium", *rest, "--purge", "--connect-url", variants["valid"]]
+        yield Case("purge-config", purge, {"option:connect_url"}, files=files)
+        yield Case("purge-file", [*purge, "-f", "connectors.yaml"], {"file:file"}, files=files)
+        yield from _dsn_cases(purge, pg_variants(), "purge")
     yield Case(
         "password",
         ["debezium", "--user", "admin", "--password", CANARY, *rest, "--connect-url", ctx.hostile],
@@ -343,6 +353,7 @@ TEMPLATES: dict[str, dict[str, Any]] = {
     "postgresql": {"type": "pg", "dsn": "postgresql://cdc@127.0.0.1:1/db", "tables": ["public.t"]},
     "mysql": {"type": "mariadb", "host": "127.0.0.1", "port": 1, "user": "cdc", "tables": ["test.t"]},
     "debezium": {"type": "debezium", "bootstrap_servers": UNREACHABLE, "topic_prefix": "canary"},
+    "oracle": {"type": "oracle", "host": "127.0.0.1", "port": 1, "user": "cdc", "tables": ["HR.EMP"]},
     "pulsar_source": {
         "type": "pulsar",
         "service_url": "pulsar://127.0.0.1:1",
@@ -386,6 +397,7 @@ TEMPLATES: dict[str, dict[str, Any]] = {
 URL_FIELDS: dict[tuple[str, str], tuple[str, str]] = {
     ("postgresql", "dsn"): ("postgresql", "/cdc_test"),
     ("mysql", "dsn"): ("mysql", "/test"),
+    ("oracle", "dsn"): ("oracle", "/FREE"),
     ("poll", "url"): ("postgresql+psycopg", "/cdc_test"),
     ("debezium", "connect_url"): ("hostile", ""),
     ("kafka", "schema_registry_url"): ("hostile", ""),
@@ -575,7 +587,7 @@ def _config_commands(path: tuple[str, ...], ctx: Context) -> Iterator[Case]:
     )
 
 
-@_builds(("offsets", "show"), ("offsets", "set"), ("offsets", "reset"))
+@_builds(("offsets", "show"), ("offsets", "set"), ("offsets", "reset"), ("offsets", "rewind"))
 def _offsets_commands(path: tuple[str, ...], ctx: Context) -> Iterator[Case]:
     extra = {
         "show": ["--json"],
@@ -586,6 +598,13 @@ def _offsets_commands(path: tuple[str, ...], ctx: Context) -> Iterator[Case]:
             '{"type": "watermark", "server": "sqlite:x", "values": [1]}',
         ],
         "reset": ["--yes"],
+        "rewind": [
+            "--source",
+            "sqlite",
+            "--position",
+            '{"type": "watermark", "server": "sqlite:x", "values": [1]}',
+            "--yes",
+        ],
     }[path[-1]]
     # These commands read the config and open the offset store: its DSN, and a source's DSN.
     for name, config in config_cases(ctx):
@@ -597,9 +616,12 @@ def _offsets_commands(path: tuple[str, ...], ctx: Context) -> Iterator[Case]:
                 files={"pipeline.yaml": config_yaml(config)},
             )
     named = str(NAMED_AFTER_DSN["source"]["name"])  # type: ignore[index]
-    argv = {"show": [], "set": ["--source", named, *extra[2:]], "reset": ["--source", named, "--yes"]}[
-        path[-1]
-    ]
+    argv = {
+        "show": [],
+        "set": ["--source", named, *extra[2:]],
+        "reset": ["--source", named, "--yes"],
+        "rewind": ["--source", named, *extra[2:]],
+    }[path[-1]]
     yield Case(
         "named-after-dsn",
         [*path, "-c", "pipeline.yaml", *argv],

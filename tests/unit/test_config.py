@@ -762,8 +762,9 @@ def test_a_utf8_bom_is_accepted(tmp_path: Path) -> None:
             "source.connect_url",
             "port",
         ),
+        ("{type: oracle, dsn: 'oracle://u:s3cret@h:notaport/FREE', tables: [HR.EMP]}", "source.dsn", "port"),
     ],
-    ids=["pg-port", "pg-sslmode", "poll-port", "bootstrap-port", "connect-url-port"],
+    ids=["pg-port", "pg-sslmode", "poll-port", "bootstrap-port", "connect-url-port", "oracle-port"],
 )
 def test_connection_strings_are_checked_without_echoing_them(
     tmp_path: Path, source: str, field: str, problem: str

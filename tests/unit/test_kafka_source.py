@@ -162,7 +162,7 @@ def test_json_records_become_events_and_poison_goes_to_the_dead_letter_file(tmp_
     )
     assert first.source.ts_ms == int(dt.datetime(2024, 5, 1, 10, tzinfo=dt.UTC).timestamp() * 1000)
     assert first.source.extra == {"topic": TOPIC, "partition": 0, "offset": 3}
-    assert first.position.describe() == f"{TOPIC}:0@4"
+    assert first.position is not None and first.position.describe() == f"{TOPIC}:0@4"
     assert isinstance(update, ChangeEvent) and update.op is Op.UPDATE and update.key == {"id": 4}
     assert update.source.ts_ms == 1_700_000_000_123, "no watermark in the row: the broker's timestamp"
     assert isinstance(delete, ChangeEvent) and delete.op is Op.DELETE and delete.before == {"id": 4}

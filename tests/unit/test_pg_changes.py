@@ -273,3 +273,27 @@ def test_a_row_that_cannot_be_converted_is_held_in_its_place_for_the_dead_letter
     assert "secret" not in bad.reason and bad.raw is not None and b"secret-not-a-number" in bad.raw
     assert items[2].boundary and items[2].position == Lsn(SERVER, 0x530)
     assert ContractChecker().check_all(items) == []
+
+
+def test_incremental_snapshot_watermarks_are_window_marks_not_events() -> None:
+    """A transactional cdc-logs-isnap message alone in its transaction: a WindowMark keeping its own
+    place (for the chunk rows) and carrying the transaction's end as its resume point, also with
+    `messages: false`."""
+    import orjson
+
+    from cdc_logs.readers.postgres.changes import WATERMARK_PREFIX, WindowMark
+
+    stream = ChangeStream(EventBuilder(pipeline="p", db="d"), StreamBuffers(), SERVER, messages=False)
+    begin = b"B" + struct.pack(">QqI", 0x2000, 0, 7)
+    commit = b"C" + struct.pack(">BQQq", 0, 0x2000, 0x2040, 0)
+    content = orjson.dumps({"id": "chunk-1", "open": False})
+    out = [
+        *stream.feed(0x1F00, begin),
+        *stream.feed(0x1F80, message_payload(WATERMARK_PREFIX, content, 0x1F80, transactional=True)),
+        *stream.feed(0x2000, commit),
+    ]
+    assert len(out) == 1 and isinstance(out[0], WindowMark)
+    mark = out[0]
+    assert (mark.chunk, mark.opening, mark.boundary) == ("chunk-1", False, True)
+    assert mark.at == Lsn(SERVER, 0x2000, 0x1F80, event=1)
+    assert mark.position == Lsn(SERVER, 0x2040) and stream.last_boundary == 0x2040

@@ -127,6 +127,27 @@ EXAMPLES: dict[str, str] = {
         """
     )
     + STDOUT,
+    # seed: Real-Time CDC Features, 2. Database Log Mining
+    "oracle logminer source": textwrap.dedent(
+        """\
+        source:
+          type: oracle
+          host: "oracle-db.company.com"
+          database: "ORCL"
+          cdc_mode: "logminer"
+
+          logminer_config:
+            start_scn: "auto"  # auto, specific SCN
+            archive_log_dest: "/opt/oracle/archive"
+            supplemental_logging: true
+
+          # Tables to monitor
+          monitored_tables:
+            - "HR.EMPLOYEES"
+            - "SALES.ORDERS"
+        """
+    )
+    + STDOUT,
     # seed: Advanced CDC Patterns, 3. IoT Data CDC: the source block (its plugins, iot_aggregation and
     # anomaly_detection, are transforms cdc-logs does not have, and are not this issue's)
     "iot mqtt source": textwrap.dedent(

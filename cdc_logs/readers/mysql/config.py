@@ -139,6 +139,37 @@ class MysqlSourceConfig(SourceConfigBase):
         description="The seed's block: where a first run starts (a stored offset always wins). Default: "
         "`snapshot` decides.",
     )
+    signal_data_collection: str | None = Field(
+        None,
+        description="Debezium's signal table, as db.table: (id varchar(42) PRIMARY KEY, type varchar(32) "
+        "NOT NULL, data varchar(2048)). Its inserts are read from the binlog and never emitted; "
+        "`execute-snapshot` and `stop-snapshot` rows start and stop incremental snapshots, and the "
+        "reader writes its chunk watermarks there (the user needs INSERT and DELETE on it; "
+        "docs/snapshots.md). Debezium's `signal.data.collection`. Default: no signals, no incremental "
+        "snapshots.",
+        examples=["shop.debezium_signal"],
+    )
+    incremental_snapshot_chunk_size: int = Field(
+        1024,
+        ge=1,
+        description="Rows per table per chunk of an incremental snapshot (one watermark window): the "
+        "unit a crash resumes from. Debezium's `incremental.snapshot.chunk.size`.",
+        examples=[4096],
+    )
+    incremental_snapshot_parallel_tables: int = Field(
+        1,
+        ge=1,
+        description="Tables of an incremental snapshot read together, a chunk of each per window; the "
+        "others wait in the queue. 1: one table after another, as Debezium does.",
+        examples=[4],
+    )
+    snapshot_new_tables: bool | None = Field(
+        None,
+        description="On start, snapshot (incrementally, while streaming) the tables added to `tables` "
+        "since the stored position was taken; needs `signal_data_collection`. Default: the value of "
+        "`snapshot`.",
+        examples=[True],
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -150,6 +181,8 @@ class MysqlSourceConfig(SourceConfigBase):
                     data["dsn"] = data.pop(alias)
             if "table" in data and "tables" not in data:
                 data["tables"] = [data.pop("table")]
+            if "signal.data.collection" in data and "signal_data_collection" not in data:
+                data["signal_data_collection"] = data.pop("signal.data.collection")
             if "monitored_tables" in data and "tables" not in data:
                 data["tables"] = data.pop("monitored_tables")
             if data.pop("cdc_mode", "binlog") != "binlog":
@@ -205,4 +238,8 @@ def build(cfg: MysqlSourceConfig, ctx: registry.BuildContext) -> Reader:
         start_pos=start.binlog_position if start else None,
         heartbeat_s=cfg.heartbeat_interval_ms / 1000,
         snapshot_chunk_size=cfg.snapshot_chunk_rows,
+        signal_table=cfg.signal_data_collection,
+        incremental_chunk_size=cfg.incremental_snapshot_chunk_size,
+        incremental_parallel=cfg.incremental_snapshot_parallel_tables,
+        snapshot_new_tables=cfg.snapshot if cfg.snapshot_new_tables is None else cfg.snapshot_new_tables,
     )

@@ -64,7 +64,15 @@ def check_source(cfg: Any, stored: Position | None = None) -> list[Check]:
     from cdc_logs.readers.mysql.config import mysql_settings
 
     gtid = stored.gtid if isinstance(stored, BinlogPosition) else None
-    return run_checks(mysql_settings(cfg), cfg.type, gtid)
+    settings = mysql_settings(cfg)
+    checks = run_checks(settings, cfg.type, gtid)
+    signal = getattr(cfg, "signal_data_collection", None)
+    if signal and not (checks and checks[0].name == "connect" and not checks[0].ok):
+        from cdc_logs.readers.mysql.incremental import signal_checks
+        from cdc_logs.readers.mysql.reader import parse_table
+
+        checks.extend(signal_checks(settings, parse_table(signal, settings.database)))
+    return checks
 
 
 def run_checks(settings: MysqlSettings, flavor: str, gtid: str | None = None) -> list[Check]:

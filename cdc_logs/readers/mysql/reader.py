@@ -30,7 +30,7 @@ from cdc_logs.envelope import ChangeEvent, Heartbeat, Op, SourceInfo, now_ms
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.position import BinlogPosition, Position
-from cdc_logs.readers.base import Reader, StreamItem
+from cdc_logs.readers.base import Reader, SnapshotProgress, StreamItem
 from cdc_logs.readers.mysql.connection import (
     RECOVER_HINT,
     BinlogStream,
@@ -41,6 +41,7 @@ from cdc_logs.readers.mysql.connection import (
 )
 from cdc_logs.readers.mysql.convert import BinlogConverter
 from cdc_logs.readers.mysql.gtid import MariadbGtidPosition, MysqlGtidSet
+from cdc_logs.readers.mysql.incremental import IncrementalFilter
 from cdc_logs.readers.mysql.snapshot import Snapshot
 
 log = get_logger(__name__)
@@ -134,6 +135,10 @@ class MysqlReader(Reader):
         snapshot_chunk_size: int = 2000,
         idle_tick_s: float = 0.5,
         max_reconnects: int = 5,
+        signal_table: str | None = None,
+        incremental_chunk_size: int = 1024,
+        incremental_parallel: int = 1,
+        snapshot_new_tables: bool = False,
     ) -> None:
         if flavor not in ("mysql", "mariadb"):
             raise CdcError(ErrorKind.CONFIG, f"unknown flavor {flavor!r}", 'use "mysql" or "mariadb"')
@@ -153,6 +158,11 @@ class MysqlReader(Reader):
         self.snapshot_chunk_size = snapshot_chunk_size
         self.idle_tick_s = idle_tick_s
         self.max_reconnects = max_reconnects
+        self.signal_table = parse_table(signal_table, settings.database) if signal_table else None
+        self.incremental_chunk_size = incremental_chunk_size
+        self.incremental_parallel = incremental_parallel
+        self.snapshot_new_tables = snapshot_new_tables
+        self._isnap: IncrementalFilter | None = None
         self._server: str | None = None
         self._stop = threading.Event()
         self._stream: BinlogStream | None = None
@@ -205,6 +215,10 @@ class MysqlReader(Reader):
             self.tables = self._schema_tables()
         else:
             self._check_tables_exist()
+        if self.signal_table is not None:
+            self._check_tables_exist([self.signal_table])
+            # Its rows are signals, never changes (also when a captured schema holds it).
+            self.tables = [t for t in self.tables if t != self.signal_table]
 
     def server_identity(self) -> str:
         if self._server is None:
@@ -241,21 +255,35 @@ class MysqlReader(Reader):
                 yield Heartbeat(position)
         else:
             position = self._check_start(start)
+        # The signal table is read from the binlog like a captured table (its rows never go out).
+        read = set(self.tables) | ({self.signal_table} if self.signal_table else set())
         converter = BinlogConverter(
             flavor=self.flavor,
             connector=self.connector,
             pipeline_name=self.pipeline_name,
             start=position,
-            tables=set(self.tables),
+            tables=read,
             heartbeat_s=self.heartbeat_s,
         )
+        isnap = self._isnap = IncrementalFilter(
+            self.settings,
+            self.tables,
+            flavor=self.flavor,
+            connector=self.connector,
+            pipeline_name=self.pipeline_name,
+            signal_table=self.signal_table,
+            chunk_size=self.incremental_chunk_size,
+            parallel=self.incremental_parallel,
+            record_captured=self.snapshot_new_tables,
+        )
+        isnap.resume(start if isinstance(start, BinlogPosition) and not start.snapshot_pending else None)
         stream = BinlogStream(
             self.settings,
             converter,
             server_id=self.server_id,
             flavor=self.flavor,
-            only_schemas=sorted({db for db, _ in self.tables}),
-            only_tables=sorted({t for _, t in self.tables}),
+            only_schemas=sorted({db for db, _ in read}),
+            only_tables=sorted({t for _, t in read}),
             heartbeat_s=self.heartbeat_s,
             max_reconnects=self.max_reconnects,
         )
@@ -265,14 +293,21 @@ class MysqlReader(Reader):
         try:
             if self._stop.is_set():
                 return
+            if isnap.snapshots.chunk_due() and self.signal_table is not None:
+                isnap.read_chunk()  # a snapshot the resume point carries, or tables new to the config
             while not self._stop.is_set():
                 items = stream.poll(self.idle_tick_s)
                 if items is None:
                     yield None
                 else:
-                    yield from items
+                    for item in items:
+                        if isnap.passthrough(item):
+                            yield item
+                        else:
+                            yield from isnap.process(item)
         finally:
             stream.close()
+            isnap.close()
 
     def _first_position(self, server: str) -> BinlogPosition:
         """Where a first run without snapshot starts: the configured start, or the current end."""
@@ -400,24 +435,27 @@ class MysqlReader(Reader):
         log.info("snapshot done", position=position.describe())
         return position
 
-    def _check_tables_exist(self) -> None:
+    def snapshot_progress(self) -> list[SnapshotProgress]:
+        isnap = self._isnap
+        return isnap.progress() if isnap is not None else []
+
+    def _check_tables_exist(self, tables: list[tuple[str, str]] | None = None) -> None:
         """A table that does not exist is NOT_FOUND now, not a stream that stays silent forever."""
+        tables = self.tables if tables is None else tables
         conn = connect(self.settings)
         try:
             with conn.cursor() as cur:
                 cur.execute(
                     "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES"
-                    " WHERE (TABLE_SCHEMA, TABLE_NAME) IN ("
-                    + ", ".join(["(%s, %s)"] * len(self.tables))
-                    + ")",
-                    [part for pair in self.tables for part in pair],
+                    " WHERE (TABLE_SCHEMA, TABLE_NAME) IN (" + ", ".join(["(%s, %s)"] * len(tables)) + ")",
+                    [part for pair in tables for part in pair],
                 )
                 found = {(str(s), str(t)) for s, t in cur.fetchall()}
         except pymysql.MySQLError as exc:
             raise classify(exc, "checking the captured tables") from exc
         finally:
             conn.close()
-        missing = [f"{s}.{t}" for s, t in self.tables if (s, t) not in found]
+        missing = [f"{s}.{t}" for s, t in tables if (s, t) not in found]
         if missing:
             raise CdcError(
                 ErrorKind.NOT_FOUND,

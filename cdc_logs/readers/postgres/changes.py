@@ -19,6 +19,7 @@ pipeline gets. No I/O: unit-tested on captured replication traffic.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import orjson
 
@@ -45,9 +46,25 @@ from cdc_logs.readers.postgres.pgoutput import (
 from cdc_logs.readers.postgres.txbuffer import StreamBuffers
 
 HEARTBEAT_PREFIX = "cdc-logs-heartbeat"
+# Incremental snapshot watermarks: transactional messages {"id": chunk id, "open": bool}, never events.
+WATERMARK_PREFIX = "cdc-logs-isnap"
 _STREAM_START, _STREAM_STOP = ord("S"), ord("E")
 
-Item = ChangeEvent | Heartbeat | Undecodable
+
+@dataclass(slots=True)
+class WindowMark:
+    """An incremental snapshot watermark read from the log (readers/incremental.py). `at` is the
+    message's own place in its transaction; `position`/`boundary` are set like an event's (its
+    transaction's end, as the watermark is alone in it)."""
+
+    chunk: str
+    opening: bool
+    at: Lsn
+    position: Lsn
+    boundary: bool = False
+
+
+Item = ChangeEvent | Heartbeat | Undecodable | WindowMark
 
 
 class ChangeStream:
@@ -68,7 +85,7 @@ class ChangeStream:
         self.tables = tables
         self.messages = messages
         self.decoder = Decoder()
-        self._held: ChangeEvent | Undecodable | None = None
+        self._held: ChangeEvent | Undecodable | WindowMark | None = None
         self._in_tx = False
         self.last_boundary = 0  # LSN of the last boundary yielded (event or heartbeat)
         self._record_lsn, self._record_events = -1, 0  # see _ordinal
@@ -174,7 +191,7 @@ class ChangeStream:
         self._held = None
         self.builder.begin(xid, commit_lsn, commit_ts)
 
-    def _push(self, event: ChangeEvent | Undecodable) -> Iterator[Item]:
+    def _push(self, event: ChangeEvent | Undecodable | WindowMark) -> Iterator[Item]:
         held, self._held = self._held, event
         if held is not None:
             yield held
@@ -213,10 +230,26 @@ class ChangeStream:
                 self.last_boundary = msg.lsn
                 yield event
             return
+        if msg.prefix == WATERMARK_PREFIX:
+            yield from self._watermark(msg)
+            return
         if self.messages and msg.prefix != HEARTBEAT_PREFIX:
             event = self.builder.message(msg, msg.lsn)
             self._place([event], msg.lsn)
             yield from self._push(event)
+
+    def _watermark(self, msg: LogicalMessage) -> Iterator[Item]:
+        tx = self.builder.tx
+        assert tx is not None
+        try:
+            data = orjson.loads(msg.content)
+            chunk, opening = str(data["id"]), bool(data["open"])
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            raise CdcError(
+                ErrorKind.DECODE, f"an incremental snapshot watermark is not valid ({exc})"
+            ) from exc
+        at = Lsn(self.server, tx.commit_lsn, msg.lsn, event=self._ordinal(msg.lsn))
+        yield from self._push(WindowMark(chunk, opening, at, at))
 
     def reset(self) -> None:
         """Forget partial state (after a reconnect the server sends every open transaction again)."""

@@ -116,6 +116,36 @@ class PostgresSourceConfig(SourceConfigBase):
         examples=["64MB"],
     )
 
+    signal_data_collection: str | None = Field(
+        None,
+        description="Debezium's signal table, as schema.table: (id varchar(42) PRIMARY KEY, type "
+        "varchar(32) NOT NULL, data varchar(2048)). Its inserts are read from the log (it must be in the "
+        "publication; cdc-logs adds it to a publication it created) and never emitted; `execute-snapshot` "
+        "and `stop-snapshot` rows start and stop incremental snapshots (docs/snapshots.md). Debezium's "
+        "`signal.data.collection`. Default: no signals.",
+        examples=["public.debezium_signal"],
+    )
+    incremental_snapshot_chunk_size: int = Field(
+        1024,
+        ge=1,
+        description="Rows per table per chunk of an incremental snapshot (one watermark window): the "
+        "unit a crash resumes from. Debezium's `incremental.snapshot.chunk.size`.",
+        examples=[4096],
+    )
+    incremental_snapshot_parallel_tables: int = Field(
+        1,
+        ge=1,
+        description="Tables of an incremental snapshot read together, a chunk of each per window; the "
+        "others wait in the queue. 1: one table after another, as Debezium does.",
+        examples=[4],
+    )
+    snapshot_new_tables: bool | None = Field(
+        None,
+        description="On start, snapshot (incrementally, while streaming) the tables added to `tables` "
+        "since the stored position was taken. Default: the value of `snapshot`.",
+        examples=[True],
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _aliases(cls, data: Any) -> Any:
@@ -128,6 +158,8 @@ class PostgresSourceConfig(SourceConfigBase):
                 data["tables"] = [data.pop("table")]
             if "slot_name" in data and "slot" not in data:
                 data["slot"] = data.pop("slot_name")
+            if "signal.data.collection" in data and "signal_data_collection" not in data:
+                data["signal_data_collection"] = data.pop("signal.data.collection")
             if "publication_name" in data and "publication" not in data:
                 data["publication"] = data.pop("publication_name")
             if "dsn" not in data and "host" in data:  # the seed's host/port/database/user/password shape
@@ -189,4 +221,8 @@ def build(cfg: PostgresSourceConfig, ctx: registry.BuildContext) -> Reader:
         messages=cfg.messages,
         max_tx_memory_bytes=cfg.max_tx_memory_bytes,
         logical_decoding_work_mem=cfg.logical_decoding_work_mem,
+        signal_table=cfg.signal_data_collection,
+        incremental_chunk_size=cfg.incremental_snapshot_chunk_size,
+        incremental_parallel=cfg.incremental_snapshot_parallel_tables,
+        snapshot_new_tables=cfg.snapshot if cfg.snapshot_new_tables is None else cfg.snapshot_new_tables,
     )

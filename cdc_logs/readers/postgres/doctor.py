@@ -20,7 +20,23 @@ from cdc_logs.readers.postgres.connection import ReplicationStream, connect, map
 
 def check_source(cfg: Any, stored: Position | None = None) -> list[Check]:
     """The checks for a configured `pg` source (its slot's own state says where it resumes)."""
-    return run_checks(cfg.dsn.get_secret_value(), cfg.tables or None)
+    checks = run_checks(cfg.dsn.get_secret_value(), cfg.tables or None)
+    signal = getattr(cfg, "signal_data_collection", None)
+    if signal and checks and checks[0].ok:
+        from cdc_logs.readers.postgres.incremental import signal_checks
+
+        publication = cfg.publication
+        if publication is None and cfg.slot:  # as the reader derives it (reader.py)
+            publication = cfg.slot if cfg.slot.startswith("cdc_logs_") else f"cdc_logs_{cfg.slot}"
+        conn = connect(cfg.dsn.get_secret_value(), application_name="cdc-logs doctor")
+        try:
+            checks.extend(signal_checks(conn, signal, publication))
+        except psycopg.Error as exc:
+            error = map_error(exc, "checking the signal table")
+            checks.append(Check("signal table", False, error.message, error.hint))
+        finally:
+            conn.close()
+    return checks
 
 
 def run_checks(dsn: str, tables: list[str] | None = None) -> list[Check]:

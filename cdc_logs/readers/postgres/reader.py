@@ -50,6 +50,7 @@ from cdc_logs.readers.postgres.connection import (
     quote_ident,
 )
 from cdc_logs.readers.postgres.convert import EventBuilder
+from cdc_logs.readers.postgres.incremental import IncrementalFilter
 from cdc_logs.readers.postgres.pgoutput import Relation
 from cdc_logs.readers.postgres.schema import ColumnFacts
 from cdc_logs.readers.postgres.snapshot import Snapshot
@@ -84,6 +85,10 @@ class PostgresReader(Reader):
         logical_decoding_work_mem: str | None = None,
         status_interval_s: float = 10.0,
         idle_tick_s: float = 0.5,
+        signal_table: str | None = None,
+        incremental_chunk_size: int = 1024,
+        incremental_parallel: int = 1,
+        snapshot_new_tables: bool = False,
     ) -> None:
         if not tables and not all_tables:
             raise CdcError(ErrorKind.CONFIG, "the postgres source needs tables", "add `--table schema.t`")
@@ -109,6 +114,11 @@ class PostgresReader(Reader):
         self.logical_decoding_work_mem = logical_decoding_work_mem
         self.status_interval_s = status_interval_s
         self.idle_tick_s = idle_tick_s
+        self.signal_table = signal_table
+        self.incremental_chunk_size = incremental_chunk_size
+        self.incremental_parallel = incremental_parallel
+        self.snapshot_new_tables = snapshot_new_tables
+        self._isnap: IncrementalFilter | None = None
         self._meta: psycopg.Connection[Any] | None = None
         self._meta_lock = threading.RLock()
         self._repl: ReplicationStream | None = None
@@ -149,15 +159,25 @@ class PostgresReader(Reader):
             raise
 
     def _prepare_tables(self, meta: psycopg.Connection[Any]) -> None:
-        self._tables, created = ownership.prepare_capture(
+        # The signal table is read from the log like a captured table: it must be in the publication
+        # (added when the publication is cdc-logs's own, refused with the fix when it is the user's).
+        names = list(self.table_names)
+        if self.signal_table and not self.all_tables and self.signal_table not in names:
+            names.append(self.signal_table)
+        tables, created = ownership.prepare_capture(
             meta,
             self.publication,
-            self.table_names,
+            names,
             all_tables=self.all_tables,
             temporary=self.temporary,  # created here: dropped by close()
             pipeline=self.pipeline_name,
             slot=self.slot,
         )
+        if self.signal_table:
+            signal = catalog.resolve_tables(meta, [self.signal_table])[0]
+            self.signal_table = signal.qualified
+            tables = [t for t in tables if t.oid != signal.oid]
+        self._tables = tables
         self._publication_created = self._publication_created or created
 
     def server_identity(self) -> str:
@@ -224,7 +244,7 @@ class PostgresReader(Reader):
         lsn = yield from self._start(repl, meta, builder, start)
         if lsn is None or self._stop.is_set():
             return
-        yield from self._follow(repl, builder, lsn)
+        yield from self._follow(repl, builder, lsn, start if isinstance(start, Lsn) else None)
 
     def _builder(self) -> EventBuilder:
         registry = TypeRegistry()
@@ -327,7 +347,8 @@ class PostgresReader(Reader):
         return created.consistent_point
 
     def snapshot_progress(self) -> list[SnapshotProgress]:
-        return list(self._progress)
+        isnap = self._isnap
+        return list(self._progress) + (isnap.progress() if isnap is not None else [])
 
     def _snapshot(
         self,
@@ -374,11 +395,16 @@ class PostgresReader(Reader):
             with contextlib.suppress(Exception):
                 conn.close()
 
-    def _follow(self, repl: ReplicationStream, builder: EventBuilder, lsn: int) -> Iterator[StreamItem]:
+    def _follow(
+        self, repl: ReplicationStream, builder: EventBuilder, lsn: int, start: Lsn | None
+    ) -> Iterator[StreamItem]:
         assert self._system_id is not None
         buffers = StreamBuffers(self.max_tx_memory_bytes)
         tables = None if self.all_tables else {t.qualified for t in self._tables}
+        if tables is not None and self.signal_table:
+            tables.add(self.signal_table)
         changes = ChangeStream(builder, buffers, self._system_id, tables=tables, messages=self.messages)
+        isnap = self._isnap = self._incremental(builder, changes, start)
         assert self._meta is not None
         opts = plugin_options(
             repl.server_version, quote_ident(self._meta, self.publication), binary=self.binary
@@ -386,6 +412,8 @@ class PostgresReader(Reader):
         repl.start(self.slot, lsn, opts)
         log.info("postgres streaming", slot=self.slot, start=format_lsn(lsn), proto=opts["proto_version"])
         changes.last_boundary = lsn
+        if isnap.snapshots.chunk_due():
+            isnap.read_chunk()  # a snapshot the resume point carries, or tables new to the config
         next_tick = time.monotonic() + self.idle_tick_s
         next_heartbeat = time.monotonic() + self.heartbeat_interval_s
         try:
@@ -406,11 +434,36 @@ class PostgresReader(Reader):
                     if msg.reply_requested:
                         repl.send_status()
                     continue
-                for item in changes.feed(msg.wal_start, msg.payload):  # type: ignore[union-attr]
-                    yield item
+                for change in changes.feed(msg.wal_start, msg.payload):  # type: ignore[union-attr]
+                    if isnap.passthrough(change):
+                        yield change  # type: ignore[misc]
+                    else:
+                        yield from isnap.process(change)
                     next_tick = time.monotonic() + self.idle_tick_s
         finally:
             buffers.clear()
+
+    def _incremental(
+        self, builder: EventBuilder, changes: ChangeStream, start: Lsn | None
+    ) -> IncrementalFilter:
+        def meta() -> psycopg.Connection[Any]:
+            if self._meta is None:
+                raise CdcError(ErrorKind.USAGE, "the reader is closed")
+            return self._meta
+
+        isnap = IncrementalFilter(
+            meta,
+            self._meta_lock,
+            self._tables,
+            builder,
+            signal_table=self.signal_table,
+            chunk_size=self.incremental_chunk_size,
+            parallel=self.incremental_parallel,
+            record_captured=self.snapshot_new_tables,
+            lsn=lambda: changes.last_boundary,
+        )
+        isnap.resume(start)
+        return isnap
 
     def _emit_heartbeat(self) -> None:
         with self._meta_lock:
