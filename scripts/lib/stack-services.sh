@@ -298,7 +298,7 @@ mongo_PORTS=(27017)
 mongo_TIMEOUT=60
 
 mongo_start() {
-	launch mongo "$JAVA" -Xms64m -Xmx512m -XX:+UseSerialGC -cp "$LIB/mongo-server/*" \
+	launch mongo "$JAVA" -Xms64m -Xmx1g -XX:+UseSerialGC -XX:+ExitOnOutOfMemoryError -cp "$LIB/mongo-server/*" \
 		cdclogs.stack.MongoServerMain --host "$HOST" --port "${mongo_PORTS[0]}"
 }
 
