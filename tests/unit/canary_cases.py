@@ -630,6 +630,21 @@ def _offsets_commands(path: tuple[str, ...], ctx: Context) -> Iterator[Case]:
     )
 
 
+@_builds(("snapshot",))
+def _snapshot_command(path: tuple[str, ...], ctx: Context) -> Iterator[Case]:
+    # `snapshot` reads the config and writes a signal row through the source's own connection: every
+    # source's credential variants (most refuse the source type, Postgres and MySQL connect).
+    sources = source_keys()
+    for name, config in config_cases(ctx):
+        if name.split(".", 1)[0] in sources:
+            yield Case(
+                name,
+                [*path, "public.t", "-c", "pipeline.yaml"],
+                {"file:config"},
+                files={"pipeline.yaml": config_yaml(config)},
+            )
+
+
 # Names are free text: a source and a destination named after their DSN (metric labels, log fields,
 # `config validate`'s summary, `offsets show` print names).
 NAMED_AFTER_DSN = {
