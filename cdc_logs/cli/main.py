@@ -29,6 +29,7 @@ from cdc_logs.cli import (
     publications_cmd,
     run_cmd,
     slots_cmd,
+    status_cmd,
     tail_cmd,
 )
 from cdc_logs.cli.secrets import (
@@ -53,6 +54,7 @@ app.command("demo")(demo_cmd.demo)
 app.command("tail")(tail_cmd.tail)
 app.command("run")(run_cmd.run)
 app.command("doctor")(doctor_cmd.doctor)
+app.command("status")(status_cmd.status)
 app.add_typer(offsets_cmd.app, name="offsets")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(debezium_cmd.app, name="debezium")

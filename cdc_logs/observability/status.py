@@ -410,6 +410,7 @@ class PipelineStatus:
                         "failing": x.failures > 0,
                         "consecutive_failures": x.failures,
                         "last_error": x.last_error if x.failures else None,
+                        "recent_error": x.last_error,  # also after it recovered (cdc-logs status)
                         "dead_lettered_events": x.dead_letters,
                         "last_dead_letter_age_s": _age(now, x.last_dead_letter),
                         "dead_letter_error": x.dead_letter_error,
@@ -423,6 +424,7 @@ class PipelineStatus:
                         "heartbeat_interval_s": x.heartbeat_s or None,
                         "failing": x.failures > 0,
                         "last_error": x.last_error if x.failures else None,
+                        "recent_error": x.last_error,  # also after it recovered (cdc-logs status)
                         "position": x.position,
                         "last_commit_age_s": _age(now, x.committed_at),
                         "last_commit_at": x.committed_wall,
