@@ -216,7 +216,7 @@ def render(body: dict[str, Any]) -> list[Any]:
             ("lag", _lag(lag, live)),
             ("max_lag", _max_lag(lag)),
             ("slot retained WAL", format_bytes(lag["retained_bytes"]) if lag and lag.get("slot") else None),
-            ("heartbeat", _age(src.get("heartbeat_age_s")) if src.get("heartbeat_interval_s") else None),
+            ("heartbeat", None if src.get("heartbeat_age_s") is None else _age(src["heartbeat_age_s"])),
             ("snapshot", _snapshot(src.get("snapshot") or [])),
         ]
         rows += [(f"sink {sink}", _sink(state)) for sink, state in sinks.items()]

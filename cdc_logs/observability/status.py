@@ -66,6 +66,7 @@ class _Source:
     last_error: str | None = None
     progress: Callable[[], list[Any]] | None = None  # the reader's snapshot_progress
     heartbeat: float | None = None  # last heartbeat that reached the pipeline
+    beats: bool = False  # the reader sends heartbeats (Postgres heartbeat_interval_s, MySQL heartbeat_s)
     position: str | None = None  # last committed position, described
     committed_at: float | None = None
     committed_wall: float | None = None  # time.time() of that commit
@@ -143,6 +144,9 @@ class PipelineStatus:
                         now,
                         now,
                         progress=getattr(reader, "snapshot_progress", None),
+                        beats=bool(
+                            getattr(reader, "heartbeat_interval_s", 0) or getattr(reader, "heartbeat_s", 0)
+                        ),
                     )
                     for name, reader in sources.items()
                 },
@@ -301,7 +305,7 @@ class PipelineStatus:
                 "heartbeat": {
                     n: now - (x.heartbeat if x.heartbeat is not None else s.since)
                     for n, x in s.sources.items()
-                    if x.heartbeat_s > 0
+                    if x.beats
                 },
                 "sink_backlog": {n: max(0, s.submitted - x.acked) for n, x in s.sinks.items()},
                 "sink_last_write": {n: now - x.last_write for n, x in s.sinks.items() if x.last_write},
@@ -428,7 +432,9 @@ class PipelineStatus:
                         "position": x.position,
                         "last_commit_age_s": _age(now, x.committed_at),
                         "last_commit_at": x.committed_wall,
-                        "heartbeat_age_s": _age(now, x.heartbeat) if x.heartbeat_s > 0 else None,
+                        "heartbeat_age_s": (
+                            _age(now, s.since if x.heartbeat is None else x.heartbeat) if x.beats else None
+                        ),
                         "lag": x.lag or None,
                         "snapshot": _snapshot(x.progress),
                     }

@@ -4,15 +4,15 @@ and that no secret reaches either."""
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import orjson
 from rich.console import Console
-from typer.testing import CliRunner
 
-from cdc_logs.cli.main import app
 from cdc_logs.cli.status_cmd import render
 from cdc_logs.observability import health
 from cdc_logs.observability.metrics import Metrics
@@ -126,12 +126,22 @@ source: {{type: sqlite, name: pg, path: {db}, tables: [t], max_lag: 10m}}
 destination: {{type: stdout}}
 offsets: {{type: sqlite, path: {offsets}}}
 """)
-    result = CliRunner().invoke(app, ["status", "-c", str(config), "--url", "http://127.0.0.1:9"])
-    assert result.exit_code == 0, result.output
-    assert "from the offset store" in result.output and "does not answer" in result.output
-    assert "0/16B3748" in result.output and "10m (on_max_lag: not_ready)" in result.output
-    result = CliRunner().invoke(app, ["status", "-c", str(config), "--json"])
-    body = orjson.loads(result.output)
+
+    def status(*args: str) -> str:
+        # A subprocess, as a user runs it (the CLI configures logging for its own process).
+        done = subprocess.run(
+            [sys.executable, "-m", "cdc_logs", "status", "-c", str(config), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    output = status("--url", "http://127.0.0.1:9")
+    assert "from the offset store" in output and "does not answer" in output
+    assert "0/16B3748" in output and "10m (on_max_lag: not_ready)" in output
+    body = orjson.loads(status("--json"))
     assert body["origin"] == "offsets" and body["sources"]["pg"]["position"] == "0/16B3748"
     assert "health_checks is not enabled" in body["note"]
 
