@@ -335,7 +335,8 @@ class Pipeline:
                         return self.stats  # stopped first (still shut down: status, opened sinks)
             for source in self.readers:
                 self._start_with_retry(source)
-            self._lag.start()
+            if self.metrics.enabled or self._lag.guards:  # tail (no metrics, no guards) opens no probe
+                self._lag.start()
             self.ready.set()
             self.status.running()
             self._loop()

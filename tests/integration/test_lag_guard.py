@@ -185,6 +185,12 @@ health_checks:
         code, ready = get("/ready")
         assert not any(r.startswith("source pg: lag") for r in ready["reasons"])
         assert _metric(metrics(), "cdc_logs_source_max_lag_exceeded") == 0.0
+
+        def caught_up() -> bool:
+            seconds = _metric(metrics(), "cdc_logs_source_lag_seconds")
+            return seconds is not None and seconds < 10
+
+        _until(caught_up, 30, "the lag in seconds back down once everything is confirmed")
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
