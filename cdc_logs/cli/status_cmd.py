@@ -2,9 +2,12 @@
 destinations' backlog and the last error.
 
 From the running service's `/status` endpoint (observability/health.py) when it answers: at `--url`,
-or at `health_checks` of the config when `enabled`. Otherwise from the offset store: the committed
-positions and when they were committed (nothing live: no lag, no backlog), and it says so. Everything
-printed goes through `redact`: names are free text, and errors can quote what a server said.
+or at `health_checks.host:port` of the config when `enabled`. Otherwise from the offset store: the
+committed positions and when they were committed, and it says so; for sources that can tell (Postgres slot,
+MariaDB/MySQL binlog) the lag in bytes is measured from the server as the running service would
+(the reader's `lag_probe`, on a short-lived connection). No backlog or errors: those live in the
+running process. Everything printed goes through `redact`: names are free text, and errors can quote
+what a server said.
 """
 
 from __future__ import annotations
@@ -22,12 +25,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cdc_logs.build import build_offsets, source_name
+from cdc_logs.build import build_offsets, build_reader, source_name
 from cdc_logs.config import PipelineConfig
 from cdc_logs.configfile import load_config
+from cdc_logs.configmodel import SourceConfigBase
 from cdc_logs.errors import CdcError
 from cdc_logs.observability.lag import format_bytes
 from cdc_logs.observability.redact import redact
+from cdc_logs.position import Position
 
 TIMEOUT_S = 3.0
 
@@ -98,16 +103,20 @@ def offline_status(cfg: PipelineConfig, problem: str) -> dict[str, Any]:
         name = source_name(src)
         row = stored.get(name)
         position: str | None = None
+        decoded: Position | None = None
         if row is not None:
             try:
-                position = row.decoded().describe()
+                decoded = row.decoded()
+                position = decoded.describe()
             except CdcError as exc:
                 position = f"unreadable: {exc.message}"
+        lag: dict[str, Any] = {"max_lag": src.max_lag, "on_max_lag": src.on_max_lag} if src.max_lag else {}
+        lag.update(_measure(src, cfg.name, decoded))
         sources[name] = {
             "position": position,
             "last_commit_at": None if row is None else row.updated_ms / 1000,
             "last_commit_age_s": None if row is None else round(now - row.updated_ms / 1000, 1),
-            "lag": {"max_lag": src.max_lag, "on_max_lag": src.on_max_lag} if src.max_lag else None,
+            "lag": lag or None,
             "snapshot": [],
             "last_error": None,
         }
@@ -119,6 +128,25 @@ def offline_status(cfg: PipelineConfig, problem: str) -> dict[str, Any]:
         "sinks": {(d.name or d.type): {} for d in cfg.all_sinks()},
         "sources": sources,
     }
+
+
+def _measure(src: SourceConfigBase, pipeline: str, committed: Position | None) -> dict[str, Any]:
+    """The source's lag in bytes as its server reports it now ({} when it cannot tell)."""
+    try:
+        probe = build_reader(src, pipeline).lag_probe()
+    except Exception:  # a source whose client is not installed, say: no measure, still a status
+        return {}
+    if probe is None:
+        return {}
+    try:
+        measured = probe.measure(committed)
+    except CdcError as exc:
+        return {"probe_error": exc.message}
+    finally:
+        probe.close()
+    if measured.lag_bytes is None and measured.retained_bytes is None:
+        return {}
+    return {"lag_bytes": measured.lag_bytes, "retained_bytes": measured.retained_bytes, "slot": measured.slot}
 
 
 # -- rendering (pure: unit-tested) -----------------------------------------------------------------
@@ -140,15 +168,20 @@ def _when(epoch: Any) -> str:
 
 
 def _lag(lag: dict[str, Any] | None, live: bool) -> str:
+    parts = []
+    if lag and lag.get("lag_bytes") is not None:
+        parts.append(format_bytes(lag["lag_bytes"]))
+    if lag and lag.get("lag_seconds") is not None:
+        parts.append(f"{float(lag['lag_seconds']):.0f} s")
     if not live:
-        return "unknown: the service is not running (or not reachable)"
+        text = "unknown: the service is not running (or not reachable)"
+        if parts:
+            text = f"{', '.join(parts)} of log not consumed (measured now; the service is not running)"
+        if lag and lag.get("probe_error"):
+            text += f" (measuring it failed: {lag['probe_error']})"
+        return text
     if not lag:
         return "-"
-    parts = []
-    if lag.get("lag_bytes") is not None:
-        parts.append(format_bytes(lag["lag_bytes"]))
-    if lag.get("lag_seconds") is not None:
-        parts.append(f"{float(lag['lag_seconds']):.0f} s")
     text = ", ".join(parts) or "not measured yet"
     if lag.get("probe_error"):
         text += f" (last measurement failed: {lag['probe_error']})"

@@ -205,6 +205,8 @@ health_checks:
     offline = status_cli()  # the service is gone: the offset store answers
     assert "from the offset store" in offline and "does not answer" in offline, offline
     assert "source pg" in offline, offline
+    assert "of log not consumed (measured now; the service is not running)" in offline, offline
+    assert "slot retained WAL" in offline, offline  # measured from pg_replication_slots, not the service
     assert re.search(r"position\s+│?\s*\S*[0-9A-F]+/[0-9A-F]+", offline), offline
     for text in [*bodies, err]:
         assert PASSWORD.encode() not in text

@@ -4,9 +4,15 @@ the monitor with a scripted probe, and through a real Pipeline whose sink is stu
 from __future__ import annotations
 
 import dataclasses
+import re
+import socket
+import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -285,3 +291,38 @@ def test_max_lag_in_bytes_needs_a_source_that_can_measure_it() -> None:
             lag_guards={"src": LagGuard(parse_max_lag("64kB"))},
         )
     assert caught.value.kind is ErrorKind.CONFIG
+
+
+def test_run_stops_with_a_lag_error_and_exit_3_when_on_max_lag_is_stop(tmp_path: Path) -> None:
+    """`cdc-logs run` as a user runs it: a webhook nobody listens to, a SQLite source with a snapshot
+    of existing rows, `max_lag: 1s` with `on_max_lag: stop`: the run ends with the lag error."""
+    db = tmp_path / "app.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT)")
+        conn.executemany("INSERT INTO users VALUES (?, ?)", [(n, f"u{n}@x") for n in range(5)])
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(f"""
+name: lagstop
+source: {{type: sqlite, name: app, path: {db}, tables: [users], snapshot: true, max_lag: 1s,
+          on_max_lag: stop}}
+destination: {{type: webhook, url: "http://127.0.0.1:{port}/hook", max_attempts: 1}}
+offsets: {{type: sqlite, path: {tmp_path / "offsets.db"}}}
+sync: {{retry: {{max_attempts: 0, initial_backoff_ms: 100, max_backoff_ms: 200}}}}
+health_checks: {{lag_interval_ms: 200}}
+""")
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "cdc_logs", "run", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 3, done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()
+    assert any(re.fullmatch(r"error: lag: source app: lag \d+ s is past max_lag 1s \(on_max_lag: stop\)", x)
+               for x in last), last[-5:]  # fmt: skip
+    assert any(x.strip().startswith("fix: find why the destinations fall behind") for x in last), last[-5:]
+    assert time.monotonic() - started < 30
