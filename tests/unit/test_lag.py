@@ -26,7 +26,7 @@ from cdc_logs.offsets.memory import MemoryOffsetStore
 from cdc_logs.pipeline import BatchPolicy, Pipeline, RetryPolicy
 from cdc_logs.position import Position
 from cdc_logs.readers.base import LagProbe, LogLag
-from cdc_logs.readers.mysql.lag import binlog_lag_bytes, file_number
+from cdc_logs.readers.mysql.lag import binlog_lag_bytes, file_number, only_housekeeping
 from tests.helpers import MemorySink, ScriptedReader, make_event
 
 
@@ -113,6 +113,17 @@ def test_binlog_bytes_after_the_committed_file_and_position() -> None:
     assert binlog_lag_bytes(files, ("bin.000003", 900), ("bin.000002", 4000)) == 1000 + 900
     assert binlog_lag_bytes(files, ("bin.000003", 800), ("bin.000001", 0)) == 6800
     assert binlog_lag_bytes(files[1:], ("bin.000003", 800), ("bin.000001", 10)) is None  # purged
+
+
+def test_a_rotation_alone_leaves_nothing_to_consume() -> None:
+    # The head of a new binlog file after a rotation (MariaDB): nothing a consumer reads.
+    assert only_housekeeping(["Rotate"]) and only_housekeeping(
+        ["Format_desc", "Gtid_list", "Binlog_checkpoint"]
+    )
+    assert only_housekeeping(["Format_desc", "Previous_gtids"])  # MySQL
+    assert only_housekeeping([])
+    assert not only_housekeeping(["Format_desc", "Gtid_list", "Gtid", "Query"])
+    assert not only_housekeeping(["Table_map", "Write_rows_v1", "Xid"])
 
 
 # -- the monitor -------------------------------------------------------------------------------------
