@@ -262,6 +262,6 @@ def render(body: dict[str, Any]) -> list[Any]:
         rows.append(("last error", "\n".join(shown) if shown else "none" if live else "unknown"))
         for what, value in rows:
             if value is not None:
-                table.add_row(what, redact(str(value)))
+                table.add_row(redact(what), redact(str(value)))
         out.append(table)
     return out

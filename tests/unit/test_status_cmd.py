@@ -94,6 +94,9 @@ def test_a_live_status_shows_position_lag_snapshot_backlog_and_the_last_error() 
     ):
         assert expected in text, (expected, text)
     assert SECRET not in text
+    # A sink named after its DSN, whose password was never registered: masked by its shape.
+    named = {**LIVE, "sinks": {"postgresql://u:Unregistered9x@db/x": LIVE["sinks"]["cache"]}}
+    assert "Unregistered9x" not in _text(named)
 
 
 def test_the_offset_store_view_says_it_is_not_live() -> None:
