@@ -337,3 +337,18 @@ health_checks: {{lag_interval_ms: 200}}
                for x in last), last[-5:]  # fmt: skip
     assert any(x.strip().startswith("fix: find why the destinations fall behind") for x in last), last[-5:]
     assert time.monotonic() - started < 30
+
+
+def test_on_max_lag_warn_only_warns() -> None:
+    pipeline, _, status, metrics = _stuck_pipeline("warn")
+    runner = threading.Thread(target=pipeline.run, daemon=True)
+    runner.start()
+    try:
+        _wait(pipeline.ready.is_set)
+        exceeded = 'cdc_logs_source_max_lag_exceeded{pipeline="p",source="src"} 1.0'
+        _wait(lambda: exceeded in metrics.render().decode())
+        assert status.readiness() == (True, [])  # past max_lag, and still ready: only the warning
+        assert status.details()["sources"]["src"]["lag"]["exceeded"].endswith("past max_lag 1s")
+    finally:
+        pipeline.stop()
+        runner.join(10)
