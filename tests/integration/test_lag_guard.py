@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import redis
 
@@ -181,7 +182,18 @@ health_checks:
         server = _start_redis(redis_port, tmp_path / "redis")  # the sink returns
         client = redis.Redis(port=redis_port, password=PASSWORD)
         _until(lambda: get("/ready")[0] == 200, 60, "/ready 200 once the sink delivers again")
-        _until(lambda: client.xlen("changes") == 310, 30, "every change, after the sink returned")
+
+        def ids() -> set[int]:
+            return {orjson.loads(f[b"value"])["after"]["id"] for _, f in client.xrange("changes")}
+
+        try:
+            _until(lambda: ids() == set(range(1, 311)), 60, "every change, after the sink returned")
+        except AssertionError:
+            held = ids()
+            raise AssertionError(
+                f"Redis holds {client.xlen('changes')} entries, {len(held)} distinct rows, missing "
+                f"{sorted(set(range(1, 311)) - held)[:10]}...; /status: {get('/status')}"
+            ) from None
         code, ready = get("/ready")
         assert not any(r.startswith("source pg: lag") for r in ready["reasons"])
         assert _metric(metrics(), "cdc_logs_source_max_lag_exceeded") == 0.0
