@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from cdc_logs import registry
 from cdc_logs.config import HealthConfig, OffsetsConfig, PipelineConfig
 from cdc_logs.configmodel import SinkConfigBase, SourceConfigBase
+from cdc_logs.observability.lag import LagGuard, parse_max_lag
 from cdc_logs.observability.metrics import Metrics
 from cdc_logs.observability.status import HealthThresholds, PipelineStatus
 from cdc_logs.offsets.base import OffsetStore
@@ -124,7 +125,18 @@ def make_pipeline(
         dead_letter_dir=_dead_letter_dir(cfg),
         status=status,
         merge_window_s=cfg.merge_window_ms / 1000 if cfg.merge_strategy == "timestamp_based" else None,
+        lag_guards=lag_guards(cfg),
+        lag_interval_s=cfg.health_checks.lag_interval_ms / 1000,
     )
+
+
+def lag_guards(cfg: PipelineConfig) -> dict[str, LagGuard]:
+    """The sources' `max_lag` / `on_max_lag`, by source name (observability/lag.py)."""
+    return {
+        source_name(s): LagGuard(parse_max_lag(s.max_lag), s.on_max_lag)
+        for s in cfg.all_sources()
+        if s.max_lag
+    }
 
 
 def tail_pipeline(

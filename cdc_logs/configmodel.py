@@ -4,12 +4,15 @@
 fields named like a client URL (`url`, `service_url`, `schema_registry_url`) and Kafka
 `bootstrap_servers` are checked when the config is read, because the clients' own errors about a
 malformed URL quote it, or the piece they choke on (often the password). `SourceConfigBase` and
-`SinkConfigBase` give every source and sink config the fields the pipeline relies on (`type`, `name`).
+`SinkConfigBase` give every source and sink config the fields the pipeline relies on (`type`, `name`;
+for sources also the lag guard `max_lag` / `on_max_lag`, observability/lag.py).
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from cdc_logs.dsn import check_bootstrap, check_url
 
@@ -30,6 +33,30 @@ class ConfigModel(BaseModel):
 class SourceConfigBase(ConfigModel):
     type: str
     name: str | None = Field(None, description=NAME_DESCRIPTION, examples=["orders_db"])
+    max_lag: str | None = Field(
+        None,
+        description="How far behind the source the pipeline may fall: a size of log not yet consumed "
+        '("512MB"; kB/MB/GB are powers of 1024; postgresql, mysql and mariadb only) or a time ("10m", '
+        '"30s"). Past it: a warning, and what `on_max_lag` says (docs/operations.md). Default: no limit.',
+        examples=["512MB"],
+    )
+    on_max_lag: Literal["warn", "not_ready", "stop"] = Field(
+        "not_ready",
+        description="Past `max_lag`: `warn` logs only; `not_ready` also makes /ready answer 503 naming the "
+        "source until the lag is back under it; `stop` ends the run with a `lag` error (exit 3) after "
+        "delivering what it can.",
+        examples=["stop"],
+    )
+
+    @field_validator("max_lag", mode="before")
+    @classmethod
+    def _max_lag(cls, value: object) -> object:
+        if value is None:
+            return None
+        from cdc_logs.observability.lag import parse_max_lag
+
+        parse_max_lag(value)  # type: ignore[arg-type]  # a ValueError names the expected forms
+        return str(value).strip()
 
 
 class SinkConfigBase(ConfigModel):

@@ -18,6 +18,7 @@ A dead letter is fsync'd before the batch counts as delivered, because the check
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 
 from cdc_logs.deadletter import DeadLetterDir
@@ -61,7 +62,7 @@ class Delivery:
                 return True
             except Exception as exc:
                 error = as_sink_error(exc)
-                self.metrics.sink_error(sink.name)
+                self.metrics.sink_error(sink.name, error.kind.value)
                 self.status.sink_failed(sink.name, error.message)  # /ready names why it is not writing
                 if error.directive is not Directive.RETRY or self.retry.exhausted(attempt):
                     log.error("sink failed to open", sink=sink.name, attempt=attempt, error=str(error))
@@ -89,12 +90,14 @@ class Delivery:
         while True:
             attempt += 1
             try:
+                started = time.monotonic()
                 sink.write(events)
+                self.metrics.sink_wrote(sink.name, time.monotonic() - started)
                 self.status.sink_written(sink.name)
                 return True
             except Exception as exc:
                 error = as_sink_error(exc)
-                self.metrics.sink_error(sink.name)
+                self.metrics.sink_error(sink.name, error.kind.value)
                 self.status.sink_failed(sink.name, error.message)
                 if error.directive is Directive.RETRY:
                     if self.retry.exhausted(attempt):

@@ -32,6 +32,7 @@ class ErrorKind(StrEnum):
     SINK_TRANSIENT = "sink_transient"
     SINK_REJECTED = "sink_rejected"
     TIMEOUT = "timeout"
+    LAG = "lag"  # a source fell behind past its max_lag with on_max_lag: stop
     INTERNAL = "internal"
 
 
@@ -51,6 +52,7 @@ DIRECTIVES: dict[ErrorKind, Directive] = {
     ErrorKind.SINK_TRANSIENT: Directive.RETRY,
     ErrorKind.SINK_REJECTED: Directive.OPERATOR,
     ErrorKind.TIMEOUT: Directive.RETRY,
+    ErrorKind.LAG: Directive.OPERATOR,
     ErrorKind.INTERNAL: Directive.STOP,
 }
 

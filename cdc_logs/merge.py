@@ -17,7 +17,7 @@ of one key (from one source or several) reach every sink in arrival order, and n
   `max_held` events are held (memory stays bounded), then goes out anyway, still in merge order.
 - An event whose time is before the last released event time arrived too late for the window: it is
   released at once (with what its lane holds before it, in merge order), never dropped, counted in
-  `cdc_merge_late_events_total{source}` and logged. Any event released below the released time (also
+  `cdc_logs_merge_late_events_total{source}` and logged. Any event released below the released time (also
   one that its own source emitted out of time order) is counted the same way.
 - Positions: the pipeline numbers items for the checkpoint only when they leave the merge, so a held
   event has no sequence number yet and nothing of its source after it can be committed (those items

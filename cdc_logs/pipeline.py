@@ -11,6 +11,10 @@ batch is re-written whole by `delivery.Delivery`; a failed reader is reopened an
 committed position by its own thread, so the delivery of what was already read never waits for it);
 OPERATOR and STOP end the run with the error's hint. Events a sink refuses go to the dead-letter file
 with the reason (delivery.py), and the run goes on.
+
+A lag monitor thread (observability/lag.py) measures how far behind each source is (its server's log
+through the reader's `lag_probe`, and the oldest change read but not yet in every sink, which the main
+loop tracks per batch) and applies the sources' `max_lag` guards: warn, not ready, or stop the run.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import queue
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cdc_logs.checkpoint import Checkpointer
@@ -30,6 +34,7 @@ from cdc_logs.envelope import ChangeEvent, Heartbeat, Undecodable
 from cdc_logs.errors import CdcError, Directive, ErrorKind
 from cdc_logs.fanout import FanOut
 from cdc_logs.merge import TimestampMerge
+from cdc_logs.observability.lag import LagGuard, LagMonitor, SourceLag
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.observability.metrics import Metrics
 from cdc_logs.observability.status import PipelineStatus
@@ -106,6 +111,8 @@ class Pipeline:
         retry_start: bool = True,
         status: PipelineStatus | None = None,
         merge_window_s: float | None = None,
+        lag_guards: Mapping[str, LagGuard] | None = None,
+        lag_interval_s: float = 5.0,
     ) -> None:
         names = [s.name for s in sinks]
         if len(set(names)) != len(names):
@@ -135,8 +142,35 @@ class Pipeline:
         self._idle: set[str] = set()
         self._servers: dict[str, str] = {}
         self._read_counts: Counter[tuple[str, str, str]] = Counter()
-        self._last_ts_ms: dict[str, int] = {}
         self._progressed: dict[str, bool] = {}  # a source yielded something since its last failure
+        # Lag (observability/lag.py): per source, (seq, source.ts_ms) of the first change of each batch
+        # not yet in every sink; the head is the oldest change pending. One entry per batch, not event.
+        self._batch_first_ts: dict[str, int] = {}
+        self._pending: dict[str, deque[tuple[int, int]]] = {name: deque() for name in readers}
+        self._committed: dict[str, Position | None] = {}
+        self._guard_error: CdcError | None = None
+        guards = dict(lag_guards or {})
+        for source, guard in guards.items():
+            reader = readers.get(source)
+            if reader is None:
+                raise CdcError(ErrorKind.CONFIG, f"max_lag given for unknown source {source!r}")
+            if guard.max_lag.bytes is not None and type(reader).lag_probe is Reader.lag_probe:
+                raise CdcError(
+                    ErrorKind.CONFIG,
+                    f"source {source}: max_lag {guard.max_lag.text} is a size, but this source cannot "
+                    "measure its lag in bytes (only postgresql, mysql and mariadb can)",
+                    'give max_lag as a time instead, e.g. "10m"',
+                )
+        self._lag = LagMonitor(
+            readers,
+            guards=guards,
+            committed=self._committed.get,
+            oldest_pending_ms=self._oldest_pending_ms,
+            report=self._report_lag,
+            stop_pipeline=self._stop_for_lag,
+            interval_s=lag_interval_s,
+        )
+        self.metrics.set_refresh(self._refresh_metrics)
         # merge_strategy timestamp_based (merge.py); without it, items go on in arrival order (key_based)
         self._merge = (
             TimestampMerge(readers, merge_window_s, max_held=queue_size, metrics=self.metrics)
@@ -183,6 +217,7 @@ class Pipeline:
         server = reader.server_identity()
         self._servers[source] = server
         start = self.offsets.resume_position(self.name, source, server)
+        self._committed[source] = start
         log.info(
             "source started",
             source=source,
@@ -243,7 +278,7 @@ class Pipeline:
                 return
             while True:  # reconnect
                 error = _as_cdc_error(failure)
-                self.metrics.source_error(source)
+                self.metrics.source_error(source, error.kind.value)
                 self.status.source_failed(source, error.message)
                 attempt = 1 if self._progressed.pop(source, False) else attempt + 1
                 if (
@@ -300,11 +335,15 @@ class Pipeline:
                         return self.stats  # stopped first (still shut down: status, opened sinks)
             for source in self.readers:
                 self._start_with_retry(source)
+            if self.metrics.enabled or self._lag.guards:  # tail (no metrics, no guards) opens no probe
+                self._lag.start()
             self.ready.set()
             self.status.running()
             self._loop()
         finally:
             self._shutdown()
+        if self._guard_error is not None:  # on_max_lag: stop (delivered and committed what it could)
+            raise self._guard_error
         return self.stats
 
     def _loop(self) -> None:
@@ -342,8 +381,8 @@ class Pipeline:
                 elif isinstance(payload, ChangeEvent):
                     # Counted here, reported per batch: a metrics label lookup per event is hot-path cost.
                     self._read_counts[(source, payload.source.table, payload.op.value)] += 1
-                    if payload.source.ts_ms:
-                        self._last_ts_ms[source] = payload.source.ts_ms
+                    if payload.source.ts_ms and source not in self._batch_first_ts:
+                        self._batch_first_ts[source] = payload.source.ts_ms
                     event = apply_all(self.transforms, payload) if self.transforms else payload
                     if event is None:
                         self.stats.dropped += 1
@@ -353,6 +392,8 @@ class Pipeline:
                         size += len(event.to_json())
                         if deadline is None:
                             deadline = time.monotonic() + self.batch.max_wait_s
+                elif isinstance(payload, Heartbeat):
+                    self.status.source_heartbeat(source)
                 if deadline is None:
                     deadline = time.monotonic() + self.batch.max_wait_s
             limit_hit = self.limit is not None and self.stats.events + len(batch) >= self.limit
@@ -421,10 +462,12 @@ class Pipeline:
         if not marks:
             return
         if self._read_counts:
-            self.metrics.events_read(self._read_counts, self._last_ts_ms)
+            self.metrics.events_read(self._read_counts)
             self._read_counts.clear()
-            self._last_ts_ms.clear()
         last_seq = marks[-1][0]
+        for source, ts_ms in self._batch_first_ts.items():
+            self._pending[source].append((last_seq, ts_ms))
+        self._batch_first_ts.clear()
         for seq, source, position, boundary in marks:
             self._checkpoint.track(seq, source, position, boundary)
         self.status.submitted(last_seq)
@@ -484,12 +527,65 @@ class Pipeline:
             self.offsets.save(self.name, source, position)
             self.readers[source].commit(position)
             self.stats.commits[source] = position
+            self._committed[source] = position
             self.metrics.committed(source, position)
-            self.status.committed()
+            self.status.committed(source, position.describe())
+        durable = self._checkpoint.durable_seq()
+        for pending in self._pending.values():
+            while pending and pending[0][0] <= durable:
+                pending.popleft()
+
+    # -- lag (observability/lag.py) ------------------------------------------------------------
+    def _oldest_pending_ms(self, source: str) -> int | None:
+        """source.ts_ms of the oldest change of `source` read and not yet in every sink (any thread)."""
+        try:
+            return self._pending[source][0][1]
+        except (IndexError, KeyError):
+            return None
+
+    def _report_lag(self, source: str, lag: SourceLag) -> None:
+        guard = self._lag.guards.get(source)
+        self.metrics.source_lag(
+            source,
+            seconds=lag.lag_seconds,
+            lag_bytes=lag.lag_bytes,
+            retained_bytes=lag.retained_bytes,
+            slot=lag.slot,
+            exceeded=None if guard is None else lag.exceeded is not None,
+        )
+        shown = {
+            "lag_bytes": lag.lag_bytes,
+            "lag_seconds": None if lag.lag_seconds is None else round(lag.lag_seconds, 1),
+            "retained_bytes": lag.retained_bytes,
+            "slot": lag.slot,
+            "max_lag": None if guard is None else guard.max_lag.text,
+            "on_max_lag": None if guard is None else guard.on_max_lag,
+            "exceeded": lag.exceeded,
+            "probe_error": lag.probe_error,
+            **lag.extra,
+        }
+        not_ready = lag.exceeded if guard is not None and guard.on_max_lag != "warn" else None
+        self.status.source_lag(source, shown, not_ready)
+
+    def _stop_for_lag(self, error: CdcError) -> None:
+        log.error("stopping: source lag past max_lag", error=error.message)
+        self._guard_error = error
+        self.stop()
+
+    def _refresh_metrics(self) -> None:
+        ages = self.status.ages()
+        self.metrics.ages(
+            checkpoint=ages["checkpoint"],
+            heartbeat=ages["heartbeat"],
+            sink_backlog={k: int(v) for k, v in ages["sink_backlog"].items()},
+            sink_last_write=ages["sink_last_write"],
+            ready=self.status.readiness()[0],
+        )
 
     def _shutdown(self) -> None:
         self._stop.set()
         self.status.ended()
+        self._lag.close()
         if self._fanout is not None:
             self._fanout.close()
         for reader in self.readers.values():

@@ -30,6 +30,7 @@ from cdc_logs.cli import (
     run_cmd,
     slots_cmd,
     snapshot_cmd,
+    status_cmd,
     tail_cmd,
 )
 from cdc_logs.cli.secrets import (
@@ -55,6 +56,7 @@ app.command("tail")(tail_cmd.tail)
 app.command("run")(run_cmd.run)
 app.command("doctor")(doctor_cmd.doctor)
 app.command("snapshot")(snapshot_cmd.snapshot)
+app.command("status")(status_cmd.status)
 app.add_typer(offsets_cmd.app, name="offsets")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(debezium_cmd.app, name="debezium")

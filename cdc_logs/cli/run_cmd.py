@@ -64,7 +64,7 @@ def _run(
     server = None
     if port:
         server = health.serve(port, metrics, status, cfg.health_checks.host)
-        log.info("http endpoints up", port=port, paths="/metrics /health /ready")
+        log.info("http endpoints up", port=port, paths="/metrics /health /ready /status")
     try:
         if cfg.sync.mode == "cron":
             _run_cron(cfg, metrics, status, stop, current)

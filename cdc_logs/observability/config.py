@@ -10,7 +10,8 @@ from cdc_logs.configmodel import ConfigModel
 
 
 class HealthConfig(ConfigModel):
-    """/metrics, /health and /ready over HTTP, and when /ready and /health fail (docs/configuration.md)."""
+    """/metrics, /health, /ready and /status over HTTP, and when /ready and /health fail
+    (docs/configuration.md, docs/operations.md)."""
 
     enabled: bool = Field(
         False,
@@ -59,4 +60,11 @@ class HealthConfig(ConfigModel):
         "this long, so nothing can be committed. Keep it above sink_stall_ms and sync.retry.max_backoff_ms. "
         "0 turns the check off.",
         examples=[600_000],
+    )
+    lag_interval_ms: int = Field(
+        5_000,
+        ge=100,
+        description="Milliseconds between measurements of each source's lag (slot or binlog lag, on a "
+        "connection of its own): how often `max_lag` is checked and the lag metrics move.",
+        examples=[10_000],
     )

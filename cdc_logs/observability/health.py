@@ -1,4 +1,5 @@
-"""HTTP endpoints for a running pipeline: /metrics (Prometheus), /health (alive), /ready (delivering).
+"""HTTP endpoints for a running pipeline: /metrics (Prometheus), /health (alive), /ready (delivering),
+/status (everything `cdc-logs status` shows: positions, lag, snapshot progress, sink backlogs, errors).
 
 `/ready` and `/health` answer 200 or 503 with a JSON body: `ready` / `status`, the `reasons` (one
 line per problem, naming the sink or source) and the state behind them (see status.py for when each
@@ -103,6 +104,18 @@ def serve(
                 ok, reasons = status.readiness()
                 body = {"ready": ok, "reasons": reasons, **status.details()}
                 self._send(200 if ok else 503, _json(body), "application/json")
+            elif path == "/status":  # always 200: the state is in the body (`ready`, `reasons`)
+                ok, reasons = status.readiness()
+                alive, problems = status.liveness()
+                body = {
+                    "pipeline": metrics.pipeline,
+                    "ready": ok,
+                    "reasons": reasons,
+                    "alive": alive,
+                    "health_reasons": problems,
+                    **status.details(),
+                }
+                self._send(200, _json(body), "application/json")
             else:
                 self._send(404, b"not found\n", "text/plain")
 

@@ -14,6 +14,8 @@ Not ready (503) when
   * the pipeline is not running (starting, stopping, stopped, waiting for its next cron run);
   * a sink has data waiting and accepted no write for `sink_stall_s`;
   * a sink dead-lettered an event in the last `dead_letter_window_s`;
+  * a source's lag is past its `max_lag` with `on_max_lag: not_ready` or `stop` (the lag monitor,
+    observability/lag.py, reports it through `source_lag`);
   * a source has not moved for `source_stall_s`: no event and no heartbeat (sources that send no
     heartbeats, like SQLite and polling, also count a completed poll, the idle tick). For a source
     with heartbeats, the threshold is at least three heartbeat intervals. While a sink has data
@@ -62,6 +64,14 @@ class _Source:
     tick: float  # last idle tick
     failures: int = 0
     last_error: str | None = None
+    progress: Callable[[], list[Any]] | None = None  # the reader's snapshot_progress
+    heartbeat: float | None = None  # last heartbeat that reached the pipeline
+    beats: bool = False  # the reader sends heartbeats (Postgres heartbeat_interval_s, MySQL heartbeat_s)
+    position: str | None = None  # last committed position, described
+    committed_at: float | None = None
+    committed_wall: float | None = None  # time.time() of that commit
+    lag: dict[str, Any] = field(default_factory=dict)  # the lag monitor's last measure
+    lag_reason: str | None = None  # past max_lag and not ready because of it
 
 
 @dataclass(slots=True)
@@ -81,6 +91,21 @@ class _State:
 
 def _age(now: float, then: float | None) -> float | None:
     return None if then is None else round(now - then, 1)
+
+
+def _snapshot(progress: Callable[[], list[Any]] | None) -> list[dict[str, Any]]:
+    """The reader's snapshot progress (readers/base.py SnapshotProgress), as JSON-able dicts."""
+    if progress is None:
+        return []
+    try:
+        items = progress()
+    except Exception:  # a reader mid-reconnect: no progress to show, never a failed answer
+        return []
+    return [
+        {"table": p.table, "rows": p.rows, "estimate": p.estimate, "done": p.done}
+        for p in items
+        if hasattr(p, "table")
+    ]
 
 
 def _error(message: object) -> str:
@@ -114,7 +139,15 @@ class PipelineStatus:
                 since=now,
                 sinks={name: _Sink() for name in sinks},
                 sources={
-                    name: _Source(float(getattr(reader, "heartbeat_interval_s", 0) or 0), now, now)
+                    name: _Source(
+                        float(getattr(reader, "heartbeat_interval_s", 0) or 0),
+                        now,
+                        now,
+                        progress=getattr(reader, "snapshot_progress", None),
+                        beats=bool(
+                            getattr(reader, "heartbeat_interval_s", 0) or getattr(reader, "heartbeat_s", 0)
+                        ),
+                    )
                     for name, reader in sources.items()
                 },
                 last_commit=self._s.last_commit,  # a cron service's last commit survives its runs
@@ -171,6 +204,22 @@ class PipelineStatus:
             if state is not None:
                 state.tick = now
                 state.failures = 0
+
+    def source_heartbeat(self, source: str) -> None:
+        """A heartbeat of `source` reached the pipeline (heartbeats are seconds apart: a lock is fine)."""
+        now = self._clock()
+        with self._lock:
+            state = self._s.sources.get(source)
+            if state is not None:
+                state.heartbeat = now
+
+    def source_lag(self, source: str, lag: dict[str, Any], not_ready: str | None) -> None:
+        """The lag monitor's measure of `source`; `not_ready`: the reason /ready fails (past max_lag)."""
+        with self._lock:
+            state = self._s.sources.get(source)
+            if state is not None:
+                state.lag = dict(lag)
+                state.lag_reason = not_ready
 
     def source_failed(self, source: str, error: object) -> None:
         with self._lock:
@@ -236,9 +285,31 @@ class PipelineStatus:
                 state.last_dead_letter = now
                 state.dead_letter_error = _error(error)
 
-    def committed(self) -> None:
+    def committed(self, source: str | None = None, position: str | None = None) -> None:
+        now = self._clock()
         with self._lock:
-            self._s.last_commit = self._clock()
+            self._s.last_commit = now
+            state = self._s.sources.get(source) if source is not None else None
+            if state is not None:
+                state.position, state.committed_at, state.committed_wall = position, now, time.time()
+
+    def ages(self) -> dict[str, dict[str, float]]:
+        """For the metrics scrape: seconds since each source's last commit and heartbeat, each sink's
+        backlog (sequence numbers handed over, not acknowledged) and last write."""
+        now = self._clock()
+        with self._lock:
+            self._collect_moved(now)
+            s = self._s
+            return {
+                "checkpoint": {n: now - x.committed_at for n, x in s.sources.items() if x.committed_at},
+                "heartbeat": {
+                    n: now - (x.heartbeat if x.heartbeat is not None else s.since)
+                    for n, x in s.sources.items()
+                    if x.beats
+                },
+                "sink_backlog": {n: max(0, s.submitted - x.acked) for n, x in s.sinks.items()},
+                "sink_last_write": {n: now - x.last_write for n, x in s.sinks.items() if x.last_write},
+            }
 
     # -- answers ----------------------------------------------------------------------------------
     def readiness(self) -> tuple[bool, list[str]]:
@@ -269,6 +340,9 @@ class PipelineStatus:
                             f"{ago:.0f} s ago (window {t.dead_letter_window_s:g} s)"
                             + self._last_error(1, sink.dead_letter_error)
                         )
+            for name, source in s.sources.items():
+                if source.lag_reason and s.phase == "running":
+                    reasons.append(f"source {name}: {source.lag_reason}")
             if s.phase == "running" and t.source_stall_s:
                 for name, source in s.sources.items():
                     threshold = t.source_stall_s
@@ -335,10 +409,12 @@ class PipelineStatus:
                 "sinks": {
                     name: {
                         "waiting": x.waiting_since is not None,
+                        "backlog": max(0, s.submitted - x.acked),
                         "last_write_age_s": _age(now, x.last_write),
                         "failing": x.failures > 0,
                         "consecutive_failures": x.failures,
                         "last_error": x.last_error if x.failures else None,
+                        "recent_error": x.last_error,  # also after it recovered (cdc-logs status)
                         "dead_lettered_events": x.dead_letters,
                         "last_dead_letter_age_s": _age(now, x.last_dead_letter),
                         "dead_letter_error": x.dead_letter_error,
@@ -352,6 +428,15 @@ class PipelineStatus:
                         "heartbeat_interval_s": x.heartbeat_s or None,
                         "failing": x.failures > 0,
                         "last_error": x.last_error if x.failures else None,
+                        "recent_error": x.last_error,  # also after it recovered (cdc-logs status)
+                        "position": x.position,
+                        "last_commit_age_s": _age(now, x.committed_at),
+                        "last_commit_at": x.committed_wall,
+                        "heartbeat_age_s": (
+                            _age(now, s.since if x.heartbeat is None else x.heartbeat) if x.beats else None
+                        ),
+                        "lag": x.lag or None,
+                        "snapshot": _snapshot(x.progress),
                     }
                     for name, x in s.sources.items()
                 },

@@ -25,7 +25,8 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Generator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from cdc_logs.envelope import ChangeEvent, Heartbeat, Undecodable
 from cdc_logs.position import Position
@@ -41,6 +42,35 @@ class SnapshotProgress:
     rows: int = 0
     estimate: int | None = None
     done: bool = False
+
+
+@dataclass(slots=True)
+class LogLag:
+    """What a source's server says about the consumer's place in its log (`LagProbe.measure`).
+
+    `head` and `consumed` are comparable positions (an LSN, a (binlog file number, offset) pair):
+    the log's current end, and what the server counts as consumed (None: unknown). The byte counts
+    are None where the source cannot tell."""
+
+    head: Any
+    consumed: Any | None
+    lag_bytes: int | None = None  # log written after `consumed`
+    retained_bytes: int | None = None  # log the server keeps for this consumer (a slot's restart_lsn)
+    slot: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # shown by /status (e.g. wal_status)
+
+
+class LagProbe(ABC):
+    """Measures a source's lag on a connection of its own (never the streaming one), from the lag
+    monitor's thread (observability/lag.py). Errors are CdcErrors; the monitor logs them and goes on."""
+
+    @abstractmethod
+    def measure(self, committed: Position | None) -> LogLag:
+        """The log's state now; `committed` is the pipeline's last committed position, if any."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the probe's connection."""
 
 
 class Reader(ABC):
@@ -68,6 +98,11 @@ class Reader(ABC):
     def snapshot_progress(self) -> list[SnapshotProgress]:
         """Per-table progress of a running snapshot (empty when none runs); read from another thread."""
         return []
+
+    def lag_probe(self) -> LagProbe | None:
+        """A probe of how far behind the server this consumer is (slot or binlog lag), or None when the
+        source cannot tell; called after `open()`, used from another thread."""
+        return None
 
     def stop(self) -> None:  # noqa: B027 - optional hook
         """Ask a blocking `stream` to return soon (called from another thread)."""

@@ -661,6 +661,22 @@ MISPLACED = {
 }
 
 
+@_builds(("status",))
+def _status(path: tuple[str, ...], ctx: Context) -> Iterator[Case]:
+    # Without a running service `status` reads the offset store (its DSN) and measures the lag of the
+    # sources that can tell (Postgres, MariaDB/MySQL: their DSNs); `--url` is the service's address.
+    for name, config in config_cases(ctx):
+        if name.startswith(("offsets.", "postgresql.", "mysql.")):
+            yield Case(
+                f"config-{name}", [*path, "-c", "pipeline.yaml"], {"file:config"},
+                files={"pipeline.yaml": config_yaml(config)},
+            )  # fmt: skip
+    named = {"pipeline.yaml": config_yaml(NAMED_AFTER_DSN)}
+    for name, url in hostile_variants(ctx.hostile).items():
+        yield Case(f"url-{name}", [*path, "-c", "pipeline.yaml", "--url", url], {"option:url"}, files=named)
+    yield Case("named-after-dsn", [*path, "-c", "pipeline.yaml", "--json"], {"file:config"}, files=named)
+
+
 @_builds(("demo",), ("config", "schema"))
 def _no_credentials(path: tuple[str, ...], ctx: Context) -> Iterator[Case]:
     # No credential option: the canary sits in the environment a careless shell exports.

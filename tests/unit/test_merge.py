@@ -114,7 +114,7 @@ def test_an_event_later_than_the_window_is_released_at_once_and_counted() -> Non
     out = names(m.release(0.2))
     assert out == ["b2"]  # at once, though c1 still waits for b
     assert m.late == {"b": 1}
-    assert 'cdc_merge_late_events_total{pipeline="p",source="b"} 1.0' in metrics.render().decode()
+    assert 'cdc_logs_merge_late_events_total{pipeline="p",source="b"} 1.0' in metrics.render().decode()
 
 
 def test_a_late_event_takes_its_lane_with_it_in_merge_order() -> None:

@@ -333,7 +333,7 @@ def test_metrics_and_health_responses_never_show_a_secret(tmp_path: Path) -> Non
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
-    assert "cdc_events_total" in bodies[0]
+    assert "cdc_logs_events_total" in bodies[0]
     assert 'source="redis://:***@cache:6379/0"' in bodies[0]
     for text in (*bodies, out, err):
         assert not leaks(text), text[-2000:]

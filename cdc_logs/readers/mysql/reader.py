@@ -30,7 +30,7 @@ from cdc_logs.envelope import ChangeEvent, Heartbeat, Op, SourceInfo, now_ms
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.position import BinlogPosition, Position
-from cdc_logs.readers.base import Reader, SnapshotProgress, StreamItem
+from cdc_logs.readers.base import LagProbe, Reader, SnapshotProgress, StreamItem
 from cdc_logs.readers.mysql.connection import (
     RECOVER_HINT,
     BinlogStream,
@@ -475,3 +475,9 @@ class MysqlReader(Reader):
                 return [(str(s), str(t)) for s, t in cur.fetchall()]
         finally:
             conn.close()
+
+    def lag_probe(self) -> LagProbe | None:
+        """Binlog lag from SHOW BINARY LOGS and the committed file:pos, on a connection of its own."""
+        from cdc_logs.readers.mysql.lag import BinlogLagProbe
+
+        return BinlogLagProbe(self.settings)

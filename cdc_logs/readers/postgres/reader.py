@@ -39,7 +39,7 @@ from cdc_logs.envelope import Heartbeat
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.position import Lsn, PgSnapshot, Position, format_lsn
-from cdc_logs.readers.base import Reader, SnapshotProgress, StreamItem
+from cdc_logs.readers.base import LagProbe, Reader, SnapshotProgress, StreamItem
 from cdc_logs.readers.postgres import catalog, ownership, slots
 from cdc_logs.readers.postgres.changes import HEARTBEAT_PREFIX, ChangeStream
 from cdc_logs.readers.postgres.connection import (
@@ -474,3 +474,9 @@ class PostgresReader(Reader):
                 meta.execute("SELECT pg_logical_emit_message(false, %s, %s)", (HEARTBEAT_PREFIX, self.slot))
             except psycopg.Error as exc:
                 raise map_error(exc, "emitting a heartbeat message") from exc
+
+    def lag_probe(self) -> LagProbe | None:
+        """Slot lag from pg_replication_slots, on a connection of its own (lag.py)."""
+        from cdc_logs.readers.postgres.lag import SlotLagProbe
+
+        return SlotLagProbe(self.dsn, self.slot, self.pipeline_name)
