@@ -178,6 +178,8 @@ class ChangeEvent:
     content: dict[str, Any] | None = None  # op "m": logical decoding message prefix/content
     encoded: bytes | None = field(default=None, repr=False, compare=False)  # cached to_json()
     schema: TableSchema | None = field(default=None, repr=False, compare=False)  # the table's columns
+    # The unwrap transform's Flattening (transforms/unwrap.py): to_json() writes the flattened row.
+    flat: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -195,12 +197,13 @@ class ChangeEvent:
         return out
 
     def to_json(self) -> bytes:
-        """The envelope as JSON bytes; cached, so sinks and batching serialize each event once.
+        """The envelope as JSON bytes (after unwrap: the flattened row, `null` for a null value); cached,
+        so sinks and batching serialize each event once.
 
         Transforms run before the first call; nothing may change the event after it.
         """
         if self.encoded is None:
-            self.encoded = dumps(self.to_dict())
+            self.encoded = dumps(self.to_dict() if self.flat is None else self.flat.value(self))
         return self.encoded
 
     def key_json(self) -> bytes | None:

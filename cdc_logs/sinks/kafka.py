@@ -198,7 +198,12 @@ class KafkaSink(Sink):
             return connect_schema.key_record(event, self.prefix, key, (self.key_field,))
         return dumps(key)
 
-    def value_for(self, event: ChangeEvent) -> bytes:
+    def value_for(self, event: ChangeEvent) -> bytes | None:
+        if event.flat is not None:  # unwrapped (transforms/unwrap.py): None is a null record value
+            if self.schemas:
+                return connect_schema.flat_record(event, self.prefix)
+            value = event.to_json()
+            return None if value == b"null" else value
         if self.schemas:
             return connect_schema.envelope_record(event, self.prefix)
         return event.to_json()
@@ -213,15 +218,27 @@ class KafkaSink(Sink):
         for event in batch:
             topic = self.topic_for(event)
             key = self.key_for(event)
+            value: bytes | None
             if self.encoder is not None:
                 key, value = self.encoder(event, topic, key)
             else:
                 value = self.value_for(event)
             headers = position_headers(event) if self.headers else None
+            if event.flat is not None and event.flat.headers:  # unwrap's add_headers
+                headers = [*(headers or []), *event.flat.header_values(event)]
             self._produce(topic, key, value, headers, reports)
             sent += 1
-            if event.op is Op.DELETE and self.tombstones_on_delete and key is not None:
-                self._produce(topic, key, None, None, reports)
+            if (
+                event.op is Op.DELETE
+                and self.tombstones_on_delete
+                and key is not None
+                and (event.flat is None or event.flat.keeps_tombstone())
+            ):
+                # Debezium's SMT gives the tombstone it keeps the delete's add_headers too
+                extra = (
+                    event.flat.header_values(event) if event.flat is not None and event.flat.headers else None
+                )
+                self._produce(topic, key, None, extra, reports)
                 sent += 1
         # One flush per batch: waits for every delivery report (acks=all), serving the callbacks.
         remaining = self._producer.flush(self.delivery_timeout_ms / 1000 + 5)

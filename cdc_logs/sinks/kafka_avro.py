@@ -163,6 +163,12 @@ class AvroEncoder:
         self._inferred: dict[str, _Prepared] = {}  # fallback schemas by their JSON text
 
     def __call__(self, event: ChangeEvent, topic: str, key: bytes | None) -> tuple[bytes | None, bytes]:
+        if event.flat is not None:
+            raise CdcError(
+                ErrorKind.CONFIG,
+                "the unwrap transform's flattened rows cannot be written as Avro yet",
+                "write this destination with JSON (drop `format: avro`), or remove the unwrap transform",
+            )
         typed = event.schema is not None or event.op is Op.MESSAGE
         if typed:
             value_schema, value = self.typed_value(event)
