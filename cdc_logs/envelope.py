@@ -180,6 +180,9 @@ class ChangeEvent:
     schema: TableSchema | None = field(default=None, repr=False, compare=False)  # the table's columns
     # The unwrap transform's Flattening (transforms/unwrap.py): to_json() writes the flattened row.
     flat: Any = field(default=None, repr=False, compare=False)
+    # One half of a primary-key change (the delete of the old key or the create of the new one, as
+    # Debezium emits it): routes keep the two together (route.py). Never serialized.
+    key_change: bool = field(default=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
