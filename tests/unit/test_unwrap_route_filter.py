@@ -22,7 +22,6 @@ from pydantic import ValidationError
 from cdc_logs import connect_schema
 from cdc_logs.build import build_transform
 from cdc_logs.config import transform_config
-from cdc_logs.configfile import parse_config
 from cdc_logs.envelope import ChangeEvent, Op, SourceInfo, Transaction
 from cdc_logs.offsets.memory import MemoryOffsetStore
 from cdc_logs.pipeline import BatchPolicy, Pipeline
