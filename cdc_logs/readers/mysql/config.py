@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import getpass
 from dataclasses import replace
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import ConfigDict, Field, SecretStr, model_validator
 
 from cdc_logs import registry
 from cdc_logs.configmodel import ConfigModel, SourceConfigBase
 from cdc_logs.readers.base import Reader
+from cdc_logs.readers.capture import (
+    CAPTURE_DESCRIPTION,
+    CaptureMode,
+    PollSettings,
+    capture_alias,
+    polled_tables,
+)
 
 
 class MysqlBinlogConfig(ConfigModel):
@@ -140,6 +147,27 @@ class MysqlSourceConfig(SourceConfigBase):
         "`snapshot` decides.",
     )
 
+    capture: CaptureMode = Field("log", description=CAPTURE_DESCRIPTION, examples=["auto"])
+    poll: PollSettings | None = Field(
+        None,
+        description="The polling cursor for `capture: poll` / `auto` (readers/capture.py): timestamp_column "
+        "and/or incrementing_column (and soft_delete_column) for every table, `tables:` per table.",
+        examples=[{"timestamp_column": "updated_at", "incrementing_column": "id"}],
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _capture_mode(cls, data: Any) -> Any:
+        return capture_alias(data)
+
+    @model_validator(mode="after")
+    def _poll_cursor(self) -> Self:
+        if self.capture != "log":
+            if not self.tables:
+                raise ValueError(f"capture: {self.capture} polls the listed tables: give `tables`")
+            polled_tables(self.tables, self.poll)  # every table needs a cursor column
+        return self
+
     @model_validator(mode="before")
     @classmethod
     def _seed_shape(cls, data: Any) -> Any:
@@ -191,7 +219,7 @@ def build(cfg: MysqlSourceConfig, ctx: registry.BuildContext) -> Reader:
     from cdc_logs.readers.mysql import MysqlReader
 
     start = cfg.binlog_config
-    return MysqlReader(
+    reader = MysqlReader(
         mysql_settings(cfg),
         cfg.tables,
         pipeline_name=ctx.pipeline,
@@ -205,4 +233,56 @@ def build(cfg: MysqlSourceConfig, ctx: registry.BuildContext) -> Reader:
         start_pos=start.binlog_position if start else None,
         heartbeat_s=cfg.heartbeat_interval_ms / 1000,
         snapshot_chunk_size=cfg.snapshot_chunk_rows,
+    )
+    if cfg.capture == "log":
+        return reader
+    return _capture_reader(cfg, ctx, reader)
+
+
+#: The doctor checks binlog capture cannot do without (`capture: auto` polls when one fails).
+LOG_NEEDS = frozenset(
+    {
+        "connect",
+        "log_bin",
+        "binlog_format",
+        "binlog_row_image",
+        "binlog_row_metadata",
+        "server_id",
+        "privileges",
+    }
+)
+
+
+def _capture_reader(cfg: MysqlSourceConfig, ctx: registry.BuildContext, reader: Reader) -> Reader:
+    from sqlalchemy.engine import URL
+
+    from cdc_logs.readers.capture import CaptureReader
+    from cdc_logs.readers.mysql.doctor import run_checks
+    from cdc_logs.readers.polling import PollingReader
+
+    settings = mysql_settings(cfg)
+    url = URL.create(
+        "mysql+pymysql",
+        username=settings.user,
+        password=settings.password or None,
+        host=settings.host,
+        port=settings.port,
+        database=settings.database,
+    ).render_as_string(hide_password=False)
+    poll = cfg.poll
+    return CaptureReader(
+        cfg.capture,
+        source=cfg.name or cfg.type,
+        log_reader=lambda: reader,
+        poll_reader=lambda: PollingReader(
+            url,
+            polled_tables(cfg.tables, poll),
+            pipeline_name=ctx.pipeline,
+            snapshot=cfg.snapshot,
+            safety_lag_s=(poll.safety_lag_ms if poll else 0) / 1000,
+            poll_interval_s=(poll.interval_ms if poll else 1000) / 1000,
+        ),
+        tables=lambda: polled_tables(cfg.tables, poll),
+        checks=lambda: run_checks(settings, cfg.type),
+        needed=LOG_NEEDS,
     )
