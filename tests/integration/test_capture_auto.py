@@ -1,9 +1,12 @@
-"""`capture: auto` on the stack's Postgres: the log when the doctor's checks pass, polling when not.
+"""`capture: auto | poll` on the stack: the log when the doctor's checks pass, polling when not.
 
 - With the stack's role (REPLICATION, wal_level=logical) auto chooses the log.
 - With a fresh role without REPLICATION (created here, dropped after) auto chooses polling; a
   `cdc-logs run` delivers inserts and updates made while it runs, warns at start-up what polling
   cannot see, and /ready's details carry the choice, the failed check and the caveats.
+- MariaDB: auto chooses the binlog for the stack's user (which has REPLICATION SLAVE; creating a user
+  without it needs privileges the stack's user does not have, so the poll fallback is shown with
+  `capture: poll`, which delivers inserts and updates through SQLAlchemy from the same settings).
 """
 
 from __future__ import annotations
@@ -21,11 +24,13 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+import pymysql
 import pytest
 
 from cdc_logs.build import build_reader
 from cdc_logs.configfile import parse_config
 from cdc_logs.readers.capture import CaptureReader
+from cdc_logs.readers.mysql import parse_dsn
 
 pytestmark = pytest.mark.integration
 
@@ -113,10 +118,8 @@ def test_auto_polls_for_a_role_without_replication(pg_dsn: str, tmp_path: Path) 
         text = log.read_text()
         assert "capturing by polling" in text and "REPLICATION privilege" in text, text
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=5) as resp:
-            details = json.loads(resp.read())
-        capture = details["details"]["sources"]["postgres"]["capture"] if "details" in details else None
-        if capture is None:  # the body is the details themselves
-            capture = details["sources"]["postgres"]["capture"]
+            body = json.loads(resp.read())
+        capture = body["sources"]["postgres"]["capture"]
         assert capture["mode"] == "auto" and capture["chosen"] == "poll"
         assert any(r.startswith("REPLICATION privilege") for r in capture["because"])
         assert any("deletes are not seen" in c for c in capture["cannot_see"])
@@ -130,3 +133,93 @@ def test_auto_polls_for_a_role_without_replication(pg_dsn: str, tmp_path: Path) 
         with psycopg.connect(pg_dsn, autocommit=True) as conn:
             conn.execute(f"DROP TABLE IF EXISTS {table}")
             conn.execute(f"DROP ROLE IF EXISTS {uid}")
+
+
+def test_mariadb_auto_chooses_the_binlog(mariadb_dsn: str) -> None:
+    uid = "capauto_" + uuid.uuid4().hex[:8]
+    source = {
+        "type": "mariadb",
+        "dsn": mariadb_dsn,
+        "tables": ["test.nothing"],
+        "capture": "auto",
+        "poll": {"incrementing_column": "id"},
+    }
+    cfg = parse_config({"name": uid, "source": source, "destination": {"type": "stdout"}}, {})
+    reader = build_reader(cfg.all_sources()[0], uid)
+    assert isinstance(reader, CaptureReader)
+    reader._choose()
+    assert reader.chosen == "log" and reader.reasons == []
+
+
+def test_mariadb_capture_poll_delivers(mariadb_dsn: str, tmp_path: Path) -> None:
+    uid = "cappoll_" + uuid.uuid4().hex[:8]
+    settings = parse_dsn(mariadb_dsn)
+    conn = pymysql.connect(**settings.kwargs(), autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                f"CREATE TABLE {uid} (id INT AUTO_INCREMENT PRIMARY KEY, note VARCHAR(50), "
+                "updated_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6))"
+            )
+            cur.execute(f"INSERT INTO {uid} (note) VALUES ('before')")
+        out = tmp_path / "out.jsonl"
+        config = tmp_path / "pipeline.yaml"
+        config.write_text(
+            json.dumps(
+                {
+                    "name": uid,
+                    "source": {
+                        "type": "mariadb",
+                        "dsn": mariadb_dsn,
+                        "tables": [f"{settings.database}.{uid}"],
+                        "capture_mode": "polling",  # the seed's name
+                        "poll": {
+                            "timestamp_column": "updated_at",
+                            "incrementing_column": "id",
+                            "interval_ms": 100,
+                        },
+                    },
+                    "destination": {"type": "file", "path": str(out)},
+                    "offsets": {"type": "sqlite", "path": str(tmp_path / "offsets.db")},
+                    "sync": {"batch": {"max_wait_ms": 50}},
+                }
+            )
+        )
+        log = tmp_path / "run.log"
+        with open(log, "wb") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "cdc_logs", "run", "-c", str(config)],
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+        try:
+
+            def rows() -> list[dict[str, Any]]:
+                return [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+
+            deadline = time.monotonic() + 60
+            while len(rows()) < 1:
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+            with conn.cursor() as cur:
+                cur.execute(f"INSERT INTO {uid} (note) VALUES ('while polling')")
+                cur.execute(f"UPDATE {uid} SET note = 'updated', updated_at = NOW(6) WHERE id = 1")
+            while len(rows()) < 3:
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+            assert [(r["after"]["id"], r["after"]["note"]) for r in rows()] == [
+                (1, "before"),
+                (2, "while polling"),
+                (1, "updated"),
+            ]
+            assert "capturing by polling" in log.read_text()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS {uid}")
+        conn.close()
