@@ -22,7 +22,9 @@ from pydantic import ValidationError
 from cdc_logs import connect_schema
 from cdc_logs.build import build_transform
 from cdc_logs.config import transform_config
+from cdc_logs.configfile import parse_config
 from cdc_logs.envelope import ChangeEvent, Op, SourceInfo, Transaction
+from cdc_logs.errors import CdcError
 from cdc_logs.offsets.memory import MemoryOffsetStore
 from cdc_logs.pipeline import BatchPolicy, Pipeline
 from cdc_logs.route import RouteConfig, RoutedSink
@@ -363,3 +365,134 @@ def test_cdc_logs_run_with_filter_unwrap_and_routes(tmp_path: Path) -> None:
     third = subprocess.run(run, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert third.returncode == 0, third.stderr
     assert len(rows("all.jsonl")) == 6
+
+
+def test_sql_apply_under_unwrap_applies_the_change_itself(tmp_path: Path) -> None:
+    """State sinks are supported explicitly: unwrap changes what log sinks write, the SQL sink still
+    applies each change by op and key (a rewritten delete deletes; the added fields are no columns)."""
+    import sqlite3
+
+    db, target = tmp_path / "app.db", tmp_path / "target.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, amount INTEGER)")
+    config = {
+        "name": "unwrap_sql",
+        "source": {"type": "sqlite", "path": str(db), "tables": ["orders"], "poll_interval_ms": 50},
+        "plugins": {
+            "transformers": [
+                {
+                    "type": "unwrap",
+                    "params": {"delete_tombstone_handling_mode": "rewrite", "add_fields": "op"},
+                }
+            ]
+        },
+        "destination": {"type": "sqlite", "url": f"sqlite:///{target}", "auto_create": True},
+        "sync": {"mode": "one_time"},
+        "offsets": {"type": "sqlite", "path": str(tmp_path / "offsets.db")},
+    }
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(config))
+    run = [sys.executable, "-m", "cdc_logs", "run", "-c", str(path)]
+    assert subprocess.run(run, capture_output=True, timeout=120, cwd=tmp_path).returncode == 0
+    with sqlite3.connect(db) as conn:
+        conn.executemany("INSERT INTO orders VALUES (?, ?)", [(1, 10), (2, 20), (3, 30)])
+        conn.execute("UPDATE orders SET amount = 11 WHERE id = 1")
+        conn.execute("DELETE FROM orders WHERE id = 2")
+    done = subprocess.run(run, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    with sqlite3.connect(target) as conn:
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(orders)")]
+        rows = conn.execute("SELECT id, amount FROM orders ORDER BY id").fetchall()
+    assert columns == ["id", "amount"]
+    assert rows == [(1, 11), (3, 30)]
+
+
+# -- capture: log | poll | auto (the config and the choice; on the servers: test_capture_auto.py) ----
+def _pg_source(**extra: Any) -> dict[str, Any]:
+    return {"type": "postgres", "dsn": "postgresql://u@h/db", "tables": ["public.a", "public.b"], **extra}
+
+
+def test_capture_needs_a_cursor_for_every_table() -> None:
+    with pytest.raises(CdcError, match=r"cursor column for public\.b"):
+        parse_config(
+            {
+                "source": _pg_source(
+                    capture="poll", poll={"tables": {"public.a": {"incrementing_column": "id"}}}
+                ),
+                "destination": {"type": "stdout"},
+            },
+            {},
+        )
+    cfg = parse_config(
+        {
+            "source": _pg_source(
+                capture_mode="polling",  # the seed's name
+                poll={
+                    "timestamp_column": "updated_at",
+                    "tables": {"b": {"incrementing_column": "n", "mode": "incrementing"}},
+                },
+            ),
+            "destination": {"type": "stdout"},
+        },
+        {},
+    )
+    source = cfg.all_sources()[0]
+    assert source.capture == "poll"  # type: ignore[attr-defined]
+    from cdc_logs.readers.capture import caveats, polled_tables
+
+    tables = polled_tables(source.tables, source.poll)  # type: ignore[attr-defined]
+    assert [(t.name, t.mode, t.timestamp_column, t.incrementing_column) for t in tables] == [
+        ("public.a", "timestamp", "updated_at", None),
+        ("public.b", "incrementing", "updated_at", "n"),
+    ]
+    said = caveats(tables)
+    assert any("deletes are not seen in public.a, public.b" in c for c in said)
+    assert any("updates are not seen in public.b" in c for c in said)
+
+
+def test_capture_log_builds_the_plain_log_reader() -> None:
+    from cdc_logs.build import build_reader
+    from cdc_logs.readers.capture import CaptureReader
+    from cdc_logs.readers.postgres.reader import PostgresReader
+
+    cfg = parse_config({"source": _pg_source(), "destination": {"type": "stdout"}}, {})
+    assert isinstance(build_reader(cfg.all_sources()[0], "p"), PostgresReader)
+    auto = parse_config(
+        {
+            "source": _pg_source(capture="auto", poll={"incrementing_column": "id"}),
+            "destination": {"type": "stdout"},
+        },
+        {},
+    )
+    assert isinstance(build_reader(auto.all_sources()[0], "p"), CaptureReader)
+
+
+@pytest.mark.parametrize(
+    ("checks", "chosen"),
+    [
+        ([("connect", True), ("wal_level", True), ("max_slot_wal_keep_size", False)], "log"),  # advisory only
+        ([("connect", True), ("wal_level", False)], "poll"),
+        ([("connect", False)], "log"),  # unreachable: the log reader's open reports it (and is retried)
+    ],
+)
+def test_auto_decides_by_the_checks_log_capture_needs(checks: list[tuple[str, bool]], chosen: str) -> None:
+    from cdc_logs.readers.capture import CaptureReader
+    from cdc_logs.readers.checks import Check
+    from cdc_logs.readers.polling import PolledTable
+
+    log_reader, poll_reader = ScriptedReader([]), ScriptedReader([])
+    reader = CaptureReader(
+        "auto",
+        source="pg",
+        log_reader=lambda: log_reader,
+        poll_reader=lambda: poll_reader,
+        tables=lambda: [PolledTable(name="t", mode="incrementing", incrementing_column="id")],
+        checks=lambda: [Check(name, ok, "detail") for name, ok in checks],
+        needed=frozenset({"connect", "wal_level"}),
+    )
+    reader.open()
+    assert reader.chosen == chosen
+    assert reader.inner is (log_reader if chosen == "log" else poll_reader)
+    info = reader.capture_info()
+    assert info["mode"] == "auto" and info["chosen"] == chosen
+    assert bool(info["cannot_see"]) is (chosen == "poll")
