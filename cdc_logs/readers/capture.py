@@ -27,7 +27,7 @@ from cdc_logs.configmodel import ConfigModel
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.position import Position
 from cdc_logs.readers.base import Reader, SnapshotProgress, StreamItem
-from cdc_logs.readers.checks import Check
+from cdc_logs.readers.checks import Check, warn
 
 log = get_logger(__name__)
 
@@ -135,6 +135,31 @@ def caveats(tables: list[Any]) -> list[str]:
         out.append(f"updates are not seen in {', '.join(inserts_only)} (incrementing cursor only)")
     out.append("truncates, schema changes and transaction boundaries are not seen")
     return out
+
+
+def capture_checks(
+    mode: CaptureMode,
+    log_checks: Callable[[], list[Check]],
+    poll_checks: Callable[[], list[Check]],
+    tables: list[Any],
+    needed: frozenset[str],
+) -> list[Check]:
+    """`cdc-logs doctor` for a source with `capture: poll | auto`: poll runs the polling checks; auto
+    runs the log's and, when one log capture needs fails, shows it as a warning (auto will poll)
+    followed by the polling checks. Either way a warning lists what polling cannot see."""
+    said = warn(
+        "capture",
+        f"capture: {mode} polls: " + "; ".join(caveats(tables)),
+        "use capture: log for every change",
+    )
+    if mode == "poll":
+        return [*poll_checks(), said]
+    checks = log_checks()
+    failed = [c for c in checks if not c.ok and c.name in needed and c.name != "connect"]
+    if not failed:
+        return [*checks, Check("capture", True, "capture: auto reads the change log (its checks pass)")]
+    softened = [warn(c.name, c.detail, c.fix or "") if c in failed else c for c in checks]
+    return [*softened, *poll_checks(), said]
 
 
 class CaptureReader(Reader):

@@ -88,6 +88,15 @@ def test_auto_polls_for_a_role_without_replication(pg_dsn: str, tmp_path: Path) 
             }
         )
     )
+    doctor = subprocess.run(
+        [sys.executable, "-m", "cdc_logs", "doctor", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    # The failed log check is a warning (auto will poll), the polling checks pass, the caveats are said.
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert "REPLICATION privilege" in doctor.stdout and "deletes are not seen" in doctor.stdout, doctor.stdout
     log = tmp_path / "run.log"
     with open(log, "wb") as err:
         proc = subprocess.Popen(

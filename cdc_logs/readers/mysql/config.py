@@ -253,15 +253,12 @@ LOG_NEEDS = frozenset(
 )
 
 
-def _capture_reader(cfg: MysqlSourceConfig, ctx: registry.BuildContext, reader: Reader) -> Reader:
+def poll_url(cfg: MysqlSourceConfig) -> str:
+    """The source's settings as the SQLAlchemy URL the polling reader takes (password included)."""
     from sqlalchemy.engine import URL
 
-    from cdc_logs.readers.capture import CaptureReader
-    from cdc_logs.readers.mysql.doctor import run_checks
-    from cdc_logs.readers.polling import PollingReader
-
     settings = mysql_settings(cfg)
-    url = URL.create(
+    return URL.create(
         "mysql+pymysql",
         username=settings.user,
         password=settings.password or None,
@@ -269,6 +266,15 @@ def _capture_reader(cfg: MysqlSourceConfig, ctx: registry.BuildContext, reader: 
         port=settings.port,
         database=settings.database,
     ).render_as_string(hide_password=False)
+
+
+def _capture_reader(cfg: MysqlSourceConfig, ctx: registry.BuildContext, reader: Reader) -> Reader:
+    from cdc_logs.readers.capture import CaptureReader
+    from cdc_logs.readers.mysql.doctor import run_checks
+    from cdc_logs.readers.polling import PollingReader
+
+    settings = mysql_settings(cfg)
+    url = poll_url(cfg)
     poll = cfg.poll
     return CaptureReader(
         cfg.capture,

@@ -64,7 +64,20 @@ def check_source(cfg: Any, stored: Position | None = None) -> list[Check]:
     from cdc_logs.readers.mysql.config import mysql_settings
 
     gtid = stored.gtid if isinstance(stored, BinlogPosition) else None
-    return run_checks(mysql_settings(cfg), cfg.type, gtid)
+    if getattr(cfg, "capture", "log") == "log":
+        return run_checks(mysql_settings(cfg), cfg.type, gtid)
+    from cdc_logs.readers.capture import capture_checks, polled_tables
+    from cdc_logs.readers.mysql.config import LOG_NEEDS, poll_url
+    from cdc_logs.readers.polling.doctor import run_checks as poll_checks
+
+    tables = polled_tables(cfg.tables, cfg.poll)
+    return capture_checks(
+        cfg.capture,
+        lambda: run_checks(mysql_settings(cfg), cfg.type, gtid),
+        lambda: poll_checks(poll_url(cfg), tables),
+        tables,
+        LOG_NEEDS,
+    )
 
 
 def run_checks(settings: MysqlSettings, flavor: str, gtid: str | None = None) -> list[Check]:

@@ -236,17 +236,13 @@ LOG_NEEDS = frozenset(
 )
 
 
-def _capture_reader(cfg: PostgresSourceConfig, ctx: registry.BuildContext, reader: Reader) -> Reader:
+def poll_url(cfg: PostgresSourceConfig) -> str:
+    """The source's dsn as the SQLAlchemy URL the polling reader takes (password included)."""
     from psycopg.conninfo import conninfo_to_dict
     from sqlalchemy.engine import URL
 
-    from cdc_logs.readers.capture import CaptureReader
-    from cdc_logs.readers.polling import PollingReader
-    from cdc_logs.readers.postgres.doctor import run_checks
-
-    dsn = cfg.dsn.get_secret_value()
-    parts = {k: str(v) for k, v in conninfo_to_dict(dsn).items() if v is not None}
-    url = URL.create(
+    parts = {k: str(v) for k, v in conninfo_to_dict(cfg.dsn.get_secret_value()).items() if v is not None}
+    return URL.create(
         "postgresql+psycopg",
         username=parts.pop("user", None),
         password=parts.pop("password", None),
@@ -255,6 +251,15 @@ def _capture_reader(cfg: PostgresSourceConfig, ctx: registry.BuildContext, reade
         database=parts.pop("dbname", None),
         query=parts,
     ).render_as_string(hide_password=False)
+
+
+def _capture_reader(cfg: PostgresSourceConfig, ctx: registry.BuildContext, reader: Reader) -> Reader:
+    from cdc_logs.readers.capture import CaptureReader
+    from cdc_logs.readers.polling import PollingReader
+    from cdc_logs.readers.postgres.doctor import run_checks
+
+    dsn = cfg.dsn.get_secret_value()
+    url = poll_url(cfg)
     poll = cfg.poll
     return CaptureReader(
         cfg.capture,

@@ -19,8 +19,22 @@ from cdc_logs.readers.postgres.connection import ReplicationStream, connect, map
 
 
 def check_source(cfg: Any, stored: Position | None = None) -> list[Check]:
-    """The checks for a configured `pg` source (its slot's own state says where it resumes)."""
-    return run_checks(cfg.dsn.get_secret_value(), cfg.tables or None)
+    """The checks for a configured `pg` source (its slot's own state says where it resumes); with
+    `capture: poll | auto`, the polling checks too (readers/capture.py)."""
+    if getattr(cfg, "capture", "log") == "log":
+        return run_checks(cfg.dsn.get_secret_value(), cfg.tables or None)
+    from cdc_logs.readers.capture import capture_checks, polled_tables
+    from cdc_logs.readers.polling.doctor import run_checks as poll_checks
+    from cdc_logs.readers.postgres.config import LOG_NEEDS, poll_url
+
+    tables = polled_tables(cfg.tables, cfg.poll)
+    return capture_checks(
+        cfg.capture,
+        lambda: run_checks(cfg.dsn.get_secret_value(), cfg.tables or None),
+        lambda: poll_checks(poll_url(cfg), tables),
+        tables,
+        LOG_NEEDS,
+    )
 
 
 def run_checks(dsn: str, tables: list[str] | None = None) -> list[Check]:
