@@ -5,7 +5,10 @@ schemas disabled), the value the Debezium envelope, the topic `{prefix}.{schema}
 Debezium names it (a fixed `topic` overrides the template). Headers carry the op and the source
 position (`position`: the encoded offset; `lsn` / `gtid` / `scn` ... when the source has them), so a
 consumer can route or deduplicate without parsing the value. After a delete a tombstone (same key,
-null value) follows by default, as Debezium does, so log compaction can drop the key.
+null value) follows by default, as Debezium does, so log compaction can drop the key. After the
+`unwrap` transform (transforms/unwrap.py) the value is the flattened row (a null value is a null
+record), the tombstone follows only where Debezium's ExtractNewRecordState keeps it, and its
+`add_headers` are added to the headers.
 
 With `schemas: true` key and value are written in Kafka Connect's JsonConverter form
 (`schemas.enable=true`, Debezium's default): `{"schema": ..., "payload": ...}`, the schema built from

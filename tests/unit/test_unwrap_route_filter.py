@@ -26,7 +26,7 @@ from cdc_logs.configfile import parse_config
 from cdc_logs.envelope import ChangeEvent, Op, SourceInfo, Transaction
 from cdc_logs.errors import CdcError
 from cdc_logs.offsets.memory import MemoryOffsetStore
-from cdc_logs.pipeline import BatchPolicy, Pipeline
+from cdc_logs.pipeline import BatchPolicy, FanoutPolicy, Pipeline
 from cdc_logs.route import RouteConfig, RoutedSink
 from cdc_logs.schema import Column, TableSchema
 from cdc_logs.sinks.base import Sink
@@ -277,7 +277,8 @@ def test_route_tables_exclude_and_when() -> None:
         RouteConfig(when="os.system('x')")
 
 
-def test_routed_events_never_hold_back_the_checkpoint() -> None:
+@pytest.mark.parametrize("fanout", [False, True], ids=["single", "fanout"])
+def test_routed_events_never_hold_back_the_checkpoint(fanout: bool, tmp_path: Path) -> None:
     """One sink takes nothing of a batch: the position still commits once the other has written."""
     events = [make_event(n) for n in range(1, 6)]
     reader = ScriptedReader(events, follow=False)
@@ -286,11 +287,21 @@ def test_routed_events_never_hold_back_the_checkpoint() -> None:
     sinks = [RoutedSink(big, RouteConfig(when="after.v > 100")), RoutedSink(small, RouteConfig())]
     offsets = MemoryOffsetStore()
     pipeline = Pipeline(
-        "routes", {"src": reader}, sinks, offsets, batch=BatchPolicy(max_events=2), stop_when_idle=True
+        "routes",
+        {"src": reader},
+        sinks,
+        offsets,
+        batch=BatchPolicy(max_events=2),
+        stop_when_idle=True,
+        fanout=FanoutPolicy(str(tmp_path / "spool")) if fanout else None,
     )
     stats = pipeline.run()
     assert big.batches == [] and [e.after["id"] for b in small.batches for e in b] == [1, 2, 3, 4, 5]
     assert stats.commits["src"] == events[-1].position
+    assert (
+        offsets.load("routes", "src") is not None
+        and offsets.load("routes", "src").decoded() == events[-1].position
+    )
 
 
 # -- the pipeline: `cdc-logs run` with filter, unwrap and routed destinations -------------------------
