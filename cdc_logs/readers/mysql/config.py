@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
-from dataclasses import replace
 from typing import Any, Literal, Self
 
 from pydantic import ConfigDict, Field, SecretStr, model_validator
@@ -200,18 +198,9 @@ class MysqlSourceConfig(SourceConfigBase):
 
 def mysql_settings(cfg: MysqlSourceConfig) -> Any:
     """Connection settings from `dsn` or host/port/user/password (the password stays a secret)."""
-    from cdc_logs.readers.mysql import MysqlSettings, parse_dsn
+    from cdc_logs.readers.mysql.connection import settings_of
 
-    if cfg.dsn is not None:
-        settings = parse_dsn(cfg.dsn.get_secret_value())
-        return settings if settings.database or not cfg.database else replace(settings, database=cfg.database)
-    return MysqlSettings(
-        host=cfg.host,
-        port=cfg.port,
-        user=cfg.user or getpass.getuser(),
-        password=cfg.password.get_secret_value() if cfg.password else "",
-        database=cfg.database,
-    )
+    return settings_of(cfg)
 
 
 @registry.source(MysqlSourceConfig, capabilities={"heartbeats"})
@@ -239,42 +228,13 @@ def build(cfg: MysqlSourceConfig, ctx: registry.BuildContext) -> Reader:
     return _capture_reader(cfg, ctx, reader)
 
 
-#: The doctor checks binlog capture cannot do without (`capture: auto` polls when one fails).
-LOG_NEEDS = frozenset(
-    {
-        "connect",
-        "log_bin",
-        "binlog_format",
-        "binlog_row_image",
-        "binlog_row_metadata",
-        "server_id",
-        "privileges",
-    }
-)
-
-
-def poll_url(cfg: MysqlSourceConfig) -> str:
-    """The source's settings as the SQLAlchemy URL the polling reader takes (password included)."""
-    from sqlalchemy.engine import URL
-
-    settings = mysql_settings(cfg)
-    return URL.create(
-        "mysql+pymysql",
-        username=settings.user,
-        password=settings.password or None,
-        host=settings.host,
-        port=settings.port,
-        database=settings.database,
-    ).render_as_string(hide_password=False)
-
-
 def _capture_reader(cfg: MysqlSourceConfig, ctx: registry.BuildContext, reader: Reader) -> Reader:
     from cdc_logs.readers.capture import CaptureReader
-    from cdc_logs.readers.mysql.doctor import run_checks
+    from cdc_logs.readers.mysql.doctor import LOG_NEEDS, poll_url, run_checks
     from cdc_logs.readers.polling import PollingReader
 
     settings = mysql_settings(cfg)
-    url = poll_url(cfg)
+    url = poll_url(settings)
     poll = cfg.poll
     return CaptureReader(
         cfg.capture,

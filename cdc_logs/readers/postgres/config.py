@@ -223,43 +223,13 @@ def build(cfg: PostgresSourceConfig, ctx: registry.BuildContext) -> Reader:
     return _capture_reader(cfg, ctx, reader)
 
 
-#: The doctor checks log capture cannot do without (`capture: auto` polls when one fails).
-LOG_NEEDS = frozenset(
-    {
-        "connect",
-        "wal_level",
-        "REPLICATION privilege",
-        "replication connection",
-        "free replication slots",
-        "free wal senders",
-    }
-)
-
-
-def poll_url(cfg: PostgresSourceConfig) -> str:
-    """The source's dsn as the SQLAlchemy URL the polling reader takes (password included)."""
-    from psycopg.conninfo import conninfo_to_dict
-    from sqlalchemy.engine import URL
-
-    parts = {k: str(v) for k, v in conninfo_to_dict(cfg.dsn.get_secret_value()).items() if v is not None}
-    return URL.create(
-        "postgresql+psycopg",
-        username=parts.pop("user", None),
-        password=parts.pop("password", None),
-        host=parts.pop("host", None),
-        port=int(parts.pop("port")) if "port" in parts else None,
-        database=parts.pop("dbname", None),
-        query=parts,
-    ).render_as_string(hide_password=False)
-
-
 def _capture_reader(cfg: PostgresSourceConfig, ctx: registry.BuildContext, reader: Reader) -> Reader:
     from cdc_logs.readers.capture import CaptureReader
     from cdc_logs.readers.polling import PollingReader
-    from cdc_logs.readers.postgres.doctor import run_checks
+    from cdc_logs.readers.postgres.doctor import LOG_NEEDS, poll_url, run_checks
 
     dsn = cfg.dsn.get_secret_value()
-    url = poll_url(cfg)
+    url = poll_url(dsn)
     poll = cfg.poll
     return CaptureReader(
         cfg.capture,

@@ -25,16 +25,45 @@ def check_source(cfg: Any, stored: Position | None = None) -> list[Check]:
         return run_checks(cfg.dsn.get_secret_value(), cfg.tables or None)
     from cdc_logs.readers.capture import capture_checks, polled_tables
     from cdc_logs.readers.polling.doctor import run_checks as poll_checks
-    from cdc_logs.readers.postgres.config import LOG_NEEDS, poll_url
 
     tables = polled_tables(cfg.tables, cfg.poll)
     return capture_checks(
         cfg.capture,
         lambda: run_checks(cfg.dsn.get_secret_value(), cfg.tables or None),
-        lambda: poll_checks(poll_url(cfg), tables),
+        lambda: poll_checks(poll_url(cfg.dsn.get_secret_value()), tables),
         tables,
         LOG_NEEDS,
     )
+
+
+#: The checks log capture cannot do without (`capture: auto` polls when one fails; readers/capture.py).
+LOG_NEEDS = frozenset(
+    {
+        "connect",
+        "wal_level",
+        "REPLICATION privilege",
+        "replication connection",
+        "free replication slots",
+        "free wal senders",
+    }
+)
+
+
+def poll_url(dsn: str) -> str:
+    """A libpq dsn (URL or key=value) as the SQLAlchemy URL `capture: poll` polls through."""
+    from psycopg.conninfo import conninfo_to_dict
+    from sqlalchemy.engine import URL
+
+    parts = {k: str(v) for k, v in conninfo_to_dict(dsn).items() if v is not None}
+    return URL.create(
+        "postgresql+psycopg",
+        username=parts.pop("user", None),
+        password=parts.pop("password", None),
+        host=parts.pop("host", None),
+        port=int(parts.pop("port")) if "port" in parts else None,
+        database=parts.pop("dbname", None),
+        query=parts,
+    ).render_as_string(hide_password=False)
 
 
 def run_checks(dsn: str, tables: list[str] | None = None) -> list[Check]:
