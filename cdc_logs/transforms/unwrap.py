@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from cdc_logs import registry
 from cdc_logs.configmodel import ConfigModel
@@ -152,6 +152,17 @@ class UnwrapTransform(Transform):
         return event
 
 
+#: (Debezium 2's delete.handling.mode, drop.tombstones) -> Debezium 3's delete.tombstone.handling.mode.
+#: drop + false left only the connector's tombstone: the stream delete-to-tombstone writes.
+_DEBEZIUM_2 = {
+    ("drop", True): "drop",
+    ("drop", False): "delete-to-tombstone",
+    ("none", True): "tombstone",
+    ("rewrite", True): "rewrite",
+    ("rewrite", False): "rewrite-with-tombstone",
+}
+
+
 def _refs(value: Any) -> list[str]:
     if value is None:
         return []
@@ -175,7 +186,10 @@ class UnwrapParams(ConfigModel):
         'rewrite (the row before the delete with `__deleted: "true"`, every other row '
         '`__deleted: "false"`); rewrite-with-tombstone (rewrite, and the Kafka sink\'s tombstone after '
         "the delete stays); delete-to-tombstone (a true null record). Except in rewrite-with-tombstone "
-        "the Kafka sink writes no extra tombstone after a delete, as the SMT drops the connector's.",
+        "the Kafka sink writes no extra tombstone after a delete, as the SMT drops the connector's. "
+        "Debezium 2's `delete_handling_mode` (none|drop|rewrite) and `drop_tombstones` (default true) are "
+        "accepted instead and mapped: none -> tombstone, drop -> drop, rewrite -> rewrite; with "
+        "drop_tombstones false, rewrite -> rewrite-with-tombstone, drop -> delete-to-tombstone.",
         examples=["rewrite"],
     )
     add_fields: list[str] = Field(
@@ -207,6 +221,37 @@ class UnwrapParams(ConfigModel):
         description="Prefix of the added headers' names (Debezium's default `__`).",
         examples=["cdc_"],
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _debezium_2(cls, data: Any) -> Any:
+        """Debezium 2's `delete.handling.mode` (none|drop|rewrite) and `drop.tombstones` (default
+        true), as the issue and older connector configs name them, mapped onto the 3.x mode."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        names = ("delete_handling_mode", "delete.handling.mode", "drop_tombstones", "drop.tombstones")
+        old = {k: data.pop(k) for k in names if k in data}
+        if not old:
+            return data
+        if "delete_tombstone_handling_mode" in data or "delete.tombstone.handling.mode" in data:
+            raise ValueError(
+                "give delete_tombstone_handling_mode or Debezium 2's delete_handling_mode, not both"
+            )
+        handling = str(old.get("delete_handling_mode", old.get("delete.handling.mode", "drop")))
+        drop = old.get("drop_tombstones", old.get("drop.tombstones", True))
+        drop = drop if isinstance(drop, bool) else str(drop).lower() == "true"
+        mode = _DEBEZIUM_2.get((handling, drop))
+        if mode is None:
+            raise ValueError(
+                f"delete_handling_mode {handling!r} with drop_tombstones {str(drop).lower()} has no "
+                "Debezium 3 equivalent (none + false wrote two null records per delete); use "
+                "delete_tombstone_handling_mode: tombstone"
+                if handling == "none"
+                else f"delete_handling_mode must be none, drop or rewrite, not {handling!r}"
+            )
+        data["delete_tombstone_handling_mode"] = mode
+        return data
 
     @field_validator("add_fields", "add_headers", mode="before")
     @classmethod

@@ -128,12 +128,30 @@ def test_unwrap_dotted_debezium_option_names_and_headers() -> None:
 
 
 @pytest.mark.parametrize(
+    ("params", "mode"),
+    [
+        ({"delete_handling_mode": "rewrite"}, "rewrite"),
+        ({"delete.handling.mode": "rewrite", "drop.tombstones": "false"}, "rewrite-with-tombstone"),
+        ({"delete_handling_mode": "none"}, "tombstone"),
+        ({"delete_handling_mode": "drop"}, "drop"),
+        ({"drop_tombstones": False}, "delete-to-tombstone"),  # 2.x's default drop, tombstones kept
+    ],
+)
+def test_unwrap_takes_debezium_2_option_names(params: dict[str, Any], mode: str) -> None:
+    cfg = transform_config({"type": "unwrap", "params": params})
+    assert cfg.params.delete_tombstone_handling_mode == mode  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
     ("params", "message"),
     [
+        ({"delete_handling_mode": "none", "drop_tombstones": False}, "no Debezium 3 equivalent"),
+        ({"delete_handling_mode": "rewrite", "delete_tombstone_handling_mode": "drop"}, "not both"),
+        ({"delete_handling_mode": "soft"}, "none, drop or rewrite"),
         ({"add_fields": ["source.ts ms"]}, "not a field reference"),
         ({"add_fields": ["op", "op"]}, "two fields one name"),
         ({"delete_tombstone_handling_mode": "none"}, "delete_tombstone_handling_mode"),
-        ({"drop_tombstones": True}, "drop_tombstones"),
+        ({"drop_tombstone": True}, "drop_tombstone"),
     ],
 )
 def test_unwrap_config_errors(params: dict[str, Any], message: str) -> None:
