@@ -222,7 +222,7 @@ def outputs(
             slots=[*names.values(), native_slot],
             publications=[*names.values(), native_slot],
             tables=[table],
-            topic_prefixes=list(names.values()),
+            topic_prefixes=[*names.values(), *(f"{name}_ours" for name in names.values())],
         )
 
 
