@@ -93,6 +93,7 @@ def test_auto_polls_for_a_role_without_replication(pg_dsn: str, tmp_path: Path) 
         capture_output=True,
         text=True,
         timeout=60,
+        cwd=tmp_path,
     )
     # The failed log check is a warning (auto will poll), the polling checks pass, the caveats are said.
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
@@ -103,6 +104,7 @@ def test_auto_polls_for_a_role_without_replication(pg_dsn: str, tmp_path: Path) 
             [sys.executable, "-m", "cdc_logs", "run", "-c", str(config), "--http-port", str(port)],
             stdout=subprocess.DEVNULL,
             stderr=err,
+            cwd=tmp_path,
         )
     try:
 
@@ -200,6 +202,7 @@ def test_mariadb_capture_poll_delivers(mariadb_dsn: str, tmp_path: Path) -> None
                 [sys.executable, "-m", "cdc_logs", "run", "-c", str(config)],
                 stdout=subprocess.DEVNULL,
                 stderr=err,
+                cwd=tmp_path,
             )
         try:
 
