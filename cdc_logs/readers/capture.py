@@ -17,6 +17,7 @@ position of another server identity, naming `offsets reset`).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
@@ -189,6 +190,7 @@ class CaptureReader(Reader):
         self.reasons: list[str] = []
         self.caveats: list[str] = []
         self._lock = threading.Lock()
+        self._tentative = False  # auto chose the log only because the checks could not connect
 
     def _choose(self) -> Reader:
         with self._lock:
@@ -198,8 +200,11 @@ class CaptureReader(Reader):
             if mode == "auto":
                 failed = [c for c in self._checks() if not c.ok and c.name in self._needed]
                 unreachable = [c for c in failed if c.name == "connect"]
-                if unreachable:  # neither way can read it: the open below reports why (and is retried)
+                if unreachable:
+                    # Neither way can read it now: the log reader's open reports why (classified, and
+                    # retried if it can be); the choice is made again at the next open.
                     mode = "log"
+                    self._tentative = True
                 else:
                     mode = "poll" if failed else "log"
                     self.reasons = [f"{c.name}: {c.detail}" for c in failed]
@@ -230,7 +235,16 @@ class CaptureReader(Reader):
         }
 
     def open(self) -> None:
-        self._choose().open()
+        reader = self._choose()
+        try:
+            reader.open()
+        except BaseException:
+            if self._tentative:  # chosen without the checks: decide again once the server answers
+                with contextlib.suppress(Exception):
+                    reader.close()
+                self.inner, self.chosen, self._tentative = None, None, False
+            raise
+        self._tentative = False
 
     def server_identity(self) -> str:
         return self._choose().server_identity()

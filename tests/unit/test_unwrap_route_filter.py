@@ -24,7 +24,7 @@ from cdc_logs.build import build_transform
 from cdc_logs.config import transform_config
 from cdc_logs.configfile import parse_config
 from cdc_logs.envelope import ChangeEvent, Op, SourceInfo, Transaction
-from cdc_logs.errors import CdcError
+from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.offsets.memory import MemoryOffsetStore
 from cdc_logs.pipeline import BatchPolicy, FanoutPolicy, Pipeline
 from cdc_logs.route import RouteConfig, RoutedSink
@@ -525,3 +525,37 @@ def test_auto_decides_by_the_checks_log_capture_needs(checks: list[tuple[str, bo
     info = reader.capture_info()
     assert info["mode"] == "auto" and info["chosen"] == chosen
     assert bool(info["cannot_see"]) is (chosen == "poll")
+
+
+def test_auto_decides_again_after_an_unreachable_start() -> None:
+    """The checks could not connect: the log reader's open reports the error, and the next open
+    (the pipeline retries it) runs the checks again instead of keeping a choice made blind."""
+    from cdc_logs.readers.capture import CaptureReader
+    from cdc_logs.readers.checks import Check
+    from cdc_logs.readers.polling import PolledTable
+
+    class Down(ScriptedReader):
+        def open(self) -> None:
+            raise CdcError(ErrorKind.CONNECTION, "connection refused (scripted)")
+
+    answers = iter(
+        [
+            [Check("connect", False, "refused")],
+            [Check("connect", True, "ok"), Check("wal_level", False, "replica")],
+        ]
+    )
+    poll_reader = ScriptedReader([])
+    reader = CaptureReader(
+        "auto",
+        source="pg",
+        log_reader=lambda: Down([]),
+        poll_reader=lambda: poll_reader,
+        tables=lambda: [PolledTable(name="t", mode="incrementing", incrementing_column="id")],
+        checks=lambda: next(answers),
+        needed=frozenset({"connect", "wal_level"}),
+    )
+    with pytest.raises(CdcError, match="refused"):
+        reader.open()
+    assert reader.chosen is None
+    reader.open()
+    assert reader.chosen == "poll" and reader.inner is poll_reader
