@@ -370,7 +370,8 @@ def test_cdc_logs_run_with_filter_unwrap_and_routes(tmp_path: Path) -> None:
         conn.execute("INSERT INTO orders VALUES (2, 70, 'us')")
         conn.execute("UPDATE orders SET amount = 55 WHERE id = 1")
         conn.execute("DELETE FROM orders WHERE id = 2")
-        conn.execute("DELETE FROM orders WHERE id = 1")
+        conn.execute("UPDATE orders SET id = 10 WHERE id = 1")  # a key change: delete 1 + create 10
+        conn.execute("DELETE FROM orders WHERE id = 10")
         conn.execute("INSERT INTO audit VALUES (1, 'kept: a create')")
         conn.execute("UPDATE audit SET note = 'dropped by the filter' WHERE id = 1")
     second = subprocess.run(run, capture_output=True, text=True, timeout=120, cwd=tmp_path)
@@ -386,14 +387,17 @@ def test_cdc_logs_run_with_filter_unwrap_and_routes(tmp_path: Path) -> None:
         {"id": 1, "amount": 55, "region": "eu", "__deleted": "false", "__op": "u", "__table": "orders"},
         {"id": 2, "amount": 70, "region": "us", "__deleted": "true", "__op": "d", "__table": "orders"},
         {"id": 1, "amount": 55, "region": "eu", "__deleted": "true", "__op": "d", "__table": "orders"},
+        {"id": 10, "amount": 55, "region": "eu", "__deleted": "false", "__op": "c", "__table": "orders"},
+        {"id": 10, "amount": 55, "region": "eu", "__deleted": "true", "__op": "d", "__table": "orders"},
         {"id": 1, "note": "kept: a create", "__deleted": "false", "__op": "c", "__table": "audit"},
     ]
-    assert [(r["id"], r["__op"]) for r in rows("eu.jsonl")] == [(1, "c"), (1, "u")]
+    # ops [c, u]: the key change's two halves count as the update they are; the plain delete does not
+    assert [(r["id"], r["__op"]) for r in rows("eu.jsonl")] == [(1, "c"), (1, "u"), (1, "d"), (10, "c")]
     assert rows("nothing.jsonl") == []
     # Everything was committed although two destinations took little or nothing: a third run reads nothing.
     third = subprocess.run(run, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert third.returncode == 0, third.stderr
-    assert len(rows("all.jsonl")) == 6
+    assert len(rows("all.jsonl")) == 8
 
 
 def test_sql_apply_under_unwrap_applies_the_change_itself(tmp_path: Path) -> None:
