@@ -14,9 +14,9 @@ an event one destination does not take never holds back or skips the checkpoint:
 moves once every destination has written (or declined) everything up to it, exactly as without
 routes, in a single-sink pipeline and through fan-out alike.
 
-The two halves of a primary-key change (the delete of the old key and the create of the new one, as
-the Postgres and SQLite readers and Debezium emit it, `ChangeEvent.key_change`) count as the update they are for
-`ops`: a route taking `u` gets both, one without `u` neither, so a destination never holds the new
+The two halves of a primary-key change (the delete of the old key and the create of the new one,
+as the Postgres and SQLite readers and Debezium emit it, `ChangeEvent.key_change`) count as the
+update they are for `ops`: a route taking `u` gets both, one without `u` neither, so a destination never holds the new
 key without the old one gone (or the old one deleted and the new never written). `tables` routes
 them together anyway (one table); a `when` expression sees each half's own row (before for the
 delete, after for the create), as it sees an update's after.
