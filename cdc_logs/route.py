@@ -16,10 +16,10 @@ routes, in a single-sink pipeline and through fan-out alike.
 
 The two halves of a primary-key change (the delete of the old key and the create of the new one,
 as the Postgres and SQLite readers and Debezium emit it, `ChangeEvent.key_change`) count as the
-update they are for `ops`: a route taking `u` gets both, one without `u` neither, so a destination never holds the new
-key without the old one gone (or the old one deleted and the new never written). `tables` routes
-them together anyway (one table); a `when` expression sees each half's own row (before for the
-delete, after for the create), as it sees an update's after.
+update they are for `ops`: a route taking `u` gets both, one without `u` neither, so a destination
+never holds the new key without the old one gone (or the old one deleted and the new never
+written). `tables` routes them together anyway (one table); a `when` expression sees each half's
+own row (before for the delete, after for the create), as it sees an update's after.
 """
 
 from __future__ import annotations
