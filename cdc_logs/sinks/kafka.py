@@ -49,7 +49,7 @@ from cdc_logs.sinks.routing import DEBEZIUM_TOPIC, check_template, position_head
 log = get_logger(__name__)
 
 #: (event, topic) -> (key bytes, value bytes); the Avro encoder plugs in here.
-Encoder = Callable[[ChangeEvent, str, bytes | None], tuple[bytes | None, bytes]]
+Encoder = Callable[[ChangeEvent, str, bytes | None], tuple[bytes | None, bytes | None]]
 
 _ILLEGAL_TOPIC_CHARS = re.compile(r"[^a-zA-Z0-9._-]")
 # Settings the sink's guarantees rest on: a passthrough may not weaken them.
