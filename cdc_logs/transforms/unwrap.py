@@ -10,9 +10,9 @@ envelopes, as the SMT does.
 
 What changes is what sinks *write*, not the event: the transform attaches a `Flattening` to the event
 and `ChangeEvent.to_json()` (every JSON sink), `connect_schema.envelope_record()` (Kafka and file with
-`schemas: true`, whose schema is the row struct plus the added fields, as Debezium's) and the Kafka
-sink (null values, tombstones, headers) render it from the event's current rows, so transforms after
-unwrap (rename, mask) still apply. Sinks that apply rows by key (sql, redis_cache) keep applying the
+`schemas: true`, whose schema is the row struct plus the added fields, as Debezium's), the Kafka sink
+(null values, tombstones, headers) and its Avro encoder render it from the event's current rows,
+so transforms after unwrap (rename, mask) still apply. Sinks that apply rows by key (sql, redis_cache) keep applying the
 change itself by op and key: the added fields are not columns and a rewritten delete is still a
 delete there (docs/transforms.md).
 """
