@@ -12,9 +12,9 @@ What changes is what sinks *write*, not the event: the transform attaches a `Fla
 and `ChangeEvent.to_json()` (every JSON sink), `connect_schema.envelope_record()` (Kafka and file with
 `schemas: true`, whose schema is the row struct plus the added fields, as Debezium's), the Kafka sink
 (null values, tombstones, headers) and its Avro encoder render it from the event's current rows,
-so transforms after unwrap (rename, mask) still apply. Sinks that apply rows by key (sql, redis_cache) keep applying the
-change itself by op and key: the added fields are not columns and a rewritten delete is still a
-delete there (docs/transforms.md).
+so transforms after unwrap (rename, mask) still apply. Sinks that apply rows by key (sql,
+redis_cache) keep applying the change itself by op and key: the added fields are not columns and a
+rewritten delete is still a delete there (docs/transforms.md).
 """
 
 from __future__ import annotations
