@@ -1,12 +1,13 @@
 """`unwrap` with the Kafka sink's Avro encoder, through a real schema registry (Apicurio's Confluent API).
 
-The flattened row is written under its Connect schema (the one tests/integration/
-test_unwrap_equivalence.py proves equal to Debezium's with the JsonConverter), converted to Avro by the
-same rules as the envelope: decoded with the schema the registry holds for the record's id, every
-value is the JSON flattened row's, the schema is Debezium's `<prefix>.<schema>.<table>.Value` with
-`__deleted` and the added fields, and a delete in tombstone mode is a null record. This is not
-compared with Debezium's AvroConverter output: no worker with an Avro converter runs here for it
-(test_connect_reads_avro.py starts one for another purpose).
+- Against Debezium: the Postgres connector with ExtractNewRecordState (rewrite, add.fields) and
+  Apicurio's AvroConverter (Confluent wire format) on a Connect worker this module starts (the stack's
+  worker has no Avro converter; the `avro_worker` fixture of test_connect_reads_avro.py), and the
+  native reader + unwrap + the Avro encoder: every record's key and value decode (each with the schema
+  the registry holds for its id) to the same values, key by key and in order, and the value schemas
+  have the same fields. The Avro schema texts are not compared: two converters (Apicurio's AvroData
+  and cdc-logs' port of Confluent's) may differ in properties the values do not depend on.
+- The flattened schema's name and fields, and a delete in tombstone mode as a null record.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from tests.contract.test_kafka_sink import (
     registry_schema,
     typed_event,
 )
+from tests.integration.test_connect_reads_avro import avro_worker  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.integration
 
@@ -117,3 +119,154 @@ def test_tombstone_mode_as_avro_is_a_null_record(
     )
     decoded = fastavro.schemaless_reader(io.BytesIO(data[5:]), fastavro.parse_schema(stored))
     assert decoded == _comparable(dict(events[1].after or {}))  # type: ignore[union-attr]
+
+
+# -- against Debezium's connector + SMT with an Avro converter ------------------------------------------
+def test_unwrap_as_avro_equals_debezium_with_an_avro_converter(
+    pg_dsn: str,
+    connect_pg_dsn: str,
+    connect_url: str,
+    kafka_bootstrap: str,
+    schema_registry_url: str,
+    avro_worker: Any,
+) -> None:
+    """The Debezium Postgres connector on a worker with Apicurio's AvroConverter (Confluent wire format)
+    and ExtractNewRecordState (rewrite, add.fields=op,source.ts_ms) against the native reader, unwrap and
+    the Avro encoder: every record's key and value decode (with the schema the registry holds for its
+    id) to the same values, key by key and in order, and the value schemas have the same fields."""
+    import json
+    import time
+
+    import psycopg
+    import requests
+
+    from cdc_logs.build import build_reader
+    from cdc_logs.configfile import parse_config
+    from tests.integration.debezium_support import UNWRAP, cleanup, pg_connector_config, slot_exists
+    from tests.integration.test_connect_reads_avro import AVRO_CONVERTER
+    from tests.integration.test_debezium_equivalence import Collector
+
+    uid = "unwrapav_" + uuid.uuid4().hex[:8]
+    table, native = f"public.{uid}", f"{uid}_native"
+    registry_api = schema_registry_url.replace("/apis/ccompat/v7", "/apis/registry/v2")
+    converter = {
+        "apicurio.registry.url": registry_api,
+        "apicurio.registry.as-confluent": "true",
+        "apicurio.registry.use-id": "contentId",
+        "apicurio.registry.auto-register": "true",  # the connector writes: it registers its schemas
+    }
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, name text, qty int, price numeric(10,2))")
+        conn.execute(f"ALTER TABLE {table} REPLICA IDENTITY FULL")
+    collector = None
+    try:
+        source = {"type": "postgres", "dsn": pg_dsn, "tables": [table], "slot": native, "publication": native}
+        cfg = parse_config(
+            {"name": uid, "source": {**source, "snapshot": False}, "destination": {"type": "stdout"}}, {}
+        )
+        collector = Collector(build_reader(cfg.all_sources()[0], uid)).start()
+        assert collector.started.wait(60)
+        config = pg_connector_config(
+            connect_pg_dsn,
+            uid,
+            table,
+            **{
+                "key.converter": AVRO_CONVERTER,
+                **{f"key.converter.{k}": v for k, v in converter.items()},
+                "value.converter": AVRO_CONVERTER,
+                **{f"value.converter.{k}": v for k, v in converter.items()},
+                "provide.transaction.metadata": "false",
+                "transforms": "unwrap",
+                "transforms.unwrap.type": UNWRAP,
+                "transforms.unwrap.delete.tombstone.handling.mode": "rewrite",
+                "transforms.unwrap.add.fields": "op,source.ts_ms",
+            },
+        )
+        resp = requests.put(f"{avro_worker.url}/connectors/{uid}/config", json=config, timeout=30)
+        assert resp.ok, resp.text
+        deadline = time.monotonic() + 90
+        while not slot_exists(pg_dsn, uid):
+            status = avro_worker.status(uid)
+            assert time.monotonic() < deadline, (status, avro_worker.tail())
+            time.sleep(0.5)
+        time.sleep(2)
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            for statement in (
+                f"INSERT INTO {table} VALUES (1, 'one', 1, 10.50)",
+                f"INSERT INTO {table} VALUES (2, 'two', NULL, 0.01)",
+                f"UPDATE {table} SET name = NULL, price = 11.25 WHERE id = 1",
+                f"UPDATE {table} SET id = 20 WHERE id = 2",
+                f"DELETE FROM {table} WHERE id = 1",
+            ):
+                conn.execute(statement)
+        events = collector.wait_for(6, 60)
+        unwrap = build_transform(
+            transform_config(
+                {
+                    "type": "unwrap",
+                    "params": {"delete_tombstone_handling_mode": "rewrite", "add_fields": "op,source.ts_ms"},
+                }
+            )
+        )
+        ours_topic = f"{uid}_ours"
+        sink = KafkaSink(
+            kafka_bootstrap,
+            topic=ours_topic,
+            prefix=uid,
+            encoder=AvroEncoder(SchemaRegistry(schema_registry_url), prefix=uid),
+        )
+        with sink:
+            sink.write([e for e in (unwrap.apply(e) for e in events) if e is not None])
+        ours = consume_all(kafka_bootstrap, ours_topic)
+        theirs_topic = f"{uid}.public.{uid}"
+        deadline = time.monotonic() + 90
+        theirs: list[Any] = []
+        while time.monotonic() < deadline:
+            try:
+                theirs = consume_all(kafka_bootstrap, theirs_topic)
+            except KeyError:  # the topic does not exist yet
+                theirs = []
+            if len(theirs) >= len(ours):
+                break
+            time.sleep(1)
+        assert len(ours) == len(theirs) == 6, (len(ours), len(theirs), avro_worker.tail())
+
+        def by_key(records: list[Any]) -> dict[str, list[Any]]:
+            out: dict[str, list[Any]] = {}
+            for r in records:
+                key = registry_decode(schema_registry_url, r.key())
+                out.setdefault(json.dumps(key, sort_keys=True), []).append(
+                    registry_decode(schema_registry_url, r.value())
+                )
+            return out
+
+        assert by_key(ours) == by_key(theirs)
+        import struct
+
+        def fields(record: Any) -> list[str]:
+            (schema_id,) = struct.unpack(">I", record.value()[1:5])
+            return [f["name"] for f in registry_schema(schema_registry_url, schema_id)["fields"]]
+
+        assert (
+            fields(ours[0])
+            == fields(theirs[0])
+            == ["id", "name", "qty", "price", "__deleted", "__op", "__source_ts_ms"]
+        )
+    finally:
+        if collector is not None:
+            collector.close()
+        import contextlib
+
+        import requests as rq
+
+        with contextlib.suppress(rq.RequestException):
+            rq.delete(f"{avro_worker.url}/connectors/{uid}", timeout=30)
+        cleanup(
+            connect_url,
+            pg_dsn,
+            kafka_bootstrap,
+            slots=[uid, native],
+            publications=[uid, native],
+            tables=[table],
+            topic_prefixes=[uid, f"{uid}_ours"],
+        )
