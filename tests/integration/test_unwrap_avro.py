@@ -2,7 +2,7 @@
 
 - Against Debezium: the Postgres connector with ExtractNewRecordState (rewrite, add.fields) and
   Apicurio's AvroConverter (Confluent wire format) on a Connect worker this module starts (the stack's
-  worker has no Avro converter; the `avro_worker` fixture of test_connect_reads_avro.py), and the
+  worker has no Avro converter; built as test_connect_reads_avro.py builds it), and the
   native reader + unwrap + the Avro encoder: every record's key and value decode (each with the schema
   the registry holds for its id) to the same values, key by key and in order, and the value schemas
   have the same fields. The Avro schema texts are not compared: two converters (Apicurio's AvroData
@@ -32,9 +32,23 @@ from tests.contract.test_kafka_sink import (
     registry_schema,
     typed_event,
 )
-from tests.integration.test_connect_reads_avro import avro_worker  # noqa: F401 - the fixture
+from tests.integration import test_connect_reads_avro as avro_support
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def avro_worker(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A Connect worker with Apicurio's AvroConverter (started by this module, stopped after it)."""
+    worker = avro_support.Worker(
+        tmp_path_factory.mktemp("connect-avro"),
+        kafka_bootstrap,
+        [avro_support.converter_plugin(), avro_support.STACK / "lib" / "connect-plugins"],
+    )
+    try:
+        yield worker
+    finally:
+        worker.stop()
 
 
 @pytest.fixture
@@ -143,7 +157,6 @@ def test_unwrap_as_avro_equals_debezium_with_an_avro_converter(
     from cdc_logs.build import build_reader
     from cdc_logs.configfile import parse_config
     from tests.integration.debezium_support import UNWRAP, cleanup, pg_connector_config, slot_exists
-    from tests.integration.test_connect_reads_avro import AVRO_CONVERTER
     from tests.integration.test_debezium_equivalence import Collector
 
     uid = "unwrapav_" + uuid.uuid4().hex[:8]
@@ -171,9 +184,9 @@ def test_unwrap_as_avro_equals_debezium_with_an_avro_converter(
             uid,
             table,
             **{
-                "key.converter": AVRO_CONVERTER,
+                "key.converter": avro_support.AVRO_CONVERTER,
                 **{f"key.converter.{k}": v for k, v in converter.items()},
-                "value.converter": AVRO_CONVERTER,
+                "value.converter": avro_support.AVRO_CONVERTER,
                 **{f"value.converter.{k}": v for k, v in converter.items()},
                 "provide.transaction.metadata": "false",
                 "transforms": "unwrap",
