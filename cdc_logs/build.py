@@ -23,6 +23,7 @@ from cdc_logs.offsets.lock import PipelineLock
 from cdc_logs.pipeline import BatchPolicy, FanoutPolicy, Pipeline
 from cdc_logs.readers.base import Reader
 from cdc_logs.retry import RetryPolicy
+from cdc_logs.route import routed
 from cdc_logs.sinks.base import Sink
 from cdc_logs.transforms.base import Transform
 
@@ -35,7 +36,7 @@ def build_reader(cfg: SourceConfigBase, pipeline: str, *, temporary: bool = Fals
 
 def build_sink(cfg: SinkConfigBase, pipeline: str = "cdc") -> Sink:
     sink: Sink = registry.for_config(cfg).build(cfg, registry.BuildContext(pipeline))
-    return sink
+    return routed(sink, cfg.route)  # a destination's `route:` narrows what it takes (route.py)
 
 
 def build_transform(cfg: BaseModel) -> Transform:

@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from cdc_logs.dsn import check_bootstrap, check_url
+from cdc_logs.route import RouteConfig
 
 TOPIC_TEMPLATE = "{prefix}.{schema}.{table}"
 _URL_FIELDS = ("url", "service_url", "schema_registry_url")
@@ -62,6 +63,13 @@ class SourceConfigBase(ConfigModel):
 class SinkConfigBase(ConfigModel):
     type: str
     name: str | None = Field(None, description=NAME_DESCRIPTION, examples=["analytics_db"])
+    route: RouteConfig | None = Field(
+        None,
+        description="Which events this destination takes (cdc_logs/route.py, docs/transforms.md): tables, "
+        "exclude_tables, ops, and a `when` expression. The others pass it by without holding back the "
+        "checkpoint. Default: every event.",
+        examples=[{"tables": ["public.orders"], "ops": ["c", "u", "d"]}],
+    )
 
     @model_validator(mode="after")
     def _urls(self) -> SinkConfigBase:

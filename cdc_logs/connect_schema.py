@@ -651,7 +651,10 @@ def envelope_payload(event: ChangeEvent) -> bytes:
 
 
 def envelope_record(event: ChangeEvent, prefix: str | None = None) -> bytes:
-    """`{"schema": <envelope schema>, "payload": <envelope>}` as bytes (the schema serialized once)."""
+    """`{"schema": <envelope schema>, "payload": <envelope>}` as bytes (the schema serialized once).
+    An unwrapped event is its flattened record (`flat_record`; `null` for a null record)."""
+    if event.flat is not None:
+        return flat_record(event, prefix) or b"null"
     return (
         b'{"schema":'
         + _json(envelope_schema(event, prefix))
@@ -675,6 +678,53 @@ def key_record(
     if event.schema is not None and any(type(v) is int and v > _INT64_MAX for v in key.values()):
         _check_unsigned(event, _plan(event.schema).unsigned, [dict(key)])  # an int64 key would wrap too
     return b'{"schema":' + _json(schema) + b',"payload":' + dumps(key) + b"}"
+
+
+# -- unwrapped events (transforms/unwrap.py) -----------------------------------------------------------
+def flat_schema(event: ChangeEvent, prefix: str | None = None) -> Schema:
+    """The value schema of an unwrapped event, as ExtractNewRecordState builds it: the row struct
+    `<base>.Value`, then `__deleted` (rewrite modes: an optional string) and each added field with its
+    envelope field's schema made optional (without its default, as Connect's copySchemaBasics copies
+    none). With fields added the struct is no longer optional (copySchemaBasics does not copy that)."""
+    flat = event.flat
+    row = value_struct(event, prefix)
+    if not flat.rewrite and not flat.fields:
+        return row
+    src = event.source
+    cache_key = ("flat", id(row), flat, src.connector, src.schema is None, tuple(src.extra))
+    cached = _cache.get(cache_key)
+    if cached is not None and cached[0].get("_row") is row:
+        return cached[0]["schema"]
+    fields = [dict(f) for f in row["fields"]]
+    if flat.rewrite:
+        fields.append(_f("__deleted", "string", True))
+    for ref in flat.fields:
+        found = _envelope_field(event, ref.struct, ref.field)
+        if found is not None:
+            added = {k: v for k, v in found.items() if k not in ("default", "field")}
+            fields.append({**added, "optional": True, "field": ref.name})
+    schema: Schema = {"type": "struct", "fields": fields, "optional": False, "name": row["name"]}
+    _remember(cache_key, {"_row": row, "schema": schema})
+    return schema
+
+
+def _envelope_field(event: ChangeEvent, struct: str | None, name: str) -> Schema | None:
+    if struct is None:
+        return {"op": _f("op", "string", False), "ts_ms": _f("ts_ms", "int64", True)}.get(name)
+    block = transaction_schema() if struct == "transaction" else source_schema(event)
+    return next((f for f in block["fields"] if f["field"] == name), None)
+
+
+def flat_record(event: ChangeEvent, prefix: str | None = None) -> bytes | None:
+    """An unwrapped event as `{"schema", "payload"}` bytes; None for a true null record. Debezium's
+    tombstone mode nulls the payload but keeps the row schema, delete-to-tombstone nulls both (and
+    the JsonConverter writes no bytes for a null schema and value)."""
+    payload = event.to_json()
+    if payload == b"null":
+        if not event.flat.null_has_schema():
+            return None
+        return b'{"schema":' + _json(value_struct(event, prefix)) + b',"payload":null}'
+    return b'{"schema":' + _json(flat_schema(event, prefix)) + b',"payload":' + payload + b"}"
 
 
 # -- cache -----------------------------------------------------------------------------------------

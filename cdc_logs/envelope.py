@@ -182,6 +182,11 @@ class ChangeEvent:
     # `updateDescription` is added. In memory they stay objects, so row sinks apply documents.
     text_documents: bool = False
     update_description: dict[str, Any] | None = None
+    # The unwrap transform's Flattening (transforms/unwrap.py): to_json() writes the flattened row.
+    flat: Any = field(default=None, repr=False, compare=False)
+    # One half of a primary-key change (the delete of the old key or the create of the new one, as
+    # Debezium emits it): routes keep the two together (route.py). Never serialized.
+    key_change: bool = field(default=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -201,12 +206,13 @@ class ChangeEvent:
         return out
 
     def to_json(self) -> bytes:
-        """The envelope as JSON bytes; cached, so sinks and batching serialize each event once.
+        """The envelope as JSON bytes (after unwrap: the flattened row, `null` for a null value); cached,
+        so sinks and batching serialize each event once.
 
         Transforms run before the first call; nothing may change the event after it.
         """
         if self.encoded is None:
-            self.encoded = dumps(self.to_dict())
+            self.encoded = dumps(self.to_dict() if self.flat is None else self.flat.value(self))
         return self.encoded
 
     def key_json(self) -> bytes | None:

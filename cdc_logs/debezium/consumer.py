@@ -55,6 +55,11 @@ class DebeziumDecoder:
     def __call__(self, msg: Any, position: KafkaOffsets, cluster: str) -> ChangeEvent | Rejected | None:
         decoded = decode_record(msg.key(), msg.value())
         if isinstance(decoded, ChangeEvent):
+            # Debezium marks the halves of a primary-key change with these headers (routes keep them
+            # together: route.py)
+            headers = getattr(msg, "headers", None)  # stand-in messages in tests have none
+            names = {name for name, _ in (headers() if headers is not None else None) or ()}
+            decoded.key_change = bool(names & {"__debezium.oldkey", "__debezium.newkey"})
             return decoded
         if isinstance(decoded, Malformed):
             return Rejected(decoded.reason, MALFORMED_HINT)

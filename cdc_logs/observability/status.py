@@ -108,6 +108,12 @@ def _snapshot(progress: Callable[[], list[Any]] | None) -> list[dict[str, Any]]:
     ]
 
 
+def _capture(reader: Any) -> dict[str, Any]:
+    """`capture: poll | auto` sources say which way they capture and what polling cannot see."""
+    info = getattr(type(reader), "capture_info", None)
+    return {"capture": info(reader)} if info is not None else {}
+
+
 def _error(message: object) -> str:
     text = redact(str(message)).replace("\n", " ")
     return text if len(text) <= 300 else text[:297] + "..."
@@ -124,6 +130,7 @@ class PipelineStatus:
         self._lock = threading.Lock()
         self._s = _State(since=clock())
         self._moved: set[str] = set()
+        self._readers: dict[str, Any] = {}
         # `source_moved(source)`: an event or a heartbeat arrived from `source`. Called once per event,
         # so it is the set's own C `add` (no lock, no clock); the names are collected at each
         # `submitted()` (every flush) and each answer, with the time then.
@@ -152,6 +159,7 @@ class PipelineStatus:
                 },
                 last_commit=self._s.last_commit,  # a cron service's last commit survives its runs
             )
+            self._readers = dict(sources)  # for `capture` in details (readers/capture.py)
         return self
 
     def running(self) -> None:
@@ -437,6 +445,7 @@ class PipelineStatus:
                         ),
                         "lag": x.lag or None,
                         "snapshot": _snapshot(x.progress),
+                        **_capture(self._readers.get(name)),
                     }
                     for name, x in s.sources.items()
                 },

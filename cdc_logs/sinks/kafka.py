@@ -5,7 +5,10 @@ schemas disabled), the value the Debezium envelope, the topic `{prefix}.{schema}
 Debezium names it (a fixed `topic` overrides the template). Headers carry the op and the source
 position (`position`: the encoded offset; `lsn` / `gtid` / `scn` ... when the source has them), so a
 consumer can route or deduplicate without parsing the value. After a delete a tombstone (same key,
-null value) follows by default, as Debezium does, so log compaction can drop the key.
+null value) follows by default, as Debezium does, so log compaction can drop the key. After the
+`unwrap` transform (transforms/unwrap.py) the value is the flattened row (a null value is a null
+record), the tombstone follows only where Debezium's ExtractNewRecordState keeps it, and its
+`add_headers` are added to the headers.
 
 With `schemas: true` key and value are written in Kafka Connect's JsonConverter form
 (`schemas.enable=true`, Debezium's default): `{"schema": ..., "payload": ...}`, the schema built from
@@ -46,7 +49,7 @@ from cdc_logs.sinks.routing import DEBEZIUM_TOPIC, check_template, position_head
 log = get_logger(__name__)
 
 #: (event, topic) -> (key bytes, value bytes); the Avro encoder plugs in here.
-Encoder = Callable[[ChangeEvent, str, bytes | None], tuple[bytes | None, bytes]]
+Encoder = Callable[[ChangeEvent, str, bytes | None], tuple[bytes | None, bytes | None]]
 
 _ILLEGAL_TOPIC_CHARS = re.compile(r"[^a-zA-Z0-9._-]")
 # Settings the sink's guarantees rest on: a passthrough may not weaken them.
@@ -198,7 +201,12 @@ class KafkaSink(Sink):
             return connect_schema.key_record(event, self.prefix, key, (self.key_field,))
         return dumps(key)
 
-    def value_for(self, event: ChangeEvent) -> bytes:
+    def value_for(self, event: ChangeEvent) -> bytes | None:
+        if event.flat is not None:  # unwrapped (transforms/unwrap.py): None is a null record value
+            if self.schemas:
+                return connect_schema.flat_record(event, self.prefix)
+            value = event.to_json()
+            return None if value == b"null" else value
         if self.schemas:
             return connect_schema.envelope_record(event, self.prefix)
         return event.to_json()
@@ -213,15 +221,27 @@ class KafkaSink(Sink):
         for event in batch:
             topic = self.topic_for(event)
             key = self.key_for(event)
+            value: bytes | None
             if self.encoder is not None:
                 key, value = self.encoder(event, topic, key)
             else:
                 value = self.value_for(event)
             headers = position_headers(event) if self.headers else None
+            if event.flat is not None and event.flat.headers:  # unwrap's add_headers
+                headers = [*(headers or []), *event.flat.header_values(event)]
             self._produce(topic, key, value, headers, reports)
             sent += 1
-            if event.op is Op.DELETE and self.tombstones_on_delete and key is not None:
-                self._produce(topic, key, None, None, reports)
+            if (
+                event.op is Op.DELETE
+                and self.tombstones_on_delete
+                and key is not None
+                and (event.flat is None or event.flat.keeps_tombstone())
+            ):
+                # Debezium's SMT gives the tombstone it keeps the delete's add_headers too
+                extra = (
+                    event.flat.header_values(event) if event.flat is not None and event.flat.headers else None
+                )
+                self._produce(topic, key, None, extra, reports)
                 sent += 1
         # One flush per batch: waits for every delivery report (acks=all), serving the callbacks.
         remaining = self._producer.flush(self.delivery_timeout_ms / 1000 + 5)

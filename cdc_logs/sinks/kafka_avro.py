@@ -162,13 +162,19 @@ class AvroEncoder:
         self._typed: dict[int, tuple[Mapping[str, Any], _Prepared]] = {}
         self._inferred: dict[str, _Prepared] = {}  # fallback schemas by their JSON text
 
-    def __call__(self, event: ChangeEvent, topic: str, key: bytes | None) -> tuple[bytes | None, bytes]:
+    def __call__(
+        self, event: ChangeEvent, topic: str, key: bytes | None
+    ) -> tuple[bytes | None, bytes | None]:
         typed = event.schema is not None or event.op is Op.MESSAGE
-        if typed:
-            value_schema, value = self.typed_value(event)
+        out_value: bytes | None
+        if event.flat is not None and event.op is not Op.MESSAGE:
+            out_value = self._flat_value(event, topic)
         else:
-            value_schema, value = self._fallback(*self.value_record(event, topic))
-        out_value = self._frame(self.value_subject or f"{topic}-value", value_schema, value)
+            if typed:
+                value_schema, value = self.typed_value(event)
+            else:
+                value_schema, value = self._fallback(*self.value_record(event, topic))
+            out_value = self._frame(self.value_subject or f"{topic}-value", value_schema, value)
         if key is None:
             return None, out_value
         key_payload = orjson.loads(key)
@@ -177,6 +183,27 @@ class AvroEncoder:
         else:
             key_schema, key_datum = self._fallback(*self.key_record(key_payload, topic))
         return self._frame(f"{topic}-key", key_schema, key_datum), out_value
+
+    def _flat_value(self, event: ChangeEvent, topic: str) -> bytes | None:
+        """An unwrapped event (transforms/unwrap.py): the flattened row under its Connect schema
+        (connect_schema.flat_schema) converted as AvroData converts it; a null value (both tombstone
+        modes) is a null record, as the AvroConverter writes no bytes for one."""
+        from cdc_logs import connect_schema
+
+        if event.schema is None:
+            raise CdcError(
+                ErrorKind.CONFIG,
+                f"an unwrapped {event.source.qualified_table} event carries no table schema, so its Avro "
+                "schema is unknown",
+                "write this destination with JSON (drop `format: avro`), or make the source carry schemas",
+            )
+        row = event.flat.value(event)
+        if row is None:
+            return None
+        connect = connect_schema.flat_schema(event, self.prefix)
+        return self._frame(
+            self.value_subject or f"{topic}-value", self._converted(connect), avro_datum(connect, row)
+        )
 
     # -- typed: from the event's table schema ------------------------------------------------------
     def typed_value(self, event: ChangeEvent) -> tuple[_Prepared, Any]:

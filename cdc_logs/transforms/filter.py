@@ -1,16 +1,18 @@
-"""Filter: keep or drop events by table (glob patterns), op, or a column condition."""
+"""Filter: keep or drop events by table (glob patterns), op, column values, or an expression on fields
+(transforms/expression.py: parsed with `ast`, never evaluated by Python)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, field_validator
 
 from cdc_logs import registry
 from cdc_logs.configmodel import ConfigModel
 from cdc_logs.envelope import ChangeEvent
 from cdc_logs.transforms.base import Transform, table_matches
+from cdc_logs.transforms.expression import compile_expression
 
 
 class FilterTransform(Transform):
@@ -21,7 +23,9 @@ class FilterTransform(Transform):
         exclude_tables: Sequence[str] = (),
         ops: Sequence[str] = (),
         where: dict[str, Any] | None = None,
+        expression: str | None = None,
     ) -> None:
+        self.expression = compile_expression(expression) if expression else None
         self.include_tables = list(include_tables)
         self.exclude_tables = list(exclude_tables)
         self.ops = {op for op in ops}
@@ -38,6 +42,8 @@ class FilterTransform(Transform):
             row = event.row or {}
             if any(row.get(column) != value for column, value in self.where.items()):
                 return None
+        if self.expression is not None and not self.expression(event):
+            return None
         return event
 
 
@@ -67,6 +73,23 @@ class FilterParams(ConfigModel):
         "compared for equality. Default: no condition.",
         examples=[{"region": "eu"}],
     )
+    expression: str | None = Field(
+        None,
+        description="Keep only events for which this expression is true (docs/transforms.md): Python "
+        "syntax over op, before, after, key, row, source, ts_ms, table, schema, db, e.g. "
+        "`op in ('c', 'u') and after.amount >= 100`; comparisons, in, and/or/not, literals and the "
+        "functions lower, upper, len, startswith, endswith, contains. Parsed with `ast` and checked "
+        "against that list when the config is read (an error names the column), never run by Python's "
+        "eval. A missing field is null. Default: no expression.",
+        examples=["op != 'd' and after.amount >= 100"],
+    )
+
+    @field_validator("expression")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            compile_expression(value)
+        return value
 
 
 class FilterTransformConfig(ConfigModel):

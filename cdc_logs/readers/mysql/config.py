@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-import getpass
-from dataclasses import replace
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import ConfigDict, Field, SecretStr, model_validator
 
 from cdc_logs import registry
 from cdc_logs.configmodel import ConfigModel, SourceConfigBase
 from cdc_logs.readers.base import Reader
+from cdc_logs.readers.capture import (
+    CAPTURE_DESCRIPTION,
+    CaptureMode,
+    PollSettings,
+    capture_alias,
+    polled_tables,
+)
 
 
 class MysqlBinlogConfig(ConfigModel):
@@ -171,6 +176,27 @@ class MysqlSourceConfig(SourceConfigBase):
         examples=[True],
     )
 
+    capture: CaptureMode = Field("log", description=CAPTURE_DESCRIPTION, examples=["auto"])
+    poll: PollSettings | None = Field(
+        None,
+        description="The polling cursor for `capture: poll` / `auto` (readers/capture.py): timestamp_column "
+        "and/or incrementing_column (and soft_delete_column) for every table, `tables:` per table.",
+        examples=[{"timestamp_column": "updated_at", "incrementing_column": "id"}],
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _capture_mode(cls, data: Any) -> Any:
+        return capture_alias(data)
+
+    @model_validator(mode="after")
+    def _poll_cursor(self) -> Self:
+        if self.capture != "log":
+            if not self.tables:
+                raise ValueError(f"capture: {self.capture} polls the listed tables: give `tables`")
+            polled_tables(self.tables, self.poll)  # every table needs a cursor column
+        return self
+
     @model_validator(mode="before")
     @classmethod
     def _seed_shape(cls, data: Any) -> Any:
@@ -205,18 +231,9 @@ class MysqlSourceConfig(SourceConfigBase):
 
 def mysql_settings(cfg: MysqlSourceConfig) -> Any:
     """Connection settings from `dsn` or host/port/user/password (the password stays a secret)."""
-    from cdc_logs.readers.mysql import MysqlSettings, parse_dsn
+    from cdc_logs.readers.mysql.connection import settings_of
 
-    if cfg.dsn is not None:
-        settings = parse_dsn(cfg.dsn.get_secret_value())
-        return settings if settings.database or not cfg.database else replace(settings, database=cfg.database)
-    return MysqlSettings(
-        host=cfg.host,
-        port=cfg.port,
-        user=cfg.user or getpass.getuser(),
-        password=cfg.password.get_secret_value() if cfg.password else "",
-        database=cfg.database,
-    )
+    return settings_of(cfg)
 
 
 @registry.source(MysqlSourceConfig, capabilities={"heartbeats"})
@@ -224,7 +241,7 @@ def build(cfg: MysqlSourceConfig, ctx: registry.BuildContext) -> Reader:
     from cdc_logs.readers.mysql import MysqlReader
 
     start = cfg.binlog_config
-    return MysqlReader(
+    reader = MysqlReader(
         mysql_settings(cfg),
         cfg.tables,
         pipeline_name=ctx.pipeline,
@@ -242,4 +259,33 @@ def build(cfg: MysqlSourceConfig, ctx: registry.BuildContext) -> Reader:
         incremental_chunk_size=cfg.incremental_snapshot_chunk_size,
         incremental_parallel=cfg.incremental_snapshot_parallel_tables,
         snapshot_new_tables=cfg.snapshot if cfg.snapshot_new_tables is None else cfg.snapshot_new_tables,
+    )
+    if cfg.capture == "log":
+        return reader
+    return _capture_reader(cfg, ctx, reader)
+
+
+def _capture_reader(cfg: MysqlSourceConfig, ctx: registry.BuildContext, reader: Reader) -> Reader:
+    from cdc_logs.readers.capture import CaptureReader
+    from cdc_logs.readers.mysql.doctor import LOG_NEEDS, poll_url, run_checks
+    from cdc_logs.readers.polling import PollingReader
+
+    settings = mysql_settings(cfg)
+    url = poll_url(settings)
+    poll = cfg.poll
+    return CaptureReader(
+        cfg.capture,
+        source=cfg.name or cfg.type,
+        log_reader=lambda: reader,
+        poll_reader=lambda: PollingReader(
+            url,
+            polled_tables(cfg.tables, poll),
+            pipeline_name=ctx.pipeline,
+            snapshot=cfg.snapshot,
+            safety_lag_s=(poll.safety_lag_ms if poll else 0) / 1000,
+            poll_interval_s=(poll.interval_ms if poll else 1000) / 1000,
+        ),
+        tables=lambda: polled_tables(cfg.tables, poll),
+        checks=lambda: run_checks(settings, cfg.type),
+        needed=LOG_NEEDS,
     )

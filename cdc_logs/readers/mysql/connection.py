@@ -340,3 +340,21 @@ class BinlogStream:
             )
             if self._stop.wait(delay):
                 return
+
+
+def settings_of(cfg: Any) -> MysqlSettings:
+    """A `mysql`/`mariadb` source config's connection settings, from `dsn` or host/port/user/password
+    (the password stays a secret). Here, not in config.py, so the doctor needs no config import."""
+    import getpass
+    from dataclasses import replace
+
+    if cfg.dsn is not None:
+        settings = parse_dsn(cfg.dsn.get_secret_value())
+        return settings if settings.database or not cfg.database else replace(settings, database=cfg.database)
+    return MysqlSettings(
+        host=cfg.host,
+        port=cfg.port,
+        user=cfg.user or getpass.getuser(),
+        password=cfg.password.get_secret_value() if cfg.password else "",
+        database=cfg.database,
+    )

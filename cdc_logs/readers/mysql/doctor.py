@@ -60,19 +60,64 @@ def retention_seconds(variables: dict[str, str]) -> float:
 
 
 def check_source(cfg: Any, stored: Position | None = None) -> list[Check]:
-    """The checks for a configured `mariadb`/`mysql` source, and whether its stored GTID can resume."""
-    from cdc_logs.readers.mysql.config import mysql_settings
+    """The checks for a configured `mariadb`/`mysql` source, and whether its stored GTID can resume;
+    with `capture: poll | auto`, the polling checks too (readers/capture.py)."""
+    from cdc_logs.readers.mysql.connection import settings_of
 
     gtid = stored.gtid if isinstance(stored, BinlogPosition) else None
-    settings = mysql_settings(cfg)
-    checks = run_checks(settings, cfg.type, gtid)
-    signal = getattr(cfg, "signal_data_collection", None)
-    if signal and not (checks and checks[0].name == "connect" and not checks[0].ok):
-        from cdc_logs.readers.mysql.incremental import signal_checks
-        from cdc_logs.readers.mysql.reader import parse_table
+    settings = settings_of(cfg)
 
-        checks.extend(signal_checks(settings, parse_table(signal, settings.database)))
-    return checks
+    def log_checks() -> list[Check]:
+        checks = run_checks(settings, cfg.type, gtid)
+        signal = getattr(cfg, "signal_data_collection", None)
+        if signal and not (checks and checks[0].name == "connect" and not checks[0].ok):
+            from cdc_logs.readers.mysql.incremental import signal_checks
+            from cdc_logs.readers.mysql.reader import parse_table
+
+            checks.extend(signal_checks(settings, parse_table(signal, settings.database)))
+        return checks
+
+    if getattr(cfg, "capture", "log") == "log":
+        return log_checks()
+    from cdc_logs.readers.capture import capture_checks, polled_tables
+    from cdc_logs.readers.polling.doctor import run_checks as poll_checks
+
+    tables = polled_tables(cfg.tables, cfg.poll)
+    return capture_checks(
+        cfg.capture,
+        log_checks,
+        lambda: poll_checks(poll_url(settings), tables),
+        tables,
+        LOG_NEEDS,
+    )
+
+
+#: The doctor checks binlog capture cannot do without (`capture: auto` polls when one fails).
+LOG_NEEDS = frozenset(
+    {
+        "connect",
+        "log_bin",
+        "binlog_format",
+        "binlog_row_image",
+        "binlog_row_metadata",
+        "server_id",
+        "privileges",
+    }
+)
+
+
+def poll_url(settings: MysqlSettings) -> str:
+    """The settings as the SQLAlchemy URL `capture: poll` polls through (password included)."""
+    from sqlalchemy.engine import URL
+
+    return URL.create(
+        "mysql+pymysql",
+        username=settings.user,
+        password=settings.password or None,
+        host=settings.host,
+        port=settings.port,
+        database=settings.database,
+    ).render_as_string(hide_password=False)
 
 
 def run_checks(settings: MysqlSettings, flavor: str, gtid: str | None = None) -> list[Check]:

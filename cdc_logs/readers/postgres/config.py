@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from cdc_logs import registry
 from cdc_logs.configmodel import SourceConfigBase
 from cdc_logs.readers.base import Reader
+from cdc_logs.readers.capture import (
+    CAPTURE_DESCRIPTION,
+    CaptureMode,
+    PollSettings,
+    capture_alias,
+    polled_tables,
+)
 
 _SLOT_NAME = re.compile(r"^[a-z0-9_]{1,63}$")
 
@@ -146,6 +153,27 @@ class PostgresSourceConfig(SourceConfigBase):
         examples=[True],
     )
 
+    capture: CaptureMode = Field("log", description=CAPTURE_DESCRIPTION, examples=["auto"])
+    poll: PollSettings | None = Field(
+        None,
+        description="The polling cursor for `capture: poll` / `auto` (readers/capture.py): timestamp_column "
+        "and/or incrementing_column (and soft_delete_column) for every table, `tables:` per table.",
+        examples=[{"timestamp_column": "updated_at", "incrementing_column": "id"}],
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _capture_mode(cls, data: Any) -> Any:
+        return capture_alias(data)
+
+    @model_validator(mode="after")
+    def _poll_cursor(self) -> Self:
+        if self.capture != "log":
+            if not self.tables:
+                raise ValueError(f"capture: {self.capture} polls the listed tables: give `tables`")
+            polled_tables(self.tables, self.poll)  # every table needs a cursor column
+        return self
+
     @model_validator(mode="before")
     @classmethod
     def _aliases(cls, data: Any) -> Any:
@@ -205,7 +233,7 @@ def build(cfg: PostgresSourceConfig, ctx: registry.BuildContext) -> Reader:
 
     # tail without a slot name: a temporary slot and publication; with one (or in `run`), persistent.
     slot = cfg.slot if (cfg.slot or ctx.temporary) else default_slot_name(ctx.pipeline)
-    return PostgresReader(
+    reader = PostgresReader(
         cfg.dsn.get_secret_value(),
         cfg.tables,
         pipeline_name=ctx.pipeline,
@@ -225,4 +253,33 @@ def build(cfg: PostgresSourceConfig, ctx: registry.BuildContext) -> Reader:
         incremental_chunk_size=cfg.incremental_snapshot_chunk_size,
         incremental_parallel=cfg.incremental_snapshot_parallel_tables,
         snapshot_new_tables=cfg.snapshot if cfg.snapshot_new_tables is None else cfg.snapshot_new_tables,
+    )
+    if cfg.capture == "log":
+        return reader
+    return _capture_reader(cfg, ctx, reader)
+
+
+def _capture_reader(cfg: PostgresSourceConfig, ctx: registry.BuildContext, reader: Reader) -> Reader:
+    from cdc_logs.readers.capture import CaptureReader
+    from cdc_logs.readers.polling import PollingReader
+    from cdc_logs.readers.postgres.doctor import LOG_NEEDS, poll_url, run_checks
+
+    dsn = cfg.dsn.get_secret_value()
+    url = poll_url(dsn)
+    poll = cfg.poll
+    return CaptureReader(
+        cfg.capture,
+        source=cfg.name or cfg.type,
+        log_reader=lambda: reader,
+        poll_reader=lambda: PollingReader(
+            url,
+            polled_tables(cfg.tables, poll),
+            pipeline_name=ctx.pipeline,
+            snapshot=cfg.snapshot,
+            safety_lag_s=(poll.safety_lag_ms if poll else 0) / 1000,
+            poll_interval_s=(poll.interval_ms if poll else 1000) / 1000,
+        ),
+        tables=lambda: polled_tables(cfg.tables, poll),
+        checks=lambda: run_checks(dsn, cfg.tables),
+        needed=LOG_NEEDS,
     )

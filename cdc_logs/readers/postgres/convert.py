@@ -209,6 +209,7 @@ class EventBuilder:
             transaction=event.transaction,
             boundary=False,
             schema=event.schema,
+            key_change=True,
         )
         create = ChangeEvent(
             op=Op.CREATE,
@@ -220,6 +221,7 @@ class EventBuilder:
             unchanged=event.unchanged,
             boundary=False,
             schema=event.schema,
+            key_change=True,
         )
         return [delete, create]
 

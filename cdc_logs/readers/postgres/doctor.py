@@ -19,24 +19,72 @@ from cdc_logs.readers.postgres.connection import ReplicationStream, connect, map
 
 
 def check_source(cfg: Any, stored: Position | None = None) -> list[Check]:
-    """The checks for a configured `pg` source (its slot's own state says where it resumes)."""
-    checks = run_checks(cfg.dsn.get_secret_value(), cfg.tables or None)
-    signal = getattr(cfg, "signal_data_collection", None)
-    if signal and checks and checks[0].ok:
-        from cdc_logs.readers.postgres.incremental import signal_checks
+    """The checks for a configured `pg` source (its slot's own state says where it resumes, the signal
+    table's shape and publication when one is configured); with `capture: poll | auto`, the polling
+    checks too (readers/capture.py)."""
 
-        publication = cfg.publication
-        if publication is None and cfg.slot:  # as the reader derives it (reader.py)
-            publication = cfg.slot if cfg.slot.startswith("cdc_logs_") else f"cdc_logs_{cfg.slot}"
-        conn = connect(cfg.dsn.get_secret_value(), application_name="cdc-logs doctor")
-        try:
-            checks.extend(signal_checks(conn, signal, publication))
-        except psycopg.Error as exc:
-            error = map_error(exc, "checking the signal table")
-            checks.append(Check("signal table", False, error.message, error.hint))
-        finally:
-            conn.close()
-    return checks
+    def log_checks() -> list[Check]:
+        checks = run_checks(cfg.dsn.get_secret_value(), cfg.tables or None)
+        signal = getattr(cfg, "signal_data_collection", None)
+        if signal and checks and checks[0].ok:
+            from cdc_logs.readers.postgres.incremental import signal_checks
+
+            publication = cfg.publication
+            if publication is None and cfg.slot:  # as the reader derives it (reader.py)
+                publication = cfg.slot if cfg.slot.startswith("cdc_logs_") else f"cdc_logs_{cfg.slot}"
+            conn = connect(cfg.dsn.get_secret_value(), application_name="cdc-logs doctor")
+            try:
+                checks.extend(signal_checks(conn, signal, publication))
+            except psycopg.Error as exc:
+                error = map_error(exc, "checking the signal table")
+                checks.append(Check("signal table", False, error.message, error.hint))
+            finally:
+                conn.close()
+        return checks
+
+    if getattr(cfg, "capture", "log") == "log":
+        return log_checks()
+    from cdc_logs.readers.capture import capture_checks, polled_tables
+    from cdc_logs.readers.polling.doctor import run_checks as poll_checks
+
+    tables = polled_tables(cfg.tables, cfg.poll)
+    return capture_checks(
+        cfg.capture,
+        log_checks,
+        lambda: poll_checks(poll_url(cfg.dsn.get_secret_value()), tables),
+        tables,
+        LOG_NEEDS,
+    )
+
+
+#: The checks log capture cannot do without (`capture: auto` polls when one fails; readers/capture.py).
+LOG_NEEDS = frozenset(
+    {
+        "connect",
+        "wal_level",
+        "REPLICATION privilege",
+        "replication connection",
+        "free replication slots",
+        "free wal senders",
+    }
+)
+
+
+def poll_url(dsn: str) -> str:
+    """A libpq dsn (URL or key=value) as the SQLAlchemy URL `capture: poll` polls through."""
+    from psycopg.conninfo import conninfo_to_dict
+    from sqlalchemy.engine import URL
+
+    parts = {k: str(v) for k, v in conninfo_to_dict(dsn).items() if v is not None}
+    return URL.create(
+        "postgresql+psycopg",
+        username=parts.pop("user", None),
+        password=parts.pop("password", None),
+        host=parts.pop("host", None),
+        port=int(parts.pop("port")) if "port" in parts else None,
+        database=parts.pop("dbname", None),
+        query=parts,
+    ).render_as_string(hide_password=False)
 
 
 def run_checks(dsn: str, tables: list[str] | None = None) -> list[Check]:

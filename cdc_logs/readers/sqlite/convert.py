@@ -156,6 +156,7 @@ class EventFactory:
                     position=moved,
                     boundary=False,
                     schema=schema,
+                    key_change=True,
                 ),
                 ChangeEvent(
                     Op.CREATE,
@@ -167,6 +168,7 @@ class EventFactory:
                     position=position,
                     boundary=True,
                     schema=schema,
+                    key_change=True,
                 ),
             ]
         key = old_key if op is Op.DELETE else new_key
