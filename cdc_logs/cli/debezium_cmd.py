@@ -362,6 +362,12 @@ def _purge(
         config = _leftover_config(name, file) if leftover else client.get_config(name)
         plan = purge_plan(name, config, drop_publication=drop_publication, dsn=dsn)
         database = None
+        if drop_publication and plan.kind != "postgres":
+            raise CdcError(
+                ErrorKind.USAGE,
+                f"--drop-publication is for Postgres connectors; {name} is not one",
+                "purge without it",
+            )
         if plan.kind == "postgres":
             if drop_publication:
                 _refuse_shared_publication(plan, client)
