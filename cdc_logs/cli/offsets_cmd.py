@@ -320,7 +320,7 @@ def rewind(
                 "changes, it does not rewind",
                 "use `cdc-logs offsets set` to move a source forward on purpose",
             )
-        if is_before(current, pos):  # both ways: the same position
+        if pos.kind == current.kind and is_before(current, pos):  # both ways: the same position
             print(redact(f"{cfg.name}/{source} is already at {describe(pos)}: nothing changed"))
             return
         print(redact(_change(cfg, source, current, pos)))
