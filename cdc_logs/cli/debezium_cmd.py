@@ -15,7 +15,6 @@ RUNNING), 2 usage or config errors.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +24,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from cdc_logs.cli.confirm import confirm, require_answerable
 from cdc_logs.debezium.connect import ConnectClient, ConnectSettings
 from cdc_logs.debezium.lifecycle import (
+    PurgePlan,
     check_database,
     delete_history_topic,
     drop_postgres_state,
     postgres_dsn,
+    publication_users,
     purge_plan,
     recovery_hint,
     stop_and_reset,
@@ -309,8 +311,14 @@ def delete(
     purge: bool = typer.Option(
         False,
         "--purge",
-        help="Also stop it, reset its offsets and drop its Postgres slot and publication "
-        "(MySQL/MariaDB: its schema history topic), so the name can be used afresh.",
+        help="Also stop it, reset its offsets and drop its Postgres slot (MySQL/MariaDB: its schema "
+        "history topic), so the name can be used afresh. Its publication is kept.",
+    ),
+    drop_publication: bool = typer.Option(
+        False,
+        "--drop-publication",
+        help="With --purge: also drop its Postgres publication (refused while another connector on the "
+        "same database names it).",
     ),
     dsn: str | None = typer.Option(
         None,
@@ -328,43 +336,48 @@ def delete(
 ) -> None:
     """Delete a connector. Without --purge its offsets stay in Connect and a Postgres slot stays in the
     database: a connector created again under this name resumes from them."""
+    if drop_publication and not purge:
+        raise CdcError(ErrorKind.USAGE, "--drop-publication goes with --purge", "add --purge")
     if purge:
-        _purge(name, connect_url, yes, dsn, file)
+        _purge(name, connect_url, yes, dsn, file, drop_publication)
         return
-    if not yes and not typer.confirm(f"delete connector {name}?"):
-        raise typer.Exit(1)
+    confirm(yes, f"delete connector {name}", f"delete connector {name}?")
     with _client(connect_url) as client:
         client.delete(name)
     _say(f"deleted {name}")
+    # After this delete, only the connectors file can bring the connector back to reset its offsets.
     _say(
         "its offsets stay in Connect (a connector created again under this name resumes from them) and a "
-        f"Postgres slot stays in the database; `cdc-logs debezium connectors delete --purge {name}` "
-        "removes them with the connector"
+        f"Postgres slot stays in the database; `cdc-logs debezium connectors delete --purge {name} "
+        "-f connectors.yaml` (the file that created it) removes them"
     )
 
 
-def _purge(name: str, connect_url: str, yes: bool, dsn: str | None, file: Path | None) -> None:
+def _purge(
+    name: str, connect_url: str, yes: bool, dsn: str | None, file: Path | None, drop_publication: bool
+) -> None:
+    require_answerable(yes, f"purge connector {name}")  # before Connect or the database is contacted
     with _client(connect_url) as client:
         leftover = not client.exists(name)
         config = _leftover_config(name, file) if leftover else client.get_config(name)
-        plan = purge_plan(name, config)
+        plan = purge_plan(name, config, drop_publication=drop_publication, dsn=dsn)
         database = None
+        if drop_publication and plan.kind != "postgres":
+            raise CdcError(
+                ErrorKind.USAGE,
+                f"--drop-publication is for Postgres connectors; {name} is not one",
+                "purge without it",
+            )
         if plan.kind == "postgres":
+            if drop_publication:
+                _refuse_shared_publication(plan, client)
             database = postgres_dsn(plan, dsn)
             check_database(plan, database)  # before anything changes
         if leftover:
             _say(f"connector {name} no longer exists: it is created STOPPED from {file} first")
         for line in plan.lines():
             _say(line)
-        if not yes:
-            if not sys.stdin.isatty():
-                raise CdcError(
-                    ErrorKind.USAGE,
-                    f"refusing to purge connector {name} without a confirmation: no terminal to ask on",
-                    "add --yes to confirm on the command line",
-                )
-            if not typer.confirm(f"purge connector {name}?"):
-                raise typer.Exit(1)
+        confirm(yes, f"purge connector {name}", f"purge connector {name}?")
         if leftover:
             # Connect keeps a deleted connector's offsets under its name; only a connector can have them
             # reset, so it comes back STOPPED (no task runs) for the purge.
@@ -378,6 +391,20 @@ def _purge(name: str, connect_url: str, yes: bool, dsn: str | None, file: Path |
         drop_postgres_state(plan, database, _say)
     elif plan.kind == "binlog" and not delete_history_topic(plan, _say):
         raise typer.Exit(1)
+
+
+def _refuse_shared_publication(plan: PurgePlan, client: ConnectClient) -> None:
+    """--drop-publication is refused while another connector of this cluster names the publication on
+    the same database: dropping it would silently stop that connector's changes."""
+    users = publication_users(plan, client.connectors())
+    if users:
+        raise CdcError(
+            ErrorKind.USAGE,
+            f"publication {plan.publication!r} on {plan.database} is also named by connector(s) "
+            f"{', '.join(users)}: dropping it would silently stop their changes (nothing was changed)",
+            "purge without --drop-publication (the publication is kept), or purge the other connector(s) "
+            "first",
+        )
 
 
 def _leftover_config(name: str, file: Path | None) -> dict[str, str]:
@@ -471,8 +498,7 @@ def offsets_reset(
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ) -> None:
     """Remove the connector's offsets (it must be STOPPED); on resume it starts over."""
-    if not yes and not typer.confirm(f"reset the offsets of connector {name}?"):
-        raise typer.Exit(1)
+    confirm(yes, f"reset the offsets of connector {name}", f"reset the offsets of connector {name}?")
     with _client(connect_url) as client:
         message = client.reset_offsets(name)
     _say(message or f"offsets of {name} reset")

@@ -8,6 +8,7 @@ which would overwrite it at its next commit. See docs/offsets.md.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 import sys
@@ -20,12 +21,14 @@ from rich.console import Console
 from rich.table import Table
 
 from cdc_logs.build import build_offsets, lock_pipeline, source_name
+from cdc_logs.cli.confirm import confirm, require_answerable
 from cdc_logs.configfile import load_config
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.redact import redact
 from cdc_logs.offsets.base import StoredOffset, decode_problem
-from cdc_logs.offsets.seek import Seeker, Target, describe, is_before
-from cdc_logs.position import Position, decode, kinds
+from cdc_logs.offsets.lock import PipelineLock, PipelineLocked
+from cdc_logs.offsets.seek import Seeker, Target, describe, is_before, parse_time
+from cdc_logs.position import _TYPES, Position, decode, kinds
 
 app = typer.Typer(help="Inspect and move a pipeline's committed source positions.", no_args_is_help=True)
 _CONFIG = typer.Option(..., "-c", "--config", help="Pipeline YAML file.")
@@ -53,7 +56,10 @@ def show(
             described = f"[red]unreadable:[/red] {redact(r.position[:80])!r}"
         table.add_row(redact(r.source), described, redact(r.server), updated)
     if not rows:
-        table.caption = "no committed position yet: the next run starts from the beginning"
+        table.caption = (
+            "no committed position yet: the next run starts as a new pipeline (docs/offsets.md says where, "
+            "per source)"
+        )
     Console().print(table)
 
 
@@ -84,9 +90,37 @@ _POSITION_KINDS = {
 }
 
 
-def _parse_position(text: str, source_type: str) -> Position:
+_ACCEPTED = (
+    'a position object ({"type": ..., "server": ..., ...}), a record of `offsets show --json` '
+    '({"source": ..., "position": {...}}), or its whole output (a list of records: the one of --source '
+    "is used)"
+)
+
+
+def _unwrap_position(data: Any, source: str, usage: Any) -> Any:
+    """The position object in what --position holds: itself, a record, or a list of records."""
+    if isinstance(data, list):
+        mine = [r for r in data if isinstance(r, dict) and r.get("source") == source]
+        if len(mine) != 1:
+            names = sorted({str(r.get("source")) for r in data if isinstance(r, dict) and "source" in r})
+            found = f"records of sources {', '.join(names)}" if names else "no records"
+            raise usage(f"is a list with {found}, none for source {source!r}: give {_ACCEPTED}")
+        data = mine[0]
+    if isinstance(data, dict) and "position" in data and "type" not in data:
+        if "source" in data and data["source"] != source:
+            raise usage(f"is the record of source {data['source']!r}, not of {source!r}")
+        if "error" in data:
+            raise usage(f"is a record whose stored position is unreadable ({data['error']}): fix its values")
+        data = data["position"]
+    return data
+
+
+def _parse_position(text: str, source_type: str, source: str = "") -> Position:
     """--position as a user typed it: a usage error (exit 2) saying what is wrong, not a 'stored offset'."""
-    fix = "copy a position from `cdc-logs offsets show -c <pipeline.yaml> --json` and edit its values"
+    fix = (
+        f"--position takes {_ACCEPTED}; copy it from `cdc-logs offsets show -c <pipeline.yaml> --json` "
+        "and edit its values"
+    )
 
     def usage(problem: str) -> CdcError:
         return CdcError(ErrorKind.USAGE, f"--position {problem}", fix)
@@ -94,9 +128,11 @@ def _parse_position(text: str, source_type: str) -> Position:
     try:
         data = orjson.loads(text)
     except orjson.JSONDecodeError:
-        raise usage('is not JSON: give the position object, e.g. \'{"type": "watermark", ...}\'') from None
+        raise usage(f"is not JSON: give {_ACCEPTED}") from None
+    data = _unwrap_position(data, source, usage)
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):
-        raise usage('must be a JSON object with a "type"') from None
+        raise usage(f'has no position "type": give {_ACCEPTED}') from None
+    text = orjson.dumps(data).decode()
     kind = data["type"]
     wanted = _POSITION_KINDS.get(source_type, tuple(kinds()))
     if kind not in wanted:
@@ -104,10 +140,35 @@ def _parse_position(text: str, source_type: str) -> Position:
         raise usage(
             f"has {known} type {kind!r}: a {source_type} source stores {' or '.join(wanted)}"
         ) from None
+    _check_fields(kind, data, usage)
     try:
         return decode(text)
     except CdcError as exc:
         raise usage(f"is not a valid {kind} position: {decode_problem(exc, text)}") from None
+
+
+def _check_fields(kind: str, data: dict[str, Any], usage: Any) -> None:
+    """Missing or unknown fields named as such (not as a Python TypeError)."""
+    cls = _TYPES[kind]
+    known = {f.name for f in dataclasses.fields(cls)}
+    required = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    missing = [name for name in required if name not in data]
+    if missing:
+        plural = "s" if len(missing) > 1 else ""
+        raise usage(
+            f"is missing field{plural} {', '.join(repr(m) for m in missing)} of a {kind} position "
+            f"(fields: {', '.join(sorted(known))})"
+        )
+    unknown = sorted(k for k in data if k != "type" and k not in known)
+    if unknown:
+        raise usage(
+            f"has unknown field(s) {', '.join(repr(u) for u in unknown)} for a {kind} position "
+            f"(fields: {', '.join(sorted(known))})"
+        )
 
 
 def _check_source(cfg_sources: list[str], source: str) -> None:
@@ -131,8 +192,24 @@ _SCN = typer.Option(None, "--scn", help="Oracle: a system change number (Oracle 
 _TIMESTAMP = typer.Option(
     None, "--timestamp", help="MariaDB: the first transaction at or after this time (2026-11-01T00:00Z)."
 )
-_POSITION = typer.Option(None, "--position", help="Position JSON as `offsets show --json` prints it.")
+_POSITION = typer.Option(
+    None,
+    "--position",
+    help="Position JSON: the position object, one record of `offsets show --json`, or its whole output.",
+)
 _SOURCE = typer.Option(..., "--source", help="Source name (its `name`, or its type).")
+
+
+def _lock(cfg: Any) -> PipelineLock:
+    """The pipeline lock; refused while the pipeline runs (it would overwrite the change)."""
+    try:
+        return lock_pipeline(cfg.offsets, cfg.name)
+    except PipelineLocked as exc:
+        raise CdcError(
+            ErrorKind.LOCKED,
+            exc.message,
+            f"stop the running pipeline first ({exc.holder}), then change its offsets and start it again",
+        ) from None
 
 
 def _load(store: Any, pipeline: str, source: str) -> Position | None:
@@ -152,13 +229,19 @@ def _target(
     name, value = target.chosen(allowed)
     source_cfg = {source_name(s): s for s in cfg.all_sources()}[source]
     if name == "position":
-        pos = _parse_position(value, source_cfg.type)
+        pos = _parse_position(value, source_cfg.type, source)
         if pos.kind not in ("pg_lsn", "pg_snapshot", "binlog"):
             return pos  # nothing on a server to check it against
         with Seeker(source_cfg, cfg.name, source) as seeker:
             return seeker.check(pos, current)
     with Seeker(source_cfg, cfg.name, source) as seeker:
-        return seeker.build(name, value, current)
+        pos = seeker.build(name, value, current)
+    if name == "timestamp" and parse_time(value) > dt.datetime.now(dt.UTC):
+        print(
+            f"warning: --timestamp {value} is in the future: the position is the current end of the log",
+            file=sys.stderr,
+        )
+    return pos
 
 
 def _change(cfg: Any, source: str, current: Position | None, pos: Position) -> str:
@@ -182,7 +265,7 @@ def set_(
     _check_source([source_name(s) for s in cfg.all_sources()], source)
     target = Target(lsn=lsn, gtid=gtid, binlog=binlog, scn=scn, timestamp=timestamp, position=position)
     target.chosen(_SELECTORS)  # a usage error before anything is locked or connected
-    with lock_pipeline(cfg.offsets, cfg.name):  # refused while the pipeline runs: it would overwrite it
+    with _lock(cfg):
         store = build_offsets(cfg.offsets, cfg.name)
         current = _load(store, cfg.name, source)
         pos = _target(cfg, source, target, _SELECTORS, current)
@@ -218,14 +301,9 @@ def rewind(
         lsn, gtid, binlog, timestamp = _guess(to, source_type, lsn, gtid, binlog, timestamp)
     target = Target(lsn=lsn, gtid=gtid, binlog=binlog, scn=scn, timestamp=timestamp, by=by, position=position)
     allowed = (*_SELECTORS, "by")
-    target.chosen(allowed)
-    if not yes and not sys.stdin.isatty():
-        raise CdcError(
-            ErrorKind.USAGE,
-            "refusing to rewind without a confirmation: there is no terminal to ask on",
-            "add --yes to confirm on the command line",
-        )
-    with lock_pipeline(cfg.offsets, cfg.name):
+    target.chosen(allowed, also=("to",))
+    require_answerable(yes, "rewind")
+    with _lock(cfg):
         store = build_offsets(cfg.offsets, cfg.name)
         current = _load(store, cfg.name, source)
         if current is None:
@@ -242,13 +320,15 @@ def rewind(
                 "changes, it does not rewind",
                 "use `cdc-logs offsets set` to move a source forward on purpose",
             )
+        if pos.kind == current.kind and is_before(current, pos):  # both ways: the same position
+            print(redact(f"{cfg.name}/{source} is already at {describe(pos)}: nothing changed"))
+            return
         print(redact(_change(cfg, source, current, pos)))
         print(
             "the next run reads the changes after the new position again; sinks with a replay guard "
             "(SQL apply, Redis Streams) skip what they already applied"
         )
-        if not yes and not typer.confirm("rewind?"):
-            raise typer.Exit(1)
+        confirm(yes, "rewind", "rewind?")
         store.save(cfg.name, source, pos)
     print(redact(f"{cfg.name}/{source} rewound to {describe(pos)}"))
 
@@ -286,8 +366,8 @@ def reset(
     if source is not None:
         _check_source([source_name(s) for s in cfg.all_sources()], source)
     what = f"{cfg.name}/{source}" if source else f"every source of {cfg.name}"
-    with lock_pipeline(cfg.offsets, cfg.name):  # refused while the pipeline runs: it would overwrite it
-        if not yes and not typer.confirm(f"reset the offsets of {what}?"):
-            raise typer.Exit(1)
+    require_answerable(yes, f"reset the offsets of {what}")
+    with _lock(cfg):
+        confirm(yes, f"reset the offsets of {what}", f"reset the offsets of {what}?")
         count = build_offsets(cfg.offsets, cfg.name).delete(cfg.name, source)
     print(redact(f"removed {count} offset(s) of {what}"))

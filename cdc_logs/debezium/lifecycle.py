@@ -11,15 +11,20 @@ at ..., but this is no longer available on the server". `purge` removes everythi
 2. reset its offsets (`DELETE /connectors/NAME/offsets`, Kafka 3.6+; only a stopped connector);
 3. delete it;
 4. Postgres: drop its replication slot (`slot.name`, default `debezium`) once the task's walsender
-   has let go of it, and its publication (`publication.name`, default `dbz_publication`) when
-   Debezium created it (`publication.autocreate.mode` is not `disabled`: then it is the user's, kept);
+   has let go of it. Its publication (`publication.name`, default `dbz_publication`) is KEPT: nothing
+   in the connector's config says who made it (`publication.autocreate.mode` only says Debezium may
+   create it when missing, so it can be the user's), and another connector on the same database may
+   name the same one (dropping it silently stops that connector's changes, even after a restart).
+   `--drop-publication` drops it, and is refused when another connector of the Connect cluster names
+   it on the same database (`publication_users`);
    MySQL/MariaDB: delete its schema history topic (`schema.history.internal.kafka.topic`) through
    the Kafka admin client, or name it when that is not reachable.
 
 The database is reached with the connector's own `database.*` settings (as the worker reaches it) or
 a DSN given with `--dsn` (when the worker sees the database under another name, or the password is a
 config-provider reference): reachability is checked before anything is changed. The password is
-only handed to the driver; what is printed names user@host:port/db. Data topics are left alone.
+only handed to the driver; what is printed names user@host:port/db (of `--dsn` when given). Data
+topics are left alone.
 """
 
 from __future__ import annotations
@@ -55,9 +60,12 @@ class PurgePlan:
     drop_publication: bool = False
     history_topic: str | None = None
     history_bootstrap: str | None = None
+    dsn: str | None = field(default=None, repr=False)  # --dsn: the database as reached from here
 
     @property
     def database(self) -> str:
+        if self.dsn:
+            return describe_dsn(self.dsn)
         c = self.config
         host, port = c.get("database.hostname", "?"), c.get("database.port", "")
         where = f"{c.get('database.user', '?')}@{host}" + (f":{port}" if port else "")
@@ -73,11 +81,11 @@ class PurgePlan:
         if self.kind == "postgres":
             out.append(f"  drop replication slot {self.slot!r} in {self.database}")
             if self.drop_publication:
-                out.append(f"  drop publication {self.publication!r} (Debezium created it)")
+                out.append(f"  drop publication {self.publication!r} (--drop-publication)")
             else:
                 out.append(
-                    f"  keep publication {self.publication!r}: publication.autocreate.mode is disabled, so "
-                    "it is yours"
+                    f"  kept: publication {self.publication!r} (it may be yours or shared with another "
+                    "connector; --drop-publication drops it)"
                 )
         elif self.kind == "binlog" and self.history_topic:
             out.append(f"  delete its schema history topic {self.history_topic!r}")
@@ -87,19 +95,61 @@ class PurgePlan:
         return out
 
 
-def purge_plan(name: str, config: Mapping[str, Any]) -> PurgePlan:
+def describe_dsn(dsn: str) -> str:
+    """user@host:port/db of a libpq DSN or URL, never its password."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        parts = conninfo_to_dict(dsn)
+    except Exception:  # a malformed DSN is reported by the connection attempt, with its reason
+        return "the --dsn database"
+    where = f"{parts.get('user') or '?'}@{parts.get('host') or 'localhost'}"
+    where += f":{parts['port']}" if parts.get("port") else ""
+    return where + (f"/{parts['dbname']}" if parts.get("dbname") else "")
+
+
+def _is_postgres(config: Mapping[str, Any]) -> bool:
+    cls = str(config.get("connector.class", ""))
+    return cls == POSTGRES_CLASS or cls.endswith(".PostgresConnector")
+
+
+def _publication_key(config: Mapping[str, Any]) -> tuple[str, str, str, str]:
+    """(host, port, dbname, publication) with Debezium's defaults: what makes two connectors share one."""
+    return (
+        str(config.get("database.hostname", "")).strip().lower(),
+        str(config.get("database.port") or "5432").strip(),
+        str(config.get("database.dbname", "")).strip(),
+        str(config.get("publication.name") or "dbz_publication"),
+    )
+
+
+def publication_users(plan: PurgePlan, connectors: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The other Postgres connectors (`GET /connectors?expand=info`: name -> entry with info.config)
+    that name this plan's publication on the same database host, port and dbname."""
+    mine = _publication_key(plan.config)
+    users = []
+    for name, entry in connectors.items():
+        config = (entry.get("info") or {}).get("config") or {}
+        if name != plan.name and _is_postgres(config) and _publication_key(config) == mine:
+            users.append(name)
+    return sorted(users)
+
+
+def purge_plan(
+    name: str, config: Mapping[str, Any], *, drop_publication: bool = False, dsn: str | None = None
+) -> PurgePlan:
     config = {str(k): str(v) for k, v in config.items()}
     register_connector_configs([config])  # anything quoting its secrets is masked from here on
     cls = config.get("connector.class", "")
-    if cls == POSTGRES_CLASS or cls.endswith(".PostgresConnector"):
-        mode = config.get("publication.autocreate.mode", "all_tables")
+    if _is_postgres(config):
         return PurgePlan(
             name,
             "postgres",
             config,
             slot=config.get("slot.name", "debezium"),
             publication=config.get("publication.name", "dbz_publication"),
-            drop_publication=mode != "disabled",
+            drop_publication=drop_publication,  # only on request: see the module doc
+            dsn=dsn,
         )
     if cls in BINLOG_CLASSES or cls.endswith(("MySqlConnector", "MariaDbConnector")):
         return PurgePlan(
@@ -145,11 +195,20 @@ def check_database(plan: PurgePlan, dsn: str) -> None:
     try:
         connect(dsn, application_name="cdc-logs debezium purge").close()
     except CdcError as exc:
+        if plan.dsn:
+            fix = (
+                "check the --dsn URL (host, port, user, password and database as seen from this machine); "
+                "nothing was changed"
+            )
+        else:
+            fix = (
+                "where the Connect worker sees the database under another name, give --dsn URL as seen "
+                "from here (nothing was changed)"
+            )
         raise CdcError(
             exc.kind,
             f"cannot reach connector {plan.name}'s database {plan.database} to drop its slot: {exc.message}",
-            "where the Connect worker sees the database under another name, give --dsn URL as seen from "
-            "here (nothing was changed)",
+            fix,
         ) from exc
 
 
@@ -181,7 +240,7 @@ def stop_and_reset(client: ConnectClient, name: str, *, timeout_s: float = 60.0)
 def drop_postgres_state(
     plan: PurgePlan, dsn: str, report: Callable[[str], None], *, wait_s: float = 60
 ) -> None:
-    """Drop the slot (once no walsender holds it) and, when Debezium made it, the publication."""
+    """Drop the slot (once no walsender holds it) and, with --drop-publication, the publication."""
     from cdc_logs.readers.postgres import slots
     from cdc_logs.readers.postgres.connection import connect
 
@@ -203,12 +262,13 @@ def drop_postgres_state(
         else:
             slots.drop_slot(conn, plan.slot)
             report(f"dropped replication slot {plan.slot}")
-        if plan.drop_publication:
-            if slots.get_publication(conn, plan.publication) is None:
-                report(f"publication {plan.publication} did not exist")
-            else:
-                slots.drop_publication(conn, plan.publication, missing_ok=True)
-                report(f"dropped publication {plan.publication}")
+        if not plan.drop_publication:
+            report(f"kept publication {plan.publication} (--drop-publication drops it)")
+        elif slots.get_publication(conn, plan.publication) is None:
+            report(f"publication {plan.publication} did not exist")
+        else:
+            slots.drop_publication(conn, plan.publication, missing_ok=True)
+            report(f"dropped publication {plan.publication}")
 
 
 def delete_history_topic(plan: PurgePlan, report: Callable[[str], None]) -> bool:
@@ -250,6 +310,6 @@ def recovery_hint(name: str, trace: str) -> str | None:
         f"`cdc-logs debezium connectors stop {name}`, then `cdc-logs debezium connectors offsets reset "
         f"{name} --yes`, then `cdc-logs debezium connectors resume {name}`: it starts over per its "
         "snapshot.mode (changes made while no slot held them come back only with a snapshot). To remove "
-        "a connector with its offsets, slot and publication: "
+        "a connector with its offsets and slot: "
         f"`cdc-logs debezium connectors delete --purge {name}`"
     )

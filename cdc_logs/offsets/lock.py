@@ -41,6 +41,14 @@ _FIX = (
 )
 
 
+class PipelineLocked(CdcError):
+    """LOCKED, with the holder (`pid N on host (started ...)`), so a caller can word its own fix."""
+
+    def __init__(self, message: str, holder: str) -> None:
+        super().__init__(ErrorKind.LOCKED, message, _FIX)
+        self.holder = holder
+
+
 def _holder() -> dict[str, Any]:
     return {
         "pid": os.getpid(),
@@ -102,10 +110,9 @@ class FileLock(PipelineLock):
         except BlockingIOError:
             holder = self._read_holder(fd, wait_s=0.5)
             os.close(fd)
-            raise CdcError(
-                ErrorKind.LOCKED,
+            raise PipelineLocked(
                 f"pipeline {self.pipeline!r} is already running: {_describe(holder)} holds {self.path}",
-                _FIX,
+                _describe(holder),
             ) from None
         except OSError as exc:
             os.close(fd)
@@ -181,11 +188,10 @@ class PostgresLock(PipelineLock):
             got = conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()[0]
             if not got:
                 who = self._holder(conn)
-                raise CdcError(
-                    ErrorKind.LOCKED,
+                raise PipelineLocked(
                     f"pipeline {self.pipeline!r} is already running: {who} holds its lock "
                     f"in the offsets database (table {self.table})",
-                    _FIX,
+                    who,
                 )
         except BaseException:
             conn.close()

@@ -34,9 +34,11 @@ class Target:
     by: str | None = None
     position: str | None = None  # JSON, checked by the CLI's parser first
 
-    def chosen(self, allowed: tuple[str, ...]) -> tuple[str, str]:
+    def chosen(self, allowed: tuple[str, ...], also: tuple[str, ...] = ()) -> tuple[str, str]:
+        """The one selector given; `also`: flags the command maps onto these (rewind's --to), named
+        in the errors too."""
         given = [(f.name, getattr(self, f.name)) for f in fields(self) if getattr(self, f.name) is not None]
-        flags = ", ".join(f"--{name}" for name in allowed)
+        flags = ", ".join(f"--{name}" for name in (*also, *allowed))
         if len(given) != 1:
             problem = "no position given" if not given else f"{len(given)} positions given"
             raise CdcError(ErrorKind.USAGE, f"{problem}: give exactly one of {flags}")

@@ -32,6 +32,8 @@ class Case:
         self.name = self.id.replace("_", "-")
         self.table = f"public.{self.id}"
         self.connect_url, self.pg_dsn = connect_url, pg_dsn
+        self.connect_pg_dsn = connect_pg_dsn
+        self.sibling = self.name + "-sibling"  # another connector naming the same publication
         self.file = tmp_path / "connectors.yaml"
         config = pg_connector_config(connect_pg_dsn, self.id, self.table)
         # YAML is a superset of JSON.
@@ -77,11 +79,11 @@ def case(
             connect_url,
             pg_dsn,
             kafka_bootstrap,
-            connectors=[c.name],
-            slots=[c.id],
+            connectors=[c.name, c.sibling],
+            slots=[c.id, c.sibling.replace("-", "_")],
             publications=[c.id],
             tables=[c.table],
-            topic_prefixes=[c.id],
+            topic_prefixes=[c.id, c.sibling.replace("-", "_")],
         )
 
 
@@ -95,8 +97,11 @@ def test_delete_then_reapply_fails_with_the_recovery_and_purge_leaves_a_clean_sl
     ok(case.dbz("apply", "-f", str(case.file), "--wait", "--timeout", "90"))
     case.wait_offsets(1)
 
-    # A plain delete keeps the offsets (and says so); the user then drops the slot it leaves behind.
-    assert "offsets stay in Connect" in ok(case.dbz("delete", case.name, "--yes"))
+    # A plain delete keeps the offsets (and says so, naming the purge that works after it: with the file);
+    # the user then drops the slot it leaves behind.
+    out = ok(case.dbz("delete", case.name, "--yes"))
+    assert "offsets stay in Connect" in out
+    assert f"`cdc-logs debezium connectors delete --purge {case.name} -f connectors.yaml`" in out
     assert slot_exists(case.pg_dsn, case.id)
     cleanup(case.connect_url, case.pg_dsn, "", slots=[case.id])  # waits for the walsender to let go
     assert not slot_exists(case.pg_dsn, case.id)
@@ -133,16 +138,32 @@ def test_delete_then_reapply_fails_with_the_recovery_and_purge_leaves_a_clean_sl
     with ConnectClient(case.connect_url) as client:
         assert client.exists(case.name)
 
+    # Another connector names the same publication (created STOPPED: it only needs to exist in Connect).
+    sibling = pg_connector_config(
+        case.connect_pg_dsn, case.sibling.replace("-", "_"), case.table, **{"publication.name": case.id}
+    )
+    with ConnectClient(case.connect_url) as client:
+        client.create(case.sibling, sibling, initial_state="STOPPED")
+    refused = case.dbz("delete", case.name, "--purge", "--drop-publication", "--yes")
+    assert refused.returncode == 2, str(refused.stdout) + str(refused.stderr)  # type: ignore[attr-defined]
+    assert f"also named by connector(s) {case.sibling}" in str(refused.stderr)  # type: ignore[attr-defined]
+    with ConnectClient(case.connect_url) as client:
+        assert client.exists(case.name)  # nothing was changed
+
+    # By default the purge keeps the publication, whoever made it, and says so.
     out = ok(case.dbz("delete", case.name, "--purge", "--yes"))
     assert f"drop replication slot '{case.id}'" in out  # the plan, then what was done
+    assert f"kept: publication '{case.id}' (it may be yours or shared" in out
     for done in (
         f"deleted {case.name}",
         f"dropped replication slot {case.id}",
-        f"dropped publication {case.id}",
+        f"kept publication {case.id}",
     ):
         assert done in out
     assert "password" not in out.lower()  # the database is named as user@host:port/db only
-    assert not slot_exists(case.pg_dsn, case.id) and not case.publication_exists()
+    assert not slot_exists(case.pg_dsn, case.id) and case.publication_exists()
+    with ConnectClient(case.connect_url) as client:
+        client.delete(case.sibling)
     with ConnectClient(case.connect_url) as client:
         assert not client.exists(case.name)
 
@@ -155,8 +176,10 @@ def test_delete_then_reapply_fails_with_the_recovery_and_purge_leaves_a_clean_sl
     ok(case.dbz("delete", case.name, "--yes"))
     missing = case.dbz("delete", case.name, "--purge", "--yes")
     assert missing.returncode == 3 and "-f connectors.yaml" in str(missing.stderr)  # type: ignore[attr-defined]
-    out = ok(case.dbz("delete", case.name, "--purge", "--yes", "-f", str(case.file)))
+    # The publication is no longer shared: --drop-publication drops it.
+    out = ok(case.dbz("delete", case.name, "--purge", "--drop-publication", "--yes", "-f", str(case.file)))
     assert f"created {case.name} STOPPED" in out and f"dropped replication slot {case.id}" in out
+    assert f"dropped publication {case.id}" in out
     assert not slot_exists(case.pg_dsn, case.id) and not case.publication_exists()
     ok(case.dbz("apply", "-f", str(case.file), "--wait", "--timeout", "90"))  # a clean start again
 

@@ -352,7 +352,8 @@ CASES = [
         "offsets-set-garbage",
         "`offsets set --position garbage`",
         2,
-        'error: usage: --position is not JSON: give the position object, e.g. \'{"type": "watermark", ...}\'',
+        'error: usage: --position is not JSON: give a position object ({"type": ..., "server": ..., ...}), '
+        "a record of `offsets show --json` …",
         lambda d: [
             "offsets",
             "set",

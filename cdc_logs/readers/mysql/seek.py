@@ -9,7 +9,11 @@ stamped with the server identity the reader reads at open, and checked against t
   follows it (purged): the same checks as a resume, plus, for MariaDB, the GTID state at the start of
   the oldest binlog file (`BINLOG_GTID_POS(oldest, 4)`), below which nothing can be replayed.
 * `--binlog file:pos` (MariaDB): `BINLOG_GTID_POS(file, pos)`, the GTID state at that point, as the
-  reader's own `binlog_filename`/`binlog_position` start does. MySQL resumes only by GTID: refused.
+  reader's own `binlog_filename`/`binlog_position` start does. The point must be a transaction
+  boundary (a GTID event's start, the start or end of a file): inside a transaction (at its Table_map
+  event, say) the state already counts that transaction, so a resume would skip all of it. Such a
+  point is refused, naming the transaction's GTID and the next boundary (`SHOW BINLOG EVENTS` from the
+  point, bounded). MySQL resumes only by GTID: refused.
 * `--timestamp` (MariaDB, one replication domain): the first transaction whose binlog event time is at
   or after the time. The binlog has no time index, so it is found by a binary search over the domain's
   sequence numbers: each probe is a short non-blocking binlog dump from a GTID state (the server
@@ -46,6 +50,14 @@ POSITION_HINT = (
     "changes the binlog no longer holds, take a new snapshot (`cdc-logs offsets reset -c "
     "<pipeline.yaml> --source NAME`, with `snapshot: true` on the source)"
 )
+
+
+# Events that start a transaction group or stand outside any (a file's header events): a point at their
+# start is a transaction boundary. Every other event (Table_map, rows, Query, Xid, ...) is inside one.
+_OUTSIDE_TRANSACTIONS = frozenset(
+    {"Gtid", "Format_desc", "Gtid_list", "Binlog_checkpoint", "Rotate", "Stop", "Start_encryption"}
+)
+_SCAN = 1000  # events read after a refused point to name the next boundary
 
 
 @dataclass(frozen=True)
@@ -146,6 +158,15 @@ class MysqlSeeker:
     # -- positions -------------------------------------------------------------------------------
     def at_gtid(self, text: str) -> BinlogPosition:
         text = "".join(text.split())
+        try:
+            return self._at_gtid(text)
+        except CdcError as exc:
+            if exc.kind is not ErrorKind.DECODE:
+                raise
+            # A GTID typed on the command line: a usage error (exit 2), like a bad LSN or time.
+            raise CdcError(ErrorKind.USAGE, f"--gtid {text!r}: {exc.message}", exc.hint) from None
+
+    def _at_gtid(self, text: str) -> BinlogPosition:
         if self.flavor == "mariadb":
             if ":" in text:
                 raise CdcError(
@@ -174,8 +195,36 @@ class MysqlSeeker:
                 f"binlog position {file}:{pos} is not in the server's binlog (or not at an event start)",
                 "check `SHOW BINARY LOGS` and `SHOW BINLOG EVENTS IN 'file'` for a file and an event start",
             )
+        self._require_boundary(file, pos, str(gtid))
         position = BinlogPosition(server=self.server, file=file, pos=pos, gtid=str(gtid), flavor="mariadb")
         return self.check(position, locate=False)
+
+    def _require_boundary(self, file: str, pos: int, state: str) -> None:
+        """Refuse a file:pos inside a transaction (see the module doc)."""
+        conn = connect(self.settings)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f"SHOW BINLOG EVENTS IN %s FROM %s LIMIT {_SCAN}", (file, pos))
+                rows = cur.fetchall()
+        except pymysql.MySQLError as exc:
+            raise CdcError(
+                ErrorKind.USAGE,
+                f"binlog position {file}:{pos} is not an event start ({exc.args[-1]})",
+                f"`SHOW BINLOG EVENTS IN '{file}'` lists where events start; give a GTID event's",
+            ) from exc
+        finally:
+            conn.close()
+        if not rows or str(rows[0][2]) in _OUTSIDE_TRANSACTIONS:
+            return
+        nxt = next((f"{file}:{r[1]}" for r in rows if str(r[2]) in _OUTSIDE_TRANSACTIONS), None)
+        after = f"the next boundary is {nxt}" if nxt else f"no boundary in the {_SCAN} events after it"
+        raise CdcError(
+            ErrorKind.USAGE,
+            f"binlog position {file}:{pos} is inside a transaction (at its {rows[0][2]} event; GTID state "
+            f"there: {state}): a resume there would skip that whole transaction",
+            f"give a transaction boundary: the start of the transaction's GTID event (`SHOW BINLOG EVENTS "
+            f"IN '{file}'`) to include it; {after} (it skips the transaction)",
+        )
 
     def require_time_search(self) -> None:
         """Refuse --timestamp / --by where the binlog cannot be searched by time here (MySQL)."""
