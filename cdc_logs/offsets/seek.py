@@ -16,7 +16,15 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from cdc_logs.errors import CdcError, ErrorKind
-from cdc_logs.position import BinlogPosition, Lsn, PgSnapshot, Position, format_lsn, parse_lsn
+from cdc_logs.position import (
+    BinlogPosition,
+    Lsn,
+    OracleScn,
+    PgSnapshot,
+    Position,
+    format_lsn,
+    parse_lsn,
+)
 
 _DURATION = re.compile(r"(\d+)\s*([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -71,6 +79,16 @@ def parse_duration(text: str) -> dt.timedelta:
             ErrorKind.USAGE, f"--by {text!r} is not a duration", "write it like 90s, 10m, 1h30m or 2d"
         )
     return dt.timedelta(seconds=sum(int(n) * _UNITS[u] for n, u in parts))
+
+
+def _parse_scn(text: str) -> int:
+    if not text.strip().isdigit():
+        raise CdcError(
+            ErrorKind.USAGE,
+            f"--scn {text!r} is not a system change number",
+            "give a whole number, e.g. from `SELECT CURRENT_SCN FROM V$DATABASE` or `offsets show`",
+        )
+    return int(text)
 
 
 def _parse_binlog(text: str) -> tuple[str, int]:
@@ -136,6 +154,12 @@ class Seeker:
             self.reader.open()  # only checks (flavour, binlog settings, tables) and reads the identity
             self._opened = True
             self.impl = MysqlSeeker(self.reader)
+        elif self.type == "oracle":
+            from cdc_logs.readers.oracle.seek import OracleSeeker
+
+            self.reader.open()  # a session and the catalog of the captured tables: nothing is written
+            self._opened = True
+            self.impl = OracleSeeker.of(self.reader)
 
     def close(self) -> None:
         if self._opened:
@@ -152,11 +176,17 @@ class Seeker:
     def build(self, name: str, value: str, current: Position | None) -> Position:
         """The position for `--name value` (`current`: the stored one, for `--by`)."""
         from cdc_logs.readers.mysql.seek import MysqlSeeker
+        from cdc_logs.readers.oracle.seek import OracleSeeker
         from cdc_logs.readers.postgres.seek import NO_TIME, PostgresSeeker
 
         impl = self.impl
+        if isinstance(impl, OracleSeeker):
+            if name == "scn":
+                return impl.at_scn(_parse_scn(value))
+            if name == "timestamp":
+                return impl.at_time(parse_time(value))
+            raise _unsupported(name, self.source, self.type, "an Oracle source is positioned by --scn")
         if name == "scn":
-            # Oracle's reader is not part of this build: no position type reads an SCN yet.
             raise _unsupported("scn", self.source, self.type, "an SCN positions Oracle sources only")
         if isinstance(impl, PostgresSeeker):
             if name == "lsn":
@@ -212,6 +242,8 @@ def is_before(to: Position, current: Position) -> bool | None:
             mine = MariadbGtidPosition.parse(current.gtid or "")
             return all(mine.covers(g) for g in MariadbGtidPosition.parse(to.gtid or ""))
         return bool(MysqlGtidSet.parse(to.gtid or "").issubset(MysqlGtidSet.parse(current.gtid or "")))
+    if isinstance(to, OracleScn) and isinstance(current, OracleScn):
+        return bool(to.scn <= current.scn)
     return None
 
 
