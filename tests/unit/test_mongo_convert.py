@@ -126,7 +126,13 @@ def test_replace_is_an_update_without_update_description_and_delete_has_no_after
     replaced = factory().change(change("replace", 3, fullDocument=DOC), position(3), True, None)
     assert replaced.op.value == "u" and replaced.update_description is None
     deleted = orjson.loads(factory().change(change("delete", 4), position(4), True, None).to_json())
-    assert deleted["op"] == "d" and deleted["after"] is None and deleted["before"] is None
+    # No pre-image: `before` is the document key, as Extended JSON text (Debezium leaves it null and
+    # names the document in the Kafka key only), so the value alone says which document went.
+    assert deleted["op"] == "d" and deleted["after"] is None
+    assert deleted["before"] == f'{{"_id":{{"$oid":"{OID}"}}}}'
+    with_image = change("delete", 5, fullDocumentBeforeChange=DOC)
+    value = orjson.loads(factory().change(with_image, position(5), True, None).to_json())
+    assert orjson.loads(value["before"])["name"] == "Anne"  # a pre-image wins
 
 
 def test_update_without_a_lookup_has_no_after_but_the_delta() -> None:
@@ -198,7 +204,8 @@ def test_transactions_are_grouped_numbered_and_end_on_a_boundary(fmt: str) -> No
     source = orjson.loads(events[0].to_json())["source"]
     assert source["txnNumber"] == 3 and str(SESSION) not in source["lsid"]  # lsid as Extended JSON
     assert orjson.loads(source["lsid"])["id"]["$binary"]["subType"] == "04"
-    assert orjson.loads(events[4].to_json())["before"] == (None if fmt == "extended_json" else {"_id": 3})
+    before = orjson.loads(events[4].to_json())["before"]  # the delete names its document
+    assert (orjson.loads(before) if fmt == "extended_json" else before) == {"_id": 3}
     if fmt == "json":  # Debezium's shape has no `before` on a delete without pre-images (contract V3)
         assert ContractChecker().check_all(items) == []
 
@@ -388,3 +395,46 @@ def test_json_updates_always_carry_a_row() -> None:
         MongoSourceConfig.model_validate(
             {"type": "mongodb", "uri": "mongodb://h", "document_format": "json", "full_document": "default"}
         )
+
+
+def test_unset_and_replace_clear_the_target_columns_of_the_sql_sink(tmp_path: Any) -> None:
+    """`document_format: json` into the SQL apply sink: `after` is the whole document, so a field gone
+    by $unset or by a replace is NULL in the target row (not the value it had), while a NOT NULL
+    target column of the user's own keeps its default."""
+    import sqlalchemy as sa
+    from structlog.testing import capture_logs
+
+    from cdc_logs.sinks.sql import SqlSink
+
+    url = f"sqlite:///{tmp_path / 'target.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE orders (_id INTEGER PRIMARY KEY, name TEXT, phone TEXT, "
+                             "n INTEGER, mine TEXT NOT NULL DEFAULT 'own')"))  # fmt: skip
+    f = factory("json")
+    removed = {"updatedFields": {}, "removedFields": ["phone"]}
+    changes = [
+        change("insert", 1, 7, fullDocument={"_id": 7, "name": "Anne", "phone": "555", "n": 1}),
+        change("update", 2, 7, updateDescription=removed, fullDocument={"_id": 7, "name": "Anne", "n": 1}),
+    ]
+    sink = SqlSink(url, target_schema=None, auto_create=True)
+    rows = lambda: [tuple(r) for r in engine.connect().execute(sa.text("SELECT * FROM orders"))]  # noqa: E731
+    try:
+        with capture_logs() as logs:
+            sink.write([f.change(c, position(i + 1), True, None) for i, c in enumerate(changes)])
+            assert rows() == [(7, "Anne", None, 1, "own")]  # $unset phone: NULL
+            doc = {"_id": 7, "n": 2}
+            sink.write([f.change(change("replace", 3, 7, fullDocument=doc), position(3), True, None)])
+            assert rows() == [(7, None, None, 2, "own")]  # replaced without name: NULL
+        # Each document shape is a new table schema: no warning about the fields it lacks.
+        assert not [e for e in logs if "does not send" in e["event"]], logs
+        # A Postgres-style partial row (no whole_row): absent columns keep their values.
+        partial = f.change(
+            change("replace", 4, 7, fullDocument={"_id": 7, "name": "Bo"}), position(4), True, None
+        )
+        partial.whole_row = False
+        sink.write([partial])
+        assert rows() == [(7, "Bo", None, 2, "own")]
+    finally:
+        sink.close()
+        engine.dispose()
