@@ -162,7 +162,7 @@ def test_plain_json_documents_and_key() -> None:
     assert at is not None and at.semantic == "io.debezium.time.ZonedTimestamp"
     tags = event.schema.column("tags")
     assert tags is not None and (tags.type, tags.semantic) == ("string", "io.debezium.data.Json")
-    assert plain(Binary.from_uuid(SESSION)) == str(SESSION) and plain(float("nan")) == "nan"
+    assert plain(Binary.from_uuid(SESSION)) == str(SESSION) and plain(float("nan")) == "NaN"
     assert plain(Decimal("1.5")) == "1.5" and plain(Timestamp(5, 6)) == {"t": 5, "i": 6}
 
 
@@ -438,3 +438,22 @@ def test_unset_and_replace_clear_the_target_columns_of_the_sql_sink(tmp_path: An
     finally:
         sink.close()
         engine.dispose()
+
+
+def test_non_finite_doubles_are_spelled_as_jackson_writes_them() -> None:
+    """NaN and the infinities have no JSON form: "NaN", "Infinity", "-Infinity", as Kafka's JSON
+    converter (Jackson) writes a double and the Postgres reader a float8; the schema still says double,
+    and the SQL sink reads them back as doubles."""
+    from cdc_logs.sinks.sql_types import _float
+
+    doc = {"_id": 1, "a": float("nan"), "b": float("inf"), "c": float("-inf"), "d": 1.5}
+    event = factory("json").change(change("insert", 1, 1, fullDocument=doc), position(1), True, None)
+    assert orjson.loads(event.to_json())["after"] == {
+        "_id": 1, "a": "NaN", "b": "Infinity", "c": "-Infinity", "d": 1.5
+    }  # fmt: skip
+    assert event.schema is not None
+    for name in "abcd":
+        column = event.schema.column(name)
+        assert column is not None and (column.type, column.source_type) == ("float64", "DOUBLE")
+    assert [_float(event.after[n]) for n in "bcd"] == [float("inf"), float("-inf"), 1.5]  # type: ignore[index]
+    assert plain([float("-inf")]) == ["-Infinity"]

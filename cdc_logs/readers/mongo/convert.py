@@ -69,7 +69,11 @@ def plain(value: Any) -> Any:
     if isinstance(value, int):  # Int64 is an int
         return int(value)
     if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)  # JSON has no NaN/Infinity
+        if math.isfinite(value):
+            return value
+        # JSON has no NaN/Infinity: Jackson's spelling, as Kafka's JSON converter writes a double and
+        # the Postgres reader a float8 (docs/envelope.md); typed sinks read them back as doubles.
+        return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
     if isinstance(value, Mapping):
         return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
