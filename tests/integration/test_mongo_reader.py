@@ -11,6 +11,7 @@ Every collection is unique and dropped afterwards.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import threading
@@ -211,18 +212,35 @@ def test_doctor_checks_the_source(mongo_uri: str, coll: Any) -> None:
     coll.insert_one({"_id": 1})
     result = subprocess.run(
         [sys.executable, "-m", "cdc_logs", "doctor", "--source", "mongo", "--dsn", mongo_uri,
-         "--collection", f"{DB}.{coll.name}"],
+         "--collection", f"{DB}.{coll.name}", "--collection", f"{DB}.{coll.name}_missing"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "ok   change stream: opened on collection" in result.stdout
-    assert "replica set:" in result.stdout and "oplog window:" in result.stdout
+    assert "ok   change stream: opened on" in result.stdout
+    assert "replica set:" in result.stdout
+    # the window in hours, its first entry as an ISO time (not epoch seconds)
+    assert re.search(r"oplog window: [\d.]+ h of oplog \(first entry \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ, last "
+                     r"entry [\d.]+ h ago\)", result.stdout), result.stdout  # fmt: skip
     assert f"ok   collection {DB}.{coll.name}: pre- and post-images off" in result.stdout
-    wrong = subprocess.run(
-        [sys.executable, "-m", "cdc_logs", "doctor", "--source", "mongo", "--dsn", "mongodb://127.0.0.1:1/"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert wrong.returncode == 1 and "FAIL connection" in wrong.stdout
+    assert f"collection {DB}.{coll.name}_missing: does not exist (yet)" in result.stdout
+    for dsn in ("mongodb://127.0.0.1:1/", f"{mongo_uri.rstrip('/')}/?replicaSet=rs0"):
+        wrong = subprocess.run(
+            [sys.executable, "-m", "cdc_logs", "doctor", "--source", "mongo", "--dsn", dsn],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert wrong.returncode == 1 and "FAIL connection" in wrong.stdout, wrong.stdout
+        assert "check the server address" in wrong.stdout and "reconnects" not in wrong.stdout
+    assert "remove replicaSet= from the URI" in wrong.stdout  # mongo-java-server is no replica set member
+
+
+def test_a_missing_collection_is_said_when_the_reader_opens(mongo_uri: str, unique_name: str) -> None:
+    from structlog.testing import capture_logs
+
+    with capture_logs() as logs:
+        reader = _reader(mongo_uri, f"{unique_name}_missing")
+        reader.close()
+    said = [e for e in logs if e["event"] == "mongodb collection does not exist (yet)"]
+    assert [e["collection"] for e in said] == [f"{DB}.{unique_name}_missing"], logs
 
 
 def test_doctor_checks_the_stored_resume_token_of_a_pipeline(

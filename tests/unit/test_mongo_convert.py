@@ -11,6 +11,7 @@ tested here only.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -300,6 +301,41 @@ def test_config_aliases_and_refusals() -> None:
         MongoSourceConfig.model_validate(
             {"type": "mongodb", "uri": "mongodb://h", "collections": ["a.b"], "database": "a"}
         )
+
+
+@pytest.mark.parametrize(
+    ("scope", "says"),
+    [
+        ({"collections": []}, "omit `collections` to watch the whole deployment"),
+        ({"collections": ["shop.a", "shop.b", "shop.a"]}, "shop.a more than once"),
+        ({"collections": ["admin.users"]}, "internal collection"),
+        ({"collections": ["local.oplog.rs"]}, "internal collection"),
+        ({"collections": ["config.chunks"]}, "internal collection"),
+        ({"collections": ["shop.system.profile"]}, "internal collection"),
+        ({"database": "local"}, "MongoDB's own"),
+    ],
+)
+def test_config_refuses_scopes_that_capture_nothing_or_mongodbs_own(scope: dict[str, Any], says: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(says)):
+        MongoSourceConfig.model_validate({"type": "mongodb", "uri": "mongodb://h", **scope})
+    # omitted: the whole deployment; a collection named like system.* inside a name is fine
+    assert MongoSourceConfig.model_validate({"type": "mongodb", "uri": "mongodb://h"}).collections == []
+    ok = MongoSourceConfig.model_validate(
+        {"type": "mongodb", "uri": "mongodb://h", "collections": ["s.my.system"]}
+    )
+    assert ok.collections == ["s.my.system"]
+
+
+@pytest.mark.parametrize("query", ["", "?replicaSet=rs9"])
+def test_no_server_at_the_address_names_what_to_check(query: str) -> None:
+    """Nothing to reconnect to before the first connection: the hint says what to check."""
+    from cdc_logs.readers.mongo.connection import connect
+
+    with pytest.raises(CdcError) as exc:
+        connect(f"mongodb://127.0.0.1:1/{query}", timeout_ms=300)  # nothing listens on port 1
+    assert exc.value.kind is ErrorKind.CONNECTION and "reconnects" not in exc.value.hint
+    assert "check the server address" in exc.value.hint
+    assert ("remove replicaSet=" in exc.value.hint) == bool(query)
 
 
 def test_snapshot_rows_and_heartbeats_keep_the_contract() -> None:

@@ -9,6 +9,7 @@ resuming, the stored resume point still inside the oplog.
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from typing import Any
 
@@ -102,7 +103,8 @@ def _window(client: pymongo.MongoClient[dict[str, Any]]) -> Check:
         return warn("oplog window", "local.oplog.rs is empty or missing", "run on a replica set member")
     span = last["ts"].time - first["ts"].time
     age = time.time() - last["ts"].time
-    detail = f"{span / 3600:.1f} h of oplog (first entry {first['ts'].time}, last {age:.0f} s ago)"
+    since = dt.datetime.fromtimestamp(first["ts"].time, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    detail = f"{span / 3600:.1f} h of oplog (first entry {since}, last entry {age / 3600:.1f} h ago)"
     if span < MIN_WINDOW_S:
         return warn(
             "oplog window",
@@ -116,7 +118,8 @@ def _window(client: pymongo.MongoClient[dict[str, Any]]) -> Check:
 def _collection(client: pymongo.MongoClient[dict[str, Any]], name: str, cfg: Any) -> Check:
     db, coll = name.split(".", 1)
     try:
-        infos = list(client[db].list_collections(filter={"name": coll}))
+        # the name compared here too: mongo-java-server ignores the filter and lists every collection
+        infos = [i for i in client[db].list_collections(filter={"name": coll}) if i.get("name") == coll]
     except errors.PyMongoError as exc:
         err = map_error(exc, f"looking up {name}")
         return Check(f"collection {name}", False, err.message, err.hint)
