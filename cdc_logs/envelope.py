@@ -205,7 +205,8 @@ class ChangeEvent:
             out["unchanged"] = list(self.unchanged)
         if self.content is not None:
             out["message"] = self.content
-        if self.update_description is not None:
+        if self.update_description is not None or self.text_documents:
+            # Debezium's MongoDB shape has the field in every event: null unless an update sent one
             out["updateDescription"] = self.update_description
         return out
 

@@ -101,10 +101,13 @@ def _window(client: pymongo.MongoClient[dict[str, Any]]) -> Check:
         )
     if not first or not last:
         return warn("oplog window", "local.oplog.rs is empty or missing", "run on a replica set member")
-    span = last["ts"].time - first["ts"].time
+    # never negative: a server whose $natural order is not time order (mongo-java-server after the
+    # tests' oplog trims) would print "-0.0 h"
+    span = max(0, last["ts"].time - first["ts"].time)
     age = time.time() - last["ts"].time
+    ago = f"{age:.0f} s ago" if age < 3600 else f"{age / 3600:.1f} h ago"
     since = dt.datetime.fromtimestamp(first["ts"].time, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    detail = f"{span / 3600:.1f} h of oplog (first entry {since}, last entry {age / 3600:.1f} h ago)"
+    detail = f"{span / 3600:.1f} h of oplog (first entry {since}, last entry {ago})"
     if span < MIN_WINDOW_S:
         return warn(
             "oplog window",
