@@ -45,7 +45,9 @@ class MongoSourceConfig(SourceConfigBase):
         default_factory=list,
         description="Collections to capture, as db.collection. One collection: a collection change stream; "
         "several in one database: that database's stream filtered to them; several databases: the "
-        "deployment's stream filtered. The seed's `collection:` (one name) is accepted too.",
+        "deployment's stream filtered. Omit it to watch the deployment (`[]` is refused); MongoDB's own "
+        "namespaces (admin, config, local, *.system.*) and duplicates are refused. The seed's `collection:` "
+        "(one name) is accepted too.",
         examples=[["shop.orders", "shop.customers"]],
     )
     database: str | None = Field(
