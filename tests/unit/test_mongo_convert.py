@@ -493,3 +493,26 @@ def test_non_finite_doubles_are_spelled_as_jackson_writes_them() -> None:
         assert column is not None and (column.type, column.source_type) == ("float64", "DOUBLE")
     assert [_float(event.after[n]) for n in "bcd"] == [float("inf"), float("-inf"), 1.5]  # type: ignore[index]
     assert plain([float("-inf")]) == ["-Infinity"]
+
+
+def test_a_type_mismatch_is_warned_once_whatever_the_document_shapes(tmp_path: Any) -> None:
+    """Each document shape is a new table schema for the SQL sink: its warning about a target column
+    whose type differs is said once per table, column and mismatch, not once per shape."""
+    from structlog.testing import capture_logs
+
+    from cdc_logs.sinks.sql import SqlSink
+
+    f = factory("json")
+    sink = SqlSink(f"sqlite:///{tmp_path / 'target.db'}", target_schema=None, auto_create=True)
+    try:
+        sink.write(
+            [f.change(change("insert", 1, 1, fullDocument={"_id": 1, "n": 1}), position(1), True, None)]
+        )
+        with capture_logs() as logs:
+            for i, extra in enumerate([{}, {"x": 1}, {"y": 1}], start=2):
+                doc = {"_id": i, "n": "7.5", **extra}  # n: integer column, now text
+                sink.write([f.change(change("insert", i, i, fullDocument=doc), position(i), True, None)])
+    finally:
+        sink.close()
+    said = [(e["column"], e["mismatch"]) for e in logs if "type differs" in e["event"]]
+    assert said == [("n", "is integer, and the source now sends text (STRING)")], logs
