@@ -516,3 +516,10 @@ def test_a_type_mismatch_is_warned_once_whatever_the_document_shapes(tmp_path: A
         sink.close()
     said = [(e["column"], e["mismatch"]) for e in logs if "type differs" in e["event"]]
     assert said == [("n", "is integer, and the source now sends text (STRING)")], logs
+
+
+def test_a_server_without_deployment_streams_is_unsupported_naming_the_collection_scope() -> None:
+    # mongo-java-server's answer to a deployment change stream (seen against the stack's server)
+    failure = errors.OperationFailure("no such command: 'aggregate'", 59, {"code": 59, "ok": 0})
+    error = map_error(failure, "opening the change stream on the whole deployment")
+    assert error.kind is ErrorKind.UNSUPPORTED and "--collection db.c" in error.hint

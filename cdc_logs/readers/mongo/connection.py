@@ -123,6 +123,13 @@ def map_error(exc: Exception, doing: str) -> CdcError:
             f"MongoDB {doing}: change streams need a replica set or a sharded cluster: {text}",
             "run mongod as a replica set (a single-node one is enough: --replSet rs0 and rs.initiate())",
         )
+    if isinstance(exc, errors.OperationFailure) and code == 59 and "aggregate" in text:  # CommandNotFound
+        return CdcError(
+            ErrorKind.UNSUPPORTED,
+            f"MongoDB {doing}: the server cannot open this change stream: {text}",
+            "a wire-compatible server (mongo-java-server) has collection streams only: list one "
+            "collection (`collections: [db.c]`, `--collection db.c`) per source; mongod 4.0+ has all",
+        )
     if isinstance(exc, errors.ConfigurationError | errors.InvalidURI):
         return CdcError(ErrorKind.CONFIG, f"MongoDB {doing}: {text}", "check the connection string")
     if isinstance(exc, errors.ConnectionFailure | errors.ServerSelectionTimeoutError | errors.NetworkTimeout):
