@@ -182,6 +182,10 @@ class ChangeEvent:
     # `updateDescription` is added. In memory they stay objects, so row sinks apply documents.
     text_documents: bool = False
     update_description: dict[str, Any] | None = None
+    # `after` is the whole row (a MongoDB document): a column absent from it, and not listed in
+    # `unchanged`, has no value, so row sinks write NULL there (the SQL sink); without this flag an
+    # absent column is one the source did not send, and the target keeps its value.
+    whole_row: bool = False
     # The unwrap transform's Flattening (transforms/unwrap.py): to_json() writes the flattened row.
     flat: Any = field(default=None, repr=False, compare=False)
     # One half of a primary-key change (the delete of the old key or the create of the new one, as
@@ -201,7 +205,8 @@ class ChangeEvent:
             out["unchanged"] = list(self.unchanged)
         if self.content is not None:
             out["message"] = self.content
-        if self.update_description is not None:
+        if self.update_description is not None or self.text_documents:
+            # Debezium's MongoDB shape has the field in every event: null unless an update sent one
             out["updateDescription"] = self.update_description
         return out
 

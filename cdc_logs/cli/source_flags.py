@@ -55,7 +55,8 @@ def source_config(
         if source == "mongo":  # collections: none = the whole deployment
             from cdc_logs.readers.mongo.config import MongoSourceConfig
 
-            return MongoSourceConfig(type="mongodb", uri=dsn, collections=tables, snapshot=snapshot)
+            scope = {"collections": tables} if tables else {}  # `collections: []` is refused
+            return MongoSourceConfig(type="mongodb", uri=dsn, snapshot=snapshot, **scope)
         if source == "sqlite":
             return SqliteSourceConfig(
                 type="sqlite", path=dsn, tables=tables, snapshot=snapshot, poll_interval_ms=interval_ms

@@ -6,6 +6,8 @@ UPDATE on Postgres and SQLite, ON DUPLICATE KEY UPDATE on MySQL/MariaDB, UPDATE-
 elsewhere), d deletes by key, t truncates (`apply_truncate`). An update that changes the primary key
 deletes the old row first. Columns the source did not send (the envelope's `unchanged`: Postgres
 unchanged TOAST) are left out of the UPDATE, so the target keeps its value instead of getting NULL.
+An event whose `after` is the whole row (`whole_row`: a MongoDB document) also sets the nullable
+target columns it lacks to NULL: a field removed by $unset or a replace is gone, not unchanged.
 
 A batch is one transaction, and so is its replay marker: table `cdc_applied` holds, per sink and
 source table, the last applied source position (dedup.py has the rule), written in the same
@@ -158,6 +160,9 @@ class SqlSink(Sink):
         # back (they may describe a table or column the rollback undid).
         self._reports: dict[tuple[object, ...], tuple[Binder, set[str], ChangeEvent]] = {}
         self._said_messages = False
+        # Warnings already given, by table and what they say: sources without a fixed schema
+        # (MongoDB documents) bring a new table schema with each document shape.
+        self._warned: set[tuple[object, ...]] = set()
         self._guard = ReplayGuard()
         self._applied = sa.Table(
             applied_table,
@@ -313,6 +318,8 @@ class SqlSink(Sink):
             self._delete(conn, table, pk, before, event)  # the key changed: move the row
         table = self._with_columns(conn, table, event.after, event)
         row = self._binder(conn, table, event).row(event.after)
+        if event.whole_row:
+            row.update(_cleared(table, row, pk, event.unchanged))
         pending.add(conn, table, row, [c for c in row if c not in pk], tuple(row.get(c) for c in pk))
 
     def _binder(self, conn: sa.Connection, table: sa.Table, event: ChangeEvent) -> Binder:
@@ -338,6 +345,9 @@ class SqlSink(Sink):
         the user's, so it is never altered beyond added columns."""
         table = binder.table.fullname
         for name, why in binder.misfits.items():
+            if (table, name, why) in self._warned:
+                continue
+            self._warned.add((table, name, why))
             log.warning(
                 "target column does not match the source's: values it would change are refused"
                 if binder.refuses(name)
@@ -349,7 +359,7 @@ class SqlSink(Sink):
                 fix=binder.fixes[name],
             )
         kept = sql_fit.dropped(binder.table, sent)
-        if kept:
+        if kept and not event.whole_row:  # a whole document's missing fields are cleared (_cleared)
             log.warning(
                 "the source does not send these target columns (dropped or renamed at the source, or the "
                 "target's own): kept; rows written from now on leave them NULL or their default",
@@ -559,6 +569,16 @@ class _Upserts:
         if self._rows and self._table is not None:
             self._upsert(conn, self._table, self._rows, self._update)
         self._shape, self._rows, self._keys, self._table = None, [], set(), None
+
+
+def _cleared(
+    table: sa.Table, row: dict[str, Any], pk: list[str], unchanged: Sequence[str]
+) -> dict[str, None]:
+    """NULL for the nullable target columns a whole-row event (`ChangeEvent.whole_row`: a MongoDB
+    document) lacks: a field removed by $unset or by a replace is gone, not unchanged. Columns the
+    event lists as `unchanged` keep their value; NOT NULL columns keep theirs (or their default)."""
+    skip = {*row, *pk, *unchanged}
+    return {c.name: None for c in table.c if c.name not in skip and c.nullable}
 
 
 def _qualified(conn: sa.Connection, table: sa.Table) -> str:

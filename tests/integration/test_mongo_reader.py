@@ -11,6 +11,7 @@ Every collection is unique and dropped afterwards.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import threading
@@ -83,7 +84,11 @@ def test_tail_prints_insert_update_delete(mongo_uri: str, coll: Any) -> None:
         "n": 5,
     }
     assert orjson.loads(lines[1]["after"]) == {"_id": 1, "email": "b@x", "n": 6}
-    assert lines[2]["after"] is None and lines[2]["before"] is None  # no pre-images on this server
+    # No pre-images on this server: the delete's `before` is the document key (Extended JSON text), so
+    # the line alone names the deleted document (Debezium's connector puts it in the Kafka key only).
+    assert lines[2]["after"] is None and orjson.loads(lines[2]["before"]) == {"_id": 1}
+    # in every event, null unless the server describes an update (mongo-java-server never does)
+    assert [e["updateDescription"] for e in lines] == [None, None, None]
     ords = [e["source"]["ord"] for e in lines]
     assert ords == sorted(ords) and len(set(ords)) == 3
     for e in lines:
@@ -209,18 +214,36 @@ def test_doctor_checks_the_source(mongo_uri: str, coll: Any) -> None:
     coll.insert_one({"_id": 1})
     result = subprocess.run(
         [sys.executable, "-m", "cdc_logs", "doctor", "--source", "mongo", "--dsn", mongo_uri,
-         "--collection", f"{DB}.{coll.name}"],
+         "--collection", f"{DB}.{coll.name}", "--collection", f"{DB}.{coll.name}_missing"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "ok   change stream: opened on collection" in result.stdout
-    assert "replica set:" in result.stdout and "oplog window:" in result.stdout
+    assert "ok   change stream: opened on" in result.stdout
+    assert "replica set:" in result.stdout
+    # the window in hours, its first entry as an ISO time (not epoch seconds)
+    assert re.search(r"oplog window: [\d.]+ h of oplog \(first entry \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ, last "
+                     r"entry [\d.]+ [sh] ago\)", result.stdout), result.stdout  # fmt: skip
     assert f"ok   collection {DB}.{coll.name}: pre- and post-images off" in result.stdout
-    wrong = subprocess.run(
-        [sys.executable, "-m", "cdc_logs", "doctor", "--source", "mongo", "--dsn", "mongodb://127.0.0.1:1/"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert wrong.returncode == 1 and "FAIL connection" in wrong.stdout
+    assert f"collection {DB}.{coll.name}_missing: does not exist (yet)" in result.stdout
+    # (no server at all: tests/unit/test_mongo_convert.py, with a shorter timeout)
+    for dsn in (f"{mongo_uri.rstrip('/')}/?replicaSet=rs0",):
+        wrong = subprocess.run(
+            [sys.executable, "-m", "cdc_logs", "doctor", "--source", "mongo", "--dsn", dsn],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert wrong.returncode == 1 and "FAIL connection" in wrong.stdout, wrong.stdout
+        assert "check the server address" in wrong.stdout and "reconnects" not in wrong.stdout
+    assert "remove replicaSet= from the URI" in wrong.stdout  # mongo-java-server is no replica set member
+
+
+def test_a_missing_collection_is_said_when_the_reader_opens(mongo_uri: str, unique_name: str) -> None:
+    from structlog.testing import capture_logs
+
+    with capture_logs() as logs:
+        reader = _reader(mongo_uri, f"{unique_name}_missing")
+        reader.close()
+    said = [e for e in logs if e["event"] == "mongodb collection does not exist (yet)"]
+    assert [e["collection"] for e in said] == [f"{DB}.{unique_name}_missing"], logs
 
 
 def test_doctor_checks_the_stored_resume_token_of_a_pipeline(
@@ -265,3 +288,40 @@ sync: {{mode: continuous}}
         capture_output=True, text=True, timeout=60, cwd=tmp_path,
     )  # fmt: skip
     assert "ok   stored position:" in result.stdout and "can be resumed" in result.stdout, result.stdout
+
+
+def test_unset_and_replace_clear_the_column_in_the_sql_target(
+    mongo_uri: str, coll: Any, tmp_path: Any
+) -> None:
+    """document_format: json into the SQL apply sink: a field removed by $unset or by a replace is
+    NULL in the target row, not the value it had."""
+    import sqlalchemy as sa
+
+    from cdc_logs.sinks.sql import SqlSink
+
+    url = f"sqlite:///{tmp_path / 'target.db'}"
+    sink = SqlSink(url, target_schema=None, auto_create=True)
+    next_second()
+    collector = Collector(_reader(mongo_uri, coll.name, snapshot=False))
+    engine = sa.create_engine(url)
+    try:
+        collector.streaming()
+        coll.insert_one({"_id": 1, "name": "Anne", "phone": "555", "n": 1})
+        coll.update_one({"_id": 1}, {"$set": {"_id": 1}, "$unset": {"phone": ""}})
+        coll.replace_one({"_id": 1}, {"_id": 1, "n": 2})
+        collector.wait(3)
+        events = collector.events()
+        sink.write(events[:2])
+        with engine.connect() as conn:
+            assert [
+                tuple(r) for r in conn.execute(sa.text(f"SELECT _id, name, phone, n FROM {coll.name}"))
+            ] == [(1, "Anne", None, 1)]
+        sink.write(events[2:])
+        with engine.connect() as conn:
+            assert [
+                tuple(r) for r in conn.execute(sa.text(f"SELECT _id, name, phone, n FROM {coll.name}"))
+            ] == [(1, None, None, 2)]
+    finally:
+        collector.stop()
+        sink.close()
+        engine.dispose()

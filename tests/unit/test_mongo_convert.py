@@ -11,6 +11,7 @@ tested here only.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -100,7 +101,7 @@ def test_insert_in_debeziums_mongodb_shape() -> None:
     assert source["ts_ms"] == 1710281424000 and source["snapshot"] == "false"
     assert source["lsid"] is None and source["txnNumber"] is None
     assert source["wallTime"] == 1710281424123
-    assert value["transaction"] is None and "updateDescription" not in value
+    assert value["transaction"] is None and value["updateDescription"] is None  # as Debezium writes it
     assert event.schema is not None and event.schema.key == ("_id",)
 
 
@@ -126,7 +127,13 @@ def test_replace_is_an_update_without_update_description_and_delete_has_no_after
     replaced = factory().change(change("replace", 3, fullDocument=DOC), position(3), True, None)
     assert replaced.op.value == "u" and replaced.update_description is None
     deleted = orjson.loads(factory().change(change("delete", 4), position(4), True, None).to_json())
-    assert deleted["op"] == "d" and deleted["after"] is None and deleted["before"] is None
+    # No pre-image: `before` is the document key, as Extended JSON text (Debezium leaves it null and
+    # names the document in the Kafka key only), so the value alone says which document went.
+    assert deleted["op"] == "d" and deleted["after"] is None
+    assert deleted["before"] == f'{{"_id":{{"$oid":"{OID}"}}}}'
+    with_image = change("delete", 5, fullDocumentBeforeChange=DOC)
+    value = orjson.loads(factory().change(with_image, position(5), True, None).to_json())
+    assert orjson.loads(value["before"])["name"] == "Anne"  # a pre-image wins
 
 
 def test_update_without_a_lookup_has_no_after_but_the_delta() -> None:
@@ -156,7 +163,7 @@ def test_plain_json_documents_and_key() -> None:
     assert at is not None and at.semantic == "io.debezium.time.ZonedTimestamp"
     tags = event.schema.column("tags")
     assert tags is not None and (tags.type, tags.semantic) == ("string", "io.debezium.data.Json")
-    assert plain(Binary.from_uuid(SESSION)) == str(SESSION) and plain(float("nan")) == "nan"
+    assert plain(Binary.from_uuid(SESSION)) == str(SESSION) and plain(float("nan")) == "NaN"
     assert plain(Decimal("1.5")) == "1.5" and plain(Timestamp(5, 6)) == {"t": 5, "i": 6}
 
 
@@ -198,7 +205,8 @@ def test_transactions_are_grouped_numbered_and_end_on_a_boundary(fmt: str) -> No
     source = orjson.loads(events[0].to_json())["source"]
     assert source["txnNumber"] == 3 and str(SESSION) not in source["lsid"]  # lsid as Extended JSON
     assert orjson.loads(source["lsid"])["id"]["$binary"]["subType"] == "04"
-    assert orjson.loads(events[4].to_json())["before"] == (None if fmt == "extended_json" else {"_id": 3})
+    before = orjson.loads(events[4].to_json())["before"]  # the delete names its document
+    assert (orjson.loads(before) if fmt == "extended_json" else before) == {"_id": 3}
     if fmt == "json":  # Debezium's shape has no `before` on a delete without pre-images (contract V3)
         assert ContractChecker().check_all(items) == []
 
@@ -295,6 +303,41 @@ def test_config_aliases_and_refusals() -> None:
         )
 
 
+@pytest.mark.parametrize(
+    ("scope", "says"),
+    [
+        ({"collections": []}, "omit `collections` to watch the whole deployment"),
+        ({"collections": ["shop.a", "shop.b", "shop.a"]}, "shop.a more than once"),
+        ({"collections": ["admin.users"]}, "internal collection"),
+        ({"collections": ["local.oplog.rs"]}, "internal collection"),
+        ({"collections": ["config.chunks"]}, "internal collection"),
+        ({"collections": ["shop.system.profile"]}, "internal collection"),
+        ({"database": "local"}, "MongoDB's own"),
+    ],
+)
+def test_config_refuses_scopes_that_capture_nothing_or_mongodbs_own(scope: dict[str, Any], says: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(says)):
+        MongoSourceConfig.model_validate({"type": "mongodb", "uri": "mongodb://h", **scope})
+    # omitted: the whole deployment; a collection named like system.* inside a name is fine
+    assert MongoSourceConfig.model_validate({"type": "mongodb", "uri": "mongodb://h"}).collections == []
+    ok = MongoSourceConfig.model_validate(
+        {"type": "mongodb", "uri": "mongodb://h", "collections": ["s.my.system"]}
+    )
+    assert ok.collections == ["s.my.system"]
+
+
+@pytest.mark.parametrize("query", ["", "?replicaSet=rs9"])
+def test_no_server_at_the_address_names_what_to_check(query: str) -> None:
+    """Nothing to reconnect to before the first connection: the hint says what to check."""
+    from cdc_logs.readers.mongo.connection import connect
+
+    with pytest.raises(CdcError) as exc:
+        connect(f"mongodb://127.0.0.1:1/{query}", timeout_ms=300)  # nothing listens on port 1
+    assert exc.value.kind is ErrorKind.CONNECTION and "reconnects" not in exc.value.hint
+    assert "check the server address" in exc.value.hint
+    assert ("remove replicaSet=" in exc.value.hint) == bool(query)
+
+
 def test_snapshot_rows_and_heartbeats_keep_the_contract() -> None:
     f = factory("json")
     point = position(1)
@@ -388,3 +431,95 @@ def test_json_updates_always_carry_a_row() -> None:
         MongoSourceConfig.model_validate(
             {"type": "mongodb", "uri": "mongodb://h", "document_format": "json", "full_document": "default"}
         )
+
+
+def test_unset_and_replace_clear_the_target_columns_of_the_sql_sink(tmp_path: Any) -> None:
+    """`document_format: json` into the SQL apply sink: `after` is the whole document, so a field gone
+    by $unset or by a replace is NULL in the target row (not the value it had), while a NOT NULL
+    target column of the user's own keeps its default."""
+    import sqlalchemy as sa
+    from structlog.testing import capture_logs
+
+    from cdc_logs.sinks.sql import SqlSink
+
+    url = f"sqlite:///{tmp_path / 'target.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE orders (_id INTEGER PRIMARY KEY, name TEXT, phone TEXT, "
+                             "n INTEGER, mine TEXT NOT NULL DEFAULT 'own')"))  # fmt: skip
+    f = factory("json")
+    removed = {"updatedFields": {}, "removedFields": ["phone"]}
+    changes = [
+        change("insert", 1, 7, fullDocument={"_id": 7, "name": "Anne", "phone": "555", "n": 1}),
+        change("update", 2, 7, updateDescription=removed, fullDocument={"_id": 7, "name": "Anne", "n": 1}),
+    ]
+    sink = SqlSink(url, target_schema=None, auto_create=True)
+    rows = lambda: [tuple(r) for r in engine.connect().execute(sa.text("SELECT * FROM orders"))]  # noqa: E731
+    try:
+        with capture_logs() as logs:
+            sink.write([f.change(c, position(i + 1), True, None) for i, c in enumerate(changes)])
+            assert rows() == [(7, "Anne", None, 1, "own")]  # $unset phone: NULL
+            doc = {"_id": 7, "n": 2}
+            sink.write([f.change(change("replace", 3, 7, fullDocument=doc), position(3), True, None)])
+            assert rows() == [(7, None, None, 2, "own")]  # replaced without name: NULL
+        # Each document shape is a new table schema: no warning about the fields it lacks.
+        assert not [e for e in logs if "does not send" in e["event"]], logs
+        # A Postgres-style partial row (no whole_row): absent columns keep their values.
+        partial = f.change(
+            change("replace", 4, 7, fullDocument={"_id": 7, "name": "Bo"}), position(4), True, None
+        )
+        partial.whole_row = False
+        sink.write([partial])
+        assert rows() == [(7, "Bo", None, 2, "own")]
+    finally:
+        sink.close()
+        engine.dispose()
+
+
+def test_non_finite_doubles_are_spelled_as_jackson_writes_them() -> None:
+    """NaN and the infinities have no JSON form: "NaN", "Infinity", "-Infinity", as Kafka's JSON
+    converter (Jackson) writes a double and the Postgres reader a float8; the schema still says double,
+    and the SQL sink reads them back as doubles."""
+    from cdc_logs.sinks.sql_types import _float
+
+    doc = {"_id": 1, "a": float("nan"), "b": float("inf"), "c": float("-inf"), "d": 1.5}
+    event = factory("json").change(change("insert", 1, 1, fullDocument=doc), position(1), True, None)
+    assert orjson.loads(event.to_json())["after"] == {
+        "_id": 1, "a": "NaN", "b": "Infinity", "c": "-Infinity", "d": 1.5
+    }  # fmt: skip
+    assert event.schema is not None
+    for name in "abcd":
+        column = event.schema.column(name)
+        assert column is not None and (column.type, column.source_type) == ("float64", "DOUBLE")
+    assert [_float(event.after[n]) for n in "bcd"] == [float("inf"), float("-inf"), 1.5]  # type: ignore[index]
+    assert plain([float("-inf")]) == ["-Infinity"]
+
+
+def test_a_type_mismatch_is_warned_once_whatever_the_document_shapes(tmp_path: Any) -> None:
+    """Each document shape is a new table schema for the SQL sink: its warning about a target column
+    whose type differs is said once per table, column and mismatch, not once per shape."""
+    from structlog.testing import capture_logs
+
+    from cdc_logs.sinks.sql import SqlSink
+
+    f = factory("json")
+    sink = SqlSink(f"sqlite:///{tmp_path / 'target.db'}", target_schema=None, auto_create=True)
+    try:
+        sink.write(
+            [f.change(change("insert", 1, 1, fullDocument={"_id": 1, "n": 1}), position(1), True, None)]
+        )
+        with capture_logs() as logs:
+            for i, extra in enumerate([{}, {"x": 1}, {"y": 1}], start=2):
+                doc = {"_id": i, "n": "7.5", **extra}  # n: integer column, now text
+                sink.write([f.change(change("insert", i, i, fullDocument=doc), position(i), True, None)])
+    finally:
+        sink.close()
+    said = [(e["column"], e["mismatch"]) for e in logs if "type differs" in e["event"]]
+    assert said == [("n", "is integer, and the source now sends text (STRING)")], logs
+
+
+def test_a_server_without_deployment_streams_is_unsupported_naming_the_collection_scope() -> None:
+    # mongo-java-server's answer to a deployment change stream (seen against the stack's server)
+    failure = errors.OperationFailure("no such command: 'aggregate'", 59, {"code": 59, "ok": 0})
+    error = map_error(failure, "opening the change stream on the whole deployment")
+    assert error.kind is ErrorKind.UNSUPPORTED and "--collection db.c" in error.hint

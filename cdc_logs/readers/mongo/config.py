@@ -12,6 +12,7 @@ from cdc_logs.configmodel import SourceConfigBase
 from cdc_logs.readers.base import Reader
 
 _NAMESPACE = re.compile(r"^[^.$\s/\\\"]+\.[^$\s]+$")
+_INTERNAL_DBS = ("admin", "config", "local")
 _SNAPSHOT_MODES = {"initial": True, "always": True, "never": False, "no_data": False}
 
 
@@ -44,7 +45,9 @@ class MongoSourceConfig(SourceConfigBase):
         default_factory=list,
         description="Collections to capture, as db.collection. One collection: a collection change stream; "
         "several in one database: that database's stream filtered to them; several databases: the "
-        "deployment's stream filtered. The seed's `collection:` (one name) is accepted too.",
+        "deployment's stream filtered. Omit it to watch the deployment (`[]` is refused); MongoDB's own "
+        "namespaces (admin, config, local, *.system.*) and duplicates are refused. The seed's `collection:` "
+        "(one name) is accepted too.",
         examples=[["shop.orders", "shop.customers"]],
     )
     database: str | None = Field(
@@ -133,9 +136,29 @@ class MongoSourceConfig(SourceConfigBase):
     @field_validator("collections")
     @classmethod
     def _namespaces(cls, value: list[str]) -> list[str]:
+        if not value:  # an empty list would silently mean "everything"
+            raise ValueError(
+                "`collections: []` lists nothing: omit `collections` to watch the whole deployment"
+            )
         for name in value:
             if not _NAMESPACE.fullmatch(name):
                 raise ValueError(f"{name!r} is not db.collection")
+            db, coll = name.split(".", 1)
+            if db in _INTERNAL_DBS or coll.startswith("system."):
+                raise ValueError(
+                    f"{name!r} is a MongoDB internal collection: change streams cannot watch "
+                    "admin.*, config.*, local.* or *.system.*"
+                )
+        duplicates = sorted({n for n in value if value.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"collections lists {', '.join(duplicates)} more than once")
+        return value
+
+    @field_validator("database")
+    @classmethod
+    def _database(cls, value: str | None) -> str | None:
+        if value in _INTERNAL_DBS:
+            raise ValueError(f"database {value!r} is MongoDB's own: change streams cannot watch it")
         return value
 
     @model_validator(mode="after")

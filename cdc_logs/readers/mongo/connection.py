@@ -6,6 +6,7 @@ turn documents into events.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,12 +77,28 @@ def connect(uri: str, *, timeout_ms: int = 10_000) -> pymongo.MongoClient[dict[s
         )
         client.admin.command("ping")
     except errors.PyMongoError as exc:
-        raise map_error(exc, "connecting") from exc
+        error = map_error(exc, "connecting")
+        if error.kind is ErrorKind.CONNECTION:  # nothing to resume yet: `tail` and `doctor` stop here
+            error = CdcError(ErrorKind.CONNECTION, error.message, _connect_fix(uri))
+        raise error from exc
     except Exception as exc:  # a malformed URI (InvalidURI is a PyMongoError; others are ValueError)
         raise CdcError(
             ErrorKind.CONFIG, f"MongoDB URI: {redact(str(exc))}", "check the connection string"
         ) from exc
     return client
+
+
+def _connect_fix(uri: str) -> str:
+    """What to check when no server answers the URI (never the URI itself: it may hold a password)."""
+    fix = "check the server address (host and port in the URI) and that MongoDB runs and is reachable"
+    named = re.search(r"[?&]replicaSet=([^&]*)", uri, re.IGNORECASE)
+    if named:
+        fix += (
+            f"; the URI asks for replica set {named.group(1)!r}: a server that is not a member of it (a "
+            "standalone, another set's member, mongo-java-server) is never selected, so remove "
+            "replicaSet= from the URI or name the server's own set"
+        )
+    return fix
 
 
 def map_error(exc: Exception, doing: str) -> CdcError:
@@ -105,6 +122,13 @@ def map_error(exc: Exception, doing: str) -> CdcError:
             ErrorKind.UNSUPPORTED,
             f"MongoDB {doing}: change streams need a replica set or a sharded cluster: {text}",
             "run mongod as a replica set (a single-node one is enough: --replSet rs0 and rs.initiate())",
+        )
+    if isinstance(exc, errors.OperationFailure) and code == 59 and "aggregate" in text:  # CommandNotFound
+        return CdcError(
+            ErrorKind.UNSUPPORTED,
+            f"MongoDB {doing}: the server cannot open this change stream: {text}",
+            "a wire-compatible server (mongo-java-server) has collection streams only: list one "
+            "collection (`collections: [db.c]`, `--collection db.c`) per source; mongod 4.0+ has all",
         )
     if isinstance(exc, errors.ConfigurationError | errors.InvalidURI):
         return CdcError(ErrorKind.CONFIG, f"MongoDB {doing}: {text}", "check the connection string")

@@ -69,7 +69,11 @@ def plain(value: Any) -> Any:
     if isinstance(value, int):  # Int64 is an int
         return int(value)
     if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)  # JSON has no NaN/Infinity
+        if math.isfinite(value):
+            return value
+        # JSON has no NaN/Infinity: Jackson's spelling, as Kafka's JSON converter writes a double and
+        # the Postgres reader a float8 (docs/envelope.md); typed sinks read them back as doubles.
+        return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
     if isinstance(value, Mapping):
         return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -263,6 +267,7 @@ class EventFactory:
             position=position,
             boundary=last,
             text_documents=self.format == "extended_json",
+            whole_row=True,
         )
         event.schema = self.schema(db, coll, document)
         return event
@@ -292,10 +297,12 @@ class EventFactory:
             # updateLookup found no document (deleted since: its delete follows in the stream). A row
             # sink needs a row: the key alone, so the update applies nothing the delete will not undo.
             after = self.document(key_doc)
-        if before is None and op is Op.DELETE and self.format == "json":
-            # Row sinks find the row by its key: without a pre-image, the delete's `before` is the
-            # document's key (documentKey: _id, plus the shard key on a sharded collection). Debezium's
-            # shape (extended_json) keeps `before` null, as its MongoDB connector does.
+        if before is None and op is Op.DELETE:
+            # Without a pre-image, the delete's `before` is the document's key (documentKey: _id, plus
+            # the shard key on a sharded collection), shaped as a pre-image holding only the key: row
+            # sinks find the row by it, and a consumer of the value alone (file, stdout, `tail`) sees
+            # which document went. Debezium's MongoDB connector leaves `before` null there and names
+            # the document in the Kafka key only (docs/sources/mongo.md).
             before = self.document(key_doc)
         extra: dict[str, Any] = {}
         lsid = change.get("lsid")
@@ -316,6 +323,9 @@ class EventFactory:
             position=position,
             boundary=boundary,
             text_documents=self.format == "extended_json",
+            # A fetched or sent document is the whole document: a field it lacks ($unset, replaced
+            # away) is gone, so row sinks clear that column. Not the key-only stand-in above.
+            whole_row=op is not Op.DELETE and full is not None,
         )
         if kind == "update":
             event.update_description = self.update_description(change.get("updateDescription"))

@@ -108,9 +108,29 @@ class MongoReader(Reader):
             client.close()
             raise
         self._client = client
+        self._warn_missing(client)
         self._factory = EventFactory(self._server, self.pipeline_name, replica_set, self.document_format)
         if self.scope.collection and self.scope.database:
             self._factory.default_namespace = (self.scope.database, self.scope.collection)
+
+    def _warn_missing(self, client: Any) -> None:
+        """Say which watched collections do not exist: a typo streams nothing, silently otherwise."""
+        by_db: dict[str, list[str]] = {}
+        for name in self.scope.collections:
+            db, coll = name.split(".", 1)
+            by_db.setdefault(db, []).append(coll)
+        for db, colls in by_db.items():
+            try:
+                present = set(client[db].list_collection_names())
+            except pymongo.errors.PyMongoError:
+                continue  # not allowed to list: the change stream check is what counts
+            for coll in colls:
+                if coll not in present:
+                    log.warning(
+                        "mongodb collection does not exist (yet)",
+                        collection=f"{db}.{coll}",
+                        fix="check the name; its changes are captured once it is created",
+                    )
 
     def server_identity(self) -> str:
         if self._server is None:
