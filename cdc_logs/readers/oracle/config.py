@@ -143,6 +143,22 @@ class OracleSourceConfig(SourceConfigBase):
         "of transactions still open. 0 mines up to the current SCN (only safe on a quiet database).",
         examples=[3_000],
     )
+    connect_timeout_ms: int = Field(
+        10_000,
+        ge=100,
+        description="Milliseconds a connection may take in all (TCP connect, handshake, login) before "
+        "it fails with a connection error: a port that accepts but is not an Oracle listener fails "
+        "instead of hanging.",
+        examples=[30_000],
+    )
+    call_timeout_ms: int = Field(
+        600_000,
+        ge=0,
+        description="Milliseconds one round trip to the server (a query, a fetch of rows, starting "
+        "LogMiner on a window) may take before it fails with a connection error (python-oracledb's "
+        "call_timeout). Mining a large window of archived logs can take minutes. 0: no limit.",
+        examples=[120_000],
+    )
     heartbeat_interval_ms: int = Field(
         10_000,
         ge=0,
@@ -221,7 +237,12 @@ def build(cfg: OracleSourceConfig, ctx: registry.BuildContext) -> Reader:
     dsn = oracle_dsn(cfg)
     start = cfg.logminer_config.start_scn
     return OracleReader(
-        lambda: LogMinerSession(dsn, pdb=cfg.pdb),
+        lambda: LogMinerSession(
+            dsn,
+            pdb=cfg.pdb,
+            connect_timeout_s=cfg.connect_timeout_ms / 1000,
+            call_timeout_ms=cfg.call_timeout_ms,
+        ),
         cfg.tables,
         pipeline_name=ctx.pipeline,
         start_scn=None if start == "auto" else int(start),
