@@ -197,7 +197,8 @@ def _value(rnd: random.Random) -> tuple[str, Value]:
         fmt = "YYYY-MM-DD HH24:MI:SS.FF"
         return f"TO_TIMESTAMP('{stamp}', '{fmt}')", Temporal("TO_TIMESTAMP", stamp, fmt)
     if kind == 4:
-        stamp = f"2024-01-01 00:00:00.5 {rnd.choice(['+02:00', '-11:30', 'Europe/Paris'])}"
+        zone = rnd.choice(["+02:00", "-11:30", "Europe/Paris", "EUROPE/PARIS", "EUROPE/PARIS CET"])
+        stamp = f"2024-01-01 00:00:00.5 {zone}"
         return f"TO_TIMESTAMP_TZ('{stamp}')", Temporal("TO_TIMESTAMP_TZ", stamp)
     if kind == 5:
         data = bytes(rnd.randrange(256) for _ in range(rnd.randint(0, 6)))
