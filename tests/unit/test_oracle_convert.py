@@ -228,3 +228,21 @@ def test_region_round_trip_over_every_zone_in_any_case() -> None:
 def test_an_unknown_region_names_it() -> None:
     with pytest.raises(ValueError, match="unknown time zone region MARS/BASE"):
         convert_value(TZ, Temporal("TO_TIMESTAMP_TZ", "2020-02-01 10:00:00.5 MARS/BASE"))
+
+
+def test_a_bad_number_has_a_readable_message() -> None:
+    with pytest.raises(ValueError) as info:
+        convert_value(col("NUMBER", 10, 2), "12,5")
+    assert str(info.value) == "not a number literal"
+    info_ = table_info("DB", "HR", "T", [CatalogColumn("N", "NUMBER", None, 10, 2)])
+    with pytest.raises(CdcError) as error:
+        EventBuilder("p", "DB").row(info_, {"N": "abc"})
+    assert "ConversionSyntax" not in error.value.message
+    assert error.value.message == "column N (NUMBER) of HR.T: not a number literal"
+
+
+@pytest.mark.parametrize("kind", ["INTERVAL DAY(2) TO SECOND(6)", "INTERVAL YEAR(2) TO MONTH"])
+def test_interval_values_are_refused_as_the_docs_say(kind: str) -> None:
+    with pytest.raises(ValueError, match="values are not converted"):
+        convert_value(col(kind), "+01 02:03:04.000000")
+    assert convert_value(col(kind), None) is None

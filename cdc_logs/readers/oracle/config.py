@@ -12,6 +12,9 @@ from cdc_logs.configmodel import ConfigModel, SourceConfigBase
 from cdc_logs.readers.base import Reader
 
 
+MAX_SCN = 2**64 - 1
+
+
 class OracleLogminerConfig(ConfigModel):
     """The seed's `logminer_config` block."""
 
@@ -41,6 +44,13 @@ class OracleLogminerConfig(ConfigModel):
     def _scn(cls, value: Any) -> Any:
         if isinstance(value, str) and value.strip().isdigit():
             return int(value)
+        return value
+
+    @field_validator("start_scn")
+    @classmethod
+    def _scn_range(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 0 <= value <= MAX_SCN:
+            raise ValueError(f"start_scn must be from 0 to {MAX_SCN} (an SCN is unsigned 64-bit)")
         return value
 
 
@@ -175,6 +185,9 @@ class OracleSourceConfig(SourceConfigBase):
             for alias in ("url", "uri", "connection_string"):
                 if alias in data and "dsn" not in data:
                     data["dsn"] = data.pop(alias)
+            given = [k for k in ("tables", "table", "monitored_tables") if data.get(k) is not None]
+            if len(given) > 1:
+                raise ValueError(f"{' and '.join(given)} are both given: give one of them")
             if "table" in data and "tables" not in data:
                 data["tables"] = [data.pop("table")]
             if "monitored_tables" in data and "tables" not in data:

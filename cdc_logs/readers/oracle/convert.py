@@ -208,7 +208,10 @@ def convert_value(col: CatalogColumn, value: Value) -> Any:
     if kind in ("NUMBER", "FLOAT"):
         if not isinstance(value, str):
             raise ValueError("not a number literal")
-        number = Decimal(value.strip())
+        try:
+            number = Decimal(value.strip())
+        except InvalidOperation:  # its own message is `[<class 'decimal.ConversionSyntax'>]`
+            raise ValueError("not a number literal") from None
         if not number.is_finite():
             raise ValueError("not a finite number")
         if col.scale == 0 and col.precision is not None and col.precision < 19:
@@ -255,6 +258,10 @@ def convert_value(col: CatalogColumn, value: Value) -> Any:
         if isinstance(value, str) and re.fullmatch(r"(?:[0-9A-Fa-f]{2})*", value):
             return bytes.fromhex(value)  # RAW rendered as its hex text
         raise ValueError("not a RAW value")
+    if kind.startswith("INTERVAL"):
+        # Not converted (yet): dead-lettered, as docs/sources/oracle.md says, whether LogMiner
+        # wrote a TO_DSINTERVAL call (which the parser refuses) or a plain string.
+        raise ValueError(f"{kind} values are not converted")
     if isinstance(value, str):
         return value
     raise ValueError(f"a {type(value).__name__} value in a {kind} column")
