@@ -11,7 +11,6 @@ from cdc_logs import registry
 from cdc_logs.configmodel import ConfigModel, SourceConfigBase
 from cdc_logs.readers.base import Reader
 
-
 MAX_SCN = 2**64 - 1
 
 
