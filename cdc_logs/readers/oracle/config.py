@@ -21,7 +21,7 @@ class OracleLogminerConfig(ConfigModel):
         "auto",
         description="Where a first run starts (a stored offset always wins): `auto` is the database's "
         "current SCN, with the transactions open then delivered whole; an SCN starts after it "
-        "(transactions open at that SCN are delivered from it on).",
+        "(transactions open at that SCN are delivered from it on); from 0 to 2^64-1.",
         examples=["auto", 48213307],
     )
     archive_log_dest: str | None = Field(
