@@ -358,7 +358,7 @@ class FileReplaySession:
     """Answers the reader's queries from the directory `OracleReplayCase` writes (see the module
     docstring); constructed as LogMinerSession is, the directory from CDC_ORACLE_REPLAY_DIR."""
 
-    def __init__(self, dsn: Any, *, pdb: str | None = None, fetch_rows: int = 2000) -> None:
+    def __init__(self, dsn: Any, *, pdb: str | None = None, fetch_rows: int = 2000, **timeouts: Any) -> None:
         self.root = Path(os.environ[ENV])
         self.where = "replay"
         self._rows: list[dict[str, Any]] = []

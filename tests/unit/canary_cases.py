@@ -119,6 +119,18 @@ def url_variants(
     return out
 
 
+def oracle_easy_variants() -> dict[str, str]:
+    """Oracle's Easy Connect form (user/password@host:port/service) with '@', '#' and '/' in the
+    password: the credentials end at the LAST '@' (split at the first, the canary was printed)."""
+    c = CANARY
+    return {
+        "easy": f"cdc/{c}@127.0.0.1:1/FREE",
+        "easy_at": f"cdc/x@{c}@127.0.0.1:1/FREE",
+        "easy_at_hash": f"cdc/x@#{c}/y@127.0.0.1:1/FREE",
+        "url_at_hash": f"oracle://cdc:x@{c}#w/rd@127.0.0.1:1/FREE",
+    }
+
+
 def pg_variants() -> dict[str, str]:
     return {
         **url_variants("postgresql", "/cdc_test", wrong="CDC_PG_DSN"),
@@ -207,6 +219,9 @@ def _tail(path: tuple[str, ...], ctx: Context) -> Iterator[Case]:
     yield from _dsn_cases(
         ["tail", "--source", "oracle", "--table", "HR.EMP"], url_variants("oracle", "/FREE"), "oracle"
     )
+    yield from _dsn_cases(
+        ["tail", "--source", "oracle", "--table", "HR.EMP"], oracle_easy_variants(), "oracle"
+    )
     poll = [
         "tail",
         "--source",
@@ -240,6 +255,7 @@ def _doctor(path: tuple[str, ...], ctx: Context) -> Iterator[Case]:
         ["doctor", "--source", "mariadb"], url_variants("mysql", "/test", wrong="CDC_MARIADB_DSN"), "mariadb"
     )
     yield from _dsn_cases(["doctor", "--source", "oracle"], url_variants("oracle", "/FREE"), "oracle")
+    yield from _dsn_cases(["doctor", "--source", "oracle"], oracle_easy_variants(), "oracle")
     yield from _dsn_cases(["doctor", "--source", "mongo"], url_variants("mongodb", "/"), "mongo")
     # -c: every source's credential fields, and an offset store's (doctor reads the stored positions).
     for name, config in config_cases(ctx):

@@ -180,3 +180,69 @@ def test_dsn_forms() -> None:
         with pytest.raises(CdcError) as info:
             parse_dsn(bad)
         assert info.value.kind is ErrorKind.CONFIG and "Kq7x" not in str(info.value)
+
+
+TZ = col("TIMESTAMP(6) WITH TIME ZONE", None, 6)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2020-07-01 10:00:00.000000 EUROPE/PARIS", "2020-07-01T08:00:00Z"),  # as Oracle writes it
+        ("2020-07-01 10:00:00.000000 EUROPE/PARIS CEST", "2020-07-01T08:00:00Z"),
+        ("2020-01-01 10:00:00.000000 AMERICA/ARGENTINA/BUENOS_AIRES -03", "2020-01-01T13:00:00Z"),
+        ("2020-01-01 10:00:00.5 us/pacific", "2020-01-01T18:00:00.5Z"),
+        # 02:30 happens twice on 2020-10-25 in Paris: the abbreviation picks which one.
+        ("2020-10-25 02:30:00.000000 EUROPE/PARIS CEST", "2020-10-25T00:30:00Z"),
+        ("2020-10-25 02:30:00.000000 EUROPE/PARIS CET", "2020-10-25T01:30:00Z"),
+    ],
+)
+def test_upper_case_regions_and_abbreviations(text: str, expected: str) -> None:
+    assert convert_value(TZ, Temporal("TO_TIMESTAMP_TZ", text)) == expected
+
+
+def test_region_round_trip_over_every_zone_in_any_case() -> None:
+    """Fuzz: a wall-clock time in a random zone, written in random case (with its abbreviation half
+    of the time), reads back as the same instant."""
+    import random
+    import zoneinfo
+
+    rnd = random.Random(1303)
+    zones = sorted(zoneinfo.available_timezones())
+    for _ in range(2000):
+        name = rnd.choice(zones)
+        local = dt.datetime(
+            rnd.randint(1971, 2037), rnd.randint(1, 12), rnd.randint(1, 28), rnd.randint(0, 23)
+        )
+        local = local.replace(minute=rnd.randint(0, 59), tzinfo=zoneinfo.ZoneInfo(name))
+        written = "".join(c.upper() if rnd.random() < 0.5 else c.lower() for c in name)
+        text = local.strftime("%Y-%m-%d %H:%M:%S.000000 ") + written
+        abbreviation = local.tzname() or ""
+        if rnd.random() < 0.5 and abbreviation.isalpha():
+            text += " " + abbreviation
+        got = convert_value(TZ, Temporal("TO_TIMESTAMP_TZ", text))
+        want = local.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        assert got == want, (text, got, want)
+
+
+def test_an_unknown_region_names_it() -> None:
+    with pytest.raises(ValueError, match="unknown time zone region MARS/BASE"):
+        convert_value(TZ, Temporal("TO_TIMESTAMP_TZ", "2020-02-01 10:00:00.5 MARS/BASE"))
+
+
+def test_a_bad_number_has_a_readable_message() -> None:
+    with pytest.raises(ValueError) as info:
+        convert_value(col("NUMBER", 10, 2), "12,5")
+    assert str(info.value) == "not a number literal"
+    info_ = table_info("DB", "HR", "T", [CatalogColumn("N", "NUMBER", None, 10, 2)])
+    with pytest.raises(CdcError) as error:
+        EventBuilder("p", "DB").row(info_, {"N": "abc"})
+    assert "ConversionSyntax" not in error.value.message
+    assert error.value.message == "column N (NUMBER) of HR.T: not a number literal"
+
+
+@pytest.mark.parametrize("kind", ["INTERVAL DAY(2) TO SECOND(6)", "INTERVAL YEAR(2) TO MONTH"])
+def test_interval_values_are_refused_as_the_docs_say(kind: str) -> None:
+    with pytest.raises(ValueError, match="values are not converted"):
+        convert_value(col(kind), "+01 02:03:04.000000")
+    assert convert_value(col(kind), None) is None

@@ -175,14 +175,46 @@ def test_positions_and_restart_scn(full: tuple[list[Any], Any, Any]) -> None:
         (1030, xid(8)),
     ]
     restarts = {b.position.xid: b.position.restart for b in boundaries}  # type: ignore[union-attr]
-    assert restarts[xid(2)] == 1001  # T1 (started 1001) still open
+    assert restarts[xid(2)] == 1002  # T1 (started 1001, first change at 1002) still open
     assert restarts[xid(1)] == 1008  # nothing open: its own commit SCN
-    assert restarts[xid(9)] == 1024  # T8 (started 1024) still open
+    assert restarts[xid(9)] == 1025  # T8 (started 1024, first change at 1025) still open
     assert restarts[xid(8)] == 1030
     beats = [i for i in items[1:] if isinstance(i, Heartbeat)]
     assert beats and all(b.position.xid == "" for b in beats)
     inside = [e.position for e in events(items) if not e.boundary]
     assert all(isinstance(p, OracleScn) and p.inside and p.event >= 1 for p in inside)
+
+
+def test_an_unrelated_open_transaction_does_not_hold_the_restart_scn(
+    full: tuple[list[Any], Any, Any],
+) -> None:
+    """A transaction that started before all of the fixture's and never ends (a forgotten session,
+    a batch on other tables: LogMiner's query returns only its START row) holds nothing back: the
+    positions are those of the fixture without it, and the last heartbeat restarts at its own SCN."""
+    fixture = dict(FIXTURE)
+    forgotten = dict(FIXTURE["rows"][0], XID="FF001A00FFFF0000", SCN=1001)
+    assert forgotten["OPERATION"] == "START"
+    fixture["rows"] = [forgotten, *FIXTURE["rows"]]
+    items, _, _ = run(fixture=fixture)
+    assert summary(items) == EXPECTED
+
+    def positions(found: list[Any]) -> list[Any]:
+        return [i.position for i in found if isinstance(i, Heartbeat) or i.boundary]
+
+    assert positions(items) == positions(full[0])
+    last = [i for i in items if isinstance(i, Heartbeat)][-1].position
+    assert last.restart == last.scn + 1 > 1030  # nothing open holds it back
+
+
+def test_commit_and_rollback_of_transactions_never_buffered_are_ignored() -> None:
+    fixture = dict(FIXTURE)
+    start = dict(FIXTURE["rows"][0], XID="FE001A00FFFE0000", SCN=1001)
+    commit = dict(start, SCN=1003, OPERATION="COMMIT", OPERATION_CODE=7, COMMIT_SCN=1003)
+    other = dict(start, XID="FD001A00FFFD0000")
+    rollback = dict(other, SCN=1004, OPERATION="ROLLBACK", OPERATION_CODE=36)
+    fixture["rows"] = sorted([start, other, commit, rollback, *FIXTURE["rows"]], key=lambda r: r["SCN"])
+    items, _, _ = run(fixture=fixture)
+    assert summary(items) == EXPECTED
 
 
 @pytest.mark.parametrize("at", range(len(EXPECTED) + 1))

@@ -76,9 +76,16 @@ def test_delete_with_rowid_and_without_delimiter() -> None:
     assert redo == Redo("DELETE", "HR", "EMP", old={"ID": "7"}, rowid="AAASt5AAEAAAAFUAAA")
 
 
-def test_update_and_delete_without_where() -> None:
+def test_update_without_where_and_delete_without_where_refused() -> None:
     assert parse('update "D"."T" set "A" = \'1\', "B" = NULL;').old == {}
-    assert parse('delete from "D"."T";') == Redo("DELETE", "D", "T", old={})
+    for sql in ('delete from "HR"."EMP";', 'delete from "HR"."EMP" where ROWID = \'AAAS\''):
+        with pytest.raises(RedoSqlError, match="a delete without WHERE terms"):
+            parse(sql)
+
+
+def test_a_quoted_rowid_is_a_column_and_an_unquoted_one_the_row_address() -> None:
+    redo = parse('delete from "D"."T" where   "ROWID" = \'5\' and ROWID = \'AAAS\'')
+    assert redo.old == {"ROWID": "5"} and redo.rowid == "AAAS"
 
 
 def test_names_with_spaces_lowercase_and_unquoted() -> None:
@@ -197,7 +204,8 @@ def _value(rnd: random.Random) -> tuple[str, Value]:
         fmt = "YYYY-MM-DD HH24:MI:SS.FF"
         return f"TO_TIMESTAMP('{stamp}', '{fmt}')", Temporal("TO_TIMESTAMP", stamp, fmt)
     if kind == 4:
-        stamp = f"2024-01-01 00:00:00.5 {rnd.choice(['+02:00', '-11:30', 'Europe/Paris'])}"
+        zone = rnd.choice(["+02:00", "-11:30", "Europe/Paris", "EUROPE/PARIS", "EUROPE/PARIS CET"])
+        stamp = f"2024-01-01 00:00:00.5 {zone}"
         return f"TO_TIMESTAMP_TZ('{stamp}')", Temporal("TO_TIMESTAMP_TZ", stamp)
     if kind == 5:
         data = bytes(rnd.randrange(256) for _ in range(rnd.randint(0, 6)))
@@ -238,7 +246,8 @@ def generate(rnd: random.Random) -> Case:
         return Case(
             sql, Redo("INSERT", owner, table, new={c: v[1] for c, v in zip(columns, values, strict=True)})
         )
-    where_cols = list(dict.fromkeys(_name(rnd) for _ in range(rnd.randint(0, 5))))
+    # A delete always names its row (one without WHERE terms is refused: no key).
+    where_cols = list(dict.fromkeys(_name(rnd) for _ in range(rnd.randint(op == "DELETE", 5))))
     terms, old = [], {}
     for col in where_cols:
         text, value = _value(rnd)

@@ -109,3 +109,35 @@ def test_matches_a_list_model_whatever_spills(ops: list[tuple[str, str, str, int
     for xid in list(model):
         assert nums(list(buf.take(xid))) == [n for _, n in model.pop(xid)]
     assert len(buf) == 0 and buf.memory_bytes == 0
+
+
+def test_the_undo_index_counts_and_a_spilled_transaction_keeps_none_in_memory() -> None:
+    """The (seq, ROW_ID) index is bounded too: counted while in memory, spilled with the records
+    (a transaction of millions of rows would otherwise hold an index entry per row past the bound)."""
+    import tracemalloc
+
+    index_only = TxBuffer(max_memory_bytes=10_000)
+    for i in range(60):
+        index_only.append("A", 1, f"HR.EMP/AAAR3sAAEAAAACX{i:03d}", b"")
+    assert index_only.spilled("A")  # empty records: the index alone passed the bound
+
+    buf = TxBuffer(max_memory_bytes=4096)
+    tracemalloc.start()
+    try:
+        for i in range(100):  # spilled by now (its file's write buffer allocated)
+            buf.append("big", 2, f"HR.EMP/AAAR3sAAEAAAACX{i % 997:03d}", rec(i, size=8))
+        assert buf.spilled("big")
+        before = tracemalloc.take_snapshot()
+        for i in range(100, 20_000):
+            buf.append("big", 2, f"HR.EMP/AAAR3sAAEAAAACX{i % 997:03d}", rec(i, size=8))
+        grown = sum(s.size_diff for s in tracemalloc.take_snapshot().compare_to(before, "filename"))
+    finally:
+        tracemalloc.stop()
+    assert buf.spilled("big") and buf.memory_bytes <= 4096
+    assert grown < 200_000, grown  # 19,900 index entries would be well over 2 MB
+    assert buf.size("big") == 20_000
+    assert buf.undo("big", "HR.EMP/AAAR3sAAEAAAACX005")  # the last change to it, 19,945, in the file
+    assert not buf.undo("big", "HR.EMP/nothing")
+    buf.append("big", 2, "HR.EMP/x", rec(20_000, size=8))  # appends still go to the end of the file
+    got = nums(list(buf.take("big")))
+    assert got == [i for i in range(20_001) if i != 19_945]

@@ -3,13 +3,17 @@
 Fed the rows of one mining window at a time (`feed(row)`, then `end_window(scn)`), it yields what the
 pipeline gets:
 
-  * START opens a transaction in the buffer (txbuffer.py) at its start SCN; each DML row of a
-    captured table (its CSF pieces joined, rows.py) is held there under its XID, unparsed;
+  * a transaction enters the buffer (txbuffer.py) with its first DML row of a captured table, at
+    that row's SCN, not at its START row: a transaction that never touches a captured table (an
+    unrelated batch, a session left open for days) then never holds back the restart SCN. Each
+    DML row of a captured table (its CSF pieces joined, rows.py) is held there under its XID,
+    unparsed; START rows are not needed (the contents query still returns them: they are ignored);
   * a DML row with ROLLBACK=1 undoes the last held change of its transaction to the same table and
     ROW_ID (a partial rollback: a statement undone inside a transaction that goes on), or failing
     that the table's last change logged without a ROW_ID; an undo row seen twice (same RS_ID and
     SSN) is applied once;
-  * ROLLBACK drops the transaction; COMMIT emits it: every change parsed (redo_sql.py), converted
+  * ROLLBACK drops the transaction; COMMIT emits it (a COMMIT or ROLLBACK of a transaction that is
+    not in the buffer held no captured change: nothing to do); every change parsed (redo_sql.py), converted
     (convert.py) and positioned. Commits at one SCN are emitted in XID order, so the order of
     transactions is (commit SCN, XID) on every run;
   * a transaction ordered at or before the resume position (`resume`) is dropped, not emitted: after
@@ -17,9 +21,11 @@ pipeline gets:
 
 Positions (`OracleScn`, cdc_logs/position.py): the events of a transaction carry its commit SCN and
 XID with `inside` and their place (1, 2, ...); its last event is the boundary, the resume point
-(commit SCN, XID, restart SCN), where the restart SCN is the start SCN of the oldest transaction
-still open then (or the commit SCN itself). `end_window(scn)` gives a `Heartbeat` at the window's
-end when asked, so a source whose tables are quiet still moves its stored position.
+(commit SCN, XID, restart SCN), where the restart SCN is the first captured change's SCN of the
+oldest transaction still open then (or the commit SCN itself): a restart mines from there, and
+every change of a captured table of a transaction still open is at or after it. `end_window(scn)`
+gives a `Heartbeat` at the window's end when asked, so a source whose tables are quiet still moves
+its stored position.
 
 A change that cannot be parsed or converted is an `Undecodable` in its place in the transaction
 (the dead-letter file gets its SQL_REDO); nothing is skipped silently.
@@ -114,9 +120,10 @@ class ChangeStream:
             yield from self._flush()
         code = row.operation_code
         if code == R.START:
-            # The START row's own SCN: START_SCN is filled only under COMMITTED_DATA_ONLY.
-            self.buffer.begin(row.xid, row.scn)
-        elif code in R.DML_CODES:
+            # Not buffered: the transaction enters the buffer with its first captured change
+            # (`_hold`), so one that never touches a captured table holds no restart SCN back.
+            return
+        if code in R.DML_CODES:
             self._dml(row)
         elif code == R.UNSUPPORTED and row.table in self.tables:
             self._hold(row)  # dead-lettered at its commit, in its place

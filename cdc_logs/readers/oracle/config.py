@@ -11,6 +11,8 @@ from cdc_logs import registry
 from cdc_logs.configmodel import ConfigModel, SourceConfigBase
 from cdc_logs.readers.base import Reader
 
+MAX_SCN = 2**64 - 1
+
 
 class OracleLogminerConfig(ConfigModel):
     """The seed's `logminer_config` block."""
@@ -19,7 +21,7 @@ class OracleLogminerConfig(ConfigModel):
         "auto",
         description="Where a first run starts (a stored offset always wins): `auto` is the database's "
         "current SCN, with the transactions open then delivered whole; an SCN starts after it "
-        "(transactions open at that SCN are delivered from it on).",
+        "(transactions open at that SCN are delivered from it on); from 0 to 2^64-1.",
         examples=["auto", 48213307],
     )
     archive_log_dest: str | None = Field(
@@ -41,6 +43,13 @@ class OracleLogminerConfig(ConfigModel):
     def _scn(cls, value: Any) -> Any:
         if isinstance(value, str) and value.strip().isdigit():
             return int(value)
+        return value
+
+    @field_validator("start_scn")
+    @classmethod
+    def _scn_range(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 0 <= value <= MAX_SCN:
+            raise ValueError(f"start_scn must be from 0 to {MAX_SCN} (an SCN is unsigned 64-bit)")
         return value
 
 
@@ -143,6 +152,22 @@ class OracleSourceConfig(SourceConfigBase):
         "of transactions still open. 0 mines up to the current SCN (only safe on a quiet database).",
         examples=[3_000],
     )
+    connect_timeout_ms: int = Field(
+        10_000,
+        ge=100,
+        description="Milliseconds a connection may take in all (TCP connect, handshake, login) before "
+        "it fails with a connection error: a port that accepts but is not an Oracle listener fails "
+        "instead of hanging.",
+        examples=[30_000],
+    )
+    call_timeout_ms: int = Field(
+        600_000,
+        ge=0,
+        description="Milliseconds one round trip to the server (a query, a fetch of rows, starting "
+        "LogMiner on a window) may take before it fails with a connection error (python-oracledb's "
+        "call_timeout). Mining a large window of archived logs can take minutes. 0: no limit.",
+        examples=[120_000],
+    )
     heartbeat_interval_ms: int = Field(
         10_000,
         ge=0,
@@ -159,6 +184,9 @@ class OracleSourceConfig(SourceConfigBase):
             for alias in ("url", "uri", "connection_string"):
                 if alias in data and "dsn" not in data:
                     data["dsn"] = data.pop(alias)
+            given = [k for k in ("tables", "table", "monitored_tables") if data.get(k) is not None]
+            if len(given) > 1:
+                raise ValueError(f"{' and '.join(given)} are both given: give one of them")
             if "table" in data and "tables" not in data:
                 data["tables"] = [data.pop("table")]
             if "monitored_tables" in data and "tables" not in data:
@@ -221,7 +249,12 @@ def build(cfg: OracleSourceConfig, ctx: registry.BuildContext) -> Reader:
     dsn = oracle_dsn(cfg)
     start = cfg.logminer_config.start_scn
     return OracleReader(
-        lambda: LogMinerSession(dsn, pdb=cfg.pdb),
+        lambda: LogMinerSession(
+            dsn,
+            pdb=cfg.pdb,
+            connect_timeout_s=cfg.connect_timeout_ms / 1000,
+            call_timeout_ms=cfg.call_timeout_ms,
+        ),
         cfg.tables,
         pipeline_name=ctx.pipeline,
         start_scn=None if start == "auto" else int(start),

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import contextlib
 import re
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote
 
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.readers.oracle.convert import NLS_DATE_FORMAT, NLS_TIMESTAMP_FORMAT, NLS_TIMESTAMP_TZ_FORMAT
@@ -90,37 +91,61 @@ class OracleDsn:
         return f"{self.user}@{self.dsn}"
 
 
+_URL_PREFIX = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+#: host (a name, an IPv4 address or a bracketed IPv6 one), then :port, then /service (Easy Connect)
+_ADDRESS = re.compile(r"(\[[0-9A-Fa-f:.%\w]+\]|[^\s:/\[\]@?#]+)(?::([^/?]*))?(?:/([^?\s]*))?(?:\?(\S*))?")
+
+
+def _address(text: str, hint: str) -> str:
+    """host:port/service from the part after the last @ (holds no secret; still never echoed)."""
+    match = _ADDRESS.fullmatch(text.strip().removeprefix("//"))
+    if not match:
+        raise CdcError(ErrorKind.CONFIG, "the Oracle DSN's host part is not host:port/service", hint)
+    host, port_text, service, query = match.groups()
+    port = 1521
+    if port_text:
+        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            raise CdcError(ErrorKind.CONFIG, "the Oracle DSN's port is not a number from 1 to 65535", hint)
+        port = int(port_text)
+    if query:
+        params = parse_qs(query)
+        names = params.get("service_name") or params.get("SERVICE_NAME")
+        if names:
+            if service:
+                raise CdcError(
+                    ErrorKind.CONFIG, "the Oracle DSN names its service twice (path and ?service_name=)", hint
+                )
+            service = names[0]
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{port}" + (f"/{unquote(service)}" if service else "")
+
+
 def parse_dsn(text: str) -> OracleDsn:
-    """Raises CdcError CONFIG naming the problem, never the text (it holds the password)."""
+    """Raises CdcError CONFIG naming the problem, never the text (it holds the password).
+
+    The credentials end at the LAST @: a password may hold @, # and / unescaped (neither a host
+    nor a service name can hold an @), so `u/Pa@ss@h:1521/S` is user u, password Pa@ss."""
     text = text.strip()
     hint = "write it as oracle://user:password@host:1521/service or user/password@host:1521/service"
-    if "://" in text:
-        try:
-            # Common users are named c##...: a # would end the URL's authority, so it is escaped.
-            parts = urlsplit(text.replace("#", "%23"))
-        except ValueError:
-            raise CdcError(ErrorKind.CONFIG, "the Oracle DSN is not a valid URL", hint) from None
-        try:
-            port = parts.port
-        except ValueError:
-            raise CdcError(
-                ErrorKind.CONFIG, "the Oracle DSN's port is not a number from 1 to 65535", hint
-            ) from None
-        if parts.scheme.lower() not in ("oracle", "oracledb", "oracle+oracledb"):
-            raise CdcError(
-                ErrorKind.CONFIG, f"the Oracle DSN's scheme must be oracle://, not {parts.scheme}://", hint
-            )
-        if not parts.hostname or not parts.username:
+    prefix = _URL_PREFIX.match(text)
+    if prefix:
+        if prefix.group(1).lower() not in ("oracle", "oracledb", "oracle+oracledb"):
+            raise CdcError(ErrorKind.CONFIG, "the Oracle DSN's scheme must be oracle://", hint)
+        credentials, at, where = text[prefix.end() :].rpartition("@")
+        if not at:
             raise CdcError(ErrorKind.CONFIG, "the Oracle DSN needs a user and a host", hint)
-        service = parts.path.lstrip("/")
-        address = f"{parts.hostname}:{port or 1521}" + (f"/{service}" if service else "")
-        return OracleDsn(unquote(parts.username), unquote(parts.password or ""), address)
-    match = re.fullmatch(r"([^/@\s]+)(?:/([^@]*))?@(\S+)", text)
-    if not match:
+        user, _, password = credentials.partition(":")
+        if not user or not where:
+            raise CdcError(ErrorKind.CONFIG, "the Oracle DSN needs a user and a host", hint)
+        return OracleDsn(unquote(user), unquote(password), _address(where, hint))
+    credentials, at, where = text.rpartition("@")
+    user, _, password = credentials.partition("/")
+    if not at or not user or not where or any(c.isspace() for c in user):
         raise CdcError(
             ErrorKind.CONFIG, "the Oracle DSN is neither a URL nor user/password@host/service", hint
         )
-    return OracleDsn(match.group(1), match.group(2) or "", match.group(3))
+    return OracleDsn(user, password, _address(where, hint))
 
 
 def ora_code(exc: BaseException) -> int | None:
@@ -135,11 +160,15 @@ def ora_code(exc: BaseException) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def map_error(exc: BaseException, what: str) -> CdcError:
-    """An oracledb error as a CdcError with a kind and a fix (the message never holds the DSN)."""
+def map_error(exc: BaseException, what: str, where: str | None = None) -> CdcError:
+    """An oracledb error as a CdcError with a kind and a fix (the message never holds the DSN: only
+    `where`, the host:port/service of the parsed DSN). A connection failure keeps its cause (the
+    socket error oracledb puts on the error's last line: refused, timed out, unknown host)."""
     code = ora_code(exc)
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    first = lines[0] if lines else type(exc).__name__
     message = f"oracle: {what}: {first}"
+    reach = f"is the server up, and is {where} its listener?" if where else "is the server up and reachable?"
     if code in _AUTH_CODES:
         return CdcError(ErrorKind.AUTH, message, "check the user and password in the DSN")
     if code in _PERMISSION_CODES:
@@ -153,12 +182,62 @@ def map_error(exc: BaseException, what: str) -> CdcError:
             ErrorKind.NOT_FOUND, message, "check the service name (and that the database is open)"
         )
     if code in LOG_SWITCH_CODES:
-        return CdcError(ErrorKind.CONNECTION, message, "the log list changed under the window; it is retried")
+        return CdcError(ErrorKind.CONNECTION, message, "the log list changed under the window; run again")
     if code is None and re.search(r"DPY-(4011|6005|6000|4024|1001)", first):
-        return CdcError(ErrorKind.CONNECTION, message, "is the server up and reachable? it is retried")
+        if len(lines) > 1 and lines[-1] != first:
+            message += f" ({lines[-1]})"
+        return CdcError(ErrorKind.CONNECTION, message, reach)
     if code in (3113, 3114, 3135, 12541, 12170, 12537, 12547):
-        return CdcError(ErrorKind.CONNECTION, message, "is the server up and reachable? it is retried")
+        return CdcError(ErrorKind.CONNECTION, message, reach)
+    if code is None and isinstance(exc, OSError):  # socket.gaierror, refused, unreachable
+        host = where.split("/")[0].rsplit(":", 1)[0] if where else "the host"
+        return CdcError(
+            ErrorKind.CONNECTION,
+            f"oracle: {what}: {type(exc).__name__}: {first}",
+            f"check the host name {host} (DNS) and that the server is reachable from here",
+        )
     return CdcError(ErrorKind.INTERNAL, message, "rerun with --debug and report it")
+
+
+def _connect(oracledb: Any, parsed: OracleDsn, timeout_s: float) -> Any:
+    """oracledb.connect bounded by `timeout_s` in all: its tcp_connect_timeout bounds the TCP
+    connect only, and a port that accepts but never answers (not an Oracle listener) would hang the
+    handshake forever, so the connect runs in a daemon thread that is given up on (and whose
+    connection, should it arrive late, is closed)."""
+    outcome: dict[str, Any] = {}
+    given_up = threading.Event()
+
+    def attempt() -> None:
+        try:
+            conn = oracledb.connect(
+                user=parsed.user, password=parsed.password, dsn=parsed.dsn, tcp_connect_timeout=timeout_s
+            )
+        except BaseException as exc:  # handed to the caller's thread
+            outcome["error"] = exc
+            return
+        if given_up.is_set():
+            with contextlib.suppress(Exception):
+                conn.close()
+            return
+        outcome["conn"] = conn
+
+    what = f"connecting to {parsed.dsn}"
+    thread = threading.Thread(target=attempt, name="oracle-connect", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        given_up.set()
+        raise CdcError(
+            ErrorKind.CONNECTION,
+            f"oracle: {what}: no answer within {timeout_s:g} s",
+            f"is {parsed.dsn} an Oracle listener? (or raise connect_timeout_ms)",
+        )
+    if "error" in outcome:
+        error = outcome["error"]
+        if isinstance(error, oracledb.Error | OSError):
+            raise map_error(error, what, parsed.dsn) from None
+        raise error
+    return outcome["conn"]
 
 
 class LogSwitched(Exception):
@@ -178,7 +257,15 @@ class Identity:
 class LogMinerSession:
     """A python-oracledb connection doing the reader's queries (see the module docstring)."""
 
-    def __init__(self, dsn: OracleDsn | str, *, pdb: str | None = None, fetch_rows: int = 2000) -> None:
+    def __init__(
+        self,
+        dsn: OracleDsn | str,
+        *,
+        pdb: str | None = None,
+        fetch_rows: int = 2000,
+        connect_timeout_s: float = 10.0,
+        call_timeout_ms: int = 600_000,
+    ) -> None:
         import oracledb
 
         self._oracledb = oracledb
@@ -186,11 +273,10 @@ class LogMinerSession:
         self.fetch_rows = fetch_rows
         parsed = dsn if isinstance(dsn, OracleDsn) else parse_dsn(dsn)
         self.where = parsed.dsn
+        self.conn = _connect(oracledb, parsed, connect_timeout_s)
         try:
-            self.conn = oracledb.connect(user=parsed.user, password=parsed.password, dsn=parsed.dsn)
-        except oracledb.Error as exc:
-            raise map_error(exc, f"connecting to {parsed.dsn}") from None
-        try:
+            # Every round trip (a query, a fetch, START_LOGMNR) ends with DPY-4024 past it.
+            self.conn.call_timeout = call_timeout_ms
             self._execute(SESSION_SETUP)
         except BaseException:
             self.close()

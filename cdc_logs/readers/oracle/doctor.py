@@ -326,7 +326,12 @@ def check_source(cfg: Any, stored: Position | None = None) -> list[Check]:
 
     try:
         tables = [split_table(t) for t in (getattr(cfg, "tables", None) or [])]
-        session = LogMinerSession(oracle_dsn(cfg), pdb=getattr(cfg, "pdb", None))
+        session = LogMinerSession(
+            oracle_dsn(cfg),
+            pdb=getattr(cfg, "pdb", None),
+            connect_timeout_s=getattr(cfg, "connect_timeout_ms", 10_000) / 1000,
+            call_timeout_ms=getattr(cfg, "call_timeout_ms", 600_000),
+        )
     except CdcError as exc:
         return [Check("connection", False, exc.message, exc.hint)]
     logminer = getattr(cfg, "logminer_config", None)

@@ -314,6 +314,8 @@ class _Parser:
         self.keyword("FROM")
         owner, table = self.table_name()
         old, rowid = self.where()
+        if not old:  # LogMiner always names the deleted row: without it there is no key to send
+            raise self.fail("a delete without WHERE terms")
         return Redo("DELETE", owner, table, old=old, rowid=rowid)
 
     def where(self) -> tuple[dict[str, Value], str | None]:
@@ -325,6 +327,7 @@ class _Parser:
         values: list[Value] = []
         rowid = None
         while True:
+            self.ws()  # before looking for the quote: `ROWID` and `"ROWID"` (a column) differ
             quoted = self.peek() == '"'
             name = self.identifier()
             if self.peek_word() == "IS":

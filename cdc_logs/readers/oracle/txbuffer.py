@@ -13,8 +13,11 @@ waits here as one opaque record (bytes) under its transaction's XID:
 Memory is bounded by `max_memory_bytes` over all open transactions, as the Postgres reader's
 streaming buffer (readers/postgres/txbuffer.py): past it, the largest transaction moves to an
 anonymous temporary file (unlinked at creation, so a crash leaves nothing behind) and the rest of it
-is appended there. Records in a file are `UInt32 seq, UInt32 length, payload`; an undone record in
-a file is skipped on replay. Each transaction keeps its (seq, ROW_ID) index in memory for undo.
+is appended there. Records in a file are `UInt32 seq, UInt16 key length, UInt32 length, key,
+payload` (the key is what `undo` matches: table and ROW_ID); an undone record in a file is skipped
+on replay. A transaction in memory keeps its (seq, key) index for undo, counted in `memory_bytes`
+with its records; a spilled one keeps no index (its keys are in its file, which `undo` scans: a
+partial rollback is rare), so memory stays bounded however large one transaction grows.
 Pure: no database I/O, unit-tested in tests/unit/test_oracle_txbuffer.py.
 """
 
@@ -30,8 +33,9 @@ from cdc_logs.errors import CdcError, ErrorKind
 
 __all__ = ["TxBuffer"]
 
-_RECORD: Final = struct.Struct(">II")
+_RECORD: Final = struct.Struct(">IHI")
 _OVERHEAD: Final = 96  # per record: tuple and bytes object headers, roughly
+_INDEX_OVERHEAD: Final = 120  # per (seq, ROW_ID) index entry: tuple, int and str headers, list slot
 _WRITE_BUFFER: Final = 1 << 20
 
 
@@ -42,8 +46,9 @@ class _Tx:
     memory_bytes: int = 0
     file: IO[bytes] | None = None
     file_bytes: int = 0
-    rows: list[tuple[int, str]] = field(default_factory=list)  # (seq, ROW_ID) of live records
+    rows: list[tuple[int, str]] = field(default_factory=list)  # (seq, key) of live records in memory
     removed: set[int] = field(default_factory=set)  # seqs undone while in the file
+    live: int = 0  # records held (in memory or in the file) and not undone
     next_seq: int = 0
 
 
@@ -73,7 +78,7 @@ class TxBuffer:
     def size(self, xid: str) -> int:
         """Live records held for `xid`."""
         tx = self._txs.get(xid)
-        return len(tx.rows) if tx else 0
+        return tx.live if tx else 0
 
     def spilled(self, xid: str) -> bool:
         tx = self._txs.get(xid)
@@ -102,12 +107,13 @@ class TxBuffer:
         tx = self._txs[xid]
         seq = tx.next_seq
         tx.next_seq += 1
-        tx.rows.append((seq, row_id))
+        tx.live += 1
         if tx.file is not None:
-            self._write(tx, seq, record)
+            self._write(tx, seq, row_id, record)
             return
+        tx.rows.append((seq, row_id))
+        cost = len(record) + _OVERHEAD + len(row_id) + _INDEX_OVERHEAD
         tx.memory.append((seq, record))
-        cost = len(record) + _OVERHEAD
         tx.memory_bytes += cost
         self._memory += cost
         if self._memory > self.max_memory_bytes:
@@ -118,6 +124,13 @@ class TxBuffer:
         tx = self._txs.get(xid)
         if tx is None:
             return False
+        if tx.file is not None:
+            seq = _last_in_file(tx.file, tx.file_bytes, tx.removed, row_id)
+            if seq is None:
+                return False
+            tx.removed.add(seq)  # skipped on replay
+            tx.live -= 1
+            return True
         for i in range(len(tx.rows) - 1, -1, -1):
             seq, rid = tx.rows[i]
             if rid != row_id:
@@ -125,13 +138,12 @@ class TxBuffer:
             del tx.rows[i]
             for j in range(len(tx.memory) - 1, -1, -1):
                 if tx.memory[j][0] == seq:
-                    cost = len(tx.memory[j][1]) + _OVERHEAD
+                    cost = len(tx.memory[j][1]) + _OVERHEAD + len(rid) + _INDEX_OVERHEAD
                     del tx.memory[j]
                     tx.memory_bytes -= cost
                     self._memory -= cost
                     break
-            else:
-                tx.removed.add(seq)  # in the file: skipped on replay
+            tx.live -= 1
             return True
         return False
 
@@ -151,15 +163,18 @@ class TxBuffer:
                         f"cannot create a spill file for a large transaction: {exc}",
                         "set TMPDIR (or the source's spill directory) to a writable disk with free space",
                     ) from exc
+            keys = dict(victim.rows)
             for seq, record in victim.memory:
-                self._write(victim, seq, record)
+                self._write(victim, seq, keys[seq], record)
             self._memory -= victim.memory_bytes
-            victim.memory, victim.memory_bytes = [], 0
+            victim.memory, victim.memory_bytes, victim.rows = [], 0, []
 
-    def _write(self, tx: _Tx, seq: int, record: bytes) -> None:
+    def _write(self, tx: _Tx, seq: int, key: str, record: bytes) -> None:
         assert tx.file is not None
+        encoded = key.encode()[:0xFFFF]
         try:
-            tx.file.write(_RECORD.pack(seq, len(record)))
+            tx.file.write(_RECORD.pack(seq, len(encoded), len(record)))
+            tx.file.write(encoded)
             tx.file.write(record)
         except OSError as exc:
             raise CdcError(
@@ -167,7 +182,7 @@ class TxBuffer:
                 f"cannot spill a large transaction to disk: {exc}",
                 "free disk space under TMPDIR or raise max_tx_memory_bytes",
             ) from exc
-        size = _RECORD.size + len(record)
+        size = _RECORD.size + len(encoded) + len(record)
         tx.file_bytes += size
         self.spilled_bytes += size
 
@@ -203,7 +218,8 @@ class TxBuffer:
             self.discard(xid)
 
 
-def _read_file(file: IO[bytes], size: int, removed: set[int]) -> Iterator[bytes]:
+def _entries(file: IO[bytes], size: int, with_payload: bool) -> Iterator[tuple[int, bytes, bytes]]:
+    """(seq, key, payload) of each record of a spill file (payload b"" unless asked for)."""
     file.flush()
     file.seek(0)
     read = file.read
@@ -212,13 +228,36 @@ def _read_file(file: IO[bytes], size: int, removed: set[int]) -> Iterator[bytes]
         header = read(_RECORD.size)
         if len(header) != _RECORD.size:
             raise _truncated(pos, size)
-        seq, length = _RECORD.unpack(header)
-        record = read(length)
-        if len(record) != length:
+        seq, key_length, length = _RECORD.unpack(header)
+        key = read(key_length)
+        if with_payload:
+            record = read(length)
+        else:
+            file.seek(length, 1)
+            record = b""
+        if len(key) != key_length or (with_payload and len(record) != length):
             raise _truncated(pos, size)
-        pos += _RECORD.size + length
+        pos += _RECORD.size + key_length + length
+        yield seq, key, record
+
+
+def _read_file(file: IO[bytes], size: int, removed: set[int]) -> Iterator[bytes]:
+    for seq, _key, record in _entries(file, size, True):
         if seq not in removed:
             yield record
+
+
+def _last_in_file(file: IO[bytes], size: int, removed: set[int], key: str) -> int | None:
+    """The seq of the last live record of `key` in a spill file (then back to appending at its end)."""
+    wanted = key.encode()[:0xFFFF]
+    found = None
+    try:
+        for seq, entry_key, _ in _entries(file, size, False):
+            if entry_key == wanted and seq not in removed:
+                found = seq
+    finally:
+        file.seek(0, 2)
+    return found
 
 
 def _truncated(pos: int, size: int) -> CdcError:
