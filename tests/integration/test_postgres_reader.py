@@ -672,6 +672,9 @@ def test_slots_publications_and_doctor_commands(
     t = make_table(db, cleanup, unique_name, "id int PRIMARY KEY, v text")
     bad = make_table(db, cleanup, f"{unique_name}_nokey", "v text")
     slot = f"cdc_logs_{unique_name}"
+    # The publication first: a change another test writes between the two would otherwise reach the
+    # slot before its publication exists, and pgoutput cannot decode it (the fix the error names).
+    assert cli("publications", "create", slot, "--table", t, dsn=pg_dsn).returncode == 0
     assert cli("slots", "create", slot, dsn=pg_dsn).returncode == 0
     listed = orjson.loads(cli("slots", "list", "--json", dsn=pg_dsn).stdout)
     mine = next(s for s in listed if s["slot_name"] == slot)
@@ -679,7 +682,6 @@ def test_slots_publications_and_doctor_commands(
     assert {"restart_lsn", "confirmed_flush_lsn", "lag_bytes", "safe_wal_size", "active_pid"} <= set(mine)
     assert slot in cli("slots", "list", dsn=pg_dsn).stdout  # the rich table
     assert orjson.loads(cli("slots", "inspect", slot, "--json", dsn=pg_dsn).stdout)["slot_name"] == slot
-    assert cli("publications", "create", slot, "--table", t, dsn=pg_dsn).returncode == 0
     pubs = orjson.loads(cli("publications", "list", "--json", dsn=pg_dsn).stdout)
     assert next(p for p in pubs if p["name"] == slot)["tables"] == [t]
 
