@@ -411,3 +411,66 @@ def test_a_composite_text_key_is_read_in_chunks_exactly_once_mariadb(mariadb_dsn
     assert sorted(got) == sorted((w, b) for w in words for b in range(2))
     assert len(got) == len(set(got))
     assert left == ["ck"], left
+
+
+def test_a_filter_with_percent_signs_works_and_a_failing_filter_leaves_only_its_table_out_mariadb(
+    mariadb_dsn: str,  # noqa: F811
+    setup: str,
+) -> None:
+    """`%` in a condition (LIKE 'upd%', id % 2) reaches the server as itself in the chunk query with
+    bound keys; a condition failing at run time (a subquery of two rows) leaves its table out with a
+    logged error and the stream goes on (both used to kill the reader for good)."""
+    import orjson
+
+    from cdc_logs.envelope import ChangeEvent
+    from cdc_logs.readers.mysql import MysqlReader, parse_dsn
+
+    uid = setup
+    pct, bad = f"{uid}_pct", f"{uid}_bad"
+    database = urlsplit(mariadb_dsn).path.lstrip("/") or "test"
+    db = maria(mariadb_dsn)
+    with db.cursor() as cur:
+        for t in (pct, bad):
+            cur.execute(f"CREATE TABLE {t} (id int PRIMARY KEY, pad varchar(20))")
+            for i in range(1, 21):
+                cur.execute(f"INSERT INTO {t} VALUES (%s, %s)", (i, f"upd-{i}" if i % 3 == 0 else "new"))
+    reader = MysqlReader(
+        parse_dsn(mariadb_dsn),
+        [f"{database}.{pct}", f"{database}.{bad}"],
+        pipeline_name=uid,
+        temporary=True,
+        signal_table=f"{database}.{uid}_signal",
+        incremental_chunk_size=2,
+    )
+    data = orjson.dumps(
+        {
+            "data-collections": [f"{database}.{bad}", f"{database}.{pct}"],
+            "type": "incremental",
+            "additional-conditions": [
+                {"data-collection": f"{database}.{bad}", "filter": "id = (SELECT 1 UNION SELECT 2)"},
+                {"data-collection": f"{database}.{pct}", "filter": "pad LIKE 'upd%' AND id % 2 = 0"},
+            ],
+        }
+    ).decode()
+    got: list[tuple[str, int]] = []
+    try:
+        reader.open()
+        stream = reader.stream(None)
+        next(stream)
+        with db.cursor() as cur:
+            cur.execute(f"INSERT INTO {uid}_signal VALUES ('pct', 'execute-snapshot', %s)", (data,))
+        deadline, started = time.monotonic() + 60, False
+        while True:
+            assert time.monotonic() < deadline, got
+            item = next(stream)
+            started = started or bool(reader.snapshot_progress())
+            if isinstance(item, ChangeEvent) and item.op.value == "r":
+                got.append((item.source.table, item.after["id"]))
+            if started and not reader.snapshot_progress() and item is not None and item.boundary:
+                break
+    finally:
+        reader.close()
+        with db.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS {pct}, {bad}")
+        db.close()
+    assert sorted(got) == [(pct, 6), (pct, 12), (pct, 18)]

@@ -584,3 +584,63 @@ def test_a_composite_text_key_is_read_in_chunks_exactly_once(
             db.execute(f"DROP TABLE IF EXISTS {table}")
     assert sorted(got) == sorted((w, b) for w in words for b in range(2))
     assert len(got) == len(set(got))
+
+
+def test_a_filter_with_percent_signs_works_and_a_failing_filter_leaves_only_its_table_out(
+    pg_dsn: str,  # noqa: F811
+    names: Names,
+) -> None:
+    """`%` in a condition (LIKE 'upd%', id % 2) reaches the server as itself, in chunks with bound
+    keys; a condition failing at run time (a subquery of two rows: not a 42/22 error) leaves its
+    table out with a logged error and the stream goes on (it used to kill the reader for good)."""
+    from cdc_logs.envelope import ChangeEvent
+    from cdc_logs.readers.postgres.reader import PostgresReader
+
+    pct, bad = f"{names.table}_pct", f"{names.table}_bad"
+    with psycopg.connect(pg_dsn, autocommit=True) as db:
+        for t in (pct, bad):
+            db.execute(f"CREATE TABLE {t} (id int PRIMARY KEY, pad text)")
+            db.execute(
+                f"INSERT INTO {t} SELECT g, CASE WHEN g % 3 = 0 THEN 'upd-' || g ELSE 'new' END "
+                "FROM generate_series(1, 20) g"
+            )
+    reader = PostgresReader(
+        pg_dsn,
+        [f"public.{pct}", f"public.{bad}"],
+        pipeline_name=names.table,
+        temporary=True,
+        signal_table=f"public.{names.signal}",
+        incremental_chunk_size=2,
+        heartbeat_interval_s=0,
+    )
+    data = orjson.dumps(
+        {
+            "data-collections": [f"public.{bad}", f"public.{pct}"],
+            "type": "incremental",
+            "additional-conditions": [
+                {"data-collection": f"public.{bad}", "filter": "id = (SELECT 1 UNION SELECT 2)"},
+                {"data-collection": f"public.{pct}", "filter": "pad LIKE 'upd%' AND id % 2 = 0"},
+            ],
+        }
+    ).decode()
+    got: list[tuple[str, int]] = []
+    try:
+        reader.open()
+        stream = reader.stream(None)
+        next(stream)
+        with psycopg.connect(pg_dsn, autocommit=True) as db:
+            db.execute(f"INSERT INTO {names.signal} VALUES ('pct', 'execute-snapshot', %s)", (data,))
+        deadline, started = time.monotonic() + 60, False
+        while True:
+            assert time.monotonic() < deadline, got
+            item = next(stream)
+            started = started or bool(reader.snapshot_progress())
+            if isinstance(item, ChangeEvent) and item.op.value == "r":
+                got.append((item.source.table, item.after["id"]))
+            if started and not reader.snapshot_progress() and item is not None and item.boundary:
+                break
+    finally:
+        reader.close()
+        with psycopg.connect(pg_dsn, autocommit=True) as db:
+            db.execute(f"DROP TABLE IF EXISTS {pct}, {bad}")
+    assert sorted(got) == [(pct, 6), (pct, 12), (pct, 18)]

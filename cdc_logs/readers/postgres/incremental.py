@@ -202,7 +202,10 @@ class IncrementalFilter:
         types = {c.name: c.type_sql for c in table.columns}
         params_sql = sql.SQL(", ").join(sql.SQL("%s::" + types[k]) for k in table.primary_key)
         name = sql.SQL("{}.{}").format(sql.Identifier(table.schema), sql.Identifier(table.name))
-        extra = sql.SQL(" AND ({})").format(sql.SQL(progress.where)) if progress.where else sql.SQL("")
+        # The condition is the user's SQL text inside a query with parameters: a `%` in it (LIKE
+        # 'a%', id % 2) must reach the server as itself, not be read as a placeholder.
+        where_text = (progress.where or "").replace("%", "%%")
+        extra = sql.SQL(" AND ({})").format(sql.SQL(where_text)) if progress.where else sql.SQL("")
         try:
             if not progress.started:
                 descending = sql.SQL(", ").join(
@@ -211,7 +214,7 @@ class IncrementalFilter:
                 query = sql.SQL("SELECT {} FROM {} WHERE true{} ORDER BY {} LIMIT 1").format(
                     key_sql, name, extra, descending
                 )
-                found = _text_rows(conn, query, None)
+                found = _text_rows(conn, query, [])  # [] not None: `%%` is unescaped like below
                 progress.maximum = list(found[0]) if found else None
                 progress.started = True
             if progress.maximum is None:
@@ -228,12 +231,21 @@ class IncrementalFilter:
             )
             rows = _text_rows(conn, query, params)
         except psycopg.Error as exc:
-            if (exc.sqlstate or "").startswith(("42", "22")):  # the condition or a key cast: the user's
+            # The condition or a key cast (the user's SQL): the table is left out, the stream goes on.
+            # With a condition, any error but a lost connection is put on it (a subquery returning
+            # two rows, a client-side parse error...): the state is committed with the condition, so
+            # failing the pipeline would fail every restart the same way.
+            users = (exc.sqlstate or "").startswith(("42", "22")) or (
+                progress.where is not None
+                and not isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+            )
+            if users:
                 log.error(
                     "incremental snapshot: cannot read the table; left out",
                     table=table.qualified,
                     error=str(exc).strip(),
-                    fix="check the signal's additional-conditions, then send execute-snapshot again",
+                    fix="fix the filter (the signal's additional-conditions, `cdc-logs snapshot --where`), "
+                    "then snapshot the table again (`cdc-logs snapshot TABLE`)",
                 )
                 window.end(progress.table, None, True)
                 return
