@@ -474,3 +474,33 @@ def test_a_filter_with_percent_signs_works_and_a_failing_filter_leaves_only_its_
             cur.execute(f"DROP TABLE IF EXISTS {pct}, {bad}")
         db.close()
     assert sorted(got) == [(pct, 6), (pct, 12), (pct, 18)]
+
+
+def test_cdc_logs_snapshot_refuses_a_missing_signal_table_with_its_ddl(
+    mariadb_dsn: str,  # noqa: F811
+    setup: str,
+    tmp_path: Path,
+) -> None:
+    uid = setup
+    database = urlsplit(mariadb_dsn).path.lstrip("/") or "test"
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(
+        f"""
+name: {uid}
+source:
+  type: mariadb
+  dsn: "{mariadb_dsn}"
+  tables: [{database}.{uid}]
+  signal_data_collection: {database}.{uid}_nope
+destination: {{type: stdout}}
+"""
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "cdc_logs", "snapshot", uid, "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"CREATE TABLE {database}.{uid}_nope (id varchar(42)" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr

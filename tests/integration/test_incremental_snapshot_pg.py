@@ -644,3 +644,56 @@ def test_a_filter_with_percent_signs_works_and_a_failing_filter_leaves_only_its_
         with psycopg.connect(pg_dsn, autocommit=True) as db:
             db.execute(f"DROP TABLE IF EXISTS {pct}, {bad}")
     assert sorted(got) == [(pct, 6), (pct, 12), (pct, 18)]
+
+
+def test_cdc_logs_snapshot_refuses_a_signal_that_could_never_be_read(
+    pg_dsn: str,  # noqa: F811
+    names: Names,
+    tmp_path: Path,
+) -> None:
+    """A user's publication without the signal table, or no signal table at all: exit 2 naming the
+    fix (ALTER PUBLICATION / CREATE TABLE), and no row written."""
+    publication = f"{names.table}_users"
+
+    def snapshot(signal_table: str) -> subprocess.CompletedProcess[str]:
+        config = tmp_path / "pipeline.yaml"
+        config.write_text(
+            f"""
+name: {names.table}
+source:
+  type: pg
+  dsn: "{pg_dsn}"
+  tables: [public.{names.table}]
+  slot: {names.slot}
+  publication: {publication}
+  signal_data_collection: {signal_table}
+destination: {{type: stdout}}
+"""
+        )
+        return subprocess.run(
+            [sys.executable, "-m", "cdc_logs", "snapshot", names.table, "-c", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    with psycopg.connect(pg_dsn, autocommit=True) as db:
+        db.execute(f"CREATE PUBLICATION {publication} FOR TABLE {names.table}")
+    try:
+        result = snapshot(f"public.{names.signal}")
+        assert result.returncode == 2, result.stderr
+        assert f"ALTER PUBLICATION {publication} ADD TABLE" in result.stderr, result.stderr
+        missing = snapshot(f"public.{names.signal}_nope")
+        assert missing.returncode == 2, missing.stderr
+        assert f"CREATE TABLE public.{names.signal}_nope (id varchar(42)" in missing.stderr, missing.stderr
+        assert "Traceback" not in result.stderr + missing.stderr
+        with psycopg.connect(pg_dsn, autocommit=True) as db:
+            assert db.execute(f"SELECT count(*) FROM {names.signal}").fetchone() == (0,)
+            db.execute(f"ALTER PUBLICATION {publication} ADD TABLE {names.signal}")
+        written = snapshot(f"public.{names.signal}")
+        assert written.returncode == 0, written.stderr
+        with psycopg.connect(pg_dsn, autocommit=True) as db:
+            assert db.execute(f"SELECT count(*) FROM {names.signal}").fetchone() == (1,)
+    finally:
+        with psycopg.connect(pg_dsn, autocommit=True) as db:
+            db.execute(f"DROP PUBLICATION IF EXISTS {publication}")

@@ -31,7 +31,7 @@ import pymysql
 import pymysql.cursors
 
 from cdc_logs.envelope import ChangeEvent, Heartbeat, Op, SourceInfo, Undecodable, now_ms
-from cdc_logs.errors import CdcError
+from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.position import BinlogPosition, Position
 from cdc_logs.readers.base import SnapshotProgress, StreamItem
@@ -332,7 +332,11 @@ class IncrementalFilter:
 def send_signal(
     settings: MysqlSettings, signal_table: tuple[str, str], signal_id: str, kind: str, data: str
 ) -> None:
-    """Insert one signal row (what `cdc-logs snapshot` does; a running reader reads it from the binlog)."""
+    """Insert one signal row (what `cdc-logs snapshot` does; a running reader reads it from the binlog).
+    Refused first (CONFIG, exit 2) when the doctor's signal check fails (a missing table: its DDL)."""
+    failed = [c for c in signal_checks(settings, signal_table) if not c.ok]
+    if failed:
+        raise CdcError(ErrorKind.CONFIG, f"signal table: {failed[0].detail}", failed[0].fix)
     conn = connect(settings)
     try:
         with conn.cursor() as cur:

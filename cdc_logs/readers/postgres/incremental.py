@@ -30,7 +30,7 @@ import psycopg
 from psycopg import sql
 
 from cdc_logs.envelope import ChangeEvent, Heartbeat, Op, Undecodable
-from cdc_logs.errors import CdcError
+from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.position import Position
 from cdc_logs.readers.base import SnapshotProgress, StreamItem
@@ -300,12 +300,20 @@ def _text_rows(
     return out
 
 
-def send_signal(dsn: str, signal_table: str, signal_id: str, kind: str, data: str) -> None:
-    """Insert one signal row (what `cdc-logs snapshot` does; a running reader reads it from the log)."""
+def send_signal(
+    dsn: str, signal_table: str, signal_id: str, kind: str, data: str, publication: str | None = None
+) -> None:
+    """Insert one signal row (what `cdc-logs snapshot` does; a running reader reads it from the log).
+
+    Refused first (CONFIG, exit 2) when the doctor's signal checks fail: a missing table (the fix is
+    its DDL), or a user's publication without it (the row could never be read)."""
     from cdc_logs.readers.postgres.connection import connect
 
     conn = connect(dsn, application_name="cdc-logs snapshot")
     try:
+        failed = [c for c in signal_checks(conn, signal_table, publication) if not c.ok]
+        if failed:
+            raise CdcError(ErrorKind.CONFIG, f"signal table: {failed[0].detail}", failed[0].fix)
         table = catalog.resolve_tables(conn, [signal_table])[0]
         conn.execute(
             sql.SQL("INSERT INTO {} (id, type, data) VALUES (%s, %s, %s)").format(sql.SQL(table.sql_name)),
