@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -40,6 +40,7 @@ from cdc_logs.observability.logging import get_logger
 log = get_logger(__name__)
 
 R = TypeVar("R")
+T = TypeVar("T")
 
 # Signal types, as Debezium names them (its signal table rows and its own watermarks).
 EXECUTE_SNAPSHOT = "execute-snapshot"
@@ -355,6 +356,35 @@ def signal_tables(signal: Signal) -> tuple[list[str] | None, dict[str, str], str
             conditions.setdefault(name, str(data["additional-condition"]))
     kind = str(data.get("type") or "incremental").lower()
     return collections, conditions, kind
+
+
+def stamp_start(
+    items: Generator[Any, None, T], captured: tuple[str, ...], streamable: Callable[[Any], bool]
+) -> Generator[Any, None, T]:
+    """The items a reader yields before its stream (the start heartbeat, the initial snapshot's last
+    row): a resume point the stream can start from (`streamable`) carries the captured tables too.
+    Without this the first run of a new slot that delivers nothing else (`one_time`, no heartbeats)
+    stores a position without them, and a table added later is never snapshotted."""
+    while True:
+        try:
+            item = next(items)
+        except StopIteration as done:
+            return done.value
+        position = getattr(item, "position", None)
+        if captured and getattr(item, "boundary", False) and position is not None and streamable(position):
+            item.position = position.with_state(position.incremental, captured)
+        yield item
+
+
+def warn_without_captured(captured: tuple[str, ...], stored: tuple[str, ...]) -> None:
+    """snapshot_new_tables is on but the stored position names no captured tables (written before it
+    was turned on, or by an older version): tables added since cannot be told apart."""
+    if captured and not stored:
+        log.warning(
+            "snapshot_new_tables: the stored position does not list the captured tables, so tables "
+            "added before this start are not snapshotted (from now on they are recorded)",
+            fix="snapshot a table added since the last run with `cdc-logs snapshot TABLE -c pipeline.yaml`",
+        )
 
 
 def key_id(key: dict[str, Any] | None) -> bytes | None:

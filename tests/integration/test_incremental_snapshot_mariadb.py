@@ -504,3 +504,72 @@ destination: {{type: stdout}}
     assert result.returncode == 2, result.stderr
     assert f"CREATE TABLE {database}.{uid}_nope (id varchar(42)" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_first_one_time_run_with_no_events_still_records_the_captured_tables_mariadb(
+    mariadb_dsn: str,  # noqa: F811
+    setup: str,
+    tmp_path: Path,
+) -> None:
+    """snapshot_new_tables: a first `one_time` run that delivers nothing stores a position naming the
+    captured tables all the same, so a table added afterwards is snapshotted on the next start."""
+    from tests.integration.test_incremental_snapshot_pg import replay
+
+    uid = setup
+    added = f"{uid}_added"
+    database = urlsplit(mariadb_dsn).path.lstrip("/") or "test"
+    out = tmp_path / "out" / "changes.jsonl"
+    db = maria(mariadb_dsn)
+    with db.cursor() as cur:
+        cur.execute(f"CREATE TABLE {added} (id bigint PRIMARY KEY, v bigint NOT NULL, pad varchar(20))")
+        cur.execute(f"INSERT INTO {added} SELECT seq, seq, 'old' FROM seq_1_to_30")
+    try:
+        text = f"""
+name: {uid}
+source:
+  type: mariadb
+  dsn: "{mariadb_dsn}"
+  tables: [{database}.{uid}]
+  snapshot: false
+  snapshot_new_tables: true
+  signal_data_collection: {database}.{uid}_signal
+  heartbeat_interval_ms: 500
+destination: {{type: file, path: {out}}}
+offsets: {{type: sqlite, path: {tmp_path / "offsets.db"}}}
+"""
+        config = tmp_path / "pipeline.yaml"
+        config.write_text(
+            text.replace("heartbeat_interval_ms: 500", "heartbeat_interval_ms: 600000")
+            + "sync: {mode: one_time}\n"
+        )
+        first = subprocess.run(
+            [sys.executable, "-m", "cdc_logs", "run", "-c", str(config)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert first.returncode == 0, first.stderr[-4000:]
+        config.write_text(
+            text.replace(f"tables: [{database}.{uid}]", f"tables: [{database}.{uid}, {database}.{added}]")
+        )
+        second = Run(config, tmp_path, "second")
+        try:
+            second.wait_for("tables added to the source since the last run", timeout=60)
+            second.wait_for("incremental snapshot finished", timeout=60)
+            with db.cursor() as cur:
+                cur.execute(f"INSERT INTO {uid} VALUES (0, -1, 'sentinel')")
+            deadline = time.monotonic() + 60
+            while not (out.exists() and b'"sentinel"' in out.read_bytes()):
+                assert time.monotonic() < deadline and second.proc.poll() is None, second.text()[-3000:]
+                time.sleep(0.1)
+            second.stop()
+        finally:
+            if second.proc.poll() is None:
+                second.proc.kill()
+        _, snaps = replay(out)
+        assert sorted(e["after"]["id"] for e in snaps) == list(range(1, 31))
+    finally:
+        with db.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS {added}")
+        db.close()

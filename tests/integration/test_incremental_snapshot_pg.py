@@ -697,3 +697,51 @@ destination: {{type: stdout}}
     finally:
         with psycopg.connect(pg_dsn, autocommit=True) as db:
             db.execute(f"DROP PUBLICATION IF EXISTS {publication}")
+
+
+def test_a_first_one_time_run_with_no_events_still_records_the_captured_tables(
+    pg_dsn: str,  # noqa: F811
+    names: Names,
+    tmp_path: Path,
+) -> None:
+    """snapshot_new_tables: the first run of a new slot in `one_time` mode delivers nothing (no
+    events, no heartbeats); the position it stores carries the captured tables all the same, so a
+    table added afterwards is snapshotted on the next start."""
+    added = f"{names.table}_added"
+    out = tmp_path / "out" / "changes.jsonl"
+    with psycopg.connect(pg_dsn, autocommit=True) as db:
+        db.execute(f"CREATE TABLE {added} (id bigint PRIMARY KEY, v bigint NOT NULL, pad text)")
+    try:
+        load(pg_dsn, added, 30)
+        config = write_config(tmp_path, pg_dsn, names, chunk=10)
+        text = config.read_text().replace("snapshot: false", "snapshot: false\n  snapshot_new_tables: true")
+        config.write_text(
+            text.replace("heartbeat_interval_ms: 500", "heartbeat_interval_ms: 0").replace(
+                "sync:\n", "sync:\n  mode: one_time\n"
+            )
+        )
+        first = subprocess.run(
+            [sys.executable, "-m", "cdc_logs", "run", "-c", str(config)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert first.returncode == 0, first.stderr[-4000:]
+        config.write_text(
+            text.replace(f"tables: [public.{names.table}]", f"tables: [public.{names.table}, public.{added}]")
+        )
+        second = Run(config, tmp_path, "second")
+        try:
+            second.wait_for("tables added to the source since the last run", timeout=60)
+            second.wait_for("incremental snapshot finished", timeout=60)
+            settle(pg_dsn, names.table, out, second)
+            second.stop()
+        finally:
+            if second.proc.poll() is None:
+                second.proc.kill()
+        events = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+        assert sorted(e["after"]["id"] for e in events if e["op"] == "r") == list(range(1, 31))
+    finally:
+        with psycopg.connect(pg_dsn, autocommit=True) as db:
+            db.execute(f"DROP TABLE IF EXISTS {added}")

@@ -243,3 +243,16 @@ def test_event_ids_and_position_headers_do_not_carry_the_readers_state() -> None
     stamped.position = Lsn("sys", 100).with_state('{"id":"s","q":[]}', (T,))
     assert EventIds().assign([plain])[0] == EventIds().assign([stamped])[0]
     assert position_text(stamped) == position_text(plain) == Lsn("sys", 100).encode()
+
+
+def test_snapshot_new_tables_without_a_captured_list_in_the_stored_position_is_warned_about() -> None:
+    from structlog.testing import capture_logs
+
+    from cdc_logs.readers.incremental import warn_without_captured
+
+    with capture_logs() as logs:
+        warn_without_captured(("public.a",), ())
+        warn_without_captured(("public.a",), ("public.a",))  # recorded: nothing to say
+        warn_without_captured((), ())  # snapshot_new_tables off: nothing to say
+    assert len(logs) == 1 and logs[0]["log_level"] == "warning"
+    assert "cdc-logs snapshot TABLE" in logs[0]["fix"]

@@ -46,6 +46,7 @@ from cdc_logs.readers.incremental import (
     key_text,
     on_signal,
     parse_signal,
+    warn_without_captured,
 )
 from cdc_logs.readers.mysql.connection import _LOST, _UNREACHABLE, MysqlSettings, classify, connect
 from cdc_logs.readers.mysql.schema import SNAPSHOT_COLUMNS_QUERY, snapshot_schema
@@ -105,6 +106,7 @@ class IncrementalFilter:
                 fix="set `signal_data_collection` again and send execute-snapshot (`cdc-logs snapshot`)",
             )
             self.snapshots.stop(None)
+        warn_without_captured(self.captured, start.captured)
         if self.captured and start.captured:
             new = [t for t in self.captured if t not in set(start.captured)]
             if new and self.signal_table is None:

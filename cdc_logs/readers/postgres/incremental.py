@@ -42,6 +42,7 @@ from cdc_logs.readers.incremental import (
     key_id,
     on_signal,
     parse_signal,
+    warn_without_captured,
 )
 from cdc_logs.readers.postgres import catalog
 from cdc_logs.readers.postgres.catalog import TableInfo
@@ -90,6 +91,7 @@ class IncrementalFilter:
         if start is None:
             return
         self.snapshots.resume(start.incremental)
+        warn_without_captured(self.captured, start.captured)
         if self.captured and start.captured:
             new = [t for t in self.captured if t not in set(start.captured)]
             if new:
