@@ -64,7 +64,10 @@ def snapshot(
     if src.type in _PG:
         from cdc_logs.readers.postgres.incremental import send_signal
 
-        send_signal(src.dsn.get_secret_value(), signal_table, signal_id, kind, text)
+        publication = src.publication
+        if publication is None and src.slot:  # as the reader derives it (reader.py, doctor.py)
+            publication = src.slot if src.slot.startswith("cdc_logs_") else f"cdc_logs_{src.slot}"
+        send_signal(src.dsn.get_secret_value(), signal_table, signal_id, kind, text, publication)
     else:
         from cdc_logs.readers.mysql.config import mysql_settings
         from cdc_logs.readers.mysql.incremental import send_signal as send_mysql

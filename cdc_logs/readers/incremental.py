@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -40,6 +40,7 @@ from cdc_logs.observability.logging import get_logger
 log = get_logger(__name__)
 
 R = TypeVar("R")
+T = TypeVar("T")
 
 # Signal types, as Debezium names them (its signal table rows and its own watermarks).
 EXECUTE_SNAPSHOT = "execute-snapshot"
@@ -347,14 +348,68 @@ def signal_tables(signal: Signal) -> tuple[list[str] | None, dict[str, str], str
             'e.g. {"data-collections": ["public.orders"], "type": "incremental"}',
         )
     conditions: dict[str, str] = {}
-    for item in data.get("additional-conditions") or []:
-        if isinstance(item, dict) and item.get("data-collection") and item.get("filter"):
-            conditions[str(item["data-collection"])] = str(item["filter"])
-    if data.get("additional-condition") and collections:  # Debezium 1.x: one condition for all
+    # A condition that cannot be read refuses the whole signal: snapshotting the table unfiltered
+    # instead could send rows the user meant to keep out.
+    example = '"additional-conditions": [{"data-collection": "public.orders", "filter": "id > 100"}]'
+    items = data.get("additional-conditions")
+    if items is not None and not isinstance(items, list):
+        raise CdcError(
+            ErrorKind.DECODE, f"signal {signal.id!r}: additional-conditions must be a list", example
+        )
+    for item in items or []:
+        if not (
+            isinstance(item, dict)
+            and isinstance(item.get("data-collection"), str)
+            and item["data-collection"].strip()
+            and isinstance(item.get("filter"), str)
+            and item["filter"].strip()
+        ):
+            raise CdcError(
+                ErrorKind.DECODE,
+                f"signal {signal.id!r}: additional-conditions item {item!r} is not "
+                '{"data-collection": TABLE, "filter": SQL}',
+                example,
+            )
+        conditions[item["data-collection"].strip()] = item["filter"]
+    single = data.get("additional-condition")
+    if single is not None and not isinstance(single, str):
+        raise CdcError(
+            ErrorKind.DECODE, f"signal {signal.id!r}: additional-condition must be SQL text", example
+        )
+    if single and collections:  # Debezium 1.x: one condition for all
         for name in collections:
             conditions.setdefault(name, str(data["additional-condition"]))
     kind = str(data.get("type") or "incremental").lower()
     return collections, conditions, kind
+
+
+def stamp_start(
+    items: Generator[Any, None, T], captured: tuple[str, ...], streamable: Callable[[Any], bool]
+) -> Generator[Any, None, T]:
+    """The items a reader yields before its stream (the start heartbeat, the initial snapshot's last
+    row): a resume point the stream can start from (`streamable`) carries the captured tables too.
+    Without this the first run of a new slot that delivers nothing else (`one_time`, no heartbeats)
+    stores a position without them, and a table added later is never snapshotted."""
+    while True:
+        try:
+            item = next(items)
+        except StopIteration as done:
+            return done.value
+        position = getattr(item, "position", None)
+        if captured and getattr(item, "boundary", False) and position is not None and streamable(position):
+            item.position = position.with_state(position.incremental, captured)
+        yield item
+
+
+def warn_without_captured(captured: tuple[str, ...], stored: tuple[str, ...]) -> None:
+    """snapshot_new_tables is on but the stored position names no captured tables (written before it
+    was turned on, or by an older version): tables added since cannot be told apart."""
+    if captured and not stored:
+        log.warning(
+            "snapshot_new_tables: the stored position does not list the captured tables, so tables "
+            "added before this start are not snapshotted (from now on they are recorded)",
+            fix="snapshot a table added since the last run with `cdc-logs snapshot TABLE -c pipeline.yaml`",
+        )
 
 
 def key_id(key: dict[str, Any] | None) -> bytes | None:
@@ -413,8 +468,29 @@ def on_signal(snapshots: IncrementalSnapshots[R], signal: Signal) -> list[R] | N
             resolved = {}
             for name, condition in conditions.items():
                 for table in snapshots.resolve([name]):
+                    if table not in tables:
+                        raise CdcError(
+                            ErrorKind.DECODE,
+                            f"signal {signal.id!r}: a condition for {table}, which data-collections "
+                            "does not name",
+                            "name the table in data-collections too, or drop its condition",
+                        )
                     resolved[table] = condition
+            queued = {t.table for t in snapshots.state.tables} if snapshots.state else set()
             snapshots.execute(signal.id, tables, resolved)
+            for table in tables:
+                if table not in queued:
+                    continue
+                if table in resolved:
+                    log.warning(
+                        "incremental snapshot: table already queued, conditions not applied",
+                        signal=signal.id,
+                        table=table,
+                        fix="stop its snapshot (`cdc-logs snapshot --stop TABLE`), then send it again "
+                        "with the conditions",
+                    )
+                else:
+                    log.info("incremental snapshot: table already queued", signal=signal.id, table=table)
         elif kind == STOP_SNAPSHOT:
             collections, _, _ = signal_tables(signal)
             snapshots.stop(snapshots.resolve(collections) if collections else None)

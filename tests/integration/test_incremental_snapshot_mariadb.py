@@ -411,3 +411,165 @@ def test_a_composite_text_key_is_read_in_chunks_exactly_once_mariadb(mariadb_dsn
     assert sorted(got) == sorted((w, b) for w in words for b in range(2))
     assert len(got) == len(set(got))
     assert left == ["ck"], left
+
+
+def test_a_filter_with_percent_signs_works_and_a_failing_filter_leaves_only_its_table_out_mariadb(
+    mariadb_dsn: str,  # noqa: F811
+    setup: str,
+) -> None:
+    """`%` in a condition (LIKE 'upd%', id % 2) reaches the server as itself in the chunk query with
+    bound keys; a condition failing at run time (a subquery of two rows) leaves its table out with a
+    logged error and the stream goes on (both used to kill the reader for good)."""
+    import orjson
+
+    from cdc_logs.envelope import ChangeEvent
+    from cdc_logs.readers.mysql import MysqlReader, parse_dsn
+
+    uid = setup
+    pct, bad = f"{uid}_pct", f"{uid}_bad"
+    database = urlsplit(mariadb_dsn).path.lstrip("/") or "test"
+    db = maria(mariadb_dsn)
+    with db.cursor() as cur:
+        for t in (pct, bad):
+            cur.execute(f"CREATE TABLE {t} (id int PRIMARY KEY, pad varchar(20))")
+            for i in range(1, 21):
+                cur.execute(f"INSERT INTO {t} VALUES (%s, %s)", (i, f"upd-{i}" if i % 3 == 0 else "new"))
+    reader = MysqlReader(
+        parse_dsn(mariadb_dsn),
+        [f"{database}.{pct}", f"{database}.{bad}"],
+        pipeline_name=uid,
+        temporary=True,
+        signal_table=f"{database}.{uid}_signal",
+        incremental_chunk_size=2,
+    )
+    data = orjson.dumps(
+        {
+            "data-collections": [f"{database}.{bad}", f"{database}.{pct}"],
+            "type": "incremental",
+            "additional-conditions": [
+                {"data-collection": f"{database}.{bad}", "filter": "id = (SELECT 1 UNION SELECT 2)"},
+                {"data-collection": f"{database}.{pct}", "filter": "pad LIKE 'upd%' AND id % 2 = 0"},
+            ],
+        }
+    ).decode()
+    got: list[tuple[str, int]] = []
+    try:
+        reader.open()
+        stream = reader.stream(None)
+        next(stream)
+        with db.cursor() as cur:
+            cur.execute(f"INSERT INTO {uid}_signal VALUES ('pct', 'execute-snapshot', %s)", (data,))
+        deadline, started = time.monotonic() + 60, False
+        while True:
+            assert time.monotonic() < deadline, got
+            item = next(stream)
+            started = started or bool(reader.snapshot_progress())
+            if isinstance(item, ChangeEvent) and item.op.value == "r":
+                got.append((item.source.table, item.after["id"]))
+            if started and not reader.snapshot_progress() and item is not None and item.boundary:
+                break
+    finally:
+        reader.close()
+        with db.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS {pct}, {bad}")
+        db.close()
+    assert sorted(got) == [(pct, 6), (pct, 12), (pct, 18)]
+
+
+def test_cdc_logs_snapshot_refuses_a_missing_signal_table_with_its_ddl(
+    mariadb_dsn: str,  # noqa: F811
+    setup: str,
+    tmp_path: Path,
+) -> None:
+    uid = setup
+    database = urlsplit(mariadb_dsn).path.lstrip("/") or "test"
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(
+        f"""
+name: {uid}
+source:
+  type: mariadb
+  dsn: "{mariadb_dsn}"
+  tables: [{database}.{uid}]
+  signal_data_collection: {database}.{uid}_nope
+destination: {{type: stdout}}
+"""
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "cdc_logs", "snapshot", uid, "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"CREATE TABLE {database}.{uid}_nope (id varchar(42)" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_first_one_time_run_with_no_events_still_records_the_captured_tables_mariadb(
+    mariadb_dsn: str,  # noqa: F811
+    setup: str,
+    tmp_path: Path,
+) -> None:
+    """snapshot_new_tables: a first `one_time` run that delivers nothing stores a position naming the
+    captured tables all the same, so a table added afterwards is snapshotted on the next start."""
+    from tests.integration.test_incremental_snapshot_pg import replay
+
+    uid = setup
+    added = f"{uid}_added"
+    database = urlsplit(mariadb_dsn).path.lstrip("/") or "test"
+    out = tmp_path / "out" / "changes.jsonl"
+    db = maria(mariadb_dsn)
+    with db.cursor() as cur:
+        cur.execute(f"CREATE TABLE {added} (id bigint PRIMARY KEY, v bigint NOT NULL, pad varchar(20))")
+        cur.execute(f"INSERT INTO {added} SELECT seq, seq, 'old' FROM seq_1_to_30")
+    try:
+        text = f"""
+name: {uid}
+source:
+  type: mariadb
+  dsn: "{mariadb_dsn}"
+  tables: [{database}.{uid}]
+  snapshot: false
+  snapshot_new_tables: true
+  signal_data_collection: {database}.{uid}_signal
+  heartbeat_interval_ms: 500
+destination: {{type: file, path: {out}}}
+offsets: {{type: sqlite, path: {tmp_path / "offsets.db"}}}
+"""
+        config = tmp_path / "pipeline.yaml"
+        config.write_text(
+            text.replace("heartbeat_interval_ms: 500", "heartbeat_interval_ms: 600000")
+            + "sync: {mode: one_time}\n"
+        )
+        first = subprocess.run(
+            [sys.executable, "-m", "cdc_logs", "run", "-c", str(config)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert first.returncode == 0, first.stderr[-4000:]
+        config.write_text(
+            text.replace(f"tables: [{database}.{uid}]", f"tables: [{database}.{uid}, {database}.{added}]")
+        )
+        second = Run(config, tmp_path, "second")
+        try:
+            second.wait_for("tables added to the source since the last run", timeout=60)
+            second.wait_for("incremental snapshot finished", timeout=60)
+            with db.cursor() as cur:
+                cur.execute(f"INSERT INTO {uid} VALUES (0, -1, 'sentinel')")
+            deadline = time.monotonic() + 60
+            while not (out.exists() and b'"sentinel"' in out.read_bytes()):
+                assert time.monotonic() < deadline and second.proc.poll() is None, second.text()[-3000:]
+                time.sleep(0.1)
+            second.stop()
+        finally:
+            if second.proc.poll() is None:
+                second.proc.kill()
+        _, snaps = replay(out)
+        assert sorted(e["after"]["id"] for e in snaps) == list(range(1, 31))
+    finally:
+        with db.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS {added}")
+        db.close()

@@ -584,3 +584,164 @@ def test_a_composite_text_key_is_read_in_chunks_exactly_once(
             db.execute(f"DROP TABLE IF EXISTS {table}")
     assert sorted(got) == sorted((w, b) for w in words for b in range(2))
     assert len(got) == len(set(got))
+
+
+def test_a_filter_with_percent_signs_works_and_a_failing_filter_leaves_only_its_table_out(
+    pg_dsn: str,  # noqa: F811
+    names: Names,
+) -> None:
+    """`%` in a condition (LIKE 'upd%', id % 2) reaches the server as itself, in chunks with bound
+    keys; a condition failing at run time (a subquery of two rows: not a 42/22 error) leaves its
+    table out with a logged error and the stream goes on (it used to kill the reader for good)."""
+    from cdc_logs.envelope import ChangeEvent
+    from cdc_logs.readers.postgres.reader import PostgresReader
+
+    pct, bad = f"{names.table}_pct", f"{names.table}_bad"
+    with psycopg.connect(pg_dsn, autocommit=True) as db:
+        for t in (pct, bad):
+            db.execute(f"CREATE TABLE {t} (id int PRIMARY KEY, pad text)")
+            db.execute(
+                f"INSERT INTO {t} SELECT g, CASE WHEN g % 3 = 0 THEN 'upd-' || g ELSE 'new' END "
+                "FROM generate_series(1, 20) g"
+            )
+    reader = PostgresReader(
+        pg_dsn,
+        [f"public.{pct}", f"public.{bad}"],
+        pipeline_name=names.table,
+        temporary=True,
+        signal_table=f"public.{names.signal}",
+        incremental_chunk_size=2,
+        heartbeat_interval_s=0,
+    )
+    data = orjson.dumps(
+        {
+            "data-collections": [f"public.{bad}", f"public.{pct}"],
+            "type": "incremental",
+            "additional-conditions": [
+                {"data-collection": f"public.{bad}", "filter": "id = (SELECT 1 UNION SELECT 2)"},
+                {"data-collection": f"public.{pct}", "filter": "pad LIKE 'upd%' AND id % 2 = 0"},
+            ],
+        }
+    ).decode()
+    got: list[tuple[str, int]] = []
+    try:
+        reader.open()
+        stream = reader.stream(None)
+        next(stream)
+        with psycopg.connect(pg_dsn, autocommit=True) as db:
+            db.execute(f"INSERT INTO {names.signal} VALUES ('pct', 'execute-snapshot', %s)", (data,))
+        deadline, started = time.monotonic() + 60, False
+        while True:
+            assert time.monotonic() < deadline, got
+            item = next(stream)
+            started = started or bool(reader.snapshot_progress())
+            if isinstance(item, ChangeEvent) and item.op.value == "r":
+                got.append((item.source.table, item.after["id"]))
+            if started and not reader.snapshot_progress() and item is not None and item.boundary:
+                break
+    finally:
+        reader.close()
+        with psycopg.connect(pg_dsn, autocommit=True) as db:
+            db.execute(f"DROP TABLE IF EXISTS {pct}, {bad}")
+    assert sorted(got) == [(pct, 6), (pct, 12), (pct, 18)]
+
+
+def test_cdc_logs_snapshot_refuses_a_signal_that_could_never_be_read(
+    pg_dsn: str,  # noqa: F811
+    names: Names,
+    tmp_path: Path,
+) -> None:
+    """A user's publication without the signal table, or no signal table at all: exit 2 naming the
+    fix (ALTER PUBLICATION / CREATE TABLE), and no row written."""
+    publication = f"{names.table}_users"
+
+    def snapshot(signal_table: str) -> subprocess.CompletedProcess[str]:
+        config = tmp_path / "pipeline.yaml"
+        config.write_text(
+            f"""
+name: {names.table}
+source:
+  type: pg
+  dsn: "{pg_dsn}"
+  tables: [public.{names.table}]
+  slot: {names.slot}
+  publication: {publication}
+  signal_data_collection: {signal_table}
+destination: {{type: stdout}}
+"""
+        )
+        return subprocess.run(
+            [sys.executable, "-m", "cdc_logs", "snapshot", names.table, "-c", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    with psycopg.connect(pg_dsn, autocommit=True) as db:
+        db.execute(f"CREATE PUBLICATION {publication} FOR TABLE {names.table}")
+    try:
+        result = snapshot(f"public.{names.signal}")
+        assert result.returncode == 2, result.stderr
+        assert f"ALTER PUBLICATION {publication} ADD TABLE" in result.stderr, result.stderr
+        missing = snapshot(f"public.{names.signal}_nope")
+        assert missing.returncode == 2, missing.stderr
+        assert f"CREATE TABLE public.{names.signal}_nope (id varchar(42)" in missing.stderr, missing.stderr
+        assert "Traceback" not in result.stderr + missing.stderr
+        with psycopg.connect(pg_dsn, autocommit=True) as db:
+            assert db.execute(f"SELECT count(*) FROM {names.signal}").fetchone() == (0,)
+            db.execute(f"ALTER PUBLICATION {publication} ADD TABLE {names.signal}")
+        written = snapshot(f"public.{names.signal}")
+        assert written.returncode == 0, written.stderr
+        with psycopg.connect(pg_dsn, autocommit=True) as db:
+            assert db.execute(f"SELECT count(*) FROM {names.signal}").fetchone() == (1,)
+    finally:
+        with psycopg.connect(pg_dsn, autocommit=True) as db:
+            db.execute(f"DROP PUBLICATION IF EXISTS {publication}")
+
+
+def test_a_first_one_time_run_with_no_events_still_records_the_captured_tables(
+    pg_dsn: str,  # noqa: F811
+    names: Names,
+    tmp_path: Path,
+) -> None:
+    """snapshot_new_tables: the first run of a new slot in `one_time` mode delivers nothing (no
+    events, no heartbeats); the position it stores carries the captured tables all the same, so a
+    table added afterwards is snapshotted on the next start."""
+    added = f"{names.table}_added"
+    out = tmp_path / "out" / "changes.jsonl"
+    with psycopg.connect(pg_dsn, autocommit=True) as db:
+        db.execute(f"CREATE TABLE {added} (id bigint PRIMARY KEY, v bigint NOT NULL, pad text)")
+    try:
+        load(pg_dsn, added, 30)
+        config = write_config(tmp_path, pg_dsn, names, chunk=10)
+        text = config.read_text().replace("snapshot: false", "snapshot: false\n  snapshot_new_tables: true")
+        config.write_text(
+            text.replace("heartbeat_interval_ms: 500", "heartbeat_interval_ms: 0").replace(
+                "sync:\n", "sync:\n  mode: one_time\n"
+            )
+        )
+        first = subprocess.run(
+            [sys.executable, "-m", "cdc_logs", "run", "-c", str(config)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert first.returncode == 0, first.stderr[-4000:]
+        config.write_text(
+            text.replace(f"tables: [public.{names.table}]", f"tables: [public.{names.table}, public.{added}]")
+        )
+        second = Run(config, tmp_path, "second")
+        try:
+            second.wait_for("tables added to the source since the last run", timeout=60)
+            second.wait_for("incremental snapshot finished", timeout=60)
+            settle(pg_dsn, names.table, out, second)
+            second.stop()
+        finally:
+            if second.proc.poll() is None:
+                second.proc.kill()
+        events = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+        assert sorted(e["after"]["id"] for e in events if e["op"] == "r") == list(range(1, 31))
+    finally:
+        with psycopg.connect(pg_dsn, autocommit=True) as db:
+            db.execute(f"DROP TABLE IF EXISTS {added}")

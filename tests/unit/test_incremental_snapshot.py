@@ -243,3 +243,66 @@ def test_event_ids_and_position_headers_do_not_carry_the_readers_state() -> None
     stamped.position = Lsn("sys", 100).with_state('{"id":"s","q":[]}', (T,))
     assert EventIds().assign([plain])[0] == EventIds().assign([stamped])[0]
     assert position_text(stamped) == position_text(plain) == Lsn("sys", 100).encode()
+
+
+def test_snapshot_new_tables_without_a_captured_list_in_the_stored_position_is_warned_about() -> None:
+    from structlog.testing import capture_logs
+
+    from cdc_logs.readers.incremental import warn_without_captured
+
+    with capture_logs() as logs:
+        warn_without_captured(("public.a",), ())
+        warn_without_captured(("public.a",), ("public.a",))  # recorded: nothing to say
+        warn_without_captured((), ())  # snapshot_new_tables off: nothing to say
+    assert len(logs) == 1 and logs[0]["log_level"] == "warning"
+    assert "cdc-logs snapshot TABLE" in logs[0]["fix"]
+
+
+@pytest.mark.parametrize(
+    "conditions",
+    [
+        {"additional-conditions": {"data-collection": T, "filter": "id > 5"}},  # not a list
+        {"additional-conditions": [{"data-collection": T}]},  # no filter
+        {"additional-conditions": [{"data-collection": T, "filter": ""}]},
+        {"additional-conditions": [{"data-collection": T, "filter": 5}]},
+        {"additional-conditions": [{"table": T, "filter": "id > 5"}]},
+        {"additional-conditions": ["id > 5"]},
+        {"additional-conditions": [{"data-collection": U, "filter": "id > 5"}]},  # not in collections
+        {"additional-condition": ["id > 5"]},
+    ],
+)
+def test_a_malformed_condition_refuses_the_signal_never_an_unfiltered_snapshot(
+    conditions: dict[str, Any],
+) -> None:
+    from structlog.testing import capture_logs
+
+    snaps: IncrementalSnapshots[str] = IncrementalSnapshots(captured=[T, U])
+    with capture_logs() as logs:
+        on_signal(
+            snaps, signal(EXECUTE_SNAPSHOT, {"data-collections": [T], "type": "incremental", **conditions})
+        )
+    assert not snaps.running
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["signal refused"]
+
+
+def test_conditions_for_a_table_already_queued_are_not_applied_and_that_is_logged() -> None:
+    from structlog.testing import capture_logs
+
+    snaps: IncrementalSnapshots[str] = IncrementalSnapshots(captured=[T, U])
+    on_signal(snaps, signal(EXECUTE_SNAPSHOT, {"data-collections": [T], "type": "incremental"}))
+    again = {
+        "data-collections": [T, U],
+        "type": "incremental",
+        "additional-conditions": [
+            {"data-collection": T, "filter": "id > 5"},
+            {"data-collection": U, "filter": "id > 7"},
+        ],
+    }
+    with capture_logs() as logs:
+        on_signal(snaps, signal(EXECUTE_SNAPSHOT, again, sid="again"))
+    state = snaps.state
+    assert state is not None and [(p.table, p.where) for p in state.tables] == [(T, None), (U, "id > 7")]
+    warned = [e for e in logs if e["log_level"] == "warning"]
+    assert [(e["event"], e["table"]) for e in warned] == [
+        ("incremental snapshot: table already queued, conditions not applied", T)
+    ]

@@ -31,7 +31,7 @@ import pymysql
 import pymysql.cursors
 
 from cdc_logs.envelope import ChangeEvent, Heartbeat, Op, SourceInfo, Undecodable, now_ms
-from cdc_logs.errors import CdcError
+from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.position import BinlogPosition, Position
 from cdc_logs.readers.base import SnapshotProgress, StreamItem
@@ -46,8 +46,9 @@ from cdc_logs.readers.incremental import (
     key_text,
     on_signal,
     parse_signal,
+    warn_without_captured,
 )
-from cdc_logs.readers.mysql.connection import MysqlSettings, classify, connect
+from cdc_logs.readers.mysql.connection import _LOST, _UNREACHABLE, MysqlSettings, classify, connect
 from cdc_logs.readers.mysql.schema import SNAPSHOT_COLUMNS_QUERY, snapshot_schema
 from cdc_logs.readers.mysql.snapshot import SnapshotTable, _convert, describe_table, quote
 
@@ -105,6 +106,7 @@ class IncrementalFilter:
                 fix="set `signal_data_collection` again and send execute-snapshot (`cdc-logs snapshot`)",
             )
             self.snapshots.stop(None)
+        warn_without_captured(self.captured, start.captured)
         if self.captured and start.captured:
             new = [t for t in self.captured if t not in set(start.captured)]
             if new and self.signal_table is None:
@@ -262,7 +264,10 @@ class IncrementalFilter:
             return
         keys = ", ".join(quote(k) for k in info.key)
         marks = ", ".join(["%s"] * len(info.key))
+        # The condition is the user's SQL text; PyMySQL formats a query with args by `%`, so a `%`
+        # in it (LIKE 'a%', id % 2) is doubled there (the first query has no args: as it is).
         extra = f" AND ({progress.where})" if progress.where else ""
+        extra_args = extra.replace("%", "%%")
         try:
             with conn.cursor() as cur:
                 if not progress.started:
@@ -282,15 +287,26 @@ class IncrementalFilter:
                 where = f"({keys}) > ({marks}) AND {where}"
                 params = list(progress.last) + params
             with conn.cursor(pymysql.cursors.DictCursor) as cur:
-                query = f"SELECT {info.select_list} FROM {info.sql_name} WHERE {where}{extra} ORDER BY {keys}"
+                query = f"SELECT {info.select_list} FROM {info.sql_name} WHERE {where}{extra_args}"
+                query += f" ORDER BY {keys}"
                 cur.execute(query + " LIMIT %s", (*params, self.snapshots.chunk_size))
                 batch = cur.fetchall()
-        except pymysql.err.ProgrammingError as exc:  # the signal's condition: the user's SQL
+        except (pymysql.MySQLError, ValueError, TypeError) as exc:
+            # The signal's condition (the user's SQL): the table is left out, the stream goes on.
+            # With a condition any error but a lost connection is put on it: the state is committed
+            # with the condition, so failing the pipeline would fail every restart the same way.
+            code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+            users = isinstance(exc, pymysql.err.ProgrammingError) or (
+                progress.where is not None and code not in _LOST + _UNREACHABLE
+            )
+            if not users:
+                raise
             log.error(
                 "incremental snapshot: cannot read the table; left out",
                 table=progress.table,
                 error=str(exc),
-                fix="check the signal's additional-conditions, then send execute-snapshot again",
+                fix="fix the filter (the signal's additional-conditions, `cdc-logs snapshot --where`), "
+                "then snapshot the table again (`cdc-logs snapshot TABLE`)",
             )
             window.end(progress.table, None, True)
             return
@@ -318,7 +334,11 @@ class IncrementalFilter:
 def send_signal(
     settings: MysqlSettings, signal_table: tuple[str, str], signal_id: str, kind: str, data: str
 ) -> None:
-    """Insert one signal row (what `cdc-logs snapshot` does; a running reader reads it from the binlog)."""
+    """Insert one signal row (what `cdc-logs snapshot` does; a running reader reads it from the binlog).
+    Refused first (CONFIG, exit 2) when the doctor's signal check fails (a missing table: its DDL)."""
+    failed = [c for c in signal_checks(settings, signal_table) if not c.ok]
+    if failed:
+        raise CdcError(ErrorKind.CONFIG, f"signal table: {failed[0].detail}", failed[0].fix)
     conn = connect(settings)
     try:
         with conn.cursor() as cur:

@@ -31,6 +31,7 @@ from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.position import BinlogPosition, Position
 from cdc_logs.readers.base import LagProbe, Reader, SnapshotProgress, StreamItem
+from cdc_logs.readers.incremental import stamp_start
 from cdc_logs.readers.mysql.connection import (
     RECOVER_HINT,
     BinlogStream,
@@ -240,19 +241,27 @@ class MysqlReader(Reader):
     # -- streaming -------------------------------------------------------------------------------
     def stream(self, start: Position | None) -> Iterator[StreamItem]:
         server = self.server_identity()
+        # snapshot_new_tables: the start heartbeat and the snapshot's end name the captured tables too
+        captured = tuple(sorted(f"{db}.{t}" for db, t in self.tables)) if self.snapshot_new_tables else ()
+
+        def streamable(p: Position) -> bool:
+            return isinstance(p, BinlogPosition) and not p.snapshot_pending
+
         if isinstance(start, BinlogPosition) and start.snapshot_pending:
             # A snapshot begun at `start` was cut short: take it again, then stream from `start`.
-            position = yield from self._snapshot(server, self._check_start(start))
+            position = yield from stamp_start(
+                self._snapshot(server, self._check_start(start)), captured, streamable
+            )
             if position is None:
                 return  # stopped mid-snapshot again: the next run starts it over, still from `start`
         elif start is None:
             if self.snapshot and not (self.start_gtid or self.start_file):
-                position = yield from self._snapshot(server, None)
+                position = yield from stamp_start(self._snapshot(server, None), captured, streamable)
                 if position is None:
                     return  # stopped mid-snapshot: the next run starts it over (see _snapshot)
             else:
                 position = self._first_position(server)
-                yield Heartbeat(position)
+                yield Heartbeat(position.with_state("", captured) if captured else position)
         else:
             position = self._check_start(start)
         # The signal table is read from the binlog like a captured table (its rows never go out).

@@ -30,7 +30,7 @@ import psycopg
 from psycopg import sql
 
 from cdc_logs.envelope import ChangeEvent, Heartbeat, Op, Undecodable
-from cdc_logs.errors import CdcError
+from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.position import Position
 from cdc_logs.readers.base import SnapshotProgress, StreamItem
@@ -42,6 +42,7 @@ from cdc_logs.readers.incremental import (
     key_id,
     on_signal,
     parse_signal,
+    warn_without_captured,
 )
 from cdc_logs.readers.postgres import catalog
 from cdc_logs.readers.postgres.catalog import TableInfo
@@ -90,6 +91,7 @@ class IncrementalFilter:
         if start is None:
             return
         self.snapshots.resume(start.incremental)
+        warn_without_captured(self.captured, start.captured)
         if self.captured and start.captured:
             new = [t for t in self.captured if t not in set(start.captured)]
             if new:
@@ -202,7 +204,10 @@ class IncrementalFilter:
         types = {c.name: c.type_sql for c in table.columns}
         params_sql = sql.SQL(", ").join(sql.SQL("%s::" + types[k]) for k in table.primary_key)
         name = sql.SQL("{}.{}").format(sql.Identifier(table.schema), sql.Identifier(table.name))
-        extra = sql.SQL(" AND ({})").format(sql.SQL(progress.where)) if progress.where else sql.SQL("")
+        # The condition is the user's SQL text inside a query with parameters: a `%` in it (LIKE
+        # 'a%', id % 2) must reach the server as itself, not be read as a placeholder.
+        where_text = (progress.where or "").replace("%", "%%")
+        extra = sql.SQL(" AND ({})").format(sql.SQL(where_text)) if progress.where else sql.SQL("")
         try:
             if not progress.started:
                 descending = sql.SQL(", ").join(
@@ -211,7 +216,7 @@ class IncrementalFilter:
                 query = sql.SQL("SELECT {} FROM {} WHERE true{} ORDER BY {} LIMIT 1").format(
                     key_sql, name, extra, descending
                 )
-                found = _text_rows(conn, query, None)
+                found = _text_rows(conn, query, [])  # [] not None: `%%` is unescaped like below
                 progress.maximum = list(found[0]) if found else None
                 progress.started = True
             if progress.maximum is None:
@@ -228,12 +233,21 @@ class IncrementalFilter:
             )
             rows = _text_rows(conn, query, params)
         except psycopg.Error as exc:
-            if (exc.sqlstate or "").startswith(("42", "22")):  # the condition or a key cast: the user's
+            # The condition or a key cast (the user's SQL): the table is left out, the stream goes on.
+            # With a condition, any error but a lost connection is put on it (a subquery returning
+            # two rows, a client-side parse error...): the state is committed with the condition, so
+            # failing the pipeline would fail every restart the same way.
+            users = (exc.sqlstate or "").startswith(("42", "22")) or (
+                progress.where is not None
+                and not isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+            )
+            if users:
                 log.error(
                     "incremental snapshot: cannot read the table; left out",
                     table=table.qualified,
                     error=str(exc).strip(),
-                    fix="check the signal's additional-conditions, then send execute-snapshot again",
+                    fix="fix the filter (the signal's additional-conditions, `cdc-logs snapshot --where`), "
+                    "then snapshot the table again (`cdc-logs snapshot TABLE`)",
                 )
                 window.end(progress.table, None, True)
                 return
@@ -288,12 +302,20 @@ def _text_rows(
     return out
 
 
-def send_signal(dsn: str, signal_table: str, signal_id: str, kind: str, data: str) -> None:
-    """Insert one signal row (what `cdc-logs snapshot` does; a running reader reads it from the log)."""
+def send_signal(
+    dsn: str, signal_table: str, signal_id: str, kind: str, data: str, publication: str | None = None
+) -> None:
+    """Insert one signal row (what `cdc-logs snapshot` does; a running reader reads it from the log).
+
+    Refused first (CONFIG, exit 2) when the doctor's signal checks fail: a missing table (the fix is
+    its DDL), or a user's publication without it (the row could never be read)."""
     from cdc_logs.readers.postgres.connection import connect
 
     conn = connect(dsn, application_name="cdc-logs snapshot")
     try:
+        failed = [c for c in signal_checks(conn, signal_table, publication) if not c.ok]
+        if failed:
+            raise CdcError(ErrorKind.CONFIG, f"signal table: {failed[0].detail}", failed[0].fix)
         table = catalog.resolve_tables(conn, [signal_table])[0]
         conn.execute(
             sql.SQL("INSERT INTO {} (id, type, data) VALUES (%s, %s, %s)").format(sql.SQL(table.sql_name)),

@@ -40,6 +40,7 @@ from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.position import Lsn, PgSnapshot, Position, format_lsn
 from cdc_logs.readers.base import LagProbe, Reader, SnapshotProgress, StreamItem
+from cdc_logs.readers.incremental import stamp_start
 from cdc_logs.readers.postgres import catalog, ownership, slots
 from cdc_logs.readers.postgres.changes import HEARTBEAT_PREFIX, ChangeStream
 from cdc_logs.readers.postgres.connection import (
@@ -241,7 +242,10 @@ class PostgresReader(Reader):
         builder = self._builder()
         if isinstance(start, Lsn) and start.server == self._system_id:
             self._committed = start.lsn  # it came from the offset store: durable already
-        lsn = yield from self._start(repl, meta, builder, start)
+        captured = tuple(sorted(t.qualified for t in self._tables)) if self.snapshot_new_tables else ()
+        lsn = yield from stamp_start(
+            self._start(repl, meta, builder, start), captured, lambda p: isinstance(p, Lsn)
+        )
         if lsn is None or self._stop.is_set():
             return
         yield from self._follow(repl, builder, lsn, start if isinstance(start, Lsn) else None)
