@@ -295,6 +295,61 @@ def test_route_tables_exclude_and_when() -> None:
         RouteConfig(when="os.system('x')")
 
 
+def test_a_when_route_keeps_a_state_destination_in_step_with_its_condition() -> None:
+    """docs/transforms.md's big_orders: `when: after.amount >= 1000` into a SQL table. Rows that leave
+    the condition (deleted, or updated below it) must leave the destination too."""
+    big = RoutedSink(Recording("big"), RouteConfig(when="after.amount >= 1000"))
+    big.write(
+        [
+            event(Op.CREATE, after={"id": 1, "amount": 5000}),
+            event(Op.CREATE, after={"id": 2, "amount": 10}),  # never matched: not taken
+            event(Op.UPDATE, before={"id": 1, "amount": 5000}, after={"id": 1, "amount": 50}),  # left it
+            event(Op.UPDATE, before={"id": 2, "amount": 10}, after={"id": 2, "amount": 20}),  # never in
+            event(Op.CREATE, after={"id": 3, "amount": 3000}),
+            event(Op.DELETE, before={"id": 3, "amount": 3000}),  # full identity: the row matched
+            event(Op.DELETE, before={"id": 2, "amount": 20}),  # it never matched: not taken
+            event(Op.CREATE, after={"id": 4, "amount": 4000}),
+            event(Op.DELETE, before={"id": 4}),  # default identity: key only, unknown: taken
+            event(Op.CREATE, after={"id": 5, "amount": 6000}),
+            ChangeEvent(  # default identity: no before on an update; below the limit now: removed
+                op=Op.UPDATE,
+                source=event(Op.CREATE, after={"id": 5}).source,
+                after={"id": 5, "amount": 1},
+                key={"id": 5},
+            ),
+        ]
+    )
+    assert big.inner.ops == [  # type: ignore[attr-defined]
+        ("c", 1), ("d", 1), ("c", 3), ("d", 3), ("c", 4), ("d", 4), ("c", 5), ("d", 5)
+    ]  # fmt: skip
+    left = big.inner.batches[0][1]  # type: ignore[attr-defined]
+    assert left.before == {"id": 1, "amount": 5000} and left.after is None and left.key == {"id": 1}
+    assert orjson.loads(left.to_json())["op"] == "d"
+    gone = big.inner.batches[0][-1]  # type: ignore[attr-defined]
+    assert gone.op is Op.DELETE and gone.before == {"id": 5}
+
+
+def test_a_when_route_on_row_takes_the_delete_half_of_a_key_change() -> None:
+    deleted = event(Op.DELETE, before={"id": 3})  # default identity: only the old key
+    created = event(Op.CREATE, after={"id": 30, "amount": 2000})
+    deleted.key_change = created.key_change = True
+    big = RoutedSink(Recording("big"), RouteConfig(when="row.amount >= 1000"))
+    big.write([deleted, created])
+    assert big.inner.ops == [("d", 3), ("c", 30)]  # type: ignore[attr-defined]
+
+
+def test_a_when_not_about_the_row_is_evaluated_as_written() -> None:
+    creates = RoutedSink(Recording("c"), RouteConfig(when="op == 'c'"))
+    creates.write(
+        [
+            event(Op.CREATE, after={"id": 1}),
+            event(Op.UPDATE, after={"id": 1, "v": 2}),
+            event(Op.DELETE, before={"id": 1}),
+        ]
+    )
+    assert creates.inner.ops == [("c", 1)]  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize("fanout", [False, True], ids=["single", "fanout"])
 def test_routed_events_never_hold_back_the_checkpoint(fanout: bool, tmp_path: Path) -> None:
     """One sink takes nothing of a batch: the position still commits once the other has written."""
