@@ -405,3 +405,22 @@ def test_on_max_lag_warn_only_warns() -> None:
     finally:
         pipeline.stop()
         runner.join(10)
+
+
+def test_events_total_labels_the_table_with_its_schema() -> None:
+    """Same-named tables in two schemas must not share a `cdc_logs_events_total` series."""
+    first, second = make_event(1, table="orders"), make_event(2, table="orders")
+    events = [
+        dataclasses.replace(first, source=dataclasses.replace(first.source, schema="eu")),
+        dataclasses.replace(second, source=dataclasses.replace(second.source, schema="us")),
+    ]
+    metrics = Metrics("p")
+    pipeline = Pipeline(
+        "p", {"src": ScriptedReader(events)}, [MemorySink()], MemoryOffsetStore(), metrics=metrics,
+        stop_when_idle=True,
+    )  # fmt: skip
+    pipeline.run()
+    text = metrics.render().decode()
+    for schema in ("eu", "us"):
+        series = f'cdc_logs_events_total{{op="c",pipeline="p",source="src",table="{schema}.orders"}}'
+        assert f"{series} 1.0" in text
