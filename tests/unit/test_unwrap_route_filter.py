@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -255,6 +256,54 @@ def test_filter_expression_is_checked_when_the_config_is_read() -> None:
     assert keep.apply(event(Op.CREATE, after={"id": 1, "amount": 100})) is not None
     assert keep.apply(event(Op.CREATE, after={"id": 1, "amount": 99})) is None
     assert keep.apply(event(Op.DELETE, before={"id": 1, "amount": 100})) is None  # after is null
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("-" * 3000 + "ts_ms > 0", "nests deeper than the limit of 64 levels"),  # was a RecursionError
+        ("-" * 100 + "ts_ms > 0", "nests deeper than the limit of 64 levels"),
+        ("not " * 1000 + "op", "nests deeper than the limit of 64 levels"),
+        ("not " * 100_000 + "op", "400002 characters long, over the limit of 4096"),  # was a MemoryError
+        ("(" * 300 + "op" + ")" * 300, "nests deeper than the limit of 64 levels"),
+        ("op == 'c' or " * 400 + "op == 'd'", "characters long, over the limit of 4096"),
+    ],
+)
+def test_huge_expressions_are_quick_config_errors_naming_the_limit(text: str, says: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(ExpressionError, match=says):
+        compile_expression(text)
+    assert time.monotonic() - started < 1
+
+
+def test_expressions_within_the_limits_still_compile() -> None:
+    deep = compile_expression("not " * 60 + "(op == 'c')")  # 60 levels: within the limit
+    assert deep(event(Op.CREATE, after={"id": 1})) is True
+    assert compile_expression(" or ".join(f"after.id == {n}" for n in range(200)))(
+        event(Op.CREATE, after={"id": 199})
+    )
+
+
+def test_config_validate_reports_a_bad_filter_expression_with_its_path(tmp_path: Path) -> None:
+    """docs/transforms.md shows this message: keep the two in step (and exit 2, a config error)."""
+    config = tmp_path / "bad.yaml"
+    config.write_text(
+        "source: {type: sqlite, path: app.db, tables: [t]}\n"
+        "destination: {type: stdout}\n"
+        "plugins:\n"
+        "  transformers:\n"
+        "    - type: filter\n"
+        "      params: {expression: \"op == 'c' or exec('x')\"}\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "cdc_logs", "config", "validate", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "plugins.transformers.0.params.expression" in done.stderr, done.stderr
+    assert "calls other than the listed functions are not allowed at column 14 (`exec('x')`)" in done.stderr
 
 
 # -- routes ----------------------------------------------------------------------------------------
