@@ -7,6 +7,7 @@ the expression whitelist, and that routes narrow batches without touching the ch
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -667,3 +668,21 @@ def test_auto_decides_again_after_an_unreachable_start() -> None:
     assert reader.chosen is None
     reader.open()
     assert reader.chosen == "poll" and reader.inner is poll_reader
+
+
+def test_unwrap_rewrite_of_a_key_only_delete_writes_the_other_columns_as_null() -> None:
+    """Postgres' default replica identity: the delete carries only the key. Debezium's rewritten record
+    has every column of the table (its before struct), the others null; so does ours."""
+    columns = (
+        Column("id", "int32", optional=False, key=True),
+        Column("amount", "int32"),
+        Column("note", "string"),
+    )
+    schema = TableSchema("app", "public", "orders", columns)
+    t = unwrap(delete_tombstone_handling_mode="rewrite")
+    deleted = dataclasses.replace(event(Op.DELETE, before={"id": 1}), schema=schema)
+    assert list(orjson.loads(t.apply(deleted).to_json()).items()) == [
+        ("id", 1), ("amount", None), ("note", None), ("__deleted", "true"),
+    ]  # fmt: skip
+    full = dataclasses.replace(event(Op.DELETE, before={"id": 2, "amount": 5, "note": "x"}), schema=schema)
+    assert orjson.loads(t.apply(full).to_json()) == {"id": 2, "amount": 5, "note": "x", "__deleted": "true"}
