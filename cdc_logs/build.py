@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from cdc_logs import registry
 from cdc_logs.config import HealthConfig, OffsetsConfig, PipelineConfig
 from cdc_logs.configmodel import SinkConfigBase, SourceConfigBase
-from cdc_logs.observability.lag import LagGuard, parse_max_lag
+from cdc_logs.observability.lag import LagGuard, parse_grace, parse_max_lag
 from cdc_logs.observability.metrics import Metrics
 from cdc_logs.observability.status import HealthThresholds, PipelineStatus
 from cdc_logs.offsets.base import OffsetStore
@@ -134,7 +134,7 @@ def make_pipeline(
 def lag_guards(cfg: PipelineConfig) -> dict[str, LagGuard]:
     """The sources' `max_lag` / `on_max_lag`, by source name (observability/lag.py)."""
     return {
-        source_name(s): LagGuard(parse_max_lag(s.max_lag), s.on_max_lag)
+        source_name(s): LagGuard(parse_max_lag(s.max_lag), s.on_max_lag, parse_grace(s.max_lag_grace))
         for s in cfg.all_sources()
         if s.max_lag
     }

@@ -45,9 +45,25 @@ class SourceConfigBase(ConfigModel):
         "not_ready",
         description="Past `max_lag`: `warn` logs only; `not_ready` also makes /ready answer 503 naming the "
         "source until the lag is back under it; `stop` ends the run with a `lag` error (exit 3) after "
-        "delivering what it can.",
+        "delivering what it can, once the lag has stayed past `max_lag` without shrinking for "
+        "`max_lag_grace`.",
         examples=["stop"],
     )
+    max_lag_grace: str = Field(
+        "60s",
+        description="With `on_max_lag: stop`: how long the lag may stay past `max_lag` without shrinking "
+        "before the run stops (a pipeline catching up after a restart keeps running). A time: "
+        '"60s", "5m", "0s" stops at once.',
+        examples=["5m"],
+    )
+
+    @field_validator("max_lag_grace", mode="before")
+    @classmethod
+    def _max_lag_grace(cls, value: object) -> object:
+        from cdc_logs.observability.lag import parse_grace
+
+        parse_grace(value)  # type: ignore[arg-type]
+        return str(value).strip()
 
     @field_validator("max_lag", mode="before")
     @classmethod

@@ -36,7 +36,7 @@ from cdc_logs.fanout import FanOut
 from cdc_logs.merge import TimestampMerge
 from cdc_logs.observability.lag import LagGuard, LagMonitor, SourceLag
 from cdc_logs.observability.logging import get_logger
-from cdc_logs.observability.metrics import Metrics
+from cdc_logs.observability.metrics import Metrics, table_label
 from cdc_logs.observability.status import PipelineStatus
 from cdc_logs.offsets.base import OffsetStore
 from cdc_logs.position import Position
@@ -380,7 +380,7 @@ class Pipeline:
                     self._undecodable(source, payload)
                 elif isinstance(payload, ChangeEvent):
                     # Counted here, reported per batch: a metrics label lookup per event is hot-path cost.
-                    self._read_counts[(source, payload.source.table, payload.op.value)] += 1
+                    self._read_counts[(source, table_label(payload.source), payload.op.value)] += 1
                     if payload.source.ts_ms and source not in self._batch_first_ts:
                         self._batch_first_ts[source] = payload.source.ts_ms
                     event = apply_all(self.transforms, payload) if self.transforms else payload

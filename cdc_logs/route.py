@@ -18,18 +18,33 @@ The two halves of a primary-key change (the delete of the old key and the create
 as the Postgres and SQLite readers and Debezium emit it, `ChangeEvent.key_change`) count as the
 update they are for `ops`: a route taking `u` gets both, one without `u` neither, so a destination
 never holds the new key without the old one gone (or the old one deleted and the new never
-written). `tables` routes them together anyway (one table); a `when` expression sees each half's
-own row (before for the delete, after for the create), as it sees an update's after.
+written). `tables` routes them together anyway (one table).
+
+`when` decides which rows belong to the destination, so it is evaluated against the row the event is
+about: `after` (and `row`) is the new row for c/r/u and the deleted row for d. A destination that
+holds state (a SQL table, a cache) must see a row leave as well as arrive:
+* a delete is taken when the deleted row matched; when the delete carries only the key (Postgres'
+  default replica identity, a key change's delete half) whether it matched is unknown, and it is
+  taken: deleting a row the destination never had is a no-op, missing one leaves a stale row;
+* an update whose new row does not match is delivered as a delete of that row when its old row did
+  match, or when the old row is unknown (no `before`: default replica identity), for the same reason;
+  an update whose old and new rows both fail is not taken.
+This holds for a `when` that reads `after` or `row`; one on `op`, `table`, `source`... only is
+evaluated on the event as written (filter ops with `ops`). Sequin's filters behave so for deletes;
+Debezium's filter SMT sees the raw envelope instead: write `before.x` / `op` in a `filter` transform
+for that.
 """
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from cdc_logs.envelope import ChangeEvent
+from cdc_logs.envelope import ChangeEvent, Op
 from cdc_logs.sinks.base import Sink
 
 
@@ -57,8 +72,10 @@ class RouteConfig(BaseModel):
     )
     when: str | None = Field(
         None,
-        description="Take only events for which this expression is true (the filter transform's "
-        "language, docs/transforms.md), e.g. `after.region == 'eu'`. Default: no condition.",
+        description="Take only rows for which this expression is true (the filter transform's "
+        "language, docs/transforms.md), e.g. `after.region == 'eu'`. `after` is the row the event is "
+        "about: the deleted row for a delete; an update that leaves the condition arrives as a delete "
+        "(docs/transforms.md#per-destination-routes). Default: no condition.",
         examples=["after.amount >= 1000"],
     )
 
@@ -82,26 +99,52 @@ class RoutedSink(Sink):
         self.name = inner.name
         self.route = route
         self._when = compile_expression(route.when) if route.when else None
+        # Only a condition on the row (`after`/`row`) gets the row semantics below; one on op, table,
+        # source... is evaluated as written.
+        self._on_row = route.when is not None and bool(
+            {"after", "row"}
+            & {n.id for n in ast.walk(ast.parse(route.when.strip(), mode="eval")) if isinstance(n, ast.Name)}
+        )
         self._ops = frozenset(route.ops)
 
     def takes(self, event: ChangeEvent) -> bool:
+        return self.route_event(event) is not None
+
+    def route_event(self, event: ChangeEvent) -> ChangeEvent | None:
+        """The event as this destination gets it: itself, a delete (an update leaving `when`), or None."""
         from cdc_logs.transforms.base import table_matches
         from cdc_logs.transforms.expression import op_of
 
         route = self.route
         if self._ops and op_of(event) not in self._ops:
-            return False
+            return None
         if route.tables and not table_matches(route.tables, event):
-            return False
+            return None
         if route.exclude_tables and table_matches(route.exclude_tables, event):
-            return False
-        return self._when is None or bool(self._when(event))
+            return None
+        if self._when is None:
+            return event
+        if not self._on_row:
+            return event if self._when(event) else None
+        if event.op is Op.DELETE:
+            return event if _key_only(event.before, event.key) or self._matches(event.before, event) else None
+        if self._when(event):
+            return event
+        if event.op is not Op.UPDATE or _drops_deletes(event):
+            return None
+        if event.before is None or _key_only(event.before, event.key) or self._matches(event.before, event):
+            return _as_delete(event)  # the row left the route's condition (or may have): remove it
+        return None
+
+    def _matches(self, row: dict[str, Any] | None, event: ChangeEvent) -> bool:
+        assert self._when is not None
+        return bool(self._when(dataclasses.replace(event, after=row, encoded=None)))
 
     def open(self) -> None:
         self.inner.open()
 
     def write(self, batch: Sequence[ChangeEvent]) -> None:
-        taken = [event for event in batch if self.takes(event)]
+        taken = [routed for event in batch if (routed := self.route_event(event)) is not None]
         if taken:
             self.inner.write(taken)
 
@@ -110,6 +153,21 @@ class RoutedSink(Sink):
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.inner, name)
+
+
+def _key_only(row: dict[str, Any] | None, key: dict[str, Any] | None) -> bool:
+    """A row image that holds nothing but the key (or nothing): the other columns are unknown."""
+    return not row or (key is not None and set(row) <= set(key))
+
+
+def _drops_deletes(event: ChangeEvent) -> bool:
+    """unwrap with `delete.handling.mode: drop` ran: deletes are not wanted downstream."""
+    return getattr(event.flat, "mode", None) == "drop"
+
+
+def _as_delete(event: ChangeEvent) -> ChangeEvent:
+    before = event.before if event.before else dict(event.key or {})
+    return dataclasses.replace(event, op=Op.DELETE, before=before, after=None, encoded=None, unchanged=())
 
 
 def routed(sink: Sink, route: RouteConfig | None) -> Sink:

@@ -171,6 +171,20 @@ def _check_fields(kind: str, data: dict[str, Any], usage: Any) -> None:
         )
 
 
+def _one_source(cfg_sources: list[str], source: str | None) -> str:
+    """--source, or the pipeline's only source when it has one (set and rewind move one source)."""
+    if source is None:
+        if len(cfg_sources) == 1:
+            return cfg_sources[0]
+        raise CdcError(
+            ErrorKind.USAGE,
+            f"this pipeline has {len(cfg_sources)} sources: say which one to move",
+            f"add --source with one of: {', '.join(cfg_sources)}",
+        )
+    _check_source(cfg_sources, source)
+    return source
+
+
 def _check_source(cfg_sources: list[str], source: str) -> None:
     if source not in cfg_sources:
         raise CdcError(
@@ -197,7 +211,9 @@ _POSITION = typer.Option(
     "--position",
     help="Position JSON: the position object, one record of `offsets show --json`, or its whole output.",
 )
-_SOURCE = typer.Option(..., "--source", help="Source name (its `name`, or its type).")
+_SOURCE = typer.Option(
+    None, "--source", help="Source name (its `name`, or its type); default: the pipeline's only source."
+)
 
 
 def _lock(cfg: Any) -> PipelineLock:
@@ -251,7 +267,7 @@ def _change(cfg: Any, source: str, current: Position | None, pos: Position) -> s
 @app.command("set")
 def set_(
     config: Path = _CONFIG,
-    source: str = _SOURCE,
+    source: str | None = _SOURCE,
     position: str | None = _POSITION,
     lsn: str | None = _LSN,
     gtid: str | None = _GTID,
@@ -262,7 +278,7 @@ def set_(
     """Move a source to a given position (refused while the pipeline runs). Give exactly one of
     --lsn, --gtid, --binlog, --scn, --timestamp or --position; see docs/offsets.md."""
     cfg = load_config(config)
-    _check_source([source_name(s) for s in cfg.all_sources()], source)
+    source = _one_source([source_name(s) for s in cfg.all_sources()], source)
     target = Target(lsn=lsn, gtid=gtid, binlog=binlog, scn=scn, timestamp=timestamp, position=position)
     target.chosen(_SELECTORS)  # a usage error before anything is locked or connected
     with _lock(cfg):
@@ -276,7 +292,7 @@ def set_(
 @app.command("rewind")
 def rewind(
     config: Path = _CONFIG,
-    source: str = _SOURCE,
+    source: str | None = _SOURCE,
     to: str | None = typer.Option(
         None, "--to", help="Where to: an LSN, a GTID, file:pos or a time (the source's type decides)."
     ),
@@ -295,7 +311,7 @@ def rewind(
 
     Events after the new position are read again (sinks with a replay guard skip what they hold)."""
     cfg = load_config(config)
-    _check_source([source_name(s) for s in cfg.all_sources()], source)
+    source = _one_source([source_name(s) for s in cfg.all_sources()], source)
     if to is not None:
         source_type = {source_name(s): s for s in cfg.all_sources()}[source].type
         lsn, gtid, binlog, timestamp = _guess(to, source_type, lsn, gtid, binlog, timestamp)

@@ -8,6 +8,10 @@ MariaDB/MySQL binlog) the lag in bytes is measured from the server as the runnin
 (the reader's `lag_probe`, on a short-lived connection). No backlog or errors: those live in the
 running process. Everything printed goes through `redact`: names are free text, and errors can quote
 what a server said.
+
+Exit status: 0 when something was read (the live view, or the offset store's view, which says plainly
+that the service is not running); 1 when nothing could be read: the service does not answer and no
+source has a committed position (the view is still printed, and stderr says why).
 """
 
 from __future__ import annotations
@@ -58,10 +62,24 @@ def status(
         body = offline_status(cfg, problem)
     if as_json:
         print(redact(orjson.dumps(body).decode()))
-        return
-    console = Console() if sys.stdout.isatty() else Console(width=200)
-    for renderable in render(body):
-        console.print(renderable)
+    else:
+        console = Console() if sys.stdout.isatty() else Console(width=200)
+        for renderable in render(body):
+            console.print(renderable)
+    if nothing_known(body):
+        print(
+            f"status: nothing could be read: {redact(problem)}, and no source of pipeline "
+            f"{redact(str(body.get('pipeline')))} has a committed position in the offset store (never run, "
+            "or another offsets store?)",
+            file=sys.stderr,
+        )
+        raise typer.Exit(1)
+
+
+def nothing_known(body: dict[str, Any]) -> bool:
+    """The offset store's view with no committed position at all: the command read nothing."""
+    sources = body.get("sources") or {}
+    return body.get("origin") != "service" and not any(s.get("position") for s in sources.values())
 
 
 def default_url(cfg: PipelineConfig) -> str | None:
@@ -124,7 +142,7 @@ def offline_status(cfg: PipelineConfig, problem: str) -> dict[str, Any]:
         "origin": "offsets",
         "pipeline": cfg.name,
         "note": problem,
-        "state": "not running (or not reachable)",
+        "state": "not running (or not reachable): showing the offset store",
         "sinks": {(d.name or d.type): {} for d in cfg.all_sinks()},
         "sources": sources,
     }
@@ -197,6 +215,27 @@ def _max_lag(lag: dict[str, Any] | None) -> str | None:
     return text
 
 
+def _capture(info: dict[str, Any] | None) -> str | None:
+    """`capture: poll | auto` sources: the mode, what auto chose and why, what polling cannot see."""
+    if not info:
+        return None
+    mode, chosen = info.get("mode"), info.get("chosen")
+    text = (
+        f"{mode}: chose {chosen}"
+        if mode == "auto" and chosen
+        else f"{mode}: not chosen yet"
+        if mode == "auto"
+        else str(mode)
+    )
+    because = info.get("because") or []
+    if mode == "auto" and because:
+        text += f" ({'; '.join(str(b) for b in because)})"
+    cannot = info.get("cannot_see") or []
+    if cannot and (chosen or mode) == "poll":
+        text += "\ncannot see: " + "; ".join(str(c) for c in cannot)
+    return text
+
+
 def _snapshot(progress: list[dict[str, Any]]) -> str:
     if not progress:
         return "none running"
@@ -249,6 +288,7 @@ def render(body: dict[str, Any]) -> list[Any]:
             ("lag", _lag(lag, live)),
             ("max_lag", _max_lag(lag)),
             ("slot retained WAL", format_bytes(lag["retained_bytes"]) if lag and lag.get("slot") else None),
+            ("capture", _capture(src.get("capture"))),
             ("heartbeat", None if src.get("heartbeat_age_s") is None else _age(src["heartbeat_age_s"])),
             ("snapshot", _snapshot(src.get("snapshot") or [])),
         ]

@@ -17,7 +17,11 @@ Two measures per source, refreshed by `LagMonitor` on its own thread every `inte
 `max_lag` (a source option: "512MB" or "10m") is compared with the measure of its unit. Past it the
 monitor logs a warning, and per `on_max_lag`: `warn` only that; `not_ready` (the default) also makes
 `/ready` answer 503 naming the source and the lag, until the lag is back under the limit; `stop` ends
-the run with a LAG error (exit 3) after delivering what it can.
+the run with a LAG error (exit 3) after delivering what it can, but only once the lag has stayed past
+the limit without shrinking for `max_lag_grace` (default 60 s): a pipeline restarted behind a slot that
+already holds more than `max_lag` is catching up, and stopping it at once would make it loop forever
+under a supervisor. "Shrinking" means a new lowest measure (in the limit's unit) since the lag went
+past the limit; each new low restarts the grace period.
 """
 
 from __future__ import annotations
@@ -146,10 +150,22 @@ class SourceLag:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+DEFAULT_GRACE_S = 60.0
+
+
 @dataclass(frozen=True, slots=True)
 class LagGuard:
     max_lag: MaxLag
     on_max_lag: OnMaxLag = "not_ready"
+    grace_s: float = DEFAULT_GRACE_S  # `stop` only after this long past the limit without shrinking
+
+
+@dataclass(slots=True)
+class _Episode:
+    """One stretch past max_lag: its lowest measure and when that low was reached."""
+
+    best: float
+    best_at: float
 
 
 class LagMonitor:
@@ -183,6 +199,7 @@ class LagMonitor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._stopped_for: str | None = None
+        self._episodes: dict[str, _Episode] = {}
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="lag-monitor", daemon=True)
@@ -251,6 +268,17 @@ class LagMonitor:
         lag.extra = dict(log_lag.extra)
         lag.lag_seconds = None if log_lag.consumed is None else timeline.age(log_lag.consumed, now)
 
+    def _shrinking(self, name: str, guard: LagGuard, lag: SourceLag, now: float) -> bool:
+        """Whether the lag past the limit made a new low within the grace period (catching up)."""
+        value = lag.lag_bytes if guard.max_lag.bytes is not None else lag.lag_seconds
+        episode = self._episodes.get(name)
+        if episode is None:
+            self._episodes[name] = _Episode(float(value or 0), now)
+            return guard.grace_s > 0
+        if value is not None and value < episode.best:
+            episode.best, episode.best_at = float(value), now
+        return now - episode.best_at < guard.grace_s
+
     def _guard(self, name: str, lag: SourceLag) -> None:
         guard = self.guards.get(name)
         if guard is None:
@@ -269,13 +297,34 @@ class LagMonitor:
             )
         elif was and not lag.exceeded:
             log.info("source lag back under max_lag", source=name, max_lag=guard.max_lag.text)
-        if lag.exceeded and guard.on_max_lag == "stop" and self._stopped_for is None:
+        if not lag.exceeded:
+            self._episodes.pop(name, None)
+            return
+        if guard.on_max_lag == "stop" and self._stopped_for is None:
+            if self._shrinking(name, guard, lag, lag.measured_at or self.clock()):
+                return
             self._stopped_for = name
             self.stop_pipeline(
                 CdcError(
                     ErrorKind.LAG,
-                    f"source {name}: {lag.exceeded} (on_max_lag: stop)",
+                    f"source {name}: {lag.exceeded} and not shrinking for {guard.grace_s:g} s "
+                    "(on_max_lag: stop)",
                     "find why the destinations fall behind (cdc-logs status, /ready, the log), fix it and "
-                    "run again; or raise max_lag, or set on_max_lag: not_ready to keep running while lagging",
+                    "run again; or raise max_lag or max_lag_grace, or set on_max_lag: not_ready to keep "
+                    "running while lagging",
                 )
             )
+
+
+def parse_grace(text: str | int | float) -> float:
+    """`max_lag_grace`: a time ("60s", "5m"); "0s" means stop as soon as the lag is past the limit."""
+    raw = str(text).strip()
+    if re.fullmatch(r"0+(\.0+)?\s*[A-Za-z]*", raw):
+        return 0.0
+    try:
+        limit = parse_max_lag(raw)
+    except ValueError as exc:
+        raise ValueError(f'max_lag_grace {raw!r} is not a duration like "60s" or "5m"') from exc
+    if limit.seconds is None:
+        raise ValueError(f'max_lag_grace {raw!r} is a size; give a duration like "60s" or "5m"')
+    return limit.seconds

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from cdc_logs.envelope import SourceInfo
 from cdc_logs.observability.redact import redact
 from cdc_logs.position import Position
 
@@ -43,7 +44,7 @@ class Metrics:
         # -- counters ----------------------------------------------------------------------------
         self.events = Counter(
             "cdc_logs_events_total",
-            "Change events read, by source, table and op",
+            "Change events read, by source, table (schema.table, or db.table without schemas) and op",
             [*src, "table", "op"],
             registry=r,
         )
@@ -271,3 +272,10 @@ class Metrics:
             text = generate_latest(self.registry).decode()
         # Labels are configured names (a source named after its DSN, say): redacted like any output.
         return redact(text).encode()
+
+
+def table_label(source: SourceInfo) -> str:
+    """The `table` label: schema.table (Postgres, Oracle), db.table (MariaDB/MySQL, SQLite's `main`),
+    the bare name only when the source has neither, so same-named tables never share a series."""
+    namespace = source.schema or source.db
+    return f"{namespace}.{source.table}" if namespace else source.table

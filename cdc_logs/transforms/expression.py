@@ -16,6 +16,10 @@ true/false/null (Python's True/False/None too), tuples and lists of literals for
 == != < <= > >= in, not in, is, is not, and, or, not, unary minus. An ordering comparison between
 values that do not compare (a number and a text, or null) is false. Functions: lower, upper, len,
 startswith, endswith, contains (contains(text, part)).
+
+Limits: at most MAX_LENGTH characters and MAX_DEPTH levels of nesting (operators inside operators),
+checked before the text is compiled, so a runaway expression is a quick config error naming the limit
+rather than a RecursionError, a MemoryError or a long parse.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from typing import Any
 from cdc_logs.envelope import ChangeEvent, Op
 
 Evaluator = Callable[[ChangeEvent], Any]
+
+MAX_LENGTH = 4096  # characters of an expression
+MAX_DEPTH = 64  # nested operators/calls/parentheses; real conditions use a handful
 
 _COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], bool]] = {
     ast.Eq: operator.eq,
@@ -86,11 +93,36 @@ def compile_expression(text: str) -> Evaluator:
     it as a config error) for anything outside the language."""
     if not text.strip():
         raise ExpressionError("the expression is empty")
+    if len(text) > MAX_LENGTH:
+        raise ExpressionError(
+            f"the expression is {len(text)} characters long, over the limit of {MAX_LENGTH}; split the "
+            "condition (a filter per part) or shorten it"
+        )
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as exc:
+        if "too many nested" in str(exc.msg):
+            raise ExpressionError(
+                f"the expression nests deeper than the limit of {MAX_DEPTH} levels"
+            ) from None
         raise ExpressionError(f"syntax error at column {exc.offset or 0}: {exc.msg}") from None
+    except (RecursionError, MemoryError):  # the parser's own nesting limit (e.g. thousands of `-`)
+        raise ExpressionError(f"the expression nests deeper than the limit of {MAX_DEPTH} levels") from None
+    _check_depth(tree.body)
     return _Compiler(text.strip()).node(tree.body)
+
+
+def _check_depth(root: ast.AST) -> None:
+    """Iteratively (the check itself must not recurse): refuse a tree deeper than MAX_DEPTH."""
+    stack: list[tuple[ast.AST, int]] = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            column = getattr(node, "col_offset", 0) + 1
+            raise ExpressionError(
+                f"the expression nests deeper than the limit of {MAX_DEPTH} levels (at column {column})"
+            )
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
 
 
 def matches(evaluator: Evaluator, event: ChangeEvent) -> bool:

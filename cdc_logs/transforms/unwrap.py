@@ -3,7 +3,9 @@
 The record value becomes the row after the change (`after`); a delete is dropped, turned into a null
 value (a tombstone), or rewritten to the row before it with `__deleted: "true"`, as
 `delete_tombstone_handling_mode` says (Debezium 3's `delete.tombstone.handling.mode`, same names and
-default). `add_fields` copies envelope fields into the row (`op`, `ts_ms`, `source.ts_ms`, `lsn`,
+default). A rewritten delete that carries only the key (Postgres' default replica
+identity) has the table's other columns as nulls, as Debezium's record does.
+`add_fields` copies envelope fields into the row (`op`, `ts_ms`, `source.ts_ms`, `lsn`,
 `table`, ...) and `add_headers` into Kafka headers, named as Debezium names them (`__op`,
 `__source_ts_ms`, `__lsn`). Truncates are dropped and logical decoding messages (op m) pass as
 envelopes, as the SMT does.
@@ -114,7 +116,7 @@ class Flattening:
         if event.op is Op.DELETE:
             if not self.rewrite:
                 return None
-            row = dict(event.before or {})
+            row = _deleted_row(event)
             row[DELETED] = "true"
         else:
             row = dict(event.after or {})
@@ -134,6 +136,19 @@ class Flattening:
             if present and value is not None:
                 out.append((ref.name, str(value).lower() if isinstance(value, bool) else str(value)))
         return out
+
+
+def _deleted_row(event: ChangeEvent) -> dict[str, Any]:
+    """The row a rewritten delete writes. A delete that carries only the key (Postgres' default replica
+    identity, a key change's delete half) gets the table's other columns as nulls, in table order, as
+    Debezium's record has them (its before struct has every column); a whole old row is written as is."""
+    before = dict(event.before or {})
+    schema = event.schema
+    if schema is None or not before or event.key is None or not set(before) <= set(event.key):
+        return before
+    if set(before) == {c.name for c in schema.columns}:
+        return before
+    return {c.name: before.get(c.name) for c in schema.columns}
 
 
 class UnwrapTransform(Transform):

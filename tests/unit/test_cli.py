@@ -257,7 +257,8 @@ def test_run_serves_metrics_health_ready_and_stops_on_sigterm(tmp_path: Path) ->
         time.sleep(1.0)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
             metrics = resp.read().decode()
-        assert 'cdc_logs_events_total{op="c",pipeline="users",source="sqlite",table="users"} 1.0' in metrics
+        read = 'cdc_logs_events_total{op="c",pipeline="users",source="sqlite",table="main.users"} 1.0'
+        assert read in metrics
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
             assert resp.status == 200
     finally:

@@ -200,14 +200,64 @@ def test_changes_read_but_not_delivered_count_by_their_commit_time() -> None:
 
 
 def test_on_max_lag_stop_stops_once_with_a_lag_error() -> None:
-    monitor, probe, _, seen = _monitor(LagGuard(parse_max_lag("1kB"), "stop"))
+    monitor, probe, _, seen = _monitor(LagGuard(parse_max_lag("1kB"), "stop", grace_s=0))
     probe.head += 4096
     monitor.measure("pg")
     monitor.measure("pg")
     assert len(seen["stops"]) == 1
     error = seen["stops"][0]
     assert error.kind is ErrorKind.LAG and error.exit_code == 3
-    assert "source pg: lag 4.0 kB is past max_lag 1kB (on_max_lag: stop)" in error.message
+    assert "source pg: lag 4.0 kB is past max_lag 1kB and not shrinking for 0 s (on_max_lag: stop)" in (
+        error.message
+    )
+
+
+def test_on_max_lag_stop_lets_a_pipeline_that_starts_behind_catch_up() -> None:
+    """Restarted behind a slot that holds more than max_lag, with healthy sinks: the lag shrinks, so the
+    run goes on past the grace period; it stops only once the lag stays put for the whole grace."""
+    monitor, probe, clock, seen = _monitor(LagGuard(parse_max_lag("1kB"), "stop", grace_s=60))
+    probe.head, probe.consumed = 1_000_000, 0  # far behind at start
+    for _ in range(30):  # 150 s of catching up, 30 kB per 5 s: past the limit all along
+        monitor.measure("pg")
+        assert monitor.lags["pg"].exceeded
+        clock.now += 5
+        probe.consumed += 30_000
+    assert seen["stops"] == []
+    for _ in range(12):  # the sink gets stuck: the lag stays where it is
+        monitor.measure("pg")
+        clock.now += 5
+    assert seen["stops"] == []  # 55 s without a new low: still within the grace
+    monitor.measure("pg")
+    assert len(seen["stops"]) == 1 and "not shrinking for 60 s" in seen["stops"][0].message
+
+
+def test_the_grace_starts_again_after_the_lag_went_under_the_limit() -> None:
+    monitor, probe, clock, seen = _monitor(LagGuard(parse_max_lag("1kB"), "stop", grace_s=10))
+    probe.head += 4096
+    monitor.measure("pg")
+    clock.now += 8
+    probe.consumed = probe.head  # caught up
+    monitor.measure("pg")
+    probe.head += 4096
+    clock.now += 8
+    monitor.measure("pg")  # past the limit again: a new episode, not 16 s of the old one
+    assert seen["stops"] == []
+    clock.now += 10
+    monitor.measure("pg")
+    assert len(seen["stops"]) == 1
+
+
+def test_max_lag_grace_is_a_duration() -> None:
+    from cdc_logs.config import PipelineConfig
+    from cdc_logs.observability.lag import parse_grace
+
+    assert parse_grace("60s") == 60.0 and parse_grace("5m") == 300.0 and parse_grace("0s") == 0.0
+    base = {"destination": {"type": "stdout"}}
+    source = {"type": "sqlite", "path": "a.db", "tables": ["t"], "max_lag": "1s", "on_max_lag": "stop"}
+    cfg = PipelineConfig.model_validate({**base, "source": source})
+    assert cfg.all_sources()[0].max_lag_grace == "60s"
+    with pytest.raises(ValidationError, match="is a size"):
+        PipelineConfig.model_validate({**base, "source": {**source, "max_lag_grace": "1MB"}})
 
 
 def test_the_monitor_closes_its_probes() -> None:
@@ -233,7 +283,9 @@ def _wait(check: Callable[[], bool], timeout: float = 10) -> None:
         time.sleep(0.02)
 
 
-def _stuck_pipeline(on_max_lag: str) -> tuple[Pipeline, MemorySink, PipelineStatus, Metrics]:
+def _stuck_pipeline(
+    on_max_lag: str, grace_s: float = 0.5
+) -> tuple[Pipeline, MemorySink, PipelineStatus, Metrics]:
     sink = MemorySink("cache")
     sink.fail(*[CdcError(ErrorKind.SINK_TRANSIENT, "connection refused (scripted)")] * 100_000)
     status = PipelineStatus(HealthThresholds(sink_stall_s=0, source_stall_s=0, stuck_s=0))
@@ -247,7 +299,7 @@ def _stuck_pipeline(on_max_lag: str) -> tuple[Pipeline, MemorySink, PipelineStat
         retry=RetryPolicy(max_attempts=0, initial_backoff_s=0.01, max_backoff_s=0.02),
         status=status,
         metrics=metrics,
-        lag_guards={"src": LagGuard(parse_max_lag("1s"), on_max_lag)},  # type: ignore[arg-type]
+        lag_guards={"src": LagGuard(parse_max_lag("1s"), on_max_lag, grace_s)},  # type: ignore[arg-type]
         lag_interval_s=0.1,
     )
     return pipeline, sink, status, metrics
@@ -318,7 +370,7 @@ def test_run_stops_with_a_lag_error_and_exit_3_when_on_max_lag_is_stop(tmp_path:
     config.write_text(f"""
 name: lagstop
 source: {{type: sqlite, name: app, path: {db}, tables: [users], snapshot: true, max_lag: 1s,
-          on_max_lag: stop}}
+          on_max_lag: stop, max_lag_grace: 1s}}
 destination: {{type: webhook, url: "http://127.0.0.1:{port}/hook", max_attempts: 1}}
 offsets: {{type: sqlite, path: {tmp_path / "offsets.db"}}}
 sync: {{retry: {{max_attempts: 0, initial_backoff_ms: 100, max_backoff_ms: 200}}}}
@@ -333,8 +385,9 @@ health_checks: {{lag_interval_ms: 200}}
     )
     assert done.returncode == 3, done.stderr[-3000:]
     last = done.stderr.strip().splitlines()
-    assert any(re.fullmatch(r"error: lag: source app: lag \d+ s is past max_lag 1s \(on_max_lag: stop\)", x)
-               for x in last), last[-5:]  # fmt: skip
+    said = r"error: lag: source app: lag \d+ s is past max_lag 1s and not shrinking for 1 s "
+    said += r"\(on_max_lag: stop\)"
+    assert any(re.fullmatch(said, x) for x in last), last[-5:]
     assert any(x.strip().startswith("fix: find why the destinations fall behind") for x in last), last[-5:]
     assert time.monotonic() - started < 30
 
@@ -352,3 +405,22 @@ def test_on_max_lag_warn_only_warns() -> None:
     finally:
         pipeline.stop()
         runner.join(10)
+
+
+def test_events_total_labels_the_table_with_its_schema() -> None:
+    """Same-named tables in two schemas must not share a `cdc_logs_events_total` series."""
+    first, second = make_event(1, table="orders"), make_event(2, table="orders")
+    events = [
+        dataclasses.replace(first, source=dataclasses.replace(first.source, schema="eu")),
+        dataclasses.replace(second, source=dataclasses.replace(second.source, schema="us")),
+    ]
+    metrics = Metrics("p")
+    pipeline = Pipeline(
+        "p", {"src": ScriptedReader(events)}, [MemorySink()], MemoryOffsetStore(), metrics=metrics,
+        stop_when_idle=True,
+    )  # fmt: skip
+    pipeline.run()
+    text = metrics.render().decode()
+    for schema in ("eu", "us"):
+        series = f'cdc_logs_events_total{{op="c",pipeline="p",source="src",table="{schema}.orders"}}'
+        assert f"{series} 1.0" in text

@@ -231,3 +231,19 @@ def test_a_row_the_converters_cannot_read_is_held_in_its_place_for_the_dead_lett
     assert all("cannot read" not in b.reason for b in bad), "no value in the reason"
     assert [e for e in changes(items) if e.source.table == "mr_fx_tx"], "the other table still flows"
     assert ContractChecker().check_all(list(items)) == []
+
+
+def test_every_idle_server_heartbeat_confirms_the_position_even_when_it_did_not_move(
+    binlog: list[Any],
+) -> None:
+    """A quiet binlog: the server sends heartbeats and nothing moves. Each one must still reach the
+    pipeline as a Heartbeat of the current position, or the heartbeat and checkpoint ages grow forever
+    and the stale alerts fire on every idle MariaDB pipeline."""
+    from pymysqlreplication.event import HeartbeatLogEvent
+
+    conv = converter(heartbeat_s=3600)
+    run(conv, binlog)
+    idle = HeartbeatLogEvent.__new__(HeartbeatLogEvent)  # the handler reads nothing from it
+    first, second = conv.handle(idle), conv.handle(idle)
+    assert [type(i) for i in first + second] == [Heartbeat, Heartbeat]
+    assert first[0].position == second[0].position == conv.position

@@ -19,7 +19,7 @@ from cdc_logs.observability.metrics import Metrics
 from cdc_logs.observability.redact import register
 from cdc_logs.observability.status import PipelineStatus
 from cdc_logs.offsets.sqlite import SqliteOffsetStore
-from cdc_logs.position import Lsn
+from cdc_logs.position import Lsn, Watermark
 
 SECRET = "pw-status-9f3k"
 
@@ -181,3 +181,67 @@ def test_metric_labels_never_show_a_secret() -> None:
     metrics.source_lag(f"src-{SECRET}", seconds=1.0, lag_bytes=1, retained_bytes=1, slot="s", exceeded=False)
     text = metrics.render()
     assert SECRET.encode() not in text and b"cdc_logs_events_total" in text
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cdc_logs", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_status_exits_1_only_when_nothing_could_be_read(tmp_path: Path) -> None:
+    db = tmp_path / "app.db"
+    sqlite3.connect(db).close()
+    offsets = tmp_path / "offsets.db"
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(f"""
+name: fresh
+source: {{type: sqlite, name: app, path: {db}, tables: [t]}}
+destination: {{type: stdout}}
+offsets: {{type: sqlite, path: {offsets}}}
+""")
+    done = _cli("status", "-c", str(config), "--url", "http://127.0.0.1:9")
+    assert done.returncode == 1, done.stderr
+    assert "not running (or not reachable): showing the offset store" in done.stdout  # the view still
+    assert "nothing could be read: the service does not answer" in done.stderr
+    assert "no source of pipeline fresh has a committed position" in done.stderr
+    SqliteOffsetStore(offsets).save("fresh", "app", Watermark("s", (3,)))
+    done = _cli("status", "-c", str(config), "--url", "http://127.0.0.1:9")
+    assert done.returncode == 0, done.stderr  # the offset store's view: something was read
+    assert "showing the offset store" in done.stdout and "nothing could be read" not in done.stderr
+
+
+def test_offsets_set_defaults_to_the_only_source(tmp_path: Path) -> None:
+    db = tmp_path / "app.db"
+    sqlite3.connect(db).close()
+    offsets = tmp_path / "offsets.db"
+    one, two = tmp_path / "one.yaml", tmp_path / "two.yaml"
+    common = f"destination: {{type: stdout}}\noffsets: {{type: sqlite, path: {offsets}}}\n"
+    one.write_text(f"name: p\nsource: {{type: sqlite, name: app, path: {db}, tables: [t]}}\n{common}")
+    two.write_text(
+        f"name: p\nsources:\n  - {{type: sqlite, name: a, path: {db}, tables: [t]}}\n"
+        f"  - {{type: sqlite, name: b, path: {db}, tables: [t]}}\n{common}"
+    )
+    SqliteOffsetStore(offsets).save("p", "app", Watermark("s", (3,)))
+    position = orjson.dumps(Watermark("s", (7,)).to_dict()).decode()
+    done = _cli("offsets", "set", "-c", str(one), "--position", position)
+    assert done.returncode == 0, done.stderr
+    row = SqliteOffsetStore(offsets).load("p", "app")
+    assert row is not None and row.decoded() == Watermark("s", (7,))
+    done = _cli("offsets", "set", "-c", str(two), "--position", position)
+    assert done.returncode == 2 and "this pipeline has 2 sources" in done.stderr
+    assert "add --source with one of: a, b" in done.stderr
+
+
+def test_status_shows_which_capture_mode_auto_chose() -> None:
+    body = {**LIVE, "sources": {"pg": {**LIVE["sources"]["pg"], "capture": {
+        "mode": "auto", "chosen": "poll", "because": ["wal_level: is replica, not logical"],
+        "cannot_see": ["public.orders: deletes"]}}}}  # fmt: skip
+    text = _text(body)
+    assert "auto: chose poll (wal_level: is replica, not logical)" in text
+    assert "cannot see: public.orders: deletes" in text
+    logged = {
+        **LIVE,
+        "sources": {"pg": {**LIVE["sources"]["pg"], "capture": {"mode": "auto", "chosen": "log"}}},
+    }
+    assert "auto: chose log" in _text(logged) and "cannot see" not in _text(logged)

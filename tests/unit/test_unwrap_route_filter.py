@@ -7,9 +7,11 @@ the expression whitelist, and that routes narrow batches without touching the ch
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -257,6 +259,54 @@ def test_filter_expression_is_checked_when_the_config_is_read() -> None:
     assert keep.apply(event(Op.DELETE, before={"id": 1, "amount": 100})) is None  # after is null
 
 
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("-" * 3000 + "ts_ms > 0", "nests deeper than the limit of 64 levels"),  # was a RecursionError
+        ("-" * 100 + "ts_ms > 0", "nests deeper than the limit of 64 levels"),
+        ("not " * 1000 + "op", "nests deeper than the limit of 64 levels"),
+        ("not " * 100_000 + "op", "400002 characters long, over the limit of 4096"),  # was a MemoryError
+        ("(" * 300 + "op" + ")" * 300, "nests deeper than the limit of 64 levels"),
+        ("op == 'c' or " * 400 + "op == 'd'", "characters long, over the limit of 4096"),
+    ],
+)
+def test_huge_expressions_are_quick_config_errors_naming_the_limit(text: str, says: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(ExpressionError, match=says):
+        compile_expression(text)
+    assert time.monotonic() - started < 1
+
+
+def test_expressions_within_the_limits_still_compile() -> None:
+    deep = compile_expression("not " * 60 + "(op == 'c')")  # 60 levels: within the limit
+    assert deep(event(Op.CREATE, after={"id": 1})) is True
+    assert compile_expression(" or ".join(f"after.id == {n}" for n in range(200)))(
+        event(Op.CREATE, after={"id": 199})
+    )
+
+
+def test_config_validate_reports_a_bad_filter_expression_with_its_path(tmp_path: Path) -> None:
+    """docs/transforms.md shows this message: keep the two in step (and exit 2, a config error)."""
+    config = tmp_path / "bad.yaml"
+    config.write_text(
+        "source: {type: sqlite, path: app.db, tables: [t]}\n"
+        "destination: {type: stdout}\n"
+        "plugins:\n"
+        "  transformers:\n"
+        "    - type: filter\n"
+        "      params: {expression: \"op == 'c' or exec('x')\"}\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "cdc_logs", "config", "validate", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "plugins.transformers.0.params.expression" in done.stderr, done.stderr
+    assert "calls other than the listed functions are not allowed at column 14 (`exec('x')`)" in done.stderr
+
+
 # -- routes ----------------------------------------------------------------------------------------
 class Recording(Sink):
     def __init__(self, name: str) -> None:
@@ -293,6 +343,61 @@ def test_route_tables_exclude_and_when() -> None:
     assert RoutedSink(Recording("a"), RouteConfig(when="after.amount < 10")).takes(e)
     with pytest.raises(ValidationError, match="column 1"):
         RouteConfig(when="os.system('x')")
+
+
+def test_a_when_route_keeps_a_state_destination_in_step_with_its_condition() -> None:
+    """docs/transforms.md's big_orders: `when: after.amount >= 1000` into a SQL table. Rows that leave
+    the condition (deleted, or updated below it) must leave the destination too."""
+    big = RoutedSink(Recording("big"), RouteConfig(when="after.amount >= 1000"))
+    big.write(
+        [
+            event(Op.CREATE, after={"id": 1, "amount": 5000}),
+            event(Op.CREATE, after={"id": 2, "amount": 10}),  # never matched: not taken
+            event(Op.UPDATE, before={"id": 1, "amount": 5000}, after={"id": 1, "amount": 50}),  # left it
+            event(Op.UPDATE, before={"id": 2, "amount": 10}, after={"id": 2, "amount": 20}),  # never in
+            event(Op.CREATE, after={"id": 3, "amount": 3000}),
+            event(Op.DELETE, before={"id": 3, "amount": 3000}),  # full identity: the row matched
+            event(Op.DELETE, before={"id": 2, "amount": 20}),  # it never matched: not taken
+            event(Op.CREATE, after={"id": 4, "amount": 4000}),
+            event(Op.DELETE, before={"id": 4}),  # default identity: key only, unknown: taken
+            event(Op.CREATE, after={"id": 5, "amount": 6000}),
+            ChangeEvent(  # default identity: no before on an update; below the limit now: removed
+                op=Op.UPDATE,
+                source=event(Op.CREATE, after={"id": 5}).source,
+                after={"id": 5, "amount": 1},
+                key={"id": 5},
+            ),
+        ]
+    )
+    assert big.inner.ops == [  # type: ignore[attr-defined]
+        ("c", 1), ("d", 1), ("c", 3), ("d", 3), ("c", 4), ("d", 4), ("c", 5), ("d", 5)
+    ]  # fmt: skip
+    left = big.inner.batches[0][1]  # type: ignore[attr-defined]
+    assert left.before == {"id": 1, "amount": 5000} and left.after is None and left.key == {"id": 1}
+    assert orjson.loads(left.to_json())["op"] == "d"
+    gone = big.inner.batches[0][-1]  # type: ignore[attr-defined]
+    assert gone.op is Op.DELETE and gone.before == {"id": 5}
+
+
+def test_a_when_route_on_row_takes_the_delete_half_of_a_key_change() -> None:
+    deleted = event(Op.DELETE, before={"id": 3})  # default identity: only the old key
+    created = event(Op.CREATE, after={"id": 30, "amount": 2000})
+    deleted.key_change = created.key_change = True
+    big = RoutedSink(Recording("big"), RouteConfig(when="row.amount >= 1000"))
+    big.write([deleted, created])
+    assert big.inner.ops == [("d", 3), ("c", 30)]  # type: ignore[attr-defined]
+
+
+def test_a_when_not_about_the_row_is_evaluated_as_written() -> None:
+    creates = RoutedSink(Recording("c"), RouteConfig(when="op == 'c'"))
+    creates.write(
+        [
+            event(Op.CREATE, after={"id": 1}),
+            event(Op.UPDATE, after={"id": 1, "v": 2}),
+            event(Op.DELETE, before={"id": 1}),
+        ]
+    )
+    assert creates.inner.ops == [("c", 1)]  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("fanout", [False, True], ids=["single", "fanout"])
@@ -563,3 +668,21 @@ def test_auto_decides_again_after_an_unreachable_start() -> None:
     assert reader.chosen is None
     reader.open()
     assert reader.chosen == "poll" and reader.inner is poll_reader
+
+
+def test_unwrap_rewrite_of_a_key_only_delete_writes_the_other_columns_as_null() -> None:
+    """Postgres' default replica identity: the delete carries only the key. Debezium's rewritten record
+    has every column of the table (its before struct), the others null; so does ours."""
+    columns = (
+        Column("id", "int32", optional=False, key=True),
+        Column("amount", "int32"),
+        Column("note", "string"),
+    )
+    schema = TableSchema("app", "public", "orders", columns)
+    t = unwrap(delete_tombstone_handling_mode="rewrite")
+    deleted = dataclasses.replace(event(Op.DELETE, before={"id": 1}), schema=schema)
+    assert list(orjson.loads(t.apply(deleted).to_json()).items()) == [
+        ("id", 1), ("amount", None), ("note", None), ("__deleted", "true"),
+    ]  # fmt: skip
+    full = dataclasses.replace(event(Op.DELETE, before={"id": 2, "amount": 5, "note": "x"}), schema=schema)
+    assert orjson.loads(t.apply(full).to_json()) == {"id": 2, "amount": 5, "note": "x", "__deleted": "true"}

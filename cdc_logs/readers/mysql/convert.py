@@ -15,7 +15,7 @@ one event and returns what the pipeline should see, keeping the transaction stat
   binlog offset with `event=k` (the k-th change from that row event), so every event has its own
   position and a replay gives it the same one (docs/event-contract.md);
 * a transaction with no captured rows (other tables, DDL) moves the position too, reported as a
-  Heartbeat at most every `heartbeat_s`, or when the server's idle heartbeat arrives;
+  Heartbeat at most every `heartbeat_s`, or on every idle heartbeat of the server (moved or not);
 * DDL statements are logged (info for captured schemas), not emitted as events.
 
 After a reconnect the stream replays from the last complete transaction; `restart()` remembers how many
@@ -277,8 +277,11 @@ class BinlogConverter:
         return []
 
     def _on_heartbeat(self, _event: Any) -> list[Item]:
-        """The server is idle: report a position that moved without events (filtered transactions)."""
-        if self._held is None and self._position != self._reported:
+        """The server is idle: report the position, moved or not. Moved: filtered transactions are
+        consumed. Not moved: the committed position is confirmed current, which keeps the heartbeat and
+        checkpoint ages small on a quiet binlog (as Postgres' heartbeat messages do) instead of letting
+        them grow until the stale alerts fire."""
+        if self._held is None and self._tx.gtid is None:
             return self._heartbeat()
         return []
 
