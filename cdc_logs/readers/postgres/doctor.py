@@ -13,7 +13,7 @@ import psycopg
 
 from cdc_logs.errors import CdcError
 from cdc_logs.position import Position
-from cdc_logs.readers.checks import Check
+from cdc_logs.readers.checks import Check, warn
 from cdc_logs.readers.postgres import catalog, slots
 from cdc_logs.readers.postgres.connection import ReplicationStream, connect, map_error, protocol_version
 
@@ -24,7 +24,7 @@ def check_source(cfg: Any, stored: Position | None = None) -> list[Check]:
     checks too (readers/capture.py)."""
 
     def log_checks() -> list[Check]:
-        checks = run_checks(cfg.dsn.get_secret_value(), cfg.tables or None)
+        checks = run_checks(cfg.dsn.get_secret_value(), cfg.tables or None, cfg.slot)
         signal = getattr(cfg, "signal_data_collection", None)
         if signal and checks and checks[0].ok:
             from cdc_logs.readers.postgres.incremental import signal_checks
@@ -87,13 +87,16 @@ def poll_url(dsn: str) -> str:
     ).render_as_string(hide_password=False)
 
 
-def run_checks(dsn: str, tables: list[str] | None = None) -> list[Check]:
+def run_checks(dsn: str, tables: list[str] | None = None, own_slot: str | None = None) -> list[Check]:
     try:
         conn = connect(dsn, application_name="cdc-logs doctor")
     except CdcError as exc:
         return [Check("connect", False, exc.message, exc.hint)]
     try:
-        return [Check("connect", True, f"server {conn.info.server_version}"), *_checks(conn, dsn, tables)]
+        return [
+            Check("connect", True, f"server {conn.info.server_version}"),
+            *_checks(conn, dsn, tables, own_slot),
+        ]
     except psycopg.Error as exc:
         error = map_error(exc, "running the checks")
         return [Check("queries", False, error.message, error.hint)]
@@ -106,7 +109,9 @@ def _one(conn: psycopg.Connection[Any], query: str, params: Any = None) -> Any:
     return row[0] if row else None
 
 
-def _checks(conn: psycopg.Connection[Any], dsn: str, tables: list[str] | None) -> list[Check]:
+def _checks(
+    conn: psycopg.Connection[Any], dsn: str, tables: list[str] | None, own_slot: str | None = None
+) -> list[Check]:
     out: list[Check] = []
     version = int(conn.info.server_version)
     proto = protocol_version(version)
@@ -173,17 +178,23 @@ def _checks(conn: psycopg.Connection[Any], dsn: str, tables: list[str] | None) -
         )
     )
     out.append(_replication_login(dsn))
-    lost = [s.slot_name for s in slots.list_slots(conn) if s.wal_status == "lost"]
-    out.append(
-        Check(
-            "invalidated slots",
-            not lost,
-            f"invalidated: {', '.join(lost)}" if lost else "none",
-            None if not lost else " ; ".join(f"cdc-logs slots drop {s} --dsn URL" for s in lost),
-        )
-    )
+    out.append(_lost_slots([s.slot_name for s in slots.list_slots(conn) if s.wal_status == "lost"], own_slot))
     out.extend(_table_checks(conn, tables))
     return out
+
+
+def _lost_slots(lost: list[str], own_slot: str | None) -> Check:
+    """Invalidated slots on the server. Only the source's own one fails the check: another pipeline's
+    lost slot retains no WAL and does not stop this one (on a shared server it is someone else's to
+    drop), so it is a warning naming the cleanup."""
+    if not lost:
+        return Check("invalidated slots", True, "none")
+    fix = " ; ".join(f"cdc-logs slots drop {s} --dsn URL" for s in lost)
+    if own_slot is not None and own_slot in lost:
+        return Check(
+            "invalidated slots", False, f"invalidated, this source's own among them: {', '.join(lost)}", fix
+        )
+    return warn("invalidated slots", f"invalidated (not this source's): {', '.join(lost)}", fix)
 
 
 def _replication_login(dsn: str) -> Check:
