@@ -205,6 +205,12 @@ class Rig:
         self.runs.start()
         return kill
 
+    def checkpoint_index(self) -> int | None:
+        """The commit index the next run would resume at (None: not known from the file yet)."""
+        assert self.runs is not None
+        self.file.poll()
+        return self._resume_index(self.runs.committed_position(), self._coordinates(0), 0)
+
     def file_progress(self) -> int:
         """How many committed changes the file holds without a gap."""
         self.file.poll()
@@ -733,6 +739,14 @@ def test_kill_during_large_transaction(source: str, kills: int, tmp_path: Path, 
     big.join(120)
     assert result, "the large transaction failed"
     first_big = result[0][0]
+    big_start = rig.committed.index[first_big]
+    # The checkpoint is the slowest sink's (the SQL apply): on a slow machine it may still be short of
+    # the transaction at every later kill, and then no restart replays from the transaction's start.
+    rig.runs.wait(
+        "the checkpoint reaches the large transaction",
+        lambda: (rig.checkpoint_index() or 0) >= big_start,
+        timeout=120,
+    )
     # ... the others while it is being delivered: once this run wrote a random part of it (or after
     # a few seconds: a run that resumed past most of it has little left to write).
     big_events, last_big = set(result[0]), result[0][-1]
@@ -755,7 +769,6 @@ def test_kill_during_large_transaction(source: str, kills: int, tmp_path: Path, 
     check_key_order("file", rig.file.events, rig.committed)
     rig.check_guarded_sinks()
     rig.check_states()
-    big_start = rig.committed.index[first_big]
     into_big = [r.depth for r in replays if r.to == big_start]
     streamed = rig.db.streamed_transactions() if isinstance(rig.db, Postgres) else None
     rig.report(
