@@ -21,6 +21,7 @@ import typer
 
 from cdc_logs import __version__
 from cdc_logs.cli import (
+    audit_cmd,
     config_cmd,
     debezium_cmd,
     demo_cmd,
@@ -62,6 +63,7 @@ app.add_typer(config_cmd.app, name="config")
 app.add_typer(debezium_cmd.app, name="debezium")
 app.add_typer(slots_cmd.app, name="slots")
 app.add_typer(publications_cmd.app, name="publications")
+app.add_typer(audit_cmd.app, name="audit")
 
 _state = {"debug": False}
 _LOG_LEVELS = ("debug", "info", "warning", "warn", "error", "critical")
