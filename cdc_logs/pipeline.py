@@ -130,6 +130,7 @@ class Pipeline:
         self.offsets = offsets
         self.transforms = list(transforms)
         self._stages = StageRunner(stages, state_dir, name)  # batch middleware (stages.py)
+        self._mid_transaction: dict[str, bool] = {}  # source -> its last event read is not a boundary
         self.batch = batch or BatchPolicy()
         self.retry = retry or RetryPolicy()
         self.limit = limit
@@ -481,7 +482,13 @@ class Pipeline:
             self._read_counts.clear()
         last_seq = marks[-1][0]
         if self._stages:
-            batch = self._stages.process(batch, last_seq)
+            # A batch may end inside a source transaction; positions then commit only up to its last
+            # boundary, so state that counts the batch's tail must not be saved with them (stages.py).
+            for _, source, position, boundary in marks:
+                if position is not None:
+                    self._mid_transaction[source] = not boundary
+            resumable = not any(self._mid_transaction.values())
+            batch = self._stages.process(batch, last_seq, resumable=resumable)
             size = sum(len(e.to_json()) for e in batch)
         for source, ts_ms in self._batch_first_ts.items():
             self._pending[source].append((last_seq, ts_ms))

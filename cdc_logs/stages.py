@@ -18,7 +18,10 @@ committed positions; if none does (the offsets were reset or set by hand), stage
 warning says so.
 
 The pipeline only commits positions up to the newest snapshot's sequence number (`commit_limit`), so
-that a fan-out sink's acknowledgement in the middle of a batch cannot commit past the state.
+that a fan-out sink's acknowledgement in the middle of a batch cannot commit past the state. And only a
+snapshot taken where every source is at a resume point (a batch that ends between transactions) can be
+a commit limit: positions commit at transaction boundaries only, so state taken inside a transaction
+would already count the changes a restart replays from that transaction's start.
 """
 
 from __future__ import annotations
@@ -103,8 +106,8 @@ class StageRunner:
                 "set sync.state_dir",
             )
         self.state_dir = Path(state_dir) if state_dir is not None else None
-        # (seq, {stage name: state}) per processed batch not yet committed, oldest first.
-        self._snapshots: deque[tuple[int, dict[str, bytes]]] = deque()  # state as JSON bytes
+        # (seq, {stage name: state}, resumable) per processed batch not yet committed, oldest first.
+        self._snapshots: deque[tuple[int, dict[str, bytes], bool]] = deque()  # state as JSON bytes
 
     def __bool__(self) -> bool:
         return bool(self.stages)
@@ -151,12 +154,14 @@ class StageRunner:
         return {}
 
     # -- per batch -------------------------------------------------------------------------------
-    def process(self, batch: list[ChangeEvent], seq: int) -> list[ChangeEvent]:
-        """Run every stage on a batch whose last sequence number is `seq`; snapshot the state."""
+    def process(self, batch: list[ChangeEvent], seq: int, *, resumable: bool = True) -> list[ChangeEvent]:
+        """Run every stage on a batch whose last sequence number is `seq`; snapshot the state.
+        `resumable`: no source is inside a transaction at `seq` (only then may positions commit here)."""
         for stage in self.stages:
             batch = stage.process(batch)
         if self.stateful:
-            self._snapshots.append((seq, {s.name: orjson.dumps(s.snapshot()) for s in self.stateful}))
+            states = {s.name: orjson.dumps(s.snapshot()) for s in self.stateful}
+            self._snapshots.append((seq, states, resumable))
         return batch
 
     def commit_limit(self, durable_seq: int) -> int | None:
@@ -165,10 +170,11 @@ class StageRunner:
         if not self.stateful:
             return None
         limit = 0
-        for seq, _ in self._snapshots:
+        for seq, _, resumable in self._snapshots:
             if seq > durable_seq:
                 break
-            limit = seq
+            if resumable:
+                limit = seq
         return limit
 
     def before_commit(self, limit: int, positions: Mapping[str, str | None]) -> None:

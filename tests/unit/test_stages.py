@@ -102,3 +102,14 @@ def test_commits_wait_for_the_snapshot_of_the_batch(tmp_path: Path) -> None:
     # A sink that acknowledged seq 7 (mid-batch) may commit only up to the snapshot at 4.
     assert runner.commit_limit(7) == 4
     assert runner.commit_limit(9) == 9
+
+
+def test_a_snapshot_inside_a_source_transaction_is_never_a_commit_limit(tmp_path: Path) -> None:
+    """Positions commit only at transaction ends: state that already counts the first half of a
+    transaction would count it twice when the restart replays the transaction from its start."""
+    runner = StageRunner([CountingStage()], tmp_path / "state", "p")
+    runner.open({"src": None}, None)
+    runner.process([make_event(1), make_event(2, boundary=False)], seq=2, resumable=False)
+    assert runner.commit_limit(2) == 0
+    runner.process([make_event(3)], seq=3)
+    assert runner.commit_limit(3) == 3
