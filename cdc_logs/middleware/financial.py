@@ -46,7 +46,7 @@ EXACT = decimal.Context(prec=decimal.MAX_PREC, Emax=decimal.MAX_EMAX, Emin=decim
                          traps=[decimal.Inexact, decimal.InvalidOperation])  # fmt: skip
 
 
-class Invalid(Exception):
+class Invalid(ValueError):
     """A change that fails a check; the message is the dead letter's reason."""
 
 

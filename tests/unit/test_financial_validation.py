@@ -1,0 +1,140 @@
+"""financial_validation: exact decimals, the checks and their dead-letter reasons, control totals that
+reach the totals file only once their batch is committed, and never twice after a crash."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from cdc_logs.envelope import ChangeEvent, Op, SourceInfo
+from cdc_logs.errors import CdcError
+from cdc_logs.middleware.financial import (
+    TOTALS_FILE,
+    FinancialParams,
+    FinancialValidationStage,
+    as_decimal,
+    digits,
+    read_totals,
+)
+from cdc_logs.schema import Column, TableSchema
+from cdc_logs.stages import StageRunner
+from tests.integration.inprocess_cli import cli_here
+
+SCHEMA = TableSchema(
+    "db",
+    "public",
+    "pay",
+    (
+        Column("id", "int32", key=True),
+        Column("amount", "string", None, "NUMERIC", 20, 2),
+        Column("cur", "string"),
+    ),
+)
+
+
+def _event(n: int, amount: Any, cur: Any = "EUR", op: str = "c") -> ChangeEvent:
+    row = {"id": n, "amount": amount, "cur": cur}
+    return ChangeEvent(
+        op=Op(op),
+        source=SourceInfo("test", "p", "db", "pay", schema="public", extra={"n": n}),
+        after=row,
+        key={"id": n},
+        schema=SCHEMA,
+    )
+
+
+class DeadLetters:
+    def __init__(self) -> None:
+        self.got: list[tuple[str, int, str]] = []
+
+    def __call__(self, name: str, events: Sequence[ChangeEvent], error: CdcError) -> Path:
+        self.got.extend((name, e.key["id"] if e.key else -1, error.message) for e in events)
+        return Path("x")
+
+
+def _runner(tmp: Path, dead: DeadLetters | None, committed: str | None = None, **params: Any) -> StageRunner:
+    params.setdefault("currency_fields", ["amount"])
+    params.setdefault("currency_code_field", "cur")
+    stage = FinancialValidationStage(FinancialParams.model_validate(params))
+    runner = StageRunner([stage], tmp, "p")
+    runner.open({"src": committed}, dead)
+    return runner
+
+
+def test_amounts_are_exact_decimals() -> None:
+    assert as_decimal("12345678901234567.89", "a") == Decimal("12345678901234567.89")
+    assert digits(Decimal("12345678901234567.89")) == (19, 2)
+    assert digits(Decimal("0.05")) == (2, 2)
+    for bad in (0.1, True, "1e5", "NaN", Decimal("Infinity"), [1]):
+        with pytest.raises(ValueError):
+            as_decimal(bad, "a")
+
+
+def test_invalid_changes_are_dead_lettered_with_their_reason(tmp_path: Path) -> None:
+    dead = DeadLetters()
+    runner = _runner(tmp_path, dead, regulatory_compliance="SOX")
+    batch = [
+        _event(1, "10.50"),
+        _event(2, "1.234"),  # scale 3 > 2 (the column's NUMERIC(20, 2))
+        _event(3, 1.5),  # float
+        _event(4, "5.00", "ZZZ"),  # not ISO 4217
+        _event(5, None),  # missing amount
+        _event(6, "123456789012345678901.00"),  # 21 integer digits > 18
+        _event(7, "7.25", "usd"),
+    ]
+    kept = runner.process(batch, seq=7)
+    assert [e.key["id"] for e in kept if e.key] == [1, 7]
+    reasons = {n: message for _, n, message in dead.got}
+    assert "3 decimal places; at most 2" in reasons[2] and "SOX" in reasons[2]
+    assert "a float (1.5): a decimal is required" in reasons[3]
+    assert "unknown currency code 'ZZZ'" in reasons[4]
+    assert "missing amount: amount is null" in reasons[5]
+    assert "21 integer digits; at most 18" in reasons[6]
+
+
+def test_without_dead_letters_an_invalid_change_stops_the_run(tmp_path: Path) -> None:
+    runner = _runner(tmp_path, None)
+    with pytest.raises(CdcError) as caught:
+        runner.process([_event(1, 2.5)], seq=1)
+    assert "sync.dead_letters" in (caught.value.hint or "")
+
+
+def test_totals_reach_the_file_once_committed_and_never_twice(tmp_path: Path) -> None:
+    dead = DeadLetters()
+    runner = _runner(tmp_path, dead)
+    runner.process(
+        [_event(1, "0.10"), _event(2, "0.20", "USD"), _event(3, "12345678901234567.89", "EUR")], seq=3
+    )
+    totals = tmp_path / "financial_validation" / TOTALS_FILE
+    assert read_totals(totals) == []  # processed, not committed yet
+    runner.before_commit(3, {"src": "P3"})
+    runner.after_commit()
+    (first,) = read_totals(totals)
+    assert first["fields"]["amount"]["sum"] == "12345678901234568.19"
+    assert first["fields"]["amount"]["currencies"]["EUR"] == {"count": 2, "sum": "12345678901234567.99"}
+    # A batch committed with the positions, then a crash before committed() wrote its totals ...
+    runner.process([_event(4, "1.00")], seq=4)
+    runner.before_commit(4, {"src": "P4"})
+    # ... and one processed but never committed (its changes come again after the restart).
+    runner.process([_event(5, "2.00")], seq=5)
+
+    again = _runner(tmp_path, dead, committed="P4")
+    assert [t["batch"] for t in read_totals(totals)] == [1, 2]  # batch 2 appended on start, once
+    again.process([_event(5, "2.00")], seq=5)
+    again.before_commit(5, {"src": "P5"})
+    again.after_commit()
+    rows = read_totals(totals)
+    assert [t["batch"] for t in rows] == [1, 2, 3]
+    assert [t["fields"]["amount"]["sum"] for t in rows[1:]] == ["1.00", "2.00"]
+
+    done = cli_here("audit", "totals", str(tmp_path), "--json")
+    assert done.returncode == 0, done.stderr
+    grand = orjson.loads(done.stdout)["total"]
+    assert grand["amount"] == {"count": 5, "sum": "12345678901234571.19"}
+    table = cli_here("audit", "totals", str(tmp_path / "financial_validation"))
+    assert "12345678901234571.19" in table.stdout
