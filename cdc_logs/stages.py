@@ -201,6 +201,10 @@ class StageRunner:
                 old.unlink()
 
     def after_commit(self) -> None:
+        if self._snapshots:
+            # A batch processed after the committed one is not committed yet (fan-out acknowledged
+            # part of the way, or it ends inside a transaction): `committed()` promises all of them.
+            return
         for stage in self.stages:
             stage.committed()
 

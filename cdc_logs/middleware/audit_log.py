@@ -24,6 +24,7 @@ there. Segment numbers must be contiguous from the first one present.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import os
 import re
@@ -381,3 +382,36 @@ def _check_seal(
 def _seq_of(raw: bytes) -> int | None:
     match = re.search(rb'"seq":(\d+)', raw)
     return int(match.group(1)) if match else None
+
+
+# -- retention -------------------------------------------------------------------------------------
+def expired_segments(directory: Path, cutoff: dt.datetime) -> list[Path]:
+    """The segments retention may delete: sealed ones whose seal is older than `cutoff`, from the
+    oldest on and contiguous (a segment is never removed while an older one stays, so the log always
+    starts at its first remaining segment, whose header's `prev` is the anchor `verify` starts from).
+    The newest segment is never one of them (open or not: the writer continues the chain from it).
+    Read-only (0444) files are deleted like others: removal
+    needs write permission on the directory, not on the file."""
+    out: list[Path] = []
+    for _, path in segments(directory)[:-1]:
+        sealed = _seal_time(path)
+        if sealed is None or sealed >= cutoff:
+            break
+        out.append(path)
+    return out
+
+
+def _seal_time(path: Path) -> dt.datetime | None:
+    """When a segment was sealed (None: still open, or unreadable)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 4096))
+            tail = fh.read().rstrip(b"\n").rsplit(b"\n", 1)[-1]
+        record, _ = decode_line(tail)
+    except (OSError, ValueError):
+        return None
+    if record.get("kind") != "seal":
+        return None
+    return dt.datetime.fromisoformat(str(record["sealed"]).replace("Z", "+00:00"))

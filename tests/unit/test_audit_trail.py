@@ -232,3 +232,16 @@ def test_a_missing_key_file_names_the_fix(tmp_path: Path) -> None:
     assert "cdc-logs audit keygen" in (caught.value.hint or "")
     with pytest.raises(CdcError):
         _stage(None, digital_signature=True)
+
+
+def test_retention_lists_old_sealed_segments_from_the_start(tmp_path: Path) -> None:
+    import datetime as dt
+
+    directory = _write_log(tmp_path, None)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+    assert audit_log.expired_segments(directory, dt.datetime(2000, 1, 1, tzinfo=dt.UTC)) == []
+    expired = audit_log.expired_segments(directory, later)
+    assert [p.name for p in expired] == ["audit-000001.log", "audit-000002.log"]  # never the newest
+    for path in expired:
+        path.unlink()  # read-only files: deleting needs the directory's permission only
+    assert audit_log.verify(directory).ok
