@@ -700,3 +700,19 @@ def _no_credentials(path: tuple[str, ...], ctx: Context) -> Iterator[Case]:
         [*path, "--limit", "2", "--format", "json", "--interval-ms", "10"] if path == ("demo",) else [*path]
     )
     yield Case("env", argv, set(), env={"CDC_DSN": f"postgresql://cdc:{CANARY}@127.0.0.1:1/db"})
+
+
+@_builds(("audit", "verify"), ("audit", "keygen"), ("audit", "totals"))
+def _audit_commands(path: tuple[str, ...], ctx: Context) -> Iterator[Case]:
+    # `audit totals -c` reads the pipeline config (for its state directory): credentials in it.
+    if path[-1] == "totals":
+        for name, config in config_cases(ctx):
+            if name.startswith(("offsets.", "postgresql.dsn-")):
+                yield Case(
+                    name, [*path, "-c", "pipeline.yaml"], {"file:config"},
+                    files={"pipeline.yaml": config_yaml(config)},
+                )  # fmt: skip
+        return
+    # verify and keygen take no credential: the canary sits in the environment.
+    argv = [*path, "audit-log"] if path[-1] == "verify" else [*path, "--out", "keys"]
+    yield Case("env", argv, set(), env={"CDC_DSN": f"postgresql://cdc:{CANARY}@127.0.0.1:1/db"})
