@@ -98,6 +98,8 @@ class AuditWriter:
                 self.last_hash = sealed_hash or last_hash
                 self.seq = changes[-1][0] if changes else int(header.get("first_seq", 1)) - 1
                 self.head = changes[-1][2] if changes else str(header.get("prev_change", fmt.GENESIS))
+                if sealed_hash is not None and self.immutable:
+                    os.chmod(path, 0o444)  # sealed just before a crash that came before its chmod
                 if sealed_hash is None:
                     self._records = len(changes)
                     self._bytes = len(data)
@@ -142,6 +144,9 @@ class AuditWriter:
         """Cut an incomplete or unreadable last line (a crash mid-write): it was never complete on
         disk, so never committed, and its change comes again."""
         data = path.read_bytes()
+        if not data:  # created, then the crash came before its header was written
+            path.unlink()
+            return
         good = 0
         for offset, raw, complete in fmt.lines(data):
             try:

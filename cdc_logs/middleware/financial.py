@@ -102,6 +102,7 @@ class FinancialValidationStage(BatchStage):
     def open(self, context: StageContext) -> None:
         self.directory = context.directory
         self.dead_letter = context.dead_letter
+        _cut_torn_line(self.directory / TOTALS_FILE)
         written = read_totals(self.directory / TOTALS_FILE)
         last = max((int(t["batch"]) for t in written), default=0)
         state = context.state
@@ -254,6 +255,20 @@ def _encode(entry: dict[str, Any]) -> dict[str, Any]:
             c: {"count": v["count"], "sum": str(v["sum"])} for c, v in sorted(entry["currencies"].items())
         }
     return out
+
+
+def _cut_torn_line(path: Path) -> None:
+    """Cut a last line a crash left incomplete, so the next append starts on a line of its own (its
+    batch is in the restored state and is appended again)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return
+    if data and not data.endswith(b"\n"):
+        with open(path, "r+b") as fh:
+            fh.truncate(data.rfind(b"\n") + 1)
+            fh.flush()
+            os.fsync(fh.fileno())
 
 
 def read_totals(path: Path) -> list[dict[str, Any]]:

@@ -245,3 +245,18 @@ def test_retention_lists_old_sealed_segments_from_the_start(tmp_path: Path) -> N
     for path in expired:
         path.unlink()  # read-only files: deleting needs the directory's permission only
     assert audit_log.verify(directory).ok
+
+
+def test_a_crash_while_creating_a_segment_leaves_a_log_that_goes_on(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    runner = StageRunner([_stage(None, max_segment_records=2)], state, "p")
+    runner.open({"src": None}, None)
+    runner.process([make_event(1), make_event(2)], seq=2)  # segment 1 sealed when full
+    runner.before_commit(2, {"src": "P2"})
+    audit_log.segment_path(state / "audit_trail", 2).write_bytes(b"")  # created, header never written
+    again = StageRunner([_stage(None, max_segment_records=2)], state, "p")
+    again.open({"src": "P2"}, None)
+    again.process([make_event(3)], seq=3)
+    again.close()
+    report = audit_log.verify(state / "audit_trail")
+    assert report.ok and report.records == 3, report.problems

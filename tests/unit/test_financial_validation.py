@@ -138,3 +138,13 @@ def test_totals_reach_the_file_once_committed_and_never_twice(tmp_path: Path) ->
     assert grand["amount"] == {"count": 5, "sum": "12345678901234571.19"}
     table = cli_here("audit", "totals", str(tmp_path / "financial_validation"))
     assert "12345678901234571.19" in table.stdout
+
+
+def test_a_torn_totals_line_is_cut_and_its_batch_written_again(tmp_path: Path) -> None:
+    runner = _runner(tmp_path, DeadLetters())
+    runner.process([_event(1, "1.00")], seq=1)
+    runner.before_commit(1, {"src": "P1"})  # committed with the positions; the file append was torn
+    totals = tmp_path / "financial_validation" / TOTALS_FILE
+    totals.write_bytes(b'{"batch":1,"fie')
+    _runner(tmp_path, DeadLetters(), committed="P1")
+    assert [t["fields"]["amount"]["sum"] for t in read_totals(totals)] == ["1.00"]
