@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
+import yaml
 
 from cdc_logs.build import make_pipeline
 from cdc_logs.configfile import parse_config
@@ -158,3 +159,22 @@ def test_exact_amounts_dead_letters_totals_and_a_verifying_log(
     ]
     assert [(r["op"], r["after"]) for r in records] == [(e["op"], e["after"]) for e in out]
     assert all(p.stat().st_mode & 0o777 == 0o444 for _, p in audit_log.segments(log_dir))
+
+    # `audit totals -c` finds the same file through the config's state directory.
+    (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(cfg))
+    by_config = cli_here("audit", "totals", "-c", str(tmp_path / "pipeline.yaml"), "--json")
+    assert orjson.loads(by_config.stdout)["total"] == totals
+
+    # Tampering with the real log: one byte, then a removed record; each named.
+    segment = audit_log.segment_path(log_dir, 1)
+    original = segment.read_bytes()
+    segment.chmod(0o644)
+    segment.write_bytes(original.replace(b"12345678901234567.89", b"12345678901234567.99", 1))
+    done = cli_here("audit", "verify", str(log_dir), "--public-key", str(keys / "audit-public.pem"))
+    assert done.returncode == 1 and "BAD: segment 1, line 2, record 1: altered" in done.stdout, done.stdout
+    lines = original.splitlines(keepends=True)
+    segment.write_bytes(b"".join(lines[:2] + lines[3:]))  # record 2 removed
+    done = cli_here("audit", "verify", str(log_dir), "--public-key", str(keys / "audit-public.pem"))
+    assert done.returncode == 1 and "BAD: segment 1, line 3, record 3: its prev is not" in done.stdout, (
+        done.stdout
+    )
