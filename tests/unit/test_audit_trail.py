@@ -260,3 +260,14 @@ def test_a_crash_while_creating_a_segment_leaves_a_log_that_goes_on(tmp_path: Pa
     again.close()
     report = audit_log.verify(state / "audit_trail")
     assert report.ok and report.records == 3, report.problems
+
+
+def test_a_missing_cryptography_package_names_the_extra(monkeypatch: pytest.MonkeyPatch, keys: Path) -> None:
+    from cdc_logs import extras
+    from cdc_logs.errors import CdcError
+
+    monkeypatch.setattr(extras, "installed", lambda module: module != "cryptography")
+    with pytest.raises(CdcError) as caught:
+        _stage(keys)
+    assert caught.value.hint == "pip install 'cdc-logs[audit]'"
+    assert "PRIVATE" not in str(caught.value)
