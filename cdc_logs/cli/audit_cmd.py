@@ -188,7 +188,7 @@ def totals(
             for code, value in rows:
                 table.add_row(
                     b["stage"] if first else "",
-                    str(b["batch"]) if first else "",
+                    _batches(b) if first else "",
                     str(b.get("recorded_at", "")) if first else "",
                     name,
                     code,
@@ -214,6 +214,11 @@ def totals(
     if not batches:
         table.caption = "no committed batch has totals yet"
     Console(width=160).print(table)
+
+
+def _batches(totals: dict[str, Any]) -> str:
+    last = totals.get("last_batch")
+    return f"{totals['batch']}-{last}" if last is not None else str(totals["batch"])
 
 
 def _totals_files(directory: Path | None, config: Path | None) -> list[tuple[str, Path]]:

@@ -40,6 +40,7 @@ from cdc_logs.transforms.base import table_matches
 log = get_logger(__name__)
 
 TOTALS_FILE = "totals.jsonl"
+MAX_UNCOMMITTED = 32  # batch totals kept apart while not committed (then merged)
 _DECIMAL_TEXT = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
 # Addition of finite decimals is exact in this context (and Inexact traps if it ever were not).
 EXACT = decimal.Context(prec=decimal.MAX_PREC, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN,
@@ -104,7 +105,7 @@ class FinancialValidationStage(BatchStage):
         self.dead_letter = context.dead_letter
         _cut_torn_line(self.directory / TOTALS_FILE)
         written = read_totals(self.directory / TOTALS_FILE)
-        last = max((int(t["batch"]) for t in written), default=0)
+        last = max((last_batch(t) for t in written), default=0)
         state = context.state
         if state:
             self.next_batch = int(state["next_batch"])
@@ -156,6 +157,11 @@ class FinancialValidationStage(BatchStage):
                 }
             )
             self.next_batch += 1
+            if len(self.uncommitted) > MAX_UNCOMMITTED:
+                # Positions have not committed for a while (one huge source transaction): every
+                # snapshot copies this list, so keep it short by merging the two oldest entries.
+                first, second = self.uncommitted[0], self.uncommitted.pop(1)
+                self.uncommitted[0] = merge_totals(first, second)
         return kept
 
     def _check(self, event: ChangeEvent) -> list[tuple[str, str | None, Decimal]]:
@@ -246,6 +252,35 @@ class FinancialValidationStage(BatchStage):
             fh.write(b"".join(orjson.dumps(t) + b"\n" for t in totals))
             fh.flush()
             os.fsync(fh.fileno())
+
+
+def last_batch(totals: dict[str, Any]) -> int:
+    return int(totals.get("last_batch", totals["batch"]))
+
+
+def merge_totals(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    """One entry for consecutive batches `first` (oldest) and `second`: counts and exact sums added,
+    `batch` the first one's number, `last_batch` the second's."""
+    fields: dict[str, Any] = {}
+    for source in (first, second):
+        for name, entry in source["fields"].items():
+            into = fields.setdefault(name, {"count": 0, "sum": "0", "currencies": {}})
+            into["count"] += entry["count"]
+            into["sum"] = str(EXACT.add(Decimal(into["sum"]), Decimal(entry["sum"])))
+            for code, value in entry.get("currencies", {}).items():
+                per = into["currencies"].setdefault(code, {"count": 0, "sum": "0"})
+                per["count"] += value["count"]
+                per["sum"] = str(EXACT.add(Decimal(per["sum"]), Decimal(value["sum"])))
+    for entry in fields.values():
+        if not entry["currencies"]:
+            del entry["currencies"]
+    return {
+        **first,
+        "last_batch": last_batch(second),
+        "events": first["events"] + second["events"],
+        "rejected": first["rejected"] + second["rejected"],
+        "fields": fields,
+    }
 
 
 def _encode(entry: dict[str, Any]) -> dict[str, Any]:

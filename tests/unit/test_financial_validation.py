@@ -148,3 +148,29 @@ def test_a_torn_totals_line_is_cut_and_its_batch_written_again(tmp_path: Path) -
     totals.write_bytes(b'{"batch":1,"fie')
     _runner(tmp_path, DeadLetters(), committed="P1")
     assert [t["fields"]["amount"]["sum"] for t in read_totals(totals)] == ["1.00"]
+
+
+def test_totals_of_a_long_uncommitted_run_are_merged_exactly(tmp_path: Path) -> None:
+    """Positions that do not commit for many batches (one huge transaction) keep the state small:
+    the oldest batch totals are merged, exactly."""
+    from cdc_logs.middleware.financial import MAX_UNCOMMITTED
+
+    runner = _runner(tmp_path, DeadLetters())
+    batches = MAX_UNCOMMITTED + 10
+    for n in range(1, batches + 1):
+        runner.process([_event(n, f"{n}.01", "USD" if n % 2 else "EUR")], seq=n, resumable=False)
+    runner.process([_event(0, "0.00")], seq=batches + 1)
+    runner.before_commit(batches + 1, {"src": "P"})
+    runner.after_commit()
+    rows = read_totals(tmp_path / "financial_validation" / TOTALS_FILE)
+    assert len(rows) <= MAX_UNCOMMITTED + 1
+    assert rows[0]["batch"] == 1 and rows[0]["last_batch"] == 12
+    total = sum(Decimal(r["fields"]["amount"]["sum"]) for r in rows)
+    assert total == sum(Decimal(f"{n}.01") for n in range(1, batches + 1))
+    assert sum(r["fields"]["amount"]["count"] for r in rows) == batches + 1
+    usd = sum(
+        Decimal(r["fields"]["amount"].get("currencies", {}).get("USD", {}).get("sum", "0")) for r in rows
+    )
+    assert usd == sum(Decimal(f"{n}.01") for n in range(1, batches + 1, 2))
+    table = cli_here("audit", "totals", str(tmp_path))
+    assert "1-12" in table.stdout
