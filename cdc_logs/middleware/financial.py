@@ -56,16 +56,16 @@ def as_decimal(value: Any, name: str) -> Decimal:
     if isinstance(value, bool):
         raise Invalid(f"{name} is a boolean, not an amount")
     if isinstance(value, float):
-        raise Invalid(f"{name} is a float ({value!r}): a decimal is required (floats are not exact)")
+        raise Invalid(f"{name} is a float: a decimal is required (floats are not exact)")
     if isinstance(value, int):
         return Decimal(value)
     if isinstance(value, Decimal):
         if not value.is_finite():
-            raise Invalid(f"{name} is {value} (not a finite amount)")
+            raise Invalid(f"{name} is not a finite amount (NaN or infinity)")
         return value
     if isinstance(value, str):
         if not _DECIMAL_TEXT.match(value.strip()):
-            raise Invalid(f"{name} is {value[:40]!r}, not a decimal number")
+            raise Invalid(f"{name} is text that is not a decimal number")
         return Decimal(value.strip())
     raise Invalid(f"{name} is a {type(value).__name__}, not an amount")
 
@@ -199,12 +199,12 @@ class FinancialValidationStage(BatchStage):
             scale = scale if scale is not None else column.scale
         got_precision, got_scale = digits(amount)
         if scale is not None and got_scale > scale:
-            raise Invalid(f"{name} = {amount} has {got_scale} decimal places; at most {scale} allowed")
+            raise Invalid(f"{name} has {got_scale} decimal places; at most {scale} allowed")
         if precision is not None:
             allowed_integer = precision - (scale or 0)
             if got_precision - got_scale > allowed_integer:
                 raise Invalid(
-                    f"{name} = {amount} has {got_precision - got_scale} integer digits; at most "
+                    f"{name} has {got_precision - got_scale} integer digits; at most "
                     f"{allowed_integer} allowed (precision {precision}, scale {scale or 0})"
                 )
 
@@ -216,8 +216,7 @@ class FinancialValidationStage(BatchStage):
         if code is None or code == "":
             raise Invalid(f"missing currency code: {field} is empty for {name}")
         if not isinstance(code, str) or code.strip().upper() not in self.allowed:
-            shown = code[:10] if isinstance(code, str) else type(code).__name__
-            raise Invalid(f"unknown currency code {shown!r} in {field} (not in the allowed ISO 4217 codes)")
+            raise Invalid(f"unknown currency code in {field} (not one of the allowed ISO 4217 codes)")
         return code.strip().upper()
 
     def _refuse(self, event: ChangeEvent, reason: str) -> None:

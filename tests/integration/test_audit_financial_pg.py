@@ -132,7 +132,7 @@ def test_exact_amounts_dead_letters_totals_and_a_verifying_log(
     reasons = {d["key"]["id"]: d["reason"] for d in dead}
     assert set(reasons) == {3, 4, 6}
     assert "3 decimal places; at most 2" in reasons[3] and "SOX" in reasons[3]
-    assert "unknown currency code 'ZZZ'" in reasons[4]
+    assert "unknown currency code in currency" in reasons[4]
     assert "missing amount" in reasons[6]
 
     # Control totals equal the sink's content, exactly, per currency.
