@@ -7,11 +7,10 @@ a subprocess) until N changes have arrived.
   compares with :last_sync) and the `event_sourcing` transform: events keyed by (aggregate, version).
 - Kafka as Destination: a SQLite source (the block has none) into the stack's Kafka; read back, each
   record keyed by the seed's `key_field: user_id`.
-- Redis Streams Integration: from the stack's Redis stream into another stream (`max_length` kept).
 
 The other examples that run here are run by their own tests (the multi-source one by
-test_seed_multi_source.py, the event-bus sources by test_kafka_source.py, test_redis_stream_source.py,
-test_rabbitmq_source.py, test_mqtt_source.py); docs/seed-examples.md has the table.
+test_seed_multi_source.py, Redis Streams and RabbitMQ by test_redis_stream_source.py and
+test_rabbitmq_source.py `test_the_seed_example_runs`); docs/seed-examples.md has the table.
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 import pytest
@@ -167,40 +165,9 @@ def _kafka_destination(tmp: Path, uid: str, env: dict[str, str]) -> Iterator[Cal
         admin.delete_consumer_groups([f"sx_{uid}"])
 
 
-@contextlib.contextmanager
-def _redis_streams(tmp: Path, uid: str, env: dict[str, str]) -> Iterator[Callable[[], None]]:
-    import redis
-
-    url = urlsplit(env["redis"])
-    config = pipeline("Redis Streams Integration")
-    source, dest = config["source"], config["destination"]
-    assert source["stream_name"] == "events" and dest["max_length"] == 10000
-    src_stream, dst_stream = f"sx_events_{uid}", f"sx_processed_{uid}"
-    source.update(host=url.hostname, port=url.port, stream_name=src_stream, consumer_group=f"sx_{uid}")
-    dest.update(host=url.hostname, port=url.port, stream_name=dst_stream)
-    config["name"] = f"sx_{uid}"
-    client = redis.Redis.from_url(env["redis"])
-    try:
-        for i in range(N):
-            client.xadd(src_stream, {"data": orjson.dumps({"id": i, "v": i})})
-
-        def check() -> None:
-            _run(tmp, config, N)
-            entries = client.xrange(dst_stream)
-            assert len(entries) == N
-            assert client.xlen(dst_stream) == N
-            assert client.xpending(src_stream, f"sx_{uid}")["pending"] == 0  # acknowledged
-
-        yield check
-    finally:
-        client.delete(src_stream, dst_stream)
-        client.close()
-
-
 CASES = {
     "Event Sourcing Pattern": _event_sourcing,
     "Kafka as Destination": _kafka_destination,
-    "Redis Streams Integration": _redis_streams,
 }
 
 
@@ -209,7 +176,5 @@ def test_seed_example_runs(example: str, tmp_path: Path, request: pytest.Fixture
     env = {"pg": pg_dsn}
     if example == "Kafka as Destination":
         env["kafka"] = request.getfixturevalue("kafka_bootstrap")
-    if example == "Redis Streams Integration":
-        env["redis"] = request.getfixturevalue("redis_url")
     with CASES[example](tmp_path, uuid.uuid4().hex[:10], env) as check:
         check()
