@@ -193,6 +193,7 @@ class AnomalyStage(BatchStage):
         assert self.flag_field is not None
         if event.after is not None:
             event.after = {**event.after, self.flag_field: anomalous}
+            event.encoded = None  # the pipeline serialized the batch before the stages (its size)
         schema = event.schema
         if schema is not None and schema.column(self.flag_field) is None:
             flagged = self._flagged.get(id(schema))

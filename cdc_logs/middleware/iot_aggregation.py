@@ -99,6 +99,7 @@ class IotAggregationStage(BatchStage):
         self.tables = list(tables)
         self.keep_values = any(percentile_of(f) is not None for f in self.functions)
         self._dead_letter: Any = None
+        self._metrics: Any = None  # observability.metrics.Metrics, when the pipeline gives it
         self._schemas: dict[tuple[Any, ...], TableSchema] = {}
         self._warned: set[str] = set()
         self._reset()
@@ -113,6 +114,7 @@ class IotAggregationStage(BatchStage):
     # -- state -----------------------------------------------------------------------------------
     def open(self, context: StageContext) -> None:
         self._dead_letter = context.dead_letter
+        self._metrics = context.extra.get("metrics")
         if self.late_data == "dead_letter" and context.dead_letter is None:
             raise CdcError(
                 ErrorKind.CONFIG,
@@ -188,6 +190,8 @@ class IotAggregationStage(BatchStage):
             self._fold(window, values)
             if closed:  # late_data: update, within the horizon: re-emit the window
                 out.append(self._emit(event, key, window))
+                if self._metrics is not None:
+                    self._metrics.middleware_late_event(self.name, "updated")
         if late:
             self._late(event, table, t, late)
         mark = t - self.lateness_ms
@@ -307,6 +311,9 @@ class IotAggregationStage(BatchStage):
         )
         if self.late_data == "dead_letter":
             self._dead_letter(self.name, [event], CdcError(ErrorKind.DECODE, reason, _LATE_HINT))
+        if self._metrics is not None:
+            action = "dead_lettered" if self.late_data == "dead_letter" else "dropped"
+            self._metrics.middleware_late_event(self.name, action)
         # Logged at 1, 2, 5, 10, 20, 50, 100, ...: never silent, never a line per event in a flood.
         if _round(self.late):
             log.warning(

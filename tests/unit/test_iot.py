@@ -24,6 +24,7 @@ from cdc_logs.middleware.anomaly import build as build_anomaly
 from cdc_logs.middleware.iot_aggregation import IotAggregationConfig, IotAggregationStage
 from cdc_logs.middleware.iot_aggregation import build as build_agg
 from cdc_logs.middleware.windows import percentile, window_starts
+from cdc_logs.observability.metrics import Metrics
 from cdc_logs.schema import Column, TableSchema
 from cdc_logs.stages import StageContext
 
@@ -53,14 +54,20 @@ def reading(
     )
 
 
-def agg(tmp: Path | None = None, state: Any = None, dead: Any = None, **params: Any) -> IotAggregationStage:
+def agg(
+    tmp: Path | None = None,
+    state: Any = None,
+    dead: Any = None,
+    metrics: Metrics | None = None,
+    **params: Any,
+) -> IotAggregationStage:
     params.setdefault("time_window", "10s")
     params.setdefault("group_by", ["sensor"])
     params.setdefault("fields", ["v"])
     params.setdefault("event_time_field", "t")
     stage = build_agg(IotAggregationConfig(type="iot_aggregation", params=params))
     stage.name = "iot_aggregation"
-    stage.open(StageContext("p", state, tmp or Path("."), dead))
+    stage.open(StageContext("p", state, tmp or Path("."), dead, {"metrics": metrics} if metrics else {}))
     return stage
 
 
@@ -154,7 +161,8 @@ def test_output_does_not_depend_on_batch_boundaries_and_survives_restore(tmp_pat
 def test_late_data_policies() -> None:
     on_time = [reading(1, "a", 1_000, 1.0), reading(2, "a", 5_000, 3.0), reading(3, "a", 12_000, 10.0)]
     late = reading(4, "a", 2_000, 100.0)  # window [0, 10s) closed when 12 s arrived (lateness 1 s)
-    dropped = agg(allowed_lateness="1s")
+    metrics = Metrics("p")
+    dropped = agg(allowed_lateness="1s", metrics=metrics)
     out = dropped.process([*on_time, late])
     assert rows(out) == [
         {
@@ -168,6 +176,8 @@ def test_late_data_policies() -> None:
         }
     ]
     assert dropped.late == 1 and out[-1] is late  # counted; the reading itself still passes through
+    labels = {"pipeline": "p", "middleware": "iot_aggregation", "action": "dropped"}
+    assert metrics.registry.get_sample_value("cdc_logs_middleware_late_events_total", labels) == 1
 
     parked: list[tuple[str, list[ChangeEvent], CdcError]] = []
     dead = agg(
@@ -369,7 +379,10 @@ def test_ewma_score_against_an_independent_recurrence() -> None:
 
 def test_flag_field_marks_readings_and_their_schema() -> None:
     events = [reading(i, "a", i, v, schema=NUMERIC_SCHEMA) for i, v in enumerate(["1.00"] * 12 + ["9.00"])]
+    for event in events:
+        event.to_json()  # the pipeline sizes batches before the stages run: the cache must not survive
     out = detect(min_samples=10, flag_field="is_anomaly").process(events)
+    assert orjson.loads(events[-1].to_json())["after"]["is_anomaly"] is True
     flags = [e.after["is_anomaly"] for e in out if e.source.table == "readings" and e.after]
     assert flags == [False] * 12 + [True]
     assert events[0].schema is not None and events[0].schema.column("is_anomaly") is not None
