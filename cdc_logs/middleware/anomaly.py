@@ -41,11 +41,11 @@ from cdc_logs.middleware.iotbase import (
     number_column,
     numeric,
     numeric_fields,
+    selected,
 )
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.schema import Column, Semantic, TableSchema
 from cdc_logs.stages import BatchStage, StageContext
-from cdc_logs.transforms.base import table_matches
 
 log = get_logger(__name__)
 
@@ -123,7 +123,7 @@ class AnomalyStage(BatchStage):
         out: list[ChangeEvent] = []
         for event in batch:
             out.append(event)
-            if event.op not in _READINGS or (self.tables and not table_matches(self.tables, event)):
+            if event.op not in _READINGS or not selected(self.tables, event):
                 continue
             try:
                 anomalies = self._score(event)
@@ -187,7 +187,8 @@ class AnomalyStage(BatchStage):
             method=self.algorithm,
             threshold=self.threshold,
         )
-        return derived_event(event, derived_table(self.output_table, event), columns, row, self._schemas)
+        table = derived_table(self.output_table, event)
+        return derived_event(event, table, columns, row, self._schemas, maker=self.name)
 
     def _flag(self, event: ChangeEvent, anomalous: bool) -> None:
         assert self.flag_field is not None

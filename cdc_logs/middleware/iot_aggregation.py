@@ -43,6 +43,7 @@ from cdc_logs.middleware.iotbase import (
     numeric_fields,
     output_value,
     parse_duration,
+    selected,
 )
 from cdc_logs.middleware.windows import (
     FieldAcc,
@@ -55,7 +56,6 @@ from cdc_logs.middleware.windows import (
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.schema import Column, Semantic, TableSchema
 from cdc_logs.stages import BatchStage, StageContext
-from cdc_logs.transforms.base import table_matches
 
 log = get_logger(__name__)
 
@@ -154,7 +154,7 @@ class IotAggregationStage(BatchStage):
     def process(self, batch: list[ChangeEvent]) -> list[ChangeEvent]:
         out: list[ChangeEvent] = []
         for event in batch:
-            if self.tables and not table_matches(self.tables, event):
+            if not selected(self.tables, event):
                 out.append(event)
                 continue
             if self.pass_through:
@@ -166,6 +166,8 @@ class IotAggregationStage(BatchStage):
                 self._add(event, out)
             except BadValue as exc:
                 self._bad(event, str(exc))
+                if self.pass_through:
+                    out.pop()  # parked instead of delivered (_add fails before it emits anything)
         return out
 
     def _add(self, event: ChangeEvent, out: list[ChangeEvent]) -> None:
@@ -297,6 +299,7 @@ class IotAggregationStage(BatchStage):
             columns,
             row,
             self._schemas,
+            maker=self.name,
             op=Op.UPDATE if before is not None else Op.CREATE,
             before=before,
         )

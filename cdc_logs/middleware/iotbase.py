@@ -16,6 +16,20 @@ from typing import Any
 
 from cdc_logs.envelope import ChangeEvent, Op, SourceInfo
 from cdc_logs.schema import Column, Semantic, TableSchema
+from cdc_logs.transforms.base import table_matches
+
+#: The `source` block field naming the middleware that made an event (an aggregate, an anomaly).
+DERIVED = "middleware"
+
+
+def selected(tables: Sequence[str], event: ChangeEvent) -> bool:
+    """Whether an IoT middleware takes `event`: with `tables`, the events of those tables; without,
+    every source change but none of the events middleware made (another stage's aggregates or
+    anomalies: name their tables in `tables` to take them)."""
+    if tables:
+        return table_matches(tables, event)
+    return DERIVED not in event.source.extra
+
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -187,13 +201,15 @@ def derived_event(
     row: dict[str, Any],
     cache: dict[tuple[Any, ...], TableSchema],
     *,
+    maker: str,
     op: Op = Op.CREATE,
     before: dict[str, Any] | None = None,
 ) -> ChangeEvent:
     """An event of a derived table (an aggregate, an anomaly) made by the middleware. It copies the
-    triggering event's source block (same server, db and schema; the derived table) and times, so a
-    replay of the trigger makes the very same event; it has no position (sinks never take it for a
-    source change to guard: keyed sinks upsert it by its key, which is what makes a replay harmless)."""
+    triggering event's source block (same server, db and schema; the derived table; `middleware`: the
+    name of the stage that made it) and times, so a replay of the trigger makes the very same event.
+    It has no position (sinks never take it for a source change to guard: keyed sinks upsert it by its
+    key, which is what makes a replay harmless)."""
     src = trigger.source
     shape = (src.db, src.schema, table, tuple(columns))
     schema = cache.get(shape)
@@ -202,7 +218,9 @@ def derived_event(
     key_names = [c.name for c in columns if c.key]
     return ChangeEvent(
         op=op,
-        source=SourceInfo(src.connector, src.name, src.db, table, src.schema, src.ts_ms, "false"),
+        source=SourceInfo(
+            src.connector, src.name, src.db, table, src.schema, src.ts_ms, "false", {DERIVED: maker}
+        ),
         before=before,
         after=row,
         key={k: row[k] for k in key_names} if key_names else None,

@@ -273,8 +273,9 @@ def test_bad_readings_are_dead_lettered_or_stop() -> None:
         )
     parked: list[Any] = []
     stage = agg(dead=lambda n, e, err: parked.append(err.message))
-    stage.process([reading(1, "a", 1, "hot")])
-    assert parked and "not a number" in parked[0]
+    good, bad = reading(1, "a", 1, 2.0), reading(2, "a", 1, "hot")
+    assert stage.process([good, bad]) == [good]  # parked instead of delivered
+    assert len(parked) == 1 and "not a number" in parked[0]
 
 
 def test_the_seed_shape_validates_and_builds(tmp_path: Path) -> None:
@@ -388,6 +389,18 @@ def test_flag_field_marks_readings_and_their_schema() -> None:
     assert events[0].schema is not None and events[0].schema.column("is_anomaly") is not None
     (anomaly,) = [e for e in out if e.source.table == "readings_anomalies"]
     assert anomaly.after is not None and anomaly.after["value"] == "9.00" and anomaly.after["score"] is None
+
+
+def test_derived_events_are_not_readings_unless_their_tables_are_named() -> None:
+    events = [reading(i, "a", i * 1000, float(i % 3)) for i in range(25)]
+    aggregated = agg(time_window="5s").process(events)
+    assert all(e.source.extra["middleware"] == "iot_aggregation" for e in aggregated if e not in events)
+    scored = detect(min_samples=3, window_size=3)
+    out = scored.process(list(aggregated))  # aggregates lack the readings' `t`: taken, they would fail
+    assert [e for e in out if e.source.table != "readings_anomalies"] == aggregated
+    named = detect(tables=["readings_agg"], fields=["v_avg"], group_by=[], event_time_field="window_start")
+    named.process(list(aggregated))
+    assert list(named.detectors) == ['["public.readings_agg",[],"v_avg"]']
 
 
 def test_isolation_forest_without_scikit_learn_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
