@@ -1,11 +1,13 @@
-"""Chaos: iot_aggregation through a real pipeline (Postgres slot -> file sink and SQL sink), with
-`cdc-logs run` SIGKILLed while readings are inserted, then restarted.
+"""Chaos: iot_aggregation and anomaly_detection (robust z-score) through a real pipeline (Postgres slot
+-> file sink and SQL sink), with `cdc-logs run` SIGKILLed while readings are inserted, then restarted.
 
 The aggregates must equal what this test computes from the readings it inserted (exact decimals),
 in both sinks: the SQL target holds each window exactly once (keyed by sensor and window), and every
 line of a window in the file is identical (a replay after a kill may write one again, never a
-different one). Windows close by event time: a last reading an hour later moves the watermark past
-them all. Needs the stack's Postgres (CDC_PG_DSN); slot, publication and tables are removed afterwards.
+different one). The anomalies (spikes inserted every 50th reading) must be those a z-score computed
+here over the committed readings finds, each once in the SQL target. Windows close by event time: a
+last reading an hour later moves the watermark past them all. Needs the stack's Postgres
+(CDC_PG_DSN); slot, publication and tables are removed afterwards.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import contextlib
 import datetime as dt
 import random
 import signal
+import statistics
 import threading
 import time
 from collections.abc import Iterator
@@ -49,7 +52,10 @@ def _writer(
             with conn.transaction():
                 for _ in range(min(rng.randint(1, 5), READINGS - i)):
                     t = T0 + i * 200 + rng.randint(-300, 300)
-                    reading = (i + 1, rng.choice(SENSORS), t, Decimal(rng.randint(-5000, 5000)) / 100)
+                    v = (
+                        Decimal(rng.randint(-5000, 5000)) / 100 if i % 50 != 49 else Decimal("999.99")
+                    )  # spikes
+                    reading = (i + 1, rng.choice(SENSORS), t, v)
                     at = dt.datetime.fromtimestamp(t / 1000, dt.UTC)
                     conn.execute(
                         f"INSERT INTO {table} VALUES (%s, %s, %s, %s)",
@@ -78,6 +84,23 @@ def _expected(rows: list[tuple[Any, ...]]) -> dict[tuple[str, int], dict[str, An
     }
 
 
+def _expected_anomalies(rows: list[tuple[Any, ...]]) -> dict[tuple[str, int], float]:
+    """The robust z-score (window 20, 10 values first, |z| > 3.5) per sensor, in commit order."""
+    history: dict[str, list[float]] = {}
+    found = {}
+    for _, sensor, t, v in rows:
+        window = history.setdefault(sensor, [])
+        if len(window) >= 10:
+            median = statistics.median(window)
+            mad = statistics.median(abs(x - median) for x in window)
+            z = abs(0.6745 * (float(v) - median) / mad)
+            if z > 3.5:
+                found[(sensor, t)] = z
+        window.append(float(v))
+        del window[:-20]
+    return found
+
+
 @pytest.fixture
 def iot_tables(pg_dsn: str, unique_name: str) -> Iterator[tuple[str, str]]:  # noqa: F811
     table, slot = unique_name, f"cdc_logs_{unique_name}"
@@ -97,18 +120,20 @@ def iot_tables(pg_dsn: str, unique_name: str) -> Iterator[tuple[str, str]]:  # n
             with contextlib.suppress(psycopg.Error):
                 db.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
             db.execute(f'DROP PUBLICATION IF EXISTS "{slot}"')
-            for name in (table, f"{table}_agg", f"{table}_applied"):
+            for name in (table, f"{table}_agg", f"{table}_anomalies", f"{table}_applied"):
                 db.execute(f"DROP TABLE IF EXISTS {name}")
 
 
-def _file_windows(out: Path, table: str) -> dict[tuple[str, int], list[dict[str, Any]]]:
+def _file_windows(
+    out: Path, table: str, suffix: str = "_agg", at: str = "window_start"
+) -> dict[tuple[str, int], list[dict[str, Any]]]:
     seen: dict[tuple[str, int], list[dict[str, Any]]] = {}
     if out.exists():
         for line in out.read_bytes().splitlines():
             event = orjson.loads(line)
-            if event["source"]["table"] == f"{table}_agg":
+            if event["source"]["table"] == f"{table}{suffix}":
                 row = event["after"]
-                seen.setdefault((row["sensor"], row["window_start"]), []).append(row)
+                seen.setdefault((row["sensor"], row[at]), []).append(row)
     return seen
 
 
@@ -138,6 +163,15 @@ destinations:
   - {{type: sql, url: "{url}", schema: public, auto_create: true, applied_table: {table}_applied}}
 plugins:
   transformers:
+    - type: anomaly_detection  # first: the aggregation drops the readings (pass_through)
+      params:
+        algorithm: zscore
+        fields: [v]
+        group_by: [sensor]
+        event_time_field: measured_at
+        window_size: 20
+        min_samples: 10
+        tables: [public.{table}]
     - type: iot_aggregation
       params:
         time_window: 10s
@@ -171,7 +205,8 @@ sync:
         with psycopg.connect(pg_dsn, autocommit=True) as db:  # an hour later: closes every window
             at = dt.datetime.fromtimestamp((T0 + 3_600_000) / 1000, dt.UTC)
             db.execute(f"INSERT INTO {table} VALUES (%s, 's0', %s, 0)", (READINGS + 1, at))
-        expected = _expected(rows)
+        expected = _expected(rows)  # the last reading's window stays open
+        rows.append((READINGS + 1, "s0", T0 + 3_600_000, Decimal(0)))
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and set(_file_windows(out, table)) != set(expected):
             assert proc.poll() is None, proc.communicate()[1].decode()[-3000:]
@@ -184,7 +219,7 @@ sync:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err.decode()[-3000:]
-    assert len(rows) == READINGS and len(expected) >= 3 * (READINGS * 200 // WINDOW_MS)
+    assert len(rows) == READINGS + 1 and len(expected) >= 3 * (READINGS * 200 // WINDOW_MS)
 
     in_file = _file_windows(out, table)
     assert set(in_file) == set(expected)
@@ -211,3 +246,17 @@ sync:
             want["v_max"],
             want["v_avg"],
         )
+
+    anomalies = _expected_anomalies(rows)
+    assert len(anomalies) >= READINGS // 50 - 3  # the spikes (a sensor's first values are not scored)
+    flagged = _file_windows(out, table, "_anomalies", "event_time")
+    assert set(flagged) == set(anomalies)
+    for key, lines in flagged.items():
+        assert all(line == lines[0] for line in lines)
+        assert lines[0]["score"] == pytest.approx(anomalies[key]) and lines[0]["method"] == "zscore"
+    with psycopg.connect(pg_dsn, autocommit=True) as db:
+        stored_anomalies = db.execute(f"SELECT sensor, event_time FROM {table}_anomalies").fetchall()
+    assert len(stored_anomalies) == len(anomalies)  # each once
+    assert {(s, int(t.replace(tzinfo=dt.UTC).timestamp() * 1000)) for s, t in stored_anomalies} == set(
+        anomalies
+    )
