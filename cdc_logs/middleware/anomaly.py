@@ -12,7 +12,8 @@ values was anomalous. Only inserts and snapshot rows (op "c", "r") are readings.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
@@ -52,6 +53,13 @@ log = get_logger(__name__)
 STATE_VERSION = 1
 _READINGS = (Op.CREATE, Op.READ)
 _DEFAULT_THRESHOLD = {"zscore": 3.5, "ewma": 3.0, "isolation_forest": 0.05}
+
+
+@dataclass(slots=True)
+class _Reading:
+    t: int
+    groups: list[Any]
+    items: list[tuple[str, str, str, float]]  # (detector key, field, kind, value)
 
 
 class AnomalyStage(BatchStage):
@@ -120,23 +128,47 @@ class AnomalyStage(BatchStage):
         }
 
     def process(self, batch: list[ChangeEvent]) -> list[ChangeEvent]:
-        out: list[ChangeEvent] = []
+        # Two passes: the readings' values first, then each detector scores all of its values of the
+        # batch at once (the isolation forest scores a run in one call: per value it costs ~20 ms),
+        # then the output in order. Each detector still sees its values one by one in source order.
+        plan: list[tuple[ChangeEvent, _Reading | None]] = []
+        values: dict[str, list[float]] = {}
         for event in batch:
-            out.append(event)
             if event.op not in _READINGS or not selected(self.tables, event):
+                plan.append((event, None))
                 continue
             try:
-                anomalies = self._score(event)
+                reading = self._reading(event)
             except BadValue as exc:
-                self._bad(event, str(exc))
-                out.pop()
+                self._bad(event, str(exc))  # parked instead of delivered
                 continue
+            plan.append((event, reading))
+            for item in reading.items:
+                values.setdefault(item[0], []).append(item[3])
+        scores: dict[str, Iterator[tuple[float, bool] | None]] = {}
+        for key, xs in values.items():
+            detector = self.detectors.get(key)
+            if detector is None:
+                detector = self.detectors[key] = self._detector()
+            scores[key] = iter(detector.score_many(xs))
+        out: list[ChangeEvent] = []
+        for event, planned in plan:
+            out.append(event)
+            if planned is None:
+                continue
+            found = []
+            for key, name, kind, _ in planned.items:
+                scored = next(scores[key])
+                if scored is not None and scored[1]:
+                    raw = (event.row or {})[name]
+                    found.append(self._anomaly(event, planned.groups, name, kind, raw, scored[0], planned.t))
             if self.flag_field is not None:
-                self._flag(event, bool(anomalies))
-            out.extend(anomalies)
+                self._flag(event, bool(found))
+            out.extend(found)
         return out
 
-    def _score(self, event: ChangeEvent) -> list[ChangeEvent]:
+    def _reading(self, event: ChangeEvent) -> _Reading:
+        """The values a reading gives its detectors (BadValue before any detector learns one)."""
         table = event.source.qualified_table
         row = event.row or {}
         t = event_time_ms(event, self.event_time_field)
@@ -150,21 +182,14 @@ class AnomalyStage(BatchStage):
             if not names:
                 raise BadValue("the row has no numeric field to score (set anomaly_detection fields)")
             kinds = self.kinds[table] = {n: field_kind(event, n, row.get(n)) for n in names}
-        found: list[ChangeEvent] = []
+        items = []
         for name, kind in kinds.items():
             if name not in row:
                 raise BadValue(f"the row has no value field {name!r}")
-            if row[name] is None:
-                continue
-            value = numeric(row[name], kind, name)
-            key = orjson.dumps([table, groups, name]).decode()
-            detector = self.detectors.get(key)
-            if detector is None:
-                detector = self.detectors[key] = self._detector()
-            scored = detector.score(float(value))
-            if scored is not None and scored[1]:
-                found.append(self._anomaly(event, groups, name, kind, row[name], scored[0], t))
-        return found
+            if row[name] is not None:
+                key = orjson.dumps([table, groups, name]).decode()
+                items.append((key, name, kind, float(numeric(row[name], kind, name))))
+        return _Reading(t, groups, items)
 
     def _anomaly(
         self, event: ChangeEvent, groups: list[Any], name: str, kind: str, value: Any, score: float, t: int

@@ -407,3 +407,32 @@ def test_isolation_forest_without_scikit_learn_names_the_extra(monkeypatch: pyte
     monkeypatch.setitem(sys.modules, "sklearn", None)
     with pytest.raises(CdcError, match=r"cdc-logs\[iot\]"):
         detect(algorithm="isolation_forest")
+
+
+def test_aggregates_carry_a_schema_kafka_connect_and_avro_type() -> None:
+    import io
+
+    import fastavro
+
+    from cdc_logs.connect_schema import envelope_schema
+    from cdc_logs.sinks.avro_schema import avro_datum, connect_to_avro
+
+    events = [reading(i, "a", 1000 * i, v, schema=NUMERIC_SCHEMA) for i, v in enumerate(["1.10", "2.25"])]
+    events.append(reading(9, "a", 20_000, "0.01", schema=NUMERIC_SCHEMA))
+    out = agg(aggregation_functions=["sum", "avg", "p95"]).process(events)
+    (event,) = [e for e in out if e.source.table == "readings_agg"]
+    schema = envelope_schema(event)
+    after = next(f for f in schema["fields"] if f["field"] == "after")
+    fields = {f["field"]: f for f in after["fields"]}
+    assert (
+        fields["window_start"]["name"] == "io.debezium.time.Timestamp"
+        and not fields["window_start"]["optional"]
+    )
+    assert fields["v_sum"]["type"] == "string" and fields["count"]["type"] == "int64"
+    avro = fastavro.parse_schema(connect_to_avro(schema))
+    payload = orjson.loads(event.to_json())
+    buffer = io.BytesIO()
+    fastavro.schemaless_writer(buffer, avro, avro_datum(schema, payload))
+    buffer.seek(0)
+    decoded = fastavro.schemaless_reader(buffer, avro)
+    assert decoded["after"]["v_sum"] == "3.35" and decoded["after"]["window_start"] == 0
