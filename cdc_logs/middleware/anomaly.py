@@ -12,6 +12,7 @@ values was anomalous. Only inserts and snapshot rows (op "c", "r") are readings.
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -91,7 +92,7 @@ class AnomalyStage(BatchStage):
         self.output_table, self.flag_field, self.tables = output_table, flag_field, list(tables)
         self._dead_letter: Any = None
         self._schemas: dict[tuple[Any, ...], TableSchema] = {}
-        self._flagged: dict[int, TableSchema] = {}
+        self._flagged: dict[TableSchema, TableSchema] = {}
         self.detectors: dict[str, Detector] = {}  # JSON [table, group, field] -> detector
         self.kinds: dict[str, dict[str, str]] = {}
 
@@ -222,7 +223,7 @@ class AnomalyStage(BatchStage):
             event.encoded = None  # the pipeline serialized the batch before the stages (its size)
         schema = event.schema
         if schema is not None and schema.column(self.flag_field) is None:
-            flagged = self._flagged.get(id(schema))
+            flagged = self._flagged.get(schema)
             if flagged is None:
                 column = Column(self.flag_field, "boolean", None, "BOOLEAN")
                 flagged = TableSchema(
@@ -230,9 +231,9 @@ class AnomalyStage(BatchStage):
                     schema.schema,
                     schema.table,
                     (*schema.columns, column),
-                    version=schema.version + 1,
+                    version=zlib.crc32(f"{schema.version}:flag:{self.flag_field}".encode()),  # as reshaped()
                 )
-                self._flagged[id(schema)] = flagged
+                self._flagged[schema] = flagged  # held: its id cannot be reused
             event.schema = flagged
 
     def _bad(self, event: ChangeEvent, reason: str) -> None:
