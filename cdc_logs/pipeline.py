@@ -482,6 +482,8 @@ class Pipeline:
         last_seq = marks[-1][0]
         if self._stages:
             batch = self._stages.process(batch, last_seq)
+            for event in batch:  # a stage may have changed an event whose JSON was cached when read
+                event.encoded = None
             size = sum(len(e.to_json()) for e in batch)
         for source, ts_ms in self._batch_first_ts.items():
             self._pending[source].append((last_seq, ts_ms))
