@@ -442,7 +442,7 @@ class Pipeline:
             stored = self.offsets.load(self.name, source)
             committed[source] = stored.position if stored is not None else None
         dead = self._dead_letters
-        self._stages.open(committed, dead.write if dead is not None else None)
+        self._stages.open(committed, dead.write if dead is not None else None, {"metrics": self.metrics})
 
     def _take(self, timeout: float) -> _Item | None:
         """The next item for the main loop: from the queue, through the merge window if there is one.
@@ -489,6 +489,8 @@ class Pipeline:
                     self._mid_transaction[source] = not boundary
             resumable = not any(self._mid_transaction.values())
             batch = self._stages.process(batch, last_seq, resumable=resumable)
+            for event in batch:  # a stage may have changed an event whose JSON was cached when read
+                event.encoded = None
             size = sum(len(e.to_json()) for e in batch)
         for source, ts_ms in self._batch_first_ts.items():
             self._pending[source].append((last_seq, ts_ms))

@@ -429,14 +429,25 @@ def test_unknown_transform_type_names_accepted_values(tmp_path: Path) -> None:
             plugins:
               transformers:
                 transformers:
-                  - type: event_sourcing
+                  - type: geo_enrich
             """
         ),
     )
-    assert "plugins.transformers.0.type: unknown type 'event_sourcing'; accepted: " in err.message
+    assert "plugins.transformers.0.type: unknown type 'geo_enrich'; accepted: " in err.message
+    # Every registered type is listed (in registry order: middleware modules add theirs).
     accepted = err.message.split("accepted: ", 1)[1].split(", ")
-    assert {"filter", "mask", "data_masking", "gdpr_compliance", "rename"} <= set(accepted)
-    assert {"audit_trail", "financial_validation"} <= set(accepted)  # batch middleware (stages.py) too
+    expected = {
+        "event_sourcing",
+        "filter",
+        "mask",
+        "data_masking",
+        "gdpr_compliance",
+        "rename",
+        "iot_aggregation",
+        "audit_trail",
+        "financial_validation",
+    }
+    assert expected <= set(accepted)
 
 
 def test_transform_params_are_validated_at_load(tmp_path: Path) -> None:
