@@ -714,5 +714,6 @@ def _audit_commands(path: tuple[str, ...], ctx: Context) -> Iterator[Case]:
                 )  # fmt: skip
         return
     # verify and keygen take no credential: the canary sits in the environment.
-    argv = [*path, "audit-log"] if path[-1] == "verify" else [*path, "--out", "keys"]
+    # keygen --force: the check runs each case twice in one directory (forked, then a real process).
+    argv = [*path, "audit-log"] if path[-1] == "verify" else [*path, "--out", "keys", "--force"]
     yield Case("env", argv, set(), env={"CDC_DSN": f"postgresql://cdc:{CANARY}@127.0.0.1:1/db"})
