@@ -12,20 +12,23 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from cdc_logs import registry
+from cdc_logs import middleware, registry
 from cdc_logs.config import HealthConfig, OffsetsConfig, PipelineConfig
 from cdc_logs.configmodel import SinkConfigBase, SourceConfigBase
 from cdc_logs.observability.lag import LagGuard, parse_grace, parse_max_lag
 from cdc_logs.observability.metrics import Metrics
 from cdc_logs.observability.status import HealthThresholds, PipelineStatus
+from cdc_logs.observability.tracing import for_pipeline as tracer_for
 from cdc_logs.offsets.base import OffsetStore
 from cdc_logs.offsets.lock import PipelineLock
 from cdc_logs.pipeline import BatchPolicy, FanoutPolicy, Pipeline
 from cdc_logs.readers.base import Reader
+from cdc_logs.retention import Retention
 from cdc_logs.retry import RetryPolicy
 from cdc_logs.route import routed
 from cdc_logs.sinks.base import Sink
 from cdc_logs.transforms.base import Transform
+from cdc_logs.transforms.opentelemetry import TracingOption
 
 
 def build_reader(cfg: SourceConfigBase, pipeline: str, *, temporary: bool = False) -> Reader:
@@ -108,12 +111,17 @@ def make_pipeline(
 ) -> Pipeline:
     """The whole pipeline of a config: readers, transforms, sinks, offsets, batching and delivery."""
     sync = cfg.sync
+    status = status or PipelineStatus()  # one object for the pipeline and the retention's reports
+    plugins = [build_transform(t) for t in cfg.plugins.all()]
+    _expose_metrics(plugins, metrics)
+    tracing = middleware.option(plugins, TracingOption)
+    sink_names = [d.name or d.type for d in cfg.all_sinks()]
     return Pipeline(
         cfg.name,
         {source_name(s): build_reader(s, cfg.name) for s in cfg.all_sources()},
         [build_sink(d, cfg.name) for d in cfg.all_sinks()],
         build_offsets(cfg.offsets, cfg.name),
-        transforms=[build_transform(t) for t in cfg.plugins.all()],
+        transforms=middleware.transforms(plugins),  # opentelemetry & co. are options, not in the event path
         batch=BatchPolicy(sync.batch.max_events, sync.batch.max_bytes, sync.batch.max_wait_ms / 1000),
         retry=RetryPolicy(
             sync.retry.max_attempts, sync.retry.initial_backoff_ms / 1000, sync.retry.max_backoff_ms / 1000
@@ -128,7 +136,48 @@ def make_pipeline(
         merge_window_s=cfg.merge_window_ms / 1000 if cfg.merge_strategy == "timestamp_based" else None,
         lag_guards=lag_guards(cfg),
         lag_interval_s=cfg.health_checks.lag_interval_ms / 1000,
+        tracer=tracer_for(tracing.settings if tracing else None, cfg.name, sink_names),
+        retention=retention(cfg, plugins, metrics, status),
     )
+
+
+def _expose_metrics(plugins: list[Transform], metrics: Metrics) -> None:
+    from cdc_logs.transforms.prometheus_metrics import MetricsOption
+
+    option = middleware.option(plugins, MetricsOption)
+    if option is not None:
+        option.expose(metrics)
+
+
+def retention(
+    cfg: PipelineConfig, plugins: list[Transform], metrics: Metrics, status: PipelineStatus | None
+) -> Retention | None:
+    """`retention_period_days` (gdpr_compliance) over what this pipeline keeps (retention.py): its
+    dead letters (also a webhook's dead_letter_path), pruned; its fan-out spool, guarded (never deleted).
+    Other stores (the audit log) register themselves here with `retention.files(...)`."""
+    days = [d for d in (getattr(t, "retention_days", None) for t in plugins) if d]
+    if not days:
+        return None
+    kept = Retention(min(days), metrics=metrics, status=status)
+    dead = _dead_letter_dir(cfg)
+    if dead:
+        kept.records(dead, "*.deadletter.jsonl", "dead_letters")
+        kept.records(dead, "*.undecodable.jsonl", "dead_letters")
+    for sink in cfg.all_sinks():
+        path = getattr(sink, "dead_letter_path", None)
+        if path:
+            kept.records(Path(path).parent, Path(path).name, "dead_letters")
+    fan = _fanout_policy(cfg)
+    if fan:
+        kept.guard(
+            fan.spool_dir,
+            "*.pickle",
+            "spool",
+            "a destination has not taken them: fix it (cdc-logs status names it) so the spool drains, "
+            "or stop the pipeline (the spool is emptied at start and the source replays from the "
+            "checkpoint), see docs/operations.md#retention",
+        )
+    return kept
 
 
 def lag_guards(cfg: PipelineConfig) -> dict[str, LagGuard]:

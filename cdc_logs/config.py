@@ -177,6 +177,9 @@ class PipelineConfig(ConfigModel):
         dnames = [d.name or d.type for d in self.all_sinks()]
         if len(set(dnames)) != len(dnames):
             raise ValueError(f"destination names must be unique (got {dnames}); set `name:` on each")
+        from cdc_logs import middleware  # opentelemetry / prometheus_metrics across entries
+
+        middleware.check(self)
         return self
 
     def all_sources(self) -> list[SourceConfigBase]:
