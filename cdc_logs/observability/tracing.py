@@ -58,6 +58,7 @@ class TracingSettings:
     service_name: str
     endpoint: str  # the full OTLP/HTTP traces URL (…/v1/traces)
     sampling_rate: float
+    timeout_s: float = 5.0  # per export, retries included: also bounds the flush at the end of a run
 
 
 def traces_url(endpoint: str) -> str:
@@ -131,7 +132,7 @@ class BatchTracer:
             """The OTLP exporter, warning (rate-limited) when the collector does not take the spans."""
 
             def __init__(self) -> None:
-                self.inner = exporter_cls(endpoint=endpoint)
+                self.inner = exporter_cls(endpoint=endpoint, timeout=settings.timeout_s)
                 self.warned = 0.0
                 self.failed = 0
 

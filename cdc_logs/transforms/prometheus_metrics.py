@@ -51,7 +51,7 @@ class CustomMetric(ConfigModel):
         examples=["records_processed_total"],
     )
     type: Literal["counter", "histogram", "gauge", "summary"] = Field(
-        description="Its type: counter for records_processed_total, histogram for processing_latency_seconds.",
+        description="Its type: counter (records_processed_total) or histogram (processing_latency_seconds).",
         examples=["counter"],
     )
 
