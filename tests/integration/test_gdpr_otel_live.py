@@ -20,9 +20,14 @@ import gzip
 import hashlib
 import logging
 import os
+import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -335,3 +340,55 @@ class _Ok(BaseHTTPRequestHandler):
 
     def log_message(self, *args: Any) -> None:
         pass
+
+
+def test_cdc_logs_run_serves_the_metrics_on_prometheus_metrics_port_with_the_seed_names(
+    tmp_path: Path, pg_dsn: str, pg_table: str
+) -> None:
+    rows = 12
+    with psycopg.connect(pg_dsn, autocommit=True) as db:
+        for n in range(1, rows + 1):
+            db.execute(f"INSERT INTO public.{pg_table} VALUES (%s, %s, 'x')", (n, f"m{n}@example.org"))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = _config(tmp_path, pg_dsn, pg_table, f"""
+      - type: prometheus_metrics
+        params:
+          metrics_port: {port}
+          custom_metrics:
+            - {{name: records_processed_total, type: counter}}
+            - {{name: processing_latency_seconds, type: histogram}}
+""", f"destination: {{type: file, name: out, path: {tmp_path / 'out.jsonl'}}}")  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cdc_logs", "run", "-c", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        text = ""
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+                    text = resp.read().decode()
+            except OSError:
+                text = ""
+            if _sum(text, "records_processed_total") == rows:
+                break
+            time.sleep(0.2)
+        assert _sum(text, "records_processed_total") == rows == _sum(text, "cdc_logs_events_total"), text
+        assert _sum(text, "processing_latency_seconds_count") == _sum(
+            text, "cdc_logs_batch_write_seconds_count"
+        )
+        assert _sum(text, "processing_latency_seconds_count") >= 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err.decode()[-2000:]
+
+
+def _sum(text: str, name: str) -> float:
+    """The sum of a metric's samples in a /metrics text (every label set)."""
+    return sum(float(m) for m in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
