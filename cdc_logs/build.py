@@ -12,9 +12,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from cdc_logs import middleware, registry
+from cdc_logs import pipeline_options, registry
 from cdc_logs.config import HealthConfig, OffsetsConfig, PipelineConfig
 from cdc_logs.configmodel import SinkConfigBase, SourceConfigBase
+from cdc_logs.middleware.opentelemetry import TracingOption
 from cdc_logs.observability.lag import LagGuard, parse_grace, parse_max_lag
 from cdc_logs.observability.metrics import Metrics
 from cdc_logs.observability.status import HealthThresholds, PipelineStatus
@@ -27,8 +28,8 @@ from cdc_logs.retention import Retention
 from cdc_logs.retry import RetryPolicy
 from cdc_logs.route import routed
 from cdc_logs.sinks.base import Sink
+from cdc_logs.stages import BatchStage
 from cdc_logs.transforms.base import Transform
-from cdc_logs.transforms.opentelemetry import TracingOption
 
 
 def build_reader(cfg: SourceConfigBase, pipeline: str, *, temporary: bool = False) -> Reader:
@@ -42,9 +43,30 @@ def build_sink(cfg: SinkConfigBase, pipeline: str = "cdc") -> Sink:
     return routed(sink, cfg.route)  # a destination's `route:` narrows what it takes (route.py)
 
 
-def build_transform(cfg: BaseModel) -> Transform:
-    transform: Transform = registry.for_config(cfg).build(cfg)
-    return transform
+def build_transform(cfg: BaseModel) -> Transform | BatchStage:
+    built: Transform | BatchStage = registry.for_config(cfg).build(cfg)
+    return built
+
+
+def build_plugins(cfg: PipelineConfig) -> tuple[list[Transform], list[BatchStage]]:
+    """The per-event transforms and the batch middleware (stages.py) of a config, each in order; a
+    stage is named by its type (`audit_trail`, then `audit_trail-2`, ...)."""
+    transforms: list[Transform] = []
+    stages: list[BatchStage] = []
+    for plugin in cfg.plugins.all():
+        built = build_transform(plugin)
+        if isinstance(built, BatchStage):
+            kind = str(getattr(plugin, "type", type(built).__name__))
+            taken = sum(1 for s in stages if s.name.split("-")[0] == kind)
+            built.name = kind if not taken else f"{kind}-{taken + 1}"
+            stages.append(built)
+        else:
+            transforms.append(built)
+    return transforms, stages
+
+
+def state_dir(cfg: PipelineConfig) -> str:
+    return cfg.sync.state_dir or str(Path(".cdc-logs") / f"{cfg.name}.state")
 
 
 def source_name(cfg: Any) -> str:
@@ -111,17 +133,19 @@ def make_pipeline(
 ) -> Pipeline:
     """The whole pipeline of a config: readers, transforms, sinks, offsets, batching and delivery."""
     sync = cfg.sync
+    transforms, stages = build_plugins(cfg)
     status = status or PipelineStatus()  # one object for the pipeline and the retention's reports
-    plugins = [build_transform(t) for t in cfg.plugins.all()]
-    _expose_metrics(plugins, metrics)
-    tracing = middleware.option(plugins, TracingOption)
+    _expose_metrics(transforms, metrics)
+    tracing = pipeline_options.option(transforms, TracingOption)
     sink_names = [d.name or d.type for d in cfg.all_sinks()]
     return Pipeline(
         cfg.name,
         {source_name(s): build_reader(s, cfg.name) for s in cfg.all_sources()},
         [build_sink(d, cfg.name) for d in cfg.all_sinks()],
         build_offsets(cfg.offsets, cfg.name),
-        transforms=middleware.transforms(plugins),  # opentelemetry & co. are options, not in the event path
+        transforms=pipeline_options.transforms(transforms),  # opentelemetry & co.: not per event
+        stages=stages,
+        state_dir=state_dir(cfg),
         batch=BatchPolicy(sync.batch.max_events, sync.batch.max_bytes, sync.batch.max_wait_ms / 1000),
         retry=RetryPolicy(
             sync.retry.max_attempts, sync.retry.initial_backoff_ms / 1000, sync.retry.max_backoff_ms / 1000
@@ -137,14 +161,14 @@ def make_pipeline(
         lag_guards=lag_guards(cfg),
         lag_interval_s=cfg.health_checks.lag_interval_ms / 1000,
         tracer=tracer_for(tracing.settings if tracing else None, cfg.name, sink_names),
-        retention=retention(cfg, plugins, metrics, status),
+        retention=retention(cfg, transforms, metrics, status),
     )
 
 
 def _expose_metrics(plugins: list[Transform], metrics: Metrics) -> None:
-    from cdc_logs.transforms.prometheus_metrics import MetricsOption
+    from cdc_logs.middleware.prometheus_metrics import MetricsOption
 
-    option = middleware.option(plugins, MetricsOption)
+    option = pipeline_options.option(plugins, MetricsOption)
     if option is not None:
         option.expose(metrics)
 

@@ -164,12 +164,6 @@ class BatchTracer:
         self._provider.add_span_processor(processor_cls(_Reporting()))
         self._tracer = self._provider.get_tracer("cdc_logs")
         self._open: deque[tuple[int, Any]] = deque()  # (last seq of the batch, its span), in order
-        if is_jaeger_thrift(endpoint):
-            log.warning(
-                "tracing: the endpoint looks like Jaeger's Thrift collector (/api/traces), which does not "
-                "take OTLP; Jaeger takes OTLP/HTTP on port 4318 at /v1/traces",
-                endpoint=shown,
-            )
         log.info(
             "tracing on",
             endpoint=shown,

@@ -6,10 +6,11 @@ plain value never leaves the pipeline.
 `hash` is pseudonymization, not anonymization: the same value always gives the same hash (joins and
 upserts keep working), and whoever knows the salt can test a guess. So the salt is a secret: it comes
 from the environment (`${PII_SALT}`) or a file (`salt_file`), never reaches output (it is registered
-with the redaction every output goes through), and without one a warning says that short values can be
-recovered by hashing candidates. `retention_period_days` (the seed's gdpr_compliance) is not about
-events: it bounds how long cdc-logs keeps what it stores itself (dead letters, spool, audit log), see
-retention.py; build.py reads it from the built transform.
+with the redaction every output goes through), and without one `config validate` and `run` warn that
+short values can be recovered by hashing candidates (pipeline_options.warnings).
+`retention_period_days` (the seed's gdpr_compliance) is not about events: it bounds how long cdc-logs
+keeps what it stores itself (dead letters, spool, audit log), see retention.py; build.py reads it from
+the built transform.
 """
 
 from __future__ import annotations
@@ -26,11 +27,8 @@ from cdc_logs.configmodel import ConfigModel
 from cdc_logs.envelope import ChangeEvent
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability import redact
-from cdc_logs.observability.logging import get_logger
 from cdc_logs.schema import TableSchema
 from cdc_logs.transforms.base import SchemaReshaper, Transform, table_matches
-
-log = get_logger(__name__)
 
 STRATEGIES = ("hash", "mask", "delete", "drop")  # drop (the issue's word) is delete (the seed's)
 
@@ -130,8 +128,8 @@ class MaskParams(ConfigModel):
         SecretStr(""),
         description="Secret prefix hashed with every value (strategy hash, and masked key columns); give it "
         "from the environment, never in the file, and never change it (hashes would change). Default: "
-        "none (a warning at start): equal values then hash alike in every pipeline and short values can "
-        "be recovered by hashing candidates. Never shown in output.",
+        "none (gdpr_compliance: `config validate` and `run` warn): equal values then hash alike in every "
+        "pipeline and short values can be recovered by hashing candidates. Never shown in output.",
         examples=["${PII_SALT}"],
     )
     salt_file: str | None = Field(
@@ -217,13 +215,6 @@ def build(cfg: MaskTransformConfig) -> MaskTransform:
     p = cfg.params
     salt = _salt(p)
     redact.register(salt)  # a secret: never in a log line, an error or a plan
-    if p.strategy == "hash" and not salt and cfg.type == "gdpr_compliance":
-        log.warning(
-            "gdpr_compliance hashes without a salt: equal values hash alike everywhere and short values "
-            "(phone numbers, emails) can be recovered by hashing candidates; set params.salt from the "
-            "environment or params.salt_file",
-            fields=sorted(p.fields),
-        )
     return MaskTransform(
         fields=p.fields,
         strategy=p.strategy,

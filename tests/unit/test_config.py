@@ -429,12 +429,15 @@ def test_unknown_transform_type_names_accepted_values(tmp_path: Path) -> None:
             plugins:
               transformers:
                 transformers:
-                  - type: event_sourcing
+                  - type: geo_enrich
             """
         ),
     )
-    assert "plugins.transformers.0.type: unknown type 'event_sourcing'; accepted: filter, mask" in err.message
-    for name in ("data_masking", "gdpr_compliance", "opentelemetry", "prometheus_metrics", "rename"):
+    assert (
+        "plugins.transformers.0.type: unknown type 'geo_enrich'; accepted: event_sourcing, filter"
+        in err.message
+    )
+    for name in ("mask", "data_masking", "gdpr_compliance", "opentelemetry", "prometheus_metrics", "rename"):
         assert name in err.message.partition("accepted:")[2]
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import logging
 import os
 import re
 import sys
@@ -17,9 +16,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-import structlog
 from pydantic import ValidationError
-from structlog.testing import capture_logs
 
 from cdc_logs.build import build_transform, make_pipeline
 from cdc_logs.config import transform_config
@@ -152,17 +149,14 @@ def test_the_seed_tracing_example_is_accepted_with_its_names(tmp_path: Path) -> 
     assert bare.settings.endpoint == "http://c:4318/v1/traces"  # type: ignore[attr-defined]
 
 
-def test_jaegers_thrift_endpoint_gets_a_warning_naming_otlp_on_4318() -> None:
-    saved = structlog.get_config()
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
-    try:
-        with capture_logs() as logs:
-            tracer = BatchTracer(TracingSettings("s", "http://127.0.0.1:9/api/traces", 1.0), "p", ["out"])
-            tracer.close()
-    finally:
-        structlog.configure(**saved)
-    warning = [e for e in logs if e["log_level"] == "warning"]
-    assert len(warning) == 1 and "Jaeger takes OTLP/HTTP on port 4318 at /v1/traces" in warning[0]["event"]
+def test_jaegers_thrift_endpoint_and_a_missing_salt_are_warned_about(tmp_path: Path) -> None:
+    gdpr = "      - {type: gdpr_compliance, params: {pii_fields: [email], retention_period_days: 365}}"
+    notes = _load(tmp_path, SEED_TRACING + gdpr).warnings()  # type: ignore[attr-defined]
+    assert len(notes) == 2
+    assert "Jaeger takes OTLP/HTTP on port 4318 at /v1/traces" in notes[0]
+    assert "gdpr_compliance hashes without a salt" in notes[1]
+    salted = "      - {type: gdpr_compliance, params: {pii_fields: [email], salt: s3cret-salt-x}}"
+    assert _load(tmp_path, salted).warnings() == []  # type: ignore[attr-defined]
 
 
 def test_a_missing_opentelemetry_library_is_a_config_error_naming_the_pip_install(

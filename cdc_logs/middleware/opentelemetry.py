@@ -11,8 +11,8 @@ from pydantic import ConfigDict, Field, model_validator
 
 from cdc_logs import registry
 from cdc_logs.configmodel import ConfigModel
-from cdc_logs.middleware import PipelineOption
 from cdc_logs.observability.tracing import TracingSettings, check_installed, traces_url
+from cdc_logs.pipeline_options import PipelineOption
 
 _ALIASES = {"jaeger_endpoint": "endpoint", "trace_sampling_rate": "sampling_rate"}
 
@@ -28,8 +28,8 @@ class OpenTelemetryParams(ConfigModel):
         pattern=r"^https?://",
         description="The OTLP/HTTP (protobuf) traces URL of a collector; an address without a path gets "
         "/v1/traces. Jaeger takes OTLP/HTTP on port 4318 (http://jaeger:4318/v1/traces); its legacy "
-        "Thrift endpoint (:14268/api/traces, the seed's jaeger_endpoint) takes no OTLP, and a warning "
-        "says so at start. Headers (an API key) come from OTEL_EXPORTER_OTLP_HEADERS. Seed: "
+        "Thrift endpoint (:14268/api/traces, the seed's jaeger_endpoint) takes no OTLP: `config validate` "
+        "and `run` warn. Headers (an API key) come from OTEL_EXPORTER_OTLP_HEADERS. Seed: "
         "jaeger_endpoint.",
         examples=["http://otel-collector:4318"],
     )

@@ -1,12 +1,15 @@
 """Middleware entries that configure the pipeline instead of changing events.
 
-`opentelemetry` and `prometheus_metrics` are written in `plugins.middleware` like transforms (the
-seed's shape) and registered as transforms, but they touch no event: their build functions return a
-`PipelineOption`, which build.py takes out of the event path (so it costs nothing per event) and hands
-to what it configures (tracing, the metrics endpoint).
+`opentelemetry` and `prometheus_metrics` (cdc_logs/middleware/) are written in `plugins.middleware`
+like transforms (the seed's shape) and registered as transforms, but they touch no event (nor a batch:
+they are not stages.py's batch middleware): their build functions return a `PipelineOption`, which
+build.py takes out of the event path (so it costs nothing per event) and hands to what it configures
+(tracing, the metrics endpoint).
 
 `check(config)` holds the checks across entries that one entry's model cannot make: each option at most
 once, and `prometheus_metrics`'s port against `health_checks` (config.py calls it on every load).
+`warnings(config)`: what is accepted but will not act as written (`config validate` prints them, `run`
+logs them).
 """
 
 from __future__ import annotations
@@ -53,6 +56,29 @@ def check(config: PipelineConfig) -> None:
     for entry in config.plugins.all():
         if getattr(entry, "type", None) == "prometheus_metrics":
             _metrics_port(config, entry.params)  # type: ignore[attr-defined]
+
+
+def warnings(config: PipelineConfig) -> list[str]:
+    from cdc_logs.observability.tracing import is_jaeger_thrift
+
+    notes: list[str] = []
+    for entry in config.plugins.all():
+        kind = getattr(entry, "type", None)
+        params: Any = getattr(entry, "params", None)
+        if kind == "opentelemetry" and is_jaeger_thrift(params.endpoint):
+            notes.append(
+                "plugins: opentelemetry endpoint ends in /api/traces, Jaeger's legacy Thrift collector, "
+                "which takes no OTLP: spans sent there are refused; Jaeger takes OTLP/HTTP on port 4318 at "
+                "/v1/traces (e.g. http://jaeger:4318)"
+            )
+        unsalted = kind == "gdpr_compliance" and not (params.salt_file or params.salt.get_secret_value())
+        if unsalted and params.strategy == "hash":
+            notes.append(
+                "plugins: gdpr_compliance hashes without a salt: equal values hash alike everywhere and "
+                "short values (phone numbers, emails) can be recovered by hashing candidates; set "
+                "params.salt from the environment (${PII_SALT}) or params.salt_file"
+            )
+    return notes
 
 
 def _metrics_port(config: PipelineConfig, params: Any) -> None:

@@ -1,7 +1,7 @@
 """The `prometheus_metrics` middleware (the seed's): the existing /metrics endpoint, on `metrics_port`.
 
 cdc-logs always has its Prometheus metrics (observability/metrics.py, docs/operations.md); this entry
-only serves them: it turns `health_checks` on at `metrics_port` (middleware.check, on every load: a
+only serves them: it turns `health_checks` on at `metrics_port` (pipeline_options.check, on every load: a
 different `health_checks.port` is a config error, since /metrics, /health and /ready share one port).
 `custom_metrics` names the seed's metrics, each served under that name too, as a copy of the cdc-logs
 metric it means (CUSTOM below); a name not there, or the wrong type, is a config error listing them.
@@ -19,8 +19,8 @@ from pydantic import ConfigDict, Field, field_validator
 
 from cdc_logs import registry
 from cdc_logs.configmodel import ConfigModel
-from cdc_logs.middleware import PipelineOption
 from cdc_logs.observability.metrics import Metrics
+from cdc_logs.pipeline_options import PipelineOption
 
 # seed name -> (type, the cdc-logs metric it is, what it counts, the Metrics attribute holding it)
 CUSTOM: dict[str, tuple[str, str, str, str]] = {
