@@ -574,8 +574,8 @@ class Pipeline:
         for pending in self._pending.values():
             while pending and pending[0][0] <= durable:
                 pending.popleft()
-        if self._tracer is not None:
-            self._tracer.batch_durable(durable)
+        if self._tracer is not None:  # durable and committable: stateful stages may hold commits back
+            self._tracer.batch_durable(durable if limit is None else min(durable, limit))
 
     # -- lag (observability/lag.py) ------------------------------------------------------------
     def _oldest_pending_ms(self, source: str) -> int | None:

@@ -1,14 +1,16 @@
 """OpenTelemetry spans, one per batch from read to durable, exported over OTLP/HTTP.
 
 A batch's span starts when the batch's first item was taken from the queue and ends when every sink
-holds the batch and the checkpoint moved past it (with fan-out, sinks acknowledge later, on their own
-threads: the span stays open until then). It is named `cdc.batch` and carries
+holds the batch and its positions may be committed (with fan-out, sinks acknowledge later, on their own
+threads; stateful batch middleware, stages.py, may hold commits back to its last snapshot: the span
+stays open until then). It is named `cdc.batch` and carries
 
   cdc.pipeline                      the pipeline's name
   cdc.sources                       the sources whose changes the batch holds
   cdc.position.first / .last        the first and last source position in the batch (Position.describe);
                                     with several sources also cdc.source.<name>.position.first / .last
-  cdc.events                        changes written (after transforms)
+  cdc.events                        changes in the batch (after the per-event transforms, before
+                                    batch middleware, stages.py, which may add or drop some)
   cdc.sinks                         the destinations' names
   cdc.outcome                       durable | not_durable (the run stopped first: it is replayed on the
                                     next start) | failed (the run ended with an error, set as the span's
