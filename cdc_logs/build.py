@@ -178,7 +178,8 @@ def retention(
 ) -> Retention | None:
     """`retention_period_days` (gdpr_compliance) over what this pipeline keeps (retention.py): its
     dead letters (also a webhook's dead_letter_path), pruned; its fan-out spool, guarded (never deleted).
-    Other stores (the audit log) register themselves here with `retention.files(...)`."""
+    Other stores register here: the audit log with `kept.expired("audit", lambda cutoff:
+    expired_segments(<its directory>, cutoff))` (cdc_logs/middleware/audit_log.py)."""
     days = [d for d in (getattr(t, "retention_days", None) for t in plugins) if d]
     if not days:
         return None

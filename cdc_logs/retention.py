@@ -13,6 +13,11 @@ Owners register what they keep; `Retention.start()` makes a pass at once and the
   if it raises, nothing is removed this pass. Meant for the audit log's segments: the audit module
   registers its directory and, in `before_remove`, records what the chain loses (e.g. the last hash of
   the last removed segment, so `audit verify` can start from the oldest kept segment).
+- `expired(what, select)`: the owner decides what is past the retention: `select(cutoff)` (`cutoff` a
+  UTC datetime) returns the paths to remove, which are removed, logged and counted like `files`. For
+  the audit log: `retention.expired("audit", lambda cutoff: expired_segments(audit_dir, cutoff))`
+  with cdc_logs/middleware/audit_log.py's `expired_segments` (sealed segments, oldest first,
+  contiguous, never the newest), registered in build.py's `retention()`.
 - `guard(directory, pattern, what, hint)`: files that hold data not yet delivered (the fan-out spool).
   They are never removed; one older than the retention is reported, loudly and at every pass until it
   is gone: an error in the log, the gauge `cdc_logs_retention_overdue_files{what}`, and /ready failing
@@ -26,6 +31,7 @@ retention is a promise made to someone, not an optimisation.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import threading
 import time
@@ -47,13 +53,14 @@ DAY_S = 86_400.0
 
 @dataclass(frozen=True, slots=True)
 class _Target:
-    kind: str  # records | files | guard
+    kind: str  # records | files | expired | guard
     directory: Path
     pattern: str
     what: str
     keep_newest: int = 0
     before_remove: Callable[[list[Path]], None] | None = None
     hint: str = ""
+    select: Callable[[dt.datetime], Sequence[Path]] | None = None
 
 
 class Retention:
@@ -92,6 +99,9 @@ class Retention:
     ) -> None:
         self._targets.append(_Target("files", Path(directory), pattern, what, keep_newest, before_remove))
 
+    def expired(self, what: str, select: Callable[[dt.datetime], Sequence[Path]]) -> None:
+        self._targets.append(_Target("expired", Path("."), "", what, select=select))
+
     def guard(self, directory: str | Path, pattern: str, what: str, hint: str) -> None:
         self._targets.append(_Target("guard", Path(directory), pattern, what, hint=hint))
 
@@ -126,6 +136,8 @@ class Retention:
                     done[target.what] = done.get(target.what, 0) + self._records(target, cutoff)
                 elif target.kind == "files":
                     done[target.what] = done.get(target.what, 0) + self._files(target, cutoff)
+                elif target.kind == "expired":
+                    done[target.what] = done.get(target.what, 0) + self._expired(target, cutoff)
                 else:
                     done[target.what] = self._guard(target, cutoff)
             except Exception as exc:  # one target's failure must not stop the others, nor the pipeline
@@ -162,13 +174,23 @@ class Retention:
         old.sort()
         if target.before_remove is not None:
             target.before_remove(list(old))
-        for path in old:
+        return self._remove(target.what, old)
+
+    def _expired(self, target: _Target, cutoff: float) -> int:
+        assert target.select is not None
+        old = list(target.select(dt.datetime.fromtimestamp(cutoff, dt.UTC)))
+        return self._remove(target.what, old) if old else 0
+
+    def _remove(self, what: str, paths: list[Path]) -> int:
+        """Remove whole files (in the order given), then make the removals durable."""
+        for path in paths:
             path.unlink(missing_ok=True)
-        _sync_dir(target.directory)
-        log.info("retention: files removed", what=target.what, directory=str(target.directory),
-                 files=len(old), first=old[0].name, last=old[-1].name, days=self.days)  # fmt: skip
-        self.metrics.retention(target.what, removed=len(old), unit="files")
-        return len(old)
+        for directory in {p.parent for p in paths}:
+            _sync_dir(directory)
+        log.info("retention: files removed", what=what, directory=str(paths[0].parent),
+                 files=len(paths), first=paths[0].name, last=paths[-1].name, days=self.days)  # fmt: skip
+        self.metrics.retention(what, removed=len(paths), unit="files")
+        return len(paths)
 
     # -- guards -----------------------------------------------------------------------------------
     def _guard(self, target: _Target, cutoff: float) -> int:

@@ -6,6 +6,7 @@ tests/integration/test_gdpr_otel_live.py."""
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import hashlib
 import os
 import re
@@ -281,6 +282,24 @@ def test_files_older_than_the_retention_go_whole_but_the_newest_and_after_a_hook
     # the newest is kept even when old (it is the one being appended to)
     os.utime(segments / "seg-000003.log", (now - 50 * DAY, now - 50 * DAY))
     assert retention.run_once() == {"audit": 0}
+
+
+def test_an_owner_selects_what_is_expired(tmp_path: Path) -> None:
+    """The audit log decides itself which segments may go (sealed, contiguous): `expired`."""
+    for n in range(4):
+        (tmp_path / f"seg{n}").write_text("x")
+    asked: list[object] = []
+
+    def select(cutoff: object) -> list[Path]:
+        asked.append(cutoff)
+        return [tmp_path / "seg0", tmp_path / "seg1"]
+
+    retention = Retention(10, clock=lambda: 1_000 * DAY)
+    retention.expired("audit", select)
+    assert retention.run_once() == {"audit": 2}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seg2", "seg3"]
+    epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+    assert asked == [epoch + datetime.timedelta(days=990)]  # "now" minus 10 days, as an aware UTC time
 
 
 def test_a_failing_hook_removes_nothing_and_ready_says_why(tmp_path: Path) -> None:
