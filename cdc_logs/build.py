@@ -177,7 +177,8 @@ def retention(
     cfg: PipelineConfig, plugins: list[Transform], metrics: Metrics, status: PipelineStatus | None
 ) -> Retention | None:
     """`retention_period_days` (gdpr_compliance) over what this pipeline keeps (retention.py): its
-    dead letters (also a webhook's dead_letter_path), pruned; its fan-out spool, guarded (never deleted).
+    dead letters (also a webhook's dead_letter_path and a Kafka/Debezium source's dead-letter file),
+    pruned; its fan-out spool, guarded (never deleted).
     Other stores register here: the audit log with `kept.expired("audit", lambda cutoff:
     expired_segments(<its directory>, cutoff))` (cdc_logs/middleware/audit_log.py)."""
     days = [d for d in (getattr(t, "retention_days", None) for t in plugins) if d]
@@ -188,10 +189,13 @@ def retention(
     if dead:
         kept.records(dead, "*.deadletter.jsonl", "dead_letters")
         kept.records(dead, "*.undecodable.jsonl", "dead_letters")
-    for sink in cfg.all_sinks():
-        path = getattr(sink, "dead_letter_path", None)
-        if path:
-            kept.records(Path(path).parent, Path(path).name, "dead_letters")
+    files = [getattr(sink, "dead_letter_path", None) for sink in cfg.all_sinks()]
+    for source in cfg.all_sources():  # kafka and debezium sources: records that could not be read
+        dl = getattr(source, "dead_letter", None)
+        if dl is not None and getattr(dl, "type", None) == "file":
+            files.append(dl.path or str(Path(".cdc-logs") / f"{cfg.name}.{source_name(source)}.dlq.jsonl"))
+    for path in filter(None, files):
+        kept.records(Path(path).parent, Path(path).name, "dead_letters")
     fan = _fanout_policy(cfg)
     if fan:
         kept.guard(

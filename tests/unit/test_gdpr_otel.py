@@ -19,7 +19,7 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from cdc_logs.build import build_transform, make_pipeline
+from cdc_logs.build import build_transform, make_pipeline, retention
 from cdc_logs.config import transform_config
 from cdc_logs.configfile import load_config
 from cdc_logs.deadletter import DeadLetterRecord, DeadLetterWriter, refused
@@ -347,3 +347,45 @@ def test_dead_letter_records_are_pruned_while_a_writer_appends(tmp_path: Path) -
     assert b"not json, cannot be dated" in lines
     kept = [orjson.loads(x)["position"] for x in lines if x.startswith(b"{")]
     assert len(kept) == 300 and len({orjson.dumps(k) for k in kept}) == 300  # no append lost
+
+
+def test_the_pipeline_registers_every_dead_letter_file_and_guards_the_spool(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(f"""
+name: shop
+sources:
+  - {{type: sqlite, name: app, path: {tmp_path / "a.db"}, tables: [users]}}
+  - type: kafka
+    name: bus
+    bootstrap_servers: "localhost:9092"
+    topics: [orders]
+    dead_letter: {{type: file}}
+destinations:
+  - {{type: file, name: out, path: {tmp_path / "out.jsonl"}}}
+  - type: webhook
+    name: hook
+    url: "http://127.0.0.1:9/h"
+    dead_letter_path: {tmp_path / "hook" / "dl.jsonl"}
+sync:
+  dead_letters: {{dir: {tmp_path / "dead"}}}
+  fanout: {{spool_dir: {tmp_path / "spool"}}}
+plugins:
+  middleware:
+    - type: gdpr_compliance
+      params: {{pii_fields: [email], salt: s3cret-salt-x, retention_period_days: 90}}
+    - type: gdpr_compliance
+      params: {{pii_fields: [phone], salt: s3cret-salt-x, retention_period_days: 30}}
+""")  # fmt: skip
+    cfg = load_config(path)
+    transforms = [build_transform(t) for t in cfg.plugins.all()]
+    kept = retention(cfg, transforms, Metrics.disabled(), None)  # type: ignore[arg-type]
+    assert kept is not None and kept.days == 30  # the shortest of the entries
+    assert sorted(kept.targets) == sorted([
+        ("records", tmp_path / "dead", "*.deadletter.jsonl", "dead_letters"),
+        ("records", tmp_path / "dead", "*.undecodable.jsonl", "dead_letters"),
+        ("records", tmp_path / "hook", "dl.jsonl", "dead_letters"),
+        ("records", Path(".cdc-logs"), "shop.bus.dlq.jsonl", "dead_letters"),
+        ("guard", tmp_path / "spool", "*.pickle", "spool"),
+    ])  # fmt: skip
+    no_days = "    - {type: gdpr_compliance, params: {pii_fields: [email], salt: s3cret-salt-x}}"
+    assert retention(_load(tmp_path, no_days), [], Metrics.disabled(), None) is None  # type: ignore[arg-type]
