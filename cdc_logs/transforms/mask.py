@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, SecretStr, model_validator
+from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from cdc_logs import registry
 from cdc_logs.configmodel import ConfigModel
@@ -154,6 +154,12 @@ class MaskParams(ConfigModel):
         "table). Default: every table.",
         examples=[["public.users", "crm.*"]],
     )
+
+    @field_validator("salt")
+    @classmethod
+    def _secret(cls, value: SecretStr) -> SecretStr:
+        redact.register(value.get_secret_value())  # from the moment the config is read, not only at build
+        return value
 
     @model_validator(mode="before")
     @classmethod
