@@ -18,6 +18,7 @@ from pathlib import Path
 import orjson
 import pytest
 from pydantic import ValidationError
+from structlog.testing import capture_logs
 
 from cdc_logs.build import build_transform, make_pipeline, retention
 from cdc_logs.config import transform_config
@@ -182,22 +183,25 @@ def test_tracing_is_off_without_the_middleware_and_never_in_the_event_path(tmp_p
         on._tracer.close()  # type: ignore[union-attr]
 
 
-def test_batches_the_sampler_skips_cost_no_span_work() -> None:
+def test_batches_the_sampler_skips_cost_no_span_work_and_an_absent_collector_is_a_warning() -> None:
     events = [make_event(n) for n in range(1, 4)]
     marks = [(n, "src", e.position, True) for n, e in enumerate(events, 1)]
     never = BatchTracer(TracingSettings("s", "http://127.0.0.1:9/v1/traces", 0.0, 0.2), "p", ["out"])
     always = BatchTracer(TracingSettings("s", "http://127.0.0.1:9/v1/traces", 1.0, 0.2), "p", ["out"])
-    try:
-        for tracer in (never, always):
-            tracer.batch_started(time.monotonic(), events, marks)
-        assert not never._open and len(always._open) == 1
-        always.batch_durable(2)
-        assert len(always._open) == 1  # not every change of the batch is durable yet
-        always.batch_durable(3)
-        assert not always._open
-    finally:
-        never.close()
-        always.close()
+    with capture_logs() as logs:
+        try:
+            for tracer in (never, always):
+                tracer.batch_started(time.monotonic(), events, marks)
+            assert not never._open and len(always._open) == 1
+            always.batch_durable(2)
+            assert len(always._open) == 1  # not every change of the batch is durable yet
+            always.batch_durable(3)
+            assert not always._open
+        finally:
+            never.close()
+            always.close()  # exports the one span: nothing listens on port 9
+    dropped = [e for e in logs if e["event"].startswith("tracing: the collector did not take the spans")]
+    assert len(dropped) == 1 and dropped[0]["spans_dropped_so_far"] == 1, logs
 
 
 # -- gdpr_compliance -----------------------------------------------------------------------------------
