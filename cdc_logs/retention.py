@@ -220,7 +220,9 @@ class Retention:
 def _prune_records(path: Path, cutoff: float, what: str) -> int:
     """Remove the records of one JSON-lines file dated (`ts_ms`) before `cutoff`; returns how many."""
     cutoff_ms = cutoff * 1000
+    tmp = path.with_name(f".{path.name}.retention-tmp")
     with _lock_for(path):  # the writers' lock: no append can land between the read and the rename
+        tmp.unlink(missing_ok=True)  # left by a pass that was killed mid-rewrite: it holds old records
         try:
             mtime = path.stat().st_mtime
         except FileNotFoundError:
@@ -234,7 +236,6 @@ def _prune_records(path: Path, cutoff: float, what: str) -> int:
                 log.info("retention: dead-letter file removed", what=what, file=str(path), records=count)
             return count
         removed = kept = undated = 0
-        tmp = path.with_name(f".{path.name}.retention-tmp")
         with open(path, "rb") as src, open(tmp, "wb") as out:
             for line in src:
                 if not line.strip():
