@@ -34,6 +34,9 @@ class Cleanup:
             raise KeyboardInterrupt
 
         signal.signal(signal.SIGTERM, _term)
+        # Python leaves SIGINT ignored when it started ignored (a background job): Ctrl-C / kill -INT
+        # must still end the run through the clean-up.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -26,7 +26,7 @@ class Sizes:
 
     @classmethod
     def quick(cls) -> Sizes:
-        return cls(pg_rows=50_000, mysql_rows=30_000, big_rows=300_000, latency_s=15)
+        return cls(pg_rows=100_000, mysql_rows=50_000, big_rows=500_000, latency_s=20)
 
     @classmethod
     def full(cls) -> Sizes:

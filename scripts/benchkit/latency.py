@@ -128,6 +128,7 @@ def latency_and_idle(ctx: Context) -> list[Result]:
     name = ctx.name("lat_dbz")
     st.start_connector(
         s.connect_url,
+        s.bootstrap,
         ctx.cleanup,
         name,
         st.debezium_pg_config(s.pg_dsn, prefix, ctx.name("lat_dbz"), pub, f"public.{table}"),

@@ -165,6 +165,16 @@ def delete_topic(bootstrap: str, topic: str) -> None:
         admin.delete_topics([topic], operation_timeout=15)[topic].result(20)
 
 
+def delete_topics_with_prefix(bootstrap: str, prefix: str) -> None:
+    """`<prefix>.*`: the topics a Debezium connector made itself (e.g. `<prefix>.message` for logical
+    decoding messages, which cdc-logs' heartbeats on the same server are)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix + ".")]
+    for future in admin.delete_topics(names, operation_timeout=15).values() if names else ():
+        with contextlib.suppress(KafkaException):
+            future.result(20)
+
+
 def row_id(value: bytes) -> tuple[int, int] | None:
     """(`after.id`, `source.ts_ms`) of a data record (an envelope, or a Connect {"schema", "payload"} one);
     None for anything else. `source.ts_ms` is the server's commit time for both cdc-logs and Debezium."""
@@ -254,7 +264,11 @@ def debezium_pg_config(dsn: str, prefix: str, slot: str, publication: str, table
     }
 
 
-def start_connector(connect_url: str, cleanup: Cleanup, name: str, config: dict[str, str]) -> None:
+def start_connector(
+    connect_url: str, bootstrap: str, cleanup: Cleanup, name: str, config: dict[str, str]
+) -> None:
+    prefix = config["topic.prefix"]
+    cleanup.add(f"topics {prefix}.*", lambda: delete_topics_with_prefix(bootstrap, prefix))
     with ConnectClient(connect_url) as client:
         client.create(name, config)
     cleanup.add(f"connector {name}", lambda: delete_connector(connect_url, name))

@@ -188,6 +188,7 @@ def one_round(ctx: Context, rnd: int) -> dict[str, dict[str, float]]:
     created = time.time()
     st.start_connector(
         s.connect_url,
+        s.bootstrap,
         ctx.cleanup,
         name,
         st.debezium_pg_config(s.pg_dsn, prefix, slots["dbz"], pub, f"public.{table}"),
@@ -265,9 +266,10 @@ def pg_throughput(ctx: Context) -> list[Result]:
             "start-up to first record in Kafka",
             startup["kafka"],
             "s",
-            "Debezium",
+            "Debezium connector",
             startup["dbz"],
-            note="process start (connector create) -> first record's LogAppendTime",
+            note="`cdc-logs run` process start -> its first record's LogAppendTime; Debezium: connector "
+            "created in the already running worker -> its first record (no JVM start-up in it)",
         )
     )
     results.append(
