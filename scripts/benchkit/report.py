@@ -129,6 +129,7 @@ def replace_section(doc: str, body: str) -> str:
 def chart(results: list[Result], path: Path, title: str) -> None:
     """A PNG: throughput (rows/s, cdc-logs next to its reference) and every target ratio against its bound."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -150,6 +151,7 @@ def chart(results: list[Result], path: Path, title: str) -> None:
     left.set_yticks(list(ys), [f"{r.title}\nvs {r.reference or '-'}" for r in rates], fontsize=8)
     left.invert_yaxis()
     left.set_xlabel("rows/s (start-up excluded)")
+    left.xaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
     left.legend(loc="lower right", fontsize=8)
     left.set_title("Throughput", fontsize=10)
     ys2 = range(len(targeted))
@@ -158,15 +160,20 @@ def chart(results: list[Result], path: Path, title: str) -> None:
     for y, r in zip(ys2, targeted, strict=True):
         assert r.target is not None
         right.plot([r.target.bound, r.target.bound], [y - 0.35, y + 0.35], color="black", linewidth=2)
+        better = "higher" if r.target.op == ">=" else "lower"
         right.text(
-            (r.ratio or 0) + 0.02, y, f"{r.ratio:.2f}x ({r.target.text(r.unit)})", va="center", fontsize=8
+            max(r.ratio or 0, r.target.bound) + 0.04,
+            y,
+            f"{r.ratio:.2f}x (target {r.target.text(r.unit)}, {better} is better)",
+            va="center",
+            fontsize=8,
         )
     right.set_yticks(list(ys2), [r.title for r in targeted], fontsize=8)
     right.invert_yaxis()
-    right.set_xlabel("ratio to the reference (black: target; green met, red missed)")
+    right.set_xlabel("ratio to the reference; black: the target")
     right.set_title("Targets of issue 15", fontsize=10)
     right.set_xlim(
-        0, max([r.ratio or 0 for r in targeted] + [t.target.bound for t in targeted if t.target] + [1]) * 1.45
+        0, max([r.ratio or 0 for r in targeted] + [t.target.bound for t in targeted if t.target] + [1]) * 2.6
     )
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
