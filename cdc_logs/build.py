@@ -25,6 +25,7 @@ from cdc_logs.readers.base import Reader
 from cdc_logs.retry import RetryPolicy
 from cdc_logs.route import routed
 from cdc_logs.sinks.base import Sink
+from cdc_logs.stages import BatchStage
 from cdc_logs.transforms.base import Transform
 
 
@@ -39,9 +40,30 @@ def build_sink(cfg: SinkConfigBase, pipeline: str = "cdc") -> Sink:
     return routed(sink, cfg.route)  # a destination's `route:` narrows what it takes (route.py)
 
 
-def build_transform(cfg: BaseModel) -> Transform:
-    transform: Transform = registry.for_config(cfg).build(cfg)
-    return transform
+def build_transform(cfg: BaseModel) -> Transform | BatchStage:
+    built: Transform | BatchStage = registry.for_config(cfg).build(cfg)
+    return built
+
+
+def build_plugins(cfg: PipelineConfig) -> tuple[list[Transform], list[BatchStage]]:
+    """The per-event transforms and the batch middleware (stages.py) of a config, each in order; a
+    stage is named by its type (`audit_trail`, then `audit_trail-2`, ...)."""
+    transforms: list[Transform] = []
+    stages: list[BatchStage] = []
+    for plugin in cfg.plugins.all():
+        built = build_transform(plugin)
+        if isinstance(built, BatchStage):
+            kind = str(getattr(plugin, "type", type(built).__name__))
+            taken = sum(1 for s in stages if s.name.split("-")[0] == kind)
+            built.name = kind if not taken else f"{kind}-{taken + 1}"
+            stages.append(built)
+        else:
+            transforms.append(built)
+    return transforms, stages
+
+
+def state_dir(cfg: PipelineConfig) -> str:
+    return cfg.sync.state_dir or str(Path(".cdc-logs") / f"{cfg.name}.state")
 
 
 def source_name(cfg: Any) -> str:
@@ -108,12 +130,15 @@ def make_pipeline(
 ) -> Pipeline:
     """The whole pipeline of a config: readers, transforms, sinks, offsets, batching and delivery."""
     sync = cfg.sync
+    transforms, stages = build_plugins(cfg)
     return Pipeline(
         cfg.name,
         {source_name(s): build_reader(s, cfg.name) for s in cfg.all_sources()},
         [build_sink(d, cfg.name) for d in cfg.all_sinks()],
         build_offsets(cfg.offsets, cfg.name),
-        transforms=[build_transform(t) for t in cfg.plugins.all()],
+        transforms=transforms,
+        stages=stages,
+        state_dir=state_dir(cfg),
         batch=BatchPolicy(sync.batch.max_events, sync.batch.max_bytes, sync.batch.max_wait_ms / 1000),
         retry=RetryPolicy(
             sync.retry.max_attempts, sync.retry.initial_backoff_ms / 1000, sync.retry.max_backoff_ms / 1000

@@ -184,3 +184,8 @@ class PipelineConfig(ConfigModel):
 
     def all_sinks(self) -> list[SinkConfigBase]:
         return list(self.destinations or ([self.destination] if self.destination else []))
+
+    def warnings(self) -> list[str]:
+        """Settings accepted in the seed's shape that cannot act as written: `config validate` prints
+        them, `run` logs them at start."""
+        return [*self.health_checks.warnings()]

@@ -43,6 +43,7 @@ from cdc_logs.position import Position
 from cdc_logs.readers.base import Reader
 from cdc_logs.retry import RetryPolicy
 from cdc_logs.sinks.base import Sink
+from cdc_logs.stages import BatchStage, StageRunner
 from cdc_logs.transforms.base import Transform, apply_all
 
 __all__ = ["BatchPolicy", "FanoutPolicy", "Pipeline", "PipelineStats", "RetryPolicy"]
@@ -100,6 +101,8 @@ class Pipeline:
         offsets: OffsetStore,
         *,
         transforms: Sequence[Transform] = (),
+        stages: Sequence[BatchStage] = (),
+        state_dir: str | None = None,
         batch: BatchPolicy | None = None,
         retry: RetryPolicy | None = None,
         queue_size: int = 10_000,
@@ -126,6 +129,7 @@ class Pipeline:
         self.sinks = list(sinks)
         self.offsets = offsets
         self.transforms = list(transforms)
+        self._stages = StageRunner(stages, state_dir, name)  # batch middleware (stages.py)
         self.batch = batch or BatchPolicy()
         self.retry = retry or RetryPolicy()
         self.limit = limit
@@ -333,6 +337,8 @@ class Pipeline:
                 for sink in self.sinks:
                     if not self._delivery.open(sink):  # a sink down at start: retried like a write
                         return self.stats  # stopped first (still shut down: status, opened sinks)
+            if self._stages:
+                self._open_stages()
             for source in self.readers:
                 self._start_with_retry(source)
             if self.metrics.enabled or self._lag.guards:  # tail (no metrics, no guards) opens no probe
@@ -428,6 +434,15 @@ class Pipeline:
                 self._finish_fanout()
                 return
 
+    def _open_stages(self) -> None:
+        """Give batch middleware the state saved with the committed positions (stages.py)."""
+        committed: dict[str, str | None] = {}
+        for source in self.readers:
+            stored = self.offsets.load(self.name, source)
+            committed[source] = stored.position if stored is not None else None
+        dead = self._dead_letters
+        self._stages.open(committed, dead.write if dead is not None else None)
+
     def _take(self, timeout: float) -> _Item | None:
         """The next item for the main loop: from the queue, through the merge window if there is one.
         Sequence numbers are taken after this, so an event held in the window cannot be committed past."""
@@ -465,6 +480,9 @@ class Pipeline:
             self.metrics.events_read(self._read_counts)
             self._read_counts.clear()
         last_seq = marks[-1][0]
+        if self._stages:
+            batch = self._stages.process(batch, last_seq)
+            size = sum(len(e.to_json()) for e in batch)
         for source, ts_ms in self._batch_first_ts.items():
             self._pending[source].append((last_seq, ts_ms))
         self._batch_first_ts.clear()
@@ -523,13 +541,21 @@ class Pipeline:
         )
 
     def _commit(self) -> None:
-        for source, position in self._checkpoint.take_committable().items():
+        limit = self._stages.commit_limit(self._checkpoint.durable_seq())
+        committable = self._checkpoint.take_committable(limit)
+        if committable and limit is not None:  # stateful middleware: its state first (stages.py)
+            positions = {s: (p.encode() if p is not None else None) for s, p in self._committed.items()}
+            positions.update((s, p.encode()) for s, p in committable.items())
+            self._stages.before_commit(limit, positions)
+        for source, position in committable.items():
             self.offsets.save(self.name, source, position)
             self.readers[source].commit(position)
             self.stats.commits[source] = position
             self._committed[source] = position
             self.metrics.committed(source, position)
             self.status.committed(source, position.describe())
+        if committable and self._stages:
+            self._stages.after_commit()
         durable = self._checkpoint.durable_seq()
         for pending in self._pending.values():
             while pending and pending[0][0] <= durable:
@@ -597,6 +623,7 @@ class Pipeline:
                 reader.close()
             except Exception as exc:
                 log.warning("closing source failed", error=str(exc))
+        self._stages.close()
         for sink in self.sinks:
             try:
                 sink.close()

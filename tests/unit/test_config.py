@@ -429,12 +429,12 @@ def test_unknown_transform_type_names_accepted_values(tmp_path: Path) -> None:
             plugins:
               transformers:
                 transformers:
-                  - type: event_sourcing
+                  - type: geo_enrich
             """
         ),
     )
-    accepted = "accepted: filter, mask, data_masking, gdpr_compliance, rename"
-    assert f"plugins.transformers.0.type: unknown type 'event_sourcing'; {accepted}" in err.message
+    accepted = "accepted: event_sourcing, filter, mask, data_masking, gdpr_compliance, rename"
+    assert f"plugins.transformers.0.type: unknown type 'geo_enrich'; {accepted}" in err.message
 
 
 def test_transform_params_are_validated_at_load(tmp_path: Path) -> None:
