@@ -94,7 +94,9 @@ def one_round(ctx: Context, rnd: int) -> dict[str, dict[str, float]]:
     }
     cases = ["raw", "null", "file", "kafka", "fanout", "dbz"]
     skipped: dict[str, str] = {}
-    probe = {"name": "probe", "source": pg_source(table, "x", pub), "destination": {"type": "discard"}}
+    # Only the config's shape is checked: a placeholder DSN, nothing connects.
+    source = {**pg_source(table, "x", pub), "dsn": "postgresql://probe@localhost/probe"}
+    probe = {"name": "probe", "source": source, "destination": {"type": "discard"}}
     for key, extra, wanted in (
         ("otel", otel_cfg, True),
         ("adaptive", adaptive_cfg, "adaptive" in ctx.extras),

@@ -170,3 +170,16 @@ def test_chart_is_a_png(tmp_path: Path) -> None:
     path = tmp_path / "chart.png"
     report.chart(_results(), path, "test")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_optional_case_runs_only_when_its_config_is_accepted() -> None:
+    from benchkit.throughput import optional_variant, pg_source
+
+    base = {
+        "name": "probe",
+        "source": {**pg_source("t", "s", "p"), "dsn": "postgresql://probe@localhost/probe"},
+        "destination": {"type": "discard"},
+    }
+    assert optional_variant(base) is None
+    why = optional_variant({**base, "plugins": {"middleware": [{"type": "no_such_middleware"}]}})
+    assert why is not None and "no_such_middleware" in why
