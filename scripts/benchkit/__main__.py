@@ -104,12 +104,19 @@ def render(meta: dict[str, Any], results: list[Result], chart_name: str | None) 
         f"PostgreSQL {v.get('postgres', '?')}, MariaDB {v.get('mariadb', '?')}, Kafka Connect "
         f"{v.get('kafka_connect', '?')} with Debezium {v.get('debezium', '?')}.",
     ]
+    load = meta.get("load_average")
+    if load:
+        lines[0] += f" Load average (1 min) {load['start']:.1f} at the start, {load['end']:.1f} at the end."
     if meta.get("note"):
         lines += ["", f"**{meta['note']}**"]
     lines += ["", report.markdown_table(results), ""]
     if chart_name:
         lines += [f"![benchmark chart]({chart_name})", ""]
-    notes = [f"- **{r.title}**: {r.note}" for r in results if r.note and not r.skipped]
+    grouped: dict[str, list[str]] = {}  # one line per note: p50/p95/p99 share theirs
+    for r in results:
+        if r.note and not r.skipped:
+            grouped.setdefault(r.note, []).append(r.title)
+    notes = [f"- **{', '.join(titles)}**: {note}" for note, titles in grouped.items()]
     if notes:
         lines += ["How each row was taken in this run:", "", *notes, ""]
     return "\n".join(lines)
@@ -198,6 +205,7 @@ def measure(args: argparse.Namespace) -> tuple[dict[str, Any], list[Result], boo
     if unknown:
         raise SystemExit(f"unknown groups {sorted(unknown)}; known: {', '.join(GROUPS)}")
     started = time.monotonic()
+    load_start = os.getloadavg()[0]  # how busy the machine was: the numbers mean little when it is
     results: list[Result] = []
     failed = False
     groups = _groups()
@@ -239,6 +247,7 @@ def measure(args: argparse.Namespace) -> tuple[dict[str, Any], list[Result], boo
         "cpus": os.cpu_count(),
         "versions": _versions(stack),
         "note": args.note,
+        "load_average": {"start": load_start, "end": os.getloadavg()[0]},
     }
     return meta, results, failed
 

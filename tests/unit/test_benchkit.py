@@ -150,11 +150,15 @@ def test_render_names_the_run_and_the_notes() -> None:
             "debezium": "3.6.1.Final",
         },
         "note": "shared machine",
+        "load_average": {"start": 1.25, "end": 20.5},
     }
     text = render(meta, _results(), "benchmarks.png")
     assert "`scripts/bench --quick` (quick), cdc-logs abc" in text
+    assert "Load average (1 min) 1.2 at the start, 20.5 at the end." in text
     assert "**shared machine**" in text and "![benchmark chart](benchmarks.png)" in text
     assert "- **latency p99**: open loop" in text
+    shared = [*_results(), Result("latency_p50", "latency p50", 100, "ms", note="open loop")]
+    assert "- **latency p99, latency p50**: open loop" in render(meta, shared, None)
 
 
 def test_row_id_reads_envelopes_and_connect_records() -> None:
