@@ -455,7 +455,7 @@ class Pipeline:
             stored = self.offsets.load(self.name, source)
             committed[source] = stored.position if stored is not None else None
         dead = self._dead_letters
-        self._stages.open(committed, dead.write if dead is not None else None)
+        self._stages.open(committed, dead.write if dead is not None else None, {"metrics": self.metrics})
 
     def _take(self, timeout: float) -> _Item | None:
         """The next item for the main loop: from the queue, through the merge window if there is one.
@@ -496,6 +496,8 @@ class Pipeline:
         last_seq = marks[-1][0]
         if self._stages:
             batch = self._stages.process(batch, last_seq)
+            for event in batch:  # a stage may have changed an event whose JSON was cached when read
+                event.encoded = None
             size = sum(len(e.to_json()) for e in batch)
         for source, ts_ms in self._batch_first_ts.items():
             self._pending[source].append((last_seq, ts_ms))

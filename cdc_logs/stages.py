@@ -55,6 +55,7 @@ class StageContext:
     #: Park an event with a reason in the dead-letter destination (durably, before returning).
     #: None when dead letters are off: then a stage that refuses an event must raise a CdcError.
     dead_letter: Callable[[str, Sequence[ChangeEvent], CdcError], Path] | None = None
+    #: "metrics": the pipeline's Metrics (observability/metrics.py), when the pipeline gives it.
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -114,13 +115,17 @@ class StageRunner:
         self,
         committed: Mapping[str, str | None],
         dead_letter: Callable[[str, Sequence[ChangeEvent], CdcError], Path] | None,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
         """Restore each stage from the generation saved with `committed` (source -> encoded position)."""
         states = self._restore(dict(committed)) if self.stateful else {}
         for stage in self.stages:
             directory = (self.state_dir or Path(".cdc-logs") / f"{self.pipeline}.state") / stage.name
             directory.mkdir(parents=True, exist_ok=True)
-            stage.open(StageContext(self.pipeline, states.get(stage.name), directory, dead_letter))
+            context = StageContext(
+                self.pipeline, states.get(stage.name), directory, dead_letter, dict(extra or {})
+            )
+            stage.open(context)
 
     def _generations(self) -> list[Path]:
         assert self.state_dir is not None

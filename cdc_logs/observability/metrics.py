@@ -82,6 +82,13 @@ class Metrics:
             ["pipeline", "what", "unit"],
             registry=r,
         )
+        self.middleware_late = Counter(
+            "cdc_logs_middleware_late_events_total",
+            "Readings iot_aggregation found late (their window already emitted), by what it did: "
+            "dropped, dead_lettered, updated",
+            ["pipeline", "middleware", "action"],
+            registry=r,
+        )
         # -- histograms --------------------------------------------------------------------------
         self.batch_seconds = Histogram(
             "cdc_logs_batch_write_seconds",
@@ -215,6 +222,10 @@ class Metrics:
     def merge_late_event(self, source: str) -> None:
         if self.enabled:
             self.merge_late.labels(self.pipeline, source).inc()
+
+    def middleware_late_event(self, middleware: str, action: str) -> None:
+        if self.enabled:
+            self.middleware_late.labels(self.pipeline, middleware, action).inc()
 
     def committed(self, source: str, position: Position) -> None:
         if self.enabled:
