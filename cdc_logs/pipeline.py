@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import sys
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from cdc_logs.checkpoint import Checkpointer
 from cdc_logs.deadletter import DeadLetterDir
@@ -45,6 +47,10 @@ from cdc_logs.retry import RetryPolicy
 from cdc_logs.sinks.base import Sink
 from cdc_logs.stages import BatchStage, StageRunner
 from cdc_logs.transforms.base import Transform, apply_all
+
+if TYPE_CHECKING:
+    from cdc_logs.observability.tracing import BatchTracer
+    from cdc_logs.retention import Retention
 
 __all__ = ["BatchPolicy", "FanoutPolicy", "Pipeline", "PipelineStats", "RetryPolicy"]
 
@@ -116,6 +122,8 @@ class Pipeline:
         merge_window_s: float | None = None,
         lag_guards: Mapping[str, LagGuard] | None = None,
         lag_interval_s: float = 5.0,
+        tracer: BatchTracer | None = None,
+        retention: Retention | None = None,
     ) -> None:
         names = [s.name for s in sinks]
         if len(set(names)) != len(names):
@@ -137,6 +145,8 @@ class Pipeline:
         self.stop_when_idle = stop_when_idle
         self.metrics = metrics or Metrics.disabled()
         self.retry_start = retry_start
+        self._tracer = tracer  # opentelemetry: a span per batch (observability/tracing.py); None = off
+        self._retention = retention  # retention_period_days (retention.py)
         self.stats = PipelineStats()
         self.status = (status or PipelineStatus()).attach(readers, names)
         self.ready = threading.Event()
@@ -344,6 +354,8 @@ class Pipeline:
                 self._start_with_retry(source)
             if self.metrics.enabled or self._lag.guards:  # tail (no metrics, no guards) opens no probe
                 self._lag.start()
+            if self._retention is not None:
+                self._retention.start()
             self.ready.set()
             self.status.running()
             self._loop()
@@ -426,6 +438,8 @@ class Pipeline:
                     del batch[keep:]
                     marks = [m for m in marks if m[0] <= cutoff]
                     size = sum(len(e.to_json()) for e in batch)
+                if self._tracer is not None and deadline is not None:  # span from the first item taken
+                    self._tracer.batch_started(deadline - self.batch.max_wait_s, batch, marks)
                 self._flush(batch, marks, size)
                 batch, seqs, marks, size, deadline = [], [], [], 0, None
             if self._fanout is not None:
@@ -569,6 +583,8 @@ class Pipeline:
         for pending in self._pending.values():
             while pending and pending[0][0] <= durable:
                 pending.popleft()
+        if self._tracer is not None:  # durable and committable: stateful stages may hold commits back
+            self._tracer.batch_durable(durable if limit is None else min(durable, limit))
 
     # -- lag (observability/lag.py) ------------------------------------------------------------
     def _oldest_pending_ms(self, source: str) -> int | None:
@@ -621,6 +637,10 @@ class Pipeline:
         self._stop.set()
         self.status.ended()
         self._lag.close()
+        if self._retention is not None:
+            self._retention.close()
+        if self._tracer is not None:  # spans still open: not durable (or failed, with the error)
+            self._tracer.close(sys.exc_info()[1] or self._guard_error)
         if self._fanout is not None:
             self._fanout.close()
         for reader in self.readers.values():

@@ -393,13 +393,10 @@ EXPECTED: dict[str, str] = dict.fromkeys(SEED, "valid")
 
 #: Examples waiting for a feature another helper of issue 17 builds (merged by the lead), with it.
 PENDING_ON_OTHER_HELPERS: dict[str, str] = {
-    "GDPR Compliance CDC": "gdpr_compliance retention_period_days (helper gdpr-otel, issue 17 part 4)",
     "IoT Data CDC": "iot_aggregation and anomaly_detection transforms (helper iot, issue 17 part 3)",
     "Parallel Processing": "sync.parallelism (helper parallel, issue 17 part 6)",
     "Batch Optimization": "sync.compression, adaptive batch_optimization (helper parallel, issue 17 part 7)",
     "Connection Pooling": "connection_pool for SQL sources and sinks (helper parallel, issue 17 part 7)",
-    "Metrics Integration": "prometheus_metrics middleware (helper gdpr-otel, issue 17 part 5)",
-    "Distributed Tracing": "opentelemetry middleware (helper gdpr-otel, issue 17 part 5)",
 }
 
 
