@@ -7,6 +7,8 @@ registers its own build function, and nothing here names a reader or a sink.
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from pydantic import BaseModel
 from cdc_logs import pipeline_options, registry
 from cdc_logs.config import HealthConfig, OffsetsConfig, PipelineConfig
 from cdc_logs.configmodel import SinkConfigBase, SourceConfigBase
+from cdc_logs.middleware.audit_log import expired_segments
 from cdc_logs.middleware.opentelemetry import TracingOption
 from cdc_logs.observability.lag import LagGuard, parse_grace, parse_max_lag
 from cdc_logs.observability.metrics import Metrics
@@ -206,7 +209,25 @@ def retention(
             "or stop the pipeline (the spool is emptied at start and the source replays from the "
             "checkpoint), see docs/operations.md#retention",
         )
+    for directory in audit_directories(cfg):  # whole sealed segments, oldest first (docs/audit.md)
+        kept.expired("audit", functools.partial(_expired_audit, directory))
     return kept
+
+
+def _expired_audit(directory: Path, cutoff: dt.datetime) -> list[Path]:
+    return expired_segments(directory, cutoff)
+
+
+def audit_directories(cfg: PipelineConfig) -> list[Path]:
+    """Where each audit_trail stage of a config keeps its log (its `directory`, else its folder in the
+    state directory, named as build_plugins names stages)."""
+    out: list[Path] = []
+    for plugin in cfg.plugins.all():
+        if getattr(plugin, "type", None) == "audit_trail":
+            name = "audit_trail" if not out else f"audit_trail-{len(out) + 1}"
+            directory = getattr(getattr(plugin, "params", None), "directory", None)
+            out.append(Path(directory) if directory else Path(state_dir(cfg)) / name)
+    return out
 
 
 def lag_guards(cfg: PipelineConfig) -> dict[str, LagGuard]:

@@ -271,3 +271,40 @@ def test_a_missing_cryptography_package_names_the_extra(monkeypatch: pytest.Monk
         _stage(keys)
     assert caught.value.hint == "pip install 'cdc-logs[audit]'"
     assert "PRIVATE" not in str(caught.value)
+
+
+def test_gdpr_retention_removes_old_audit_segments_and_the_log_still_verifies(tmp_path: Path) -> None:
+    """retention_period_days (gdpr_compliance) reaches the audit log through build.retention()."""
+    import time
+
+    from cdc_logs.build import build_plugins, retention
+    from cdc_logs.configfile import parse_config
+    from cdc_logs.observability.metrics import Metrics
+
+    directory = _write_log(tmp_path, None)  # <state_dir>/audit_trail, 3 sealed segments
+    cfg = parse_config(
+        {
+            "name": "p",
+            "source": {"type": "sqlite", "path": str(tmp_path / "x.db"), "tables": ["t"]},
+            "destination": {"type": "stdout"},
+            "sync": {"state_dir": str(tmp_path / "state")},
+            "plugins": {
+                "middleware": {
+                    "middleware": [
+                        {"type": "gdpr_compliance", "params": {"pii_fields": ["email"], "salt": "s",
+                                                               "retention_period_days": 1}},
+                        {"type": "audit_trail", "params": {"max_segment_records": 4}},
+                    ]
+                }
+            },
+        }
+    )  # fmt: skip
+    transforms, _ = build_plugins(cfg)
+    kept = retention(cfg, transforms, Metrics("p", enabled=False), None)
+    assert kept is not None
+    assert kept.run_once().get("audit", 0) == 0  # sealed just now: kept
+    kept._clock = lambda: time.time() + 2 * 86_400  # two days later
+    assert kept.run_once()["audit"] == 2
+    assert [p.name for _, p in audit_log.segments(directory)] == ["audit-000003.log"]
+    report = audit_log.verify(directory)
+    assert report.ok, report.problems
