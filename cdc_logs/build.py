@@ -39,6 +39,30 @@ def build_sink(cfg: SinkConfigBase, pipeline: str = "cdc") -> Sink:
     return routed(sink, cfg.route)  # a destination's `route:` narrows what it takes (route.py)
 
 
+def build_destination(cfg: SinkConfigBase, pipeline: PipelineConfig) -> Sink:
+    """A destination of a pipeline: one sink, or with sync.parallelism N of them split by key
+    (parallel.py), its `route:` applied first."""
+    par = pipeline.sync.parallelism
+    if not par.enabled or par.worker_count < 2:
+        return build_sink(cfg, pipeline.name)
+    from cdc_logs.parallel import Partitioner, partitioned
+
+    component = registry.for_config(cfg)
+    context = registry.BuildContext(pipeline.name)
+    partitioner = Partitioner(
+        par.worker_count,
+        strategy=par.partition_strategy,
+        field=par.partition_field,
+        boundaries=par.range_boundaries,
+    )
+
+    def one(name: str) -> Sink:
+        sink: Sink = component.build(cfg.model_copy(update={"name": name}), context)
+        return sink
+
+    return routed(partitioned(one, cfg.name or cfg.type, partitioner), cfg.route)
+
+
 def build_transform(cfg: BaseModel) -> Transform:
     transform: Transform = registry.for_config(cfg).build(cfg)
     return transform
@@ -111,7 +135,7 @@ def make_pipeline(
     return Pipeline(
         cfg.name,
         {source_name(s): build_reader(s, cfg.name) for s in cfg.all_sources()},
-        [build_sink(d, cfg.name) for d in cfg.all_sinks()],
+        [build_destination(d, cfg) for d in cfg.all_sinks()],
         build_offsets(cfg.offsets, cfg.name),
         transforms=[build_transform(t) for t in cfg.plugins.all()],
         batch=BatchPolicy(sync.batch.max_events, sync.batch.max_bytes, sync.batch.max_wait_ms / 1000),

@@ -179,6 +179,14 @@ class PipelineConfig(ConfigModel):
             raise ValueError(f"destination names must be unique (got {dnames}); set `name:` on each")
         return self
 
+    @model_validator(mode="after")
+    def _parallel(self) -> PipelineConfig:
+        from cdc_logs.parallel import check_destinations
+
+        par = self.sync.parallelism
+        check_destinations(par.enabled, par.worker_count, [d.type for d in self.all_sinks()])
+        return self
+
     def all_sources(self) -> list[SourceConfigBase]:
         return list(self.sources or ([self.source] if self.source else []))
 

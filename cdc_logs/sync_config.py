@@ -107,6 +107,71 @@ class DeadLettersConfig(ConfigModel):
     )
 
 
+class ParallelismConfig(ConfigModel):
+    """Several workers per destination, each batch split by key (cdc_logs/parallel.py,
+    docs/configuration.md#parallel-delivery)."""
+
+    enabled: bool = Field(
+        False,
+        description="true: each destination is written by `worker_count` workers at once, each batch split "
+        "by key so that each key's changes stay in order; the checkpoint moves once every worker holds "
+        "its part.",
+        examples=[True],
+    )
+    worker_count: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Workers (sink instances, each with its own connection) per destination.",
+        examples=[4],
+    )
+    partition_strategy: Literal["hash", "range", "custom"] = Field(
+        "hash",
+        description="hash: crc32 of the table and the `partition_field` value, modulo worker_count; range: "
+        "`range_boundaries` cut the values of `partition_field` into worker_count ranges; custom is "
+        "refused (no plugin mechanism).",
+        examples=["range"],
+    )
+    partition_field: str | None = Field(
+        None,
+        description="The column whose value picks the worker (read from the row after the change, or "
+        "before it for a delete). Default: the event's primary key. Events without it go by their key.",
+        examples=["user_id"],
+    )
+    range_boundaries: list[int | float | str] | None = Field(
+        None,
+        description="partition_strategy range: worker_count - 1 ascending values; worker i takes "
+        "boundaries[i-1] <= value < boundaries[i]. Fixed in the config (never computed from the data), so "
+        "a replayed change goes to the worker that may already hold it.",
+        examples=[[100000, 200000, 300000]],
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ParallelismConfig:
+        if self.partition_strategy == "custom":
+            raise ValueError(
+                "parallelism: partition_strategy custom is not supported (cdc-logs has no plugin mechanism "
+                "for partitioners); use hash or range"
+            )
+        if self.partition_strategy == "range":
+            bounds = self.range_boundaries
+            if not self.partition_field:
+                raise ValueError("parallelism: partition_strategy range needs partition_field")
+            if bounds is None or len(bounds) != self.worker_count - 1:
+                raise ValueError(
+                    f"parallelism: partition_strategy range needs worker_count - 1 = {self.worker_count - 1} "
+                    "range_boundaries (ascending)"
+                )
+            kinds = {isinstance(b, str) for b in bounds}
+            if len(kinds) > 1:
+                raise ValueError("parallelism: range_boundaries must be all numbers or all strings")
+            if any(a >= b for a, b in zip(bounds, bounds[1:], strict=False)):  # type: ignore[operator]
+                raise ValueError("parallelism: range_boundaries must be strictly ascending")
+        elif self.range_boundaries is not None:
+            raise ValueError("parallelism: range_boundaries is for partition_strategy range only")
+        return self
+
+
 class SyncConfig(ConfigModel):
     """How the pipeline runs and delivers: mode, batching, retries, fan-out, dead letters."""
 
@@ -143,6 +208,10 @@ class SyncConfig(ConfigModel):
     dead_letters: DeadLettersConfig = Field(
         default_factory=DeadLettersConfig,
         description="Where refused and undecodable changes go, so the pipeline keeps going.",
+    )
+    parallelism: ParallelismConfig = Field(
+        default_factory=ParallelismConfig,
+        description="Several workers per destination, each batch split by key (off by default).",
     )
 
     @model_validator(mode="before")
