@@ -13,6 +13,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from cdc_logs import registry
+from cdc_logs.adaptive import AdaptiveBatch
+from cdc_logs.compression import takes_compression
 from cdc_logs.config import HealthConfig, OffsetsConfig, PipelineConfig
 from cdc_logs.configmodel import SinkConfigBase, SourceConfigBase
 from cdc_logs.observability.lag import LagGuard, parse_grace, parse_max_lag
@@ -41,7 +43,10 @@ def build_sink(cfg: SinkConfigBase, pipeline: str = "cdc") -> Sink:
 
 def build_destination(cfg: SinkConfigBase, pipeline: PipelineConfig) -> Sink:
     """A destination of a pipeline: one sink, or with sync.parallelism N of them split by key
-    (parallel.py), its `route:` applied first."""
+    (parallel.py), its `route:` applied first; sync.compression given to those that take it."""
+    comp = pipeline.sync.compression
+    if comp.enabled and takes_compression(cfg) and getattr(cfg, "compression", None) is None:
+        cfg = cfg.model_copy(update={"compression": comp.algorithm})  # sync.compression's default
     par = pipeline.sync.parallelism
     if not par.enabled or par.worker_count < 2:
         return build_sink(cfg, pipeline.name)
@@ -152,7 +157,18 @@ def make_pipeline(
         merge_window_s=cfg.merge_window_ms / 1000 if cfg.merge_strategy == "timestamp_based" else None,
         lag_guards=lag_guards(cfg),
         lag_interval_s=cfg.health_checks.lag_interval_ms / 1000,
+        adaptive=adaptive_batch(cfg),
     )
+
+
+def adaptive_batch(cfg: PipelineConfig) -> AdaptiveBatch | None:
+    """sync.batch_optimization with adaptive_batching (adaptive.py), else None: fixed batches."""
+    opt = cfg.sync.batch_optimization
+    if opt is None or not opt.adaptive_batching:
+        return None
+    top = cfg.sync.batch.max_events
+    low = opt.min_batch_size if opt.min_batch_size is not None else min(100, top)
+    return AdaptiveBatch(low, top, (opt.target_latency_ms or cfg.sync.batch.max_wait_ms or 1000) / 1000)
 
 
 def lag_guards(cfg: PipelineConfig) -> dict[str, LagGuard]:

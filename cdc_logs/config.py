@@ -185,6 +185,10 @@ class PipelineConfig(ConfigModel):
 
         par = self.sync.parallelism
         check_destinations(par.enabled, par.worker_count, [d.type for d in self.all_sinks()])
+        from cdc_logs.compression import check_sync_compression
+
+        comp = self.sync.compression
+        check_sync_compression(comp.enabled, comp.algorithm, self.all_sinks())
         return self
 
     def all_sources(self) -> list[SourceConfigBase]:

@@ -87,14 +87,13 @@ class Partitioner:
                 f"parallelism: partition_strategy {strategy!r} is not supported",
                 "use hash or range",
             )
-        if strategy == "range":
-            if field is None or boundaries is None or len(boundaries) != count - 1:
-                raise CdcError(
-                    ErrorKind.CONFIG,
-                    "parallelism: partition_strategy range needs partition_field and worker_count - 1 "
-                    "range_boundaries",
-                    "e.g. worker_count: 3, partition_field: id, range_boundaries: [100000, 200000]",
-                )
+        if strategy == "range" and (field is None or boundaries is None or len(boundaries) != count - 1):
+            raise CdcError(
+                ErrorKind.CONFIG,
+                "parallelism: partition_strategy range needs partition_field and worker_count - 1 "
+                "range_boundaries",
+                "e.g. worker_count: 3, partition_field: id, range_boundaries: [100000, 200000]",
+            )
         self.count = count
         self.strategy = strategy
         self.field = field

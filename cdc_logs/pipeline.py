@@ -27,6 +27,7 @@ from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from cdc_logs.adaptive import AdaptiveBatch
 from cdc_logs.checkpoint import Checkpointer
 from cdc_logs.deadletter import DeadLetterDir
 from cdc_logs.delivery import Delivery
@@ -113,6 +114,7 @@ class Pipeline:
         merge_window_s: float | None = None,
         lag_guards: Mapping[str, LagGuard] | None = None,
         lag_interval_s: float = 5.0,
+        adaptive: AdaptiveBatch | None = None,
     ) -> None:
         names = [s.name for s in sinks]
         if len(set(names)) != len(names):
@@ -182,6 +184,15 @@ class Pipeline:
         self._delivery = Delivery(
             self.retry, stop=self._stop, dead_letters=dead_letters, metrics=self.metrics, status=self.status
         )
+        # sync.batch_optimization (adaptive.py): the batch size follows the measured write time. Only
+        # the direct path measures a write; fan-out only appends to the spool here.
+        self._adaptive = adaptive if fanout is None else None
+        if self._adaptive is not None:
+            self.batch.max_events = self._adaptive.size
+            self.status.batch_size(self.batch.max_events)
+            self.metrics.batch_size(self.batch.max_events)
+        elif adaptive is not None:
+            log.warning("adaptive batching is off with fan-out: batches are cut at max_batch_size")
         self._fanout: FanOut | None = None
         if fanout is not None:
             self._fanout = FanOut(
@@ -482,6 +493,12 @@ class Pipeline:
                 self.status.sink_acked(sink.name, last_seq)
             for sink in self.sinks:
                 self._checkpoint.ack(sink.name, last_seq)
+            if self._adaptive is not None and batch:
+                took = time.monotonic() - started
+                size = self._adaptive.observe(len(batch), took, backlog=not self._queue.empty())
+                self.batch.max_events = size
+                self.status.batch_size(size)
+                self.metrics.batch_size(size)
         if batch:
             self.metrics.batch_written(len(batch), time.monotonic() - started)
         self.stats.events += len(batch)

@@ -153,6 +153,12 @@ class Metrics:
             snk,
             registry=r,
         )
+        self.batch_size_target = Gauge(
+            "cdc_logs_batch_size_target",
+            "Events per batch adaptive batching aims at now (sync.batch_optimization, adaptive.py)",
+            ["pipeline"],
+            registry=r,
+        )
         self.ready = Gauge(
             "cdc_logs_ready", "1 when /ready would answer 200, else 0", ["pipeline"], registry=r
         )
@@ -177,6 +183,10 @@ class Metrics:
         if self.enabled:
             self.batches.labels(self.pipeline).inc()
             self.batch_seconds.labels(self.pipeline).observe(seconds)
+
+    def batch_size(self, size: int) -> None:
+        if self.enabled:
+            self.batch_size_target.labels(self.pipeline).set(size)
 
     def sink_wrote(self, sink: str, seconds: float) -> None:
         if self.enabled:

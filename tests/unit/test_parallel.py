@@ -17,7 +17,7 @@ from cdc_logs.config import PipelineConfig
 from cdc_logs.envelope import ChangeEvent
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.offsets.memory import MemoryOffsetStore
-from cdc_logs.parallel import Partitioner, PartitionedSink
+from cdc_logs.parallel import PartitionedSink, Partitioner
 from cdc_logs.pipeline import BatchPolicy, Pipeline, RetryPolicy
 from tests.helpers import MemorySink, ScriptedReader, make_event, seqs
 
