@@ -18,6 +18,7 @@ from cdc_logs.compression import takes_compression
 from cdc_logs.config import HealthConfig, OffsetsConfig, PipelineConfig
 from cdc_logs.configmodel import SinkConfigBase, SourceConfigBase
 from cdc_logs.observability.lag import LagGuard, parse_grace, parse_max_lag
+from cdc_logs.observability.logging import get_logger
 from cdc_logs.observability.metrics import Metrics
 from cdc_logs.observability.status import HealthThresholds, PipelineStatus
 from cdc_logs.offsets.base import OffsetStore
@@ -29,10 +30,17 @@ from cdc_logs.route import routed
 from cdc_logs.sinks.base import Sink
 from cdc_logs.transforms.base import Transform
 
+log = get_logger(__name__)
+
 
 def build_reader(cfg: SourceConfigBase, pipeline: str, *, temporary: bool = False) -> Reader:
     """The reader for one source config. `temporary`: leave no consumer state behind (tail)."""
-    reader: Reader = registry.for_config(cfg).build(cfg, registry.BuildContext(pipeline, temporary))
+    component = registry.for_config(cfg)
+    if getattr(cfg, "connection_pool", None) is not None and component.name != "poll":
+        from cdc_logs.pool import not_used_warning
+
+        log.warning(not_used_warning(component.name), source=source_name(cfg))
+    reader: Reader = component.build(cfg, registry.BuildContext(pipeline, temporary))
     return reader
 
 

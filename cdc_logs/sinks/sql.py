@@ -53,6 +53,7 @@ from cdc_logs.envelope import ChangeEvent, Op
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.observability.redact import redact
+from cdc_logs.pool import ConnectionPoolConfig, engine_options
 from cdc_logs.position import decode
 from cdc_logs.sinks import sql_fit
 from cdc_logs.sinks.base import Sink
@@ -142,8 +143,10 @@ class SqlSink(Sink):
         apply_truncate: bool = True,
         applied_table: str = "cdc_applied",
         name: str = "sql",
+        connection_pool: ConnectionPoolConfig | None = None,
     ) -> None:
         check_template(table, "table")
+        self.connection_pool = connection_pool  # engine pool settings, rows per upsert (pool.py)
         if target_schema:
             check_template(target_schema, "schema")
         self.url = normalize_url(url)
@@ -185,7 +188,12 @@ class SqlSink(Sink):
                 "install that driver, or use one cdc-logs installs (plain postgresql:// or mysql://)",
             )
         try:
-            self._engine = sa.create_engine(url, pool_pre_ping=True, json_serializer=json_serializer)
+            self._engine = sa.create_engine(
+                url,
+                pool_pre_ping=True,
+                json_serializer=json_serializer,
+                **engine_options(self.connection_pool, url),
+            )
             with self._engine.begin() as conn:
                 if self.schema_template and "{" not in self.schema_template:
                     self._check_schema(conn, self.schema_template)  # one fixed schema: say it now
@@ -259,7 +267,9 @@ class SqlSink(Sink):
     def _transaction(self, fresh: list[ChangeEvent], changed: dict[str, Marker]) -> None:
         assert self._engine is not None
         with self._engine.begin() as conn:
-            pending = _Upserts(self._upsert)
+            pending = _Upserts(
+                self._upsert, self.connection_pool.batch_insert_size if self.connection_pool else None
+            )
             for event in fresh:
                 self._apply(conn, event, pending)
             pending.flush(conn)
@@ -542,8 +552,9 @@ class _Upserts:
     pipelines them, instead of a round trip per row. A repeated key starts a new group, so one
     multi-row INSERT never touches a row twice (Postgres refuses that in ON CONFLICT DO UPDATE)."""
 
-    def __init__(self, upsert: Any) -> None:
+    def __init__(self, upsert: Any, max_rows: int | None = None) -> None:
         self._upsert = upsert
+        self._max_rows = max_rows  # connection_pool.batch_insert_size
         self._shape: tuple[Any, ...] | None = None
         self._rows: list[dict[str, Any]] = []
         self._keys: set[tuple[Any, ...]] = set()
@@ -559,7 +570,8 @@ class _Upserts:
         key: tuple[Any, ...],
     ) -> None:
         shape = (table.schema, table.name, tuple(row))
-        if shape != self._shape or key in self._keys:
+        full = self._max_rows is not None and len(self._rows) >= self._max_rows
+        if shape != self._shape or key in self._keys or full:
             self.flush(conn)
             self._shape, self._table, self._update = shape, table, update
         self._rows.append(row)
@@ -704,6 +716,14 @@ class SqlSinkConfig(SinkConfigBase):
             data["url"] = data.pop("dsn")
         return data
 
+    connection_pool: ConnectionPoolConfig | None = Field(
+        None,
+        description="Pool of the target's SQLAlchemy engine, and rows per upsert statement: min_connections, "
+        "max_connections, connection_timeout, idle_timeout, batch_insert_size (cdc_logs/pool.py; "
+        "docs/configuration.md#connection-pools). Default: SQLAlchemy's pool.",
+        examples=[{"min_connections": 5, "max_connections": 20, "batch_insert_size": 1000}],
+    )
+
     @model_validator(mode="after")
     def _connection(self) -> SqlSinkConfig:
         if self.url is None and (self.type == "sql" or not self.database):
@@ -737,4 +757,5 @@ def build(cfg: SqlSinkConfig, ctx: registry.BuildContext) -> SqlSink:
         apply_truncate=cfg.apply_truncate,
         applied_table=cfg.applied_table,
         name=cfg.name or cfg.type,
+        connection_pool=cfg.connection_pool,
     )
