@@ -21,13 +21,15 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from pydantic import Field, model_validator
-
-from cdc_logs.configmodel import ConfigModel
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
-class ConnectionPoolConfig(ConfigModel):
+class ConnectionPoolConfig(BaseModel):
     """Connection pool of a SQL source or destination (cdc_logs/pool.py says what maps where)."""
+
+    # configmodel.ConfigModel's settings; not derived from it, because configmodel validates a
+    # source's connection_pool with this model (an import cycle otherwise).
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     min_connections: int | None = Field(
         None,
