@@ -51,7 +51,7 @@ def build_sink(cfg: SinkConfigBase, pipeline: str = "cdc") -> Sink:
 
 def build_destination(cfg: SinkConfigBase, pipeline: PipelineConfig) -> Sink:
     """A destination of a pipeline: one sink, or with sync.parallelism N of them split by key
-    (parallel.py), its `route:` applied first; sync.compression given to those that take it."""
+    (parallel.py), each applying its `route:`; sync.compression given to those that take it."""
     comp = pipeline.sync.compression
     if comp.enabled and takes_compression(cfg) and getattr(cfg, "compression", None) is None:
         cfg = cfg.model_copy(update={"compression": comp.algorithm})  # sync.compression's default
@@ -71,9 +71,11 @@ def build_destination(cfg: SinkConfigBase, pipeline: PipelineConfig) -> Sink:
 
     def one(name: str) -> Sink:
         sink: Sink = component.build(cfg.model_copy(update={"name": name}), context)
-        return sink
+        # The route inside each worker: the partitioned sink then sees the batch object the delivery
+        # retries with, and writes again only the parts that failed (parallel.py).
+        return routed(sink, cfg.route)
 
-    return routed(partitioned(one, cfg.name or cfg.type, partitioner), cfg.route)
+    return partitioned(one, cfg.name or cfg.type, partitioner)
 
 
 def build_transform(cfg: BaseModel) -> Transform:
