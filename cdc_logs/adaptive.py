@@ -17,10 +17,11 @@ The size starts at `min_size`. It is a target for cutting, not a promise: a batc
 wait ran out) and the pipeline's max_bytes still applies. The current size is in the status (`GET
 /status`, `cdc-logs status`: batch_size) and the metric cdc_logs_batch_size_target.
 
-Only the direct delivery path measures a batch's write (durable in every sink before the next one
-is cut). With fan-out, each destination writes on its own thread from a spool: the pipeline's flush
-only appends, so it cannot measure a write, and the size stays fixed at max_batch_size (the run says
-so in its log at start).
+On the direct path the pipeline times each batch's write (durable in every sink before the next
+batch is cut). With fan-out, each destination's worker (fanout.py) has a controller of its own: it
+reads `size` changes from the spool, times their write, and observes with "more waiting in the
+spool" as the backlog; the pipeline cuts batches at the smallest of the workers' sizes, since a
+worker takes whole batches from the spool.
 """
 
 from __future__ import annotations

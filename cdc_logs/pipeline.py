@@ -184,15 +184,12 @@ class Pipeline:
         self._delivery = Delivery(
             self.retry, stop=self._stop, dead_letters=dead_letters, metrics=self.metrics, status=self.status
         )
-        # sync.batch_optimization (adaptive.py): the batch size follows the measured write time. Only
-        # the direct path measures a write; fan-out only appends to the spool here.
-        self._adaptive = adaptive if fanout is None else None
-        if self._adaptive is not None:
-            self.batch.max_events = self._adaptive.size
-            self.status.batch_size(self.batch.max_events)
-            self.metrics.batch_size(self.batch.max_events)
-        elif adaptive is not None:
-            log.warning("adaptive batching is off with fan-out: batches are cut at max_batch_size")
+        # sync.batch_optimization (adaptive.py): the batch size follows the measured write time. On the
+        # direct path the pipeline times each write; with fan-out each sink's worker sizes its own
+        # writes, and the pipeline cuts at the smallest of their sizes.
+        self._adaptive = adaptive
+        if adaptive is not None:
+            self._batch_size(adaptive.size)
         self._fanout: FanOut | None = None
         if fanout is not None:
             self._fanout = FanOut(
@@ -206,6 +203,7 @@ class Pipeline:
                 batch_events=self.batch.max_events,
                 metrics=self.metrics,
                 status=self.status,
+                adaptive=adaptive,
             )
 
     # -- control -------------------------------------------------------------------------------
@@ -495,15 +493,20 @@ class Pipeline:
                 self._checkpoint.ack(sink.name, last_seq)
             if self._adaptive is not None and batch:
                 took = time.monotonic() - started
-                size = self._adaptive.observe(len(batch), took, backlog=not self._queue.empty())
-                self.batch.max_events = size
-                self.status.batch_size(size)
-                self.metrics.batch_size(size)
+                self._batch_size(self._adaptive.observe(len(batch), took, backlog=not self._queue.empty()))
+        if self._fanout is not None and self._adaptive is not None:
+            self._batch_size(self._fanout.batch_size() or self.batch.max_events)
         if batch:
             self.metrics.batch_written(len(batch), time.monotonic() - started)
         self.stats.events += len(batch)
         self.stats.batches += 1 if batch else 0
         self._commit()
+
+    def _batch_size(self, size: int) -> None:
+        """Adaptive batching's size for the next batch (adaptive.py), shown in status and metrics."""
+        self.batch.max_events = size
+        self.status.batch_size(size)
+        self.metrics.batch_size(size)
 
     def _finish_fanout(self) -> None:
         """On the way out, give fan-out sinks a bounded time to deliver what is spooled, then commit."""

@@ -3,12 +3,18 @@ pipeline (Postgres -> a webhook fast, then slow) is tests/integration/test_adapt
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
 from cdc_logs.adaptive import AdaptiveBatch
 from cdc_logs.build import adaptive_batch
 from cdc_logs.config import PipelineConfig
+from cdc_logs.offsets.memory import MemoryOffsetStore
+from cdc_logs.pipeline import BatchPolicy, FanoutPolicy, Pipeline
+from tests.helpers import MemorySink, ScriptedReader, make_event, seqs
 
 
 def test_grows_while_fast_with_a_backlog_up_to_the_max() -> None:
@@ -61,3 +67,39 @@ def test_min_batch_size_without_adaptive_batching_is_refused() -> None:
         config(adaptive_batching=False, min_batch_size=100)
     with pytest.raises(ValidationError, match="larger than max_batch_size"):
         config(adaptive_batching=True, min_batch_size=1000, max_batch_size=100)
+
+
+class TimedSink(MemorySink):
+    """Takes `per_event` seconds per event written (sleep: as a destination doing work per change)."""
+
+    def __init__(self, name: str, per_event: float) -> None:
+        super().__init__(name)
+        self.per_event = per_event
+        self.sizes: list[int] = []
+
+    def write(self, batch):  # type: ignore[no-untyped-def]
+        self.sizes.append(len(batch))
+        time.sleep(self.per_event * len(batch))
+        super().write(batch)
+
+
+def test_fanout_sizes_each_destination_by_its_own_write_time(tmp_path: Path) -> None:
+    """Two destinations through fan-out: the fast one's writes grow to max_batch_size, the slow one's
+    (2 ms per change, target 100 ms) stay near 50; every change reaches both, in order."""
+    events = [make_event(n) for n in range(1, 1501)]
+    fast, slow = TimedSink("fast", 0.0), TimedSink("slow", 0.002)
+    pipeline = Pipeline(
+        "adaptive",
+        {"src": ScriptedReader(events, follow=False)},
+        [fast, slow],
+        MemoryOffsetStore(),
+        batch=BatchPolicy(max_events=800, max_wait_s=0.05),
+        fanout=FanoutPolicy(str(tmp_path / "spool")),
+        stop_when_idle=True,
+        adaptive=AdaptiveBatch(10, 800, 0.1),
+    )
+    pipeline.run()
+    assert seqs(fast.events) == seqs(slow.events) == list(range(1, 1501))
+    assert max(fast.sizes) >= 400, fast.sizes
+    assert max(slow.sizes[3:]) <= 100, slow.sizes  # shrunk to what 100 ms allows at 2 ms a change
+    assert pipeline.status.details()["batch_size"] <= 100
