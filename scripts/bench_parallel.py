@@ -7,7 +7,9 @@
 For each sink and worker count: a fresh slot on a source table, a workload of `--changes` updates
 over `--keys` rows (many updates per key) written while the slot holds the WAL, then one
 `one_time` pipeline (built from a config, as `cdc-logs run` does) drains it; the wall time of that
-run is reported (best of `--repeat`), with the speed-up over one worker.
+run is reported (best of `--repeat`), with the speed-up over one worker. `--adaptive` adds adaptive
+batching on the webhook (one worker): batches fixed at `--adaptive-min` against adaptive batching
+from there up to `--batch` (target 200 ms), and the size it ended at.
 
 Sinks: `sql` applies into a Postgres table on the same server (each batch part one transaction, the
 upserts' round trips and commits overlap between workers); `http` posts to a local receiver that
@@ -91,8 +93,15 @@ def drop_slot(db: psycopg.Connection[Any], slot: str) -> None:
 
 
 def run_once(
-    dsn: str, uid: str, sink: str, workers: int, args: argparse.Namespace, receiver: Receiver
-) -> float:
+    dsn: str,
+    uid: str,
+    sink: str,
+    workers: int,
+    args: argparse.Namespace,
+    receiver: Receiver,
+    batching: dict[str, Any] | None = None,
+) -> tuple[float, int | None]:
+    """One drain of the workload: (seconds, the batch size adaptive batching ended at, if on)."""
     table, target, slot = (
         f"bpar_{uid}",
         f"bpar_t_{uid}",
@@ -132,6 +141,7 @@ def run_once(
                 "mode": "one_time",
                 "batch": {"max_events": args.batch, "max_wait_ms": 50},
                 "parallelism": {"enabled": workers > 1, "worker_count": workers},
+                **(batching or {}),
             },
         }
     )
@@ -139,6 +149,7 @@ def run_once(
     started = time.perf_counter()
     stats = pipeline.run()
     elapsed = time.perf_counter() - started
+    settled = pipeline.status.details()["batch_size"]
     with psycopg.connect(dsn, autocommit=True) as db:
         drop_slot(db, slot)
         db.execute(f'DROP PUBLICATION "{slot}"')
@@ -150,7 +161,31 @@ def run_once(
             assert diff is not None and diff[0] == 0, f"the target differs from the source in {diff} rows"
     assert stats.events == args.changes, f"delivered {stats.events} of {args.changes} changes"
     assert sink != "http" or receiver.events == args.changes, f"the receiver got {receiver.events} changes"
-    return elapsed
+    return elapsed, settled
+
+
+def adaptive_case(
+    args: argparse.Namespace, uid: str, receiver: Receiver, results: list[dict[str, Any]]
+) -> None:
+    """The webhook, one worker: batches fixed at --adaptive-min vs adaptive batching from there up to
+    --batch with a 200 ms target."""
+    fixed = {"batch": {"max_events": args.adaptive_min, "max_wait_ms": 50}}
+    adaptive = {
+        "batch_optimization": {"adaptive_batching": True, "min_batch_size": args.adaptive_min,
+                               "max_batch_size": args.batch, "target_latency_ms": 200},
+    }  # fmt: skip
+    base: float | None = None
+    for label, batching in (("fixed", fixed), ("adaptive", adaptive)):
+        runs = [run_once(args.dsn, uid, "http", 1, args, receiver, batching) for _ in range(args.repeat)]
+        best, settled = min(runs)
+        base = base or best
+        row = {"sink": "http", "batching": label, "seconds": round(best, 3),
+               "events_per_s": round(args.changes / best), "speedup": round(base / best, 2),
+               "final_batch_size": settled}  # fmt: skip
+        results.append(row)
+        if not args.json:
+            print(f"http  {label:8} batches: {best:6.2f} s  {row['events_per_s']:>7} ev/s  x{row['speedup']}"
+                  f"  (batch size at the end: {settled or args.adaptive_min})", flush=True)  # fmt: skip
 
 
 def main() -> None:
@@ -166,6 +201,8 @@ def main() -> None:
     parser.add_argument("--per-event-ms", type=float, default=0.2)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--adaptive", action="store_true", help="also: fixed small batches vs adaptive")
+    parser.add_argument("--adaptive-min", type=int, default=50)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if not args.dsn:
@@ -184,7 +221,9 @@ def main() -> None:
         for sink in args.sinks.split(","):
             base: float | None = None
             for workers in [int(w) for w in args.workers.split(",")]:
-                best = min(run_once(args.dsn, uid, sink, workers, args, receiver) for _ in range(args.repeat))
+                best = min(
+                    run_once(args.dsn, uid, sink, workers, args, receiver)[0] for _ in range(args.repeat)
+                )
                 base = base or best
                 row = {
                     "sink": sink,
@@ -197,6 +236,8 @@ def main() -> None:
                 if not args.json:
                     print(f"{sink:5} workers={workers}: {best:6.2f} s  {row['events_per_s']:>7} ev/s  "
                           f"x{row['speedup']}", flush=True)  # fmt: skip
+        if args.adaptive:
+            adaptive_case(args, uid, receiver, results)
     finally:
         receiver.close()
         with psycopg.connect(args.dsn, autocommit=True) as db:
