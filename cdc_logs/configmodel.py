@@ -108,6 +108,17 @@ class SinkConfigBase(ConfigModel):
         examples=[{"tables": ["public.orders"], "ops": ["c", "u", "d"]}],
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _connection_pool(cls, data: Any) -> Any:
+        # The seed puts connection_pool on any destination: refuse it clearly where there is no pool.
+        if isinstance(data, dict) and "connection_pool" in data and "connection_pool" not in cls.model_fields:
+            raise ValueError(
+                f"connection_pool applies to SQL destinations (sql, postgresql, mysql, mariadb, sqlite); a "
+                f"{data.get('type')} destination has no connection pool to size: remove it"
+            )
+        return data
+
     @model_validator(mode="after")
     def _urls(self) -> SinkConfigBase:
         for name in _URL_FIELDS:

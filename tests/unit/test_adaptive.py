@@ -103,3 +103,11 @@ def test_fanout_sizes_each_destination_by_its_own_write_time(tmp_path: Path) -> 
     assert max(fast.sizes) >= 400, fast.sizes
     assert max(slow.sizes[3:]) <= 100, slow.sizes  # shrunk to what 100 ms allows at 2 ms a change
     assert pipeline.status.details()["batch_size"] <= 100
+
+
+def test_status_shows_the_current_size() -> None:
+    from cdc_logs.cli.status_cmd import render
+
+    body = {"pipeline": "p", "state": "running", "origin": "service", "ready": True, "url": "http://h/status"}
+    assert "adaptive batch size" not in str(render(body)[0])
+    assert "adaptive batch size: 640 changes" in str(render({**body, "batch_size": 640})[0])
