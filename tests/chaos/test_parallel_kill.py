@@ -82,7 +82,10 @@ class PgTarget:
             db.execute(f"DROP FUNCTION IF EXISTS {self.audit_table}_fn()")
 
 
-def test_parallel_sql_apply_keeps_key_order_through_kills(tmp_path: Path) -> None:
+@pytest.mark.parametrize("field", [None, "v"], ids=["by-key", "by-changing-column"])
+def test_parallel_sql_apply_keeps_key_order_through_kills(tmp_path: Path, field: str | None) -> None:
+    """by-key: the default, each row on one worker. by-changing-column: partition_field v, which every
+    update changes, so rows move between workers all the time (barriers, markers per worker)."""
     dsn = require_env("CDC_PG_DSN")
     chosen = seed()
     print(f"CDC_CHAOS_SEED={chosen}")
@@ -106,7 +109,12 @@ def test_parallel_sql_apply_keeps_key_order_through_kills(tmp_path: Path) -> Non
                 "batch": {"max_events": 60, "max_wait_ms": 20},
                 "retry": {"max_attempts": 100, "initial_backoff_ms": 100, "max_backoff_ms": 500},
                 "dead_letters": {"enabled": False},
-                "parallelism": {"enabled": True, "worker_count": WORKERS, "partition_strategy": "hash"},
+                "parallelism": {
+                    "enabled": True,
+                    "worker_count": WORKERS,
+                    "partition_strategy": "hash",
+                    "partition_field": field,
+                },
             },
         }
         path = tmp_path / "pipeline.yaml"

@@ -81,3 +81,36 @@ def test_sqlite_sink_pool_and_batch_insert_size(tmp_path: Path) -> None:
     assert sizes and max(sizes) <= 4 and sum(sizes) == 30, sizes
     with sa.create_engine(f"sqlite:///{target}").connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM t")).scalar() == 30
+
+
+def test_the_seeds_performance_section_validates() -> None:
+    """The seed's "Performance & Scalability" shapes together, on destinations they apply to."""
+    import yaml
+
+    text = """
+    name: perf
+    source:
+      type: postgresql
+      dsn: postgresql://cdc@db/app
+      tables: [public.users]
+      connection_pool: {min_connections: 2, max_connections: 10, connection_timeout: 30, idle_timeout: 300}
+    destinations:
+      - type: postgresql
+        url: postgresql://cdc@analytics/analytics
+        connection_pool: {min_connections: 5, max_connections: 20, batch_insert_size: 1000}
+      - type: webhook
+        url: https://hooks.example.com/cdc
+    sync:
+      mode: continuous
+      parallelism: {enabled: true, worker_count: 4, partition_strategy: hash, partition_field: user_id}
+      batch_optimization:
+        adaptive_batching: true
+        min_batch_size: 100
+        max_batch_size: 10000
+        target_latency_ms: 1000
+      compression: {enabled: true, algorithm: gzip}
+    """
+    cfg = PipelineConfig.model_validate(yaml.safe_load(text))
+    assert cfg.sync.parallelism.partition_field == "user_id"
+    assert cfg.sync.batch.max_events == 10000 and cfg.sync.batch_optimization is not None
+    assert cfg.sync.compression.algorithm == "gzip"
