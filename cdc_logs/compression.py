@@ -17,7 +17,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.extras import installed
@@ -51,6 +51,32 @@ class Codec:
                 return offset
             offset = len(data) - len(dec.unused_data or b"")
         return offset
+
+    def complete_prefix_of(self, fh: BinaryIO, chunk: int = 1 << 20) -> int:
+        """`complete_prefix` of a file read in chunks (the active file may be hundreds of MB): the
+        decompressed output is thrown away as it comes."""
+        if self.name == "snappy":  # its reader here takes whole streams
+            return self.complete_prefix(fh.read())
+        start = 0  # file offset where the current frame starts
+        fetched = 0  # file offset just past the bytes read so far
+        dec = self._decompressor()
+        data = b""
+        while True:
+            if not data:
+                data = fh.read(chunk)
+                if not data:
+                    return start  # the end of the file: a frame not finished there is torn
+                fetched += len(data)
+            try:
+                dec.decompress(data)
+            except Exception:
+                return start  # a torn (or garbled) frame: keep what is before it
+            if dec.eof:  # the frame ended; what follows it starts the next one
+                rest = dec.unused_data or b""
+                start = fetched - len(rest)
+                dec, data = self._decompressor(), rest
+            else:
+                data = b""
 
     def decompress(self, data: bytes) -> bytes:
         """Every frame of `data`, decompressed (for tests and tools)."""

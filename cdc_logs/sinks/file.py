@@ -77,7 +77,7 @@ class FileSink(Sink):
             return
         if self._codec is not None:  # cut back to the end of the last complete frame
             with open(self.path, "rb") as reader:
-                end = self._codec.complete_prefix(reader.read())
+                end = self._codec.complete_prefix_of(reader)
             if end < self._size:
                 self._fh.truncate(end)
                 self._fh.seek(end)
