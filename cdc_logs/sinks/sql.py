@@ -462,7 +462,18 @@ class SqlSink(Sink):
                 for c in dict.fromkeys([*key, *names])
             ]
             table = sa.Table(name, sa.MetaData(), *columns, schema=schema)
-            table.create(conn, checkfirst=True)
+            try:
+                table.create(conn, checkfirst=True)
+            except sa_exc.DBAPIError as exc:
+                if not _created_meanwhile(exc):
+                    raise
+                # Another writer created it between the check and the CREATE (a parallel worker of
+                # this destination, parallel.py): the retried batch finds it and uses it.
+                raise CdcError(
+                    ErrorKind.SINK_TRANSIENT,
+                    f"target table {table.fullname} was created by another writer at the same time",
+                    "the batch is retried against it",
+                ) from exc
             log.info("created target table", table=table.fullname, sink=self.name)
         else:
             raise CdcError(
@@ -516,7 +527,16 @@ class SqlSink(Sink):
         for column in extra:
             column_type = self._column_type(event, column, conn.dialect)
             ddl = sa.schema.CreateColumn(sa.Column(column, column_type)).compile(dialect=conn.dialect)
-            conn.execute(sa.text(f"ALTER TABLE {_qualified(conn, table)} ADD COLUMN {ddl}"))
+            try:
+                conn.execute(sa.text(f"ALTER TABLE {_qualified(conn, table)} ADD COLUMN {ddl}"))
+            except sa_exc.DBAPIError as exc:
+                if not _created_meanwhile(exc):
+                    raise
+                raise CdcError(  # another writer added it first (a parallel worker): retry with it
+                    ErrorKind.SINK_TRANSIENT,
+                    f"column {column} of {table.fullname} was added by another writer at the same time",
+                    "the batch is retried against it",
+                ) from exc
         self._tables.pop((table.schema, table.name), None)
         return self._table(conn, event)
 
@@ -545,6 +565,19 @@ class SqlSink(Sink):
             f"{what}: {detail}",
             "the target refused the data: compare its columns and constraints with the source's",
         )
+
+
+def _created_meanwhile(exc: sa_exc.DBAPIError) -> bool:
+    """A CREATE TABLE or ADD COLUMN lost a race: the table or column exists now (Postgres duplicate
+    table or column, or the unique index of a row type; MySQL 1050/1060; SQLite's messages)."""
+    orig = getattr(exc, "orig", None)
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if code in ("42P07", "42701", "23505"):
+        return True
+    args = getattr(orig, "args", ())
+    if args and args[0] in (1050, 1060):
+        return True
+    return "already exists" in str(orig) or "duplicate column name" in str(orig)
 
 
 class _Upserts:

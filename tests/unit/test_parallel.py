@@ -16,6 +16,7 @@ import pytest
 from pydantic import ValidationError
 
 from cdc_logs.config import PipelineConfig
+from cdc_logs.delivery import Delivery
 from cdc_logs.envelope import ChangeEvent
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.offsets.memory import MemoryOffsetStore
@@ -200,7 +201,14 @@ def test_config_seed_shape_and_refusals() -> None:
         PipelineConfig.model_validate(data)
 
 
-def test_built_destination_routes_in_each_worker_into_a_real_sqlite_target(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "parallelism",
+    [{}, {"partition_strategy": "range", "partition_field": "id", "range_boundaries": [14, 27]}],
+    ids=["hash", "range"],
+)
+def test_built_destination_routes_in_each_worker_into_a_real_sqlite_target(
+    tmp_path: Path, parallelism: dict[str, object]
+) -> None:
     """build_destination with parallelism: N real SQL sinks (SQLite file), each applying the route,
     each with its own replay markers; the target ends as the changes say."""
     from cdc_logs.build import build_destination
@@ -215,7 +223,7 @@ def test_built_destination_routes_in_each_worker_into_a_real_sqlite_target(tmp_p
                 "auto_create": True,
                 "route": {"ops": ["c", "u"]},
             },
-            "sync": {"parallelism": {"enabled": True, "worker_count": 3}},
+            "sync": {"parallelism": {"enabled": True, "worker_count": 3, **parallelism}},
         }
     )
     sink = build_destination(cfg.all_sinks()[0], cfg)
@@ -224,8 +232,11 @@ def test_built_destination_routes_in_each_worker_into_a_real_sqlite_target(tmp_p
     rng = random.Random(7)
     events = [make_event(n, key=n) for n in range(1, 41)]  # 40 rows, then updates and deletes of them
     events += [make_event(n, op=rng.choice("ud"), key=rng.randrange(1, 41)) for n in range(41, 400)]
+    # As the pipeline writes: through Delivery, whose retry covers two workers racing to create the
+    # table (auto_create): the one that lost the race retries its part against the table.
+    delivery = Delivery(RetryPolicy(5, 0.01, 0.05), stop=threading.Event())
     for start in range(0, len(events), 50):
-        sink.write(events[start : start + 50])
+        assert delivery.deliver(sink, events[start : start + 50])
     sink.close()
     want: dict[int, int] = {}
     for event in events:
