@@ -24,7 +24,9 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -112,7 +114,7 @@ def run_once(
         db.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
         db.execute(f"TRUNCATE {target}")
         db.execute(f"DROP TABLE IF EXISTS cdc_applied_{uid}")
-        per = 500
+        per = min(500, args.keys)  # one UPDATE changes each row at most once: no more rows than keys
         for lo in range(0, args.changes, per):
             db.execute(
                 f"UPDATE {table} SET v = v + 1 FROM generate_series(%s::int, %s::int) g WHERE id = g %% %s",
@@ -127,7 +129,7 @@ def run_once(
         receiver.events = 0
     config = PipelineConfig.model_validate(
         {
-            "name": f"bpar-{uid}",
+            "name": slot,  # its own offsets per run
             "source": {
                 "type": "postgresql",
                 "dsn": dsn,
@@ -136,7 +138,7 @@ def run_once(
                 "snapshot": False,
             },
             "destination": destination,
-            "offsets": {"type": "sqlite", "path": f"/tmp/bpar-{uid}.offsets.db"},
+            "offsets": {"type": "sqlite", "path": str(Path(args.workdir) / "offsets.db")},
             "sync": {
                 "mode": "one_time",
                 "batch": {"max_events": args.batch, "max_wait_ms": 50},
@@ -209,6 +211,7 @@ def main() -> None:
         parser.error("--dsn or CDC_PG_DSN is required")
     cdc_logging.configure(level="warning")
     uid = uuid.uuid4().hex[:8]
+    args.workdir = tempfile.mkdtemp(prefix="bench-parallel-")  # the offset store, removed at the end
     table, target = f"bpar_{uid}", f"bpar_t_{uid}"
     receiver = Receiver(args.latency_ms / 1000, args.per_event_ms / 1000)
     results: list[dict[str, Any]] = []
@@ -252,7 +255,7 @@ def main() -> None:
                 "SELECT pubname FROM pg_publication WHERE pubname LIKE %s", (f"cdc_logs_bpar_{uid}%",)
             ).fetchall():
                 db.execute(f'DROP PUBLICATION "{pub}"')
-        Path(f"/tmp/bpar-{uid}.offsets.db").unlink(missing_ok=True)
+        shutil.rmtree(args.workdir, ignore_errors=True)
     meta = {"cpus": os.cpu_count(), "python": platform.python_version(), "changes": args.changes,
             "keys": args.keys, "batch": args.batch, "latency_ms": args.latency_ms,
             "per_event_ms": args.per_event_ms, "load_avg": os.getloadavg()[0]}  # fmt: skip
