@@ -160,7 +160,7 @@ class ParallelismConfig(ConfigModel):
         False,
         description="true: each destination is written by `worker_count` workers at once, each batch split "
         "by key so that each key's changes stay in order; the checkpoint moves once every worker holds "
-        "its part.",
+        "its part. Default: false, or true when the block sets any other field.",
         examples=[True],
     )
     worker_count: int = Field(
@@ -193,6 +193,8 @@ class ParallelismConfig(ConfigModel):
 
     @model_validator(mode="after")
     def _check(self) -> ParallelismConfig:
+        if "enabled" not in self.model_fields_set and self.model_fields_set:
+            self.enabled = True  # a block that sets workers means them: never silently off
         if self.partition_strategy == "custom":
             raise ValueError(
                 "parallelism: partition_strategy custom is not supported (cdc-logs has no plugin mechanism "
@@ -224,7 +226,8 @@ class CompressionConfig(ConfigModel):
     enabled: bool = Field(
         False,
         description="true: the file and http destinations compress what they write with `algorithm` "
-        "(unless they set their own `compression`); other destinations are not affected.",
+        "(unless they set their own `compression`); other destinations are not affected. Default: false, "
+        "or true when the block sets `algorithm`.",
         examples=[True],
     )
     algorithm: Literal["gzip", "zstd", "lz4", "snappy"] = Field(
@@ -233,6 +236,13 @@ class CompressionConfig(ConfigModel):
         "gzip and zstd only (the content codings receivers know).",
         examples=["zstd"],
     )
+
+
+    @model_validator(mode="after")
+    def _enabled(self) -> CompressionConfig:
+        if "enabled" not in self.model_fields_set and "algorithm" in self.model_fields_set:
+            self.enabled = True  # `compression: {algorithm: zstd}` means it: never silently off
+        return self
 
 
 class SyncConfig(ConfigModel):

@@ -126,6 +126,9 @@ def test_sync_compression_config() -> None:
         PipelineConfig.model_validate(data)
     with pytest.raises(ValidationError):
         PipelineConfig.model_validate(pipeline(compression={"enabled": True, "algorithm": "brotli"}))
+    on = PipelineConfig.model_validate(pipeline(compression={"algorithm": "zstd"}))
+    assert on.sync.compression.enabled  # an algorithm given means compression is wanted
+    assert not PipelineConfig.model_validate(pipeline()).sync.compression.enabled
 
 
 def test_missing_library_names_the_install(monkeypatch: pytest.MonkeyPatch) -> None:
