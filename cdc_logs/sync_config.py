@@ -237,7 +237,6 @@ class CompressionConfig(ConfigModel):
         examples=["zstd"],
     )
 
-
     @model_validator(mode="after")
     def _enabled(self) -> CompressionConfig:
         if "enabled" not in self.model_fields_set and "algorithm" in self.model_fields_set:

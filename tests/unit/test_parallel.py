@@ -251,5 +251,6 @@ def test_built_destination_routes_in_each_worker_into_a_real_sqlite_target(
 def test_a_block_without_enabled_is_on() -> None:
     """`parallelism: {worker_count: 4}` asks for workers: it is never silently off."""
     assert PipelineConfig.model_validate(seed_config(worker_count=4)).sync.parallelism.enabled
-    assert not PipelineConfig.model_validate(seed_config(enabled=False, worker_count=4)).sync.parallelism.enabled
+    off = PipelineConfig.model_validate(seed_config(enabled=False, worker_count=4))
+    assert not off.sync.parallelism.enabled
     assert not PipelineConfig.model_validate(seed_config()).sync.parallelism.enabled
