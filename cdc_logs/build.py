@@ -12,22 +12,26 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from cdc_logs import registry
+from cdc_logs import pipeline_options, registry
 from cdc_logs.adaptive import AdaptiveBatch
 from cdc_logs.compression import takes_compression
 from cdc_logs.config import HealthConfig, OffsetsConfig, PipelineConfig
 from cdc_logs.configmodel import SinkConfigBase, SourceConfigBase
+from cdc_logs.middleware.opentelemetry import TracingOption
 from cdc_logs.observability.lag import LagGuard, parse_grace, parse_max_lag
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.observability.metrics import Metrics
 from cdc_logs.observability.status import HealthThresholds, PipelineStatus
+from cdc_logs.observability.tracing import for_pipeline as tracer_for
 from cdc_logs.offsets.base import OffsetStore
 from cdc_logs.offsets.lock import PipelineLock
 from cdc_logs.pipeline import BatchPolicy, FanoutPolicy, Pipeline
 from cdc_logs.readers.base import Reader
+from cdc_logs.retention import Retention
 from cdc_logs.retry import RetryPolicy
 from cdc_logs.route import routed
 from cdc_logs.sinks.base import Sink
+from cdc_logs.stages import BatchStage
 from cdc_logs.transforms.base import Transform
 
 log = get_logger(__name__)
@@ -78,9 +82,30 @@ def build_destination(cfg: SinkConfigBase, pipeline: PipelineConfig) -> Sink:
     return partitioned(one, cfg.name or cfg.type, partitioner)
 
 
-def build_transform(cfg: BaseModel) -> Transform:
-    transform: Transform = registry.for_config(cfg).build(cfg)
-    return transform
+def build_transform(cfg: BaseModel) -> Transform | BatchStage:
+    built: Transform | BatchStage = registry.for_config(cfg).build(cfg)
+    return built
+
+
+def build_plugins(cfg: PipelineConfig) -> tuple[list[Transform], list[BatchStage]]:
+    """The per-event transforms and the batch middleware (stages.py) of a config, each in order; a
+    stage is named by its type (`audit_trail`, then `audit_trail-2`, ...)."""
+    transforms: list[Transform] = []
+    stages: list[BatchStage] = []
+    for plugin in cfg.plugins.all():
+        built = build_transform(plugin)
+        if isinstance(built, BatchStage):
+            kind = str(getattr(plugin, "type", type(built).__name__))
+            taken = sum(1 for s in stages if s.name.split("-")[0] == kind)
+            built.name = kind if not taken else f"{kind}-{taken + 1}"
+            stages.append(built)
+        else:
+            transforms.append(built)
+    return transforms, stages
+
+
+def state_dir(cfg: PipelineConfig) -> str:
+    return cfg.sync.state_dir or str(Path(".cdc-logs") / f"{cfg.name}.state")
 
 
 def source_name(cfg: Any) -> str:
@@ -147,12 +172,19 @@ def make_pipeline(
 ) -> Pipeline:
     """The whole pipeline of a config: readers, transforms, sinks, offsets, batching and delivery."""
     sync = cfg.sync
+    transforms, stages = build_plugins(cfg)
+    status = status or PipelineStatus()  # one object for the pipeline and the retention's reports
+    _expose_metrics(transforms, metrics)
+    tracing = pipeline_options.option(transforms, TracingOption)
+    sink_names = [d.name or d.type for d in cfg.all_sinks()]
     return Pipeline(
         cfg.name,
         {source_name(s): build_reader(s, cfg.name) for s in cfg.all_sources()},
         [build_destination(d, cfg) for d in cfg.all_sinks()],
         build_offsets(cfg.offsets, cfg.name),
-        transforms=[build_transform(t) for t in cfg.plugins.all()],
+        transforms=pipeline_options.transforms(transforms),  # opentelemetry & co.: not per event
+        stages=stages,
+        state_dir=state_dir(cfg),
         batch=BatchPolicy(sync.batch.max_events, sync.batch.max_bytes, sync.batch.max_wait_ms / 1000),
         retry=RetryPolicy(
             sync.retry.max_attempts, sync.retry.initial_backoff_ms / 1000, sync.retry.max_backoff_ms / 1000
@@ -167,6 +199,8 @@ def make_pipeline(
         merge_window_s=cfg.merge_window_ms / 1000 if cfg.merge_strategy == "timestamp_based" else None,
         lag_guards=lag_guards(cfg),
         lag_interval_s=cfg.health_checks.lag_interval_ms / 1000,
+        tracer=tracer_for(tracing.settings if tracing else None, cfg.name, sink_names),
+        retention=retention(cfg, transforms, metrics, status),
         adaptive=adaptive_batch(cfg),
     )
 
@@ -179,6 +213,50 @@ def adaptive_batch(cfg: PipelineConfig) -> AdaptiveBatch | None:
     top = cfg.sync.batch.max_events
     low = opt.min_batch_size if opt.min_batch_size is not None else min(100, top)
     return AdaptiveBatch(low, top, (opt.target_latency_ms or cfg.sync.batch.max_wait_ms or 1000) / 1000)
+
+
+def _expose_metrics(plugins: list[Transform], metrics: Metrics) -> None:
+    from cdc_logs.middleware.prometheus_metrics import MetricsOption
+
+    option = pipeline_options.option(plugins, MetricsOption)
+    if option is not None:
+        option.expose(metrics)
+
+
+def retention(
+    cfg: PipelineConfig, plugins: list[Transform], metrics: Metrics, status: PipelineStatus | None
+) -> Retention | None:
+    """`retention_period_days` (gdpr_compliance) over what this pipeline keeps (retention.py): its
+    dead letters (also a webhook's dead_letter_path and a Kafka/Debezium source's dead-letter file),
+    pruned; its fan-out spool, guarded (never deleted).
+    Other stores register here: the audit log with `kept.expired("audit", lambda cutoff:
+    expired_segments(<its directory>, cutoff))` (cdc_logs/middleware/audit_log.py)."""
+    days = [d for d in (getattr(t, "retention_days", None) for t in plugins) if d]
+    if not days:
+        return None
+    kept = Retention(min(days), metrics=metrics, status=status)
+    dead = _dead_letter_dir(cfg)
+    if dead:
+        kept.records(dead, "*.deadletter.jsonl", "dead_letters")
+        kept.records(dead, "*.undecodable.jsonl", "dead_letters")
+    files = [getattr(sink, "dead_letter_path", None) for sink in cfg.all_sinks()]
+    for source in cfg.all_sources():  # kafka and debezium sources: records that could not be read
+        dl = getattr(source, "dead_letter", None)
+        if dl is not None and getattr(dl, "type", None) == "file":
+            files.append(dl.path or str(Path(".cdc-logs") / f"{cfg.name}.{source_name(source)}.dlq.jsonl"))
+    for path in filter(None, files):
+        kept.records(Path(path).parent, Path(path).name, "dead_letters")
+    fan = _fanout_policy(cfg)
+    if fan:
+        kept.guard(
+            fan.spool_dir,
+            "*.pickle",
+            "spool",
+            "a destination has not taken them: fix it (cdc-logs status names it) so the spool drains, "
+            "or stop the pipeline (the spool is emptied at start and the source replays from the "
+            "checkpoint), see docs/operations.md#retention",
+        )
+    return kept
 
 
 def lag_guards(cfg: PipelineConfig) -> dict[str, LagGuard]:

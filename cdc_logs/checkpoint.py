@@ -58,11 +58,14 @@ class Checkpointer:
         with self._lock:
             return min(self._acked.values())
 
-    def take_committable(self) -> dict[str, Position]:
-        """Pop and return, per source, the highest position now durable in every sink."""
+    def take_committable(self, limit: int | None = None) -> dict[str, Position]:
+        """Pop and return, per source, the highest position now durable in every sink (and at or
+        below sequence number `limit`, when given: stateful middleware's last snapshot, stages.py)."""
         out: dict[str, Position] = {}
         with self._lock:
             durable = min(self._acked.values())
+            if limit is not None:
+                durable = min(durable, limit)
             while self._marks and self._marks[0].seq <= durable:
                 mark = self._marks.popleft()
                 out[mark.source] = mark.position

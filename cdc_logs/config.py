@@ -177,6 +177,9 @@ class PipelineConfig(ConfigModel):
         dnames = [d.name or d.type for d in self.all_sinks()]
         if len(set(dnames)) != len(dnames):
             raise ValueError(f"destination names must be unique (got {dnames}); set `name:` on each")
+        from cdc_logs import pipeline_options  # opentelemetry / prometheus_metrics across entries
+
+        pipeline_options.check(self)
         return self
 
     @model_validator(mode="after")
@@ -196,3 +199,10 @@ class PipelineConfig(ConfigModel):
 
     def all_sinks(self) -> list[SinkConfigBase]:
         return list(self.destinations or ([self.destination] if self.destination else []))
+
+    def warnings(self) -> list[str]:
+        """Settings accepted in the seed's shape that cannot act as written: `config validate` prints
+        them, `run` logs them at start."""
+        from cdc_logs import pipeline_options
+
+        return [*self.health_checks.warnings(), *pipeline_options.warnings(self)]

@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import sys
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from cdc_logs.adaptive import AdaptiveBatch
 from cdc_logs.checkpoint import Checkpointer
@@ -44,7 +46,12 @@ from cdc_logs.position import Position
 from cdc_logs.readers.base import Reader
 from cdc_logs.retry import RetryPolicy
 from cdc_logs.sinks.base import Sink
+from cdc_logs.stages import BatchStage, StageRunner
 from cdc_logs.transforms.base import Transform, apply_all
+
+if TYPE_CHECKING:
+    from cdc_logs.observability.tracing import BatchTracer
+    from cdc_logs.retention import Retention
 
 __all__ = ["BatchPolicy", "FanoutPolicy", "Pipeline", "PipelineStats", "RetryPolicy"]
 
@@ -101,6 +108,8 @@ class Pipeline:
         offsets: OffsetStore,
         *,
         transforms: Sequence[Transform] = (),
+        stages: Sequence[BatchStage] = (),
+        state_dir: str | None = None,
         batch: BatchPolicy | None = None,
         retry: RetryPolicy | None = None,
         queue_size: int = 10_000,
@@ -115,6 +124,8 @@ class Pipeline:
         lag_guards: Mapping[str, LagGuard] | None = None,
         lag_interval_s: float = 5.0,
         adaptive: AdaptiveBatch | None = None,
+        tracer: BatchTracer | None = None,
+        retention: Retention | None = None,
     ) -> None:
         names = [s.name for s in sinks]
         if len(set(names)) != len(names):
@@ -128,12 +139,15 @@ class Pipeline:
         self.sinks = list(sinks)
         self.offsets = offsets
         self.transforms = list(transforms)
+        self._stages = StageRunner(stages, state_dir, name)  # batch middleware (stages.py)
         self.batch = batch or BatchPolicy()
         self.retry = retry or RetryPolicy()
         self.limit = limit
         self.stop_when_idle = stop_when_idle
         self.metrics = metrics or Metrics.disabled()
         self.retry_start = retry_start
+        self._tracer = tracer  # opentelemetry: a span per batch (observability/tracing.py); None = off
+        self._retention = retention  # retention_period_days (retention.py)
         self.stats = PipelineStats()
         self.status = (status or PipelineStatus()).attach(readers, names)
         self.ready = threading.Event()
@@ -342,10 +356,14 @@ class Pipeline:
                 for sink in self.sinks:
                     if not self._delivery.open(sink):  # a sink down at start: retried like a write
                         return self.stats  # stopped first (still shut down: status, opened sinks)
+            if self._stages:
+                self._open_stages()
             for source in self.readers:
                 self._start_with_retry(source)
             if self.metrics.enabled or self._lag.guards:  # tail (no metrics, no guards) opens no probe
                 self._lag.start()
+            if self._retention is not None:
+                self._retention.start()
             self.ready.set()
             self.status.running()
             self._loop()
@@ -428,6 +446,8 @@ class Pipeline:
                     del batch[keep:]
                     marks = [m for m in marks if m[0] <= cutoff]
                     size = sum(len(e.to_json()) for e in batch)
+                if self._tracer is not None and deadline is not None:  # span from the first item taken
+                    self._tracer.batch_started(deadline - self.batch.max_wait_s, batch, marks)
                 self._flush(batch, marks, size)
                 batch, seqs, marks, size, deadline = [], [], [], 0, None
             if self._fanout is not None:
@@ -436,6 +456,15 @@ class Pipeline:
             if finishing:
                 self._finish_fanout()
                 return
+
+    def _open_stages(self) -> None:
+        """Give batch middleware the state saved with the committed positions (stages.py)."""
+        committed: dict[str, str | None] = {}
+        for source in self.readers:
+            stored = self.offsets.load(self.name, source)
+            committed[source] = stored.position if stored is not None else None
+        dead = self._dead_letters
+        self._stages.open(committed, dead.write if dead is not None else None, {"metrics": self.metrics})
 
     def _take(self, timeout: float) -> _Item | None:
         """The next item for the main loop: from the queue, through the merge window if there is one.
@@ -474,6 +503,11 @@ class Pipeline:
             self.metrics.events_read(self._read_counts)
             self._read_counts.clear()
         last_seq = marks[-1][0]
+        if self._stages:
+            batch = self._stages.process(batch, last_seq)
+            for event in batch:  # a stage may have changed an event whose JSON was cached when read
+                event.encoded = None
+            size = sum(len(e.to_json()) for e in batch)
         for source, ts_ms in self._batch_first_ts.items():
             self._pending[source].append((last_seq, ts_ms))
         self._batch_first_ts.clear()
@@ -543,17 +577,27 @@ class Pipeline:
         )
 
     def _commit(self) -> None:
-        for source, position in self._checkpoint.take_committable().items():
+        limit = self._stages.commit_limit(self._checkpoint.durable_seq())
+        committable = self._checkpoint.take_committable(limit)
+        if committable and limit is not None:  # stateful middleware: its state first (stages.py)
+            positions = {s: (p.encode() if p is not None else None) for s, p in self._committed.items()}
+            positions.update((s, p.encode()) for s, p in committable.items())
+            self._stages.before_commit(limit, positions)
+        for source, position in committable.items():
             self.offsets.save(self.name, source, position)
             self.readers[source].commit(position)
             self.stats.commits[source] = position
             self._committed[source] = position
             self.metrics.committed(source, position)
             self.status.committed(source, position.describe())
+        if committable and self._stages:
+            self._stages.after_commit()
         durable = self._checkpoint.durable_seq()
         for pending in self._pending.values():
             while pending and pending[0][0] <= durable:
                 pending.popleft()
+        if self._tracer is not None:  # durable and committable: stateful stages may hold commits back
+            self._tracer.batch_durable(durable if limit is None else min(durable, limit))
 
     # -- lag (observability/lag.py) ------------------------------------------------------------
     def _oldest_pending_ms(self, source: str) -> int | None:
@@ -606,6 +650,10 @@ class Pipeline:
         self._stop.set()
         self.status.ended()
         self._lag.close()
+        if self._retention is not None:
+            self._retention.close()
+        if self._tracer is not None:  # spans still open: not durable (or failed, with the error)
+            self._tracer.close(sys.exc_info()[1] or self._guard_error)
         if self._fanout is not None:
             self._fanout.close()
         for reader in self.readers.values():
@@ -617,6 +665,7 @@ class Pipeline:
                 reader.close()
             except Exception as exc:
                 log.warning("closing source failed", error=str(exc))
+        self._stages.close()
         for sink in self.sinks:
             try:
                 sink.close()

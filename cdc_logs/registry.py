@@ -123,11 +123,11 @@ def sink(config: type[BaseModel], *, capabilities: Iterable[str]) -> Callable[[_
 
 
 def transform(config: type[BaseModel]) -> Callable[[_B], _B]:
-    """Register a transform's build function `(cfg) -> Transform` for `config`."""
+    """Register a transform's build function `(cfg) -> Transform | BatchStage` for `config`."""
     return _register("transform", config, ())
 
 
-_PACKAGES = ("cdc_logs.sinks", "cdc_logs.transforms")
+_PACKAGES = ("cdc_logs.sinks", "cdc_logs.transforms", "cdc_logs.middleware")
 
 
 def load() -> None:

@@ -303,6 +303,13 @@ class SyncConfig(ConfigModel):
         default_factory=ParallelismConfig,
         description="Several workers per destination, each batch split by key (off by default).",
     )
+    state_dir: str | None = Field(
+        None,
+        description="Where batch middleware (audit trail, financial validation, IoT windows, anomaly "
+        "detection) keeps its files and the state saved with each checkpoint. "
+        "Default: .cdc-logs/<pipeline>.state.",
+        examples=["/var/lib/cdc/state"],
+    )
 
     @model_validator(mode="before")
     @classmethod

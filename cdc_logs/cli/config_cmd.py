@@ -27,6 +27,8 @@ def validate(config: Path = typer.Option(..., "-c", "--config", help="Pipeline Y
         check_sink(sink.type, sink.name)
     sources = ", ".join(f"{s.name or s.type} ({s.type})" for s in cfg.all_sources())
     sinks = ", ".join(f"{d.name or d.type} ({d.type})" for d in cfg.all_sinks())
+    for warning in cfg.warnings():
+        print(redact(f"warning: {warning}"), file=sys.stderr)
     # Names are free text (a source named after its DSN): redacted like every message.
     print(redact(f"ok: pipeline {cfg.name!r}: sources {sources}; destinations {sinks}; sync {cfg.sync.mode}"))
 

@@ -35,6 +35,8 @@ def run(
 ) -> None:
     """Run a pipeline from a YAML config until stopped (continuous), once (one_time), or on a cron."""
     cfg = load_config(config)
+    for warning in cfg.warnings():
+        log.warning("config", note=warning)
     stop = threading.Event()
     current: list[Pipeline] = []
 

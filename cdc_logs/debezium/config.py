@@ -12,6 +12,8 @@ from cdc_logs.configmodel import ConfigModel, SourceConfigBase
 from cdc_logs.dsn import check_bootstrap, check_url
 from cdc_logs.readers.base import Reader
 
+DEFAULT_CONNECT_URL = "http://localhost:8083"
+
 
 class DeadLetterConfig(ConfigModel):
     """Where undecodable Debezium records go (with the reason); the pipeline keeps going."""
@@ -53,8 +55,9 @@ class DebeziumSourceConfig(SourceConfigBase):
 
     type: Literal["debezium"] = Field(description="Selects this source.")
     bootstrap_servers: str = Field(
+        "localhost:9092",
         description="Kafka bootstrap servers, host:port[,host:port]; never with credentials in them (use "
-        "the sasl_* fields).",
+        "the sasl_* fields). Default: localhost:9092, as the Kafka source's.",
         examples=["kafka-1:9092,kafka-2:9092"],
     )
     topic_prefix: str | None = Field(
@@ -141,7 +144,9 @@ class DebeziumSourceConfig(SourceConfigBase):
     )
     connect_url: str | None = Field(
         None,
-        description="Kafka Connect REST URL, to create or update `connector_config` when the source opens.",
+        description="Kafka Connect REST URL, to create or update `connector_config` when the source opens. "
+        "Default with `connector_config`: http://localhost:8083 (Kafka Connect's default REST listener; the "
+        "seed's Debezium example gives none); an unreachable Connect stops the start naming this URL.",
         examples=["http://connect.internal:8083"],
     )
     connect_username: str | None = Field(
@@ -210,10 +215,7 @@ class DebeziumSourceConfig(SourceConfigBase):
     def _needs(self) -> DebeziumSourceConfig:
         if self.connector_config is not None:
             if not self.connect_url:
-                raise ValueError(
-                    "connector_config needs connect_url (the Kafka Connect REST URL), or provision the "
-                    "connector with `cdc-logs debezium connectors apply -f connectors.yaml` and drop it here"
-                )
+                self.connect_url = DEFAULT_CONNECT_URL  # Kafka Connect's default listener
             for key in ("name", "connector.class", "topic.prefix"):
                 if not self.connector_config.get(key):
                     raise ValueError(f"connector_config needs `{key}`")

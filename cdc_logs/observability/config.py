@@ -2,11 +2,41 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from cdc_logs.configmodel import ConfigModel
+
+SERVED = {"/health": "json", "/ready": "json", "/status": "json", "/metrics": "prometheus"}
+
+
+class HealthEndpoint(ConfigModel):
+    """One entry of the seed's `health_checks.endpoints`: a path that is served, and its format."""
+
+    path: Literal["/health", "/ready", "/status", "/metrics"] = Field(
+        description="A served path: /health (alive), /ready (delivering), /status (state), /metrics.",
+        examples=["/health"],
+    )
+    format: Literal["json", "prometheus"] | None = Field(
+        None,
+        description="What the path answers: prometheus for /metrics, json for the others; another value "
+        "is refused.",
+        examples=["prometheus"],
+    )
+    checks: list[str] | None = Field(
+        None,
+        description="The seed's list of checks (database, kafka, memory, ...): accepted with a warning, "
+        "since /health and /ready always judge every source and destination of the pipeline and its "
+        "progress (docs/operations.md), and check nothing else (no memory check).",
+        examples=[["database", "kafka"]],
+    )
+
+    @model_validator(mode="after")
+    def _format(self) -> HealthEndpoint:
+        if self.format is not None and self.format != SERVED[self.path]:
+            raise ValueError(f"{self.path} answers {SERVED[self.path]}, not {self.format}")
+        return self
 
 
 class HealthConfig(ConfigModel):
@@ -25,11 +55,13 @@ class HealthConfig(ConfigModel):
         "container).",
         examples=["0.0.0.0"],
     )
-    endpoints: list[dict[str, Any]] | None = Field(
+    endpoints: list[HealthEndpoint] | None = Field(
         None,
-        description="Accepted for the seed's shape and ignored: the paths are fixed (/health, /ready, "
-        "/metrics).",
-        examples=[[{"path": "/health"}]],
+        description="The seed's list of endpoints, checked against what is served: the paths are fixed "
+        "(/health, /ready, /metrics, /status, all served whatever this lists), an unknown path or format "
+        "is refused, and `checks` (which /health cannot select) gives a warning (`config validate` and "
+        "`run` print it).",
+        examples=[[{"path": "/health"}, {"path": "/metrics", "format": "prometheus"}]],
     )
     sink_stall_ms: int = Field(
         60_000,
@@ -68,3 +100,12 @@ class HealthConfig(ConfigModel):
         "connection of its own): how often `max_lag` is checked and the lag metrics move.",
         examples=[10_000],
     )
+
+    def warnings(self) -> list[str]:
+        """What of the seed's shape is accepted but cannot act as written."""
+        return [
+            f"health_checks.endpoints[{i}].checks {e.checks} is not selectable: {e.path} judges every "
+            "source and destination and the pipeline's progress, and nothing else (no memory check)"
+            for i, e in enumerate(self.endpoints or [])
+            if e.checks
+        ]

@@ -75,6 +75,20 @@ class Metrics:
             src,
             registry=r,
         )
+        self.retention_removed = Counter(
+            "cdc_logs_retention_removed_total",
+            "Records (dead letters) and files (e.g. audit segments) removed by retention_period_days, by "
+            "what they were (retention.py)",
+            ["pipeline", "what", "unit"],
+            registry=r,
+        )
+        self.middleware_late = Counter(
+            "cdc_logs_middleware_late_events_total",
+            "Readings iot_aggregation found late (their window already emitted), by what it did: "
+            "dropped, dead_lettered, updated",
+            ["pipeline", "middleware", "action"],
+            registry=r,
+        )
         # -- histograms --------------------------------------------------------------------------
         self.batch_seconds = Histogram(
             "cdc_logs_batch_write_seconds",
@@ -159,6 +173,13 @@ class Metrics:
             ["pipeline"],
             registry=r,
         )
+        self.retention_overdue = Gauge(
+            "cdc_logs_retention_overdue_files",
+            "Files kept past retention_period_days because they hold data not yet delivered (the fan-out "
+            "spool); never removed, reported until delivered",
+            ["pipeline", "what"],
+            registry=r,
+        )
         self.ready = Gauge(
             "cdc_logs_ready", "1 when /ready would answer 200, else 0", ["pipeline"], registry=r
         )
@@ -212,9 +233,24 @@ class Metrics:
         if self.enabled:
             self.merge_late.labels(self.pipeline, source).inc()
 
+    def middleware_late_event(self, middleware: str, action: str) -> None:
+        if self.enabled:
+            self.middleware_late.labels(self.pipeline, middleware, action).inc()
+
     def committed(self, source: str, position: Position) -> None:
         if self.enabled:
             self.commit_ts.labels(self.pipeline, source).set(time.time())
+
+    def retention(
+        self, what: str, *, removed: int = 0, unit: str = "records", overdue: int | None = None
+    ) -> None:
+        """A retention pass (retention.py): `removed` records or files of `what`, `overdue` files kept."""
+        if not self.enabled:
+            return
+        if removed:
+            self.retention_removed.labels(self.pipeline, what, unit).inc(removed)
+        if overdue is not None:
+            self.retention_overdue.labels(self.pipeline, what).set(overdue)
 
     # -- gauges set by the lag monitor and the refresh hook ---------------------------------------
     def source_lag(

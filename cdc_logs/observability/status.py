@@ -14,6 +14,7 @@ Not ready (503) when
   * the pipeline is not running (starting, stopping, stopped, waiting for its next cron run);
   * a sink has data waiting and accepted no write for `sink_stall_s`;
   * a sink dead-lettered an event in the last `dead_letter_window_s`;
+  * a monitor set a `condition` (retention.py: data not yet delivered is older than the retention);
   * a source's lag is past its `max_lag` with `on_max_lag: not_ready` or `stop` (the lag monitor,
     observability/lag.py, reports it through `source_lag`);
   * a source has not moved for `source_stall_s`: no event and no heartbeat (sources that send no
@@ -88,6 +89,7 @@ class _State:
     sinks: dict[str, _Sink] = field(default_factory=dict)
     sources: dict[str, _Source] = field(default_factory=dict)
     batch_size: int | None = None  # adaptive batching's current size (adaptive.py)
+    conditions: dict[str, str] = field(default_factory=dict)  # set by monitors (retention.py): not ready
 
 
 def _age(now: float, then: float | None) -> float | None:
@@ -320,6 +322,14 @@ class PipelineStatus:
                 "sink_last_write": {n: now - x.last_write for n, x in s.sinks.items() if x.last_write},
             }
 
+    def condition(self, name: str, reason: str | None) -> None:
+        """A monitor's problem (`reason`) that makes /ready fail until it is cleared (None)."""
+        with self._lock:
+            if reason is None:
+                self._s.conditions.pop(name, None)
+            else:
+                self._s.conditions[name] = reason
+
     # -- answers ----------------------------------------------------------------------------------
     def readiness(self) -> tuple[bool, list[str]]:
         now = self._clock()
@@ -349,6 +359,7 @@ class PipelineStatus:
                             f"{ago:.0f} s ago (window {t.dead_letter_window_s:g} s)"
                             + self._last_error(1, sink.dead_letter_error)
                         )
+            reasons.extend(f"{name}: {reason}" for name, reason in s.conditions.items())
             for name, source in s.sources.items():
                 if source.lag_reason and s.phase == "running":
                     reasons.append(f"source {name}: {source.lag_reason}")

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from cdc_logs.configmodel import ConfigModel
 from cdc_logs.observability.logging import get_logger
@@ -66,6 +66,13 @@ class PollTableSettings(ConfigModel):
     key_columns: list[str] | None = Field(
         None, description="Event key columns. Default: the primary key.", examples=[["id"]]
     )
+    query: str | None = Field(
+        None,
+        description="A custom SELECT polled instead of the table, as the poll source's `query` (:last_sync "
+        "and :last_id are bound); per table only (`poll.tables[name].query`). The seed's `query:` at the "
+        "top of a postgresql source lands here.",
+        examples=["SELECT event_id, created_at, payload FROM event_store WHERE created_at > :last_sync"],
+    )
 
 
 class PollSettings(PollTableSettings):
@@ -80,6 +87,12 @@ class PollSettings(PollTableSettings):
     safety_lag_ms: int = Field(
         0, ge=0, description="As the poll source's safety_lag_ms (late-committing rows).", examples=[5000]
     )
+
+    @model_validator(mode="after")
+    def _query_per_table(self) -> PollSettings:
+        if self.query is not None:
+            raise ValueError("poll.query belongs to one table: set it as poll.tables[<table>].query")
+        return self
 
 
 def capture_alias(data: Any) -> Any:
@@ -120,6 +133,7 @@ def polled_tables(tables: list[str], poll: PollSettings | None) -> list[Any]:
                 incrementing_column=inc,
                 key_columns=tuple(pick["key_columns"]) if pick["key_columns"] else None,
                 soft_delete_column=pick["soft_delete_column"],
+                query=own.query,
             )
         )
     return out

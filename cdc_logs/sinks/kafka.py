@@ -301,8 +301,10 @@ class KafkaSinkConfig(SinkConfigBase):
 
     type: Literal["kafka"] = Field(description="Selects this destination.")
     bootstrap_servers: str = Field(
+        "localhost:9092",
         description="Kafka bootstrap servers, host:port[,host:port]; never with credentials in them (use "
-        "the sasl_* fields).",
+        "the sasl_* fields). Default: localhost:9092, as the Kafka source's (the seed's multi-destination "
+        "example gives only `topic`).",
         examples=["kafka-1:9092,kafka-2:9092"],
     )
     topic: str | None = Field(

@@ -701,7 +701,9 @@ class SqlSinkConfig(SinkConfigBase):
     )
     database: str | None = Field(
         None,
-        description="Database name (sqlite: the file path), when `url` is not set; then required.",
+        description="Database name (sqlite: the file path), when `url` is not set; then required, except "
+        "for postgresql/postgres, where libpq's default applies (PGDATABASE, else the user name), as the "
+        "seed's multi-destination example gives only host and table.",
         examples=["analytics"],
     )
     username: str | None = Field(None, description="User, when `url` is not set.", examples=["cdc"])
@@ -759,7 +761,9 @@ class SqlSinkConfig(SinkConfigBase):
 
     @model_validator(mode="after")
     def _connection(self) -> SqlSinkConfig:
-        if self.url is None and (self.type == "sql" or not self.database):
+        # Postgres without a database: libpq's default (PGDATABASE, else the user name), as psql does.
+        libpq_default = self.type in ("postgresql", "postgres")
+        if self.url is None and (self.type == "sql" or not (self.database or libpq_default)):
             raise ValueError("give `url` (a SQLAlchemy URL), or `database` with host/port/username/password")
         if "target_schema" not in self.model_fields_set and self.sqlalchemy_url().startswith("sqlite"):
             self.target_schema = None  # SQLite has no schemas to mirror
@@ -777,7 +781,7 @@ class SqlSinkConfig(SinkConfigBase):
         if self.password is not None:
             auth += ":" + quote(self.password.get_secret_value(), safe="")
         port = f":{self.port}" if self.port else ""
-        return f"{_DRIVERS[self.type]}://{auth + '@' if auth else ''}{self.host}{port}/{self.database}"
+        return f"{_DRIVERS[self.type]}://{auth + '@' if auth else ''}{self.host}{port}/{self.database or ''}"
 
 
 @registry.sink(SqlSinkConfig, capabilities={"state", "ordered", "replay_guard"})

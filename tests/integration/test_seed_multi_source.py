@@ -38,7 +38,7 @@ ROUNDS = 15
 
 
 def _adapt(pg_dsn: str, mariadb_dsn: str, bootstrap: str, names: dict[str, str], tmp: Path) -> dict[str, Any]:
-    config: dict[str, Any] = yaml.safe_load(EXAMPLES["multi-source"])
+    config: dict[str, Any] = yaml.safe_load(EXAMPLES["Multi-Source CDC"])
     assert [s["name"] for s in config["sources"]] == ["user_db", "order_db", "event_stream"]
     assert config["merge_strategy"] == "timestamp_based"
     user_db, order_db, event_stream = config["sources"]

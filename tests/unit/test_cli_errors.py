@@ -40,7 +40,7 @@ class Case:
     message: str  # the first line of stderr; "…" matches any text
     setup: Setup  # writes what the case needs into a fresh directory, returns the CLI arguments
     needs: str | None = None  # environment variable of a live server
-    within_s: float = 10.0
+    within_s: float = 20.0  # fail fast: far below any retry loop, above a loaded start-up
     background: bool = False  # setup starts a `run` that holds the pipeline lock (killed afterwards)
     extra: tuple[str, ...] = field(default=())  # more text stderr must contain
 

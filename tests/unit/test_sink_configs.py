@@ -141,7 +141,13 @@ def test_sqlite_target_has_no_schema_by_default() -> None:
 
 def test_sql_needs_a_database() -> None:
     with pytest.raises(CdcError, match="url"):
-        destination("{type: postgresql, host: h}")
+        destination("{type: mysql, host: h}")
+
+
+def test_postgres_target_without_a_database_takes_libpqs_default() -> None:
+    # The seed's multi-destination example: host and table only (libpq: PGDATABASE, else the user).
+    sink = destination('{type: postgresql, host: "analytics.company.com", table: "unified_events"}')
+    assert isinstance(sink, SqlSink) and sink.table_template == "unified_events"
 
 
 def test_seed_elasticsearch_destination() -> None:

@@ -322,10 +322,10 @@ def test_seed_mask_fields_default_to_hash() -> None:
     assert event.after["ssn"] == sha("123-45-6789")
 
 
-def test_retention_period_days_is_rejected() -> None:
-    with pytest.raises(ValidationError, match="retention_period_days is not supported"):
+def test_retention_period_days_must_be_positive() -> None:
+    with pytest.raises(ValidationError, match="retention_period_days\n  Input should be greater than 0"):
         transform_config(
-            {"type": "gdpr_compliance", "params": {"pii_fields": ["e"], "retention_period_days": 1}}
+            {"type": "gdpr_compliance", "params": {"pii_fields": ["e"], "retention_period_days": 0}}
         )
 
 

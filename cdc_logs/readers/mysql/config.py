@@ -96,7 +96,8 @@ class MysqlSourceConfig(SourceConfigBase):
     database: str | None = Field(
         None,
         description="Database that bare table names in `tables` belong to (and the connection's, when "
-        "`dsn` names none).",
+        "`dsn` names none). With neither `tables` nor `schemas`, every table of this database is "
+        "captured, as `schemas: [database]` (the seed's MySQL binlog example).",
         examples=["shop"],
     )
     tables: list[str] = Field(
@@ -222,8 +223,10 @@ class MysqlSourceConfig(SourceConfigBase):
 
     @model_validator(mode="after")
     def _needs(self) -> MysqlSourceConfig:
+        if not self.tables and not self.schemas and self.database:
+            self.schemas = [self.database]  # the seed's `database:` alone: the whole database
         if not self.tables and not self.schemas:
-            raise ValueError("give `tables: [db.table, ...]` or `schemas: [db, ...]`")
+            raise ValueError("give `tables: [db.table, ...]`, `schemas: [db, ...]` or `database`")
         if self.binlog_config and self.binlog_config.server_id and self.server_id is None:
             self.server_id = self.binlog_config.server_id
         return self

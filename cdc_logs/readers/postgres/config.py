@@ -45,9 +45,12 @@ class PostgresSourceConfig(SourceConfigBase):
         description="Selects this source; `postgres` and `pg` are aliases of `postgresql`."
     )
     dsn: SecretStr = Field(
+        SecretStr(""),
         description="libpq connection string or URL of the database to capture, for a role with "
         "REPLICATION and SELECT on the tables. A secret: never logged; write the password as ${VAR}. "
-        "Also accepted as `url`, `uri`, `connection_string`, or the seed's host/port/database/user/password.",
+        "Also accepted as `url`, `uri`, `connection_string`, or the seed's host/port/database/user/password. "
+        "Default: empty, so libpq's defaults apply, as for psql (PGHOST, PGPORT, PGUSER, PGPASSWORD, "
+        "PGDATABASE, else the local socket; the seed's event-sourcing example names no server).",
         examples=["postgresql://cdc:${PG_PASSWORD}@db.internal:5432/shop"],
     )
     tables: list[str] = Field(
@@ -190,6 +193,8 @@ class PostgresSourceConfig(SourceConfigBase):
                 data["signal_data_collection"] = data.pop("signal.data.collection")
             if "publication_name" in data and "publication" not in data:
                 data["publication"] = data.pop("publication_name")
+            if "query" in data:  # the seed's event-sourcing shape: poll this query instead of the log
+                _seed_query(data)
             if "dsn" not in data and "host" in data:  # the seed's host/port/database/user/password shape
                 from psycopg.conninfo import make_conninfo
 
@@ -225,6 +230,33 @@ class PostgresSourceConfig(SourceConfigBase):
         if self.tables and self.all_tables:
             raise ValueError("give either `tables` or `all_tables: true`, not both")
         return self
+
+
+_LAST_SYNC = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*>=?\s*:last_sync\b")
+
+
+def _seed_query(data: dict[str, Any]) -> None:
+    """`table:` + `query:` (the seed's event-sourcing example): poll the query, as `capture: poll` with
+    `poll.tables[table].query`; its timestamp cursor is the column compared with :last_sync (`WHERE
+    created_at > :last_sync`) unless poll gives one. A log capture cannot run a query: refused."""
+    query = data.pop("query")
+    capture = data.get("capture", "poll")
+    if capture != "poll":
+        raise ValueError(f"`query` is polled: it needs capture: poll (got capture: {capture})")
+    data["capture"] = "poll"
+    tables = data.get("tables") or ([data["table"]] if "table" in data else [])
+    if len(tables) != 1:
+        raise ValueError("`query` needs exactly one `table` (the name its events carry)")
+    poll = dict(data.get("poll") or {})
+    per_table = dict(poll.get("tables") or {})
+    own = dict(per_table.get(tables[0]) or {})
+    own["query"] = query
+    found = _LAST_SYNC.search(str(query))
+    if found and not (own.get("timestamp_column") or poll.get("timestamp_column")):
+        own["timestamp_column"] = found.group(1)
+    per_table[tables[0]] = own
+    poll["tables"] = per_table
+    data["poll"] = poll
 
 
 @registry.source(PostgresSourceConfig, capabilities={"heartbeats"})
