@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass
@@ -57,3 +58,13 @@ class AdaptiveBatch:
             elif write_s < self.target_s / 2 and events >= self.size and backlog:
                 self.size = min(self.max_size, self.size * 2)
             return self.size
+
+    @classmethod
+    def from_config(cls, sync: Any) -> AdaptiveBatch | None:
+        """sync.batch_optimization with adaptive_batching (a SyncConfig), else None: fixed batches."""
+        opt = sync.batch_optimization
+        if opt is None or not opt.adaptive_batching:
+            return None
+        top = sync.batch.max_events
+        low = opt.min_batch_size if opt.min_batch_size is not None else min(100, top)
+        return cls(low, top, (opt.target_latency_ms or sync.batch.max_wait_ms or 1000) / 1000)

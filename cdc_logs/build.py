@@ -62,24 +62,9 @@ def build_destination(cfg: SinkConfigBase, pipeline: PipelineConfig) -> Sink:
     par = pipeline.sync.parallelism
     if not par.enabled or par.worker_count < 2:
         return build_sink(cfg, pipeline.name)
-    from cdc_logs.parallel import Partitioner, partitioned
+    from cdc_logs.parallel import build_partitioned
 
-    component = registry.for_config(cfg)
-    context = registry.BuildContext(pipeline.name)
-    partitioner = Partitioner(
-        par.worker_count,
-        strategy=par.partition_strategy,
-        field=par.partition_field,
-        boundaries=par.range_boundaries,
-    )
-
-    def one(name: str) -> Sink:
-        sink: Sink = component.build(cfg.model_copy(update={"name": name}), context)
-        # The route inside each worker: the partitioned sink then sees the batch object the delivery
-        # retries with, and writes again only the parts that failed (parallel.py).
-        return routed(sink, cfg.route)
-
-    return partitioned(one, cfg.name or cfg.type, partitioner)
+    return build_partitioned(cfg, pipeline.name, par)
 
 
 def build_transform(cfg: BaseModel) -> Transform | BatchStage:
@@ -201,18 +186,8 @@ def make_pipeline(
         lag_interval_s=cfg.health_checks.lag_interval_ms / 1000,
         tracer=tracer_for(tracing.settings if tracing else None, cfg.name, sink_names),
         retention=retention(cfg, transforms, metrics, status),
-        adaptive=adaptive_batch(cfg),
+        adaptive=AdaptiveBatch.from_config(cfg.sync),
     )
-
-
-def adaptive_batch(cfg: PipelineConfig) -> AdaptiveBatch | None:
-    """sync.batch_optimization with adaptive_batching (adaptive.py), else None: fixed batches."""
-    opt = cfg.sync.batch_optimization
-    if opt is None or not opt.adaptive_batching:
-        return None
-    top = cfg.sync.batch.max_events
-    low = opt.min_batch_size if opt.min_batch_size is not None else min(100, top)
-    return AdaptiveBatch(low, top, (opt.target_latency_ms or cfg.sync.batch.max_wait_ms or 1000) / 1000)
 
 
 def _expose_metrics(plugins: list[Transform], metrics: Metrics) -> None:

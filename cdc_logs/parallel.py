@@ -260,3 +260,27 @@ def check_destinations(parallel_enabled: bool, worker_count: int, types: Sequenc
             "appending to one file or stream would interleave their writes, and one writer is as fast; "
             "turn parallelism off, or write to a keyed destination (sql, kafka, redis, http...)"
         )
+
+
+def build_partitioned(cfg: Any, pipeline: str, parallelism: Any) -> Sink:
+    """Destination `cfg` (a sink config) as `parallelism.worker_count` sinks of the registry, each
+    named worker_name(...) and applying the destination's route (sync_config.ParallelismConfig)."""
+    from cdc_logs import registry
+    from cdc_logs.route import routed
+
+    component = registry.for_config(cfg)
+    context = registry.BuildContext(pipeline)
+    partitioner = Partitioner(
+        parallelism.worker_count,
+        strategy=parallelism.partition_strategy,
+        field=parallelism.partition_field,
+        boundaries=parallelism.range_boundaries,
+    )
+
+    def one(name: str) -> Sink:
+        sink: Sink = component.build(cfg.model_copy(update={"name": name}), context)
+        # The route inside each worker: the partitioned sink then sees the batch object the delivery
+        # retries with, and writes again only the parts that failed.
+        return routed(sink, cfg.route)
+
+    return partitioned(one, cfg.name or cfg.type, partitioner)

@@ -10,7 +10,6 @@ import pytest
 from pydantic import ValidationError
 
 from cdc_logs.adaptive import AdaptiveBatch
-from cdc_logs.build import adaptive_batch
 from cdc_logs.config import PipelineConfig
 from cdc_logs.offsets.memory import MemoryOffsetStore
 from cdc_logs.pipeline import BatchPolicy, FanoutPolicy, Pipeline
@@ -57,9 +56,9 @@ def config(**opt: object) -> PipelineConfig:
 def test_seed_shape_builds_the_controller() -> None:
     cfg = config(adaptive_batching=True, min_batch_size=100, max_batch_size=10000, target_latency_ms=1000)
     assert cfg.sync.batch.max_events == 10000 and cfg.sync.batch.max_wait_ms == 1000
-    ctl = adaptive_batch(cfg)
+    ctl = AdaptiveBatch.from_config(cfg.sync)
     assert ctl is not None and (ctl.min_size, ctl.max_size, ctl.target_s, ctl.size) == (100, 10000, 1.0, 100)
-    assert adaptive_batch(config(max_batch_size=500)) is None  # fixed batches unless asked
+    assert AdaptiveBatch.from_config(config(max_batch_size=500).sync) is None  # fixed batches unless asked
 
 
 def test_min_batch_size_without_adaptive_batching_is_refused() -> None:
