@@ -15,11 +15,14 @@ from typing import Any
 from pydantic import BaseModel
 
 from cdc_logs import pipeline_options, registry
+from cdc_logs.adaptive import AdaptiveBatch
+from cdc_logs.compression import takes_compression
 from cdc_logs.config import HealthConfig, OffsetsConfig, PipelineConfig
 from cdc_logs.configmodel import SinkConfigBase, SourceConfigBase
 from cdc_logs.middleware.audit_log import expired_segments
 from cdc_logs.middleware.opentelemetry import TracingOption
 from cdc_logs.observability.lag import LagGuard, parse_grace, parse_max_lag
+from cdc_logs.observability.logging import get_logger
 from cdc_logs.observability.metrics import Metrics
 from cdc_logs.observability.status import HealthThresholds, PipelineStatus
 from cdc_logs.observability.tracing import for_pipeline as tracer_for
@@ -34,16 +37,37 @@ from cdc_logs.sinks.base import Sink
 from cdc_logs.stages import BatchStage
 from cdc_logs.transforms.base import Transform
 
+log = get_logger(__name__)
+
 
 def build_reader(cfg: SourceConfigBase, pipeline: str, *, temporary: bool = False) -> Reader:
     """The reader for one source config. `temporary`: leave no consumer state behind (tail)."""
-    reader: Reader = registry.for_config(cfg).build(cfg, registry.BuildContext(pipeline, temporary))
+    component = registry.for_config(cfg)
+    if getattr(cfg, "connection_pool", None) is not None and component.name != "poll":
+        from cdc_logs.pool import not_used_warning
+
+        log.warning(not_used_warning(component.name), source=source_name(cfg))
+    reader: Reader = component.build(cfg, registry.BuildContext(pipeline, temporary))
     return reader
 
 
 def build_sink(cfg: SinkConfigBase, pipeline: str = "cdc") -> Sink:
     sink: Sink = registry.for_config(cfg).build(cfg, registry.BuildContext(pipeline))
     return routed(sink, cfg.route)  # a destination's `route:` narrows what it takes (route.py)
+
+
+def build_destination(cfg: SinkConfigBase, pipeline: PipelineConfig) -> Sink:
+    """A destination of a pipeline: one sink, or with sync.parallelism N of them split by key
+    (parallel.py), each applying its `route:`; sync.compression given to those that take it."""
+    comp = pipeline.sync.compression
+    if comp.enabled and takes_compression(cfg) and getattr(cfg, "compression", None) is None:
+        cfg = cfg.model_copy(update={"compression": comp.algorithm})  # sync.compression's default
+    par = pipeline.sync.parallelism
+    if not par.enabled or par.worker_count < 2:
+        return build_sink(cfg, pipeline.name)
+    from cdc_logs.parallel import build_partitioned
+
+    return build_partitioned(cfg, pipeline.name, par)
 
 
 def build_transform(cfg: BaseModel) -> Transform | BatchStage:
@@ -144,7 +168,7 @@ def make_pipeline(
     return Pipeline(
         cfg.name,
         {source_name(s): build_reader(s, cfg.name) for s in cfg.all_sources()},
-        [build_sink(d, cfg.name) for d in cfg.all_sinks()],
+        [build_destination(d, cfg) for d in cfg.all_sinks()],
         build_offsets(cfg.offsets, cfg.name),
         transforms=pipeline_options.transforms(transforms),  # opentelemetry & co.: not per event
         stages=stages,
@@ -165,6 +189,7 @@ def make_pipeline(
         lag_interval_s=cfg.health_checks.lag_interval_ms / 1000,
         tracer=tracer_for(tracing.settings if tracing else None, cfg.name, sink_names),
         retention=retention(cfg, transforms, metrics, status),
+        adaptive=AdaptiveBatch.from_config(cfg.sync),
     )
 
 

@@ -182,6 +182,18 @@ class PipelineConfig(ConfigModel):
         pipeline_options.check(self)
         return self
 
+    @model_validator(mode="after")
+    def _parallel(self) -> PipelineConfig:
+        from cdc_logs.parallel import check_destinations
+
+        par = self.sync.parallelism
+        check_destinations(par.enabled, par.worker_count, [d.type for d in self.all_sinks()])
+        from cdc_logs.compression import check_sync_compression
+
+        comp = self.sync.compression
+        check_sync_compression(comp.enabled, comp.algorithm, self.all_sinks())
+        return self
+
     def all_sources(self) -> list[SourceConfigBase]:
         return list(self.sources or ([self.source] if self.source else []))
 

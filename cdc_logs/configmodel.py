@@ -10,7 +10,7 @@ for sources also the lag guard `max_lag` / `on_max_lag`, observability/lag.py).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -49,6 +49,15 @@ class SourceConfigBase(ConfigModel):
         "`max_lag_grace`.",
         examples=["stop"],
     )
+    connection_pool: Any = Field(
+        None,
+        description="The seed's connection pool block (cdc_logs/pool.py): used by the poll source's "
+        "SQLAlchemy engine; a log reader reads one stream over one connection, so there it is accepted and "
+        "the run warns that it is not used.",
+        examples=[
+            {"min_connections": 2, "max_connections": 10, "connection_timeout": 30, "idle_timeout": 300}
+        ],
+    )
     max_lag_grace: str = Field(
         "60s",
         description="With `on_max_lag: stop`: how long the lag may stay past `max_lag` without shrinking "
@@ -56,6 +65,18 @@ class SourceConfigBase(ConfigModel):
         '"60s", "5m", "0s" stops at once.',
         examples=["5m"],
     )
+
+    @field_validator("connection_pool", mode="before")
+    @classmethod
+    def _connection_pool(cls, value: object) -> object:
+        if value is None:
+            return None
+        from cdc_logs.pool import ConnectionPoolConfig
+
+        pool = ConnectionPoolConfig.model_validate(value)
+        if pool.batch_insert_size is not None:
+            raise ValueError("batch_insert_size is a destination's setting (the SQL destination)")
+        return pool
 
     @field_validator("max_lag_grace", mode="before")
     @classmethod
@@ -86,6 +107,17 @@ class SinkConfigBase(ConfigModel):
         "checkpoint. Default: every event.",
         examples=[{"tables": ["public.orders"], "ops": ["c", "u", "d"]}],
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _connection_pool(cls, data: Any) -> Any:
+        # The seed puts connection_pool on any destination: refuse it clearly where there is no pool.
+        if isinstance(data, dict) and "connection_pool" in data and "connection_pool" not in cls.model_fields:
+            raise ValueError(
+                f"connection_pool applies to SQL destinations (sql, postgresql, mysql, mariadb, sqlite); a "
+                f"{data.get('type')} destination has no connection pool to size: remove it"
+            )
+        return data
 
     @model_validator(mode="after")
     def _urls(self) -> SinkConfigBase:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from cdc_logs.adaptive import AdaptiveBatch
 from cdc_logs.checkpoint import Checkpointer
 from cdc_logs.deadletter import DeadLetterDir
 from cdc_logs.delivery import Delivery
@@ -46,6 +47,7 @@ class FanOut:
         metrics: Metrics,
         max_memory_bytes: int = 64 << 20,
         status: PipelineStatus | None = None,
+        adaptive: AdaptiveBatch | None = None,
     ) -> None:
         self.sinks = list(sinks)
         self.checkpoint = checkpoint
@@ -59,6 +61,15 @@ class FanOut:
         # Workers keep delivering while the pipeline drains; only close() cuts their retries short.
         self.delivery = Delivery(
             retry, stop=self._stop, dead_letters=dead_letters, metrics=metrics, status=status
+        )
+        # Adaptive batching (adaptive.py): each sink's worker sizes its own reads by its write times.
+        self._sizes = (
+            {
+                s.name: AdaptiveBatch(adaptive.min_size, adaptive.max_size, adaptive.target_s)
+                for s in self.sinks
+            }
+            if adaptive is not None
+            else {}
         )
         self._appended = 0  # highest seq appended (ack marker)
         self._opened: set[str] = set()  # sinks whose worker has opened them
@@ -100,6 +111,10 @@ class FanOut:
             thread.join(timeout=10)
         self.spool.close()
 
+    def batch_size(self) -> int | None:
+        """With adaptive batching, the smallest of the sinks' batch sizes (where the pipeline cuts)."""
+        return min((c.size for c in self._sizes.values()), default=None)
+
     def check(self) -> None:
         """Raise the error a sink worker stopped on, if any."""
         if self.failure is not None:
@@ -113,12 +128,18 @@ class FanOut:
             if not self.delivery.open(sink):
                 return
             self._opened.add(sink.name)
+            sizer = self._sizes.get(sink.name)
             while not self._stop.is_set():
-                taken = self.spool.read(sink.name, self.batch_events, timeout=0.2)
+                limit = sizer.size if sizer is not None else self.batch_events
+                taken = self.spool.read(sink.name, limit, timeout=0.2)
                 if not taken.chunks:
                     continue
+                started = time.monotonic()
                 if not self.delivery.deliver(sink, taken.events):
                     return  # stopping: the rest is replayed from the checkpoint
+                if sizer is not None:
+                    backlog = self.spool.lag_bytes(sink.name) > 0
+                    sizer.observe(len(taken.events), time.monotonic() - started, backlog=backlog)
                 self.checkpoint.ack(sink.name, taken.ack)
                 self.delivery.status.sink_acked(sink.name, taken.ack)
                 self.spool.release()

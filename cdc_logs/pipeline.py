@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from cdc_logs.adaptive import AdaptiveBatch
 from cdc_logs.checkpoint import Checkpointer
 from cdc_logs.deadletter import DeadLetterDir
 from cdc_logs.delivery import Delivery
@@ -122,6 +123,7 @@ class Pipeline:
         merge_window_s: float | None = None,
         lag_guards: Mapping[str, LagGuard] | None = None,
         lag_interval_s: float = 5.0,
+        adaptive: AdaptiveBatch | None = None,
         tracer: BatchTracer | None = None,
         retention: Retention | None = None,
     ) -> None:
@@ -197,6 +199,12 @@ class Pipeline:
         self._delivery = Delivery(
             self.retry, stop=self._stop, dead_letters=dead_letters, metrics=self.metrics, status=self.status
         )
+        # sync.batch_optimization (adaptive.py): the batch size follows the measured write time. On the
+        # direct path the pipeline times each write; with fan-out each sink's worker sizes its own
+        # writes, and the pipeline cuts at the smallest of their sizes.
+        self._adaptive = adaptive
+        if adaptive is not None:
+            self._batch_size(adaptive.size)
         self._fanout: FanOut | None = None
         if fanout is not None:
             self._fanout = FanOut(
@@ -210,6 +218,7 @@ class Pipeline:
                 batch_events=self.batch.max_events,
                 metrics=self.metrics,
                 status=self.status,
+                adaptive=adaptive,
             )
 
     # -- control -------------------------------------------------------------------------------
@@ -523,11 +532,22 @@ class Pipeline:
                 self.status.sink_acked(sink.name, last_seq)
             for sink in self.sinks:
                 self._checkpoint.ack(sink.name, last_seq)
+            if self._adaptive is not None and batch:
+                took = time.monotonic() - started
+                self._batch_size(self._adaptive.observe(len(batch), took, backlog=not self._queue.empty()))
+        if self._fanout is not None and self._adaptive is not None:
+            self._batch_size(self._fanout.batch_size() or self.batch.max_events)
         if batch:
             self.metrics.batch_written(len(batch), time.monotonic() - started)
         self.stats.events += len(batch)
         self.stats.batches += 1 if batch else 0
         self._commit()
+
+    def _batch_size(self, size: int) -> None:
+        """Adaptive batching's size for the next batch (adaptive.py), shown in status and metrics."""
+        self.batch.max_events = size
+        self.status.batch_size(size)
+        self.metrics.batch_size(size)
 
     def _finish_fanout(self) -> None:
         """On the way out, give fan-out sinks a bounded time to deliver what is spooled, then commit."""

@@ -5,6 +5,7 @@ every field.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -107,6 +108,142 @@ class DeadLettersConfig(ConfigModel):
     )
 
 
+class BatchOptimizationConfig(ConfigModel):
+    """Adaptive batching (cdc_logs/adaptive.py): the batch size grows while writes stay well under the
+    target and changes wait, and shrinks when a write takes longer than the target."""
+
+    adaptive_batching: bool = Field(
+        False,
+        description="true: batches start at min_batch_size and adapt between it and max_batch_size to the "
+        "measured write time; false: every batch is cut at max_batch_size (or its wait).",
+        examples=[True],
+    )
+    min_batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="adaptive_batching: the smallest batch size it shrinks to, and where it starts. "
+        "Default: 100, or max_batch_size when smaller.",
+        examples=[100],
+    )
+    max_batch_size: int | None = Field(
+        None,
+        description="The largest batch (sets sync.batch.max_events, where its range is checked).",
+        examples=[10000],
+    )
+    target_latency_ms: int | None = Field(
+        None,
+        description="Milliseconds: a batch waits at most this long for more changes (sets "
+        "sync.batch.max_wait_ms); with adaptive_batching also the write time the size is steered to "
+        "(shrunk when a write takes longer, grown while writes take under half of it and changes wait).",
+        examples=[1000],
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> BatchOptimizationConfig:
+        if not self.adaptive_batching and self.min_batch_size is not None:
+            raise ValueError(
+                "batch_optimization: min_batch_size applies to adaptive_batching only (a fixed batch is "
+                "cut at max_batch_size or when target_latency_ms has passed); set adaptive_batching: true "
+                "or remove min_batch_size"
+            )
+        low, high = self.min_batch_size, self.max_batch_size
+        if low is not None and high is not None and low > high:
+            raise ValueError("batch_optimization: min_batch_size is larger than max_batch_size")
+        return self
+
+
+class ParallelismConfig(ConfigModel):
+    """Several workers per destination, each batch split by key (cdc_logs/parallel.py,
+    docs/configuration.md#parallel-delivery)."""
+
+    enabled: bool = Field(
+        False,
+        description="true: each destination is written by `worker_count` workers at once, each batch split "
+        "by key so that each key's changes stay in order; the checkpoint moves once every worker holds "
+        "its part. Default: false, or true when the block sets any other field.",
+        examples=[True],
+    )
+    worker_count: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Workers (sink instances, each with its own connection) per destination.",
+        examples=[4],
+    )
+    partition_strategy: Literal["hash", "range", "custom"] = Field(
+        "hash",
+        description="hash: crc32 of the table and the `partition_field` value, modulo worker_count; range: "
+        "`range_boundaries` cut the values of `partition_field` into worker_count ranges; custom is "
+        "refused (no plugin mechanism).",
+        examples=["range"],
+    )
+    partition_field: str | None = Field(
+        None,
+        description="The column whose value picks the worker (read from the row after the change, or "
+        "before it for a delete). Default: the event's primary key. Events without it go by their key.",
+        examples=["user_id"],
+    )
+    range_boundaries: list[int | float | str] | None = Field(
+        None,
+        description="partition_strategy range: worker_count - 1 ascending values; worker i takes "
+        "boundaries[i-1] <= value < boundaries[i]. Fixed in the config (never computed from the data), so "
+        "a replayed change goes to the worker that may already hold it.",
+        examples=[[100000, 200000, 300000]],
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ParallelismConfig:
+        if "enabled" not in self.model_fields_set and self.model_fields_set:
+            self.enabled = True  # a block that sets workers means them: never silently off
+        if self.partition_strategy == "custom":
+            raise ValueError(
+                "parallelism: partition_strategy custom is not supported (cdc-logs has no plugin mechanism "
+                "for partitioners); use hash or range"
+            )
+        if self.partition_strategy == "range":
+            bounds = self.range_boundaries
+            if not self.partition_field:
+                raise ValueError("parallelism: partition_strategy range needs partition_field")
+            if bounds is None or len(bounds) != self.worker_count - 1:
+                raise ValueError(
+                    f"parallelism: partition_strategy range needs worker_count - 1 = {self.worker_count - 1} "
+                    "range_boundaries (ascending)"
+                )
+            kinds = {isinstance(b, str) for b in bounds}
+            if len(kinds) > 1:
+                raise ValueError("parallelism: range_boundaries must be all numbers or all strings")
+            if any(a >= b for a, b in itertools.pairwise(bounds)):  # type: ignore[operator]
+                raise ValueError("parallelism: range_boundaries must be strictly ascending")
+        elif self.range_boundaries is not None:
+            raise ValueError("parallelism: range_boundaries is for partition_strategy range only")
+        return self
+
+
+class CompressionConfig(ConfigModel):
+    """Compression for the file and HTTP destinations (cdc_logs/compression.py); a destination's own
+    `compression` wins."""
+
+    enabled: bool = Field(
+        False,
+        description="true: the file and http destinations compress what they write with `algorithm` "
+        "(unless they set their own `compression`); other destinations are not affected. Default: false, "
+        "or true when the block sets `algorithm`.",
+        examples=[True],
+    )
+    algorithm: Literal["gzip", "zstd", "lz4", "snappy"] = Field(
+        "gzip",
+        description="gzip (built in); zstd, lz4, snappy need pip install 'cdc-logs[compression]'. HTTP takes "
+        "gzip and zstd only (the content codings receivers know).",
+        examples=["zstd"],
+    )
+
+    @model_validator(mode="after")
+    def _enabled(self) -> CompressionConfig:
+        if "enabled" not in self.model_fields_set and "algorithm" in self.model_fields_set:
+            self.enabled = True  # `compression: {algorithm: zstd}` means it: never silently off
+        return self
+
+
 class SyncConfig(ConfigModel):
     """How the pipeline runs and delivers: mode, batching, retries, fan-out, dead letters."""
 
@@ -144,6 +281,28 @@ class SyncConfig(ConfigModel):
         default_factory=DeadLettersConfig,
         description="Where refused and undecodable changes go, so the pipeline keeps going.",
     )
+    batch_optimization: BatchOptimizationConfig | None = Field(
+        None,
+        description="The seed's batching block: max_batch_size and target_latency_ms set sync.batch's "
+        "max_events and max_wait_ms; adaptive_batching makes the batch size follow the write time "
+        "(docs/configuration.md#adaptive-batching). Default: fixed batches.",
+        examples=[
+            {
+                "adaptive_batching": True,
+                "min_batch_size": 100,
+                "max_batch_size": 10000,
+                "target_latency_ms": 1000,
+            }
+        ],
+    )
+    compression: CompressionConfig = Field(
+        default_factory=CompressionConfig,
+        description="Compression for the file and http destinations (off by default).",
+    )
+    parallelism: ParallelismConfig = Field(
+        default_factory=ParallelismConfig,
+        description="Several workers per destination, each batch split by key (off by default).",
+    )
     state_dir: str | None = Field(
         None,
         description="Where batch middleware (audit trail, financial validation, IoT windows, anomaly "
@@ -159,20 +318,13 @@ class SyncConfig(ConfigModel):
             data = dict(data)
             if "cron_expression" in data:
                 data["cron"] = data.pop("cron_expression")
-            opt = data.pop("batch_optimization", None)
+            opt = data.get("batch_optimization")
             if opt is not None:
                 known = {"adaptive_batching", "min_batch_size", "max_batch_size", "target_latency_ms"}
                 if not isinstance(opt, dict) or not set(opt) <= known:
                     raise ValueError(f"batch_optimization accepts only {sorted(known)}")
-                # Batching is adaptive already: a batch closes at max_batch_size or target_latency_ms,
-                # whichever comes first, so it grows with load. A floor would only add latency.
-                # min_batch_size is accepted for the seed's shape but cannot hold a batch back past
-                # target_latency_ms (docs/configuration.md says so).
-                if opt.get("adaptive_batching") is False:
-                    raise ValueError(
-                        "batch_optimization: adaptive_batching: false is not supported; batches close at "
-                        "max_batch_size or target_latency_ms, whichever comes first"
-                    )
+                # The cap and the wait are the plain batch's (so errors name sync.batch.*); the
+                # adaptive part stays in batch_optimization (adaptive.py).
                 batch = dict(data.get("batch") or {})
                 if "max_batch_size" in opt:
                     batch["max_events"] = opt["max_batch_size"]

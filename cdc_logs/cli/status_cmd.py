@@ -273,6 +273,8 @@ def render(body: dict[str, Any]) -> list[Any]:
         head += f" (from {redact(str(body.get('url')))})"
     else:
         head += f"\n[yellow]from the offset store[/yellow]: {redact(str(body.get('note', '')))}"
+    if body.get("batch_size"):  # adaptive batching's current size (adaptive.py)
+        head += f"\nadaptive batch size: {int(body['batch_size'])} changes"
     out.append(head)
     for reason in body.get("reasons") or []:
         out.append(f"  [red]-[/red] {redact(str(reason))}")

@@ -167,6 +167,12 @@ class Metrics:
             snk,
             registry=r,
         )
+        self.batch_size_target = Gauge(
+            "cdc_logs_batch_size_target",
+            "Events per batch adaptive batching aims at now (sync.batch_optimization, adaptive.py)",
+            ["pipeline"],
+            registry=r,
+        )
         self.retention_overdue = Gauge(
             "cdc_logs_retention_overdue_files",
             "Files kept past retention_period_days because they hold data not yet delivered (the fan-out "
@@ -198,6 +204,10 @@ class Metrics:
         if self.enabled:
             self.batches.labels(self.pipeline).inc()
             self.batch_seconds.labels(self.pipeline).observe(seconds)
+
+    def batch_size(self, size: int) -> None:
+        if self.enabled:
+            self.batch_size_target.labels(self.pipeline).set(size)
 
     def sink_wrote(self, sink: str, seconds: float) -> None:
         if self.enabled:

@@ -88,6 +88,7 @@ class _State:
     last_commit: float | None = None
     sinks: dict[str, _Sink] = field(default_factory=dict)
     sources: dict[str, _Source] = field(default_factory=dict)
+    batch_size: int | None = None  # adaptive batching's current size (adaptive.py)
     conditions: dict[str, str] = field(default_factory=dict)  # set by monitors (retention.py): not ready
 
 
@@ -416,6 +417,11 @@ class PipelineStatus:
     def _last_error(failures: int, error: str | None) -> str:
         return f"; last error: {error}" if failures and error else ""
 
+    def batch_size(self, size: int) -> None:
+        """Adaptive batching's current batch size (adaptive.py), shown in `details`."""
+        with self._lock:
+            self._s.batch_size = size
+
     def details(self) -> dict[str, Any]:
         """The state behind the answers, for the endpoints' JSON bodies (ages in seconds)."""
         now = self._clock()
@@ -425,6 +431,7 @@ class PipelineStatus:
             return {
                 "state": s.phase,
                 "last_commit_age_s": _age(now, s.last_commit),
+                "batch_size": s.batch_size,
                 "sinks": {
                     name: {
                         "waiting": x.waiting_since is not None,

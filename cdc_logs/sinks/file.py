@@ -1,4 +1,4 @@
-"""File sink: JSON lines, fsync'd before `write` returns, rotated by size.
+"""File sink: JSON lines, fsync'd before `write` returns, rotated by size, optionally compressed.
 
 The active file is `path`; when it would grow past `max_bytes` it is renamed to `path.NNNNNN` (a
 monotonically increasing segment number, so `ls` orders segments by age) and a new one is started.
@@ -6,6 +6,8 @@ Each line is one Debezium JSON envelope; a line torn by a crash is cut off on th
 A replayed batch (after a crash) is appended again: readers of the files dedup by the envelope's
 source position if they need exactly-once. With `schemas: true` each line is the JsonConverter form
 `{"schema": ..., "payload": <envelope>}` (cdc_logs.connect_schema, docs/schemas.md).
+With `compression`, each batch is one compressed frame (cdc_logs/compression.py) appended to
+`path` + .gz/.zst/.lz4/.sz; a frame torn by a crash is cut off on the next open.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import IO, Literal
 from pydantic import ConfigDict, Field
 
 from cdc_logs import connect_schema, registry
+from cdc_logs.compression import codec
 from cdc_logs.configmodel import SinkConfigBase
 from cdc_logs.envelope import ChangeEvent
 from cdc_logs.errors import CdcError, ErrorKind
@@ -36,8 +39,13 @@ class FileSink(Sink):
         fsync: bool = True,
         schemas: bool = False,
         name: str = "file",
+        compression: str | None = None,
     ) -> None:
         self.path = Path(path)
+        # One compressed frame per batch (compression.py): a crash tears at most the last frame.
+        self._codec = codec(compression) if compression else None
+        if self._codec is not None and not self.path.name.endswith(self._codec.suffix):
+            self.path = self.path.with_name(self.path.name + self._codec.suffix)
         self.schemas = schemas
         self.max_bytes = max_bytes
         self.max_files = max_files
@@ -67,6 +75,14 @@ class FileSink(Sink):
         assert self._fh is not None
         if self._size == 0:
             return
+        if self._codec is not None:  # cut back to the end of the last complete frame
+            with open(self.path, "rb") as reader:
+                end = self._codec.complete_prefix_of(reader)
+            if end < self._size:
+                self._fh.truncate(end)
+                self._fh.seek(end)
+                self._size = end
+            return
         with open(self.path, "rb") as reader:
             reader.seek(max(0, self._size - 1))
             if reader.read(1) == b"\n":
@@ -93,6 +109,8 @@ class FileSink(Sink):
             data = b"".join(connect_schema.envelope_record(event) + b"\n" for event in batch)
         else:
             data = b"".join(event.to_json() + b"\n" for event in batch)
+        if self._codec is not None:
+            data = self._codec.compress(data)
         if self._size and self._size + len(data) > self.max_bytes:
             self._rotate()
         fh = self._fh
@@ -184,6 +202,15 @@ class FileSinkConfig(SinkConfigBase):
         description="fsync each batch (and the directory at rotation) before the write returns; false "
         "trades durability on a machine crash for speed.",
     )
+    compression: Literal["gzip", "zstd", "lz4", "snappy", "none"] | None = Field(
+        None,
+        description="Compress each batch as one frame (gzip member, zstd or lz4 frame, snappy stream), "
+        "so the files are read by zcat, zstdcat, lz4cat (snappy: python-snappy) and a crash can only tear "
+        "the last batch, which is cut off when the sink opens. The file name gets .gz/.zst/.lz4/.sz "
+        "unless `path` ends so. Default: sync.compression's algorithm when it is enabled, else none; "
+        "`none` keeps this file plain.",
+        examples=["gzip"],
+    )
     schemas: bool = Field(
         False,
         description="Each line as Kafka Connect's JsonConverter form "
@@ -203,4 +230,5 @@ def build(cfg: FileSinkConfig, ctx: registry.BuildContext) -> FileSink:
         fsync=cfg.fsync,
         schemas=cfg.schemas,
         name=name,
+        compression=None if cfg.compression in (None, "none") else cfg.compression,
     )

@@ -53,6 +53,7 @@ from cdc_logs.envelope import ChangeEvent, Op
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.observability.redact import redact
+from cdc_logs.pool import ConnectionPoolConfig, engine_options
 from cdc_logs.position import decode
 from cdc_logs.sinks import sql_fit
 from cdc_logs.sinks.base import Sink
@@ -142,8 +143,10 @@ class SqlSink(Sink):
         apply_truncate: bool = True,
         applied_table: str = "cdc_applied",
         name: str = "sql",
+        connection_pool: ConnectionPoolConfig | None = None,
     ) -> None:
         check_template(table, "table")
+        self.connection_pool = connection_pool  # engine pool settings, rows per upsert (pool.py)
         if target_schema:
             check_template(target_schema, "schema")
         self.url = normalize_url(url)
@@ -185,7 +188,12 @@ class SqlSink(Sink):
                 "install that driver, or use one cdc-logs installs (plain postgresql:// or mysql://)",
             )
         try:
-            self._engine = sa.create_engine(url, pool_pre_ping=True, json_serializer=json_serializer)
+            self._engine = sa.create_engine(
+                url,
+                pool_pre_ping=True,
+                json_serializer=json_serializer,
+                **engine_options(self.connection_pool, url),
+            )
             with self._engine.begin() as conn:
                 if self.schema_template and "{" not in self.schema_template:
                     self._check_schema(conn, self.schema_template)  # one fixed schema: say it now
@@ -259,7 +267,9 @@ class SqlSink(Sink):
     def _transaction(self, fresh: list[ChangeEvent], changed: dict[str, Marker]) -> None:
         assert self._engine is not None
         with self._engine.begin() as conn:
-            pending = _Upserts(self._upsert)
+            pending = _Upserts(
+                self._upsert, self.connection_pool.batch_insert_size if self.connection_pool else None
+            )
             for event in fresh:
                 self._apply(conn, event, pending)
             pending.flush(conn)
@@ -452,7 +462,18 @@ class SqlSink(Sink):
                 for c in dict.fromkeys([*key, *names])
             ]
             table = sa.Table(name, sa.MetaData(), *columns, schema=schema)
-            table.create(conn, checkfirst=True)
+            try:
+                table.create(conn, checkfirst=True)
+            except sa_exc.DBAPIError as exc:
+                if not _created_meanwhile(exc):
+                    raise
+                # Another writer created it between the check and the CREATE (a parallel worker of
+                # this destination, parallel.py): the retried batch finds it and uses it.
+                raise CdcError(
+                    ErrorKind.SINK_TRANSIENT,
+                    f"target table {table.fullname} was created by another writer at the same time",
+                    "the batch is retried against it",
+                ) from exc
             log.info("created target table", table=table.fullname, sink=self.name)
         else:
             raise CdcError(
@@ -506,7 +527,16 @@ class SqlSink(Sink):
         for column in extra:
             column_type = self._column_type(event, column, conn.dialect)
             ddl = sa.schema.CreateColumn(sa.Column(column, column_type)).compile(dialect=conn.dialect)
-            conn.execute(sa.text(f"ALTER TABLE {_qualified(conn, table)} ADD COLUMN {ddl}"))
+            try:
+                conn.execute(sa.text(f"ALTER TABLE {_qualified(conn, table)} ADD COLUMN {ddl}"))
+            except sa_exc.DBAPIError as exc:
+                if not _created_meanwhile(exc):
+                    raise
+                raise CdcError(  # another writer added it first (a parallel worker): retry with it
+                    ErrorKind.SINK_TRANSIENT,
+                    f"column {column} of {table.fullname} was added by another writer at the same time",
+                    "the batch is retried against it",
+                ) from exc
         self._tables.pop((table.schema, table.name), None)
         return self._table(conn, event)
 
@@ -537,13 +567,27 @@ class SqlSink(Sink):
         )
 
 
+def _created_meanwhile(exc: sa_exc.DBAPIError) -> bool:
+    """A CREATE TABLE or ADD COLUMN lost a race: the table or column exists now (Postgres duplicate
+    table or column, or the unique index of a row type; MySQL 1050/1060; SQLite's messages)."""
+    orig = getattr(exc, "orig", None)
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if code in ("42P07", "42701", "23505"):
+        return True
+    args = getattr(orig, "args", ())
+    if args and args[0] in (1050, 1060):
+        return True
+    return "already exists" in str(orig) or "duplicate column name" in str(orig)
+
+
 class _Upserts:
     """Consecutive upserts of one shape (table, columns), sent as one executemany: the driver
     pipelines them, instead of a round trip per row. A repeated key starts a new group, so one
     multi-row INSERT never touches a row twice (Postgres refuses that in ON CONFLICT DO UPDATE)."""
 
-    def __init__(self, upsert: Any) -> None:
+    def __init__(self, upsert: Any, max_rows: int | None = None) -> None:
         self._upsert = upsert
+        self._max_rows = max_rows  # connection_pool.batch_insert_size
         self._shape: tuple[Any, ...] | None = None
         self._rows: list[dict[str, Any]] = []
         self._keys: set[tuple[Any, ...]] = set()
@@ -559,7 +603,8 @@ class _Upserts:
         key: tuple[Any, ...],
     ) -> None:
         shape = (table.schema, table.name, tuple(row))
-        if shape != self._shape or key in self._keys:
+        full = self._max_rows is not None and len(self._rows) >= self._max_rows
+        if shape != self._shape or key in self._keys or full:
             self.flush(conn)
             self._shape, self._table, self._update = shape, table, update
         self._rows.append(row)
@@ -706,6 +751,14 @@ class SqlSinkConfig(SinkConfigBase):
             data["url"] = data.pop("dsn")
         return data
 
+    connection_pool: ConnectionPoolConfig | None = Field(
+        None,
+        description="Pool of the target's SQLAlchemy engine, and rows per upsert statement: min_connections, "
+        "max_connections, connection_timeout, idle_timeout, batch_insert_size (cdc_logs/pool.py; "
+        "docs/configuration.md#connection-pools). Default: SQLAlchemy's pool.",
+        examples=[{"min_connections": 5, "max_connections": 20, "batch_insert_size": 1000}],
+    )
+
     @model_validator(mode="after")
     def _connection(self) -> SqlSinkConfig:
         # Postgres without a database: libpq's default (PGDATABASE, else the user name), as psql does.
@@ -741,4 +794,5 @@ def build(cfg: SqlSinkConfig, ctx: registry.BuildContext) -> SqlSink:
         apply_truncate=cfg.apply_truncate,
         applied_table=cfg.applied_table,
         name=cfg.name or cfg.type,
+        connection_pool=cfg.connection_pool,
     )

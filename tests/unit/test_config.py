@@ -397,7 +397,7 @@ def test_field_error_drops_the_union_tag_from_the_path(tmp_path: Path) -> None:
         (with_minimal("bogus: 1"), "bogus"),
         (MINIMAL.replace("tables: [users]", "tables: [users]\n  tabels: [x]"), "source.tabels"),
         (MINIMAL.replace("type: stdout", "type: stdout\n  colour: red"), "destination.colour"),
-        (with_minimal("sync: {mode: continuous, parallelism: {enabled: true}}"), "sync.parallelism"),
+        (with_minimal("sync: {mode: continuous, parallelsm: {enabled: true}}"), "sync.parallelsm"),
         (with_minimal("offsets: {type: sqlite, dsn2: x}"), "offsets.dsn2"),
         (with_minimal("plugins: {hooks: []}"), "plugins.hooks"),
         (with_minimal("merge_window: 5"), "merge_window"),

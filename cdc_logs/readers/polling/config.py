@@ -175,11 +175,14 @@ def polled_tables(cfg: PollSourceConfig) -> list[Any]:
 
 @registry.source(PollSourceConfig)
 def build(cfg: PollSourceConfig, ctx: registry.BuildContext) -> Reader:
+    from cdc_logs.pool import engine_options
     from cdc_logs.readers.polling import PollingReader
+    from cdc_logs.readers.polling.connection import parse_url
 
     return PollingReader(
         cfg.url,
         polled_tables(cfg),
+        pool_options=engine_options(cfg.connection_pool, parse_url(cfg.url)),
         pipeline_name=ctx.pipeline,
         snapshot=cfg.snapshot,
         safety_lag_s=cfg.safety_lag_ms / 1000,

@@ -8,6 +8,7 @@ rejects while the connection works is CONFIG too (a wrong column or table name w
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -68,10 +69,11 @@ def database_name(url: sa.URL) -> str:
     return Path(database).name if url.get_backend_name() == "sqlite" else database
 
 
-def create_engine(url: sa.URL) -> Engine:
+def create_engine(url: sa.URL, options: Mapping[str, Any] | None = None) -> Engine:
+    """The engine of a poll source; `options`: connection_pool's pool settings (cdc_logs/pool.py)."""
     try:
         # pre_ping: a pooled connection dropped by the server is replaced instead of failing a poll.
-        engine = sa.create_engine(url, pool_pre_ping=True)
+        engine = sa.create_engine(url, pool_pre_ping=True, **(options or {}))
     except sa_exc.NoSuchModuleError as exc:
         raise CdcError(
             ErrorKind.CONFIG,

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import exc as sa_exc
@@ -97,10 +97,12 @@ class PollingReader(Reader):
         poll_interval_s: float = 1.0,
         batch_size: int = 1000,
         idle_tick_s: float = 0.5,
+        pool_options: Mapping[str, Any] | None = None,
     ) -> None:
         if not tables:
             raise CdcError(ErrorKind.CONFIG, "the poll source needs at least one table", "add `--table T`")
         self.url = parse_url(url)
+        self.pool_options = dict(pool_options or {})  # connection_pool (cdc_logs/pool.py)
         defaults = PolledTable(
             name="",
             mode=mode,
@@ -151,7 +153,7 @@ class PollingReader(Reader):
             self._engine.dispose()
             self._engine = None
         self._stop.clear()
-        engine = create_engine(self.url)
+        engine = create_engine(self.url, self.pool_options)
         try:
             check_connect(engine)
             with engine.connect() as conn:
