@@ -311,7 +311,8 @@ def test_seed_shape_with_connector_config() -> None:
     [
         ({"bootstrap_servers": "k"}, "give `topic_prefix`"),
         ({"bootstrap_servers": "k", "topics": ["a"], "topic_prefix": "p"}, "not both"),
-        ({"bootstrap_servers": "k", "connector_config": {"name": "x"}}, "needs connect_url"),
+        # connect_url defaults to http://localhost:8083 (the seed's example names none)
+        ({"bootstrap_servers": "k", "connector_config": {"name": "x"}}, "needs `connector.class`"),
         ({"bootstrap_servers": "k", "topic_prefix": "p", "capture_mode": "polling"}, "type: poll"),
         ({"bootstrap_servers": "k", "topic_prefix": "p", "message_format": "avro"}, "message_format"),
     ],
