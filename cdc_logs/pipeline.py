@@ -141,6 +141,7 @@ class Pipeline:
         self.transforms = list(transforms)
         self._stages = StageRunner(stages, state_dir, name)  # batch middleware (stages.py)
         self._mid_transaction: dict[str, bool] = {}  # source -> its last event read is not a boundary
+        self._read_mid_transaction: dict[str, bool] = {}  # the same, up to the last item taken (_loop)
         self.batch = batch or BatchPolicy()
         self.retry = retry or RetryPolicy()
         self.limit = limit
@@ -401,6 +402,8 @@ class Pipeline:
                 self.status.source_moved(source)
                 self._idle.discard(source)
                 marks.append((seq, source, payload.position, payload.boundary))
+                if payload.position is not None:
+                    self._read_mid_transaction[source] = not payload.boundary
                 if isinstance(payload, Undecodable):
                     if self._dead_letters is None:  # deliver what came before it, then stop at it
                         self._flush(batch, marks[:-1], size)
@@ -433,12 +436,13 @@ class Pipeline:
                 and self._idle >= set(self.readers)
             )
             finishing = limit_hit or drained or self._stop.is_set()
-            due = (
-                finishing
-                or len(batch) >= self.batch.max_events
-                or size >= self.batch.max_bytes
-                or (deadline is not None and time.monotonic() >= deadline)
-            )
+            full = len(batch) >= self.batch.max_events or size >= self.batch.max_bytes
+            if full and self._stages.stateful and any(self._read_mid_transaction.values()):
+                # Stateful middleware's state can be saved only where no source is inside a
+                # transaction (stages.py): a full batch grows to the transaction's end, up to 4x, so
+                # back-to-back transactions do not hold the checkpoint back for long.
+                full = len(batch) >= 4 * self.batch.max_events or size >= 4 * self.batch.max_bytes
+            due = finishing or full or (deadline is not None and time.monotonic() >= deadline)
             if due and (batch or marks):
                 if limit_hit and self.limit is not None and len(batch) > self.limit - self.stats.events:
                     # Deliver exactly the limit; positions past the last delivered event stay uncommitted.

@@ -113,3 +113,27 @@ def test_a_snapshot_inside_a_source_transaction_is_never_a_commit_limit(tmp_path
     assert runner.commit_limit(2) == 0
     runner.process([make_event(3)], seq=3)
     assert runner.commit_limit(3) == 3
+
+
+def test_with_stateful_middleware_a_full_batch_closes_at_a_transaction_end(tmp_path: Path) -> None:
+    # Transactions of 3 changes, batches of 7: cut at 7 the state could be saved only every 21st change.
+    items = [make_event(n, boundary=n % 3 == 0) for n in range(1, 61)]
+    ends: list[bool] = []
+
+    class Recording(CountingStage):
+        def process(self, batch: list[ChangeEvent]) -> list[ChangeEvent]:
+            ends.append(batch[-1].boundary)
+            return super().process(batch)
+
+    pipeline = Pipeline(
+        "p",
+        {"src": ScriptedReader(items, follow=False)},
+        [MemorySink()],
+        SqliteOffsetStore(tmp_path / "offsets.db"),
+        stages=[Recording()],
+        state_dir=str(tmp_path / "state"),
+        batch=BatchPolicy(max_events=7, max_wait_s=5),
+        stop_when_idle=True,
+    )
+    pipeline.run()
+    assert ends and all(ends), ends
