@@ -5,13 +5,14 @@ Per event, in source order: its time (the source's commit time, or a row field) 
 window(s) of its group (table + group_by values); then the table's watermark becomes the greatest
 event time seen minus `allowed_lateness`, and every open window whose end is at or below the watermark
 is emitted, right after the event that closed it, as an op "c" event of `<table>_agg` keyed by
-(group, window_start, window_end). An event whose window was already emitted is late: dropped and
-counted (a warning with the running count), dead-lettered, or (late_data: update) folded into the
-kept window and the aggregate re-emitted as an op "u". Because each event is handled alone and in
-order, the output does not depend on how the pipeline cut batches; with the state checkpointed with
-the positions (stages.py), a crash and restart emit the same aggregates, each window's once past the
-committed positions (a sink may see the replayed uncommitted ones again, identical and under the same
-key, as it sees every replayed event).
+(group, window_start, window_end). An event whose window the watermark already closed is late: dropped
+and counted (a warning with the running count), dead-lettered, or (late_data: update, within the
+horizon) folded into the kept window and the aggregate re-emitted as an op "u" (or, when that group's
+window was never opened, the table's watermark having passed it, emitted as an op "c").
+Because each event is handled alone and in order, the output does not depend on how the pipeline cut
+batches; with the state checkpointed with the positions (stages.py), a crash and restart emit the
+same aggregates, each window's once past the committed positions (a sink may see the replayed
+uncommitted ones again, identical and under the same key, as it sees every replayed event).
 
 Only inserts and snapshot rows (op "c", "r") are readings; updates and deletes pass through
 unaggregated (an emitted aggregate cannot take a change back), with a warning per table.
@@ -179,18 +180,19 @@ class IotAggregationStage(BatchStage):
         late: list[int] = []
         for start in window_starts(t, self.window_ms, self.slide_ms):
             key = (table, group, start)
+            # The watermark is per table: a window closed by other groups' readings may never have
+            # been emitted for this group (a device that went quiet, then uploads its buffer).
             closed = watermark is not None and start + self.window_ms <= watermark
             window = self.windows.get(key)
-            if closed and (
-                self.late_data != "update" or window is None or not self._kept(start, watermark or 0)
-            ):
+            if closed and (self.late_data != "update" or not self._kept(start, watermark or 0)):
                 late.append(start)
                 continue
             if window is None:
                 window = self.windows[key] = Window()
-                self._note_open(table, start)
+                if not closed:
+                    self._note_open(table, start)
             self._fold(window, values)
-            if closed:  # late_data: update, within the horizon: re-emit the window
+            if closed:  # late_data: update, within the horizon: emit (op c) or re-emit (op u) it
                 out.append(self._emit(event, key, window))
                 if self._metrics is not None:
                     self._metrics.middleware_late_event(self.name, "updated")
@@ -309,8 +311,13 @@ class IotAggregationStage(BatchStage):
         self.late += 1
         reason = (
             f"late reading: event time {t} is in window(s) starting {starts} (of {self.window_ms} ms) "
-            f"already emitted; the watermark of {table} is at {self.watermarks.get(table)} (allowed_lateness "
-            f"{self.lateness_ms} ms)"
+            f"that the watermark of {table} ({self.watermarks.get(table)}, allowed_lateness "
+            f"{self.lateness_ms} ms) already closed"
+            + (
+                f", more than update_horizon ({self.update_horizon_ms} ms) ago"
+                if self.late_data == "update"
+                else ""
+            )
         )
         if self.late_data == "dead_letter":
             self._dead_letter(self.name, [event], CdcError(ErrorKind.DECODE, reason, _LATE_HINT))
@@ -402,9 +409,10 @@ class IotAggregationParams(ConfigModel):
     )
     late_data: Literal["drop", "dead_letter", "update"] = Field(
         "drop",
-        description="A reading whose window was already emitted: drop (counted, logged with the running "
-        "count), dead_letter (to sync.dead_letters with the reason), update (fold it into the window "
-        "kept for update_horizon after it closed, re-emit the aggregate as op u; later ones are dropped).",
+        description="A reading whose window the table's watermark already closed: drop (counted, logged "
+        "with the running count), dead_letter (to sync.dead_letters with the reason), update (within "
+        "update_horizon after the window closed: fold it in and re-emit the aggregate as op u, or emit it "
+        "as op c when the group had no reading in it; later ones are dropped).",
         examples=["dead_letter"],
     )
     update_horizon: str | None = Field(

@@ -185,7 +185,7 @@ def test_late_data_policies() -> None:
     )
     dead.process([*on_time, late])
     assert [(n, e) for n, e, _ in parked] == [("iot_aggregation", [late])]
-    assert "already emitted" in parked[0][2].message
+    assert "already closed" in parked[0][2].message
     with pytest.raises(CdcError, match="dead letters"):
         agg(late_data="dead_letter")  # no dead-letter destination: refused at start
 
@@ -198,6 +198,26 @@ def test_late_data_policies() -> None:
     # Past the horizon (the watermark 11 s beyond the window's end): dropped and counted.
     updated.process([reading(5, "a", 32_000, 1.0), reading(6, "a", 3_000, 5.0)])
     assert updated.late == 1
+
+
+def test_late_update_emits_the_windows_of_a_group_that_was_quiet() -> None:
+    # Sensor b uploads its buffer after a's readings moved the table's watermark past b's windows.
+    stage = agg(allowed_lateness="1s", late_data="update", update_horizon="30s")
+    out = stage.process([reading(1, "a", 1_000, 1.0), reading(2, "a", 25_000, 2.0)])
+    assert [r["sensor"] for r in rows(out)] == ["a"]
+    buffered = [reading(3, "b", 2_000, 5.0), reading(4, "b", 3_000, 7.0), reading(5, "b", 12_000, 9.0)]
+    late = stage.process(buffered)
+    got = [
+        (e.op, e.after["sensor"], e.after["window_start"], e.after["count"])
+        for e in late
+        if e.after and e.source.table == "readings_agg"
+    ]
+    assert got == [
+        (Op.CREATE, "b", 0, 1),
+        (Op.UPDATE, "b", 0, 2),
+        (Op.CREATE, "b", 10_000, 1),
+    ]
+    assert stage.late == 0
 
 
 def test_decimals_stay_exact_and_are_typed() -> None:
