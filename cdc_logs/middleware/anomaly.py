@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from cdc_logs import registry
 from cdc_logs.configmodel import ConfigModel
@@ -33,6 +33,8 @@ from cdc_logs.middleware.detectors import (
 )
 from cdc_logs.middleware.iotbase import (
     BadValue,
+    check_field_name,
+    check_group_spec,
     derived_event,
     derived_table,
     event_time_ms,
@@ -40,6 +42,7 @@ from cdc_logs.middleware.iotbase import (
     group_column,
     group_column_name,
     group_value,
+    log_point,
     number_column,
     numeric,
     numeric_fields,
@@ -95,6 +98,7 @@ class AnomalyStage(BatchStage):
         self._flagged: dict[TableSchema, TableSchema] = {}
         self.detectors: dict[str, Detector] = {}  # JSON [table, group, field] -> detector
         self.kinds: dict[str, dict[str, str]] = {}
+        self.bad = 0  # readings dead-lettered by this process (logged with the running count)
 
     def _detector(self, state: Any = None) -> Detector:
         if self.algorithm == "zscore":
@@ -141,7 +145,8 @@ class AnomalyStage(BatchStage):
             try:
                 reading = self._reading(event)
             except BadValue as exc:
-                self._bad(event, str(exc))  # parked instead of delivered
+                self._bad(event, str(exc))  # its scoring is refused; the reading itself is delivered
+                plan.append((event, None))
                 continue
             plan.append((event, reading))
             for item in reading.items:
@@ -239,12 +244,18 @@ class AnomalyStage(BatchStage):
     def _bad(self, event: ChangeEvent, reason: str) -> None:
         error = CdcError(
             ErrorKind.DECODE,
-            f"{self.name}: a change of {event.source.qualified_table} cannot be scored: {reason}",
+            f"{self.name}: a change of {event.source.qualified_table} cannot be scored: {reason} (the "
+            "reading itself was delivered: only its scoring is missing)",
             "fix the row, or the middleware's fields / group_by / event_time_field",
         )
         if self._dead_letter is None:
             raise error
         self._dead_letter(self.name, [event], error)
+        self.bad += 1
+        if log_point(self.bad):
+            log.warning(
+                "readings not scored, dead-lettered", middleware=self.name, total=self.bad, last=error.message
+            )
 
 
 class AnomalyParams(ConfigModel):
@@ -328,6 +339,21 @@ class AnomalyParams(ConfigModel):
             if data.get("algorithm") in ("z_score", "robust_zscore"):
                 data["algorithm"] = "zscore"
         return data
+
+    @field_validator("group_by")
+    @classmethod
+    def _groups(cls, value: list[str]) -> list[str]:
+        return [check_group_spec(g) for g in value]
+
+    @field_validator("fields")
+    @classmethod
+    def _fields(cls, value: list[str]) -> list[str]:
+        return [check_field_name(f, "fields:") for f in value]
+
+    @field_validator("event_time_field")
+    @classmethod
+    def _time_field(cls, value: str | None) -> str | None:
+        return None if value is None else check_field_name(value, "event_time_field")
 
     @model_validator(mode="after")
     def _check(self) -> AnomalyParams:

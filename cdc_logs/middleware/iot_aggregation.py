@@ -32,6 +32,8 @@ from cdc_logs.envelope import ChangeEvent, Op
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.middleware.iotbase import (
     BadValue,
+    check_field_name,
+    check_group_spec,
     derived_event,
     derived_table,
     event_time_ms,
@@ -39,6 +41,7 @@ from cdc_logs.middleware.iotbase import (
     group_column,
     group_column_name,
     group_value,
+    log_point,
     number_column,
     numeric,
     numeric_fields,
@@ -103,6 +106,7 @@ class IotAggregationStage(BatchStage):
         self._metrics: Any = None  # observability.metrics.Metrics, when the pipeline gives it
         self._schemas: dict[tuple[Any, ...], TableSchema] = {}
         self._warned: set[str] = set()
+        self.bad = 0  # readings dead-lettered by this process (logged with the running count)
         self._reset()
 
     def _reset(self) -> None:
@@ -164,11 +168,11 @@ class IotAggregationStage(BatchStage):
                 self._warn_once(event, "updates and deletes are not readings: passed through unaggregated")
                 continue
             try:
-                self._add(event, out)
+                self._add(event, out)  # fails before it emits anything
             except BadValue as exc:
+                # Only its aggregation is refused: the reading itself stays in the batch (pass_through),
+                # so a misspelled field does not remove every row from the replica.
                 self._bad(event, str(exc))
-                if self.pass_through:
-                    out.pop()  # parked instead of delivered (_add fails before it emits anything)
         return out
 
     def _add(self, event: ChangeEvent, out: list[ChangeEvent]) -> None:
@@ -324,8 +328,7 @@ class IotAggregationStage(BatchStage):
         if self._metrics is not None:
             action = "dead_lettered" if self.late_data == "dead_letter" else "dropped"
             self._metrics.middleware_late_event(self.name, action)
-        # Logged at 1, 2, 5, 10, 20, 50, 100, ...: never silent, never a line per event in a flood.
-        if _round(self.late):
+        if log_point(self.late):
             log.warning(
                 "late readings " + ("dead-lettered" if self.late_data == "dead_letter" else "dropped"),
                 middleware=self.name,
@@ -334,14 +337,24 @@ class IotAggregationStage(BatchStage):
             )
 
     def _bad(self, event: ChangeEvent, reason: str) -> None:
+        delivered = " (the reading itself was delivered: only its aggregation is missing)"
         error = CdcError(
             ErrorKind.DECODE,
-            f"{self.name}: a change of {event.source.qualified_table} cannot be aggregated: {reason}",
+            f"{self.name}: a change of {event.source.qualified_table} cannot be aggregated: {reason}"
+            + (delivered if self.pass_through else ""),
             "fix the row, or the middleware's fields / group_by / event_time_field",
         )
         if self._dead_letter is None:
             raise error
         self._dead_letter(self.name, [event], error)
+        self.bad += 1
+        if log_point(self.bad):
+            log.warning(
+                "readings not aggregated, dead-lettered",
+                middleware=self.name,
+                total=self.bad,
+                last=error.message,
+            )
 
     def _warn_once(self, event: ChangeEvent, what: str) -> None:
         table = event.source.qualified_table
@@ -351,12 +364,6 @@ class IotAggregationStage(BatchStage):
 
 
 _LATE_HINT = "raise allowed_lateness if readings arrive this late, or use late_data: update"
-
-
-def _round(n: int) -> bool:
-    while n >= 10 and n % 10 == 0:
-        n //= 10
-    return n in (1, 2, 5)
 
 
 class IotAggregationParams(ConfigModel):
@@ -458,6 +465,21 @@ class IotAggregationParams(ConfigModel):
             if isinstance(data.get("group_by"), str):
                 data["group_by"] = [data["group_by"]]
         return data
+
+    @field_validator("group_by")
+    @classmethod
+    def _groups(cls, value: list[str]) -> list[str]:
+        return [check_group_spec(g) for g in value]
+
+    @field_validator("fields")
+    @classmethod
+    def _fields(cls, value: list[str]) -> list[str]:
+        return [check_field_name(f, "fields:") for f in value]
+
+    @field_validator("event_time_field")
+    @classmethod
+    def _time_field(cls, value: str | None) -> str | None:
+        return None if value is None else check_field_name(value, "event_time_field")
 
     @field_validator("aggregation_functions")
     @classmethod

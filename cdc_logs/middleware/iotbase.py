@@ -135,6 +135,34 @@ def numeric_fields(event: ChangeEvent, exclude: set[str]) -> list[str]:
     return out
 
 
+_GROUP_SPEC = re.compile(r"^\$(?:table|topic(?:\.\d+)?)$")
+
+
+def check_group_spec(spec: str) -> str:
+    """A group-by spec as the config gives it: a row field, or one of the `$` names (a misspelled one
+    would dead-letter every reading at run time: refused when the config is read)."""
+    if spec.startswith("$") and _GROUP_SPEC.match(spec) is None:
+        raise ValueError(f"group_by {spec!r}: the $-names are $table, $topic and $topic.N (N from 0)")
+    if not spec:
+        raise ValueError("group_by: an empty field name")
+    return spec
+
+
+def check_field_name(name: str, what: str) -> str:
+    """A value or event-time field: a row column (no `$` names there)."""
+    if not name or name.startswith("$"):
+        raise ValueError(f"{what} {name!r} is not a row field name (the $-names are for group_by only)")
+    return name
+
+
+def log_point(n: int) -> bool:
+    """Whether the n-th occurrence is logged: at 1, 2, 5, 10, 20, 50, 100, ... (never silent, never a
+    line per event in a flood)."""
+    while n >= 10 and n % 10 == 0:
+        n //= 10
+    return n in (1, 2, 5)
+
+
 def group_value(event: ChangeEvent, spec: str) -> Any:
     """One group-by value: a row field, or `$topic` (the MQTT topic) / `$topic.N` (its N-th segment,
     from 0), or `$table`."""

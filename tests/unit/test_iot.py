@@ -14,6 +14,7 @@ from typing import Any
 import numpy
 import orjson
 import pytest
+from structlog.testing import capture_logs
 
 from cdc_logs.build import build_plugins
 from cdc_logs.config import PipelineConfig
@@ -294,8 +295,33 @@ def test_bad_readings_are_dead_lettered_or_stop() -> None:
     parked: list[Any] = []
     stage = agg(dead=lambda n, e, err: parked.append(err.message))
     good, bad = reading(1, "a", 1, 2.0), reading(2, "a", 1, "hot")
-    assert stage.process([good, bad]) == [good]  # parked instead of delivered
-    assert len(parked) == 1 and "not a number" in parked[0]
+    assert stage.process([good, bad]) == [good, bad]  # delivered; only its aggregation is parked
+    assert len(parked) == 1 and "not a number" in parked[0] and "itself was delivered" in parked[0]
+
+
+def test_a_misspelled_field_keeps_the_readings_and_logs_the_dead_letters() -> None:
+    for bad in ({"group_by": ["$topc.1"]}, {"fields": ["$v"]}, {"event_time_field": "$ts"}):
+        with pytest.raises(ValueError, match=r"\$"):
+            IotAggregationConfig(type="iot_aggregation", params={"time_window": "5m", **bad})
+        with pytest.raises(ValueError, match=r"\$"):
+            AnomalyConfig(type="anomaly_detection", params=bad)
+    parked: list[Any] = []
+    events = [reading(i, "a", i * 1000, 1.0) for i in range(3)]
+    with capture_logs() as logs:
+        stage = agg(fields=["temprature"], dead=lambda n, e, err: parked.append(err.message))
+        assert stage.process(list(events)) == events  # the replica keeps every row
+        assert len(parked) == 3 and "no value field 'temprature'" in parked[0]
+        scorer = detect(fields=["temprature"])
+        scorer._dead_letter = lambda n, e, err: parked.append(err.message)
+        assert scorer.process(list(events)) == events
+        assert len(parked) == 6
+    said = [(entry["event"], entry["total"]) for entry in logs if "total" in entry]
+    assert said == [
+        ("readings not aggregated, dead-lettered", 1),
+        ("readings not aggregated, dead-lettered", 2),
+        ("readings not scored, dead-lettered", 1),
+        ("readings not scored, dead-lettered", 2),
+    ]
 
 
 def test_the_seed_shape_validates_and_builds(tmp_path: Path) -> None:
