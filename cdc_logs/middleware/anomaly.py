@@ -205,6 +205,9 @@ class AnomalyStage(BatchStage):
         columns += [
             Column("field", "string", None, "TEXT", optional=False, key=True),
             Column("event_time", "int64", Semantic.TIMESTAMP, "TIMESTAMP", optional=False, key=True),
+            # The reading's own key: the rows of one transaction share source.ts_ms (the default event
+            # time), and without it their anomalies would overwrite each other in keyed sinks.
+            Column("source_key", "string", None, "TEXT", optional=False, key=True),
             number_column("value", kind),
             Column("score", "float64", None, "DOUBLE PRECISION"),
             Column("method", "string", None, "TEXT"),
@@ -213,6 +216,7 @@ class AnomalyStage(BatchStage):
         row.update(
             field=name,
             event_time=t,
+            source_key=orjson.dumps(event.key, option=orjson.OPT_SORT_KEYS).decode() if event.key else "",
             value=value if kind == "decimal" else float(value),
             score=score if math.isfinite(score) else None,  # JSON has no infinity: NULL = "infinitely far"
             method=self.algorithm,
@@ -308,7 +312,8 @@ class AnomalyParams(ConfigModel):
     output_table: str = Field(
         "{table}_anomalies",
         description="The derived table anomalies are events of ({table}, {schema}, {db}). Columns: the "
-        "group_by columns, field, event_time (key), value, score, method, threshold.",
+        "group_by columns, field, event_time, source_key (the reading's key as JSON, '' when keyless) "
+        "(together the key), value, score, method, threshold.",
         examples=["sensor_alerts"],
     )
     flag_field: str | None = Field(

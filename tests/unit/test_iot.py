@@ -400,6 +400,16 @@ def test_detectors_find_the_spikes_and_restore_exactly(algorithm: str) -> None:
     assert [e.to_dict() for e in out] == [e.to_dict() for e in whole]
 
 
+def test_anomalies_of_one_transaction_have_distinct_keys() -> None:
+    # One transaction: every row has the same source.ts_ms, the default event time.
+    events = [reading(i, "a", 0, 20.0 + (i % 2) * 0.1) for i in range(10)]
+    events += [reading(10, "a", 0, 90.0), reading(11, "a", 0, 95.0)]
+    out = detect(event_time_field=None, min_samples=10, window_size=20).process(events)
+    keys = [orjson.dumps(e.key).decode() for e in out if e.source.table == "readings_anomalies"]
+    assert len(keys) == 2 and len(set(keys)) == 2
+    assert keys[0].endswith('"source_key":"{\\"id\\":10}"}')
+
+
 def test_zscore_score_is_the_robust_z_of_the_window() -> None:
     events = noisy(4, 41, {40: 30.0})
     out = detect(algorithm="zscore", window_size=40, min_samples=40).process(events)
