@@ -187,6 +187,14 @@ class AnomalyStage(BatchStage):
             names = self.fields or numeric_fields(event, exclude)
             if not names:
                 raise BadValue("the row has no numeric field to score (set anomaly_detection fields)")
+            if self.flag_field and self.flag_field in row:
+                # Checked at a table's first reading: the flag would overwrite the row's own data.
+                raise CdcError(
+                    ErrorKind.CONFIG,
+                    f"anomaly_detection flag_field {self.flag_field!r} is a column of "
+                    f"{table}: the flag would overwrite its data",
+                    "name flag_field after a column the table does not have (e.g. is_anomaly)",
+                )
             kinds = self.kinds[table] = {n: field_kind(event, n, row.get(n)) for n in names}
         items = []
         for name, kind in kinds.items():
@@ -319,7 +327,7 @@ class AnomalyParams(ConfigModel):
     flag_field: str | None = Field(
         None,
         description="Also add this boolean column to every scored reading: true when one of its values "
-        "was anomalous. Default: readings are not changed.",
+        "was anomalous; a column the table already has is refused. Default: readings are not changed.",
         examples=["is_anomaly"],
     )
     tables: list[str] = Field(
@@ -362,6 +370,12 @@ class AnomalyParams(ConfigModel):
 
     @model_validator(mode="after")
     def _check(self) -> AnomalyParams:
+        if self.flag_field is not None and self.flag_field in {
+            *self.fields,
+            *self.group_by,
+            self.event_time_field,
+        }:
+            raise ValueError(f"flag_field {self.flag_field!r} names a field the middleware reads")
         if self.algorithm == "isolation_forest" and self.threshold is not None and self.threshold > 0.5:
             raise ValueError("isolation_forest threshold is the contamination: at most 0.5")
         if self.min_samples > self.window_size and self.algorithm != "ewma":

@@ -447,6 +447,14 @@ def test_flag_field_marks_readings_and_their_schema() -> None:
     assert anomaly.after is not None and anomaly.after["value"] == "9.00" and anomaly.after["score"] is None
 
 
+def test_flag_field_naming_a_column_is_refused() -> None:
+    with pytest.raises(ValueError, match="flag_field"):
+        AnomalyConfig(type="anomaly_detection", params={"fields": ["v"], "flag_field": "v"})
+    with pytest.raises(CdcError, match="overwrite") as caught:
+        detect(flag_field="id").process([reading(1, "a", 1, 2.0)])
+    assert caught.value.kind.value == "config"
+
+
 def test_derived_events_are_not_readings_unless_their_tables_are_named() -> None:
     events = [reading(i, "a", i * 1000, float(i % 3)) for i in range(25)]
     aggregated = agg(time_window="5s").process(events)
