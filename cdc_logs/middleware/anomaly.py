@@ -35,6 +35,7 @@ from cdc_logs.middleware.iotbase import (
     BadValue,
     check_field_name,
     check_group_spec,
+    check_output_table,
     derived_event,
     derived_table,
     event_time_ms,
@@ -357,6 +358,11 @@ class AnomalyParams(ConfigModel):
     @classmethod
     def _groups(cls, value: list[str]) -> list[str]:
         return [check_group_spec(g) for g in value]
+
+    @field_validator("output_table")
+    @classmethod
+    def _output_table(cls, value: str) -> str:
+        return check_output_table(value)
 
     @field_validator("fields")
     @classmethod

@@ -34,6 +34,7 @@ from cdc_logs.middleware.iotbase import (
     BadValue,
     check_field_name,
     check_group_spec,
+    check_output_table,
     derived_event,
     derived_table,
     event_time_ms,
@@ -431,7 +432,8 @@ class IotAggregationParams(ConfigModel):
     output_table: str = Field(
         "{table}_agg",
         description="The derived table the aggregates are events of ({table}, {schema}, {db} are the "
-        "source's). Its key: the group_by columns, window_start, window_end.",
+        "source's; other placeholders, and a name that is the source table itself, are refused). Its "
+        "key: the group_by columns, window_start, window_end.",
         examples=["{table}_5m"],
     )
     pass_through: bool = Field(
@@ -470,6 +472,11 @@ class IotAggregationParams(ConfigModel):
     @classmethod
     def _groups(cls, value: list[str]) -> list[str]:
         return [check_group_spec(g) for g in value]
+
+    @field_validator("output_table")
+    @classmethod
+    def _output_table(cls, value: str) -> str:
+        return check_output_table(value)
 
     @field_validator("fields")
     @classmethod

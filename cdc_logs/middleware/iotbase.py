@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import string
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -216,6 +217,30 @@ def number_column(name: str, kind: str) -> Column:
 def output_value(value: int | float | Decimal | None) -> Any:
     """A number as the envelope carries it (a Decimal as exact text)."""
     return str(value) if isinstance(value, Decimal) else value
+
+
+_PLACEHOLDERS = ("table", "schema", "db")
+
+
+def check_output_table(template: str) -> str:
+    """An output_table template: only {table} {schema} {db}, and never the source table itself (the
+    derived events would be written as changes of the source table)."""
+    try:
+        names = [name for _, name, spec, conv in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        raise ValueError(f"output_table {template!r}: {exc} (write {{table}}, {{schema}}, {{db}})") from None
+    unknown = [n for n in names if n not in _PLACEHOLDERS]
+    if unknown:
+        raise ValueError(
+            f"output_table {template!r}: unknown placeholder(s) {unknown}; the allowed ones are "
+            "{table} {schema} {db}"
+        )
+    if template.format(table="\0t", schema="\0s", db="\0d") in ("\0t", "\0s.\0t", "\0d.\0t"):
+        raise ValueError(
+            f"output_table {template!r} is the source table itself: give the derived table its own "
+            "name (e.g. {table}_agg)"
+        )
+    return template
 
 
 def derived_table(template: str, event: ChangeEvent) -> str:

@@ -159,6 +159,24 @@ def test_output_does_not_depend_on_batch_boundaries_and_survives_restore(tmp_pat
         assert [e.to_dict() for e in out] == whole
 
 
+@pytest.mark.parametrize("model", [IotAggregationConfig, AnomalyConfig])
+def test_output_table_is_checked_when_the_config_is_read(model: Any) -> None:
+    kind = "iot_aggregation" if model is IotAggregationConfig else "anomaly_detection"
+    base = {"time_window": "5m"} if model is IotAggregationConfig else {}
+    for template, message in (
+        ("{table}", "source table itself"),
+        ("{schema}.{table}", "source table itself"),
+        (
+            "{tabel}_x",
+            r"unknown placeholder\(s\) \['tabel'\]; the allowed ones are \{table\} \{schema\} \{db\}",
+        ),
+        ("{table", "allowed|write"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            model(type=kind, params={**base, "output_table": template})
+    assert model(type=kind, params={**base, "output_table": "{db}_{table}_x"})
+
+
 def test_late_data_policies() -> None:
     on_time = [reading(1, "a", 1_000, 1.0), reading(2, "a", 5_000, 3.0), reading(3, "a", 12_000, 10.0)]
     late = reading(4, "a", 2_000, 100.0)  # window [0, 10s) closed when 12 s arrived (lateness 1 s)
