@@ -20,6 +20,7 @@ unaggregated (an emitted aggregate cannot take a change back), with a warning pe
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -106,7 +107,7 @@ class IotAggregationStage(BatchStage):
         self._dead_letter: Any = None
         self._metrics: Any = None  # observability.metrics.Metrics, when the pipeline gives it
         self._schemas: dict[tuple[Any, ...], TableSchema] = {}
-        self._warned: set[str] = set()
+        self._warned: set[tuple[str, str]] = set()
         self.bad = 0  # readings dead-lettered by this process (logged with the running count)
         self._reset()
 
@@ -294,10 +295,20 @@ class IotAggregationStage(BatchStage):
             for function in self.functions:
                 column = f"{name}_{column_suffix(function)}"
                 out_kind = kind
-                if kind == "int" and function != "sum" and function not in ("min", "max"):
+                if kind == "int" and function == "sum":
+                    out_kind = "decimal"  # exact: a sum of BIGINTs does not fit a BIGINT
+                elif kind == "int" and function not in ("min", "max"):
                     out_kind = "float"  # an average or an interpolated percentile of integers
                 columns.append(number_column(column, out_kind))
-                row[column] = output_value(acc.result(function, kind))
+                value = acc.result(function, kind)
+                if isinstance(value, float) and not math.isfinite(value):
+                    # A float sum (or average) beyond 1.8e308: JSON has no infinity, and sinks would
+                    # disagree (NULL in a file, Infinity in SQL): NULL everywhere, and said so.
+                    self._warn_once(trigger, f"{column} overflowed a double: emitted as NULL")
+                    value = None
+                row[column] = (
+                    str(value) if out_kind == "decimal" and isinstance(value, int) else output_value(value)
+                )
         before = window.emitted
         window.emitted = row
         return derived_event(
@@ -359,8 +370,8 @@ class IotAggregationStage(BatchStage):
 
     def _warn_once(self, event: ChangeEvent, what: str) -> None:
         table = event.source.qualified_table
-        if table not in self._warned:
-            self._warned.add(table)
+        if (table, what) not in self._warned:
+            self._warned.add((table, what))
             log.warning(what, middleware=self.name, table=table)
 
 

@@ -264,6 +264,41 @@ def test_decimals_stay_exact_and_are_typed() -> None:
     assert types["sensor"][3] is True and types["count"][0] == "int64"
 
 
+def test_sums_do_not_overflow_and_infinite_floats_are_null() -> None:
+    big = TableSchema(
+        "db",
+        "public",
+        "readings",
+        (
+            Column("id", "int64", None, "BIGINT", key=True, optional=False),
+            Column("sensor", "string", None, "TEXT"),
+            Column("t", "int64", None, "BIGINT"),
+            Column("v", "int64", None, "BIGINT"),
+        ),
+    )
+    top = 2**63 - 1
+    events = [reading(i, "a", i, top, schema=big) for i in range(3)] + [
+        reading(9, "a", 20_000, 1, schema=big)
+    ]
+    (event,) = [
+        e
+        for e in agg(aggregation_functions=["sum", "max"]).process(events)
+        if e.source.table == "readings_agg"
+    ]
+    assert event.after is not None and event.after["v_sum"] == str(3 * top) and event.after["v_max"] == top
+    assert event.schema is not None
+    assert {c.name: c.source_type for c in event.schema.columns}["v_sum"] == "NUMERIC"
+    floats = [reading(1, "a", 1, 1e308), reading(2, "a", 2, 1e308), reading(3, "a", 20_000, 1.0)]
+    with capture_logs() as logs:
+        out = agg(aggregation_functions=["sum", "avg", "max"]).process(floats)
+    (row,) = rows(out)
+    assert row["v_sum"] is None and row["v_avg"] is None and row["v_max"] == 1e308
+    assert [e["event"] for e in logs] == [
+        "v_sum overflowed a double: emitted as NULL",
+        "v_avg overflowed a double: emitted as NULL",
+    ]
+
+
 def test_percentile_is_linear_interpolation() -> None:
     rng = random.Random(5)
     for n in (1, 2, 3, 10, 101):
