@@ -183,6 +183,9 @@ def group_value(event: ChangeEvent, spec: str) -> Any:
     row = event.row or {}
     if spec not in row:
         raise BadValue(f"the row has no group-by field {spec!r}")
+    if row[spec] is None:
+        # The group is part of the derived table's key: a NULL there is refused by keyed sinks.
+        raise BadValue(f"group-by field {spec!r} is NULL (a group is a key column of the derived table)")
     return row[spec]
 
 

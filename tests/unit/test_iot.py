@@ -352,6 +352,18 @@ def test_bad_readings_are_dead_lettered_or_stop() -> None:
     assert len(parked) == 1 and "not a number" in parked[0] and "itself was delivered" in parked[0]
 
 
+def test_a_null_group_is_a_dead_letter_with_its_reason() -> None:
+    parked: list[Any] = []
+    events = [reading(1, "a", 1, 2.0), reading(2, None, 2, 3.0), reading(3, "a", 20_000, 1.0)]  # type: ignore[arg-type]
+    out = agg(dead=lambda n, e, err: parked.append((e, err.message))).process(list(events))
+    assert [r["sensor"] for r in rows(out)] == ["a"] and out[:3] == events
+    assert len(parked) == 1 and parked[0][0] == [events[1]]
+    assert "group-by field 'sensor' is NULL" in parked[0][1]
+    scorer = detect()
+    scorer._dead_letter = lambda n, e, err: parked.append((e, err.message))
+    assert scorer.process(list(events)) == events and "is NULL" in parked[1][1]
+
+
 def test_a_misspelled_field_keeps_the_readings_and_logs_the_dead_letters() -> None:
     for bad in ({"group_by": ["$topc.1"]}, {"fields": ["$v"]}, {"event_time_field": "$ts"}):
         with pytest.raises(ValueError, match=r"\$"):
