@@ -48,6 +48,7 @@ from cdc_logs.middleware.iotbase import (
     numeric,
     numeric_fields,
     selected,
+    time_fields,
 )
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.schema import Column, Semantic, TableSchema
@@ -182,7 +183,7 @@ class AnomalyStage(BatchStage):
         groups = [group_value(event, g) for g in self.group_by]
         kinds = self.kinds.get(table)
         if kinds is None:
-            exclude = {*self.group_by, *([self.event_time_field] if self.event_time_field else [])}
+            exclude = {*self.group_by, *time_fields(event, self.event_time_field)}
             if self.flag_field:
                 exclude.add(self.flag_field)
             names = self.fields or numeric_fields(event, exclude)
@@ -292,7 +293,8 @@ class AnomalyParams(ConfigModel):
     fields: list[str] = Field(
         default_factory=list,
         description="Value fields scored, each on its own. Seed: value_field(s). Default: every numeric "
-        "column of a table's first reading, except key, group_by and event-time columns.",
+        "column of a table's first reading, except key, group_by and event-time columns (event_time_field, "
+        "or a bus source's watermark column).",
         examples=[["temperature"]],
     )
     group_by: list[str] = Field(

@@ -50,6 +50,7 @@ from cdc_logs.middleware.iotbase import (
     output_value,
     parse_duration,
     selected,
+    time_fields,
 )
 from cdc_logs.middleware.windows import (
     FieldAcc,
@@ -215,8 +216,7 @@ class IotAggregationStage(BatchStage):
         kinds = self.kinds.get(table)
         if kinds is None:
             names = self.fields or numeric_fields(
-                event,
-                {*(g for g in self.group_by), *([self.event_time_field] if self.event_time_field else [])},
+                event, {*self.group_by, *time_fields(event, self.event_time_field)}
             )
             if not names:
                 raise BadValue("the row has no numeric field to aggregate (set iot_aggregation fields)")
@@ -404,7 +404,7 @@ class IotAggregationParams(ConfigModel):
         default_factory=list,
         description="The value fields (columns of the row) to aggregate; NULLs are not counted. Seed: "
         "value_field(s). Default: every numeric column of a table's first reading, except key, group_by "
-        "and event-time columns.",
+        "and event-time columns (event_time_field, or a bus source's watermark column).",
         examples=[["temperature", "humidity"]],
     )
     group_by: list[str] = Field(

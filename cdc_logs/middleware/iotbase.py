@@ -164,6 +164,20 @@ def log_point(n: int) -> bool:
     return n in (1, 2, 5)
 
 
+def time_fields(event: ChangeEvent, event_time_field: str | None) -> set[str]:
+    """The row's time columns, never default value fields: `event_time_field`, else the source's
+    watermark column (a bus source with `watermark: {column: ts}` makes the numeric `ts` the event's
+    source.ts_ms, or an integer watermark its source.watermark; the row keeps the column)."""
+    if event_time_field is not None:
+        return {event_time_field}
+    marks = {event.source.ts_ms, event.source.extra.get("watermark")} - {None}
+    return {
+        name
+        for name, value in (event.row or {}).items()
+        if isinstance(value, int | float) and not isinstance(value, bool) and value in marks
+    }
+
+
 def group_value(event: ChangeEvent, spec: str) -> Any:
     """One group-by value: a row field, or `$topic` (the MQTT topic) / `$topic.N` (its N-th segment,
     from 0), or `$table`."""

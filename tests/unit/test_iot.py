@@ -322,7 +322,8 @@ def test_topic_segment_groups_mqtt_readings_and_default_fields() -> None:
             source=SourceInfo(
                 "mqtt", "p", "broker:1883", topic.replace("/", "_"), ts_ms=t, extra={"topic": topic}
             ),
-            after={"temperature": temp, "unit": "C", "ok": True},
+            # `ts`: the source's watermark column (watermark: {column: ts}), the event's source.ts_ms.
+            after={"temperature": temp, "unit": "C", "ok": True, "ts": t},
         )
 
     stage = agg(fields=[], group_by=["$topic.1"], event_time_field=None, time_window="5m")
@@ -338,6 +339,9 @@ def test_topic_segment_groups_mqtt_readings_and_default_fields() -> None:
             "temperature_max": 22.0,
         }
     ]
+    scorer = detect(fields=[], group_by=["$topic.1"], event_time_field=None)
+    scorer.process([mqtt("d1", 1_000, 20.0)])
+    assert scorer.kinds == {"broker:1883.sensors_d1_temperature": {"temperature": "float"}}
 
 
 def test_bad_readings_are_dead_lettered_or_stop() -> None:
