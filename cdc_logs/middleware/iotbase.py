@@ -9,6 +9,7 @@ schema column names (or an ISO-8601 string for zoned ones). These helpers read t
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 import string
 from collections.abc import Sequence
@@ -36,6 +37,7 @@ _DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _TO_MS = {"days": 86_400_000, "ms": 1, "us": 0.001, "ns": 0.000001}
 _INT_TYPES = {"int8", "int16", "int32", "int64"}
+_NON_FINITE = {"nan", "inf", "infinity"}
 
 
 class BadValue(ValueError):
@@ -106,10 +108,14 @@ def numeric(value: Any, kind: str, field: str) -> int | float | Decimal:
         if kind == "decimal":
             number = value if isinstance(value, Decimal) else Decimal(str(value))
             if not number.is_finite():
-                raise BadValue(f"value field {field!r} is {number} (not a finite number)")
+                raise BadValue(f"value field {field!r} is {number} (NaN/Infinity is not a finite number)")
             return number
         if isinstance(value, str):
+            if value.strip().lstrip("+-").lower() in _NON_FINITE:  # how the envelope carries them
+                raise BadValue(f"value field {field!r} is {value} (NaN/Infinity is not a finite number)")
             raise BadValue(f"value field {field!r} is text, not a number")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise BadValue(f"value field {field!r} is {value} (NaN/Infinity is not a finite number)")
         return int(value) if kind == "int" else float(value)
     except (InvalidOperation, TypeError, ValueError) as exc:
         if isinstance(exc, BadValue):

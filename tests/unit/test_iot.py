@@ -356,6 +356,28 @@ def test_bad_readings_are_dead_lettered_or_stop() -> None:
     assert len(parked) == 1 and "not a number" in parked[0] and "itself was delivered" in parked[0]
 
 
+def test_nan_and_infinity_are_named_as_not_finite() -> None:
+    parked: list[str] = []
+    stage = agg(dead=lambda n, e, err: parked.append(err.message))
+    scorer = detect()
+    scorer._dead_letter = lambda n, e, err: parked.append(err.message)
+    float_schema = TableSchema(
+        "db",
+        "public",
+        "readings",
+        tuple(
+            Column(c.name, "float64", None, "DOUBLE PRECISION") if c.name == "v" else c
+            for c in NUMERIC_SCHEMA.columns
+        ),
+    )
+    values = ["NaN", "Infinity", "-Infinity", float("nan"), float("inf")]
+    events = [reading(i, "a", i, v, schema=float_schema) for i, v in enumerate(values)]
+    stage.process(list(events))
+    scorer.process(list(events))
+    assert len(parked) == 10
+    assert all("NaN/Infinity is not a finite number" in m for m in parked), parked
+
+
 def test_a_null_group_is_a_dead_letter_with_its_reason() -> None:
     parked: list[Any] = []
     events = [reading(1, "a", 1, 2.0), reading(2, None, 2, 3.0), reading(3, "a", 20_000, 1.0)]  # type: ignore[arg-type]
