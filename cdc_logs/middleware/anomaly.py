@@ -408,6 +408,11 @@ class AnomalyConfig(ConfigModel):
         default_factory=AnomalyParams, description="Method, threshold, fields, groups."
     )
 
+    def check_extras(self) -> None:
+        """What `config validate` checks besides the config: the isolation forest's scikit-learn."""
+        if self.params.algorithm == "isolation_forest":
+            require_sklearn()
+
 
 @registry.transform(AnomalyConfig)
 def build(cfg: AnomalyConfig) -> AnomalyStage:

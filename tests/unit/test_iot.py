@@ -564,6 +564,23 @@ def test_isolation_forest_without_scikit_learn_names_the_extra(monkeypatch: pyte
         detect(algorithm="isolation_forest")
 
 
+def test_config_validate_names_the_missing_scikit_learn(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from cdc_logs.cli.config_cmd import validate
+
+    config = tmp_path / "iot.yaml"
+    config.write_text(
+        "source: {type: sqlite, path: x.db, tables: [t]}\ndestination: {type: stdout}\n"
+        "plugins: {transformers: {transformers: [{type: anomaly_detection, params: "
+        "{algorithm: isolation_forest}}]}}\n"
+    )
+    validate(config=config)  # scikit-learn is installed here: ok
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    with pytest.raises(CdcError, match=r"cdc-logs\[iot\]"):
+        validate(config=config)
+
+
 def test_aggregates_carry_a_schema_kafka_connect_and_avro_type() -> None:
     import io
 
