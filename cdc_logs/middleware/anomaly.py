@@ -285,6 +285,7 @@ class AnomalyParams(ConfigModel):
     threshold: float | None = Field(
         None,
         gt=0,
+        allow_inf_nan=False,
         description="zscore/ewma: a value whose score (|z|) is above it is anomalous (default 3.5 / 3). "
         "isolation_forest: the contamination, the share of the training window the model calls "
         "anomalous, in (0, 0.5] (default 0.05).",
@@ -388,6 +389,16 @@ class AnomalyParams(ConfigModel):
             raise ValueError("isolation_forest threshold is the contamination: at most 0.5")
         if self.min_samples > self.window_size and self.algorithm != "ewma":
             raise ValueError("min_samples cannot exceed window_size")
+        # A setting of another algorithm would be silently ignored: refused, naming whose it is.
+        for name, owners in (
+            ("alpha", ("ewma",)),
+            ("retrain_every", ("isolation_forest",)),
+            ("window_size", ("zscore", "isolation_forest")),
+        ):
+            if name in self.model_fields_set and self.algorithm not in owners:
+                raise ValueError(
+                    f"{name} is a setting of algorithm {' / '.join(owners)}, not {self.algorithm}: remove it"
+                )
         return self
 
 

@@ -67,6 +67,8 @@ from cdc_logs.stages import BatchStage, StageContext
 log = get_logger(__name__)
 
 STATE_VERSION = 1
+#: time_window / slide at most: a day of one-minute slides (each reading is folded into every window).
+MAX_WINDOWS_PER_READING = 1440
 _TIME_COLUMN = ("int64", Semantic.TIMESTAMP, "TIMESTAMP")  # epoch ms: the SQL sink makes it a timestamp
 _READINGS = (Op.CREATE, Op.READ)
 
@@ -382,14 +384,14 @@ class IotAggregationParams(ConfigModel):
     """Windows, functions, fields and groups of iot_aggregation (docs/iot.md)."""
 
     time_window: str = Field(
-        description="Window size: a number and a unit, ms s m h d. Windows are aligned to the Unix epoch "
-        "(UTC).",
+        description="Window size: a number and a unit, ms s m h d (at most 366d). Windows are aligned to "
+        "the Unix epoch (UTC).",
         examples=["5m"],
     )
     slide: str | None = Field(
         None,
         description="Sliding windows: a new window starts every `slide` (at most time_window, which it must "
-        "divide). Default: tumbling (slide = time_window).",
+        "divide; time_window / slide at most 1440). Default: tumbling (slide = time_window).",
         examples=["1m"],
     )
     aggregation_functions: list[str] = Field(
@@ -520,6 +522,13 @@ class IotAggregationParams(ConfigModel):
             slide = parse_duration(self.slide)
             if slide <= 0 or slide > size or size % slide:
                 raise ValueError("slide must be positive, at most time_window, and divide it")
+            if size // slide > MAX_WINDOWS_PER_READING:
+                raise ValueError(
+                    f"time_window / slide is {size // slide}: each reading would be in that many windows "
+                    f"(state and time grow with it); at most {MAX_WINDOWS_PER_READING}: a longer slide"
+                )
+        if self.update_horizon is not None and self.late_data != "update":
+            raise ValueError("update_horizon is used only with late_data: update; remove it or set that")
         return self
 
 

@@ -44,6 +44,10 @@ class BadValue(ValueError):
     """An event cannot be used (its time or a value is not what the config says): dead-letter it."""
 
 
+#: The longest window, lateness or horizon (a year): beyond it a window never closes in practice.
+MAX_DURATION_MS = 366 * 86_400_000
+
+
 def parse_duration(text: str | int) -> int:
     """ "5m", "30s", "250ms", "1h", "1d" (or milliseconds as an integer) -> milliseconds."""
     if isinstance(text, int) and not isinstance(text, bool):
@@ -51,7 +55,10 @@ def parse_duration(text: str | int) -> int:
     match = _DURATION.match(str(text))
     if match is None:
         raise ValueError(f"{text!r} is not a duration: write a number and a unit, ms s m h d (e.g. 5m, 30s)")
-    return int(match.group(1)) * _UNIT_MS[match.group(2)]
+    ms = int(match.group(1)) * _UNIT_MS[match.group(2)]
+    if ms > MAX_DURATION_MS:
+        raise ValueError(f"{text!r} is longer than a year (366d), the longest duration taken")
+    return ms
 
 
 def event_time_ms(event: ChangeEvent, field: str | None) -> int:

@@ -177,6 +177,30 @@ def test_output_table_is_checked_when_the_config_is_read(model: Any) -> None:
     assert model(type=kind, params={**base, "output_table": "{db}_{table}_x"})
 
 
+def test_absurd_settings_are_refused() -> None:
+    for bad, message in (
+        ({"time_window": "99999999999999999999d"}, "longer than a year"),
+        ({"time_window": "5m", "allowed_lateness": "400d"}, "longer than a year"),
+        ({"time_window": "1d", "slide": "1s"}, "86400"),
+        ({"time_window": "5m", "update_horizon": "10m"}, "late_data: update"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            IotAggregationConfig(type="iot_aggregation", params=bad)
+    assert IotAggregationConfig(type="iot_aggregation", params={"time_window": "1d", "slide": "1m"})
+    for bad, message in (
+        ({"algorithm": "zscore", "alpha": 0.2}, "alpha is a setting of algorithm ewma"),
+        (
+            {"algorithm": "ewma", "retrain_every": 5},
+            "retrain_every is a setting of algorithm isolation_forest",
+        ),
+        ({"algorithm": "ewma", "window_size": 5}, "window_size"),
+        ({"threshold": float("inf")}, "finite"),
+        ({"threshold": float("nan")}, "finite"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            AnomalyConfig(type="anomaly_detection", params=bad)
+
+
 def test_late_data_policies() -> None:
     on_time = [reading(1, "a", 1_000, 1.0), reading(2, "a", 5_000, 3.0), reading(3, "a", 12_000, 10.0)]
     late = reading(4, "a", 2_000, 100.0)  # window [0, 10s) closed when 12 s arrived (lateness 1 s)
@@ -473,10 +497,12 @@ def noisy(seed: int, n: int, spikes: dict[int, float]) -> list[ChangeEvent]:
 @pytest.mark.parametrize("algorithm", ["zscore", "ewma", "isolation_forest"])
 def test_detectors_find_the_spikes_and_restore_exactly(algorithm: str) -> None:
     events = noisy(3, 160, {60: 45.0, 120: -10.0})
-    params = {"algorithm": algorithm, "window_size": 50, "min_samples": 30, "retrain_every": 40}
+    params: dict[str, Any] = {"algorithm": algorithm, "min_samples": 30}
     forest = algorithm == "isolation_forest"
+    if algorithm != "ewma":
+        params["window_size"] = 50
     if forest:
-        params["threshold"] = 0.05
+        params.update(threshold=0.05, retrain_every=40)
     whole = detect(**params).process(list(events))
     found = [e.after for e in whole if e.source.table == "readings_anomalies" and e.after]
     assert {r["event_time"] for r in found} >= {60_000, 120_000}
