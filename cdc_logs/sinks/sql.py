@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import logging
 from collections.abc import Sequence
 from typing import Any, Literal
 from urllib.parse import quote
@@ -62,6 +63,16 @@ from cdc_logs.sinks.routing import check_template, render, source_label
 from cdc_logs.sinks.sql_types import Binder, ddl_type, flavor, guess_type, json_serializer
 
 log = get_logger(__name__)
+
+
+def _not_pipeline_noise(record: logging.LogRecord) -> bool:
+    """psycopg warns "error ignored terminating <psycopg.Pipeline ...>" when it leaves a pipeline
+    after an error it raises anyway (the sink reports that one, classified): a raw duplicate line."""
+    return not str(record.msg).startswith("error ignored terminating")
+
+
+if _not_pipeline_noise not in logging.getLogger("psycopg").filters:
+    logging.getLogger("psycopg").addFilter(_not_pipeline_noise)
 
 _EPOCH = dt.datetime(1970, 1, 1)
 

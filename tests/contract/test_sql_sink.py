@@ -9,6 +9,7 @@ applies whole or not at all, partial updates, key changes, typed columns, `auto_
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import signal
 import sqlite3
 import subprocess
@@ -315,6 +316,21 @@ def test_created_target_table_is_logged_once(target: Target, monkeypatch: pytest
     sink.write([make_event(1)])
     assert said.count("created target table") == 1
     assert target.rows() == [(1, 1)]
+    sink.close()
+
+
+def test_a_refused_batch_logs_no_psycopg_pipeline_noise(
+    target: Target, caplog: pytest.LogCaptureFixture
+) -> None:
+    """psycopg warns "error ignored terminating <psycopg.Pipeline ...>" on leaving a pipeline after
+    the error it raises anyway (and the sink reports): noise on stderr, filtered out."""
+    sink = target.sink(auto_create=True)
+    sink.open()
+    sink.write([make_event(1)])
+    rows = [event(n, "c", after={"id": n, "v": 2**63 if n == 5 else n}) for n in range(2, 9)]
+    with caplog.at_level(logging.WARNING), pytest.raises(CdcError):
+        sink.write(rows)  # v: beyond BIGINT, refused by the server
+    assert not [r for r in caplog.records if "error ignored terminating" in r.getMessage()]
     sink.close()
 
 
