@@ -306,7 +306,8 @@ class AnomalyParams(ConfigModel):
     )
     event_time_field: str | None = Field(
         None,
-        description="The row field with the reading's time (written as event_time). Default: source.ts_ms.",
+        description="The row field with the reading's time (written as event_time). Default: source.ts_ms. "
+        "Give it here too: anomaly_detection does not take iot_aggregation's.",
         examples=["measured_at"],
     )
     window_size: int = Field(

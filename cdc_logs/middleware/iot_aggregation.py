@@ -398,7 +398,8 @@ class IotAggregationParams(ConfigModel):
         default_factory=lambda: ["avg", "min", "max"],
         min_length=1,
         description="Per value field: avg, min, max, sum, count, median, p50/p95/p99 or percentile_N "
-        "(linear interpolation). Each gives a column `<field>_<function>` (percentile_99.9: `_p99_9`); "
+        "(linear interpolation). Each gives a column `<field>_<function>` (median: `_p50`, percentile_99.9: "
+        "`_p99_9`, sum of an integer column: NUMERIC); "
         "`count` (rows in the window) is always a column. Decimals stay exact.",
         examples=[["avg", "min", "max", "p95"]],
     )

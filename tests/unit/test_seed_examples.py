@@ -393,7 +393,6 @@ EXPECTED: dict[str, str] = dict.fromkeys(SEED, "valid")
 
 #: Examples waiting for a feature another helper of issue 17 builds (merged by the lead), with it.
 PENDING_ON_OTHER_HELPERS: dict[str, str] = {
-    "IoT Data CDC": "iot_aggregation and anomaly_detection transforms (helper iot, issue 17 part 3)",
     "Parallel Processing": "sync.parallelism (helper parallel, issue 17 part 6)",
     "Batch Optimization": "sync.compression, adaptive batch_optimization (helper parallel, issue 17 part 7)",
     "Connection Pooling": "connection_pool for SQL sources and sinks (helper parallel, issue 17 part 7)",
