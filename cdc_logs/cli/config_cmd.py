@@ -1,7 +1,8 @@
 """`cdc-logs config validate|schema`.
 
 `validate` connects to nothing: it parses the config and checks that every destination's optional
-client is installed (a missing one exits 2 naming the extra, as `run` would).
+client (and a middleware's optional package) is installed (a missing one exits 2 naming the extra, as
+`run` would).
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ def validate(config: Path = typer.Option(..., "-c", "--config", help="Pipeline Y
     cfg = load_config(config)
     for sink in cfg.all_sinks():
         check_sink(sink.type, sink.name)
+    for plugin in cfg.plugins.all():  # a middleware's optional package (anomaly_detection's scikit-learn)
+        check_extras = getattr(plugin, "check_extras", None)
+        if check_extras is not None:
+            check_extras()
     sources = ", ".join(f"{s.name or s.type} ({s.type})" for s in cfg.all_sources())
     sinks = ", ".join(f"{d.name or d.type} ({d.type})" for d in cfg.all_sinks())
     for warning in cfg.warnings():

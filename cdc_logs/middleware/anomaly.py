@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from cdc_logs import registry
 from cdc_logs.configmodel import ConfigModel
@@ -33,6 +33,9 @@ from cdc_logs.middleware.detectors import (
 )
 from cdc_logs.middleware.iotbase import (
     BadValue,
+    check_field_name,
+    check_group_spec,
+    check_output_table,
     derived_event,
     derived_table,
     event_time_ms,
@@ -40,10 +43,12 @@ from cdc_logs.middleware.iotbase import (
     group_column,
     group_column_name,
     group_value,
+    log_point,
     number_column,
     numeric,
     numeric_fields,
     selected,
+    time_fields,
 )
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.schema import Column, Semantic, TableSchema
@@ -95,6 +100,7 @@ class AnomalyStage(BatchStage):
         self._flagged: dict[TableSchema, TableSchema] = {}
         self.detectors: dict[str, Detector] = {}  # JSON [table, group, field] -> detector
         self.kinds: dict[str, dict[str, str]] = {}
+        self.bad = 0  # readings dead-lettered by this process (logged with the running count)
 
     def _detector(self, state: Any = None) -> Detector:
         if self.algorithm == "zscore":
@@ -141,7 +147,8 @@ class AnomalyStage(BatchStage):
             try:
                 reading = self._reading(event)
             except BadValue as exc:
-                self._bad(event, str(exc))  # parked instead of delivered
+                self._bad(event, str(exc))  # its scoring is refused; the reading itself is delivered
+                plan.append((event, None))
                 continue
             plan.append((event, reading))
             for item in reading.items:
@@ -176,12 +183,20 @@ class AnomalyStage(BatchStage):
         groups = [group_value(event, g) for g in self.group_by]
         kinds = self.kinds.get(table)
         if kinds is None:
-            exclude = {*self.group_by, *([self.event_time_field] if self.event_time_field else [])}
+            exclude = {*self.group_by, *time_fields(event, self.event_time_field)}
             if self.flag_field:
                 exclude.add(self.flag_field)
             names = self.fields or numeric_fields(event, exclude)
             if not names:
                 raise BadValue("the row has no numeric field to score (set anomaly_detection fields)")
+            if self.flag_field and self.flag_field in row:
+                # Checked at a table's first reading: the flag would overwrite the row's own data.
+                raise CdcError(
+                    ErrorKind.CONFIG,
+                    f"anomaly_detection flag_field {self.flag_field!r} is a column of "
+                    f"{table}: the flag would overwrite its data",
+                    "name flag_field after a column the table does not have (e.g. is_anomaly)",
+                )
             kinds = self.kinds[table] = {n: field_kind(event, n, row.get(n)) for n in names}
         items = []
         for name, kind in kinds.items():
@@ -200,6 +215,9 @@ class AnomalyStage(BatchStage):
         columns += [
             Column("field", "string", None, "TEXT", optional=False, key=True),
             Column("event_time", "int64", Semantic.TIMESTAMP, "TIMESTAMP", optional=False, key=True),
+            # The reading's own key: the rows of one transaction share source.ts_ms (the default event
+            # time), and without it their anomalies would overwrite each other in keyed sinks.
+            Column("source_key", "string", None, "TEXT", optional=False, key=True),
             number_column("value", kind),
             Column("score", "float64", None, "DOUBLE PRECISION"),
             Column("method", "string", None, "TEXT"),
@@ -208,6 +226,7 @@ class AnomalyStage(BatchStage):
         row.update(
             field=name,
             event_time=t,
+            source_key=orjson.dumps(event.key, option=orjson.OPT_SORT_KEYS).decode() if event.key else "",
             value=value if kind == "decimal" else float(value),
             score=score if math.isfinite(score) else None,  # JSON has no infinity: NULL = "infinitely far"
             method=self.algorithm,
@@ -239,12 +258,18 @@ class AnomalyStage(BatchStage):
     def _bad(self, event: ChangeEvent, reason: str) -> None:
         error = CdcError(
             ErrorKind.DECODE,
-            f"{self.name}: a change of {event.source.qualified_table} cannot be scored: {reason}",
+            f"{self.name}: a change of {event.source.qualified_table} cannot be scored: {reason} (the "
+            "reading itself was delivered: only its scoring is missing)",
             "fix the row, or the middleware's fields / group_by / event_time_field",
         )
         if self._dead_letter is None:
             raise error
         self._dead_letter(self.name, [event], error)
+        self.bad += 1
+        if log_point(self.bad):
+            log.warning(
+                "readings not scored, dead-lettered", middleware=self.name, total=self.bad, last=error.message
+            )
 
 
 class AnomalyParams(ConfigModel):
@@ -260,6 +285,7 @@ class AnomalyParams(ConfigModel):
     threshold: float | None = Field(
         None,
         gt=0,
+        allow_inf_nan=False,
         description="zscore/ewma: a value whose score (|z|) is above it is anomalous (default 3.5 / 3). "
         "isolation_forest: the contamination, the share of the training window the model calls "
         "anomalous, in (0, 0.5] (default 0.05).",
@@ -268,7 +294,8 @@ class AnomalyParams(ConfigModel):
     fields: list[str] = Field(
         default_factory=list,
         description="Value fields scored, each on its own. Seed: value_field(s). Default: every numeric "
-        "column of a table's first reading, except key, group_by and event-time columns.",
+        "column of a table's first reading, except key, group_by and event-time columns (event_time_field, "
+        "or a bus source's watermark column).",
         examples=[["temperature"]],
     )
     group_by: list[str] = Field(
@@ -279,7 +306,8 @@ class AnomalyParams(ConfigModel):
     )
     event_time_field: str | None = Field(
         None,
-        description="The row field with the reading's time (written as event_time). Default: source.ts_ms.",
+        description="The row field with the reading's time (written as event_time). Default: source.ts_ms. "
+        "Give it here too: anomaly_detection does not take iot_aggregation's.",
         examples=["measured_at"],
     )
     window_size: int = Field(
@@ -297,13 +325,14 @@ class AnomalyParams(ConfigModel):
     output_table: str = Field(
         "{table}_anomalies",
         description="The derived table anomalies are events of ({table}, {schema}, {db}). Columns: the "
-        "group_by columns, field, event_time (key), value, score, method, threshold.",
+        "group_by columns, field, event_time, source_key (the reading's key as JSON, '' when keyless) "
+        "(together the key), value, score, method, threshold.",
         examples=["sensor_alerts"],
     )
     flag_field: str | None = Field(
         None,
         description="Also add this boolean column to every scored reading: true when one of its values "
-        "was anomalous. Default: readings are not changed.",
+        "was anomalous; a column the table already has is refused. Default: readings are not changed.",
         examples=["is_anomaly"],
     )
     tables: list[str] = Field(
@@ -329,12 +358,48 @@ class AnomalyParams(ConfigModel):
                 data["algorithm"] = "zscore"
         return data
 
+    @field_validator("group_by")
+    @classmethod
+    def _groups(cls, value: list[str]) -> list[str]:
+        return [check_group_spec(g) for g in value]
+
+    @field_validator("output_table")
+    @classmethod
+    def _output_table(cls, value: str) -> str:
+        return check_output_table(value)
+
+    @field_validator("fields")
+    @classmethod
+    def _fields(cls, value: list[str]) -> list[str]:
+        return [check_field_name(f, "fields:") for f in value]
+
+    @field_validator("event_time_field")
+    @classmethod
+    def _time_field(cls, value: str | None) -> str | None:
+        return None if value is None else check_field_name(value, "event_time_field")
+
     @model_validator(mode="after")
     def _check(self) -> AnomalyParams:
+        if self.flag_field is not None and self.flag_field in {
+            *self.fields,
+            *self.group_by,
+            self.event_time_field,
+        }:
+            raise ValueError(f"flag_field {self.flag_field!r} names a field the middleware reads")
         if self.algorithm == "isolation_forest" and self.threshold is not None and self.threshold > 0.5:
             raise ValueError("isolation_forest threshold is the contamination: at most 0.5")
         if self.min_samples > self.window_size and self.algorithm != "ewma":
             raise ValueError("min_samples cannot exceed window_size")
+        # A setting of another algorithm would be silently ignored: refused, naming whose it is.
+        for name, owners in (
+            ("alpha", ("ewma",)),
+            ("retrain_every", ("isolation_forest",)),
+            ("window_size", ("zscore", "isolation_forest")),
+        ):
+            if name in self.model_fields_set and self.algorithm not in owners:
+                raise ValueError(
+                    f"{name} is a setting of algorithm {' / '.join(owners)}, not {self.algorithm}: remove it"
+                )
         return self
 
 
@@ -354,6 +419,11 @@ class AnomalyConfig(ConfigModel):
     params: AnomalyParams = Field(
         default_factory=AnomalyParams, description="Method, threshold, fields, groups."
     )
+
+    def check_extras(self) -> None:
+        """What `config validate` checks besides the config: the isolation forest's scikit-learn."""
+        if self.params.algorithm == "isolation_forest":
+            require_sklearn()
 
 
 @registry.transform(AnomalyConfig)

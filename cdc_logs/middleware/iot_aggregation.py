@@ -5,13 +5,14 @@ Per event, in source order: its time (the source's commit time, or a row field) 
 window(s) of its group (table + group_by values); then the table's watermark becomes the greatest
 event time seen minus `allowed_lateness`, and every open window whose end is at or below the watermark
 is emitted, right after the event that closed it, as an op "c" event of `<table>_agg` keyed by
-(group, window_start, window_end). An event whose window was already emitted is late: dropped and
-counted (a warning with the running count), dead-lettered, or (late_data: update) folded into the
-kept window and the aggregate re-emitted as an op "u". Because each event is handled alone and in
-order, the output does not depend on how the pipeline cut batches; with the state checkpointed with
-the positions (stages.py), a crash and restart emit the same aggregates, each window's once past the
-committed positions (a sink may see the replayed uncommitted ones again, identical and under the same
-key, as it sees every replayed event).
+(group, window_start, window_end). An event whose window the watermark already closed is late: dropped
+and counted (a warning with the running count), dead-lettered, or (late_data: update, within the
+horizon) folded into the kept window and the aggregate re-emitted as an op "u" (or, when that group's
+window was never opened, the table's watermark having passed it, emitted as an op "c").
+Because each event is handled alone and in order, the output does not depend on how the pipeline cut
+batches; with the state checkpointed with the positions (stages.py), a crash and restart emit the
+same aggregates, each window's once past the committed positions (a sink may see the replayed
+uncommitted ones again, identical and under the same key, as it sees every replayed event).
 
 Only inserts and snapshot rows (op "c", "r") are readings; updates and deletes pass through
 unaggregated (an emitted aggregate cannot take a change back), with a warning per table.
@@ -19,6 +20,7 @@ unaggregated (an emitted aggregate cannot take a change back), with a warning pe
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -31,6 +33,9 @@ from cdc_logs.envelope import ChangeEvent, Op
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.middleware.iotbase import (
     BadValue,
+    check_field_name,
+    check_group_spec,
+    check_output_table,
     derived_event,
     derived_table,
     event_time_ms,
@@ -38,12 +43,14 @@ from cdc_logs.middleware.iotbase import (
     group_column,
     group_column_name,
     group_value,
+    log_point,
     number_column,
     numeric,
     numeric_fields,
     output_value,
     parse_duration,
     selected,
+    time_fields,
 )
 from cdc_logs.middleware.windows import (
     FieldAcc,
@@ -60,6 +67,8 @@ from cdc_logs.stages import BatchStage, StageContext
 log = get_logger(__name__)
 
 STATE_VERSION = 1
+#: time_window / slide at most: a day of one-minute slides (each reading is folded into every window).
+MAX_WINDOWS_PER_READING = 1440
 _TIME_COLUMN = ("int64", Semantic.TIMESTAMP, "TIMESTAMP")  # epoch ms: the SQL sink makes it a timestamp
 _READINGS = (Op.CREATE, Op.READ)
 
@@ -101,7 +110,8 @@ class IotAggregationStage(BatchStage):
         self._dead_letter: Any = None
         self._metrics: Any = None  # observability.metrics.Metrics, when the pipeline gives it
         self._schemas: dict[tuple[Any, ...], TableSchema] = {}
-        self._warned: set[str] = set()
+        self._warned: set[tuple[str, str]] = set()
+        self.bad = 0  # readings dead-lettered by this process (logged with the running count)
         self._reset()
 
     def _reset(self) -> None:
@@ -163,11 +173,11 @@ class IotAggregationStage(BatchStage):
                 self._warn_once(event, "updates and deletes are not readings: passed through unaggregated")
                 continue
             try:
-                self._add(event, out)
+                self._add(event, out)  # fails before it emits anything
             except BadValue as exc:
+                # Only its aggregation is refused: the reading itself stays in the batch (pass_through),
+                # so a misspelled field does not remove every row from the replica.
                 self._bad(event, str(exc))
-                if self.pass_through:
-                    out.pop()  # parked instead of delivered (_add fails before it emits anything)
         return out
 
     def _add(self, event: ChangeEvent, out: list[ChangeEvent]) -> None:
@@ -179,18 +189,19 @@ class IotAggregationStage(BatchStage):
         late: list[int] = []
         for start in window_starts(t, self.window_ms, self.slide_ms):
             key = (table, group, start)
+            # The watermark is per table: a window closed by other groups' readings may never have
+            # been emitted for this group (a device that went quiet, then uploads its buffer).
             closed = watermark is not None and start + self.window_ms <= watermark
             window = self.windows.get(key)
-            if closed and (
-                self.late_data != "update" or window is None or not self._kept(start, watermark or 0)
-            ):
+            if closed and (self.late_data != "update" or not self._kept(start, watermark or 0)):
                 late.append(start)
                 continue
             if window is None:
                 window = self.windows[key] = Window()
-                self._note_open(table, start)
+                if not closed:
+                    self._note_open(table, start)
             self._fold(window, values)
-            if closed:  # late_data: update, within the horizon: re-emit the window
+            if closed:  # late_data: update, within the horizon: emit (op c) or re-emit (op u) it
                 out.append(self._emit(event, key, window))
                 if self._metrics is not None:
                     self._metrics.middleware_late_event(self.name, "updated")
@@ -207,8 +218,7 @@ class IotAggregationStage(BatchStage):
         kinds = self.kinds.get(table)
         if kinds is None:
             names = self.fields or numeric_fields(
-                event,
-                {*(g for g in self.group_by), *([self.event_time_field] if self.event_time_field else [])},
+                event, {*self.group_by, *time_fields(event, self.event_time_field)}
             )
             if not names:
                 raise BadValue("the row has no numeric field to aggregate (set iot_aggregation fields)")
@@ -287,10 +297,20 @@ class IotAggregationStage(BatchStage):
             for function in self.functions:
                 column = f"{name}_{column_suffix(function)}"
                 out_kind = kind
-                if kind == "int" and function != "sum" and function not in ("min", "max"):
+                if kind == "int" and function == "sum":
+                    out_kind = "decimal"  # exact: a sum of BIGINTs does not fit a BIGINT
+                elif kind == "int" and function not in ("min", "max"):
                     out_kind = "float"  # an average or an interpolated percentile of integers
                 columns.append(number_column(column, out_kind))
-                row[column] = output_value(acc.result(function, kind))
+                value = acc.result(function, kind)
+                if isinstance(value, float) and not math.isfinite(value):
+                    # A float sum (or average) beyond 1.8e308: JSON has no infinity, and sinks would
+                    # disagree (NULL in a file, Infinity in SQL): NULL everywhere, and said so.
+                    self._warn_once(trigger, f"{column} overflowed a double: emitted as NULL")
+                    value = None
+                row[column] = (
+                    str(value) if out_kind == "decimal" and isinstance(value, int) else output_value(value)
+                )
         before = window.emitted
         window.emitted = row
         return derived_event(
@@ -309,16 +329,20 @@ class IotAggregationStage(BatchStage):
         self.late += 1
         reason = (
             f"late reading: event time {t} is in window(s) starting {starts} (of {self.window_ms} ms) "
-            f"already emitted; the watermark of {table} is at {self.watermarks.get(table)} (allowed_lateness "
-            f"{self.lateness_ms} ms)"
+            f"that the watermark of {table} ({self.watermarks.get(table)}, allowed_lateness "
+            f"{self.lateness_ms} ms) already closed"
+            + (
+                f", more than update_horizon ({self.update_horizon_ms} ms) ago"
+                if self.late_data == "update"
+                else ""
+            )
         )
         if self.late_data == "dead_letter":
             self._dead_letter(self.name, [event], CdcError(ErrorKind.DECODE, reason, _LATE_HINT))
         if self._metrics is not None:
             action = "dead_lettered" if self.late_data == "dead_letter" else "dropped"
             self._metrics.middleware_late_event(self.name, action)
-        # Logged at 1, 2, 5, 10, 20, 50, 100, ...: never silent, never a line per event in a flood.
-        if _round(self.late):
+        if log_point(self.late):
             log.warning(
                 "late readings " + ("dead-lettered" if self.late_data == "dead_letter" else "dropped"),
                 middleware=self.name,
@@ -327,50 +351,55 @@ class IotAggregationStage(BatchStage):
             )
 
     def _bad(self, event: ChangeEvent, reason: str) -> None:
+        delivered = " (the reading itself was delivered: only its aggregation is missing)"
         error = CdcError(
             ErrorKind.DECODE,
-            f"{self.name}: a change of {event.source.qualified_table} cannot be aggregated: {reason}",
+            f"{self.name}: a change of {event.source.qualified_table} cannot be aggregated: {reason}"
+            + (delivered if self.pass_through else ""),
             "fix the row, or the middleware's fields / group_by / event_time_field",
         )
         if self._dead_letter is None:
             raise error
         self._dead_letter(self.name, [event], error)
+        self.bad += 1
+        if log_point(self.bad):
+            log.warning(
+                "readings not aggregated, dead-lettered",
+                middleware=self.name,
+                total=self.bad,
+                last=error.message,
+            )
 
     def _warn_once(self, event: ChangeEvent, what: str) -> None:
         table = event.source.qualified_table
-        if table not in self._warned:
-            self._warned.add(table)
+        if (table, what) not in self._warned:
+            self._warned.add((table, what))
             log.warning(what, middleware=self.name, table=table)
 
 
 _LATE_HINT = "raise allowed_lateness if readings arrive this late, or use late_data: update"
 
 
-def _round(n: int) -> bool:
-    while n >= 10 and n % 10 == 0:
-        n //= 10
-    return n in (1, 2, 5)
-
-
 class IotAggregationParams(ConfigModel):
     """Windows, functions, fields and groups of iot_aggregation (docs/iot.md)."""
 
     time_window: str = Field(
-        description="Window size: a number and a unit, ms s m h d. Windows are aligned to the Unix epoch "
-        "(UTC).",
+        description="Window size: a number and a unit, ms s m h d (at most 366d). Windows are aligned to "
+        "the Unix epoch (UTC).",
         examples=["5m"],
     )
     slide: str | None = Field(
         None,
         description="Sliding windows: a new window starts every `slide` (at most time_window, which it must "
-        "divide). Default: tumbling (slide = time_window).",
+        "divide; time_window / slide at most 1440). Default: tumbling (slide = time_window).",
         examples=["1m"],
     )
     aggregation_functions: list[str] = Field(
         default_factory=lambda: ["avg", "min", "max"],
         min_length=1,
         description="Per value field: avg, min, max, sum, count, median, p50/p95/p99 or percentile_N "
-        "(linear interpolation). Each gives a column `<field>_<function>` (percentile_99.9: `_p99_9`); "
+        "(linear interpolation). Each gives a column `<field>_<function>` (median: `_p50`, percentile_99.9: "
+        "`_p99_9`, sum of an integer column: NUMERIC); "
         "`count` (rows in the window) is always a column. Decimals stay exact.",
         examples=[["avg", "min", "max", "p95"]],
     )
@@ -378,7 +407,7 @@ class IotAggregationParams(ConfigModel):
         default_factory=list,
         description="The value fields (columns of the row) to aggregate; NULLs are not counted. Seed: "
         "value_field(s). Default: every numeric column of a table's first reading, except key, group_by "
-        "and event-time columns.",
+        "and event-time columns (event_time_field, or a bus source's watermark column).",
         examples=[["temperature", "humidity"]],
     )
     group_by: list[str] = Field(
@@ -402,9 +431,10 @@ class IotAggregationParams(ConfigModel):
     )
     late_data: Literal["drop", "dead_letter", "update"] = Field(
         "drop",
-        description="A reading whose window was already emitted: drop (counted, logged with the running "
-        "count), dead_letter (to sync.dead_letters with the reason), update (fold it into the window "
-        "kept for update_horizon after it closed, re-emit the aggregate as op u; later ones are dropped).",
+        description="A reading whose window the table's watermark already closed: drop (counted, logged "
+        "with the running count), dead_letter (to sync.dead_letters with the reason), update (within "
+        "update_horizon after the window closed: fold it in and re-emit the aggregate as op u, or emit it "
+        "as op c when the group had no reading in it; later ones are dropped).",
         examples=["dead_letter"],
     )
     update_horizon: str | None = Field(
@@ -416,7 +446,8 @@ class IotAggregationParams(ConfigModel):
     output_table: str = Field(
         "{table}_agg",
         description="The derived table the aggregates are events of ({table}, {schema}, {db} are the "
-        "source's). Its key: the group_by columns, window_start, window_end.",
+        "source's; other placeholders, and a name that is the source table itself, are refused). Its "
+        "key: the group_by columns, window_start, window_end.",
         examples=["{table}_5m"],
     )
     pass_through: bool = Field(
@@ -451,6 +482,26 @@ class IotAggregationParams(ConfigModel):
                 data["group_by"] = [data["group_by"]]
         return data
 
+    @field_validator("group_by")
+    @classmethod
+    def _groups(cls, value: list[str]) -> list[str]:
+        return [check_group_spec(g) for g in value]
+
+    @field_validator("output_table")
+    @classmethod
+    def _output_table(cls, value: str) -> str:
+        return check_output_table(value)
+
+    @field_validator("fields")
+    @classmethod
+    def _fields(cls, value: list[str]) -> list[str]:
+        return [check_field_name(f, "fields:") for f in value]
+
+    @field_validator("event_time_field")
+    @classmethod
+    def _time_field(cls, value: str | None) -> str | None:
+        return None if value is None else check_field_name(value, "event_time_field")
+
     @field_validator("aggregation_functions")
     @classmethod
     def _functions(cls, value: list[str]) -> list[str]:
@@ -472,6 +523,13 @@ class IotAggregationParams(ConfigModel):
             slide = parse_duration(self.slide)
             if slide <= 0 or slide > size or size % slide:
                 raise ValueError("slide must be positive, at most time_window, and divide it")
+            if size // slide > MAX_WINDOWS_PER_READING:
+                raise ValueError(
+                    f"time_window / slide is {size // slide}: each reading would be in that many windows "
+                    f"(state and time grow with it); at most {MAX_WINDOWS_PER_READING}: a longer slide"
+                )
+        if self.update_horizon is not None and self.late_data != "update":
+            raise ValueError("update_horizon is used only with late_data: update; remove it or set that")
         return self
 
 

@@ -9,7 +9,9 @@ schema column names (or an ISO-8601 string for zoned ones). These helpers read t
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
+import string
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -35,10 +37,15 @@ _DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _TO_MS = {"days": 86_400_000, "ms": 1, "us": 0.001, "ns": 0.000001}
 _INT_TYPES = {"int8", "int16", "int32", "int64"}
+_NON_FINITE = {"nan", "inf", "infinity"}
 
 
 class BadValue(ValueError):
     """An event cannot be used (its time or a value is not what the config says): dead-letter it."""
+
+
+#: The longest window, lateness or horizon (a year): beyond it a window never closes in practice.
+MAX_DURATION_MS = 366 * 86_400_000
 
 
 def parse_duration(text: str | int) -> int:
@@ -48,7 +55,10 @@ def parse_duration(text: str | int) -> int:
     match = _DURATION.match(str(text))
     if match is None:
         raise ValueError(f"{text!r} is not a duration: write a number and a unit, ms s m h d (e.g. 5m, 30s)")
-    return int(match.group(1)) * _UNIT_MS[match.group(2)]
+    ms = int(match.group(1)) * _UNIT_MS[match.group(2)]
+    if ms > MAX_DURATION_MS:
+        raise ValueError(f"{text!r} is longer than a year (366d), the longest duration taken")
+    return ms
 
 
 def event_time_ms(event: ChangeEvent, field: str | None) -> int:
@@ -105,10 +115,14 @@ def numeric(value: Any, kind: str, field: str) -> int | float | Decimal:
         if kind == "decimal":
             number = value if isinstance(value, Decimal) else Decimal(str(value))
             if not number.is_finite():
-                raise BadValue(f"value field {field!r} is {number} (not a finite number)")
+                raise BadValue(f"value field {field!r} is {number} (NaN/Infinity is not a finite number)")
             return number
         if isinstance(value, str):
+            if value.strip().lstrip("+-").lower() in _NON_FINITE:  # how the envelope carries them
+                raise BadValue(f"value field {field!r} is {value} (NaN/Infinity is not a finite number)")
             raise BadValue(f"value field {field!r} is text, not a number")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise BadValue(f"value field {field!r} is {value} (NaN/Infinity is not a finite number)")
         return int(value) if kind == "int" else float(value)
     except (InvalidOperation, TypeError, ValueError) as exc:
         if isinstance(exc, BadValue):
@@ -135,6 +149,48 @@ def numeric_fields(event: ChangeEvent, exclude: set[str]) -> list[str]:
     return out
 
 
+_GROUP_SPEC = re.compile(r"^\$(?:table|topic(?:\.\d+)?)$")
+
+
+def check_group_spec(spec: str) -> str:
+    """A group-by spec as the config gives it: a row field, or one of the `$` names (a misspelled one
+    would dead-letter every reading at run time: refused when the config is read)."""
+    if spec.startswith("$") and _GROUP_SPEC.match(spec) is None:
+        raise ValueError(f"group_by {spec!r}: the $-names are $table, $topic and $topic.N (N from 0)")
+    if not spec:
+        raise ValueError("group_by: an empty field name")
+    return spec
+
+
+def check_field_name(name: str, what: str) -> str:
+    """A value or event-time field: a row column (no `$` names there)."""
+    if not name or name.startswith("$"):
+        raise ValueError(f"{what} {name!r} is not a row field name (the $-names are for group_by only)")
+    return name
+
+
+def log_point(n: int) -> bool:
+    """Whether the n-th occurrence is logged: at 1, 2, 5, 10, 20, 50, 100, ... (never silent, never a
+    line per event in a flood)."""
+    while n >= 10 and n % 10 == 0:
+        n //= 10
+    return n in (1, 2, 5)
+
+
+def time_fields(event: ChangeEvent, event_time_field: str | None) -> set[str]:
+    """The row's time columns, never default value fields: `event_time_field`, else the source's
+    watermark column (a bus source with `watermark: {column: ts}` makes the numeric `ts` the event's
+    source.ts_ms, or an integer watermark its source.watermark; the row keeps the column)."""
+    if event_time_field is not None:
+        return {event_time_field}
+    marks = {event.source.ts_ms, event.source.extra.get("watermark")} - {None}
+    return {
+        name
+        for name, value in (event.row or {}).items()
+        if isinstance(value, int | float) and not isinstance(value, bool) and value in marks
+    }
+
+
 def group_value(event: ChangeEvent, spec: str) -> Any:
     """One group-by value: a row field, or `$topic` (the MQTT topic) / `$topic.N` (its N-th segment,
     from 0), or `$table`."""
@@ -154,6 +210,9 @@ def group_value(event: ChangeEvent, spec: str) -> Any:
     row = event.row or {}
     if spec not in row:
         raise BadValue(f"the row has no group-by field {spec!r}")
+    if row[spec] is None:
+        # The group is part of the derived table's key: a NULL there is refused by keyed sinks.
+        raise BadValue(f"group-by field {spec!r} is NULL (a group is a key column of the derived table)")
     return row[spec]
 
 
@@ -188,6 +247,30 @@ def number_column(name: str, kind: str) -> Column:
 def output_value(value: int | float | Decimal | None) -> Any:
     """A number as the envelope carries it (a Decimal as exact text)."""
     return str(value) if isinstance(value, Decimal) else value
+
+
+_PLACEHOLDERS = ("table", "schema", "db")
+
+
+def check_output_table(template: str) -> str:
+    """An output_table template: only {table} {schema} {db}, and never the source table itself (the
+    derived events would be written as changes of the source table)."""
+    try:
+        names = [name for _, name, spec, conv in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        raise ValueError(f"output_table {template!r}: {exc} (write {{table}}, {{schema}}, {{db}})") from None
+    unknown = [n for n in names if n not in _PLACEHOLDERS]
+    if unknown:
+        raise ValueError(
+            f"output_table {template!r}: unknown placeholder(s) {unknown}; the allowed ones are "
+            "{table} {schema} {db}"
+        )
+    if template.format(table="\0t", schema="\0s", db="\0d") in ("\0t", "\0s.\0t", "\0d.\0t"):
+        raise ValueError(
+            f"output_table {template!r} is the source table itself: give the derived table its own "
+            "name (e.g. {table}_agg)"
+        )
+    return template
 
 
 def derived_table(template: str, event: ChangeEvent) -> str:

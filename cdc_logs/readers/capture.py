@@ -230,7 +230,8 @@ class CaptureReader(Reader):
                     "capturing by polling: some changes will not be seen",
                     source=self.source,
                     capture=self.mode,
-                    because=self.reasons or None,
+                    # capture: poll has no failed check to name: the config chose it.
+                    because=self.reasons or [f"capture: {self.mode} is set in the config"],
                     cannot_see=self.caveats,
                 )
             else:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import logging
 from collections.abc import Sequence
 from typing import Any, Literal
 from urllib.parse import quote
@@ -62,6 +63,16 @@ from cdc_logs.sinks.routing import check_template, render, source_label
 from cdc_logs.sinks.sql_types import Binder, ddl_type, flavor, guess_type, json_serializer
 
 log = get_logger(__name__)
+
+
+def _not_pipeline_noise(record: logging.LogRecord) -> bool:
+    """psycopg warns "error ignored terminating <psycopg.Pipeline ...>" when it leaves a pipeline
+    after an error it raises anyway (the sink reports that one, classified): a raw duplicate line."""
+    return not str(record.msg).startswith("error ignored terminating")
+
+
+if _not_pipeline_noise not in logging.getLogger("psycopg").filters:
+    logging.getLogger("psycopg").addFilter(_not_pipeline_noise)
 
 _EPOCH = dt.datetime(1970, 1, 1)
 
@@ -162,6 +173,9 @@ class SqlSink(Sink):
         # Reports made inside the running transaction: logged once it commits, dropped if it rolls
         # back (they may describe a table or column the rollback undid).
         self._reports: dict[tuple[object, ...], tuple[Binder, set[str], ChangeEvent]] = {}
+        # Tables auto_create made, said once: a refused batch is retried in halves, and on Postgres
+        # each retry creates the table again inside its transaction.
+        self._created: set[str] = set()
         self._said_messages = False
         # Warnings already given, by table and what they say: sources without a fixed schema
         # (MongoDB documents) bring a new table schema with each document shape.
@@ -474,7 +488,16 @@ class SqlSink(Sink):
                     f"target table {table.fullname} was created by another writer at the same time",
                     "the batch is retried against it",
                 ) from exc
-            log.info("created target table", table=table.fullname, sink=self.name)
+            if table.fullname not in self._created:
+                self._created.add(table.fullname)
+                log.info("created target table", table=table.fullname, sink=self.name)
+        elif self.auto_create and event.row is not None:
+            raise CdcError(
+                ErrorKind.SINK_REJECTED,
+                f"target table {f'{schema}.' if schema else ''}{name} for {source_label(event)} is missing "
+                "and cannot be created: the event has no key (auto_create makes the key the primary key)",
+                "give the source a key (a bus/MQTT source: key_fields), or create the table yourself",
+            )
         else:
             raise CdcError(
                 ErrorKind.SINK_REJECTED,

@@ -9,6 +9,7 @@ applies whole or not at all, partial updates, key changes, typed columns, `auto_
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import signal
 import sqlite3
 import subprocess
@@ -286,6 +287,51 @@ def _typed_event(n: int, value: Any, column: Any, table: str = "tv") -> ChangeEv
 def _rows(path: Path, table: str = "tv") -> list[Any]:
     with sa.create_engine(f"sqlite:///{path}").connect() as conn:
         return list(conn.execute(sa.text(f"SELECT * FROM {table} ORDER BY id")))
+
+
+def test_auto_create_of_a_keyless_event_names_the_missing_key(tmp_path: Path) -> None:
+    sink = SqlSink(f"sqlite:///{tmp_path / 't.db'}", auto_create=True, target_schema=None)
+    sink.open()
+    keyless = event(1, "c", after={"temperature": 21.5})
+    assert keyless.key is None
+    with pytest.raises(CdcError) as err:
+        sink.write([keyless])
+    assert "has no key" in err.value.message and "key_fields" in (err.value.hint or "")
+    assert "auto_create: true" not in (err.value.hint or "")
+    sink.close()
+
+
+def test_created_target_table_is_logged_once(target: Target, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refused batch is retried in halves (delivery.py); on Postgres each retry's transaction
+    creates the table again (the rollback undid it): said once, not per retry."""
+    import cdc_logs.sinks.sql as sql_module
+
+    said: list[str] = []
+    monkeypatch.setattr(sql_module.log, "info", lambda event, **kw: said.append(event))
+    sink = target.sink(auto_create=True)
+    sink.open()
+    for _ in range(3):
+        with pytest.raises(CdcError):
+            sink.write([make_event(1), event(2, "c", after={"id": 2, "v": 2**70})])  # v: beyond BIGINT
+    sink.write([make_event(1)])
+    assert said.count("created target table") == 1
+    assert target.rows() == [(1, 1)]
+    sink.close()
+
+
+def test_a_refused_batch_logs_no_psycopg_pipeline_noise(
+    target: Target, caplog: pytest.LogCaptureFixture
+) -> None:
+    """psycopg warns "error ignored terminating <psycopg.Pipeline ...>" on leaving a pipeline after
+    the error it raises anyway (and the sink reports): noise on stderr, filtered out."""
+    sink = target.sink(auto_create=True)
+    sink.open()
+    sink.write([make_event(1)])
+    rows = [event(n, "c", after={"id": n, "v": 2**63 if n == 5 else n}) for n in range(2, 9)]
+    with caplog.at_level(logging.WARNING), pytest.raises(CdcError):
+        sink.write(rows)  # v: beyond BIGINT, refused by the server
+    assert not [r for r in caplog.records if "error ignored terminating" in r.getMessage()]
+    sink.close()
 
 
 def test_a_changed_schema_never_reuses_the_old_decoders(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy
 import orjson
 import pytest
+from structlog.testing import capture_logs
 
 from cdc_logs.build import build_plugins
 from cdc_logs.config import PipelineConfig
@@ -158,6 +159,48 @@ def test_output_does_not_depend_on_batch_boundaries_and_survives_restore(tmp_pat
         assert [e.to_dict() for e in out] == whole
 
 
+@pytest.mark.parametrize("model", [IotAggregationConfig, AnomalyConfig])
+def test_output_table_is_checked_when_the_config_is_read(model: Any) -> None:
+    kind = "iot_aggregation" if model is IotAggregationConfig else "anomaly_detection"
+    base = {"time_window": "5m"} if model is IotAggregationConfig else {}
+    for template, message in (
+        ("{table}", "source table itself"),
+        ("{schema}.{table}", "source table itself"),
+        (
+            "{tabel}_x",
+            r"unknown placeholder\(s\) \['tabel'\]; the allowed ones are \{table\} \{schema\} \{db\}",
+        ),
+        ("{table", "allowed|write"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            model(type=kind, params={**base, "output_table": template})
+    assert model(type=kind, params={**base, "output_table": "{db}_{table}_x"})
+
+
+def test_absurd_settings_are_refused() -> None:
+    for bad, message in (
+        ({"time_window": "99999999999999999999d"}, "longer than a year"),
+        ({"time_window": "5m", "allowed_lateness": "400d"}, "longer than a year"),
+        ({"time_window": "1d", "slide": "1s"}, "86400"),
+        ({"time_window": "5m", "update_horizon": "10m"}, "late_data: update"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            IotAggregationConfig(type="iot_aggregation", params=bad)
+    assert IotAggregationConfig(type="iot_aggregation", params={"time_window": "1d", "slide": "1m"})
+    for bad, message in (
+        ({"algorithm": "zscore", "alpha": 0.2}, "alpha is a setting of algorithm ewma"),
+        (
+            {"algorithm": "ewma", "retrain_every": 5},
+            "retrain_every is a setting of algorithm isolation_forest",
+        ),
+        ({"algorithm": "ewma", "window_size": 5}, "window_size"),
+        ({"threshold": float("inf")}, "finite"),
+        ({"threshold": float("nan")}, "finite"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            AnomalyConfig(type="anomaly_detection", params=bad)
+
+
 def test_late_data_policies() -> None:
     on_time = [reading(1, "a", 1_000, 1.0), reading(2, "a", 5_000, 3.0), reading(3, "a", 12_000, 10.0)]
     late = reading(4, "a", 2_000, 100.0)  # window [0, 10s) closed when 12 s arrived (lateness 1 s)
@@ -185,7 +228,7 @@ def test_late_data_policies() -> None:
     )
     dead.process([*on_time, late])
     assert [(n, e) for n, e, _ in parked] == [("iot_aggregation", [late])]
-    assert "already emitted" in parked[0][2].message
+    assert "already closed" in parked[0][2].message
     with pytest.raises(CdcError, match="dead letters"):
         agg(late_data="dead_letter")  # no dead-letter destination: refused at start
 
@@ -198,6 +241,26 @@ def test_late_data_policies() -> None:
     # Past the horizon (the watermark 11 s beyond the window's end): dropped and counted.
     updated.process([reading(5, "a", 32_000, 1.0), reading(6, "a", 3_000, 5.0)])
     assert updated.late == 1
+
+
+def test_late_update_emits_the_windows_of_a_group_that_was_quiet() -> None:
+    # Sensor b uploads its buffer after a's readings moved the table's watermark past b's windows.
+    stage = agg(allowed_lateness="1s", late_data="update", update_horizon="30s")
+    out = stage.process([reading(1, "a", 1_000, 1.0), reading(2, "a", 25_000, 2.0)])
+    assert [r["sensor"] for r in rows(out)] == ["a"]
+    buffered = [reading(3, "b", 2_000, 5.0), reading(4, "b", 3_000, 7.0), reading(5, "b", 12_000, 9.0)]
+    late = stage.process(buffered)
+    got = [
+        (e.op, e.after["sensor"], e.after["window_start"], e.after["count"])
+        for e in late
+        if e.after and e.source.table == "readings_agg"
+    ]
+    assert got == [
+        (Op.CREATE, "b", 0, 1),
+        (Op.UPDATE, "b", 0, 2),
+        (Op.CREATE, "b", 10_000, 1),
+    ]
+    assert stage.late == 0
 
 
 def test_decimals_stay_exact_and_are_typed() -> None:
@@ -225,6 +288,41 @@ def test_decimals_stay_exact_and_are_typed() -> None:
     assert types["sensor"][3] is True and types["count"][0] == "int64"
 
 
+def test_sums_do_not_overflow_and_infinite_floats_are_null() -> None:
+    big = TableSchema(
+        "db",
+        "public",
+        "readings",
+        (
+            Column("id", "int64", None, "BIGINT", key=True, optional=False),
+            Column("sensor", "string", None, "TEXT"),
+            Column("t", "int64", None, "BIGINT"),
+            Column("v", "int64", None, "BIGINT"),
+        ),
+    )
+    top = 2**63 - 1
+    events = [reading(i, "a", i, top, schema=big) for i in range(3)] + [
+        reading(9, "a", 20_000, 1, schema=big)
+    ]
+    (event,) = [
+        e
+        for e in agg(aggregation_functions=["sum", "max"]).process(events)
+        if e.source.table == "readings_agg"
+    ]
+    assert event.after is not None and event.after["v_sum"] == str(3 * top) and event.after["v_max"] == top
+    assert event.schema is not None
+    assert {c.name: c.source_type for c in event.schema.columns}["v_sum"] == "NUMERIC"
+    floats = [reading(1, "a", 1, 1e308), reading(2, "a", 2, 1e308), reading(3, "a", 20_000, 1.0)]
+    with capture_logs() as logs:
+        out = agg(aggregation_functions=["sum", "avg", "max"]).process(floats)
+    (row,) = rows(out)
+    assert row["v_sum"] is None and row["v_avg"] is None and row["v_max"] == 1e308
+    assert [e["event"] for e in logs] == [
+        "v_sum overflowed a double: emitted as NULL",
+        "v_avg overflowed a double: emitted as NULL",
+    ]
+
+
 def test_percentile_is_linear_interpolation() -> None:
     rng = random.Random(5)
     for n in (1, 2, 3, 10, 101):
@@ -248,7 +346,8 @@ def test_topic_segment_groups_mqtt_readings_and_default_fields() -> None:
             source=SourceInfo(
                 "mqtt", "p", "broker:1883", topic.replace("/", "_"), ts_ms=t, extra={"topic": topic}
             ),
-            after={"temperature": temp, "unit": "C", "ok": True},
+            # `ts`: the source's watermark column (watermark: {column: ts}), the event's source.ts_ms.
+            after={"temperature": temp, "unit": "C", "ok": True, "ts": t},
         )
 
     stage = agg(fields=[], group_by=["$topic.1"], event_time_field=None, time_window="5m")
@@ -264,6 +363,9 @@ def test_topic_segment_groups_mqtt_readings_and_default_fields() -> None:
             "temperature_max": 22.0,
         }
     ]
+    scorer = detect(fields=[], group_by=["$topic.1"], event_time_field=None)
+    scorer.process([mqtt("d1", 1_000, 20.0)])
+    assert scorer.kinds == {"broker:1883.sensors_d1_temperature": {"temperature": "float"}}
 
 
 def test_bad_readings_are_dead_lettered_or_stop() -> None:
@@ -274,8 +376,67 @@ def test_bad_readings_are_dead_lettered_or_stop() -> None:
     parked: list[Any] = []
     stage = agg(dead=lambda n, e, err: parked.append(err.message))
     good, bad = reading(1, "a", 1, 2.0), reading(2, "a", 1, "hot")
-    assert stage.process([good, bad]) == [good]  # parked instead of delivered
-    assert len(parked) == 1 and "not a number" in parked[0]
+    assert stage.process([good, bad]) == [good, bad]  # delivered; only its aggregation is parked
+    assert len(parked) == 1 and "not a number" in parked[0] and "itself was delivered" in parked[0]
+
+
+def test_nan_and_infinity_are_named_as_not_finite() -> None:
+    parked: list[str] = []
+    stage = agg(dead=lambda n, e, err: parked.append(err.message))
+    scorer = detect()
+    scorer._dead_letter = lambda n, e, err: parked.append(err.message)
+    float_schema = TableSchema(
+        "db",
+        "public",
+        "readings",
+        tuple(
+            Column(c.name, "float64", None, "DOUBLE PRECISION") if c.name == "v" else c
+            for c in NUMERIC_SCHEMA.columns
+        ),
+    )
+    values = ["NaN", "Infinity", "-Infinity", float("nan"), float("inf")]
+    events = [reading(i, "a", i, v, schema=float_schema) for i, v in enumerate(values)]
+    stage.process(list(events))
+    scorer.process(list(events))
+    assert len(parked) == 10
+    assert all("NaN/Infinity is not a finite number" in m for m in parked), parked
+
+
+def test_a_null_group_is_a_dead_letter_with_its_reason() -> None:
+    parked: list[Any] = []
+    events = [reading(1, "a", 1, 2.0), reading(2, None, 2, 3.0), reading(3, "a", 20_000, 1.0)]  # type: ignore[arg-type]
+    out = agg(dead=lambda n, e, err: parked.append((e, err.message))).process(list(events))
+    assert [r["sensor"] for r in rows(out)] == ["a"] and out[:3] == events
+    assert len(parked) == 1 and parked[0][0] == [events[1]]
+    assert "group-by field 'sensor' is NULL" in parked[0][1]
+    scorer = detect()
+    scorer._dead_letter = lambda n, e, err: parked.append((e, err.message))
+    assert scorer.process(list(events)) == events and "is NULL" in parked[1][1]
+
+
+def test_a_misspelled_field_keeps_the_readings_and_logs_the_dead_letters() -> None:
+    for bad in ({"group_by": ["$topc.1"]}, {"fields": ["$v"]}, {"event_time_field": "$ts"}):
+        with pytest.raises(ValueError, match=r"\$"):
+            IotAggregationConfig(type="iot_aggregation", params={"time_window": "5m", **bad})
+        with pytest.raises(ValueError, match=r"\$"):
+            AnomalyConfig(type="anomaly_detection", params=bad)
+    parked: list[Any] = []
+    events = [reading(i, "a", i * 1000, 1.0) for i in range(3)]
+    with capture_logs() as logs:
+        stage = agg(fields=["temprature"], dead=lambda n, e, err: parked.append(err.message))
+        assert stage.process(list(events)) == events  # the replica keeps every row
+        assert len(parked) == 3 and "no value field 'temprature'" in parked[0]
+        scorer = detect(fields=["temprature"])
+        scorer._dead_letter = lambda n, e, err: parked.append(err.message)
+        assert scorer.process(list(events)) == events
+        assert len(parked) == 6
+    said = [(entry["event"], entry["total"]) for entry in logs if "total" in entry]
+    assert said == [
+        ("readings not aggregated, dead-lettered", 1),
+        ("readings not aggregated, dead-lettered", 2),
+        ("readings not scored, dead-lettered", 1),
+        ("readings not scored, dead-lettered", 2),
+    ]
 
 
 def test_the_seed_shape_validates_and_builds(tmp_path: Path) -> None:
@@ -336,10 +497,12 @@ def noisy(seed: int, n: int, spikes: dict[int, float]) -> list[ChangeEvent]:
 @pytest.mark.parametrize("algorithm", ["zscore", "ewma", "isolation_forest"])
 def test_detectors_find_the_spikes_and_restore_exactly(algorithm: str) -> None:
     events = noisy(3, 160, {60: 45.0, 120: -10.0})
-    params = {"algorithm": algorithm, "window_size": 50, "min_samples": 30, "retrain_every": 40}
+    params: dict[str, Any] = {"algorithm": algorithm, "min_samples": 30}
     forest = algorithm == "isolation_forest"
+    if algorithm != "ewma":
+        params["window_size"] = 50
     if forest:
-        params["threshold"] = 0.05
+        params.update(threshold=0.05, retrain_every=40)
     whole = detect(**params).process(list(events))
     found = [e.after for e in whole if e.source.table == "readings_anomalies" and e.after]
     assert {r["event_time"] for r in found} >= {60_000, 120_000}
@@ -352,6 +515,16 @@ def test_detectors_find_the_spikes_and_restore_exactly(algorithm: str) -> None:
     second = detect(state=orjson.loads(orjson.dumps(first.snapshot())), **params)
     out += second.process(events[90:])
     assert [e.to_dict() for e in out] == [e.to_dict() for e in whole]
+
+
+def test_anomalies_of_one_transaction_have_distinct_keys() -> None:
+    # One transaction: every row has the same source.ts_ms, the default event time.
+    events = [reading(i, "a", 0, 20.0 + (i % 2) * 0.1) for i in range(10)]
+    events += [reading(10, "a", 0, 90.0), reading(11, "a", 0, 95.0)]
+    out = detect(event_time_field=None, min_samples=10, window_size=20).process(events)
+    keys = [orjson.dumps(e.key).decode() for e in out if e.source.table == "readings_anomalies"]
+    assert len(keys) == 2 and len(set(keys)) == 2
+    assert keys[0].endswith('"source_key":"{\\"id\\":10}"}')
 
 
 def test_zscore_score_is_the_robust_z_of_the_window() -> None:
@@ -391,6 +564,14 @@ def test_flag_field_marks_readings_and_their_schema() -> None:
     assert anomaly.after is not None and anomaly.after["value"] == "9.00" and anomaly.after["score"] is None
 
 
+def test_flag_field_naming_a_column_is_refused() -> None:
+    with pytest.raises(ValueError, match="flag_field"):
+        AnomalyConfig(type="anomaly_detection", params={"fields": ["v"], "flag_field": "v"})
+    with pytest.raises(CdcError, match="overwrite") as caught:
+        detect(flag_field="id").process([reading(1, "a", 1, 2.0)])
+    assert caught.value.kind.value == "config"
+
+
 def test_derived_events_are_not_readings_unless_their_tables_are_named() -> None:
     events = [reading(i, "a", i * 1000, float(i % 3)) for i in range(25)]
     aggregated = agg(time_window="5s").process(events)
@@ -407,6 +588,23 @@ def test_isolation_forest_without_scikit_learn_names_the_extra(monkeypatch: pyte
     monkeypatch.setitem(sys.modules, "sklearn", None)
     with pytest.raises(CdcError, match=r"cdc-logs\[iot\]"):
         detect(algorithm="isolation_forest")
+
+
+def test_config_validate_names_the_missing_scikit_learn(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from cdc_logs.cli.config_cmd import validate
+
+    config = tmp_path / "iot.yaml"
+    config.write_text(
+        "source: {type: sqlite, path: x.db, tables: [t]}\ndestination: {type: stdout}\n"
+        "plugins: {transformers: {transformers: [{type: anomaly_detection, params: "
+        "{algorithm: isolation_forest}}]}}\n"
+    )
+    validate(config=config)  # scikit-learn is installed here: ok
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    with pytest.raises(CdcError, match=r"cdc-logs\[iot\]"):
+        validate(config=config)
 
 
 def test_aggregates_carry_a_schema_kafka_connect_and_avro_type() -> None:

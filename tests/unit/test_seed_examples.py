@@ -391,8 +391,6 @@ COMPLETION: dict[str, dict[str, Any]] = {
 #: example -> the result of `cdc-logs config validate`.
 EXPECTED: dict[str, str] = dict.fromkeys(SEED, "valid")
 
-#: Examples waiting for a feature another helper of issue 17 builds (merged by the lead), with it.
-
 
 def merge(base: Any, over: Any) -> Any:
     """`over` merged onto `base`, mappings key by key (`over` wins)."""
