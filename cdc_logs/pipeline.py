@@ -33,6 +33,7 @@ from cdc_logs.delivery import Delivery
 from cdc_logs.envelope import ChangeEvent, Heartbeat, Undecodable
 from cdc_logs.errors import CdcError, Directive, ErrorKind
 from cdc_logs.fanout import FanOut
+from cdc_logs.handoff import Handoff
 from cdc_logs.merge import TimestampMerge
 from cdc_logs.observability.lag import LagGuard, LagMonitor, SourceLag
 from cdc_logs.observability.logging import get_logger
@@ -135,7 +136,7 @@ class Pipeline:
         self.stats = PipelineStats()
         self.status = (status or PipelineStatus()).attach(readers, names)
         self.ready = threading.Event()
-        self._queue: queue.Queue[_Item] = queue.Queue(queue_size)
+        self._queue: Handoff[_Item] = Handoff(queue_size)  # a queue.Queue, cheaper per item
         self._stop = threading.Event()
         self._checkpoint = Checkpointer(names)
         self._threads: dict[str, threading.Thread] = {}

@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""Profile the hot path: one workload, one drain, timed; run it under py-spy to see where time goes.
+
+    scripts/profile_hot.py setup-pg  [--rows 100000]          table + publication + slot + workload
+    scripts/profile_hot.py pg        [--sink discard|kafka|file|none] [--out FILE]
+    scripts/profile_hot.py cleanup-pg
+    scripts/profile_hot.py mysql     [--rows 100000] [--sink discard|kafka|none]
+
+`pg` drains the slot prepared by `setup-pg` from its start every time (the slot is never confirmed:
+the offsets are in memory and the pipeline's commit only moves the slot after the drain), so it can
+be repeated, e.g. `py-spy record -r 200 --native -o prof.json --format speedscope -- python
+scripts/profile_hot.py pg`. `--out FILE` (file sink) writes the envelopes, to compare output bytes
+before and after a change. `--sink none` times the reader alone (+ to_json with --json).
+
+Names carry `perf_prof` so they never collide with another user of the stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cdc_logs.envelope import ChangeEvent  # noqa: E402
+from cdc_logs.observability import logging as cdc_logging  # noqa: E402
+from cdc_logs.offsets.memory import MemoryOffsetStore  # noqa: E402
+from cdc_logs.pipeline import BatchPolicy, Pipeline  # noqa: E402
+from cdc_logs.position import Lsn  # noqa: E402
+
+TABLE, PUB, SLOT = "perf_prof", "perf_prof_pub", "perf_prof_slot"
+START_FILE = Path(tempfile.gettempdir()) / "perf_prof_start"
+
+
+def setup_pg(dsn: str, rows: int) -> None:
+    db = psycopg.connect(dsn, autocommit=True)
+    cleanup_pg(dsn)
+    db.execute(f"CREATE TABLE {TABLE} (id int PRIMARY KEY, name text, amount numeric(12,2), at timestamptz)")
+    db.execute(f"CREATE PUBLICATION {PUB} FOR TABLE {TABLE}")
+    db.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (SLOT,))
+    start = int(db.execute("SELECT pg_current_wal_lsn() - '0/0'").fetchone()[0])  # type: ignore[index]
+    for lo in range(1, rows + 1, 10):
+        db.execute(
+            f"INSERT INTO {TABLE} SELECT g, 'name ' || g, g * 1.25, now() "
+            "FROM generate_series(%s::int, %s::int) g",
+            (lo, min(lo + 9, rows)),
+        )
+    START_FILE.write_text(f"{start} {rows}")
+
+
+def cleanup_pg(dsn: str) -> None:
+    db = psycopg.connect(dsn, autocommit=True)
+    db.execute(
+        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s", (SLOT,)
+    )
+    db.execute(f"DROP PUBLICATION IF EXISTS {PUB}")
+    db.execute(f"DROP TABLE IF EXISTS {TABLE}")
+
+
+def make_sink(kind: str, out: str | None, topic: str):  # type: ignore[no-untyped-def]
+    from cdc_logs.build import build_sink
+    from cdc_logs.sinks.discard import DiscardSinkConfig
+    from cdc_logs.sinks.file import FileSinkConfig
+    from cdc_logs.sinks.kafka import KafkaSinkConfig
+
+    if kind == "discard":
+        return build_sink(DiscardSinkConfig(type="discard"))
+    if kind == "file":
+        return build_sink(FileSinkConfig(type="file", path=out or "/dev/null"))  # type: ignore[call-arg]
+    bootstrap = os.environ["CDC_KAFKA_BOOTSTRAP"]
+    return build_sink(
+        KafkaSinkConfig(type="kafka", bootstrap_servers=bootstrap, topic=topic, tombstones_on_delete=False)
+    )
+
+
+def drain_pg(dsn: str, sink_kind: str, out: str | None, encode: bool) -> None:
+    from cdc_logs.readers.postgres.reader import PostgresReader
+
+    start, rows = (int(x) for x in START_FILE.read_text().split())
+    reader = PostgresReader(dsn, [f"public.{TABLE}"], pipeline_name="bench", slot=SLOT, publication=PUB,
+                            heartbeat_interval_s=0)  # fmt: skip
+    started = time.perf_counter()
+    if sink_kind == "none":
+        reader.open()
+        seen = 0
+        for item in reader.stream(Lsn(reader.server_identity(), start)):
+            if isinstance(item, ChangeEvent):
+                if encode:
+                    item.to_json()
+                seen += 1
+                if seen == rows:
+                    break
+        reader.close()
+    else:
+        topic = f"perf_prof_{uuid.uuid4().hex[:6]}"
+        offsets = MemoryOffsetStore()
+        sink = make_sink(sink_kind, out, topic)
+        pipeline = Pipeline("bench", {"pg": reader}, [sink], offsets,
+                            batch=BatchPolicy(max_events=5000, max_wait_s=0.05), limit=rows)  # fmt: skip
+        # every run starts at the workload and never confirms it, so the drain can be repeated
+        offsets.resume_position = lambda n, s, server: Lsn(server, start)  # type: ignore[method-assign]
+        reader.commit = lambda position: None  # type: ignore[method-assign]
+        runner = threading.Thread(target=pipeline.run)
+        runner.start()
+        runner.join()
+        if sink_kind == "discard":  # steady state: between the first and the last batch written
+            print(f"discard sink: {sink.events / (sink._last - sink._first):,.0f} rows/s first to last batch")
+        if sink_kind == "kafka":
+            from confluent_kafka.admin import AdminClient
+
+            AdminClient({"bootstrap.servers": os.environ["CDC_KAFKA_BOOTSTRAP"]}).delete_topics([topic])
+    took = time.perf_counter() - started
+    print(f"{rows} rows in {took:.2f}s = {rows / took:,.0f} rows/s ({sink_kind})", flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("what", choices=["setup-pg", "pg", "cleanup-pg"])
+    parser.add_argument("--dsn", default=os.environ.get("CDC_PG_DSN"))
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--sink", default="discard", choices=["discard", "kafka", "file", "none"])
+    parser.add_argument("--json", action="store_true", help="with --sink none: serialize each event")
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    cdc_logging.configure("warning")
+    if args.what == "setup-pg":
+        setup_pg(args.dsn, args.rows)
+    elif args.what == "cleanup-pg":
+        cleanup_pg(args.dsn)
+    else:
+        drain_pg(args.dsn, args.sink, args.out, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
