@@ -21,7 +21,6 @@ partitions has one lane per partition, and its positions compare only within the
 
 from __future__ import annotations
 
-import copy
 import functools
 import re
 from dataclasses import asdict, dataclass, field, fields
@@ -110,9 +109,13 @@ class Position:
         """This resume point with `event` events past it."""
         # A shallow copy and one field set: dataclasses.replace re-runs __init__ (3x slower), and
         # readers call this per event.
-        moved = copy.copy(self)
-        moved.__dict__.pop("_lane_key", None)
-        object.__setattr__(moved, "event", event)
+        # copy.copy goes through __reduce_ex__ (a third of a MariaDB event's position cost): the
+        # instance dict copied directly is the same shallow copy.
+        moved = object.__new__(type(self))
+        state = moved.__dict__
+        state.update(self.__dict__)
+        state.pop("_lane_key", None)
+        state["event"] = event
         return moved
 
     def _comparable(self, other: object) -> Position:
