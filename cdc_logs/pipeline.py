@@ -33,6 +33,7 @@ from cdc_logs.delivery import Delivery
 from cdc_logs.envelope import ChangeEvent, Heartbeat, Undecodable
 from cdc_logs.errors import CdcError, Directive, ErrorKind
 from cdc_logs.fanout import FanOut
+from cdc_logs.gctune import tune_for_streaming
 from cdc_logs.handoff import Handoff
 from cdc_logs.merge import TimestampMerge
 from cdc_logs.observability.lag import LagGuard, LagMonitor, SourceLag
@@ -327,6 +328,7 @@ class Pipeline:
 
     # -- main loop -----------------------------------------------------------------------------
     def run(self) -> PipelineStats:
+        tune_for_streaming()  # GC thresholds for a stream of short-lived events (gctune.py)
         try:
             if self._fanout is not None:
                 self._fanout.start()  # each worker opens its sink, retrying while it is down (fanout.py)
