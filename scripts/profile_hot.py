@@ -3,6 +3,7 @@
 
     scripts/profile_hot.py setup-pg  [--rows 100000]          table + publication + slot + workload
     scripts/profile_hot.py pg        [--sink discard|kafka|file|none] [--out FILE]
+    scripts/profile_hot.py raw-pg                                pg_recvlogical on the same workload
     scripts/profile_hot.py cleanup-pg
     scripts/profile_hot.py mysql     [--rows 100000] [--sink discard|kafka|none]
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import subprocess
 import sys
 import tempfile
 import threading
@@ -39,6 +41,7 @@ from cdc_logs.pipeline import BatchPolicy, Pipeline  # noqa: E402
 from cdc_logs.position import Lsn  # noqa: E402
 
 TABLE, PUB, SLOT = "perf_prof", "perf_prof_pub", "perf_prof_slot"
+RAW_SLOTS = ("perf_prof_raw1", "perf_prof_raw2", "perf_prof_raw3")  # pg_recvlogical confirms: one per run
 START_FILE = Path(tempfile.gettempdir()) / "perf_prof_start"
 
 
@@ -47,7 +50,8 @@ def setup_pg(dsn: str, rows: int) -> None:
     cleanup_pg(dsn)
     db.execute(f"CREATE TABLE {TABLE} (id int PRIMARY KEY, name text, amount numeric(12,2), at timestamptz)")
     db.execute(f"CREATE PUBLICATION {PUB} FOR TABLE {TABLE}")
-    db.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (SLOT,))
+    for slot in (SLOT, *RAW_SLOTS):
+        db.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
     start = int(db.execute("SELECT pg_current_wal_lsn() - '0/0'").fetchone()[0])  # type: ignore[index]
     for lo in range(1, rows + 1, 10):
         db.execute(
@@ -55,16 +59,38 @@ def setup_pg(dsn: str, rows: int) -> None:
             "FROM generate_series(%s::int, %s::int) g",
             (lo, min(lo + 9, rows)),
         )
-    START_FILE.write_text(f"{start} {rows}")
+    end = int(db.execute("SELECT pg_current_wal_lsn() - '0/0'").fetchone()[0])  # type: ignore[index]
+    START_FILE.write_text(f"{start} {rows} {end}")
 
 
 def cleanup_pg(dsn: str) -> None:
     db = psycopg.connect(dsn, autocommit=True)
     db.execute(
-        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s", (SLOT,)
+        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = ANY(%s)",
+        ([SLOT, *RAW_SLOTS],),
     )
     db.execute(f"DROP PUBLICATION IF EXISTS {PUB}")
     db.execute(f"DROP TABLE IF EXISTS {TABLE}")
+
+
+def drain_raw(dsn: str) -> float:
+    """pg_recvlogical (raw pgoutput bytes to /dev/null) on each raw slot; the best rows/s."""
+    _, rows, end = (int(x) for x in START_FILE.read_text().split())
+    params = psycopg.conninfo.conninfo_to_dict(dsn)
+    env = {**os.environ, "PGPASSWORD": str(params.get("password", ""))}
+    best = 0.0
+    for slot in RAW_SLOTS:
+        cmd = [
+            "pg_recvlogical", "-h", str(params.get("host", "localhost")), "-p", str(params.get("port", 5432)),
+            "-U", str(params.get("user", "")), "-d", str(params.get("dbname", "")), "--slot", slot,
+            "--start", "--no-loop", "--endpos", f"{end >> 32:X}/{end & 0xFFFFFFFF:X}", "-o", "proto_version=1",
+            "-o", f"publication_names={PUB}", "-f", "/dev/null",
+        ]  # fmt: skip
+        started = time.perf_counter()
+        subprocess.run(cmd, check=True, env=env, capture_output=True)
+        best = max(best, rows / (time.perf_counter() - started))
+    print(f"pg_recvlogical: {best:,.0f} rows/s (best of {len(RAW_SLOTS)})", flush=True)
+    return best
 
 
 def make_sink(kind: str, out: str | None, topic: str):  # type: ignore[no-untyped-def]
@@ -86,11 +112,13 @@ def make_sink(kind: str, out: str | None, topic: str):  # type: ignore[no-untype
 def drain_pg(dsn: str, sink_kind: str, out: str | None, encode: bool) -> None:
     from cdc_logs.readers.postgres.reader import PostgresReader
 
-    start, rows = (int(x) for x in START_FILE.read_text().split())
+    start, rows, _ = (int(x) for x in START_FILE.read_text().split())
     reader = PostgresReader(dsn, [f"public.{TABLE}"], pipeline_name="bench", slot=SLOT, publication=PUB,
                             heartbeat_interval_s=0)  # fmt: skip
+    topic = f"perf_prof_{uuid.uuid4().hex[:6]}"
+    sink = make_sink(sink_kind, out, topic) if sink_kind != "none" else None  # imports: not timed
     started, cpu0 = time.perf_counter(), cpu()
-    if sink_kind == "none":
+    if sink is None:
         reader.open()
         seen = 0
         for item in reader.stream(Lsn(reader.server_identity(), start)):
@@ -102,9 +130,7 @@ def drain_pg(dsn: str, sink_kind: str, out: str | None, encode: bool) -> None:
                     break
         reader.close()
     else:
-        topic = f"perf_prof_{uuid.uuid4().hex[:6]}"
         offsets = MemoryOffsetStore()
-        sink = make_sink(sink_kind, out, topic)
         pipeline = Pipeline("bench", {"pg": reader}, [sink], offsets,
                             batch=BatchPolicy(max_events=5000, max_wait_s=0.05), limit=rows)  # fmt: skip
         # every run starts at the workload and never confirms it, so the drain can be repeated
@@ -120,7 +146,9 @@ def drain_pg(dsn: str, sink_kind: str, out: str | None, encode: bool) -> None:
 
             AdminClient({"bootstrap.servers": os.environ["CDC_KAFKA_BOOTSTRAP"]}).delete_topics([topic])
     took, spent = time.perf_counter() - started, cpu() - cpu0
-    print(f"{rows} rows in {took:.2f}s = {rows / took:,.0f} rows/s, {rows / spent:,.0f} rows/cpu-s ({sink_kind})")
+    print(
+        f"{rows} rows in {took:.2f}s = {rows / took:,.0f} rows/s, {rows / spent:,.0f} rows/cpu-s ({sink_kind})"
+    )
 
 
 def cpu() -> float:
@@ -141,16 +169,22 @@ def drain_mysql(dsn: str, rows: int, encode: bool) -> None:
     conn = pymysql.connect(**settings.kwargs(), autocommit=True)
     try:
         with conn.cursor() as cur:
-            cur.execute(f"CREATE TABLE {table} (id INT PRIMARY KEY, name VARCHAR(32), qty INT, price DECIMAL(8,2))")
+            cur.execute(
+                f"CREATE TABLE {table} (id INT PRIMARY KEY, name VARCHAR(32), qty INT, price DECIMAL(8,2))"
+            )
             cur.execute("SELECT @@gtid_binlog_pos")
             (start,) = cur.fetchone()  # type: ignore[misc]
             for base in range(0, rows, 10):
-                values = [(i, f"item-{i}", i % 100, f"{i % 1000}.25") for i in range(base, min(base + 10, rows))]
+                values = [
+                    (i, f"item-{i}", i % 100, f"{i % 1000}.25") for i in range(base, min(base + 10, rows))
+                ]
                 cur.execute(
                     f"INSERT INTO {table} VALUES " + ",".join(["(%s,%s,%s,%s)"] * len(values)),
                     [v for row in values for v in row],
                 )
-        reader = MysqlReader(settings, [f"{settings.database}.{table}"], pipeline_name="bench", temporary=True)
+        reader = MysqlReader(
+            settings, [f"{settings.database}.{table}"], pipeline_name="bench", temporary=True
+        )
         reader.open()
         position = BinlogPosition(server=reader.server_identity(), gtid=str(start), flavor="mariadb")
         started, count, cpu0 = time.perf_counter(), 0, cpu()
@@ -167,7 +201,9 @@ def drain_mysql(dsn: str, rows: int, encode: bool) -> None:
             reader.close()
         took = time.perf_counter() - started
         spent = cpu() - cpu0
-        print(f"{rows} rows in {took:.2f}s = {rows / took:,.0f} rows/s, {rows / spent:,.0f} rows/cpu-s (mysql reader)")
+        print(
+            f"{rows} rows in {took:.2f}s = {rows / took:,.0f} rows/s, {rows / spent:,.0f} rows/cpu-s (mysql reader)"
+        )
     finally:
         with conn.cursor() as cur:
             cur.execute(f"DROP TABLE IF EXISTS {table}")
@@ -178,7 +214,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("what", choices=["setup-pg", "pg", "cleanup-pg", "mysql"])
+    parser.add_argument("what", choices=["setup-pg", "pg", "raw-pg", "cleanup-pg", "mysql"])
     parser.add_argument("--dsn", default=os.environ.get("CDC_PG_DSN"))
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--sink", default="discard", choices=["discard", "kafka", "file", "none"])
@@ -188,6 +224,8 @@ def main() -> int:
     cdc_logging.configure("warning")
     if args.what == "setup-pg":
         setup_pg(args.dsn, args.rows)
+    elif args.what == "raw-pg":
+        drain_raw(args.dsn)
     elif args.what == "mysql":
         drain_mysql(os.environ["CDC_MARIADB_DSN"], args.rows, args.json)
     elif args.what == "cleanup-pg":
