@@ -383,7 +383,7 @@ class Pipeline:
                     self._undecodable(source, payload)
                 elif isinstance(payload, ChangeEvent):
                     # Counted here, reported per batch: a metrics label lookup per event is hot-path cost.
-                    self._read_counts[(source, table_label(payload.source), payload.op.value)] += 1
+                    self._read_counts[(source, table_label(payload.source), payload.op._value_)] += 1
                     if payload.source.ts_ms and source not in self._batch_first_ts:
                         self._batch_first_ts[source] = payload.source.ts_ms
                     event = apply_all(self.transforms, payload) if self.transforms else payload
