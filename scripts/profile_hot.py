@@ -83,8 +83,8 @@ def drain_raw(dsn: str) -> float:
         cmd = [
             "pg_recvlogical", "-h", str(params.get("host", "localhost")), "-p", str(params.get("port", 5432)),
             "-U", str(params.get("user", "")), "-d", str(params.get("dbname", "")), "--slot", slot,
-            "--start", "--no-loop", "--endpos", f"{end >> 32:X}/{end & 0xFFFFFFFF:X}", "-o", "proto_version=1",
-            "-o", f"publication_names={PUB}", "-f", "/dev/null",
+            "--start", "--no-loop", "--endpos", f"{end >> 32:X}/{end & 0xFFFFFFFF:X}",
+            "-o", "proto_version=1", "-o", f"publication_names={PUB}", "-f", "/dev/null",
         ]  # fmt: skip
         started = time.perf_counter()
         subprocess.run(cmd, check=True, env=env, capture_output=True)
@@ -147,7 +147,8 @@ def drain_pg(dsn: str, sink_kind: str, out: str | None, encode: bool) -> None:
             AdminClient({"bootstrap.servers": os.environ["CDC_KAFKA_BOOTSTRAP"]}).delete_topics([topic])
     took, spent = time.perf_counter() - started, cpu() - cpu0
     print(
-        f"{rows} rows in {took:.2f}s = {rows / took:,.0f} rows/s, {rows / spent:,.0f} rows/cpu-s ({sink_kind})"
+        f"{rows} rows in {took:.2f}s = {rows / took:,.0f} rows/s, "
+        f"{rows / spent:,.0f} rows/cpu-s ({sink_kind})"
     )
 
 
@@ -202,7 +203,8 @@ def drain_mysql(dsn: str, rows: int, encode: bool) -> None:
         took = time.perf_counter() - started
         spent = cpu() - cpu0
         print(
-            f"{rows} rows in {took:.2f}s = {rows / took:,.0f} rows/s, {rows / spent:,.0f} rows/cpu-s (mysql reader)"
+            f"{rows} rows in {took:.2f}s = {rows / took:,.0f} rows/s, "
+            f"{rows / spent:,.0f} rows/cpu-s (mysql reader)"
         )
     finally:
         with conn.cursor() as cur:
