@@ -36,6 +36,8 @@ from cdc_logs.delivery import Delivery
 from cdc_logs.envelope import ChangeEvent, Heartbeat, Undecodable
 from cdc_logs.errors import CdcError, Directive, ErrorKind
 from cdc_logs.fanout import FanOut
+from cdc_logs.gctune import tune_for_streaming
+from cdc_logs.handoff import Handoff
 from cdc_logs.merge import TimestampMerge
 from cdc_logs.observability.lag import LagGuard, LagMonitor, SourceLag
 from cdc_logs.observability.logging import get_logger
@@ -153,7 +155,7 @@ class Pipeline:
         self.stats = PipelineStats()
         self.status = (status or PipelineStatus()).attach(readers, names)
         self.ready = threading.Event()
-        self._queue: queue.Queue[_Item] = queue.Queue(queue_size)
+        self._queue: Handoff[_Item] = Handoff(queue_size)  # a queue.Queue, cheaper per item
         self._stop = threading.Event()
         self._checkpoint = Checkpointer(names)
         self._threads: dict[str, threading.Thread] = {}
@@ -351,6 +353,7 @@ class Pipeline:
 
     # -- main loop -----------------------------------------------------------------------------
     def run(self) -> PipelineStats:
+        tune_for_streaming()  # GC thresholds for a stream of short-lived events (gctune.py)
         try:
             if self._fanout is not None:
                 self._fanout.start()  # each worker opens its sink, retrying while it is down (fanout.py)
@@ -411,7 +414,7 @@ class Pipeline:
                     self._undecodable(source, payload)
                 elif isinstance(payload, ChangeEvent):
                     # Counted here, reported per batch: a metrics label lookup per event is hot-path cost.
-                    self._read_counts[(source, table_label(payload.source), payload.op.value)] += 1
+                    self._read_counts[(source, table_label(payload.source), payload.op._value_)] += 1
                     if payload.source.ts_ms and source not in self._batch_first_ts:
                         self._batch_first_ts[source] = payload.source.ts_ms
                     event = apply_all(self.transforms, payload) if self.transforms else payload

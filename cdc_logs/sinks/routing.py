@@ -75,7 +75,7 @@ def event_fields(event: ChangeEvent, prefix: str | None) -> dict[str, str]:
         "db": source.db,
         "schema": source.schema if source.schema is not None else source.db,
         "table": source.table,
-        "op": event.op.value,
+        "op": event.op._value_,
         "connector": source.connector,
     }
 
@@ -134,7 +134,7 @@ POSITION_FIELDS = ("lsn", "txId", "gtid", "file", "pos", "row", "scn", "commit_s
 
 def position_headers(event: ChangeEvent) -> list[tuple[str, str]]:
     """(name, text) pairs for headers: op, the encoded position, and the source's own coordinates."""
-    headers = [("op", event.op.value)]
+    headers = [("op", event.op._value_)]
     text = position_text(event)
     if text is not None:
         headers.append(("position", text))

@@ -247,3 +247,21 @@ def test_every_idle_server_heartbeat_confirms_the_position_even_when_it_did_not_
     first, second = conv.handle(idle), conv.handle(idle)
     assert [type(i) for i in first + second] == [Heartbeat, Heartbeat]
     assert first[0].position == second[0].position == conv.position
+
+
+def test_a_table_map_of_the_same_definition_keeps_its_shape_and_an_altered_one_gets_a_new_one() -> None:
+    # Each transaction brings a new TABLE_MAP with new column objects: the converters are reused when
+    # every column attribute is equal (a per-transaction rebuild was ~7% of the reader), rebuilt when not.
+    from pymysqlreplication.row_event import WriteRowsEvent
+
+    def tx_inserts(events: list[Any]) -> list[Any]:
+        return [e for e in events if isinstance(e, WriteRowsEvent) and e.table == "mr_fx_tx"]
+
+    first, again = tx_inserts(recorded_events()), tx_inserts(recorded_events())
+    conv = converter()
+    shape = conv._shape(first[0])
+    assert again[0].columns is not first[0].columns
+    assert conv._shape(again[0]) is shape
+    altered = next(e for e in first if [c.name for c in e.columns] != [c.name for c in first[0].columns])
+    new_shape = conv._shape(altered)
+    assert new_shape is not shape and new_shape.schema is not shape.schema

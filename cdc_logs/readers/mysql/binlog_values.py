@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import codecs
 import datetime as dt
+import functools
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -78,6 +79,7 @@ def _latin1_search(name: str) -> codecs.CodecInfo | None:
     )
 
 
+@functools.cache  # the library asks once per string value
 def encoding(charset: str | None) -> str:
     """The Python codec that decodes text in the charset the library calls `charset`."""
     if not charset:

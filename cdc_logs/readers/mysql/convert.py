@@ -123,6 +123,7 @@ class _TableShape:
     key: list[str]
     zero_dates: list[tuple[str, types.Converter]] = field(default_factory=list)
     schema: TableSchema | None = None
+    signature: list[dict[str, Any]] = field(default_factory=list)  # the columns' attributes, copied
 
 
 @dataclass(slots=True)
@@ -418,8 +419,15 @@ class BinlogConverter:
     def _shape(self, event: Any) -> _TableShape:
         name = (event.schema, event.table)
         shape = self._shapes.get(name)
-        if shape is not None and shape.columns is event.columns:
-            return shape
+        if shape is not None:
+            if shape.columns is event.columns:
+                return shape
+            # Every transaction brings a new TABLE_MAP (new column objects): the same definition, every
+            # attribute equal, keeps its shape (rebuilding it per transaction was ~7% of the reader).
+            signature = [column.__dict__ for column in event.columns]
+            if signature == shape.signature:
+                shape.columns = event.columns
+                return shape
         converters: list[tuple[str, types.Converter]] = []
         sets: list[str] = []
         key: list[str] = []
@@ -443,6 +451,7 @@ class BinlogConverter:
                 key.append(column.name)
         schema = binlog_schema(event.columns, name[0], name[1], self.flavor)
         shape = _TableShape(event.columns, converters, sets, key, zero_dates, schema)
+        shape.signature = [dict(column.__dict__) for column in event.columns]
         self._shapes[name] = shape
         return shape
 

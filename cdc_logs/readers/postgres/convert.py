@@ -57,6 +57,7 @@ class _Rel:
     converter: RowConverter | None = None
     schema: TableSchema | None = None
     facts: dict[str, ColumnFacts] | None = None
+    qualified: str = ""  # relation.qualified_name, once (a property formatting a string per call)
 
 
 @dataclass(slots=True)
@@ -110,7 +111,7 @@ class EventBuilder:
         identity = tuple(c.name for c in msg.columns if c.is_key)
         key = self._key_lookup(msg) if self._key_lookup is not None else identity
         facts = self._facts_lookup(msg) if self._facts_lookup is not None else None
-        self._rels[msg.oid] = _Rel(msg, key, identity, facts=facts)
+        self._rels[msg.oid] = _Rel(msg, key, identity, facts=facts, qualified=msg.qualified_name)
 
     def relation(self, oid: int) -> Relation:
         """The Relation message last seen for `oid`."""
@@ -183,7 +184,7 @@ class EventBuilder:
             after=after,
             key=_key(rel, after if after is not None else before),
             ts_ms=now_ms(),
-            transaction=tx.next(relation.qualified_name),
+            transaction=tx.next(rel.qualified),
             unchanged=unchanged,
             boundary=False,
             schema=rel.schema,
@@ -217,7 +218,7 @@ class EventBuilder:
             after=after,
             key=event.key,
             ts_ms=event.ts_ms,
-            transaction=tx.next(rel.relation.qualified_name),
+            transaction=tx.next(rel.qualified),
             unchanged=event.unchanged,
             boundary=False,
             schema=event.schema,
@@ -311,8 +312,15 @@ def _key(rel: _Rel, row: dict[str, Any] | None) -> dict[str, Any] | None:
     if row is None:
         return None
     # Without a primary key, a USING INDEX identity is a key; FULL's "identity" (every column) is not.
-    fallback = rel.identity if rel.relation.replica_identity == "i" else ()
-    for columns in (rel.key, fallback):
-        if columns and all(c in row for c in columns):
-            return {c: row[c] for c in columns}
+    # A KeyError is a column the row does not carry (once per event: no generator, no second lookup).
+    if rel.key:
+        try:
+            return {c: row[c] for c in rel.key}
+        except KeyError:
+            pass
+    if rel.identity and rel.relation.replica_identity == "i":
+        try:
+            return {c: row[c] for c in rel.identity}
+        except KeyError:
+            pass
     return None
