@@ -8,7 +8,7 @@ Tail, two ways, from process start to the first envelope line on its stdout (`--
                 printed, so this includes creating the slot (and up to 50 ms of waiting for a row).
 Big transaction: one `INSERT ... SELECT generate_series(1, N)` in a slot made before it, drained by
 `cdc-logs run` into the null sink with `--limit N`; peak RSS = the kernel's ru_maxrss of that process
-(Python, the reader's transaction buffer - 64 MiB, then disk - and the batches).
+(Python, the reader's transaction buffer - 32 MiB, then disk - and the batches).
 """
 
 from __future__ import annotations

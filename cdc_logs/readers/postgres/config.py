@@ -113,7 +113,7 @@ class PostgresSourceConfig(SourceConfigBase):
         True, description="Emit pg_logical_emit_message() messages as op m events; false drops them."
     )
     max_tx_memory_bytes: int = Field(
-        64 * 1024 * 1024,
+        32 * 1024 * 1024,
         ge=0,
         description="Bytes of in-progress transactions streamed by the server (Postgres 14+) kept in "
         "memory, over all open transactions; past it the largest moves to an unlinked temporary file.",

@@ -81,7 +81,7 @@ class PostgresReader(Reader):
         heartbeat_interval_s: float = 10.0,
         binary: bool = False,
         messages: bool = True,
-        max_tx_memory_bytes: int = 64 << 20,
+        max_tx_memory_bytes: int = 32 << 20,
         snapshot_chunk_rows: int = 10_000,
         logical_decoding_work_mem: str | None = None,
         status_interval_s: float = 10.0,

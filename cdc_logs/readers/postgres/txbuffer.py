@@ -56,7 +56,7 @@ class _Tx:
 class StreamBuffers:
     """Open streamed transactions by top-level xid; see the module docstring."""
 
-    def __init__(self, max_memory_bytes: int = 64 << 20, spill_dir: str | None = None) -> None:
+    def __init__(self, max_memory_bytes: int = 32 << 20, spill_dir: str | None = None) -> None:
         if max_memory_bytes < 0:
             raise ValueError("max_memory_bytes must be >= 0")
         self.max_memory_bytes = max_memory_bytes
