@@ -3,7 +3,7 @@
 A pipeline keeps tens of thousands of events alive (the reader queue, the batch in flight), each a
 handful of container objects, and allocates a dozen more per change. With CPython's default
 thresholds (700, 10, 10) the collector ran every ~50 events and scanned the live queue over and
-over: ~20% of the CPU of Postgres -> discard in the profile (docs/profile.md). Change events hold no
+over: ~20% of the CPU of Postgres -> discard in the profile (benchmarks.md, Profile). Change events hold no
 reference cycles, so reference counting frees them and the collector finds nothing; collecting the
 young generation every 10,000 allocations instead cut the CPU per event by ~20-25%.
 

@@ -2,7 +2,7 @@
 
 `queue.Queue` takes a lock and notifies a condition on every put and get; with one event per item and
 two threads contending for the GIL, that was the largest single cost of the pipeline in the profile
-(docs/profile.md). Here an item is a `deque.append` (atomic under the GIL) and the consumer is woken
+(benchmarks.md, Profile). Here an item is a `deque.append` (atomic under the GIL) and the consumer is woken
 only when it is actually waiting, and a producer only when the queue was full and it is waiting for
 room. Same interface as far as the pipeline uses it: `put(item, timeout)` raising `queue.Full`,
 `get(timeout)` raising `queue.Empty`, `empty()`, `qsize()`.

@@ -117,7 +117,7 @@ class ChangeStream:
                 return
             self._place(events, lsn)
             # One table per row change (both halves of a key change): filtered once. `_push` inlined:
-            # a generator per event was a measurable share of the reader (docs/profile.md).
+            # a generator per event was a measurable share of the reader (docs/benchmarks.md, Profile).
             if self.tables is None or events[0].source.qualified_table in self.tables:
                 for event in events:
                     held, self._held = self._held, event
