@@ -99,7 +99,7 @@ def one_round(ctx: Context, rnd: int) -> dict[str, dict[str, float]]:
     probe = {"name": "probe", "source": source, "destination": {"type": "discard"}}
     for key, extra, wanted in (
         ("otel", otel_cfg, True),
-        ("adaptive", adaptive_cfg, "adaptive" in ctx.extras),
+        ("adaptive", adaptive_cfg, True),  # adaptive batching exists now: always measured
     ):
         why = optional_variant({**probe, **extra})
         if not wanted:
