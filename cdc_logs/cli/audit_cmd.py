@@ -30,6 +30,11 @@ def verify(
     public_key: Path | None = typer.Option(
         None, "--public-key", help="PEM public key: check every sealed segment's signature."
     ),
+    allow_pruned: bool = typer.Option(
+        False,
+        "--allow-pruned",
+        help="Accept a log whose first segments are gone without a retention record (removed on purpose).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="JSON for scripts."),
 ) -> None:
     """Check the hash chain, seals and signatures; name the first bad record."""
@@ -39,7 +44,7 @@ def verify(
         )
     key = _load_public_key(public_key) if public_key is not None else None
     committed = _committed_head(path) if path.is_dir() else None
-    report = audit_log.verify(path, key, committed)
+    report = audit_log.verify(path, key, committed, allow_pruned)
     if report.ok and key is None and report.signed:
         report.notes.append(f"{report.signed} segments are signed: give --public-key to check the signatures")
     if as_json:

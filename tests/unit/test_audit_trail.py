@@ -155,15 +155,29 @@ def test_a_rewritten_chain_fails_the_signature(tmp_path: Path, keys: Path) -> No
     assert _verify(copy, None).returncode == 0
 
 
-def test_retention_removes_whole_segments_from_the_start(tmp_path: Path, keys: Path) -> None:
+def test_segments_deleted_by_hand_from_the_start_fail_verify(tmp_path: Path, keys: Path) -> None:
+    """Only a gap retention recorded (retention.json) passes; a hand-deleted start is named."""
     directory = _write_log(tmp_path, keys)
     audit_log.segment_path(directory, 1).unlink()
     done = _verify(directory, keys)
+    assert done.returncode == 1, done.stdout
+    assert "segment 1 missing" in done.stdout and "retention recorded removing nothing" in done.stdout
+    done = _cli("audit", "verify", str(directory), "--allow-pruned")
+    assert done.returncode == 0 and "--allow-pruned" in done.stdout, done.stdout
+
+
+def test_retention_removes_whole_segments_from_the_start(tmp_path: Path, keys: Path) -> None:
+    directory = _write_log(tmp_path, keys)
+    first = audit_log.segment_path(directory, 1)
+    audit_log.record_retention(directory, [first])  # what retention does before it removes (see below)
+    first.unlink()
+    done = _verify(directory, keys)
     assert done.returncode == 0, done.stdout
-    assert "starts at segment 2" in done.stdout
-    audit_log.segment_path(directory, 2).unlink()
-    audit_log.segment_path(directory, 1).parent.joinpath("x").write_text("")
-    assert _verify(directory, keys).returncode == 0  # segment 3 alone: its header is the anchor
+    assert "starts at segment 2: retention removed segment 1" in done.stdout
+    audit_log.segment_path(directory, 2).unlink()  # beyond what retention recorded
+    done = _verify(directory, keys)
+    assert done.returncode == 1 and "segments 1-2 missing" in done.stdout, done.stdout
+    assert "retention recorded removing segments up to 1" in done.stdout
 
 
 def test_a_missing_middle_segment_and_a_cut_end_are_named(tmp_path: Path, keys: Path) -> None:
