@@ -172,7 +172,8 @@ def totals(
     ),
     as_json: bool = typer.Option(False, "--json", help="JSON for scripts."),
 ) -> None:
-    """Print the control totals of committed batches (count and exact sum per currency field and code)."""
+    """Print the control totals of committed batches (count and exact sum per currency field, per code
+    when the field has currency codes: never a sum across currencies)."""
     files = _totals_files(directory, config)
     batches: list[dict[str, Any]] = []
     for stage, file in files:
@@ -264,11 +265,14 @@ def _totals_files(directory: Path | None, config: Path | None) -> list[tuple[str
 
 
 def _grand_total(batches: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Sum over batches per field (and field:code), exact."""
+    """Sum over batches per field, or per field:code when the field has currency codes (amounts in
+    different currencies are never added together), exact. Files written before codes were summed
+    per code only may carry a field-level sum next to codes: it is ignored."""
     out: dict[str, dict[str, Any]] = {}
     for b in batches:
         for name, entry in b.get("fields", {}).items():
-            keys = [(name, entry)] + [(f"{name}:{c}", v) for c, v in entry.get("currencies", {}).items()]
+            currencies = entry.get("currencies", {})
+            keys = [(f"{name}:{c}", v) for c, v in currencies.items()] if currencies else [(name, entry)]
             for key, value in keys:
                 total = out.setdefault(key, {"count": 0, "sum": Decimal(0)})
                 total["count"] += int(value["count"])

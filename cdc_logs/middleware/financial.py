@@ -8,7 +8,8 @@ enough that addition is exact. A float where a decimal is required is refused, n
 
 Control totals. Per batch: the count and the exact sum of each currency field over the changes with an
 `after` image the stage passed on (inserts, updates, snapshot rows), per currency code when a code
-field is set. They are the stage's checkpointed state (`snapshot()`), so they are saved with exactly the
+field is set (then only per code: amounts in different currencies are never added together). They are
+the stage's checkpointed state (`snapshot()`), so they are saved with exactly the
 positions of the batches they count, and appended to `totals.jsonl` in the stage's directory when the
 batches are committed (`committed()`); after a crash, the batches the restored state holds that the file
 lacks are appended on start. A replayed batch is never counted twice.
@@ -265,13 +266,15 @@ def merge_totals(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any
         for name, entry in source["fields"].items():
             into = fields.setdefault(name, {"count": 0, "sum": "0", "currencies": {}})
             into["count"] += entry["count"]
-            into["sum"] = str(EXACT.add(Decimal(into["sum"]), Decimal(entry["sum"])))
+            into["sum"] = str(EXACT.add(Decimal(into["sum"]), Decimal(entry.get("sum", "0"))))
             for code, value in entry.get("currencies", {}).items():
                 per = into["currencies"].setdefault(code, {"count": 0, "sum": "0"})
                 per["count"] += value["count"]
                 per["sum"] = str(EXACT.add(Decimal(per["sum"]), Decimal(value["sum"])))
     for entry in fields.values():
-        if not entry["currencies"]:
+        if entry["currencies"]:
+            del entry["sum"]  # amounts in different currencies: per code only
+        else:
             del entry["currencies"]
     return {
         **first,
@@ -283,8 +286,11 @@ def merge_totals(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any
 
 
 def _encode(entry: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {"count": entry["count"], "sum": str(entry["sum"])}
-    if entry["currencies"]:
+    """A field's batch total; with currency codes its sum is per code only (no cross-currency sum)."""
+    out: dict[str, Any] = {"count": entry["count"]}
+    if not entry["currencies"]:
+        out["sum"] = str(entry["sum"])
+    else:
         out["currencies"] = {
             c: {"count": v["count"], "sum": str(v["sum"])} for c, v in sorted(entry["currencies"].items())
         }

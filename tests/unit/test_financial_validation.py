@@ -116,7 +116,8 @@ def test_totals_reach_the_file_once_committed_and_never_twice(tmp_path: Path) ->
     runner.before_commit(3, {"src": "P3"})
     runner.after_commit()
     (first,) = read_totals(totals)
-    assert first["fields"]["amount"]["sum"] == "12345678901234568.19"
+    assert "sum" not in first["fields"]["amount"]  # EUR + USD: never added together
+    assert first["fields"]["amount"]["currencies"]["USD"] == {"count": 1, "sum": "0.20"}
     assert first["fields"]["amount"]["currencies"]["EUR"] == {"count": 2, "sum": "12345678901234567.99"}
     # A batch committed with the positions, then a crash before committed() wrote its totals ...
     runner.process([_event(4, "1.00")], seq=4)
@@ -131,14 +132,17 @@ def test_totals_reach_the_file_once_committed_and_never_twice(tmp_path: Path) ->
     again.after_commit()
     rows = read_totals(totals)
     assert [t["batch"] for t in rows] == [1, 2, 3]
-    assert [t["fields"]["amount"]["sum"] for t in rows[1:]] == ["1.00", "2.00"]
+    assert [t["fields"]["amount"]["currencies"]["EUR"]["sum"] for t in rows[1:]] == ["1.00", "2.00"]
 
     done = cli_here("audit", "totals", str(tmp_path), "--json")
     assert done.returncode == 0, done.stderr
     grand = orjson.loads(done.stdout)["total"]
-    assert grand["amount"] == {"count": 5, "sum": "12345678901234571.19"}
+    assert grand == {  # per code only: EUR and USD are never added together
+        "amount:EUR": {"count": 4, "sum": "12345678901234570.99"},
+        "amount:USD": {"count": 1, "sum": "0.20"},
+    }
     table = cli_here("audit", "totals", str(tmp_path / "financial_validation"))
-    assert "12345678901234571.19" in table.stdout
+    assert "12345678901234570.99" in table.stdout and "12345678901234571.19" not in table.stdout
 
 
 def test_a_torn_totals_line_is_cut_and_its_batch_written_again(tmp_path: Path) -> None:
@@ -148,7 +152,7 @@ def test_a_torn_totals_line_is_cut_and_its_batch_written_again(tmp_path: Path) -
     totals = tmp_path / "financial_validation" / TOTALS_FILE
     totals.write_bytes(b'{"batch":1,"fie')
     _runner(tmp_path, DeadLetters(), committed="P1")
-    assert [t["fields"]["amount"]["sum"] for t in read_totals(totals)] == ["1.00"]
+    assert [t["fields"]["amount"]["currencies"]["EUR"]["sum"] for t in read_totals(totals)] == ["1.00"]
 
 
 def test_totals_of_a_long_uncommitted_run_are_merged_exactly(tmp_path: Path) -> None:
@@ -166,7 +170,8 @@ def test_totals_of_a_long_uncommitted_run_are_merged_exactly(tmp_path: Path) -> 
     rows = read_totals(tmp_path / "financial_validation" / TOTALS_FILE)
     assert len(rows) <= MAX_UNCOMMITTED + 1
     assert rows[0]["batch"] == 1 and rows[0]["last_batch"] == 12
-    total = sum(Decimal(r["fields"]["amount"]["sum"]) for r in rows)
+    assert all("sum" not in r["fields"]["amount"] for r in rows)  # merged too: per code only
+    total = sum(Decimal(v["sum"]) for r in rows for v in r["fields"]["amount"]["currencies"].values())
     assert total == sum(Decimal(f"{n}.01") for n in range(1, batches + 1))
     assert sum(r["fields"]["amount"]["count"] for r in rows) == batches + 1
     usd = sum(
