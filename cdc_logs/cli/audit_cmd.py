@@ -137,7 +137,22 @@ def keygen(
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise CdcError(
+            ErrorKind.USAGE, f"--out {out} is a file, not a directory", "give a directory for the key pair"
+        ) from None
+    except OSError as exc:
+        raise CdcError(
+            ErrorKind.USAGE,
+            f"--out {out}: cannot create the directory: {exc.strerror}",
+            "give a directory you can write to",
+        ) from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise CdcError(
+            ErrorKind.USAGE, f"--out {out}: the directory is not writable", "give a directory you can write to"
+        )
     private_path, public_path = out / "audit-private.pem", out / "audit-public.pem"
     if not force and (private_path.exists() or public_path.exists()):
         raise CdcError(

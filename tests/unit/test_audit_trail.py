@@ -155,6 +155,16 @@ def test_a_rewritten_chain_fails_the_signature(tmp_path: Path, keys: Path) -> No
     assert _verify(copy, None).returncode == 0
 
 
+def test_keygen_into_a_file_or_an_impossible_directory_is_a_usage_error(tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    done = _cli("audit", "keygen", "--out", str(afile))
+    assert done.returncode == 2 and "is a file, not a directory" in done.stderr, done.stderr
+    done = _cli("audit", "keygen", "--out", str(afile / "sub"))
+    assert done.returncode == 2 and "cannot create the directory" in done.stderr, done.stderr
+    assert "unexpected" not in done.stderr
+
+
 def test_segments_deleted_by_hand_from_the_start_fail_verify(tmp_path: Path, keys: Path) -> None:
     """Only a gap retention recorded (retention.json) passes; a hand-deleted start is named."""
     directory = _write_log(tmp_path, keys)
