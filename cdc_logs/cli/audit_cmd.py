@@ -151,7 +151,9 @@ def keygen(
         ) from None
     if not os.access(out, os.W_OK | os.X_OK):
         raise CdcError(
-            ErrorKind.USAGE, f"--out {out}: the directory is not writable", "give a directory you can write to"
+            ErrorKind.USAGE,
+            f"--out {out}: the directory is not writable",
+            "give a directory you can write to",
         )
     private_path, public_path = out / "audit-private.pem", out / "audit-public.pem"
     if not force and (private_path.exists() or public_path.exists()):

@@ -165,6 +165,48 @@ def test_keygen_into_a_file_or_an_impossible_directory_is_a_usage_error(tmp_path
     assert "unexpected" not in done.stderr
 
 
+def test_config_validate_checks_the_key_and_salt_files_named(tmp_path: Path, keys: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    rsa_pem = tmp_path / "rsa.pem"
+    rsa_pem.write_bytes(
+        rsa.generate_private_key(public_exponent=65537, key_size=1024).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+
+    def validate(
+        audit: dict[str, object], mask: dict[str, object] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        plugins: list[dict[str, object]] = [{"type": "audit_trail", "params": audit}]
+        if mask is not None:
+            plugins.insert(0, {"type": "gdpr_compliance", "params": mask})
+        config = {
+            "name": "p",
+            "source": {"type": "sqlite", "path": str(tmp_path / "x.db"), "tables": ["t"]},
+            "destination": {"type": "stdout"},
+            "plugins": {"middleware": {"middleware": plugins}},
+        }
+        path = tmp_path / "p.yaml"
+        path.write_bytes(orjson.dumps(config))  # JSON is YAML
+        return _cli("config", "validate", "-c", str(path))
+
+    signed = {"digital_signature": True}
+    good = validate({**signed, "private_key_file": str(keys / "audit-private.pem")})
+    assert good.returncode == 0, good.stderr
+    for bad, said in [
+        (str(tmp_path / "nope.pem"), "cannot be read"),
+        (str(tmp_path), "cannot be read"),  # a directory
+        (str(rsa_pem), "is not an Ed25519 key"),
+    ]:
+        done = validate({**signed, "private_key_file": bad})
+        assert done.returncode == 2 and said in done.stderr, done.stderr
+        assert "PRIVATE" not in done.stderr + done.stdout
+    done = validate({}, {"pii_fields": ["email"], "salt_file": str(tmp_path / "nonexistent")})
+    assert done.returncode == 2 and "cannot read the salt file" in done.stderr, done.stderr
+
+
 def test_segments_deleted_by_hand_from_the_start_fail_verify(tmp_path: Path, keys: Path) -> None:
     """Only a gap retention recorded (retention.json) passes; a hand-deleted start is named."""
     directory = _write_log(tmp_path, keys)
