@@ -223,13 +223,13 @@ class FinancialValidationStage(BatchStage):
     def _refuse(self, event: ChangeEvent, reason: str) -> None:
         table = event.source.qualified_table
         error = CdcError(
-            ErrorKind.DECODE,
+            ErrorKind.INVALID_DATA,
             f"financial_validation ({self.params.regulatory_compliance or 'no regulation tag'}): {reason}",
             "correct the row at the source; the change is in the dead-letter file with this reason",
         )
         if self.dead_letter is None:
             raise CdcError(
-                ErrorKind.DECODE,
+                ErrorKind.INVALID_DATA,
                 f"financial_validation: a change of {table} is invalid: {reason}",
                 "correct the row at the source, or park invalid changes and go on: set sync.dead_letters",
             )

@@ -207,6 +207,20 @@ def test_config_validate_checks_the_key_and_salt_files_named(tmp_path: Path, key
     assert done.returncode == 2 and "cannot read the salt file" in done.stderr, done.stderr
 
 
+def test_a_log_damaged_before_its_end_stops_the_start_as_an_integrity_error(tmp_path: Path) -> None:
+    from cdc_logs.errors import CdcError, ErrorKind
+
+    directory = _write_log(tmp_path, None)
+    newest = audit_log.segment_path(directory, 3)
+    lines = _lines(newest)
+    _rewrite(newest, [lines[0], lines[1].replace(b'"op":"c"', b'"op":"d"'), *lines[2:]])
+    runner = StageRunner([_stage(None, max_segment_records=4)], tmp_path / "state", "p")
+    with pytest.raises(CdcError) as caught:
+        runner.open({"src": "P10"}, None)
+    assert caught.value.kind is ErrorKind.INTEGRITY and caught.value.exit_code == 3
+    assert "audit verify" in (caught.value.hint or "")
+
+
 def test_segments_deleted_by_hand_from_the_start_fail_verify(tmp_path: Path, keys: Path) -> None:
     """Only a gap retention recorded (retention.json) passes; a hand-deleted start is named."""
     directory = _write_log(tmp_path, keys)

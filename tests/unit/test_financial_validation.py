@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from cdc_logs.envelope import ChangeEvent, Op, SourceInfo
-from cdc_logs.errors import CdcError
+from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.middleware.financial import (
     TOTALS_FILE,
     FinancialParams,
@@ -51,9 +51,11 @@ def _event(n: int, amount: Any, cur: Any = "EUR", op: str = "c") -> ChangeEvent:
 class DeadLetters:
     def __init__(self) -> None:
         self.got: list[tuple[str, int, str]] = []
+        self.kinds: set[ErrorKind] = set()
 
     def __call__(self, name: str, events: Sequence[ChangeEvent], error: CdcError) -> Path:
         self.got.extend((name, e.key["id"] if e.key else -1, error.message) for e in events)
+        self.kinds.add(error.kind)
         return Path("x")
 
 
@@ -96,6 +98,7 @@ def test_invalid_changes_are_dead_lettered_with_their_reason(tmp_path: Path) -> 
     assert not any("ZZZ" in m or "1.234" in m for m in reasons.values())  # reasons name no data
     assert "missing amount: amount is null" in reasons[5]
     assert "21 integer digits; at most 18" in reasons[6]
+    assert dead.kinds == {ErrorKind.INVALID_DATA}  # a rule the data fails, not undecodable input
 
 
 def test_without_dead_letters_an_invalid_change_stops_the_run(tmp_path: Path) -> None:
@@ -103,6 +106,7 @@ def test_without_dead_letters_an_invalid_change_stops_the_run(tmp_path: Path) ->
     with pytest.raises(CdcError) as caught:
         runner.process([_event(1, 2.5)], seq=1)
     assert "sync.dead_letters" in (caught.value.hint or "")
+    assert caught.value.kind is ErrorKind.INVALID_DATA and caught.value.exit_code == 1
 
 
 def test_totals_reach_the_file_once_committed_and_never_twice(tmp_path: Path) -> None:
