@@ -198,9 +198,20 @@ class FinancialValidationStage(BatchStage):
         if column is not None and column.source_type in ("NUMERIC", "DECIMAL"):
             precision = precision if precision is not None else column.length
             scale = scale if scale is not None else column.scale
-        got_precision, got_scale = digits(amount)
+        # Trailing zeros carry no value: 1.0000 from a NUMERIC(20, 4) column is 1 and fits max_scale 2
+        # (nothing would be lost storing it with 2 places); 1.2345 does not.
+        got_precision, got_scale = digits(amount.normalize(EXACT) if amount else Decimal(0))
         if scale is not None and got_scale > scale:
-            raise Invalid(f"{name} has {got_scale} decimal places; at most {scale} allowed")
+            why = ""
+            if column is not None and column.scale is not None and column.scale > scale:
+                why = (
+                    f" (max_scale {scale}; the column is {column.source_type}({column.length}, "
+                    f"{column.scale}): raise max_scale to {column.scale} to accept what it can hold)"
+                )
+            raise Invalid(
+                f"{name} has {got_scale} decimal places (trailing zeros not counted); at most {scale} "
+                f"allowed{why}"
+            )
         if precision is not None:
             allowed_integer = precision - (scale or 0)
             if got_precision - got_scale > allowed_integer:
@@ -366,7 +377,11 @@ class FinancialParams(ConfigModel):
         None, ge=1, description="Most significant digits an amount may have.", examples=[18]
     )
     max_scale: int | None = Field(
-        None, ge=0, description="Most decimal places an amount may have.", examples=[2]
+        None,
+        ge=0,
+        description="Most decimal places an amount may have; trailing zeros are not counted (1.0000 has "
+        "none, 1.2300 two).",
+        examples=[2],
     )
     tables: list[str] = Field(
         default_factory=list,

@@ -92,13 +92,30 @@ def test_invalid_changes_are_dead_lettered_with_their_reason(tmp_path: Path) -> 
     kept = runner.process(batch, seq=7)
     assert [e.key["id"] for e in kept if e.key] == [1, 7]
     reasons = {n: message for _, n, message in dead.got}
-    assert "3 decimal places; at most 2" in reasons[2] and "SOX" in reasons[2]
+    assert "3 decimal places (trailing zeros not counted); at most 2" in reasons[2] and "SOX" in reasons[2]
     assert "amount is a float: a decimal is required" in reasons[3]
     assert "unknown currency code in cur" in reasons[4]
     assert not any("ZZZ" in m or "1.234" in m for m in reasons.values())  # reasons name no data
     assert "missing amount: amount is null" in reasons[5]
     assert "21 integer digits; at most 18" in reasons[6]
     assert dead.kinds == {ErrorKind.INVALID_DATA}  # a rule the data fails, not undecodable input
+
+
+def test_max_scale_below_the_columns_scale_counts_significant_places_and_says_why(tmp_path: Path) -> None:
+    """numeric(20,4) delivers 1 as 1.0000: that fits max_scale 2; 1.2345 does not, and the reason names
+    the column's scale against max_scale."""
+    columns = (Column("id", "int32", key=True), Column("amount", "string", None, "NUMERIC", 20, 4))
+    wide = TableSchema("db", "public", "pay", columns)
+    dead = DeadLetters()
+    runner = _runner(tmp_path, dead, max_scale=2, currency_code_field=None)
+    batch = [_event(n, amount) for n, amount in enumerate(["1.0000", "2.5000", "0.0000", "1.2345"], 1)]
+    for event in batch:
+        event.schema = wide
+    kept = runner.process(batch, seq=4)
+    assert [e.key["id"] for e in kept if e.key] == [1, 2, 3]
+    ((_, n, reason),) = dead.got
+    assert n == 4 and "4 decimal places (trailing zeros not counted); at most 2 allowed" in reason
+    assert "the column is NUMERIC(20, 4): raise max_scale to 4" in reason
 
 
 def test_without_dead_letters_an_invalid_change_stops_the_run(tmp_path: Path) -> None:
