@@ -45,6 +45,12 @@ def verify(
     key = _load_public_key(public_key) if public_key is not None else None
     committed = _committed_head(path) if path.is_dir() else None
     report = audit_log.verify(path, key, committed, allow_pruned)
+    if report.empty and (committed is None or committed[0] == 0):  # a committed log that is gone: exit 1
+        raise CdcError(
+            ErrorKind.USAGE,
+            f"{path} holds no audit segments (audit-NNNNNN.log)",
+            "give the audit_trail directory (default <state_dir>/audit_trail, docs/audit.md)",
+        )
     if report.ok and key is None and report.signed:
         report.notes.append(f"{report.signed} segments are signed: give --public-key to check the signatures")
     if as_json:

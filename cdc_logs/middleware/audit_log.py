@@ -161,6 +161,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     watch_seq: int | None = None  # the committed record to look for (verify's `committed`)
     watched_hash: str | None = None
+    empty: bool = False  # no segment at all: nothing was checked (the CLI's usage error)
 
     @property
     def ok(self) -> bool:
@@ -186,6 +187,7 @@ def verify(
             report.problems.append(
                 Problem(None, None, None, f"no audit segments (audit-NNNNNN.log) in {path}")
             )
+            report.empty = True
             return report
     else:
         match = SEGMENT_RE.match(path.name)

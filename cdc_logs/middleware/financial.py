@@ -401,6 +401,12 @@ class FinancialParams(ConfigModel):
             and self.max_scale > self.max_precision
         ):
             raise ValueError("max_scale cannot exceed max_precision")
+        unknown = sorted(set(self.currency_code_fields) - set(self.currency_fields))
+        if unknown:
+            raise ValueError(
+                f"currency_code_fields names {unknown}, which are not in currency_fields "
+                f"{self.currency_fields}: its keys are currency fields, its values their code columns"
+            )
         return self
 
 

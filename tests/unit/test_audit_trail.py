@@ -221,6 +221,16 @@ def test_a_log_damaged_before_its_end_stops_the_start_as_an_integrity_error(tmp_
     assert "audit verify" in (caught.value.hint or "")
 
 
+def test_verify_on_a_directory_without_segments_is_a_usage_error(tmp_path: Path) -> None:
+    done = _cli("audit", "verify", str(tmp_path))
+    assert done.returncode == 2 and "holds no audit segments" in done.stderr, done.stderr
+    directory = _write_log(tmp_path / "w", None)  # the checkpoint committed records: the log is gone
+    for _, path in audit_log.segments(directory):
+        path.unlink()
+    done = _cli("audit", "verify", str(directory))
+    assert done.returncode == 1 and "no audit segments" in done.stdout, done.stdout
+
+
 def test_segments_deleted_by_hand_from_the_start_fail_verify(tmp_path: Path, keys: Path) -> None:
     """Only a gap retention recorded (retention.json) passes; a hand-deleted start is named."""
     directory = _write_log(tmp_path, keys)

@@ -118,6 +118,16 @@ def test_max_scale_below_the_columns_scale_counts_significant_places_and_says_wh
     assert "the column is NUMERIC(20, 4): raise max_scale to 4" in reason
 
 
+def test_a_code_column_for_a_field_that_is_not_a_currency_field_is_refused() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"currency_code_fields names \['nope'\]"):
+        FinancialParams.model_validate(
+            {"currency_fields": ["amount"], "currency_code_fields": {"nope": "ccy"}}
+        )
+    FinancialParams.model_validate({"currency_fields": ["amount"], "currency_code_fields": {"amount": "ccy"}})
+
+
 def test_without_dead_letters_an_invalid_change_stops_the_run(tmp_path: Path) -> None:
     runner = _runner(tmp_path, None)
     with pytest.raises(CdcError) as caught:
