@@ -128,6 +128,24 @@ def test_a_code_column_for_a_field_that_is_not_a_currency_field_is_refused() -> 
     FinancialParams.model_validate({"currency_fields": ["amount"], "currency_code_fields": {"amount": "ccy"}})
 
 
+def test_a_refused_change_is_a_middleware_dead_letter_not_a_sinks(tmp_path: Path) -> None:
+    from cdc_logs.deadletter import DeadLetterDir, DeadLetterRecord, Stage
+
+    dead = DeadLetterDir(tmp_path / "dead")
+    stage = FinancialValidationStage(FinancialParams.model_validate({"currency_fields": ["amount"]}))
+    runner = StageRunner([stage], tmp_path, "p")
+    runner.open({"src": None}, dead.write_middleware)  # what the pipeline gives batch middleware
+    assert runner.process([_event(1, 1.5)], seq=1) == []
+    (line,) = (tmp_path / "dead" / "financial_validation.deadletter.jsonl").read_bytes().splitlines()
+    record = DeadLetterRecord.from_json(line)
+    assert (record.stage, record.component, record.kind) == (
+        Stage.MIDDLEWARE,
+        "financial_validation",
+        ErrorKind.INVALID_DATA,
+    )
+    assert record.envelope is not None and record.envelope["after"]["id"] == 1
+
+
 def test_without_dead_letters_an_invalid_change_stops_the_run(tmp_path: Path) -> None:
     runner = _runner(tmp_path, None)
     with pytest.raises(CdcError) as caught:
