@@ -12,14 +12,15 @@ One JSON object per line (docs/configuration.md#dead-letters):
 
   format_version  1
   ts_ms           when it was dead-lettered (ms since the epoch)
-  stage           "sink" (a destination refused it) or "source" (it could not be read)
-  component       the sink's or the source's name
-  kind            the error kind: "sink_rejected", "decode"
+  stage           "sink" (a destination refused it), "middleware" (a batch middleware refused it, e.g.
+                  financial_validation) or "source" (it could not be read)
+  component       the sink's, the middleware's or the source's name
+  kind            the error kind: "sink_rejected", "decode", "invalid_data"
   reason, hint    why, and what to do about it
   position        where it stood in the source's order, as the offset store encodes positions, or null
   table           schema.table (a Debezium record: the topic it came from), or null
   key             the event's key, or null
-  envelope        stage sink: the whole envelope, as the sink was given it; else null
+  envelope        stage sink or middleware: the whole envelope, as it was given; else null
   raw             stage source: the bytes read, or null
   origin          facts of the path: the webhook's `status` and the start of its `response`; a
                   Kafka record's `topic`, `partition`, `offset`, `timestamp_ms` and `key` (bytes)
@@ -59,6 +60,7 @@ UNDECODABLE_HINT = (
 
 class Stage(StrEnum):
     SINK = "sink"  # a destination refused the event
+    MIDDLEWARE = "middleware"  # a batch middleware refused it (financial_validation's checks)
     SOURCE = "source"  # what the source held could not be read into an event
 
 
@@ -128,12 +130,16 @@ class DeadLetterRecord:
 
 
 def refused(
-    sink: str, event: ChangeEvent, error: CdcError, origin: dict[str, Any] | None = None
+    sink: str,
+    event: ChangeEvent,
+    error: CdcError,
+    origin: dict[str, Any] | None = None,
+    stage: Stage = Stage.SINK,
 ) -> DeadLetterRecord:
-    """The record of an event `sink` refused with `error`."""
+    """The record of an event `sink` (or a middleware, with `stage`) refused with `error`."""
     key = event.key_json()
     return DeadLetterRecord(
-        Stage.SINK,
+        stage,
         sink,
         error.kind,
         error.message,
@@ -247,6 +253,11 @@ class DeadLetterDir:
 
     def write(self, sink: str, events: Sequence[ChangeEvent], error: CdcError) -> Path:
         return DeadLetterWriter(self.path(sink)).write(refused(sink, e, error) for e in events)
+
+    def write_middleware(self, name: str, events: Sequence[ChangeEvent], error: CdcError) -> Path:
+        """Events a batch middleware (stages.py) refused: stage "middleware", in `<name>.deadletter.jsonl`."""
+        records = (refused(name, e, error, stage=Stage.MIDDLEWARE) for e in events)
+        return DeadLetterWriter(self.path(name)).write(records)
 
     def write_undecodable(self, source: str, item: Undecodable) -> Path:
         path = self.directory / f"{source}.undecodable.jsonl"

@@ -33,6 +33,8 @@ class ErrorKind(StrEnum):
     SINK_REJECTED = "sink_rejected"
     TIMEOUT = "timeout"
     LAG = "lag"  # a source fell behind past its max_lag with on_max_lag: stop
+    INVALID_DATA = "invalid_data"  # a change fails a validation rule (financial_validation)
+    INTEGRITY = "integrity"  # a tamper-evident store is damaged or altered (the audit log)
     INTERNAL = "internal"
 
 
@@ -53,6 +55,8 @@ DIRECTIVES: dict[ErrorKind, Directive] = {
     ErrorKind.SINK_REJECTED: Directive.OPERATOR,
     ErrorKind.TIMEOUT: Directive.RETRY,
     ErrorKind.LAG: Directive.OPERATOR,
+    ErrorKind.INVALID_DATA: Directive.STOP,
+    ErrorKind.INTEGRITY: Directive.OPERATOR,
     ErrorKind.INTERNAL: Directive.STOP,
 }
 

@@ -472,7 +472,8 @@ class Pipeline:
             stored = self.offsets.load(self.name, source)
             committed[source] = stored.position if stored is not None else None
         dead = self._dead_letters
-        self._stages.open(committed, dead.write if dead is not None else None, {"metrics": self.metrics})
+        refused = dead.write_middleware if dead is not None else None  # dead letters of stage "middleware"
+        self._stages.open(committed, refused, {"metrics": self.metrics})
 
     def _take(self, timeout: float) -> _Item | None:
         """The next item for the main loop: from the queue, through the merge window if there is one.

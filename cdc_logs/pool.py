@@ -66,6 +66,19 @@ class ConnectionPoolConfig(BaseModel):
         examples=[1000],
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _a_block(cls, data: Any) -> Any:
+        # Pydantic would say "a valid dictionary or instance of ConnectionPoolConfig": a class name.
+        if not isinstance(data, dict | ConnectionPoolConfig):
+            shown = f" {data!r}" if isinstance(data, int | float) else ""  # a string may hold anything
+            raise ValueError(
+                f"connection_pool is a block of settings, not {type(data).__name__}{shown}: write e.g. "
+                "connection_pool: {max_connections: 5} (min_connections, max_connections, "
+                "connection_timeout, idle_timeout, batch_insert_size)"
+            )
+        return data
+
     @model_validator(mode="after")
     def _sizes(self) -> ConnectionPoolConfig:
         low, high = self.min_connections, self.max_connections

@@ -30,6 +30,11 @@ def verify(
     public_key: Path | None = typer.Option(
         None, "--public-key", help="PEM public key: check every sealed segment's signature."
     ),
+    allow_pruned: bool = typer.Option(
+        False,
+        "--allow-pruned",
+        help="Accept a log whose first segments are gone without a retention record (removed on purpose).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="JSON for scripts."),
 ) -> None:
     """Check the hash chain, seals and signatures; name the first bad record."""
@@ -39,7 +44,13 @@ def verify(
         )
     key = _load_public_key(public_key) if public_key is not None else None
     committed = _committed_head(path) if path.is_dir() else None
-    report = audit_log.verify(path, key, committed)
+    report = audit_log.verify(path, key, committed, allow_pruned)
+    if report.empty and (committed is None or committed[0] == 0):  # a committed log that is gone: exit 1
+        raise CdcError(
+            ErrorKind.USAGE,
+            f"{path} holds no audit segments (audit-NNNNNN.log)",
+            "give the audit_trail directory (default <state_dir>/audit_trail, docs/audit.md)",
+        )
     if report.ok and key is None and report.signed:
         report.notes.append(f"{report.signed} segments are signed: give --public-key to check the signatures")
     if as_json:
@@ -132,7 +143,24 @@ def keygen(
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise CdcError(
+            ErrorKind.USAGE, f"--out {out} is a file, not a directory", "give a directory for the key pair"
+        ) from None
+    except OSError as exc:
+        raise CdcError(
+            ErrorKind.USAGE,
+            f"--out {out}: cannot create the directory: {exc.strerror}",
+            "give a directory you can write to",
+        ) from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise CdcError(
+            ErrorKind.USAGE,
+            f"--out {out}: the directory is not writable",
+            "give a directory you can write to",
+        )
     private_path, public_path = out / "audit-private.pem", out / "audit-public.pem"
     if not force and (private_path.exists() or public_path.exists()):
         raise CdcError(
@@ -167,7 +195,8 @@ def totals(
     ),
     as_json: bool = typer.Option(False, "--json", help="JSON for scripts."),
 ) -> None:
-    """Print the control totals of committed batches (count and exact sum per currency field and code)."""
+    """Print the control totals of committed batches (count and exact sum per currency field, per code
+    when the field has currency codes: never a sum across currencies)."""
     files = _totals_files(directory, config)
     batches: list[dict[str, Any]] = []
     for stage, file in files:
@@ -259,11 +288,14 @@ def _totals_files(directory: Path | None, config: Path | None) -> list[tuple[str
 
 
 def _grand_total(batches: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Sum over batches per field (and field:code), exact."""
+    """Sum over batches per field, or per field:code when the field has currency codes (amounts in
+    different currencies are never added together), exact. Files written before codes were summed
+    per code only may carry a field-level sum next to codes: it is ignored."""
     out: dict[str, dict[str, Any]] = {}
     for b in batches:
         for name, entry in b.get("fields", {}).items():
-            keys = [(name, entry)] + [(f"{name}:{c}", v) for c, v in entry.get("currencies", {}).items()]
+            currencies = entry.get("currencies", {})
+            keys = [(f"{name}:{c}", v) for c, v in currencies.items()] if currencies else [(name, entry)]
             for key, value in keys:
                 total = out.setdefault(key, {"count": 0, "sum": Decimal(0)})
                 total["count"] += int(value["count"])

@@ -2,7 +2,8 @@
 
 `validate` connects to nothing: it parses the config and checks that every destination's optional
 client (and a middleware's optional package) is installed (a missing one exits 2 naming the extra, as
-`run` would).
+`run` would), and that files a middleware names (audit_trail's private_key_file, a mask's salt_file)
+are readable and of the right kind.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ def validate(config: Path = typer.Option(..., "-c", "--config", help="Pipeline Y
         check_extras = getattr(plugin, "check_extras", None)
         if check_extras is not None:
             check_extras()
+        check_files = getattr(plugin, "check_files", None)  # files it names: key files, salt files
+        if check_files is not None:
+            check_files()
     sources = ", ".join(f"{s.name or s.type} ({s.type})" for s in cfg.all_sources())
     sinks = ", ".join(f"{d.name or d.type} ({d.type})" for d in cfg.all_sinks())
     for warning in cfg.warnings():

@@ -18,7 +18,10 @@ the chain at the first record after the change; rewriting the whole chain is cau
 
 Retention removes whole sealed segments from the start: the first remaining segment's header still
 carries the hash of the removed segment's last record (`prev`) as its anchor, so verification starts
-there. Segment numbers must be contiguous from the first one present.
+there. Before it removes any, retention writes `retention.json` in the log directory (the last removed
+segment number and the anchor the next one must carry), so `verify` can tell a gap retention made from
+segments deleted by hand: a log that starts after segment 1 without such a record fails verification
+(unless `allow_pruned`). Segment numbers must be contiguous from the first one present.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from cdc_logs.envelope import encode_value
 FORMAT = 1
 GENESIS = "0" * 64
 SEAL_DOMAIN = b"cdc-logs audit segment v1\n"
+RETENTION_FILE = "retention.json"  # what retention removed: {"removed_through", "anchor", ...}
 SEGMENT_RE = re.compile(r"^audit-(\d{6,})\.log$")
 _HASH_TAIL = re.compile(rb',"hash":"([0-9a-f]{64})"}$')
 _OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
@@ -157,17 +161,25 @@ class Report:
     notes: list[str] = field(default_factory=list)
     watch_seq: int | None = None  # the committed record to look for (verify's `committed`)
     watched_hash: str | None = None
+    empty: bool = False  # no segment at all: nothing was checked (the CLI's usage error)
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
 
-def verify(path: Path, public_key: Any | None = None, committed: tuple[int, str] | None = None) -> Report:
+def verify(
+    path: Path,
+    public_key: Any | None = None,
+    committed: tuple[int, str] | None = None,
+    allow_pruned: bool = False,
+) -> Report:
     """Check a log directory (or one segment file): the chain, each seal's digest and signature
-    (with `public_key`, an Ed25519 public key object), segment continuity, and, with `committed`
-    (seq, hash) from the checkpointed state, that the log still holds the committed head.
-    Stops at the first problem: everything after a broken link is unverifiable."""
+    (with `public_key`, an Ed25519 public key object), segment continuity, that a log starting after
+    segment 1 lost its first segments to retention (its `retention.json`; `allow_pruned` accepts an
+    unrecorded gap), and, with `committed` (seq, hash) from the checkpointed state, that the log still
+    holds the committed head. Stops at the first problem: everything after a broken link is
+    unverifiable."""
     report = Report(watch_seq=committed[0] if committed else None)
     if path.is_dir():
         found = segments(path)
@@ -175,6 +187,7 @@ def verify(path: Path, public_key: Any | None = None, committed: tuple[int, str]
             report.problems.append(
                 Problem(None, None, None, f"no audit segments (audit-NNNNNN.log) in {path}")
             )
+            report.empty = True
             return report
     else:
         match = SEGMENT_RE.match(path.name)
@@ -201,10 +214,10 @@ def verify(path: Path, public_key: Any | None = None, committed: tuple[int, str]
     if not path.is_dir():
         report.notes.append(f"segment {found[0][0]} checked alone: its header's prev is taken as the anchor")
     elif found[0][0] != 1:
-        report.notes.append(
-            f"the log starts at segment {found[0][0]}: earlier segments were removed (retention); its "
-            "header's prev is taken as the anchor"
-        )
+        problem = _check_pruned(path, found[0][0], found[0][1], allow_pruned, report)
+        if problem is not None:
+            report.problems.append(problem)
+            return report
     if committed is not None and committed[0] > 0:
         seq, head = committed
         if report.last_seq is None or report.last_seq < seq:
@@ -345,6 +358,82 @@ def _verify_segment(
     return current or GENESIS, expected_seq
 
 
+def _check_pruned(
+    directory: Path, first: int, first_path: Path, allow_pruned: bool, report: Report
+) -> Problem | None:
+    """A log that starts at segment `first` > 1: retention must have recorded removing the segments
+    before it (and the anchor the first one carries); otherwise they were deleted by someone else."""
+    recorded = read_retention(directory)
+    gap = f"segments 1-{first - 1}" if first > 2 else "segment 1"
+    if recorded is None or recorded["removed_through"] < first - 1:
+        if allow_pruned:
+            report.notes.append(
+                f"the log starts at segment {first}; {gap} are gone and retention did not record removing "
+                "them (accepted by --allow-pruned); its header's prev is taken as the anchor"
+            )
+            return None
+        through = "nothing" if recorded is None else f"segments up to {recorded['removed_through']}"
+        return Problem(
+            first,
+            None,
+            None,
+            f"{gap} missing: the log starts at segment {first}, but retention recorded removing {through} "
+            f"({RETENTION_FILE}); segments were deleted by hand or lost (pass --allow-pruned to accept "
+            "a gap you made on purpose)",
+        )
+    if recorded["removed_through"] == first - 1:
+        header, _ = decode_line(first_path.read_bytes().split(b"\n", 1)[0])
+        if header.get("prev") != recorded["anchor"]:
+            return Problem(
+                first,
+                1,
+                None,
+                f"the header's prev is not the anchor retention recorded when it removed {gap} "
+                "(segment replaced)",
+            )
+    report.notes.append(
+        f"the log starts at segment {first}: retention removed {gap}; the anchor it recorded is checked"
+    )
+    return None
+
+
+def read_retention(directory: Path) -> dict[str, Any] | None:
+    """What retention recorded removing from a log directory ({"removed_through": N, "anchor": hash}),
+    None when it removed nothing (or the record is unreadable: then a gap is not explained)."""
+    try:
+        data = orjson.loads((directory / RETENTION_FILE).read_bytes())
+        return {"removed_through": int(data["removed_through"]), "anchor": str(data["anchor"])}
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
+def record_retention(directory: Path, removed: list[Path]) -> None:
+    """Before retention removes `removed` (the oldest segments, contiguous): write down the last one
+    and the anchor the next segment carries (fsync'd, atomically), so verify accepts that gap only."""
+    if not removed:
+        return
+    numbers = {number: path for number, path in segments(directory)}
+    last = max(int(SEGMENT_RE.match(p.name).group(1)) for p in removed)  # type: ignore[union-attr]
+    following = numbers.get(last + 1)
+    if following is None:  # never happens: the newest segment is never removed
+        raise ValueError(f"segment {last + 1} of {directory} is missing; nothing removed")
+    header, _ = decode_line(following.read_bytes().split(b"\n", 1)[0])
+    body = {
+        "removed_through": last,
+        "anchor": header.get("prev"),
+        "first_seq": header.get("first_seq"),
+        "recorded": dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+    }
+    path = directory / RETENTION_FILE
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(orjson.dumps(body))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fsync_dir(directory)
+
+
 def _check_seal(
     seal: dict[str, Any],
     number: int,
@@ -393,13 +482,15 @@ def expired_segments(directory: Path, cutoff: dt.datetime) -> list[Path]:
     starts at its first remaining segment, whose header's `prev` is the anchor `verify` starts from).
     The newest segment is never one of them (open or not: the writer continues the chain from it).
     Read-only (0444) files are deleted like others: removal
-    needs write permission on the directory, not on the file."""
+    needs write permission on the directory, not on the file. What it returns is recorded first
+    (`record_retention`): the caller removes these paths, and verify must know the gap is retention's."""
     out: list[Path] = []
     for _, path in segments(directory)[:-1]:
         sealed = _seal_time(path)
         if sealed is None or sealed >= cutoff:
             break
         out.append(path)
+    record_retention(directory, out)
     return out
 
 

@@ -271,6 +271,12 @@ class AuditTrailConfig(ConfigModel):
         default_factory=lambda: AuditTrailParams(), description="What is logged, where, and how it is signed."
     )
 
+    def check_files(self) -> None:
+        """What `config validate` checks besides the config: a private_key_file given is a readable,
+        unencrypted Ed25519 PEM private key (the key itself is never printed)."""
+        if self.params.private_key_file:
+            load_private_key(self.params.private_key_file)
+
 
 @registry.transform(AuditTrailConfig)
 def build(cfg: AuditTrailConfig) -> AuditTrailStage:

@@ -74,7 +74,7 @@ class AuditWriter:
         if not found:
             if committed is not None and committed[0] > 0:
                 raise CdcError(
-                    ErrorKind.CONFIG,
+                    ErrorKind.INTEGRITY,
                     f"the audit log in {self.directory} is gone, but the checkpoint committed record "
                     f"{committed[0]}",
                     "restore the audit directory from its backup (never delete an audit log by hand; "
@@ -119,7 +119,7 @@ class AuditWriter:
                 break
         if committed is not None and committed[0] > self.seq:
             raise CdcError(
-                ErrorKind.CONFIG,
+                ErrorKind.INTEGRITY,
                 f"the audit log in {self.directory} ends at record {self.seq}, but the checkpoint committed "
                 f"record {committed[0]}: records were removed",
                 f"run `cdc-logs audit verify {self.directory}` and restore the log from its backup",
@@ -134,7 +134,7 @@ class AuditWriter:
 
     def _mismatch(self, path: Path, seq: int) -> CdcError:
         return CdcError(
-            ErrorKind.CONFIG,
+            ErrorKind.INTEGRITY,
             f"audit record {seq} (at {path.name}) is not the one committed with the positions (its hash "
             "differs): the log was altered or replaced",
             f"run `cdc-logs audit verify {self.directory}` and restore the log from its backup",
@@ -268,7 +268,7 @@ def _parse(path: Path, data: bytes) -> tuple[dict[str, Any], list[tuple[int, str
             record, digest = fmt.decode_line(raw)
         except ValueError as exc:
             raise CdcError(
-                ErrorKind.CONFIG,
+                ErrorKind.INTEGRITY,
                 f"the audit log segment {path} is damaged: {exc}",
                 f"run `cdc-logs audit verify {path.parent}`; restore the segment from its backup",
             ) from None
@@ -282,7 +282,7 @@ def _parse(path: Path, data: bytes) -> tuple[dict[str, Any], list[tuple[int, str
         last = digest
     if header is None or header.get("kind") != "segment":
         raise CdcError(
-            ErrorKind.CONFIG,
+            ErrorKind.INTEGRITY,
             f"the audit log segment {path} has no header",
             f"run `cdc-logs audit verify {path.parent}`",
         )

@@ -8,7 +8,8 @@ enough that addition is exact. A float where a decimal is required is refused, n
 
 Control totals. Per batch: the count and the exact sum of each currency field over the changes with an
 `after` image the stage passed on (inserts, updates, snapshot rows), per currency code when a code
-field is set. They are the stage's checkpointed state (`snapshot()`), so they are saved with exactly the
+field is set (then only per code: amounts in different currencies are never added together). They are
+the stage's checkpointed state (`snapshot()`), so they are saved with exactly the
 positions of the batches they count, and appended to `totals.jsonl` in the stage's directory when the
 batches are committed (`committed()`); after a crash, the batches the restored state holds that the file
 lacks are appended on start. A replayed batch is never counted twice.
@@ -197,9 +198,20 @@ class FinancialValidationStage(BatchStage):
         if column is not None and column.source_type in ("NUMERIC", "DECIMAL"):
             precision = precision if precision is not None else column.length
             scale = scale if scale is not None else column.scale
-        got_precision, got_scale = digits(amount)
+        # Trailing zeros carry no value: 1.0000 from a NUMERIC(20, 4) column is 1 and fits max_scale 2
+        # (nothing would be lost storing it with 2 places); 1.2345 does not.
+        got_precision, got_scale = digits(amount.normalize(EXACT) if amount else Decimal(0))
         if scale is not None and got_scale > scale:
-            raise Invalid(f"{name} has {got_scale} decimal places; at most {scale} allowed")
+            why = ""
+            if column is not None and column.scale is not None and column.scale > scale:
+                why = (
+                    f" (max_scale {scale}; the column is {column.source_type}({column.length}, "
+                    f"{column.scale}): raise max_scale to {column.scale} to accept what it can hold)"
+                )
+            raise Invalid(
+                f"{name} has {got_scale} decimal places (trailing zeros not counted); at most {scale} "
+                f"allowed{why}"
+            )
         if precision is not None:
             allowed_integer = precision - (scale or 0)
             if got_precision - got_scale > allowed_integer:
@@ -222,13 +234,13 @@ class FinancialValidationStage(BatchStage):
     def _refuse(self, event: ChangeEvent, reason: str) -> None:
         table = event.source.qualified_table
         error = CdcError(
-            ErrorKind.DECODE,
+            ErrorKind.INVALID_DATA,
             f"financial_validation ({self.params.regulatory_compliance or 'no regulation tag'}): {reason}",
             "correct the row at the source; the change is in the dead-letter file with this reason",
         )
         if self.dead_letter is None:
             raise CdcError(
-                ErrorKind.DECODE,
+                ErrorKind.INVALID_DATA,
                 f"financial_validation: a change of {table} is invalid: {reason}",
                 "correct the row at the source, or park invalid changes and go on: set sync.dead_letters",
             )
@@ -265,13 +277,15 @@ def merge_totals(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any
         for name, entry in source["fields"].items():
             into = fields.setdefault(name, {"count": 0, "sum": "0", "currencies": {}})
             into["count"] += entry["count"]
-            into["sum"] = str(EXACT.add(Decimal(into["sum"]), Decimal(entry["sum"])))
+            into["sum"] = str(EXACT.add(Decimal(into["sum"]), Decimal(entry.get("sum", "0"))))
             for code, value in entry.get("currencies", {}).items():
                 per = into["currencies"].setdefault(code, {"count": 0, "sum": "0"})
                 per["count"] += value["count"]
                 per["sum"] = str(EXACT.add(Decimal(per["sum"]), Decimal(value["sum"])))
     for entry in fields.values():
-        if not entry["currencies"]:
+        if entry["currencies"]:
+            del entry["sum"]  # amounts in different currencies: per code only
+        else:
             del entry["currencies"]
     return {
         **first,
@@ -283,8 +297,11 @@ def merge_totals(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any
 
 
 def _encode(entry: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {"count": entry["count"], "sum": str(entry["sum"])}
-    if entry["currencies"]:
+    """A field's batch total; with currency codes its sum is per code only (no cross-currency sum)."""
+    out: dict[str, Any] = {"count": entry["count"]}
+    if not entry["currencies"]:
+        out["sum"] = str(entry["sum"])
+    else:
         out["currencies"] = {
             c: {"count": v["count"], "sum": str(v["sum"])} for c, v in sorted(entry["currencies"].items())
         }
@@ -360,7 +377,11 @@ class FinancialParams(ConfigModel):
         None, ge=1, description="Most significant digits an amount may have.", examples=[18]
     )
     max_scale: int | None = Field(
-        None, ge=0, description="Most decimal places an amount may have.", examples=[2]
+        None,
+        ge=0,
+        description="Most decimal places an amount may have; trailing zeros are not counted (1.0000 has "
+        "none, 1.2300 two).",
+        examples=[2],
     )
     tables: list[str] = Field(
         default_factory=list,
@@ -380,6 +401,12 @@ class FinancialParams(ConfigModel):
             and self.max_scale > self.max_precision
         ):
             raise ValueError("max_scale cannot exceed max_precision")
+        unknown = sorted(set(self.currency_code_fields) - set(self.currency_fields))
+        if unknown:
+            raise ValueError(
+                f"currency_code_fields names {unknown}, which are not in currency_fields "
+                f"{self.currency_fields}: its keys are currency fields, its values their code columns"
+            )
         return self
 
 

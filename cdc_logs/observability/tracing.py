@@ -23,7 +23,10 @@ per batch, nothing per event. With it, a batch that the sampler (`sampling_rate`
 not pick costs one non-recording span; the attributes are computed only for recorded spans. Spans are
 exported by the SDK's BatchSpanProcessor on its own thread, so a slow or absent collector never slows
 the pipeline: spans that cannot be exported are dropped (a warning says so, at most every 5 minutes),
-the data is not affected.
+the data is not affected. The SDK's own log lines (the `opentelemetry` stdlib logger: "Transient error
+... retrying", "Failed to export spans batch") would reach stderr as bare text through Python's
+last-resort handler; they are routed into cdc-logs' structured log at debug level instead (that warning
+already says spans are dropped), redacted, with the endpoint shown as in cdc-logs' own lines.
 
 The libraries are optional (`pip install 'cdc-logs[otel]'`): they are imported only when a pipeline with
 the middleware is built, and a missing one is a config error naming that command.
@@ -31,6 +34,7 @@ the middleware is built, and a missing one is a config error naming that command
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -103,6 +107,43 @@ def _import_sdk() -> Any:
     )
 
 
+class _SdkLogs(logging.Handler):
+    """The OpenTelemetry SDK's stdlib log records, as cdc-logs debug lines (redacted; the endpoint's
+    host and port, which the SDK's connection errors spell out, replaced by the shown endpoint)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.endpoints: dict[str, str] = {}  # what to replace -> what to show
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+            for raw, shown in self.endpoints.items():
+                message = message.replace(raw, shown)
+            log.debug("tracing: opentelemetry sdk", sdk_logger=record.name, sdk_level=record.levelname,
+                      message=redact(message))  # fmt: skip
+        except Exception:  # a log line must never break the export thread
+            self.handleError(record)
+
+
+_SDK_LOGS = _SdkLogs()
+
+
+def _route_sdk_logs(endpoint: str, shown: str) -> None:
+    """Send the `opentelemetry` logger's records to cdc-logs' log only (idempotent)."""
+    parts = urlsplit(endpoint)
+    _SDK_LOGS.endpoints[endpoint] = shown
+    if parts.hostname:
+        # requests' "HTTPConnectionPool(host='h', port=p)" and the bare host:port
+        _SDK_LOGS.endpoints[f"host='{parts.hostname}', port={parts.port}"] = f"endpoint='{shown}'"
+        if parts.netloc:
+            _SDK_LOGS.endpoints[parts.netloc] = urlsplit(shown).netloc or "***"
+    sdk = logging.getLogger("opentelemetry")
+    if _SDK_LOGS not in sdk.handlers:
+        sdk.addHandler(_SDK_LOGS)
+    sdk.propagate = False  # not to the root logger nor the last-resort handler (bare stderr text)
+
+
 def check_installed() -> None:
     """A CONFIG error naming the install command when the OpenTelemetry libraries are missing."""
     _import_sdk()
@@ -129,6 +170,7 @@ class BatchTracer:
         self.sinks = list(sinks)
         endpoint = settings.endpoint
         shown = redact(endpoint)
+        _route_sdk_logs(endpoint, shown)
 
         class _Reporting(exporter_base):  # type: ignore[misc, valid-type]
             """The OTLP exporter, warning (rate-limited) when the collector does not take the spans."""

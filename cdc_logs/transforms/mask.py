@@ -196,6 +196,12 @@ class MaskTransformConfig(ConfigModel):
     )
     params: MaskParams = Field(description="Which columns, and how.")
 
+    def check_files(self) -> None:
+        """What `config validate` checks besides the config: a salt_file given is readable and not
+        empty (its content is never printed)."""
+        if self.params.salt_file is not None:
+            _salt(self.params)
+
 
 def _salt(params: MaskParams) -> str:
     if params.salt_file is None:

@@ -155,15 +155,105 @@ def test_a_rewritten_chain_fails_the_signature(tmp_path: Path, keys: Path) -> No
     assert _verify(copy, None).returncode == 0
 
 
-def test_retention_removes_whole_segments_from_the_start(tmp_path: Path, keys: Path) -> None:
+def test_keygen_into_a_file_or_an_impossible_directory_is_a_usage_error(tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    done = _cli("audit", "keygen", "--out", str(afile))
+    assert done.returncode == 2 and "is a file, not a directory" in done.stderr, done.stderr
+    done = _cli("audit", "keygen", "--out", str(afile / "sub"))
+    assert done.returncode == 2 and "cannot create the directory" in done.stderr, done.stderr
+    assert "unexpected" not in done.stderr
+
+
+def test_config_validate_checks_the_key_and_salt_files_named(tmp_path: Path, keys: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    rsa_pem = tmp_path / "rsa.pem"
+    rsa_pem.write_bytes(
+        rsa.generate_private_key(public_exponent=65537, key_size=1024).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+
+    def validate(
+        audit: dict[str, object], mask: dict[str, object] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        plugins: list[dict[str, object]] = [{"type": "audit_trail", "params": audit}]
+        if mask is not None:
+            plugins.insert(0, {"type": "gdpr_compliance", "params": mask})
+        config = {
+            "name": "p",
+            "source": {"type": "sqlite", "path": str(tmp_path / "x.db"), "tables": ["t"]},
+            "destination": {"type": "stdout"},
+            "plugins": {"middleware": {"middleware": plugins}},
+        }
+        path = tmp_path / "p.yaml"
+        path.write_bytes(orjson.dumps(config))  # JSON is YAML
+        return _cli("config", "validate", "-c", str(path))
+
+    signed = {"digital_signature": True}
+    good = validate({**signed, "private_key_file": str(keys / "audit-private.pem")})
+    assert good.returncode == 0, good.stderr
+    for bad, said in [
+        (str(tmp_path / "nope.pem"), "cannot be read"),
+        (str(tmp_path), "cannot be read"),  # a directory
+        (str(rsa_pem), "is not an Ed25519 key"),
+    ]:
+        done = validate({**signed, "private_key_file": bad})
+        assert done.returncode == 2 and said in done.stderr, done.stderr
+        assert "PRIVATE" not in done.stderr + done.stdout
+    done = validate({}, {"pii_fields": ["email"], "salt_file": str(tmp_path / "nonexistent")})
+    assert done.returncode == 2 and "cannot read the salt file" in done.stderr, done.stderr
+
+
+def test_a_log_damaged_before_its_end_stops_the_start_as_an_integrity_error(tmp_path: Path) -> None:
+    from cdc_logs.errors import CdcError, ErrorKind
+
+    directory = _write_log(tmp_path, None)
+    newest = audit_log.segment_path(directory, 3)
+    lines = _lines(newest)
+    _rewrite(newest, [lines[0], lines[1].replace(b'"op":"c"', b'"op":"d"'), *lines[2:]])
+    runner = StageRunner([_stage(None, max_segment_records=4)], tmp_path / "state", "p")
+    with pytest.raises(CdcError) as caught:
+        runner.open({"src": "P10"}, None)
+    assert caught.value.kind is ErrorKind.INTEGRITY and caught.value.exit_code == 3
+    assert "audit verify" in (caught.value.hint or "")
+
+
+def test_verify_on_a_directory_without_segments_is_a_usage_error(tmp_path: Path) -> None:
+    done = _cli("audit", "verify", str(tmp_path))
+    assert done.returncode == 2 and "holds no audit segments" in done.stderr, done.stderr
+    directory = _write_log(tmp_path / "w", None)  # the checkpoint committed records: the log is gone
+    for _, path in audit_log.segments(directory):
+        path.unlink()
+    done = _cli("audit", "verify", str(directory))
+    assert done.returncode == 1 and "no audit segments" in done.stdout, done.stdout
+
+
+def test_segments_deleted_by_hand_from_the_start_fail_verify(tmp_path: Path, keys: Path) -> None:
+    """Only a gap retention recorded (retention.json) passes; a hand-deleted start is named."""
     directory = _write_log(tmp_path, keys)
     audit_log.segment_path(directory, 1).unlink()
     done = _verify(directory, keys)
+    assert done.returncode == 1, done.stdout
+    assert "segment 1 missing" in done.stdout and "retention recorded removing nothing" in done.stdout
+    done = _cli("audit", "verify", str(directory), "--allow-pruned")
+    assert done.returncode == 0 and "--allow-pruned" in done.stdout, done.stdout
+
+
+def test_retention_removes_whole_segments_from_the_start(tmp_path: Path, keys: Path) -> None:
+    directory = _write_log(tmp_path, keys)
+    first = audit_log.segment_path(directory, 1)
+    audit_log.record_retention(directory, [first])  # what retention does before it removes (see below)
+    first.unlink()
+    done = _verify(directory, keys)
     assert done.returncode == 0, done.stdout
-    assert "starts at segment 2" in done.stdout
-    audit_log.segment_path(directory, 2).unlink()
-    audit_log.segment_path(directory, 1).parent.joinpath("x").write_text("")
-    assert _verify(directory, keys).returncode == 0  # segment 3 alone: its header is the anchor
+    assert "starts at segment 2: retention removed segment 1" in done.stdout
+    audit_log.segment_path(directory, 2).unlink()  # beyond what retention recorded
+    done = _verify(directory, keys)
+    assert done.returncode == 1 and "segments 1-2 missing" in done.stdout, done.stdout
+    assert "retention recorded removing segments up to 1" in done.stdout
 
 
 def test_a_missing_middle_segment_and_a_cut_end_are_named(tmp_path: Path, keys: Path) -> None:

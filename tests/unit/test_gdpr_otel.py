@@ -204,6 +204,37 @@ def test_batches_the_sampler_skips_cost_no_span_work_and_an_absent_collector_is_
     assert len(dropped) == 1 and dropped[0]["spans_dropped_so_far"] == 1, logs
 
 
+def test_the_sdks_own_log_lines_go_through_cdc_logs_logging_not_bare_stderr(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """An unreachable collector: the OTel SDK's "Transient error ... retrying" / "Failed to export"
+    lines must not reach stderr as bare text (outside the JSON log format), nor spell out the endpoint."""
+    import logging
+
+    import structlog
+
+    events = [make_event(1)]
+    tracer = BatchTracer(TracingSettings("s", "http://127.0.0.1:9/v1/traces", 1.0, 0.5), "p", ["out"])
+    assert not logging.getLogger("opentelemetry").propagate  # not to the root / last-resort handler
+    wrapper = structlog.get_config()["wrapper_class"]
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG)
+    )  # --log-level debug
+    try:
+        with capture_logs() as logs:
+            try:
+                tracer.batch_started(time.monotonic(), events, [(1, "src", events[0].position, True)])
+            finally:
+                tracer.close()
+    finally:
+        structlog.configure(wrapper_class=wrapper)
+    err = capfd.readouterr().err
+    assert "spans batch" not in err and "127.0.0.1" not in err, err
+    sdk = [e for e in logs if e["event"] == "tracing: opentelemetry sdk"]
+    assert sdk and all(e["log_level"] == "debug" for e in sdk), logs
+    assert not any("port=9" in e["message"] for e in sdk), sdk
+
+
 # -- gdpr_compliance -----------------------------------------------------------------------------------
 def test_seed_gdpr_example_with_delete_and_drop_as_the_same_strategy(tmp_path: Path) -> None:
     cfg = _load(tmp_path, """

@@ -55,6 +55,14 @@ def test_refused_where_there_is_no_pool() -> None:
         PipelineConfig.model_validate(data)
 
 
+def test_a_number_for_the_pool_names_the_block_not_a_class() -> None:
+    data = base(type="postgresql", url="postgresql://u@h/db", connection_pool=5)
+    with pytest.raises(ValidationError) as caught:
+        PipelineConfig.model_validate(data)
+    assert "connection_pool is a block of settings, not int 5" in str(caught.value)
+    assert "max_connections" in str(caught.value) and "ConnectionPoolConfig" not in str(caught.value)
+
+
 def test_sqlite_sink_pool_and_batch_insert_size(tmp_path: Path) -> None:
     """A real SQLite target: the engine gets the pool, and no upsert statement carries more rows than
     batch_insert_size, while every row arrives."""
