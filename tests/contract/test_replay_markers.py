@@ -115,3 +115,70 @@ def test_two_pipelines_into_one_redis_each_get_every_change(redis_url: str, uniq
         for key in client.scan_iter(f"cdc-logs:applied:{unique_name}*"):
             client.delete(key)
         client.close()
+
+
+def test_a_marker_of_the_previous_format_is_reported_and_not_used(
+    pg_dsn: str, unique_name: str, pg_targets: tuple[sa.Engine, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Upgrade: a public.cdc_applied row keyed by destination name and source table only cannot say
+    which pipeline wrote it (here: another one, further on). Trusting it would skip rows 2 and 3;
+    instead they are applied (at-least-once), and the old row is reported once."""
+    import cdc_logs.sinks.sql as sql_module
+    from cdc_logs.sinks.dedup import marker_key
+
+    said: list[str] = []
+    monkeypatch.setattr(sql_module.log, "info", lambda event, **kw: said.append(event))
+    engine, schemas = pg_targets
+    ev = [make_event(n, table=unique_name) for n in range(4)]
+    legacy = sql_module._marker_table("cdc_applied", None)
+    with engine.begin() as conn:
+        legacy.create(conn, checkfirst=True)
+        conn.execute(
+            legacy.insert().values(
+                sink=unique_name,
+                source_table=marker_key(ev[3]),
+                position=ev[3].position.encode(),  # type: ignore[union-attr]
+                complete=True,
+                updated_at=sa.func.now(),
+            )
+        )
+    cfg = SqlSinkConfig.model_validate(
+        {"type": "postgresql", "name": unique_name, "url": pg_dsn, "schema": schemas[0], "table": "src",
+         "auto_create": True}
+    )  # fmt: skip
+    _run(cfg, unique_name, ev[:2])
+    _run(cfg, unique_name, ev[2:])
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(f'SELECT id, v FROM "{schemas[0]}".src ORDER BY id')).all()
+    assert [tuple(r) for r in rows] == [(n, n) for n in range(4)]
+    assert said.count("replay markers of the previous format found and not used: they do not say which "
+                      "pipeline wrote them; the changes since this pipeline's checkpoint are applied again "
+                      "(the target ends the same)") == 2  # fmt: skip  # once per open
+
+
+def test_a_redis_marker_of_the_previous_format_is_not_used(
+    redis_url: str, unique_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import redis
+
+    import cdc_logs.sinks.redis_stream as module
+    from cdc_logs.sinks.dedup import Marker, marker_key
+
+    said: list[str] = []
+    monkeypatch.setattr(module.log, "info", lambda event, **kw: said.append(event))
+    client = redis.Redis.from_url(redis_url)
+    old_hash = f"cdc-logs:applied:{unique_name}"  # the previous default: cdc-logs:applied:<sink name>
+    ev = [make_event(n, table=unique_name) for n in range(4)]
+    try:
+        client.hset(old_hash, marker_key(ev[3]), Marker(ev[3].position, True).encode())  # type: ignore[arg-type]
+        cfg = RedisStreamSinkConfig.model_validate(
+            {"type": "redis_stream", "name": unique_name, "url": redis_url, "stream_name": unique_name}
+        )
+        _run(cfg, unique_name, ev)
+        assert client.xlen(unique_name) == 4
+        assert len(said) == 1 and said[0].startswith(
+            "replay markers of the previous format found and not used"
+        )
+    finally:
+        client.delete(unique_name, old_hash, f"cdc-logs:applied:{unique_name}:{unique_name}")
+        client.close()
