@@ -7,9 +7,12 @@ stream event its own position, increasing within its lane and the same on replay
 recognised exactly:
 
 **Markers.** Per (source server, position kind, source table, lane) the sink stores the position of
-the last event it applied, in the same atomic write as the data. An incoming event is skipped when
-its position is at or below the marker. The marker is per table: a table's events arrive in position
-order, so a marker at P proves every earlier event of that table was applied.
+the last event it applied, in the same atomic write as the data. A sink stores them under its owner
+(`<pipeline>/<destination name>`) and prefixes each key with the target the event went to
+(schema.table, stream), so two pipelines, or two targets of one, never read each other's marker: one
+pipeline's marker says nothing about what another applied (`owner`, `targeted`). An incoming event
+is skipped when its position is at or below the marker. The marker is per table: a table's events
+arrive in position order, so a marker at P proves every earlier event of that table was applied.
 
 Snapshot rows (op "r") are always applied and never move a marker: a snapshot that is read again
 after a crash reads the rows as they are now, which is never older than what was applied, and rows
@@ -25,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -59,6 +62,17 @@ def marker_key(event: ChangeEvent) -> str | None:
     return f"{key}|{lane}" if lane else key
 
 
+def owner(pipeline: str, name: str) -> str:
+    """Whose markers: pipeline names are letters, digits, `_ . -`, so the first `/` splits this."""
+    return f"{pipeline}/{name}"
+
+
+def targeted(target: str, event: ChangeEvent) -> str | None:
+    """The marker key of `event` written to `target` (a table, a stream): None when nothing guards it."""
+    key = marker_key(event)
+    return None if key is None else f"{target}|{key}"
+
+
 class ReplayGuard:
     """Holds the durable markers (as last committed) and decides which events of a batch are new.
 
@@ -66,14 +80,15 @@ class ReplayGuard:
     `committed(changed)`. If the write fails, nothing changes here and the retry plans again.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, key: Callable[[ChangeEvent], str | None] = marker_key) -> None:
         self.markers: dict[str, Marker] = {}
+        self.key = key  # which marker guards an event (`targeted` for a sink with several targets)
 
     def plan(self, batch: Sequence[ChangeEvent]) -> tuple[list[ChangeEvent], dict[str, Marker]]:
         fresh: list[ChangeEvent] = []
         changed: dict[str, Marker] = {}
         for event in batch:
-            key = marker_key(event)
+            key = self.key(event)
             if key is None:
                 fresh.append(event)
                 continue

@@ -11,9 +11,13 @@ Replays: entry ids stay Redis's own (time-sequence). Deriving ids from source po
 free dedup (Redis refuses an id "equal or smaller" than the stream's last), but positions are not
 numbers for every source (GTID sets, binlog file/pos, watermarks), events of one transaction share a
 position, and a refused id inside MULTI/EXEC fails only that command. Instead the last applied
-position per source table is kept in a hash (`marker_key`) and updated in the same MULTI/EXEC as the
-entries; events at or below it are skipped (see `dedup.py` for the exact rule). One writer per
-marker hash: two pipelines must not share a sink name.
+position per source table is kept in a hash (`marker_key`, default
+`cdc-logs:applied:<pipeline>:<sink name>`) and updated in the same MULTI/EXEC as the entries; events
+at or below it are skipped (see `dedup.py` for the exact rule). Each field names its owner
+(`<pipeline>/<sink name>`) and its stream, so pipelines and streams never share a marker, even in a
+hash given by `marker_key`. Fields of the previous format (source table only, in the hash
+`cdc-logs:applied:<sink name>` or the configured one) are not used: nothing says which pipeline wrote
+them, and another pipeline's would skip changes; the first run re-sends what followed the checkpoint.
 
 Delivery: `write` returns when EXEC has returned. Durability on the Redis side is Redis's own
 (appendonly / `appendfsync`): a Redis without AOF can lose the last writes on a crash. Order: a
@@ -32,10 +36,13 @@ from cdc_logs.configmodel import TOPIC_TEMPLATE, SinkConfigBase, secret
 from cdc_logs.envelope import ChangeEvent
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.extras import need
+from cdc_logs.observability.logging import get_logger
 from cdc_logs.observability.redact import redact
 from cdc_logs.sinks.base import Sink
-from cdc_logs.sinks.dedup import Marker, ReplayGuard, marker_key
+from cdc_logs.sinks.dedup import Marker, ReplayGuard, marker_key, owner, targeted
 from cdc_logs.sinks.routing import DEBEZIUM_TOPIC, check_template, position_text, render
+
+log = get_logger(__name__)
 
 
 def connect_redis(url: str, password: str | None = None, timeout_s: float = 10.0) -> Any:
@@ -86,6 +93,7 @@ class RedisStreamSink(Sink):
         max_length: int | None = None,
         marker_key: str | None = None,
         name: str = "redis_stream",
+        pipeline: str = "cdc",
     ) -> None:
         check_template(stream_name or stream_template, "stream name")
         self.url = url
@@ -94,10 +102,17 @@ class RedisStreamSink(Sink):
         self.prefix = prefix
         self.max_length = max_length
         self.name = name
-        self.marker_key = marker_key or f"cdc-logs:applied:{name}"
+        self.marker_key = marker_key or f"cdc-logs:applied:{pipeline}:{name}"
+        self.owner = owner(pipeline, name)
+        # Where the previous format kept this sink's markers: said once if found, never used.
+        self._legacy_key = marker_key or f"cdc-logs:applied:{name}"
+        self._said_legacy = False
         self._client: Any = None
-        self._guard = ReplayGuard()
+        self._guard = ReplayGuard(self._marker_key)
         self._loaded: set[str] = set()
+
+    def _marker_key(self, event: ChangeEvent) -> str | None:
+        return targeted(f"{self.owner}|{self.stream_for(event)}", event)
 
     def open(self) -> None:
         self._client = connect_redis(self.url, self.password)
@@ -112,12 +127,29 @@ class RedisStreamSink(Sink):
 
     def _load_markers(self, batch: Sequence[ChangeEvent]) -> None:
         """Read the stored markers of source tables not seen yet (once per table per process)."""
-        wanted = sorted({k for e in batch if (k := marker_key(e)) is not None and k not in self._loaded})
-        if not wanted:
+        events = {k: e for e in batch if (k := self._marker_key(e)) is not None and k not in self._loaded}
+        if not events:
             return
+        wanted = sorted(events)
         values = self._client.hmget(self.marker_key, wanted)
         self._guard.committed({k: Marker.decode(v) for k, v in zip(wanted, values, strict=True) if v})
         self._loaded.update(wanted)
+        if not self._said_legacy:
+            legacy = sorted({k for e in events.values() if (k := marker_key(e)) is not None})
+            found = [
+                k for k, v in zip(legacy, self._client.hmget(self._legacy_key, legacy), strict=True) if v
+            ]
+            if found:
+                self._said_legacy = True
+                log.info(
+                    "replay markers of the previous format found and not used: they do not say which "
+                    "pipeline wrote them; the changes since this pipeline's checkpoint are sent again "
+                    "(same `position` field: consumers that dedup by it see no difference)",
+                    sink=self.name,
+                    hash=self._legacy_key,
+                    fields=len(found),
+                    fix=f"once every pipeline runs this version: HDEL {self._legacy_key} <those fields>",
+                )
 
     def write(self, batch: Sequence[ChangeEvent]) -> None:
         if not batch:
@@ -233,9 +265,9 @@ class RedisStreamSinkConfig(RedisConnection):
     )
     marker_key: str | None = Field(
         None,
-        description="Hash holding the last applied position per source table, written in the same "
-        "MULTI/EXEC as the entries, so a replay is skipped. Default: cdc-logs:applied:<sink name>; one "
-        "writer per hash.",
+        description="Hash holding the last applied position per pipeline, destination, stream and source "
+        "table, written in the same MULTI/EXEC as the entries, so a replay is skipped. Default: "
+        "cdc-logs:applied:<pipeline>:<sink name>.",
         examples=["cdc-logs:applied:shop-events"],
     )
 
@@ -252,4 +284,5 @@ def build(cfg: RedisStreamSinkConfig, ctx: registry.BuildContext) -> RedisStream
         max_length=cfg.max_length,
         marker_key=cfg.marker_key,
         name=cfg.name or cfg.type,
+        pipeline=ctx.pipeline,
     )

@@ -9,13 +9,17 @@ unchanged TOAST) are left out of the UPDATE, so the target keeps its value inste
 An event whose `after` is the whole row (`whole_row`: a MongoDB document) also sets the nullable
 target columns it lacks to NULL: a field removed by $unset or a replace is gone, not unchanged.
 
-A batch is one transaction, and so is its replay marker: table `cdc_applied` holds, per sink and
-source table, the last applied source position (dedup.py has the rule), written in the same
-transaction as the rows. A replayed batch is therefore skipped, not re-applied. When the
-transaction fails, every table, binder and report cached inside it is dropped: Postgres and SQLite
-roll back the DDL `auto_create` ran in it, and the pipeline retries the batch in halves to isolate
-a refused event (delivery.py), which must not cost the valid events beside it. Logical decoding
-messages (op m) belong to no table: skipped, without a marker.
+A batch is one transaction, and so is its replay marker: table `cdc_applied` holds, per pipeline,
+destination, target table and source table, the last applied source position (dedup.py has the
+rule), written in the same transaction as the rows. It lives in the configured `schema` when that is
+one fixed schema, else in the connection's default schema. Rows of the previous format (keyed by
+destination name and source table only, in the default schema) are never used: they cannot say which
+pipeline wrote them, and trusting another pipeline's would skip changes (at-least-once instead). A
+replayed batch is therefore skipped, not re-applied. When the transaction fails, every table, binder
+and report cached inside it is dropped: Postgres and SQLite roll back the DDL `auto_create` ran in
+it, and the pipeline retries the batch in halves to isolate a refused event (delivery.py), which
+must not cost the valid events beside it. Logical decoding messages (op m) belong to no table:
+skipped, without a marker.
 
 Values: the envelope carries Debezium's JSON encodings; the event's table schema says which
 (sql_types.py turns them back into typed values: epoch milliseconds or microseconds into timestamps,
@@ -58,7 +62,7 @@ from cdc_logs.pool import ConnectionPoolConfig, engine_options
 from cdc_logs.position import decode
 from cdc_logs.sinks import sql_fit
 from cdc_logs.sinks.base import Sink
-from cdc_logs.sinks.dedup import Marker, ReplayGuard
+from cdc_logs.sinks.dedup import Marker, ReplayGuard, owner, targeted
 from cdc_logs.sinks.routing import check_template, render, source_label
 from cdc_logs.sinks.sql_types import Binder, ddl_type, flavor, guess_type, json_serializer
 
@@ -143,6 +147,19 @@ def _suggested(dialect: str) -> str:
     return "one whose driver is installed"
 
 
+def _marker_table(name: str, schema: str | None) -> sa.Table:
+    return sa.Table(
+        name,
+        sa.MetaData(),
+        sa.Column("sink", sa.String(200), primary_key=True),  # <pipeline>/<destination name>
+        sa.Column("source_table", sa.String(500), primary_key=True),  # <target>|<source table key>
+        sa.Column("position", sa.Text, nullable=False),
+        sa.Column("complete", sa.Boolean, nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        schema=schema,
+    )
+
+
 class SqlSink(Sink):
     def __init__(
         self,
@@ -155,6 +172,7 @@ class SqlSink(Sink):
         applied_table: str = "cdc_applied",
         name: str = "sql",
         connection_pool: ConnectionPoolConfig | None = None,
+        pipeline: str = "cdc",
     ) -> None:
         check_template(table, "table")
         self.connection_pool = connection_pool  # engine pool settings, rows per upsert (pool.py)
@@ -180,16 +198,16 @@ class SqlSink(Sink):
         # Warnings already given, by table and what they say: sources without a fixed schema
         # (MongoDB documents) bring a new table schema with each document shape.
         self._warned: set[tuple[object, ...]] = set()
-        self._guard = ReplayGuard()
-        self._applied = sa.Table(
-            applied_table,
-            sa.MetaData(),
-            sa.Column("sink", sa.String(200), primary_key=True),
-            sa.Column("source_table", sa.String(500), primary_key=True),
-            sa.Column("position", sa.Text, nullable=False),
-            sa.Column("complete", sa.Boolean, nullable=False),
-            sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-        )
+        self._guard = ReplayGuard(self._marker_key)
+        self.owner = owner(pipeline, name)  # the `sink` column of this sink's markers
+        fixed = target_schema if target_schema and "{" not in target_schema else None
+        self._applied = _marker_table(applied_table, fixed)
+        # Where the previous format kept markers (the default schema), to say they are not used.
+        self._legacy = self._applied if fixed is None else _marker_table(applied_table, None)
+
+    def _marker_key(self, event: ChangeEvent) -> str | None:
+        schema, table = self._target(event)
+        return targeted(f"{schema or ''}.{table}", event)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def open(self) -> None:
@@ -212,14 +230,34 @@ class SqlSink(Sink):
                 if self.schema_template and "{" not in self.schema_template:
                     self._check_schema(conn, self.schema_template)  # one fixed schema: say it now
                 self._applied.create(conn, checkfirst=True)
-                rows = conn.execute(sa.select(self._applied).where(self._applied.c.sink == self.name))
+                rows = conn.execute(sa.select(self._applied).where(self._applied.c.sink == self.owner))
                 self._guard.markers = {r.source_table: Marker(decode(r.position), r.complete) for r in rows}
+                self._legacy_markers(conn)
         except sa_exc.SQLAlchemyError as exc:
             self._engine = None
             raise self._error(exc, f"cannot open {redact(self.url)}") from exc
         except CdcError:
             self._engine = None
             raise
+
+    def _legacy_markers(self, conn: sa.Connection) -> None:
+        """Say once that markers of the previous format are there and not used (docs/sinks.md)."""
+        if not sa.inspect(conn).has_table(self._legacy.name, schema=self._legacy.schema):
+            return
+        count = conn.execute(
+            sa.select(sa.func.count()).select_from(self._legacy).where(self._legacy.c.sink == self.name)
+        ).scalar()
+        if count:
+            log.info(
+                "replay markers of the previous format found and not used: they do not say which "
+                "pipeline wrote them; the changes since this pipeline's checkpoint are applied again "
+                "(the target ends the same)",
+                sink=self.name,
+                table=self._legacy.fullname,
+                rows=count,
+                fix=f"once every pipeline runs this version: DELETE FROM {self._legacy.fullname} "
+                f"WHERE sink = '{self.name}'",
+            )
 
     def close(self) -> None:
         if self._engine is not None:
@@ -291,7 +329,7 @@ class SqlSink(Sink):
                 now = dt.datetime.now(dt.UTC)
                 rows = [
                     {
-                        "sink": self.name,
+                        "sink": self.owner,
                         "source_table": k,
                         "position": m.position.encode(),
                         "complete": m.complete,
@@ -761,8 +799,9 @@ class SqlSinkConfig(SinkConfigBase):
     )
     applied_table: str = Field(
         "cdc_applied",
-        description="Table of replay markers (last applied position per sink and source table), created in "
-        "the target database and written in each batch's transaction.",
+        description="Table of replay markers (last applied position per pipeline, destination, target table "
+        "and source table), written in each batch's transaction; created in `schema` when that is one fixed "
+        "schema, else in the connection's default schema.",
         examples=["cdc_applied_shop"],
     )
 
@@ -818,4 +857,5 @@ def build(cfg: SqlSinkConfig, ctx: registry.BuildContext) -> SqlSink:
         applied_table=cfg.applied_table,
         name=cfg.name or cfg.type,
         connection_pool=cfg.connection_pool,
+        pipeline=ctx.pipeline,
     )

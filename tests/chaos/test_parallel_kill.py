@@ -161,7 +161,7 @@ def test_parallel_sql_apply_keeps_key_order_through_kills(tmp_path: Path, field:
         assert not bad, f"{len(bad)} keys differ (got, committed), e.g. {list(bad.items())[:3]}"
         assert set(got) == set(want), f"writes for keys never changed: {sorted(set(got) - set(want))[:5]}"
         assert target.state() == source.state() == apply({}, committed.events)
-        assert target.workers() == {f"apply#{i}of{WORKERS}" for i in range(WORKERS)}
+        assert target.workers() == {f"{name}/apply#{i}of{WORKERS}" for i in range(WORKERS)}
         last = runs.committed_position()
         assert last is not None and last["type"] == "pg_lsn"
         # The final position covers the sentinel's commit: a restart would deliver nothing again.

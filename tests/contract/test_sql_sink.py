@@ -69,7 +69,7 @@ def target(request: pytest.FixtureRequest, tmp_path: Path, unique_name: str) -> 
         yield target
         with target.engine.begin() as conn:
             conn.execute(sa.text(f"DROP TABLE IF EXISTS {target.qualified()}"))
-            conn.execute(sa.text("DELETE FROM cdc_applied WHERE sink = :s"), {"s": unique_name})
+            conn.execute(sa.text("DELETE FROM cdc_applied WHERE sink = :s"), {"s": f"cdc/{unique_name}"})
         target.engine.dispose()
         return
     pg_dsn = request.getfixturevalue("pg_dsn")
@@ -78,8 +78,7 @@ def target(request: pytest.FixtureRequest, tmp_path: Path, unique_name: str) -> 
         conn.execute(sa.text(f'CREATE SCHEMA "{unique_name}"'))
     yield target
     with target.engine.begin() as conn:
-        conn.execute(sa.text(f'DROP SCHEMA "{unique_name}" CASCADE'))
-        conn.execute(sa.text("DELETE FROM cdc_applied WHERE sink = :s"), {"s": unique_name})
+        conn.execute(sa.text(f'DROP SCHEMA "{unique_name}" CASCADE'))  # with its cdc_applied
     target.engine.dispose()
 
 
@@ -431,10 +430,11 @@ def test_logical_decoding_messages_are_skipped_without_a_marker(target: Target) 
     sink.close()
     assert target.rows() == [(2, 2)]
     with target.engine.connect() as conn:
+        applied = f'"{target.schema}".cdc_applied' if target.schema else "cdc_applied"
         markers = conn.execute(
-            sa.text("SELECT source_table FROM cdc_applied WHERE sink = :s"), {"s": target.sink_name}
+            sa.text(f"SELECT source_table FROM {applied} WHERE sink = :s"), {"s": f"cdc/{target.sink_name}"}
         ).all()
-    assert [m[0].split("|")[2] for m in markers] == ["db.main.t"]  # the row event's table only
+    assert [m[0].split("|")[3] for m in markers] == ["db.main.t"]  # the row event's table only
 
 
 def test_plain_mysql_url_uses_pymysql(mariadb_dsn: str, unique_name: str) -> None:
@@ -450,7 +450,7 @@ def test_plain_mysql_url_uses_pymysql(mariadb_dsn: str, unique_name: str) -> Non
     finally:
         with sink._engine.begin() as conn:  # type: ignore[union-attr]
             conn.execute(sa.text(f"DROP TABLE IF EXISTS `{unique_name}`"))
-            conn.execute(sa.text("DELETE FROM cdc_applied WHERE sink = :s"), {"s": unique_name})
+            conn.execute(sa.text("DELETE FROM cdc_applied WHERE sink = :s"), {"s": f"cdc/{unique_name}"})
         sink.close()
 
 

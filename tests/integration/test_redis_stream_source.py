@@ -280,7 +280,7 @@ def test_the_seed_example_runs(redis_url: str, stream: tuple[redis.Redis, str], 
     finally:
         close_quietly(runs)
         client.delete(processed)
-        markers = "cdc-logs:applied:redis_stream"  # the sink's default replay-marker hash: our fields only
+        markers = "cdc-logs:applied:cdc:redis_stream"  # the sink's default marker hash: our fields only
         mine = [k for k in client.hkeys(markers) if name.encode() in k]
         if mine:
             client.hdel(markers, *mine)

@@ -245,7 +245,7 @@ def test_built_destination_routes_in_each_worker_into_a_real_sqlite_target(
     with sqlite3.connect(target) as db:
         assert dict(db.execute("SELECT id, v FROM t")) == want
         sinks = {r[0] for r in db.execute("SELECT sink FROM cdc_applied")}
-    assert sinks == {f"sqlite#{i}of3" for i in range(3)}
+    assert sinks == {f"cdc/sqlite#{i}of3" for i in range(3)}  # <pipeline>/<worker>
 
 
 def test_a_block_without_enabled_is_on() -> None:
