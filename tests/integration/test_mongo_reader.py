@@ -308,6 +308,10 @@ def test_unset_and_replace_clear_the_column_in_the_sql_target(
         collector.streaming()
         coll.insert_one({"_id": 1, "name": "Anne", "phone": "555", "n": 1})
         coll.update_one({"_id": 1}, {"$set": {"_id": 1}, "$unset": {"phone": ""}})
+        # An update's row is the document looked up when the server sends the change (updateLookup,
+        # as Debezium's change-stream capture): the replace waits until the update has arrived, or the
+        # lookup may already see the replaced document.
+        collector.wait(2)
         coll.replace_one({"_id": 1}, {"_id": 1, "n": 2})
         collector.wait(3)
         events = collector.events()
