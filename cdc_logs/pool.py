@@ -1,7 +1,7 @@
 """`connection_pool:` on a source or destination (the seed's shape), mapped to SQLAlchemy's pool.
 
 Where it applies:
-- the polling source (readers/polling) and the SQL destination (sinks/sql.py) use a SQLAlchemy
+- the polling source (readers/polling) and the SQL destination (sinks/sql_apply/) use a SQLAlchemy
   engine, whose QueuePool gets: pool_size = min_connections (connections kept open once opened;
   SQLAlchemy opens them on demand, never ahead), max_overflow = max_connections - min_connections,
   pool_timeout = connection_timeout (seconds to wait for a free pooled connection), and the driver's
@@ -10,7 +10,7 @@ Where it applies:
   when it was opened, not from its last use). A SQLite file has no server to connect to: there only
   the pool sizes and pool_timeout apply.
 - `batch_insert_size` is the SQL destination's: at most that many rows per multi-row upsert
-  statement (sinks/sql.py `_Upserts`); refused on a source.
+  statement (sinks/sql_apply/apply.py `_Upserts`); refused on a source.
 - the log readers (Postgres, MySQL/MariaDB, SQLite triggers, MongoDB, Oracle, the buses) read one
   replication stream or consumer over one connection: a pool has nothing to size there, so the
   setting is accepted for the seed's shape and the run logs a warning saying it is not used.
@@ -18,10 +18,12 @@ Where it applies:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 
 class ConnectionPoolConfig(BaseModel):

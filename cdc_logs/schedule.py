@@ -18,8 +18,6 @@ import datetime as dt
 import threading
 from collections.abc import Callable
 
-from croniter import croniter
-
 from cdc_logs.observability.logging import get_logger
 
 log = get_logger(__name__)
@@ -35,6 +33,8 @@ class CronSchedule:
         self._last: dt.datetime | None = None
 
     def next_after(self, moment: dt.datetime) -> dt.datetime:
+        from croniter import croniter  # loaded by `cdc-logs run`'s module, used only with a schedule
+
         result: dt.datetime = croniter(self.expression, moment).get_next(dt.datetime)
         return result
 

@@ -33,7 +33,8 @@ from pymysqlreplication.row_event import WriteRowsEvent
 
 from cdc_logs.envelope import ChangeEvent
 from cdc_logs.position import BinlogPosition
-from cdc_logs.readers.mysql import MysqlReader, parse_dsn
+from cdc_logs.readers.mysql.connection import parse_dsn
+from cdc_logs.readers.mysql.reader import MysqlReader
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 

@@ -163,7 +163,8 @@ def drain_mysql(dsn: str, rows: int, encode: bool) -> None:
     import pymysql
 
     from cdc_logs.position import BinlogPosition
-    from cdc_logs.readers.mysql import MysqlReader, parse_dsn
+    from cdc_logs.readers.mysql.connection import parse_dsn
+    from cdc_logs.readers.mysql.reader import MysqlReader
 
     settings = parse_dsn(dsn)
     table = f"perf_prof_{uuid.uuid4().hex[:6]}"

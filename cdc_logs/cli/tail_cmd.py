@@ -162,6 +162,6 @@ def tail(
             pipeline.run()
     finally:
         if cleanup and isinstance(cfg, SqliteSourceConfig):
-            from cdc_logs.readers.sqlite import cleanup as remove_triggers
+            from cdc_logs.readers.sqlite.triggers import cleanup as remove_triggers
 
             remove_triggers(cfg.path, cfg.tables)

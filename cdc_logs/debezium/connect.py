@@ -23,16 +23,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
-
-import requests
 
 from cdc_logs.dsn import url_problem
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.observability.redact import mask_value, redact, register_connector_configs
 from cdc_logs.retry import RetryPolicy
+
+if TYPE_CHECKING:  # imported when a client is made: every CLI command loads this module, few use it
+    import requests
 
 log = get_logger(__name__)
 
@@ -100,6 +101,8 @@ class Validation:
 
 def _unreachable_reason(exc: Exception) -> str:
     """A short reason for a request that never got an answer (not urllib3's nested repr)."""
+    import requests
+
     text = str(exc)
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return "connection timed out"
@@ -143,7 +146,11 @@ class ConnectClient:
             )
         self.base = self.settings.url.rstrip("/")
         self._sleep = sleep
-        self.session = session or requests.Session()
+        if session is None:
+            import requests
+
+            session = requests.Session()
+        self.session = session
         s = self.settings
         if s.username is not None:
             self.session.auth = (s.username, s.password or "")
@@ -177,6 +184,8 @@ class ConnectClient:
         `secrets`: configs whose secret values must not appear in an error message (registered with
         the redaction, so Connect's messages quoting them are masked).
         """
+        import requests
+
         url = f"{self.base}{path}"
         register_connector_configs(secrets)
         attempt = 0

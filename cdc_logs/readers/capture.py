@@ -106,7 +106,7 @@ def capture_alias(data: Any) -> Any:
 
 def polled_tables(tables: list[str], poll: PollSettings | None) -> list[Any]:
     """The source's tables as `PolledTable`s; ValueError naming a table without a cursor column."""
-    from cdc_logs.readers.polling import PolledTable
+    from cdc_logs.readers.polling.query import PolledTable
 
     base = poll or PollSettings()
     out = []

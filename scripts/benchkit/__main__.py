@@ -60,7 +60,7 @@ def _versions(stack: Stack) -> dict[str, Any]:
     import pymysql
 
     from cdc_logs.debezium.connect import ConnectClient
-    from cdc_logs.readers.mysql import parse_dsn
+    from cdc_logs.readers.mysql.connection import parse_dsn
 
     out: dict[str, Any] = {}
     try:

@@ -22,7 +22,7 @@ from benchkit.proc import CdcRun
 from benchkit.report import Result, Target
 from benchkit.stats import rate_between
 from benchkit.throughput import _kafka_window, kafka_sink
-from cdc_logs.readers.mysql import parse_dsn
+from cdc_logs.readers.mysql.connection import parse_dsn
 
 
 def _load(dsn: str, table: str, rows: int) -> str:

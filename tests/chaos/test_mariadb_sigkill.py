@@ -23,7 +23,7 @@ import pymysql
 import pytest
 
 from cdc_logs.offsets.sqlite import SqliteOffsetStore
-from cdc_logs.readers.mysql import parse_dsn
+from cdc_logs.readers.mysql.connection import parse_dsn
 from tests.integration.conftest import require_env
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]

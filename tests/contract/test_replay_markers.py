@@ -123,7 +123,7 @@ def test_a_marker_of_the_previous_format_is_reported_and_not_used(
     """Upgrade: a public.cdc_applied row keyed by destination name and source table only cannot say
     which pipeline wrote it (here: another one, further on). Trusting it would skip rows 2 and 3;
     instead they are applied (at-least-once), and the old row is reported once."""
-    import cdc_logs.sinks.sql as sql_module
+    import cdc_logs.sinks.sql_apply.apply as sql_module
     from cdc_logs.sinks.dedup import marker_key
 
     said: list[str] = []

@@ -22,7 +22,7 @@ from cdc_logs.pipeline import BatchPolicy, Pipeline, RetryPolicy
 from cdc_logs.sinks.kafka import KafkaSink
 from cdc_logs.sinks.nats import NatsSink
 from cdc_logs.sinks.redis_stream import RedisStreamSink
-from cdc_logs.sinks.sql import SqlSink
+from cdc_logs.sinks.sql_apply.apply import SqlSink
 from tests.contract.test_kafka_sink import consume_all, create_topic
 from tests.contract.test_nats_sink import _delete, stored
 from tests.helpers import ScriptedReader, make_event

@@ -27,7 +27,8 @@ import yaml
 from cdc_logs.envelope import ChangeEvent, Op, SourceInfo
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.position import Watermark
-from cdc_logs.sinks.sql import SqlSink, SqlSinkConfig, normalize_url
+from cdc_logs.sinks.sql import SqlSinkConfig, normalize_url
+from cdc_logs.sinks.sql_apply.apply import SqlSink
 from tests.helpers import SERVER, make_event
 
 pytestmark = pytest.mark.integration
@@ -231,7 +232,7 @@ def event(
 
 
 def test_values_fit_the_target_type_without_a_schema() -> None:
-    from cdc_logs.sinks.sql_types import adapt
+    from cdc_logs.sinks.sql_apply.sql_types import adapt
 
     assert adapt(sa.DateTime(timezone=True), "2024-01-02T03:04:05Z", "sqlite") == dt.datetime(
         2024, 1, 2, 3, 4, 5, tzinfo=dt.UTC
@@ -245,7 +246,7 @@ def test_the_schema_says_the_unit_of_a_timestamp() -> None:
     """timestamp(0..3)/DATETIME(0..3) come as epoch milliseconds, (4..6) as microseconds: 2024-01-02
     must not be read as microseconds (1970-01-20)."""
     from cdc_logs.schema import Column, Semantic
-    from cdc_logs.sinks.sql_types import Binder
+    from cdc_logs.sinks.sql_apply.sql_types import Binder
 
     table = sa.Table("t", sa.MetaData(), sa.Column("ms", sa.DateTime()), sa.Column("us", sa.DateTime()))
     columns = {
@@ -260,7 +261,7 @@ def test_the_schema_says_the_unit_of_a_timestamp() -> None:
 
 def test_a_value_the_target_cannot_hold_is_refused_naming_the_column() -> None:
     from cdc_logs.schema import Column, Semantic
-    from cdc_logs.sinks.sql_types import Binder
+    from cdc_logs.sinks.sql_apply.sql_types import Binder
 
     table = sa.Table("t", sa.MetaData(), sa.Column("d", sa.Date()))
     binder = Binder(table, {"d": Column("d", "int32", Semantic.DATE, "DATE")}, "postgresql")
@@ -303,7 +304,7 @@ def test_auto_create_of_a_keyless_event_names_the_missing_key(tmp_path: Path) ->
 def test_created_target_table_is_logged_once(target: Target, monkeypatch: pytest.MonkeyPatch) -> None:
     """A refused batch is retried in halves (delivery.py); on Postgres each retry's transaction
     creates the table again (the rollback undid it): said once, not per retry."""
-    import cdc_logs.sinks.sql as sql_module
+    import cdc_logs.sinks.sql_apply.apply as sql_module
 
     said: list[str] = []
     monkeypatch.setattr(sql_module.log, "info", lambda event, **kw: said.append(event))

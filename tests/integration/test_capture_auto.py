@@ -30,7 +30,7 @@ import pytest
 from cdc_logs.build import build_reader
 from cdc_logs.configfile import parse_config
 from cdc_logs.readers.capture import CaptureReader
-from cdc_logs.readers.mysql import parse_dsn
+from cdc_logs.readers.mysql.connection import parse_dsn
 
 pytestmark = pytest.mark.integration
 

@@ -55,7 +55,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from cdc_logs.debezium.connect import ConnectClient, ConnectError
-from cdc_logs.readers.mysql import parse_dsn
+from cdc_logs.readers.mysql.connection import parse_dsn
 from tests.contract.test_kafka_sink import create_topic
 from tests.integration.debezium_support import (
     FILE_SINK,

@@ -44,7 +44,8 @@ from cdc_logs.configfile import parse_config
 from cdc_logs.debezium.connect import ConnectClient, ConnectError
 from cdc_logs.debezium.schema import table_schema
 from cdc_logs.envelope import ChangeEvent
-from cdc_logs.readers.mysql import MysqlReader, parse_dsn
+from cdc_logs.readers.mysql.connection import parse_dsn
+from cdc_logs.readers.mysql.reader import MysqlReader
 from cdc_logs.sinks.kafka import KafkaSink
 from tests.contract.test_kafka_sink import consume_all
 from tests.integration.debezium_support import cleanup, pg_connector_config, slot_exists, wait_running

@@ -272,7 +272,7 @@ sync:
 
 
 def test_doctor_checks_the_signal_table(mariadb_dsn: str, setup: str) -> None:  # noqa: F811
-    from cdc_logs.readers.mysql import parse_dsn
+    from cdc_logs.readers.mysql.connection import parse_dsn
     from cdc_logs.readers.mysql.incremental import signal_checks
 
     settings = parse_dsn(mariadb_dsn)
@@ -358,7 +358,8 @@ def test_a_composite_text_key_is_read_in_chunks_exactly_once_mariadb(mariadb_dsn
     import orjson
 
     from cdc_logs.envelope import ChangeEvent
-    from cdc_logs.readers.mysql import MysqlReader, parse_dsn
+    from cdc_logs.readers.mysql.connection import parse_dsn
+    from cdc_logs.readers.mysql.reader import MysqlReader
 
     uid = setup
     table = f"{uid}_ck"
@@ -423,7 +424,8 @@ def test_a_filter_with_percent_signs_works_and_a_failing_filter_leaves_only_its_
     import orjson
 
     from cdc_logs.envelope import ChangeEvent
-    from cdc_logs.readers.mysql import MysqlReader, parse_dsn
+    from cdc_logs.readers.mysql.connection import parse_dsn
+    from cdc_logs.readers.mysql.reader import MysqlReader
 
     uid = setup
     pct, bad = f"{uid}_pct", f"{uid}_bad"

@@ -18,8 +18,9 @@ from cdc_logs.observability.status import HealthThresholds, PipelineStatus
 from cdc_logs.offsets.memory import MemoryOffsetStore
 from cdc_logs.pipeline import BatchPolicy, Pipeline, RetryPolicy
 from cdc_logs.position import BinlogPosition
-from cdc_logs.readers.mysql import MysqlReader, parse_dsn
+from cdc_logs.readers.mysql.connection import parse_dsn
 from cdc_logs.readers.mysql.lag import BinlogLagProbe
+from cdc_logs.readers.mysql.reader import MysqlReader
 from tests.helpers import MemorySink
 
 

@@ -297,7 +297,7 @@ def test_unset_and_replace_clear_the_column_in_the_sql_target(
     NULL in the target row, not the value it had."""
     import sqlalchemy as sa
 
-    from cdc_logs.sinks.sql import SqlSink
+    from cdc_logs.sinks.sql_apply.apply import SqlSink
 
     url = f"sqlite:///{tmp_path / 'target.db'}"
     sink = SqlSink(url, target_schema=None, auto_create=True)

@@ -23,7 +23,7 @@ from cdc_logs.envelope import ChangeEvent, Heartbeat, Undecodable
 from cdc_logs.errors import CdcError
 from cdc_logs.readers.contract import ContractChecker
 from cdc_logs.readers.messages import MessageFormatConfig
-from cdc_logs.readers.mqtt import MqttReader, MqttSettings
+from cdc_logs.readers.mqtt.reader import MqttReader, MqttSettings
 from tests.integration.bus_support import (
     POISON,
     Target,

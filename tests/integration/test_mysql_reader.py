@@ -26,9 +26,9 @@ import pytest
 from cdc_logs.envelope import ChangeEvent, Heartbeat, dumps
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.position import BinlogPosition
-from cdc_logs.readers.mysql import MysqlReader, parse_dsn
-from cdc_logs.readers.mysql.connection import BinlogStream
+from cdc_logs.readers.mysql.connection import BinlogStream, parse_dsn
 from cdc_logs.readers.mysql.convert import BinlogConverter
+from cdc_logs.readers.mysql.reader import MysqlReader
 
 pytestmark = pytest.mark.integration
 

@@ -31,7 +31,8 @@ import pytest
 
 from cdc_logs.envelope import ChangeEvent, dumps
 from cdc_logs.errors import CdcError
-from cdc_logs.readers.mysql import MysqlReader, parse_dsn
+from cdc_logs.readers.mysql.connection import parse_dsn
+from cdc_logs.readers.mysql.reader import MysqlReader
 
 pytestmark = pytest.mark.integration
 

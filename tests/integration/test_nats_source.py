@@ -23,7 +23,7 @@ from cdc_logs.envelope import ChangeEvent, Heartbeat
 from cdc_logs.errors import CdcError
 from cdc_logs.readers.contract import ContractChecker
 from cdc_logs.readers.messages import MessageFormatConfig
-from cdc_logs.readers.nats import NatsReader, NatsSettings
+from cdc_logs.readers.nats.reader import NatsReader, NatsSettings
 from tests.integration.bus_support import (
     POISON,
     Target,

@@ -37,7 +37,7 @@ import pytest
 
 from cdc_logs.envelope import ChangeEvent, Undecodable, dumps
 from cdc_logs.readers.contract import ContractChecker
-from cdc_logs.readers.polling import PollingReader
+from cdc_logs.readers.polling.reader import PollingReader
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -1126,7 +1126,7 @@ def _mariadb_url(dsn: str) -> str:
 
 @pytest.fixture(scope="module")
 def mariadb_run(mariadb_dsn: str) -> Iterator[Run]:
-    from cdc_logs.readers.mysql import parse_dsn
+    from cdc_logs.readers.mysql.connection import parse_dsn
 
     suffix = uuid.uuid4().hex[:8]
     cases = mariadb_cases()

@@ -22,7 +22,8 @@ from cdc_logs.build import build_reader
 from cdc_logs.configfile import parse_config
 from cdc_logs.envelope import ChangeEvent
 from cdc_logs.errors import CdcError, ErrorKind
-from cdc_logs.readers.mysql import MysqlReader, parse_dsn
+from cdc_logs.readers.mysql.connection import parse_dsn
+from cdc_logs.readers.mysql.reader import MysqlReader
 from cdc_logs.sinks.kafka import KafkaSink
 from tests.integration.debezium_support import cleanup
 from tests.integration.test_debezium_equivalence import Collector

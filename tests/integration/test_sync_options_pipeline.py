@@ -25,7 +25,7 @@ from cdc_logs.compression import codec
 from cdc_logs.config import PipelineConfig
 from cdc_logs.observability.metrics import Metrics
 from cdc_logs.sinks.file import FileSink
-from cdc_logs.sinks.sql import SqlSink
+from cdc_logs.sinks.sql_apply.apply import SqlSink
 from tests.chaos.killkit import Postgres
 
 pytestmark = pytest.mark.integration

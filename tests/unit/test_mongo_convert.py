@@ -440,7 +440,7 @@ def test_unset_and_replace_clear_the_target_columns_of_the_sql_sink(tmp_path: An
     import sqlalchemy as sa
     from structlog.testing import capture_logs
 
-    from cdc_logs.sinks.sql import SqlSink
+    from cdc_logs.sinks.sql_apply.apply import SqlSink
 
     url = f"sqlite:///{tmp_path / 'target.db'}"
     engine = sa.create_engine(url)
@@ -480,7 +480,7 @@ def test_non_finite_doubles_are_spelled_as_jackson_writes_them() -> None:
     """NaN and the infinities have no JSON form: "NaN", "Infinity", "-Infinity", as Kafka's JSON
     converter (Jackson) writes a double and the Postgres reader a float8; the schema still says double,
     and the SQL sink reads them back as doubles."""
-    from cdc_logs.sinks.sql_types import _float
+    from cdc_logs.sinks.sql_apply.sql_types import _float
 
     doc = {"_id": 1, "a": float("nan"), "b": float("inf"), "c": float("-inf"), "d": 1.5}
     event = factory("json").change(change("insert", 1, 1, fullDocument=doc), position(1), True, None)
@@ -500,7 +500,7 @@ def test_a_type_mismatch_is_warned_once_whatever_the_document_shapes(tmp_path: A
     whose type differs is said once per table, column and mismatch, not once per shape."""
     from structlog.testing import capture_logs
 
-    from cdc_logs.sinks.sql import SqlSink
+    from cdc_logs.sinks.sql_apply.apply import SqlSink
 
     f = factory("json")
     sink = SqlSink(f"sqlite:///{tmp_path / 'target.db'}", target_schema=None, auto_create=True)

@@ -17,9 +17,10 @@ import sqlalchemy as sa
 from cdc_logs.envelope import ChangeEvent, Op
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.position import Watermark, decode
-from cdc_logs.readers.polling import PolledTable, PollingReader
 from cdc_logs.readers.polling.connection import server_identity
 from cdc_logs.readers.polling.convert import decode_mark, encode_mark
+from cdc_logs.readers.polling.query import PolledTable
+from cdc_logs.readers.polling.reader import PollingReader
 
 FAST = {"poll_interval_s": 0.01, "idle_tick_s": 0.05}
 T1, T2, T3 = "2024-05-01 10:00:00", "2024-05-01 10:00:01", "2024-05-01 10:00:02"

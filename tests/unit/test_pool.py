@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from cdc_logs.config import PipelineConfig
 from cdc_logs.envelope import ChangeEvent
 from cdc_logs.pool import ConnectionPoolConfig, engine_options
-from cdc_logs.sinks.sql import SqlSink
+from cdc_logs.sinks.sql_apply.apply import SqlSink
 from tests.helpers import make_event
 
 

@@ -23,7 +23,7 @@ from cdc_logs.sinks.rabbitmq import RabbitMQSink
 from cdc_logs.sinks.redis_cache import RedisCacheSink
 from cdc_logs.sinks.redis_stream import RedisStreamSink
 from cdc_logs.sinks.search import SearchSink
-from cdc_logs.sinks.sql import SqlSink
+from cdc_logs.sinks.sql_apply.apply import SqlSink
 
 SOURCE = {"type": "sqlite", "path": "x.db", "tables": ["t"]}
 

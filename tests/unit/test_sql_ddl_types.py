@@ -19,8 +19,8 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from cdc_logs.debezium.schema import column as debezium_column
 from cdc_logs.schema import Column
 from cdc_logs.schema import Semantic as S
-from cdc_logs.sinks import sql_fit
-from cdc_logs.sinks.sql_types import ddl_type
+from cdc_logs.sinks.sql_apply import sql_fit
+from cdc_logs.sinks.sql_apply.sql_types import ddl_type
 
 TEXT = Column("c", "string", None, "TEXT")
 # source column -> (Postgres, MariaDB 10.11, MariaDB 10.6, MySQL 8.4, SQLite)

@@ -22,8 +22,8 @@ import pytest
 from cdc_logs.envelope import ChangeEvent, Heartbeat, Op
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.position import Watermark, decode
-from cdc_logs.readers.sqlite import SqliteReader, cleanup
-from cdc_logs.readers.sqlite.triggers import trigger_names
+from cdc_logs.readers.sqlite.reader import SqliteReader
+from cdc_logs.readers.sqlite.triggers import cleanup, trigger_names
 
 FAST = {"poll_interval_s": 0.01, "idle_tick_s": 0.05}
 

@@ -32,7 +32,7 @@ import pytest
 
 from cdc_logs.envelope import ChangeEvent, Heartbeat, Op, Undecodable, dumps
 from cdc_logs.readers.contract import ContractChecker
-from cdc_logs.readers.sqlite import SqliteReader
+from cdc_logs.readers.sqlite.reader import SqliteReader
 
 UNDECODABLE = "<undecodable>"  # the expected "value" of a row whose TEXT is not UTF-8
 ALL_BYTES = "x'" + bytes(range(256)).hex() + "'"

@@ -616,7 +616,7 @@ def test_capture_log_builds_the_plain_log_reader() -> None:
 def test_auto_decides_by_the_checks_log_capture_needs(checks: list[tuple[str, bool]], chosen: str) -> None:
     from cdc_logs.readers.capture import CaptureReader
     from cdc_logs.readers.checks import Check
-    from cdc_logs.readers.polling import PolledTable
+    from cdc_logs.readers.polling.query import PolledTable
 
     log_reader, poll_reader = ScriptedReader([]), ScriptedReader([])
     reader = CaptureReader(
@@ -641,7 +641,7 @@ def test_auto_decides_again_after_an_unreachable_start() -> None:
     (the pipeline retries it) runs the checks again instead of keeping a choice made blind."""
     from cdc_logs.readers.capture import CaptureReader
     from cdc_logs.readers.checks import Check
-    from cdc_logs.readers.polling import PolledTable
+    from cdc_logs.readers.polling.query import PolledTable
 
     class Down(ScriptedReader):
         def open(self) -> None:

@@ -4,9 +4,3 @@ QoS 1, and acknowledges each message only once every sink holds it (paho-mqtt 2.
 config.py is the config model and its build function, reader.py the `MqttReader`. docs/sources/mqtt.md
 states what the broker does with messages that were not acknowledged, and what it does not promise.
 """
-
-from __future__ import annotations
-
-from cdc_logs.readers.mqtt.reader import MqttReader, MqttSettings
-
-__all__ = ["MqttReader", "MqttSettings"]

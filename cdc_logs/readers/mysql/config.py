@@ -241,7 +241,7 @@ def mysql_settings(cfg: MysqlSourceConfig) -> Any:
 
 @registry.source(MysqlSourceConfig, capabilities={"heartbeats"})
 def build(cfg: MysqlSourceConfig, ctx: registry.BuildContext) -> Reader:
-    from cdc_logs.readers.mysql import MysqlReader
+    from cdc_logs.readers.mysql.reader import MysqlReader
 
     start = cfg.binlog_config
     reader = MysqlReader(
@@ -271,7 +271,7 @@ def build(cfg: MysqlSourceConfig, ctx: registry.BuildContext) -> Reader:
 def _capture_reader(cfg: MysqlSourceConfig, ctx: registry.BuildContext, reader: Reader) -> Reader:
     from cdc_logs.readers.capture import CaptureReader
     from cdc_logs.readers.mysql.doctor import LOG_NEEDS, poll_url, run_checks
-    from cdc_logs.readers.polling import PollingReader
+    from cdc_logs.readers.polling.reader import PollingReader
 
     settings = mysql_settings(cfg)
     url = poll_url(settings)

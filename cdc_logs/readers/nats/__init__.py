@@ -5,9 +5,3 @@ own thread).
 config.py is the config model and its build function, reader.py the `NatsReader`. docs/sources/nats.md
 states what the server redelivers, when, and in which order.
 """
-
-from __future__ import annotations
-
-from cdc_logs.readers.nats.reader import NatsReader, NatsSettings
-
-__all__ = ["NatsReader", "NatsSettings"]

@@ -157,7 +157,7 @@ class PollSourceConfig(SourceConfigBase):
 
 def polled_tables(cfg: PollSourceConfig) -> list[Any]:
     """The source's tables as the reader (and its doctor) take them: `PolledTable`s."""
-    from cdc_logs.readers.polling import PolledTable
+    from cdc_logs.readers.polling.query import PolledTable
 
     return [
         PolledTable(
@@ -176,8 +176,8 @@ def polled_tables(cfg: PollSourceConfig) -> list[Any]:
 @registry.source(PollSourceConfig)
 def build(cfg: PollSourceConfig, ctx: registry.BuildContext) -> Reader:
     from cdc_logs.pool import engine_options
-    from cdc_logs.readers.polling import PollingReader
     from cdc_logs.readers.polling.connection import parse_url
+    from cdc_logs.readers.polling.reader import PollingReader
 
     return PollingReader(
         cfg.url,

@@ -293,7 +293,7 @@ def build(cfg: PostgresSourceConfig, ctx: registry.BuildContext) -> Reader:
 
 def _capture_reader(cfg: PostgresSourceConfig, ctx: registry.BuildContext, reader: Reader) -> Reader:
     from cdc_logs.readers.capture import CaptureReader
-    from cdc_logs.readers.polling import PollingReader
+    from cdc_logs.readers.polling.reader import PollingReader
     from cdc_logs.readers.postgres.doctor import LOG_NEEDS, poll_url, run_checks
 
     dsn = cfg.dsn.get_secret_value()

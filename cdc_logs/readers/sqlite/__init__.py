@@ -3,8 +3,3 @@
 See reader.py (SqliteReader), triggers.py (the triggers, `cleanup`), state.py (change table,
 consumers, trimming) and docs/sources/sqlite.md.
 """
-
-from cdc_logs.readers.sqlite.reader import SqliteReader
-from cdc_logs.readers.sqlite.triggers import CleanupResult, cleanup
-
-__all__ = ["CleanupResult", "SqliteReader", "cleanup"]

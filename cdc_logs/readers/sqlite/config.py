@@ -70,7 +70,7 @@ class SqliteSourceConfig(SourceConfigBase):
 
 @registry.source(SqliteSourceConfig)
 def build(cfg: SqliteSourceConfig, ctx: registry.BuildContext) -> Reader:
-    from cdc_logs.readers.sqlite import SqliteReader
+    from cdc_logs.readers.sqlite.reader import SqliteReader
 
     return SqliteReader(
         cfg.path,

@@ -33,7 +33,7 @@ from sqlalchemy.dialects import mysql, postgresql
 
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.schema import Column, Semantic
-from cdc_logs.sinks import sql_fit
+from cdc_logs.sinks.sql_apply import sql_fit
 
 _EPOCH = dt.datetime(1970, 1, 1)
 _EPOCH_DATE = dt.date(1970, 1, 1)
