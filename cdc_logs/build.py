@@ -286,7 +286,9 @@ def _fanout_policy(cfg: PipelineConfig) -> FanoutPolicy | None:
     fan = cfg.sync.fanout
     if fan.enabled is False or (fan.enabled == "auto" and len(cfg.all_sinks()) < 2):
         return None
-    spool = fan.spool_dir or str(Path(".cdc-logs") / f"{cfg.name}.spool")
+    # The pipeline's own directory under spool_dir: the spool empties it at start, and the directory
+    # a user names may hold other files (or other pipelines' spools).
+    spool = str(Path(fan.spool_dir or ".cdc-logs") / f"{cfg.name}.spool")
     return FanoutPolicy(spool, fan.max_spool_bytes, fan.max_memory_bytes)
 
 

@@ -13,12 +13,15 @@ spilled chunks reach `max_bytes` the append blocks: the slowest sink then slows 
 
 The spool is a buffer, not the record of truth: a restart starts it empty and the source replays
 from the checkpoint, which is the minimum over the sinks. So spilled chunks are not fsync'd.
+Emptying it removes only the chunk files it names (`<12 digits>.pickle`), and the directory once it is
+empty: whatever else a user keeps there stays.
 """
 
 from __future__ import annotations
 
+import contextlib
 import pickle
-import shutil
+import re
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -29,6 +32,8 @@ from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.logging import get_logger
 
 log = get_logger(__name__)
+
+_CHUNK_FILE = re.compile(r"\d{12}\.pickle")
 
 
 @dataclass(slots=True)
@@ -60,7 +65,7 @@ class Spool:
         max_memory_bytes: int = 64 << 20,
     ) -> None:
         self.directory = Path(directory)
-        shutil.rmtree(self.directory, ignore_errors=True)  # a restart replays from the source
+        self._empty_directory()  # a restart replays from the source
         self.max_bytes = max_bytes
         self.max_memory_bytes = max_memory_bytes
         self._chunks: deque[_Chunk] = deque()
@@ -165,7 +170,19 @@ class Spool:
             self._closed = True
             self._chunks.clear()
             self._cond.notify_all()
-        shutil.rmtree(self.directory, ignore_errors=True)
+        self._empty_directory()
+
+    def _empty_directory(self) -> None:
+        """Remove the chunk files this spool writes, then the directory if nothing else is in it."""
+        try:
+            entries = list(self.directory.iterdir())
+        except OSError:
+            return  # not there (yet): nothing to empty
+        for path in entries:
+            if _CHUNK_FILE.fullmatch(path.name) and path.is_file():
+                path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty: the user's files stay, and so does the directory
+            self.directory.rmdir()
 
     def _spilled(self) -> bool:
         return any(c.path is not None for c in self._chunks)

@@ -65,8 +65,9 @@ class FanoutConfig(ConfigModel):
     )
     spool_dir: str | None = Field(
         None,
-        description="Directory where batches spill when a destination falls far behind (emptied on each "
-        "start: the source replays from the checkpoint). Default: .cdc-logs/<pipeline>.spool.",
+        description="Directory under which batches spill when a destination falls far behind, in the "
+        "pipeline's own subdirectory <spool_dir>/<pipeline>.spool (emptied on each start: the source replays "
+        "from the checkpoint; nothing else in spool_dir is touched). Default: .cdc-logs.",
         examples=["/var/lib/cdc/spool"],
     )
     max_spool_bytes: int = Field(

@@ -281,7 +281,7 @@ def test_undelivered_spool_data_past_the_retention_is_kept_and_reported(
     pipeline = make_pipeline(cfg, metrics=metrics, stop_when_idle=False, status=status)
     runner = threading.Thread(target=pipeline.run, daemon=True)
     runner.start()
-    spool = tmp_path / "spool"
+    spool = tmp_path / "spool" / f"{cfg.name}.spool"  # the pipeline's own directory under spool_dir
     try:
         deadline = time.monotonic() + 60
         while not list(spool.glob("*.pickle")):

@@ -338,3 +338,42 @@ def test_a_sink_gets_the_same_events_alone_or_fanned_out(tmp_path: Path, memory:
     assert [_seen(e) for e in fanned.events] == [_seen(e) for e in direct.events]
     assert [_seen(e) for e in other.events] == [_seen(e) for e in direct.events]
     assert isinstance(fanned.events[0].after["raw"], bytes), "bytes stay bytes (no JSON round trip)"
+
+
+def test_the_spool_removes_only_its_own_files(tmp_path: Path) -> None:
+    """A spool_dir may hold the user's files: a start or a close removes only the chunk files."""
+    directory = tmp_path / "shared"
+    directory.mkdir()
+    (directory / "notes.txt").write_text("keep me")
+    (directory / "000000000001.pickle.bak").write_text("not a chunk name")
+    (directory / "000000000007.pickle").write_bytes(b"a chunk left by a killed run")
+    spool = Spool(directory, ["a"], max_memory_bytes=1)
+    assert sorted(p.name for p in directory.iterdir()) == ["000000000001.pickle.bak", "notes.txt"]
+    for n in range(3):  # the first chunk stays in memory, the next ones spill (max_memory_bytes=1)
+        spool.append(_chunk(n), n + 1, 1 << 18, threading.Event())
+    assert any(p.name.endswith(".pickle") for p in directory.iterdir())
+    spool.close()
+    assert sorted(p.name for p in directory.iterdir()) == ["000000000001.pickle.bak", "notes.txt"]
+    own = tmp_path / "own"
+    first = Spool(own, ["a"], max_memory_bytes=1)
+    for n in range(3):
+        first.append(_chunk(n), n + 1, 1 << 18, threading.Event())
+    assert any(own.iterdir()), "chunks spilled"
+    Spool(own, ["a"]).close()
+    assert not own.exists(), "a directory the spool alone used is removed"
+
+
+def test_a_configured_spool_dir_gets_the_pipeline_s_own_subdirectory() -> None:
+    from cdc_logs.build import _fanout_policy
+    from cdc_logs.configfile import parse_config
+
+    cfg = parse_config(
+        {
+            "name": "orders",
+            "source": {"type": "sqlite", "path": "/tmp/x.db", "tables": ["t"]},
+            "destinations": [{"type": "stdout"}, {"type": "file", "path": "/tmp/out.jsonl"}],
+            "sync": {"fanout": {"spool_dir": "/var/lib/cdc"}},
+        }
+    )
+    policy = _fanout_policy(cfg)
+    assert policy is not None and Path(policy.spool_dir) == Path("/var/lib/cdc/orders.spool")

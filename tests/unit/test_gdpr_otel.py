@@ -422,7 +422,7 @@ plugins:
         ("records", tmp_path / "dead", "*.undecodable.jsonl", "dead_letters"),
         ("records", tmp_path / "hook", "dl.jsonl", "dead_letters"),
         ("records", Path(".cdc-logs"), "shop.bus.dlq.jsonl", "dead_letters"),
-        ("guard", tmp_path / "spool", "*.pickle", "spool"),
+        ("guard", tmp_path / "spool" / f"{cfg.name}.spool", "*.pickle", "spool"),
     ])  # fmt: skip
     no_days = "    - {type: gdpr_compliance, params: {pii_fields: [email], salt: s3cret-salt-x}}"
     assert retention(_load(tmp_path, no_days), [], Metrics.disabled(), None) is None  # type: ignore[arg-type]
