@@ -518,6 +518,27 @@ def test_a_type_mismatch_is_warned_once_whatever_the_document_shapes(tmp_path: A
     assert said == [("n", "is integer, and the source now sends text (STRING)")], logs
 
 
+def test_a_null_field_is_no_type_mismatch(tmp_path: Any) -> None:
+    """A field holding null has no type (MongoDB): writing it into the integer column that an earlier
+    document made is no mismatch, and says nothing (it warned "the source now sends text (NULL)")."""
+    from structlog.testing import capture_logs
+
+    from cdc_logs.sinks.sql_apply.apply import SqlSink
+
+    f = factory("json")
+    sink = SqlSink(f"sqlite:///{tmp_path / 'target.db'}", target_schema=None, auto_create=True)
+    try:
+        sink.write(
+            [f.change(change("insert", 1, 1, fullDocument={"_id": 1, "n": 1}), position(1), True, None)]
+        )
+        with capture_logs() as logs:
+            doc = {"_id": 2, "n": None}
+            sink.write([f.change(change("insert", 2, 2, fullDocument=doc), position(2), True, None)])
+    finally:
+        sink.close()
+    assert [e for e in logs if "type differs" in e["event"]] == []
+
+
 def test_a_server_without_deployment_streams_is_unsupported_naming_the_collection_scope() -> None:
     # mongo-java-server's answer to a deployment change stream (seen against the stack's server)
     failure = errors.OperationFailure("no such command: 'aggregate'", 59, {"code": 59, "ok": 0})
