@@ -544,3 +544,24 @@ def test_a_server_without_deployment_streams_is_unsupported_naming_the_collectio
     failure = errors.OperationFailure("no such command: 'aggregate'", 59, {"code": 59, "ok": 0})
     error = map_error(failure, "opening the change stream on the whole deployment")
     assert error.kind is ErrorKind.UNSUPPORTED and "--collection db.c" in error.hint
+
+
+@pytest.mark.parametrize("page", ["mongo.md", "oracle.md"])
+def test_the_source_pages_pipeline_examples_load(page: str, tmp_path: Any) -> None:
+    """The YAML a user copies from docs/sources/<page> loads as written (`off` is a YAML boolean:
+    mongo.md's `full_document_before_change: off` was refused as `False`)."""
+    from pathlib import Path
+
+    import yaml
+
+    from cdc_logs.configfile import load_config
+
+    text = (Path(__file__).parents[2] / "docs" / "sources" / page).read_text()
+    blocks = re.findall(r"^```yaml\n(.*?)^```$", text, flags=re.S | re.M)
+    assert blocks
+    for block in blocks:
+        data = {"name": "docs", **yaml.safe_load(block), "destination": {"type": "stdout"}}
+        path = tmp_path / "pipeline.yaml"
+        path.write_text(yaml.safe_dump(data))
+        env = {name: "example-value" for name in re.findall(r"\$\{(\w+)", block)}
+        assert load_config(path, env=env).all_sources()
