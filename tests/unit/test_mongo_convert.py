@@ -338,6 +338,20 @@ def test_no_server_at_the_address_names_what_to_check(query: str) -> None:
     assert ("remove replicaSet=" in exc.value.hint) == bool(query)
 
 
+def test_the_uris_own_timeouts_win() -> None:
+    """serverSelectionTimeoutMS / connectTimeoutMS written in the URI are the user's: cdc-logs' own
+    10 s defaults apply only where the URI sets none (keyword arguments override PyMongo's URI)."""
+    import time
+
+    from cdc_logs.readers.mongo.connection import connect
+
+    started = time.monotonic()
+    with pytest.raises(CdcError) as exc:
+        connect("mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=200&connectTimeoutMS=150")
+    assert time.monotonic() - started < 5, "the URI's 200 ms, not the 10 s default"
+    assert "Timeout: 0.2s" in exc.value.message and "connectTimeoutMS: 150.0ms" in exc.value.message
+
+
 def test_snapshot_rows_and_heartbeats_keep_the_contract() -> None:
     f = factory("json")
     point = position(1)
