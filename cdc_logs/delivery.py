@@ -50,6 +50,9 @@ class Delivery:
         self.dead_letters = dead_letters
         self.metrics = metrics or Metrics.disabled()
         self.status = status or PipelineStatus()
+        # Sinks whose open() has failed at least once (down, in their open backoff), as opposed to
+        # ones still in their first attempt: a graceful drain waits for the latter only (fanout.py).
+        self.open_failed: set[str] = set()
 
     def open(self, sink: Sink) -> bool:
         """Open `sink`, retrying a transient failure (the destination is down) with the same backoff
@@ -62,6 +65,7 @@ class Delivery:
                 return True
             except Exception as exc:
                 error = as_sink_error(exc)
+                self.open_failed.add(sink.name)
                 self.metrics.sink_error(sink.name, error.kind.value)
                 self.status.sink_failed(sink.name, error.message)  # /ready names why it is not writing
                 if error.directive is not Directive.RETRY or self.retry.exhausted(attempt):

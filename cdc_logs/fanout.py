@@ -93,14 +93,16 @@ class FanOut:
         return ok
 
     def drain(self, timeout: float) -> bool:
-        """Wait until every sink has acknowledged everything appended (graceful stop). A sink not
-        open yet (its destination down, the worker in its open backoff) cannot deliver in time, and
-        nothing is committed until every sink has: no wait then, the rest is replayed on restart."""
+        """Wait until every sink has acknowledged everything appended (graceful stop). A sink that
+        failed to open (its destination down, the worker in its open backoff) cannot deliver in time,
+        and nothing is committed until every sink has: no wait then, the rest is replayed on restart.
+        A sink still in its first open attempt (connecting) is waited for: a fast one-time run would
+        otherwise end before a slower destination had connected, having delivered nothing to it."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.failure is not None or self.checkpoint.durable_seq() >= self._appended:
                 return self.failure is None
-            if len(self._opened) < len(self.sinks):
+            if any(s.name not in self._opened and s.name in self.delivery.open_failed for s in self.sinks):
                 return False
             time.sleep(0.02)
         return False

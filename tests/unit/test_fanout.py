@@ -377,3 +377,29 @@ def test_a_configured_spool_dir_gets_the_pipeline_s_own_subdirectory() -> None:
     )
     policy = _fanout_policy(cfg)
     assert policy is not None and Path(policy.spool_dir) == Path("/var/lib/cdc/orders.spool")
+
+
+class SlowOpenSink(MemorySink):
+    """Takes a while to open (a database connection, a Kafka producer's metadata) but never fails."""
+
+    def open(self) -> None:
+        time.sleep(0.5)
+        super().open()
+
+
+def test_a_one_time_run_waits_for_a_sink_still_opening(tmp_path: Path) -> None:
+    """A fast source drained before the second destination finished connecting: the graceful drain
+    waits for that sink (it is opening, not down), so the one-time run delivers to both and commits.
+    Giving up at once ended a one_time MongoDB -> SQLite + Postgres run with exit 0, nothing written
+    to Postgres and nothing committed."""
+    reader = ScriptedReader([make_event(n) for n in range(1, 31)], follow=False)
+    fast, slow = MemorySink("fast"), SlowOpenSink("slow")
+    offsets = MemoryOffsetStore()
+    pipeline = _pipeline(tmp_path, reader, fast, slow, offsets=offsets, stop_when_idle=True)
+    runner = threading.Thread(target=pipeline.run)
+    runner.start()
+    runner.join(30)
+    assert not runner.is_alive()
+    assert seqs(fast.events) == list(range(1, 31)) and seqs(slow.events) == list(range(1, 31))
+    stored = offsets.load("p", "src")
+    assert stored is not None and stored.decoded() == Watermark(SERVER, (30,))

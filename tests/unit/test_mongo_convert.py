@@ -338,6 +338,20 @@ def test_no_server_at_the_address_names_what_to_check(query: str) -> None:
     assert ("remove replicaSet=" in exc.value.hint) == bool(query)
 
 
+def test_the_uris_own_timeouts_win() -> None:
+    """serverSelectionTimeoutMS / connectTimeoutMS written in the URI are the user's: cdc-logs' own
+    10 s defaults apply only where the URI sets none (keyword arguments override PyMongo's URI)."""
+    import time
+
+    from cdc_logs.readers.mongo.connection import connect
+
+    started = time.monotonic()
+    with pytest.raises(CdcError) as exc:
+        connect("mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=200&connectTimeoutMS=150")
+    assert time.monotonic() - started < 5, "the URI's 200 ms, not the 10 s default"
+    assert "Timeout: 0.2s" in exc.value.message and "connectTimeoutMS: 150.0ms" in exc.value.message
+
+
 def test_snapshot_rows_and_heartbeats_keep_the_contract() -> None:
     f = factory("json")
     point = position(1)
@@ -518,8 +532,50 @@ def test_a_type_mismatch_is_warned_once_whatever_the_document_shapes(tmp_path: A
     assert said == [("n", "is integer, and the source now sends text (STRING)")], logs
 
 
+def test_a_null_field_is_no_type_mismatch(tmp_path: Any) -> None:
+    """A field holding null has no type (MongoDB): writing it into the integer column that an earlier
+    document made is no mismatch, and says nothing (it warned "the source now sends text (NULL)")."""
+    from structlog.testing import capture_logs
+
+    from cdc_logs.sinks.sql_apply.apply import SqlSink
+
+    f = factory("json")
+    sink = SqlSink(f"sqlite:///{tmp_path / 'target.db'}", target_schema=None, auto_create=True)
+    try:
+        sink.write(
+            [f.change(change("insert", 1, 1, fullDocument={"_id": 1, "n": 1}), position(1), True, None)]
+        )
+        with capture_logs() as logs:
+            doc = {"_id": 2, "n": None}
+            sink.write([f.change(change("insert", 2, 2, fullDocument=doc), position(2), True, None)])
+    finally:
+        sink.close()
+    assert [e for e in logs if "type differs" in e["event"]] == []
+
+
 def test_a_server_without_deployment_streams_is_unsupported_naming_the_collection_scope() -> None:
     # mongo-java-server's answer to a deployment change stream (seen against the stack's server)
     failure = errors.OperationFailure("no such command: 'aggregate'", 59, {"code": 59, "ok": 0})
     error = map_error(failure, "opening the change stream on the whole deployment")
     assert error.kind is ErrorKind.UNSUPPORTED and "--collection db.c" in error.hint
+
+
+@pytest.mark.parametrize("page", ["mongo.md", "oracle.md"])
+def test_the_source_pages_pipeline_examples_load(page: str, tmp_path: Any) -> None:
+    """The YAML a user copies from docs/sources/<page> loads as written (`off` is a YAML boolean:
+    mongo.md's `full_document_before_change: off` was refused as `False`)."""
+    from pathlib import Path
+
+    import yaml
+
+    from cdc_logs.configfile import load_config
+
+    text = (Path(__file__).parents[2] / "docs" / "sources" / page).read_text()
+    blocks = re.findall(r"^```yaml\n(.*?)^```$", text, flags=re.S | re.M)
+    assert blocks
+    for block in blocks:
+        data = {"name": "docs", **yaml.safe_load(block), "destination": {"type": "stdout"}}
+        path = tmp_path / "pipeline.yaml"
+        path.write_text(yaml.safe_dump(data))
+        env = {name: "example-value" for name in re.findall(r"\$\{(\w+)", block)}
+        assert load_config(path, env=env).all_sources()

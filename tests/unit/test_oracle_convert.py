@@ -80,6 +80,7 @@ def us(*args: int) -> int:
             "2020-02-01T10:00:00.000001Z",
         ),
         (col("NUMBER", 10, 0), None, None),
+        (col("NUMBER"), "0e-99999999999", "0"),
     ],
 )
 def test_values(column: CatalogColumn, value: Any, expected: Any) -> None:
@@ -91,6 +92,9 @@ def test_values(column: CatalogColumn, value: Any, expected: Any) -> None:
     [
         (col("NUMBER", 10, 0), "1.5"),
         (col("NUMBER", 10, 2), "abc"),
+        (col("NUMBER", 10, 0), "1e99999999999"),  # was a MemoryError, which stopped the reader
+        (col("NUMBER"), "1e126"),
+        (col("FLOAT", 126), "1e-131"),
         (col("NUMBER", 10, 2), Raw(b"1")),
         (col("DATE"), Temporal("TO_DATE", "2024-13-02 00:00:00")),
         (col("DATE"), Temporal("TO_DATE", "2024-01-02", "YYYY-MM-DD Q")),

@@ -322,3 +322,28 @@ def test_fuzz(chunk: int) -> None:
             parsed += 1
     # The mutations do break statements (the fuzz is not vacuous), and some still parse.
     assert failed > PER_CHUNK // 4 and parsed > PER_CHUNK // 20
+
+
+def test_fuzz_csf_continuations_join_back_to_the_statement() -> None:
+    """CSF: LogMiner splits a long SQL_REDO over rows (CSF=1 on all but the last), anywhere (inside a
+    string, a name, a UNISTR escape). Generated statements split at random points, their pieces
+    interleaved with another transaction's rows, join (rows.Continuations) and parse to the values
+    that generated them; 5,000 statements."""
+    from cdc_logs.readers.oracle.rows import Continuations, LogRow
+
+    rnd = random.Random(0xC5F)
+    joiner = Continuations()
+    for n in range(5_000):
+        case = generate(rnd)
+        cuts = sorted(rnd.sample(range(1, len(case.sql)), min(rnd.randint(1, 4), len(case.sql) - 1)))
+        pieces = [case.sql[i:j] for i, j in zip([0, *cuts], [*cuts, len(case.sql)], strict=True)]
+        joined = None
+        for k, piece in enumerate(pieces):
+            other = LogRow(scn=n, xid="OTHER", operation_code=1, sql_redo="x", csf=0)
+            assert joiner.feed(other) is other  # another transaction's complete row between pieces
+            row = LogRow(scn=n, xid="T", operation_code=2, sql_redo=piece, csf=int(k < len(pieces) - 1))
+            joined = joiner.feed(row)
+            assert (joined is None) == (k < len(pieces) - 1)
+        assert joined is not None and joined.sql_redo == case.sql and joined.csf == 0
+        assert parse(joined.sql_redo) == case.expected
+    assert len(joiner) == 0

@@ -125,6 +125,13 @@ class MongoSourceConfig(SourceConfigBase):
                 data["snapshot"] = _SNAPSHOT_MODES[mode]
         return data
 
+    @field_validator("full_document_before_change", mode="before")
+    @classmethod
+    def _off(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `off` as the boolean false: `full_document_before_change: off`
+        # as the docs write it must mean "off", not be refused as False.
+        return "off" if value is False else value
+
     @field_validator("uri")
     @classmethod
     def _uri(cls, value: SecretStr) -> SecretStr:

@@ -67,14 +67,18 @@ class Scope:
 
 def connect(uri: str, *, timeout_ms: int = 10_000) -> pymongo.MongoClient[dict[str, Any]]:
     """A client whose first command proves the server answers (CdcError naming the problem)."""
-    try:
-        client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
-            uri,
-            serverSelectionTimeoutMS=timeout_ms,
-            connectTimeoutMS=timeout_ms,
-            tz_aware=True,
-            appname="cdc-logs",
+    # PyMongo's keyword arguments override the URI's options: set only what the URI leaves unset.
+    options: dict[str, Any] = {
+        name: value
+        for name, value in (
+            ("serverSelectionTimeoutMS", timeout_ms),
+            ("connectTimeoutMS", timeout_ms),
+            ("appname", "cdc-logs"),
         )
+        if not re.search(rf"[?&]{name}=", uri, re.IGNORECASE)
+    }
+    try:
+        client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(uri, tz_aware=True, **options)
         client.admin.command("ping")
     except errors.PyMongoError as exc:
         error = map_error(exc, "connecting")

@@ -214,6 +214,12 @@ def convert_value(col: CatalogColumn, value: Value) -> Any:
             raise ValueError("not a number literal") from None
         if not number.is_finite():
             raise ValueError("not a finite number")
+        if number and not -130 <= number.adjusted() <= 125:
+            # Outside NUMBER's range, so not from LogMiner; formatting 1e99999999999 as digits would
+            # exhaust memory (a MemoryError, not a dead letter).
+            raise ValueError("outside the range of Oracle's NUMBER")
+        if not number and number.as_tuple().exponent < -130:  # type: ignore[operator]
+            number = Decimal(0)  # 0e-99999999999: no run of zeros
         if col.scale == 0 and col.precision is not None and col.precision < 19:
             if number != number.to_integral_value():
                 raise ValueError("a fraction in an integer column")

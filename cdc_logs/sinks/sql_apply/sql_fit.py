@@ -128,7 +128,7 @@ def misfit(column: Column, target: sa.types.TypeEngine[Any], dialect: str) -> tu
     """Why `target` does not hold every value of `column`, and a guard refusing each value it would
     change (None: only reported). None when it holds them all."""
     source, kind = source_kind(column), target_kind(target)
-    if kind is None:
+    if kind is None or column.source_type == "NULL":  # a MongoDB field holding null: it has no type
         return None
     if kind not in _HOLDS[source]:
         return (
