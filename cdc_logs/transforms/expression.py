@@ -13,7 +13,8 @@ Names: `op`, `before`, `after`, `key`, `source`, `ts_ms`, `row` (after, or befor
 `table`, `schema`, `db` (source's). `a.b` and `a['b c']` read a field of a mapping; a missing field
 (or a field of null: `after.x` of a delete) is null, never an error. Literals: strings, numbers,
 true/false/null (Python's True/False/None too), tuples and lists of literals for `in`. Operators:
-== != < <= > >= in, not in, is, is not, and, or, not, unary minus. An ordering comparison between
+== != < <= > >= in, not in, is, is not, and, or, not, unary minus (of anything but a number: null,
+never an error at run time). An ordering comparison between
 values that do not compare (a number and a text, or null) is false. Functions: lower, upper, len,
 startswith, endswith, contains (contains(text, part)).
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 import ast
 import operator
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 from typing import Any
 
 from cdc_logs.envelope import ChangeEvent, Op
@@ -63,6 +65,16 @@ _FUNCTIONS: dict[str, tuple[int, Callable[..., Any]]] = {
     "contains": (2, lambda v, p: v is not None and _text(p) in _text(v)),
 }
 _LITERAL_NAMES = {"true": True, "false": False, "null": None}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
+
+
+def _negate(value: Any) -> Any:
+    """`-x`: null for anything but a number (a text, a null field, a delete's `after.x`), like a
+    missing field, never a TypeError that would stop the pipeline on one row."""
+    return -value if _is_number(value) else None
 
 
 def _root(name: str) -> Evaluator:
@@ -200,7 +212,9 @@ class _Compiler:
         if isinstance(node.op, ast.Not):
             return lambda e: not operand(e)
         if isinstance(node.op, ast.USub):
-            return lambda e: -operand(e)
+            if isinstance(node.operand, ast.Constant) and not _is_number(node.operand.value):
+                raise self.fail(node, "unary minus needs a number")
+            return lambda e: _negate(operand(e))
         raise self.fail(node, f"operator {type(node.op).__name__} is not allowed")
 
     def _Compare(self, node: ast.Compare) -> Evaluator:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -246,6 +247,21 @@ def test_expressions(text: str, expected: bool) -> None:
 def test_bad_expressions_are_config_errors_naming_the_column(text: str, where: str) -> None:
     with pytest.raises(ExpressionError, match=where.replace("(", r"\(").replace("[", r"\[")):
         compile_expression(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["-after.email == 1", "-after.missing < 0", "-after.odd > 0", "not (-before.amount < 0)"]
+)
+def test_unary_minus_of_a_non_number_is_null_not_an_error(text: str) -> None:
+    """It raised TypeError at run time: one text value (or a delete's null `after`) stopped the run."""
+    check = compile_expression(text)
+    assert check(event(Op.CREATE, after={"id": 1, "email": "a@x", "odd": {"k": 1}})) in (False, True)
+    assert check(event(Op.DELETE, before={"id": 1, "email": "a@x"})) in (False, True)
+    assert compile_expression("-after.amount == -1.5")(
+        event(Op.CREATE, after={"id": 1, "amount": Decimal("1.5")})
+    )
+    with pytest.raises(ExpressionError, match="unary minus needs a number at column 1"):
+        compile_expression("-'x' == 1")
 
 
 def test_filter_expression_is_checked_when_the_config_is_read() -> None:
