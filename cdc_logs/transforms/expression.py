@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ast
 import operator
+import re
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
@@ -38,15 +39,45 @@ Evaluator = Callable[[ChangeEvent], Any]
 MAX_LENGTH = 4096  # characters of an expression
 MAX_DEPTH = 64  # nested operators/calls/parentheses; real conditions use a handful
 
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
+
+
+_DECIMAL_TEXT = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
+def _numbers(a: Any, b: Any) -> tuple[Any, Any]:
+    """A number compared with a text that is a decimal number compares as numbers: exact numerics
+    (Postgres NUMERIC, MySQL DECIMAL) reach events as text ("500.00", Debezium's
+    decimal.handling.mode=string) so that no digit is lost, and `after.amount >= 100` must still
+    mean what it says."""
+    if _is_number(a) and isinstance(b, str) and _DECIMAL_TEXT.fullmatch(b):
+        return a, Decimal(b)
+    if _is_number(b) and isinstance(a, str) and _DECIMAL_TEXT.fullmatch(a):
+        return Decimal(a), b
+    return a, b
+
+
+def _coerced(fn: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
+    return lambda a, b: fn(*_numbers(a, b))
+
+
+def _member(a: Any, b: Any) -> bool:
+    if isinstance(b, tuple | list):  # a list literal: each item compared as `==` compares
+        return any(operator.eq(*_numbers(a, item)) for item in b)
+    return b is not None and a in b
+
+
 _COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], bool]] = {
-    ast.Eq: operator.eq,
-    ast.NotEq: operator.ne,
-    ast.Lt: operator.lt,
-    ast.LtE: operator.le,
-    ast.Gt: operator.gt,
-    ast.GtE: operator.ge,
-    ast.In: lambda a, b: b is not None and a in b,
-    ast.NotIn: lambda a, b: b is None or a not in b,
+    ast.Eq: _coerced(operator.eq),
+    ast.NotEq: _coerced(operator.ne),
+    ast.Lt: _coerced(operator.lt),
+    ast.LtE: _coerced(operator.le),
+    ast.Gt: _coerced(operator.gt),
+    ast.GtE: _coerced(operator.ge),
+    ast.In: _member,
+    ast.NotIn: lambda a, b: b is None or not _member(a, b),
     ast.Is: operator.is_,
     ast.IsNot: operator.is_not,
 }
@@ -67,13 +98,11 @@ _FUNCTIONS: dict[str, tuple[int, Callable[..., Any]]] = {
 _LITERAL_NAMES = {"true": True, "false": False, "null": None}
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
-
-
 def _negate(value: Any) -> Any:
-    """`-x`: null for anything but a number (a text, a null field, a delete's `after.x`), like a
-    missing field, never a TypeError that would stop the pipeline on one row."""
+    """`-x`: null for anything but a number or a decimal number's text (a null field, a delete's
+    `after.x`, a name), like a missing field: never a TypeError that would stop the pipeline on one row."""
+    if isinstance(value, str) and _DECIMAL_TEXT.fullmatch(value):
+        return -Decimal(value)  # an exact numeric's text, as in comparisons
     return -value if _is_number(value) else None
 
 

@@ -264,6 +264,30 @@ def test_unary_minus_of_a_non_number_is_null_not_an_error(text: str) -> None:
         compile_expression("-'x' == 1")
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("after.amount >= 1000", True),
+        ("after.amount > 1500.5", False),
+        ("after.amount == 1500", True),
+        ("after.amount != 1500", False),
+        ("after.amount in [1, 1500]", True),
+        ("after.amount not in (1500,)", False),
+        ("1000 <= after.amount < 2000", True),
+        ("-after.amount < -1000", True),
+        ("after.small < 0.001", True),
+        ("after.name > 100", False),  # a text that is no number still does not compare
+        ("after.name == '1500.00'", False),
+        ("after.amount == '1500.00'", True),  # text with text: as written
+    ],
+)
+def test_numbers_compare_with_exact_numerics_carried_as_text(text: str, expected: bool) -> None:
+    """NUMERIC/DECIMAL columns reach events as text ("1500.00"); `after.amount >= 1000`, the docs'
+    route example, never matched them (text against a number was an incomparable pair)."""
+    e = event(Op.CREATE, after={"id": 1, "amount": "1500.00", "small": "0.0001", "name": "bob"})
+    assert bool(compile_expression(text)(e)) is expected
+
+
 def test_filter_expression_is_checked_when_the_config_is_read() -> None:
     with pytest.raises(ValidationError, match="column 14"):
         transform_config({"type": "filter", "params": {"expression": "op == 'c' or exec('x')"}})
