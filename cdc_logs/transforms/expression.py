@@ -47,15 +47,26 @@ def _is_number(value: Any) -> bool:
 _DECIMAL_TEXT = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 
 
+def _decimal(value: Any) -> Decimal | None:
+    """A text that is a decimal number as a Decimal; None for any other value (or an exponent past
+    what Decimal takes, e.g. "1e99999999999999999999")."""
+    if not (isinstance(value, str) and _DECIMAL_TEXT.fullmatch(value)):
+        return None
+    try:
+        return Decimal(value)
+    except ArithmeticError:
+        return None
+
+
 def _numbers(a: Any, b: Any) -> tuple[Any, Any]:
     """A number compared with a text that is a decimal number compares as numbers: exact numerics
     (Postgres NUMERIC, MySQL DECIMAL) reach events as text ("500.00", Debezium's
     decimal.handling.mode=string) so that no digit is lost, and `after.amount >= 100` must still
     mean what it says."""
-    if _is_number(a) and isinstance(b, str) and _DECIMAL_TEXT.fullmatch(b):
-        return a, Decimal(b)
-    if _is_number(b) and isinstance(a, str) and _DECIMAL_TEXT.fullmatch(a):
-        return Decimal(a), b
+    if _is_number(a) and (number := _decimal(b)) is not None:
+        return a, number
+    if _is_number(b) and (number := _decimal(a)) is not None:
+        return number, b
     return a, b
 
 
@@ -101,8 +112,8 @@ _LITERAL_NAMES = {"true": True, "false": False, "null": None}
 def _negate(value: Any) -> Any:
     """`-x`: null for anything but a number or a decimal number's text (a null field, a delete's
     `after.x`, a name), like a missing field: never a TypeError that would stop the pipeline on one row."""
-    if isinstance(value, str) and _DECIMAL_TEXT.fullmatch(value):
-        return -Decimal(value)  # an exact numeric's text, as in comparisons
+    if (number := _decimal(value)) is not None:
+        return -number  # an exact numeric's text, as in comparisons
     return -value if _is_number(value) else None
 
 

@@ -279,12 +279,23 @@ def test_unary_minus_of_a_non_number_is_null_not_an_error(text: str) -> None:
         ("after.name > 100", False),  # a text that is no number still does not compare
         ("after.name == '1500.00'", False),
         ("after.amount == '1500.00'", True),  # text with text: as written
+        ("after.huge > 1", False),  # past Decimal's exponent range: stays text, no error
+        ("-after.huge == 1", False),
     ],
 )
 def test_numbers_compare_with_exact_numerics_carried_as_text(text: str, expected: bool) -> None:
     """NUMERIC/DECIMAL columns reach events as text ("1500.00"); `after.amount >= 1000`, the docs'
     route example, never matched them (text against a number was an incomparable pair)."""
-    e = event(Op.CREATE, after={"id": 1, "amount": "1500.00", "small": "0.0001", "name": "bob"})
+    e = event(
+        Op.CREATE,
+        after={
+            "id": 1,
+            "amount": "1500.00",
+            "small": "0.0001",
+            "name": "bob",
+            "huge": "1e99999999999999999999",
+        },
+    )
     assert bool(compile_expression(text)(e)) is expected
 
 
