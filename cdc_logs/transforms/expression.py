@@ -13,7 +13,8 @@ Names: `op`, `before`, `after`, `key`, `source`, `ts_ms`, `row` (after, or befor
 `table`, `schema`, `db` (source's). `a.b` and `a['b c']` read a field of a mapping; a missing field
 (or a field of null: `after.x` of a delete) is null, never an error. Literals: strings, numbers,
 true/false/null (Python's True/False/None too), tuples and lists of literals for `in`. Operators:
-== != < <= > >= in, not in, is, is not, and, or, not, unary minus. An ordering comparison between
+== != < <= > >= in, not in, is, is not, and, or, not, unary minus (of anything but a number: null,
+never an error at run time). An ordering comparison between
 values that do not compare (a number and a text, or null) is false. Functions: lower, upper, len,
 startswith, endswith, contains (contains(text, part)).
 
@@ -26,7 +27,9 @@ from __future__ import annotations
 
 import ast
 import operator
+import re
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 from typing import Any
 
 from cdc_logs.envelope import ChangeEvent, Op
@@ -36,15 +39,56 @@ Evaluator = Callable[[ChangeEvent], Any]
 MAX_LENGTH = 4096  # characters of an expression
 MAX_DEPTH = 64  # nested operators/calls/parentheses; real conditions use a handful
 
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
+
+
+_DECIMAL_TEXT = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
+def _decimal(value: Any) -> Decimal | None:
+    """A text that is a decimal number as a Decimal; None for any other value (or an exponent past
+    what Decimal takes, e.g. "1e99999999999999999999")."""
+    if not (isinstance(value, str) and _DECIMAL_TEXT.fullmatch(value)):
+        return None
+    try:
+        return Decimal(value)
+    except ArithmeticError:
+        return None
+
+
+def _numbers(a: Any, b: Any) -> tuple[Any, Any]:
+    """A number compared with a text that is a decimal number compares as numbers: exact numerics
+    (Postgres NUMERIC, MySQL DECIMAL) reach events as text ("500.00", Debezium's
+    decimal.handling.mode=string) so that no digit is lost, and `after.amount >= 100` must still
+    mean what it says."""
+    if _is_number(a) and (number := _decimal(b)) is not None:
+        return a, number
+    if _is_number(b) and (number := _decimal(a)) is not None:
+        return number, b
+    return a, b
+
+
+def _coerced(fn: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
+    return lambda a, b: fn(*_numbers(a, b))
+
+
+def _member(a: Any, b: Any) -> bool:
+    if isinstance(b, tuple | list):  # a list literal: each item compared as `==` compares
+        return any(operator.eq(*_numbers(a, item)) for item in b)
+    return b is not None and a in b
+
+
 _COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], bool]] = {
-    ast.Eq: operator.eq,
-    ast.NotEq: operator.ne,
-    ast.Lt: operator.lt,
-    ast.LtE: operator.le,
-    ast.Gt: operator.gt,
-    ast.GtE: operator.ge,
-    ast.In: lambda a, b: b is not None and a in b,
-    ast.NotIn: lambda a, b: b is None or a not in b,
+    ast.Eq: _coerced(operator.eq),
+    ast.NotEq: _coerced(operator.ne),
+    ast.Lt: _coerced(operator.lt),
+    ast.LtE: _coerced(operator.le),
+    ast.Gt: _coerced(operator.gt),
+    ast.GtE: _coerced(operator.ge),
+    ast.In: _member,
+    ast.NotIn: lambda a, b: b is None or not _member(a, b),
     ast.Is: operator.is_,
     ast.IsNot: operator.is_not,
 }
@@ -63,6 +107,14 @@ _FUNCTIONS: dict[str, tuple[int, Callable[..., Any]]] = {
     "contains": (2, lambda v, p: v is not None and _text(p) in _text(v)),
 }
 _LITERAL_NAMES = {"true": True, "false": False, "null": None}
+
+
+def _negate(value: Any) -> Any:
+    """`-x`: null for anything but a number or a decimal number's text (a null field, a delete's
+    `after.x`, a name), like a missing field: never a TypeError that would stop the pipeline on one row."""
+    if (number := _decimal(value)) is not None:
+        return -number  # an exact numeric's text, as in comparisons
+    return -value if _is_number(value) else None
 
 
 def _root(name: str) -> Evaluator:
@@ -200,7 +252,9 @@ class _Compiler:
         if isinstance(node.op, ast.Not):
             return lambda e: not operand(e)
         if isinstance(node.op, ast.USub):
-            return lambda e: -operand(e)
+            if isinstance(node.operand, ast.Constant) and not _is_number(node.operand.value):
+                raise self.fail(node, "unary minus needs a number")
+            return lambda e: _negate(operand(e))
         raise self.fail(node, f"operator {type(node.op).__name__} is not allowed")
 
     def _Compare(self, node: ast.Compare) -> Evaluator:

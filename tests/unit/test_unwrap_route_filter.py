@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -246,6 +247,56 @@ def test_expressions(text: str, expected: bool) -> None:
 def test_bad_expressions_are_config_errors_naming_the_column(text: str, where: str) -> None:
     with pytest.raises(ExpressionError, match=where.replace("(", r"\(").replace("[", r"\[")):
         compile_expression(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["-after.email == 1", "-after.missing < 0", "-after.odd > 0", "not (-before.amount < 0)"]
+)
+def test_unary_minus_of_a_non_number_is_null_not_an_error(text: str) -> None:
+    """It raised TypeError at run time: one text value (or a delete's null `after`) stopped the run."""
+    check = compile_expression(text)
+    assert check(event(Op.CREATE, after={"id": 1, "email": "a@x", "odd": {"k": 1}})) in (False, True)
+    assert check(event(Op.DELETE, before={"id": 1, "email": "a@x"})) in (False, True)
+    assert compile_expression("-after.amount == -1.5")(
+        event(Op.CREATE, after={"id": 1, "amount": Decimal("1.5")})
+    )
+    with pytest.raises(ExpressionError, match="unary minus needs a number at column 1"):
+        compile_expression("-'x' == 1")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("after.amount >= 1000", True),
+        ("after.amount > 1500.5", False),
+        ("after.amount == 1500", True),
+        ("after.amount != 1500", False),
+        ("after.amount in [1, 1500]", True),
+        ("after.amount not in (1500,)", False),
+        ("1000 <= after.amount < 2000", True),
+        ("-after.amount < -1000", True),
+        ("after.small < 0.001", True),
+        ("after.name > 100", False),  # a text that is no number still does not compare
+        ("after.name == '1500.00'", False),
+        ("after.amount == '1500.00'", True),  # text with text: as written
+        ("after.huge > 1", False),  # past Decimal's exponent range: stays text, no error
+        ("-after.huge == 1", False),
+    ],
+)
+def test_numbers_compare_with_exact_numerics_carried_as_text(text: str, expected: bool) -> None:
+    """NUMERIC/DECIMAL columns reach events as text ("1500.00"); `after.amount >= 1000`, the docs'
+    route example, never matched them (text against a number was an incomparable pair)."""
+    e = event(
+        Op.CREATE,
+        after={
+            "id": 1,
+            "amount": "1500.00",
+            "small": "0.0001",
+            "name": "bob",
+            "huge": "1e99999999999999999999",
+        },
+    )
+    assert bool(compile_expression(text)(e)) is expected
 
 
 def test_filter_expression_is_checked_when_the_config_is_read() -> None:

@@ -180,6 +180,7 @@ class BinlogConverter:
         self._in_row_event = 0
         self._schema: TableSchema | None = None  # of the row event being converted
         self._interrupted: tuple[str, int] | None = None
+        self.server_idle = False  # a server heartbeat came: it had nothing more to send (reader.py)
         self._shapes: dict[tuple[str, str], _TableShape] = {}
         self._dispatch = {
             MariadbGtidEvent: self._on_gtid,
@@ -282,6 +283,7 @@ class BinlogConverter:
         consumed. Not moved: the committed position is confirmed current, which keeps the heartbeat and
         checkpoint ages small on a quiet binlog (as Postgres' heartbeat messages do) instead of letting
         them grow until the stale alerts fire."""
+        self.server_idle = True
         if self._held is None and self._tx.gtid is None:
             return self._heartbeat()
         return []

@@ -298,6 +298,8 @@ class MysqlReader(Reader):
         )
         self._stream = stream
         log.info("binlog streaming", server_id=self.server_id, gtid=position.gtid, file=position.file)
+        end = self._binlog_end()
+        caught_up = False
         stream.start()
         try:
             if self._stop.is_set():
@@ -305,9 +307,17 @@ class MysqlReader(Reader):
             if isnap.snapshots.chunk_due() and self.signal_table is not None:
                 isnap.read_chunk()  # a snapshot the resume point carries, or tables new to the config
             while not self._stop.is_set():
+                # Idle only once the log's end as of the start was read (or the server said it had
+                # nothing more): before that, a quiet spell is the server still seeking the GTID in a
+                # large binlog, or skipping other tables' transactions, and a one_time run would end
+                # having delivered nothing. Looked at before the poll: the items of the transaction
+                # that reached the end are queued by then.
+                reached = caught_up or converter.server_idle or _at_or_after(converter.position, end)
                 items = stream.poll(self.idle_tick_s)
                 if items is None:
-                    yield None
+                    caught_up = reached
+                    if caught_up:
+                        yield None
                 else:
                     for item in items:
                         if isnap.passthrough(item):
@@ -317,6 +327,21 @@ class MysqlReader(Reader):
         finally:
             stream.close()
             isnap.close()
+
+    def _binlog_end(self) -> tuple[str, int]:
+        """The binlog's end (file, pos) now; ("", 0), which every position is at, if unknown."""
+        from cdc_logs.readers.mysql.seek import _binlog_end
+
+        try:
+            conn = connect(self.settings)
+        except CdcError:
+            return ("", 0)  # the stream's own connection reports the problem
+        try:
+            return _binlog_end(conn)
+        except pymysql.MySQLError:
+            return ("", 0)
+        finally:
+            conn.close()
 
     def _first_position(self, server: str) -> BinlogPosition:
         """Where a first run without snapshot starts: the configured start, or the current end."""
@@ -490,3 +515,9 @@ class MysqlReader(Reader):
         from cdc_logs.readers.mysql.lag import BinlogLagProbe
 
         return BinlogLagProbe(self.settings)
+
+
+def _at_or_after(position: BinlogPosition, end: tuple[str, int]) -> bool:
+    """Whether `position` (file:pos) is at or past `end`; binlog file names of one server differ only
+    in their zero-padded number, so they compare as text."""
+    return (position.file or "", position.pos or 0) >= end
