@@ -58,6 +58,11 @@ class Checkpointer:
         with self._lock:
             return min(self._acked.values())
 
+    def behind(self, seq: int) -> list[str]:
+        """The sinks that do not hold everything up to `seq` yet."""
+        with self._lock:
+            return [sink for sink, acked in self._acked.items() if acked < seq]
+
     def take_committable(self, limit: int | None = None) -> dict[str, Position]:
         """Pop and return, per source, the highest position now durable in every sink (and at or
         below sequence number `limit`, when given: stateful middleware's last snapshot, stages.py)."""

@@ -107,6 +107,10 @@ class FanOut:
             time.sleep(0.02)
         return False
 
+    def undelivered(self) -> list[str]:
+        """The sinks that have not acknowledged everything appended."""
+        return self.checkpoint.behind(self._appended)
+
     def close(self) -> None:
         self._stop.set()
         for thread in self._threads:

@@ -462,7 +462,9 @@ class Pipeline:
                 self._commit()  # fan-out sinks acknowledge asynchronously
                 self._fanout.check()
             if finishing:
-                self._finish_fanout()
+                # A run that ends on its own (one_time drained, --limit reached) must not end as a
+                # success while a destination still lacks what was read; a stop request may.
+                self._finish_fanout(complete=not self._stop.is_set())
                 return
 
     def _open_stages(self) -> None:
@@ -557,15 +559,35 @@ class Pipeline:
         self.status.batch_size(size)
         self.metrics.batch_size(size)
 
-    def _finish_fanout(self) -> None:
-        """On the way out, give fan-out sinks a bounded time to deliver what is spooled, then commit."""
+    def _finish_fanout(self, complete: bool = False) -> None:
+        """On the way out, give fan-out sinks a bounded time to deliver what is spooled, then commit.
+
+        `complete`: the run ends on its own (one_time, --limit) and its exit status says whether
+        everything read reached every destination; a destination still behind is then an error
+        (nothing past the committed position is lost: the next run replays it)."""
         if self._fanout is None:
             return
-        if not self._fanout.drain(timeout=30):
+        durable = self._checkpoint.durable_seq()
+        delivered = self._fanout.drain(timeout=30)
+        while complete and not delivered and self._fanout.failure is None:
+            # A slow destination still catching up gets more time as long as it makes progress.
+            if self._checkpoint.durable_seq() <= durable:
+                break
+            durable = self._checkpoint.durable_seq()
+            delivered = self._fanout.drain(timeout=30)
+        if not delivered:
             log.warning("not every sink delivered before stopping; the rest is replayed on restart")
         self._commit()
         if self._fanout.failure is not None:
             raise self._fanout.failure
+        if complete and not delivered:
+            behind = ", ".join(self._fanout.undelivered()) or "a destination"
+            raise CdcError(
+                ErrorKind.SINK_TRANSIENT,
+                f"the run ended before {behind} took every change it read: the committed "
+                "position stays before them, so the next run replays them",
+                f"check that {behind} is reachable (cdc-logs status, the log above), then run again",
+            )
 
     def _undecodable(self, source: str, item: Undecodable) -> None:
         """Dead-letter a change the reader could not decode (durably, before its position can be

@@ -403,3 +403,39 @@ def test_a_one_time_run_waits_for_a_sink_still_opening(tmp_path: Path) -> None:
     assert seqs(fast.events) == list(range(1, 31)) and seqs(slow.events) == list(range(1, 31))
     stored = offsets.load("p", "src")
     assert stored is not None and stored.decoded() == Watermark(SERVER, (30,))
+
+
+class NeverOpensSink(MemorySink):
+    """A destination that is down for the whole run: every open is refused (transiently)."""
+
+    def open(self) -> None:
+        raise CdcError(ErrorKind.SINK_TRANSIENT, "connection refused")
+
+
+def test_a_one_time_run_that_could_not_deliver_everywhere_fails(tmp_path: Path) -> None:
+    """A one_time run whose destination is down must not end as a success: it committed nothing (the
+    next run replays), and its exit status has to say so, naming the destination."""
+    reader = ScriptedReader([make_event(n) for n in range(1, 31)], follow=False)
+    fast, down = MemorySink("fast"), NeverOpensSink("down")
+    offsets = MemoryOffsetStore()
+    pipeline = _pipeline(tmp_path, reader, fast, down, offsets=offsets, stop_when_idle=True)
+    with pytest.raises(CdcError) as caught:
+        pipeline.run()
+    assert caught.value.kind is ErrorKind.SINK_TRANSIENT and "down" in caught.value.message
+    assert "next run replays" in caught.value.message
+    assert offsets.load("p", "src") is None, "nothing committed past what every destination holds"
+
+
+def test_a_stopped_run_with_a_destination_down_ends_quietly(tmp_path: Path) -> None:
+    """A stop request (SIGTERM) is not a failure: the undelivered rest is replayed on restart."""
+    reader = ScriptedReader([make_event(n) for n in range(1, 31)], follow=True)
+    fast, down = MemorySink("fast"), NeverOpensSink("down")
+    pipeline = _pipeline(tmp_path, reader, fast, down)
+    runner = threading.Thread(target=pipeline.run)
+    runner.start()
+    deadline = time.monotonic() + 10
+    while len(fast.events) < 30 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    pipeline.stop()
+    runner.join(10)
+    assert not runner.is_alive()
