@@ -20,3 +20,12 @@ GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT, RELOAD, SHOW DATABASES, LOC
 GRANT ALL PRIVILEGES ON test.* TO 'cdc'@'localhost', 'cdc'@'127.0.0.1', 'cdc'@'%';
 
 FLUSH PRIVILEGES;
+
+-- A user that can read `test` but not the binlog (no REPLICATION SLAVE / CLIENT): with it,
+-- `capture: auto` falls back to polling (tests/integration/test_capture_auto.py). Test stack only.
+CREATE USER IF NOT EXISTS 'cdc_poll'@'localhost' IDENTIFIED BY 'cdc_poll';
+CREATE USER IF NOT EXISTS 'cdc_poll'@'127.0.0.1' IDENTIFIED BY 'cdc_poll';
+CREATE USER IF NOT EXISTS 'cdc_poll'@'%' IDENTIFIED BY 'cdc_poll';
+GRANT SELECT ON test.* TO 'cdc_poll'@'localhost', 'cdc_poll'@'127.0.0.1', 'cdc_poll'@'%';
+
+FLUSH PRIVILEGES;

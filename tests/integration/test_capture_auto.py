@@ -4,9 +4,9 @@
 - With a fresh role without REPLICATION (created here, dropped after) auto chooses polling; a
   `cdc-logs run` delivers inserts and updates made while it runs, warns at start-up what polling
   cannot see, and /ready's details carry the choice, the failed check and the caveats.
-- MariaDB: auto chooses the binlog for the stack's user (which has REPLICATION SLAVE; creating a user
-  without it needs privileges the stack's user does not have, so the poll fallback is shown with
-  `capture: poll`, which delivers inserts and updates through SQLAlchemy from the same settings).
+- MariaDB: auto chooses the binlog for the stack's user `cdc` (REPLICATION SLAVE), and polls for the
+  stack's `cdc_poll` (SELECT on `test` only: readers/mariadb/setup.sql); `capture: poll` delivers
+  inserts and updates through SQLAlchemy from the same settings.
 """
 
 from __future__ import annotations
@@ -225,6 +225,95 @@ def test_mariadb_capture_poll_delivers(mariadb_dsn: str, tmp_path: Path) -> None
                 (1, "updated"),
             ]
             assert "capturing by polling" in log.read_text()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS {uid}")
+        conn.close()
+
+
+def test_mariadb_auto_polls_for_a_user_without_replication(mariadb_dsn: str, tmp_path: Path) -> None:
+    """`capture: auto` with a user that may read the tables but not the binlog (the stack's
+    `cdc_poll`: SELECT on `test` only, readers/mariadb/setup.sql): the binlog checks fail, so the
+    run polls, says so at start-up and in /ready, and delivers inserts and updates."""
+    uid = "capauto_" + uuid.uuid4().hex[:8]
+    settings = parse_dsn(mariadb_dsn)
+    parts = urlsplit(mariadb_dsn)
+    host = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+    poll_dsn = urlunsplit((parts.scheme, f"cdc_poll:cdc_poll@{host}", parts.path, parts.query, ""))
+    conn = pymysql.connect(**settings.kwargs(), autocommit=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                f"CREATE TABLE {uid} (id INT AUTO_INCREMENT PRIMARY KEY, note VARCHAR(50), "
+                "updated_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6))"
+            )
+            cur.execute(f"INSERT INTO {uid} (note) VALUES ('before the run')")
+        out = tmp_path / "out.jsonl"
+        config = tmp_path / "pipeline.yaml"
+        source = {
+            "type": "mariadb",
+            "dsn": poll_dsn,
+            "tables": [f"{settings.database}.{uid}"],
+            "capture": "auto",
+            "poll": {"timestamp_column": "updated_at", "incrementing_column": "id", "interval_ms": 100},
+        }
+        config.write_text(
+            json.dumps(
+                {
+                    "name": uid,
+                    "source": source,
+                    "destination": {"type": "file", "path": str(out)},
+                    "offsets": {"type": "sqlite", "path": str(tmp_path / "offsets.db")},
+                    "sync": {"batch": {"max_wait_ms": 50}},
+                }
+            )
+        )
+        log = tmp_path / "run.log"
+        with open(log, "wb") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "cdc_logs", "run", "-c", str(config), "--http-port", str(port)],
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                cwd=tmp_path,
+            )
+        try:
+
+            def rows() -> list[dict[str, Any]]:
+                return [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+
+            deadline = time.monotonic() + 60
+            while len(rows()) < 1:
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+            with conn.cursor() as cur:
+                cur.execute(f"INSERT INTO {uid} (note) VALUES ('while polling')")
+                cur.execute(f"UPDATE {uid} SET note = 'updated', updated_at = NOW(6) WHERE id = 1")
+            while len(rows()) < 3:
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+            assert [(r["after"]["id"], r["after"]["note"]) for r in rows()] == [
+                (1, "before the run"),
+                (2, "while polling"),
+                (1, "updated"),
+            ]
+            text = log.read_text()
+            assert "capturing by polling" in text and "REPLICATION SLAVE" in text, text
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=5) as resp:
+                body = json.loads(resp.read())
+            capture = next(iter(body["sources"].values()))["capture"]
+            assert capture["mode"] == "auto" and capture["chosen"] == "poll", capture
+            assert any("REPLICATION SLAVE" in r for r in capture["because"]), capture
+            assert any("deletes are not seen" in c for c in capture["cannot_see"]), capture
+            assert "cdc_poll:cdc_poll" not in text and "cdc_poll:cdc_poll" not in json.dumps(body)
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
