@@ -153,6 +153,17 @@ def connect(settings: MysqlSettings, *, autocommit: bool = True) -> pymysql.conn
     return conn
 
 
+def binlog_end(conn: pymysql.connections.Connection) -> tuple[str, int]:
+    """The binlog's end now: (file, position); ("", 0) when the server reports none."""
+    with conn.cursor() as cur:
+        try:
+            cur.execute("SHOW BINARY LOG STATUS")  # MySQL 8.4 removed SHOW MASTER STATUS
+        except pymysql.err.ProgrammingError:
+            cur.execute("SHOW MASTER STATUS")
+        row = cur.fetchone()
+    return (str(row[0]), int(row[1])) if row else ("", 0)
+
+
 def query_one(conn: pymysql.connections.Connection, sql: str, args: Sequence[Any] = ()) -> tuple[Any, ...]:
     with conn.cursor() as cur:
         cur.execute(sql, args)

@@ -36,6 +36,7 @@ from cdc_logs.readers.mysql.connection import (
     RECOVER_HINT,
     BinlogStream,
     MysqlSettings,
+    binlog_end,
     classify,
     connect,
     query_one,
@@ -330,14 +331,12 @@ class MysqlReader(Reader):
 
     def _binlog_end(self) -> tuple[str, int]:
         """The binlog's end (file, pos) now; ("", 0), which every position is at, if unknown."""
-        from cdc_logs.readers.mysql.seek import _binlog_end
-
         try:
             conn = connect(self.settings)
         except CdcError:
             return ("", 0)  # the stream's own connection reports the problem
         try:
-            return _binlog_end(conn)
+            return binlog_end(conn)
         except pymysql.MySQLError:
             return ("", 0)
         finally:

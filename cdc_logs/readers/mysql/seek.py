@@ -34,7 +34,7 @@ import pymysql
 
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.position import BinlogPosition
-from cdc_logs.readers.mysql.connection import MysqlSettings, classify, connect, query_one
+from cdc_logs.readers.mysql.connection import MysqlSettings, binlog_end, classify, connect, query_one
 from cdc_logs.readers.mysql.gtid import MariadbGtidPosition, MysqlGtidSet
 from cdc_logs.readers.mysql.reader import (
     MysqlReader,
@@ -68,16 +68,6 @@ class NextTransaction:
     pos: int
     gtid: str
     timestamp: int  # epoch seconds (the binlog event's header time)
-
-
-def _binlog_end(conn: Any) -> tuple[str, int]:
-    with conn.cursor() as cur:
-        try:
-            cur.execute("SHOW BINARY LOG STATUS")  # MySQL 8.4 removed SHOW MASTER STATUS
-        except pymysql.err.ProgrammingError:
-            cur.execute("SHOW MASTER STATUS")
-        row = cur.fetchone()
-    return (str(row[0]), int(row[1])) if row else ("", 0)
 
 
 def _binlog_files(conn: Any) -> list[str]:
@@ -300,7 +290,7 @@ class MysqlSeeker:
         if at is None:  # nothing at or after the time: the current end
             conn = connect(self.settings)
             try:
-                file, pos = _binlog_end(conn)
+                file, pos = binlog_end(conn)
                 (gtid,) = query_one(conn, "SELECT @@gtid_binlog_pos")
             finally:
                 conn.close()
@@ -346,7 +336,7 @@ class MysqlSeeker:
         else:
             conn = connect(self.settings)
             try:
-                file, pos = _binlog_end(conn)
+                file, pos = binlog_end(conn)
             finally:
                 conn.close()
         return BinlogPosition(server=self.server, file=file, pos=pos, gtid=gtid, flavor="mariadb")

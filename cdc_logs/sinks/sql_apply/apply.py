@@ -59,9 +59,9 @@ from cdc_logs.position import decode
 from cdc_logs.sinks.base import Sink
 from cdc_logs.sinks.dedup import Marker, ReplayGuard, owner, targeted
 from cdc_logs.sinks.routing import check_template, render, source_label
-from cdc_logs.sinks.sql import driver_problem, normalize_url
 from cdc_logs.sinks.sql_apply import sql_fit
 from cdc_logs.sinks.sql_apply.sql_types import Binder, ddl_type, flavor, guess_type, json_serializer
+from cdc_logs.sinks.sql_apply.urls import driver_problem, normalize_url
 
 log = get_logger(__name__)
 
