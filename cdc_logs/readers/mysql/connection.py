@@ -308,6 +308,10 @@ class BinlogStream:
             try:
                 for event in reader:
                     items = self.handler.handle(event)
+                    # The library's event and its packet wrapper refer to each other: a reference cycle
+                    # per binlog event, left to the cyclic GC (~3 us per row in young collections that
+                    # scan them). Handled, the event is done with its packet: reference counting frees both.
+                    event.packet = None
                     if items and not self._put(items):
                         return
                     if self._stop.is_set():
