@@ -9,7 +9,8 @@ young generation every 10,000 allocations instead cut the CPU per event by ~20-2
 young collection still came every ~500 Postgres changes and found most of them alive (a batch holds
 5,000 until its write returns), scanning and promoting them; at 50,000 most are freed by reference
 counting before the next one: GC time per 100,000 changes (gc.callbacks, Postgres -> Kafka)
-0.13-0.16 s -> 0.05 s, -> discard 0.11 -> 0.06 s. (MariaDB: unchanged, ~0.15 s per 50,000 rows.)
+0.13-0.16 s -> 0.05 s, -> discard 0.11 -> 0.06 s. (MariaDB gained nothing from it: each binlog event
+was a reference cycle only the collector freed, now broken in readers/mysql/connection.py.)
 
 Only ever raises the first threshold (an embedding application that set a higher one keeps it).
 """
