@@ -5,13 +5,14 @@
     scripts/profile_hot.py pg        [--sink discard|kafka|file|none] [--out FILE]
     scripts/profile_hot.py raw-pg                                pg_recvlogical on the same workload
     scripts/profile_hot.py cleanup-pg
-    scripts/profile_hot.py mysql     [--rows 100000] [--sink discard|kafka|none]
+    scripts/profile_hot.py mysql     [--rows 100000] [--sink none|discard|kafka] [--json]
 
 `pg` drains the slot prepared by `setup-pg` from its start every time (the slot is never confirmed:
 the offsets are in memory and the pipeline's commit only moves the slot after the drain), so it can
 be repeated, e.g. `py-spy record -r 200 --native -o prof.json --format speedscope -- python
 scripts/profile_hot.py pg`. `--out FILE` (file sink) writes the envelopes, to compare output bytes
-before and after a change. `--sink none` times the reader alone (+ to_json with --json).
+before and after a change. `--sink none` times the reader alone (+ to_json with --json); for `mysql`
+it is the default, and `--sink kafka` / `discard` runs the reader through `Pipeline` into that sink.
 
 Names carry `perf_prof` so they never collide with another user of the stack.
 """
@@ -158,7 +159,7 @@ def cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def drain_mysql(dsn: str, rows: int, encode: bool) -> None:
+def drain_mysql(dsn: str, rows: int, encode: bool, sink_kind: str) -> None:
     """Load `rows` rows into a fresh MariaDB table (10 per transaction) and drain them with the reader."""
     import pymysql
 
@@ -187,25 +188,40 @@ def drain_mysql(dsn: str, rows: int, encode: bool) -> None:
         reader = MysqlReader(
             settings, [f"{settings.database}.{table}"], pipeline_name="bench", temporary=True
         )
+        topic = f"perf_prof_{uuid.uuid4().hex[:6]}"
+        sink = make_sink(sink_kind, None, topic) if sink_kind != "none" else None  # imports: not timed
         reader.open()
         position = BinlogPosition(server=reader.server_identity(), gtid=str(start), flavor="mariadb")
         started, count, cpu0 = time.perf_counter(), 0, cpu()
-        try:
-            for item in reader.stream(position):
-                if isinstance(item, ChangeEvent):
-                    if encode:
-                        item.to_json()
-                    count += 1
-                    if count >= rows:
-                        break
-        finally:
-            reader.stop()
-            reader.close()
+        if sink is None:
+            try:
+                for item in reader.stream(position):
+                    if isinstance(item, ChangeEvent):
+                        if encode:
+                            item.to_json()
+                        count += 1
+                        if count >= rows:
+                            break
+            finally:
+                reader.stop()
+                reader.close()
+        else:  # the `cdc-logs run` path: reader thread -> pipeline -> sink -> (in-memory) checkpoint
+            offsets = MemoryOffsetStore()
+            pipeline = Pipeline("bench", {"mariadb": reader}, [sink], offsets,
+                                batch=BatchPolicy(max_events=5000, max_wait_s=0.05), limit=rows)  # fmt: skip
+            offsets.resume_position = lambda n, s, server: position  # type: ignore[method-assign]
+            runner = threading.Thread(target=pipeline.run)
+            runner.start()
+            runner.join()
+            if sink_kind == "kafka":
+                from confluent_kafka.admin import AdminClient
+
+                AdminClient({"bootstrap.servers": os.environ["CDC_KAFKA_BOOTSTRAP"]}).delete_topics([topic])
         took = time.perf_counter() - started
         spent = cpu() - cpu0
         print(
             f"{rows} rows in {took:.2f}s = {rows / took:,.0f} rows/s, "
-            f"{rows / spent:,.0f} rows/cpu-s (mysql reader)"
+            f"{rows / spent:,.0f} rows/cpu-s (mysql reader{'' if sink is None else ' -> ' + sink_kind})"
         )
     finally:
         with conn.cursor() as cur:
@@ -220,7 +236,9 @@ def main() -> int:
     parser.add_argument("what", choices=["setup-pg", "pg", "raw-pg", "cleanup-pg", "mysql"])
     parser.add_argument("--dsn", default=os.environ.get("CDC_PG_DSN"))
     parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--sink", default="discard", choices=["discard", "kafka", "file", "none"])
+    parser.add_argument(
+        "--sink", choices=["discard", "kafka", "file", "none"], help="default: discard (pg), none (mysql)"
+    )
     parser.add_argument("--json", action="store_true", help="with --sink none: serialize each event")
     parser.add_argument("--out")
     args = parser.parse_args()
@@ -230,11 +248,11 @@ def main() -> int:
     elif args.what == "raw-pg":
         drain_raw(args.dsn)
     elif args.what == "mysql":
-        drain_mysql(os.environ["CDC_MARIADB_DSN"], args.rows, args.json)
+        drain_mysql(os.environ["CDC_MARIADB_DSN"], args.rows, args.json, args.sink or "none")
     elif args.what == "cleanup-pg":
         cleanup_pg(args.dsn)
     else:
-        drain_pg(args.dsn, args.sink, args.out, args.json)
+        drain_pg(args.dsn, args.sink or "discard", args.out, args.json)
     return 0
 
 

@@ -52,6 +52,7 @@ log = get_logger(__name__)
 Encoder = Callable[[ChangeEvent, str, bytes | None], tuple[bytes | None, bytes | None]]
 
 _ILLEGAL_TOPIC_CHARS = re.compile(r"[^a-zA-Z0-9._-]")
+_TOPIC_CACHE_SIZE = 4096  # distinct (op, table) pairs remembered; cleared when full
 # Settings the sink's guarantees rest on: a passthrough may not weaken them.
 _PINNED = {"enable.idempotence": "true", "acks": "all"}
 
@@ -153,6 +154,10 @@ class KafkaSink(Sink):
         }
         self._producer: Any = None
         self._rejecting = _rejecting_codes()
+        self._topics: dict[tuple[Any, ...], str] = {}
+        from confluent_kafka import KafkaException
+
+        self._kafka_exception = KafkaException  # imported once: an import statement per record cost ~0.3 us
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def open(self) -> None:
@@ -181,8 +186,17 @@ class KafkaSink(Sink):
 
     # -- writing -----------------------------------------------------------------------------------
     def topic_for(self, event: ChangeEvent) -> str:
-        topic = render(self.topic_template, event, self.prefix)
-        return _ILLEGAL_TOPIC_CHARS.sub("_", topic)[:249]
+        # Per table (and op), not per record: rendering and sanitizing was ~10% of the sink's time.
+        # The key holds every field a template can name (routing.EVENT_FIELDS; the prefix is fixed).
+        source = event.source
+        key = (event.op, source.name, source.db, source.schema, source.table, source.connector)
+        topic = self._topics.get(key)
+        if topic is None:
+            topic = _ILLEGAL_TOPIC_CHARS.sub("_", render(self.topic_template, event, self.prefix))[:249]
+            if len(self._topics) >= _TOPIC_CACHE_SIZE:
+                self._topics.clear()
+            self._topics[key] = topic
+        return topic
 
     def key_for(self, event: ChangeEvent) -> bytes | None:
         if self.key_field is None:
@@ -262,8 +276,6 @@ class KafkaSink(Sink):
         headers: list[tuple[str, str]] | None,
         reports: _Reports,
     ) -> None:
-        from confluent_kafka import KafkaException
-
         while True:
             try:
                 self._producer.produce(topic, value=value, key=key, headers=headers, on_delivery=reports)
@@ -271,7 +283,7 @@ class KafkaSink(Sink):
             except BufferError:
                 # The local queue is full: serve delivery reports to make room, then try again.
                 self._producer.poll(0.5)
-            except KafkaException as exc:
+            except self._kafka_exception as exc:
                 raise self._error(exc.args[0], 1, 1) from exc
 
     def _error(self, err: Any, failed: int, sent: int) -> CdcError:

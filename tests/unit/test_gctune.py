@@ -24,9 +24,9 @@ def test_raises_the_default_and_keeps_the_older_generations() -> None:
 
 
 def test_keeps_a_higher_threshold_and_a_disabled_collector() -> None:
-    gc.set_threshold(50_000, 5, 5)
+    gc.set_threshold(YOUNG_THRESHOLD * 2, 5, 5)
     tune_for_streaming()
-    assert gc.get_threshold() == (50_000, 5, 5)
+    assert gc.get_threshold() == (YOUNG_THRESHOLD * 2, 5, 5)
     gc.set_threshold(0, 10, 10)
     tune_for_streaming()
     assert gc.get_threshold() == (0, 10, 10)
