@@ -171,10 +171,14 @@ def test_source_failure_reconnects_and_resumes_from_the_committed_position() -> 
     assert reader.opens == 2
     delivered = seqs(sink.events)
     assert set(delivered) == set(range(1, 41))
-    # Replays after the reconnect start at the committed position: duplicates only past it.
-    assert reader.starts[1] is not None
-    committed = reader.starts[1].values[0]  # type: ignore[union-attr]
-    assert delivered.count(committed) == 1
+    # Replays after the reconnect start at the committed position: duplicates only past it. The
+    # reader thread reconnects at once, so whether a batch was committed before it did depends on
+    # the main loop's timing; with none, the replay starts from the beginning (duplicates from 1).
+    start = reader.starts[1]
+    committed = start.values[0] if start is not None else 0
+    if committed:
+        assert delivered.count(committed) == 1
+    assert delivered[: delivered.index(committed + 1) + 1] == list(range(1, committed + 2))
 
 
 def test_operator_error_from_source_stops_with_its_hint() -> None:
