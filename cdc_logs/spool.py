@@ -65,6 +65,13 @@ class Spool:
         max_memory_bytes: int = 64 << 20,
     ) -> None:
         self.directory = Path(directory)
+        if self.directory.exists() and not self.directory.is_dir():
+            raise CdcError(
+                ErrorKind.CONFIG,
+                f"the fan-out spool's directory {self.directory} is a file",
+                "move that file, or set sync.fanout.spool_dir to another directory (the spool lives in "
+                "<spool_dir>/<pipeline name>.spool)",
+            )
         self._empty_directory()  # a restart replays from the source
         self.max_bytes = max_bytes
         self.max_memory_bytes = max_memory_bytes
@@ -195,7 +202,8 @@ class Spool:
             self.directory.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
         except OSError as exc:
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # e.g. the directory's name is taken by a file
+                path.unlink(missing_ok=True)
             if not self._disk_warned:
                 log.warning(
                     "spool: cannot spill to disk, the source waits for the sinks instead",

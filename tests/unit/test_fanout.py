@@ -439,3 +439,14 @@ def test_a_stopped_run_with_a_destination_down_ends_quietly(tmp_path: Path) -> N
     pipeline.stop()
     runner.join(10)
     assert not runner.is_alive()
+
+
+def test_a_file_where_the_spool_directory_goes_is_a_config_error(tmp_path: Path) -> None:
+    """`<spool_dir>/<name>.spool` taken by a user's file: said at start, the file left alone (it
+    crashed the run with an unexpected NotADirectoryError at the first spill)."""
+    taken = tmp_path / "orders.spool"
+    taken.write_text("the user's file")
+    with pytest.raises(CdcError) as caught:
+        Spool(taken, ["a"])
+    assert caught.value.kind is ErrorKind.CONFIG and "is a file" in caught.value.message
+    assert taken.read_text() == "the user's file"

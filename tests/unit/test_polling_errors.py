@@ -53,3 +53,31 @@ def test_a_bad_url_is_config_without_the_url(url: str) -> None:
         parse_url(url)
     assert info.value.kind is ErrorKind.CONFIG
     assert "s3cret" not in str(info.value) and "notaport" not in str(info.value)
+
+
+def test_plain_mysql_and_postgresql_urls_get_the_installed_drivers() -> None:
+    """mysql:// / mariadb:// / postgresql:// poll through PyMySQL and psycopg 3, as the SQL destination's
+    URLs do: SQLAlchemy's defaults (MySQLdb, psycopg2) are not installed, and `run` failed on them."""
+    from cdc_logs.readers.polling.connection import parse_url
+
+    assert parse_url("mysql://u:p@127.0.0.1:3306/test").drivername == "mysql+pymysql"
+    assert parse_url("mariadb://u:p@127.0.0.1/test").drivername == "mysql+pymysql"
+    assert parse_url("postgresql://u:p@127.0.0.1/db").drivername == "postgresql+psycopg"
+    assert parse_url("sqlite:///x.db").drivername == "sqlite"
+
+
+def test_config_validate_names_a_driver_that_is_not_installed() -> None:
+    from pydantic import ValidationError
+
+    from cdc_logs.readers.polling.config import PollSourceConfig
+
+    with pytest.raises(ValidationError) as caught:
+        PollSourceConfig.model_validate(
+            {
+                "type": "poll",
+                "url": "mysql+mysqldb://u:S3cret@h/db",
+                "tables": [{"table": "t", "mode": "incrementing", "incrementing_column": "id"}],
+            }
+        )
+    message = caught.value.errors()[0]["msg"]  # what `config validate` prints (never the input value)
+    assert "mysqlclient" in message and "S3cret" not in message

@@ -119,8 +119,10 @@ class PollSourceConfig(SourceConfigBase):
     @classmethod
     def _url(cls, value: str) -> str:
         from cdc_logs.readers.polling.connection import url_problem
+        from cdc_logs.sinks.sql_apply.urls import driver_problem, normalize_url
 
-        problem = url_problem(value)
+        # A driver that cannot be loaded is said by `config validate`, as `run` would say it.
+        problem = url_problem(value) or driver_problem(normalize_url(value))
         if problem is not None:
             raise ValueError(problem)  # never the value: it holds the password
         return value

@@ -21,6 +21,7 @@ from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.redact import redact
 from cdc_logs.pg_conninfo import libpq_option, option_message
 from cdc_logs.readers.sqlite.connection import lenient_text
+from cdc_logs.sinks.sql_apply.urls import driver_problem, normalize_url
 
 _URL_FORM = "dialect+driver://user:password@host:port/database, e.g. sqlite:///app.db"
 # Driver errors that mean the login was refused (not that the server is away): psycopg, PyMySQL.
@@ -46,7 +47,9 @@ def parse_url(url: str) -> sa.URL:
     problem = url_problem(url)
     if problem is not None:
         raise CdcError(ErrorKind.CONFIG, problem, f"write the poll source's URL as {_URL_FORM}")
-    return cast(sa.URL, sqlalchemy_url(url, "poll source's url"))
+    # Plain postgresql:// and mysql:// / mariadb:// get the drivers cdc-logs installs (psycopg 3,
+    # PyMySQL), as the SQL destination's do: SQLAlchemy's defaults (psycopg2, MySQLdb) are not installed.
+    return cast(sa.URL, sqlalchemy_url(normalize_url(url), "poll source's url"))
 
 
 def server_identity(url: sa.URL) -> str:
@@ -83,8 +86,9 @@ def create_engine(url: sa.URL, options: Mapping[str, Any] | None = None) -> Engi
     except ImportError as exc:
         raise CdcError(
             ErrorKind.CONFIG,
-            f"the database driver for {url.drivername!r} is not installed ({exc})",
-            "install the driver extra, e.g. pip install 'cdc-logs[pg]' or 'cdc-logs[mysql]'",
+            driver_problem(url.render_as_string(hide_password=True))
+            or f"the database driver for {url.drivername!r} is not installed ({exc})",
+            "install that driver into cdc-logs' environment, or use a URL whose driver is installed",
         ) from exc
     backend = url.get_backend_name()
     if backend == "postgresql":
