@@ -47,7 +47,7 @@ def show(
         return
     table = Table(title=f"offsets of pipeline {cfg.name}")
     for column in ("source", "position", "server", "updated"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # wrapped, never cut: positions are copied from here
     for r in rows:
         updated = dt.datetime.fromtimestamp(r.updated_ms / 1000, dt.UTC).isoformat(timespec="seconds")
         try:
@@ -60,7 +60,8 @@ def show(
             "no committed position yet: the next run starts as a new pipeline (docs/offsets.md says where, "
             "per source)"
         )
-    Console().print(table)
+    # Piped or redirected, rich would lay the table out for 80 columns: wide enough for whole positions.
+    (Console() if sys.stdout.isatty() else Console(width=200)).print(table)
 
 
 def _row_json(r: StoredOffset) -> dict[str, Any]:
