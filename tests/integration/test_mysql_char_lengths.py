@@ -5,6 +5,10 @@ character of its charset takes: VARCHAR(40) in utf8mb4 is 160), information_sche
 characters. A schema that changes from the snapshot's row to the first streamed one made the SQL
 apply sink ask for `ALTER COLUMN ... TYPE VARCHAR(160)` on a VARCHAR(40) target, and auto_create
 size a new column 4x too wide. BINARY/VARBINARY stay in bytes on both paths.
+
+The charset comes from the column's collation id; python-mysql-replication does not know MariaDB's
+UCA 14.0.0 collations (it took them for UTF-8: a utf16_uca1400_ai_ci 'é' stopped the stream):
+binlog_values resolves them, checked here against the server's own collation table.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import pymysql
 import pytest
 
 from cdc_logs.envelope import ChangeEvent
+from cdc_logs.readers.mysql.binlog_values import mariadb_charset
 from cdc_logs.readers.mysql.connection import parse_dsn
 from cdc_logs.readers.mysql.reader import MysqlReader
 from tests.integration.test_debezium_equivalence import Collector
@@ -30,6 +35,9 @@ COLUMNS = {
     "cl": ("CHAR(7) CHARACTER SET latin1", 7),
     "w2": ("VARCHAR(9) CHARACTER SET ucs2", 9),
     "w4": ("VARCHAR(11) CHARACTER SET utf32", 11),
+    "np": ("VARCHAR(12) CHARACTER SET latin1 COLLATE latin1_swedish_nopad_ci", 12),
+    "ua": ("VARCHAR(14) CHARACTER SET utf16 COLLATE utf16_uca1400_ai_ci", 14),
+    "ub": ("CHAR(3) CHARACTER SET utf8mb4 COLLATE utf8mb4_uca1400_nopad_as_cs", 3),
     "vb": ("VARBINARY(13)", 13),
     "bn": ("BINARY(6)", 6),
 }
@@ -41,7 +49,7 @@ def events(mariadb_dsn: str) -> Iterator[list[ChangeEvent]]:
     settings = parse_dsn(mariadb_dsn)
     conn = pymysql.connect(**settings.kwargs(), autocommit=True)
     columns = ", ".join(f"{column} {ddl}" for column, (ddl, _) in COLUMNS.items())
-    values = ", ".join("'x'" for _ in COLUMNS)
+    values = ", ".join("'é'" if "VARCHAR" in ddl else "'x'" for ddl, _ in COLUMNS.values())
     collector: Collector | None = None
     try:
         with conn.cursor() as cur:
@@ -74,3 +82,19 @@ def test_streamed_and_snapshot_rows_give_the_declared_lengths(events: list[Chang
     kinds = {c.name: (c.type, c.source_type) for c in streamed.columns}
     assert kinds == {c.name: (c.type, c.source_type) for c in snapshot.columns}
     assert kinds["vb"] == ("bytes", "VARBINARY") and kinds["c4"] == ("string", "CHAR")
+    assert events[0].after == events[1].after | {"id": 1}  # the same text on both paths
+
+
+def test_every_collation_id_of_the_server_names_its_charset(mariadb_dsn: str) -> None:
+    conn = pymysql.connect(**parse_dsn(mariadb_dsn).kwargs())
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT ID, CHARACTER_SET_NAME FROM information_schema.COLLATION_CHARACTER_SET_APPLICABILITY"
+            )
+            rows = cur.fetchall()
+    finally:
+        conn.close()
+    assert len(rows) > 1000  # MariaDB 10.10+: the NO PAD and UCA 14.0.0 collations too
+    named = {collation: (charset, mariadb_charset(collation)) for collation, charset in rows}
+    assert {k: v for k, v in named.items() if v[0] != v[1]} == {}

@@ -217,3 +217,33 @@ def test_binlog_char_lengths_are_characters_as_in_information_schema() -> None:
     kinds = {c.name: (c.type, c.source_type) for c in schema.columns}
     assert kinds["c4"] == ("string", "CHAR") and kinds["vb"] == ("bytes", "VARBINARY")
     assert kinds["bn"] == ("bytes", "BINARY")
+
+
+def test_table_map_names_the_charset_of_collations_the_library_lacks() -> None:
+    def text(kind: int = FIELD_TYPE.VARCHAR) -> Any:
+        return SimpleNamespace(type=kind, character_set_name="utf8", collation_name=None, enum_values=None)
+
+    columns = [
+        text(),
+        SimpleNamespace(type=FIELD_TYPE.LONG),
+        text(),
+        text(FIELD_TYPE.ENUM),
+        text(FIELD_TYPE.BLOB),
+    ]
+    metadata = SimpleNamespace(charset_collation_list=[2304, 2816, 45], enum_and_set_collation_list=[8])
+    event = SimpleNamespace(columns=columns, dbms="mariadb", optional_metadata=metadata)
+    binlog_values._after_table_map(event)
+    # utf8mb4_uca1400_ai_ci, utf16_uca1400_ai_ci, utf8mb4_general_ci; ENUM latin1_swedish_ci
+    charsets = [getattr(c, "charset_name", None) for c in columns]
+    assert charsets == ["utf8mb4", None, "utf16", "latin1", "utf8mb4"]
+    # the codec for the ids the library took for UTF-8; the ones it knows are its business
+    assert [getattr(c, "character_set_name", None) for c in columns] == [
+        "utf8",
+        None,
+        "utf16",
+        "utf8",
+        "utf8",
+    ]
+    assert (
+        binlog_values.mariadb_charset(3072 + 255) == "utf32" and binlog_values.mariadb_charset(4000) is None
+    )

@@ -232,12 +232,14 @@ def _characters(column: Any) -> int | None:
     length = getattr(column, "max_length", None)
     if length is None:
         return None
-    # The library names the column's charset only through its collation ("utf8mb4_general_ci");
-    # collation names start with the charset's name. A collation the library does not know (MariaDB's
-    # NO PAD and UCA 14.0.0 ones, ids >= 1024) leaves the name None: the length then stays in bytes,
-    # an upper bound (a target column sized from it is too wide, never too narrow).
-    collation = getattr(column, "collation_name", None)
-    per_char = _MAX_BYTES_PER_CHAR.get(str(collation).split("_", 1)[0]) if collation else None
+    # binlog_values names the charset (`charset_name`); else its collation does ("utf8mb4_general_ci":
+    # collation names start with their charset's). A charset nobody could name leaves the length in
+    # bytes, an upper bound (a target column sized from it is too wide, never too narrow).
+    charset = getattr(column, "charset_name", None)
+    if not charset:
+        collation = getattr(column, "collation_name", None)
+        charset = str(collation).split("_", 1)[0] if collation else None
+    per_char = _MAX_BYTES_PER_CHAR.get(charset) if charset else None
     if not per_char:
         return int(length)
     return int(length) // per_char
