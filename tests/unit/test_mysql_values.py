@@ -198,7 +198,7 @@ def test_binlog_char_lengths_are_characters_as_in_information_schema() -> None:
         _char_column("w4", FIELD_TYPE.STRING, 44, 60),  # CHAR(11) utf32_general_ci
         _char_column("vb", FIELD_TYPE.VARCHAR, 13, 63),  # VARBINARY(13)
         _char_column("bn", FIELD_TYPE.STRING, 6, 63),  # BINARY(6)
-        # a collation the library does not know (MariaDB's NO PAD ones): the bytes, an upper bound
+        # a charset nobody could name (no charset_name, no collation): the bytes, an upper bound
         _char_column("np", FIELD_TYPE.VARCHAR, 160, None),
     ]
     schema = binlog_schema(columns, "db", "t", "mariadb")
