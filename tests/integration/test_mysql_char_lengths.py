@@ -23,6 +23,7 @@ from cdc_logs.envelope import ChangeEvent
 from cdc_logs.readers.mysql.binlog_values import mariadb_charset
 from cdc_logs.readers.mysql.connection import parse_dsn
 from cdc_logs.readers.mysql.reader import MysqlReader
+from cdc_logs.readers.mysql.schema import _MAX_BYTES_PER_CHAR
 from tests.integration.test_debezium_equivalence import Collector
 
 # column -> (DDL, its declared length: characters, bytes for the binary ones)
@@ -85,7 +86,7 @@ def test_streamed_and_snapshot_rows_give_the_declared_lengths(events: list[Chang
     assert events[0].after == events[1].after | {"id": 1}  # the same text on both paths
 
 
-def test_every_collation_id_of_the_server_names_its_charset(mariadb_dsn: str) -> None:
+def test_every_collation_id_and_charset_of_the_server_is_known(mariadb_dsn: str) -> None:
     conn = pymysql.connect(**parse_dsn(mariadb_dsn).kwargs())
     try:
         with conn.cursor() as cur:
@@ -93,8 +94,12 @@ def test_every_collation_id_of_the_server_names_its_charset(mariadb_dsn: str) ->
                 "SELECT ID, CHARACTER_SET_NAME FROM information_schema.COLLATION_CHARACTER_SET_APPLICABILITY"
             )
             rows = cur.fetchall()
+            cur.execute("SHOW CHARACTER SET")
+            maxlen = {row[0]: int(row[3]) for row in cur.fetchall()}
     finally:
         conn.close()
     assert len(rows) > 1000  # MariaDB 10.10+: the NO PAD and UCA 14.0.0 collations too
     named = {collation: (charset, mariadb_charset(collation)) for collation, charset in rows}
     assert {k: v for k, v in named.items() if v[0] != v[1]} == {}
+    # and the bytes a character takes at most, by which schema.py divides, are the server's Maxlen
+    assert {name: _MAX_BYTES_PER_CHAR.get(name, 1) for name in maxlen} == maxlen
