@@ -15,6 +15,7 @@ from pymysqlreplication.constants import FIELD_TYPE
 
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.readers.mysql import binlog_values, convert, types
+from cdc_logs.readers.mysql.schema import binlog_schema
 
 
 def _c_div(a: int, b: int) -> int:
@@ -169,3 +170,80 @@ def test_zero_dates_in_not_null_columns_are_the_epoch() -> None:
 )
 def test_set_value(members: Any, definition: list[str], expected: str) -> None:
     assert types.set_value(members, definition) == expected
+
+
+def _char_column(name: str, kind: int, max_length: int, collation_id: int | None) -> Any:
+    """A CHAR/VARCHAR column as the library leaves it after a TABLE_MAP: its charset and collation
+    from the collation id (by the library's own table), its size in bytes."""
+    encode, collation = (
+        ("utf8", None) if collation_id is None else row_event.find_charset(collation_id, "mariadb")[:2]
+    )
+    return _column(
+        kind,
+        name=name,
+        max_length=max_length,
+        character_set_name=encode,
+        collation_name=collation,
+        is_primary=False,
+    )
+
+
+def test_binlog_char_lengths_are_characters_as_in_information_schema() -> None:
+    columns = [
+        _char_column("u4", FIELD_TYPE.VARCHAR, 160, 45),  # VARCHAR(40) utf8mb4_general_ci
+        _char_column("c4", FIELD_TYPE.STRING, 40, 46),  # CHAR(10) utf8mb4_bin
+        _char_column("u3", FIELD_TYPE.VARCHAR, 99, 33),  # VARCHAR(33) utf8mb3_general_ci
+        _char_column("l1", FIELD_TYPE.VARCHAR, 21, 8),  # VARCHAR(21) latin1_swedish_ci
+        _char_column("w2", FIELD_TYPE.VARCHAR, 18, 35),  # VARCHAR(9) ucs2_general_ci
+        _char_column("w4", FIELD_TYPE.STRING, 44, 60),  # CHAR(11) utf32_general_ci
+        _char_column("vb", FIELD_TYPE.VARCHAR, 13, 63),  # VARBINARY(13)
+        _char_column("bn", FIELD_TYPE.STRING, 6, 63),  # BINARY(6)
+        # a charset nobody could name (no charset_name, no collation): the bytes, an upper bound
+        _char_column("np", FIELD_TYPE.VARCHAR, 160, None),
+    ]
+    schema = binlog_schema(columns, "db", "t", "mariadb")
+    lengths = {c.name: c.length for c in schema.columns}
+    assert lengths == {
+        "u4": 40,
+        "c4": 10,
+        "u3": 33,
+        "l1": 21,
+        "w2": 9,
+        "w4": 11,
+        "vb": 13,
+        "bn": 6,
+        "np": 160,
+    }
+    kinds = {c.name: (c.type, c.source_type) for c in schema.columns}
+    assert kinds["c4"] == ("string", "CHAR") and kinds["vb"] == ("bytes", "VARBINARY")
+    assert kinds["bn"] == ("bytes", "BINARY")
+
+
+def test_table_map_names_the_charset_of_collations_the_library_lacks() -> None:
+    def text(kind: int = FIELD_TYPE.VARCHAR) -> Any:
+        return SimpleNamespace(type=kind, character_set_name="utf8", collation_name=None, enum_values=None)
+
+    columns = [
+        text(),
+        SimpleNamespace(type=FIELD_TYPE.LONG),
+        text(),
+        text(FIELD_TYPE.ENUM),
+        text(FIELD_TYPE.BLOB),
+    ]
+    metadata = SimpleNamespace(charset_collation_list=[2304, 2816, 45], enum_and_set_collation_list=[8])
+    event = SimpleNamespace(columns=columns, dbms="mariadb", optional_metadata=metadata)
+    binlog_values._after_table_map(event)
+    # utf8mb4_uca1400_ai_ci, utf16_uca1400_ai_ci, utf8mb4_general_ci; ENUM latin1_swedish_ci
+    charsets = [getattr(c, "charset_name", None) for c in columns]
+    assert charsets == ["utf8mb4", None, "utf16", "latin1", "utf8mb4"]
+    # the codec for the ids the library took for UTF-8; the ones it knows are its business
+    assert [getattr(c, "character_set_name", None) for c in columns] == [
+        "utf8",
+        None,
+        "utf16",
+        "utf8",
+        "utf8",
+    ]
+    assert (
+        binlog_values.mariadb_charset(3072 + 255) == "utf32" and binlog_values.mariadb_charset(4000) is None
+    )

@@ -20,6 +20,11 @@ the library has already lost the information, is corrected inside the library he
   UTF-8 and turns any other member into '' (a latin1 ENUM('é') value came out as ''): members that
   are not UTF-8 are kept as bytes (`_read_type_values`) and decoded with the column's charset once
   it is known;
+* collations the library's table lacks: it finds a text column's charset by its collation id, and
+  takes an unknown id for UTF-8: MariaDB's UCA 14.0.0 collations (10.10+, ids from 2048, 256 a
+  charset; a utf16_uca1400_ai_ci 'é' stopped the stream). `_name_charsets` resolves those ids and
+  records every text column's MySQL charset name as `column.charset_name` (schema.py sizes
+  CHAR/VARCHAR in characters by it: the library keeps only the codec name, utf8 for utf8mb3 and 4);
 * column nullability: the TABLE_MAP event carries a null bitmap that the library reads and keeps on
   the event, not on its columns, so a row event cannot tell a NOT NULL column. Debezium writes a zero
   date in a NOT NULL column as the epoch (null only where the column allows null): the TABLE_MAP is
@@ -159,10 +164,56 @@ def _decode_members(members: list[Any] | None, charset: str | None) -> list[Any]
     return [m.decode(codec, "replace") if isinstance(m, bytes) else m for m in members]
 
 
+# MariaDB's UCA 14.0.0 collations (10.10+): ids 2048 + 256 x the index of their charset here.
+_UCA1400_CHARSETS = ("utf8mb3", "utf8mb4", "ucs2", "utf16", "utf32")
+
+
+def mariadb_charset(collation_id: int) -> str | None:
+    """The charset of a MariaDB collation id, also of one the library's table lacks."""
+    from pymysqlreplication.constants import CHARSET
+
+    known = CHARSET.charset_by_id(collation_id, "mariadb")
+    if known is not None:
+        return str(known.name)
+    block = (collation_id - 2048) // 256
+    return _UCA1400_CHARSETS[block] if 0 <= block < len(_UCA1400_CHARSETS) else None
+
+
+def _name_charsets(event: Any, columns: list[Any]) -> None:
+    """Each text/ENUM/SET column's MySQL charset name as `column.charset_name`, and the library's codec
+    name where it took an id it does not know for UTF-8 (its own order of ids: sync_column_info)."""
+    from pymysqlreplication.constants import CHARSET
+    from pymysqlreplication.row_event import TableMapEvent
+
+    metadata = getattr(event, "optional_metadata", None)
+    texts = list(getattr(metadata, "charset_collation_list", None) or [])
+    members = list(getattr(metadata, "enum_and_set_collation_list", None) or [])
+    dbms = getattr(event, "dbms", "mysql")
+    for column in columns:
+        kind = getattr(column, "type", None)
+        if TableMapEvent._is_character_column(kind, dbms=dbms):
+            ids = texts
+        elif TableMapEvent._is_enum_or_set_column(kind):
+            ids = members
+        else:
+            continue
+        if not ids:
+            continue  # no FULL metadata: the library knows no charset either
+        collation_id = int(ids.pop(0))
+        known = CHARSET.charset_by_id(collation_id, dbms)
+        name = known.name if known is not None else None
+        if name is None and dbms == "mariadb":
+            name = mariadb_charset(collation_id)
+            if name is not None:  # the library's codec name for it (Charset.encoding)
+                column.character_set_name = CHARSET.Charset(collation_id, name, "").encoding
+        column.charset_name = name
+
+
 def _after_table_map(event: Any) -> None:
     columns = getattr(event, "columns", None)
     if not columns:
         return  # a filtered-out table: the library stopped parsing it
+    _name_charsets(event, columns)
     bitmap = getattr(event, "null_bitmask", None)
     if isinstance(bitmap, bytes | bytearray):
         for index, column in enumerate(columns):

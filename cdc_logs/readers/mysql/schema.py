@@ -33,6 +33,12 @@ _BINLOG_INTS[FIELD_TYPE.LONGLONG] = 8
 _BLOB_NAMES = {1: "TINYBLOB", 2: "BLOB", 3: "MEDIUMBLOB", 4: "LONGBLOB"}
 _GEOMETRY = {"geometry", "point", "linestring", "polygon", "multipoint", "multilinestring", "multipolygon"}
 _GEOMETRY |= {"geometrycollection", "geomcollection"}
+# Most bytes one character takes, by charset: the Maxlen column of MariaDB 10.11's and MySQL 8's
+# `SHOW CHARACTER SET` ("utf8" is MySQL's old name of utf8mb3, gb18030 MySQL's only).
+_MAX_BYTES_PER_CHAR = {"utf8mb4": 4, "utf16": 4, "utf16le": 4, "utf32": 4, "gb18030": 4}
+_MAX_BYTES_PER_CHAR |= {"utf8mb3": 3, "utf8": 3, "ujis": 3, "eucjpms": 3}
+_MAX_BYTES_PER_CHAR |= {"ucs2": 2, "big5": 2, "sjis": 2, "euckr": 2, "gb2312": 2, "gbk": 2, "cp932": 2}
+# every other charset (latin1, ascii, cp1252 ..., binary) takes one byte per character
 
 
 def _int(name: str, size: int, unsigned: bool, key: bool, optional: bool) -> Column:
@@ -213,10 +219,30 @@ def _binlog_column(column: Any, flavor: str) -> Column:
         if binary:
             return Column(name, "bytes", None, kind, key=key)
         return Column(name, "string", None, kind.replace("BLOB", "TEXT"), key=key)
-    length = getattr(column, "max_length", None)
+    # BINARY/VARBINARY lengths are in bytes, as in information_schema (charset binary: 1 byte a char)
+    length = _characters(column)
     if t == FIELD_TYPE.STRING:
         return by_data_type(name, "binary" if binary else "char", length=length, key=key)
     return by_data_type(name, "varbinary" if binary else "varchar", length=length, key=key)
+
+
+def _characters(column: Any) -> int | None:
+    """A CHAR/VARCHAR length in characters, as information_schema's CHARACTER_MAXIMUM_LENGTH (the
+    snapshot's): the TABLE_MAP holds the column's size in bytes, characters x its charset's Maxlen."""
+    length = getattr(column, "max_length", None)
+    if length is None:
+        return None
+    # binlog_values names the charset (`charset_name`); else its collation does ("utf8mb4_general_ci":
+    # collation names start with their charset's). A charset nobody could name leaves the length in
+    # bytes, an upper bound (a target column sized from it is too wide, never too narrow).
+    charset = getattr(column, "charset_name", None)
+    if not charset:
+        collation = getattr(column, "collation_name", None)
+        charset = str(collation).split("_", 1)[0] if collation else None
+    per_char = _MAX_BYTES_PER_CHAR.get(charset) if charset else None
+    if not per_char:
+        return int(length)
+    return int(length) // per_char
 
 
 def _schema(db: str, table: str, columns: list[Column]) -> TableSchema:
