@@ -1,12 +1,13 @@
-"""Optional sink clients ("extras"): which sink needs which package, and the error naming it.
+"""Optional bus clients ("extras"): which sink or source needs which package, and the error naming it.
 
 The design's drivers (psycopg, pymysql + mysql-replication, oracledb, pymongo, confluent-kafka,
-fastavro, requests) are core dependencies. The clients of a few sinks stay optional: a sink module
-imports its client only when it opens, so a plain `pip install cdc-logs` starts and every `--help`
-works, and `need()` turns a missing client into a config error (exit 2) naming the extra to install
-instead of an ImportError. Each sink's build function calls it before building the sink; `config
-validate` calls `check_sink` for every sink, so a config that cannot run here fails before anything
-connects.
+fastavro, requests) are core dependencies. The clients of a few sinks and bus sources stay optional:
+a sink or reader module imports its client only when it opens, so a plain `pip install cdc-logs`
+starts and every `--help` works, and `need()` turns a missing client into a config error (exit 2)
+naming the extra to install instead of an ImportError. Each sink's (source's) build function calls it
+before building, naming the destination (source) as `config validate` does: that calls `check_sink`
+for every sink and `check_source` for every source, so a config that cannot run here fails before
+anything connects, with the same message as `run`.
 """
 
 from __future__ import annotations
@@ -47,6 +48,15 @@ SINK_EXTRAS: dict[str, str] = {
     "pulsar": "pulsar",
 }
 
+# source `type` -> the extra its client comes from (the database readers' drivers are core)
+SOURCE_EXTRAS: dict[str, str] = {
+    "redis_stream": "redis",
+    "rabbitmq": "rabbitmq",
+    "nats": "nats",
+    "mqtt": "mqtt",
+    "pulsar": "pulsar",
+}
+
 
 def installed(module: str) -> bool:
     """True when `module` can be imported (without importing it)."""
@@ -74,5 +84,22 @@ def check_sink(type_: str, name: str | None = None) -> None:
     extra = SINK_EXTRAS.get(type_)
     if extra is None:
         return
-    label = f"destination {name!r} ({type_})" if name and name != type_ else f"the {type_} destination"
-    need(OPTIONAL_CLIENTS[extra].module, extra, what=label)
+    need(OPTIONAL_CLIENTS[extra].module, extra, what=destination_label(type_, name))
+
+
+def check_source(type_: str, name: str | None = None) -> None:
+    """The missing-extra error for a source whose optional client is not installed, if any."""
+    extra = SOURCE_EXTRAS.get(type_)
+    if extra is None:
+        return
+    need(OPTIONAL_CLIENTS[extra].module, extra, what=source_label(type_, name))
+
+
+def destination_label(type_: str, name: str | None = None) -> str:
+    """How an error names a destination: `destination 'hook' (redis_stream)`, or `the nats destination`."""
+    return f"destination {name!r} ({type_})" if name and name != type_ else f"the {type_} destination"
+
+
+def source_label(type_: str, name: str | None = None) -> str:
+    """How an error names a source: `source 'orders' (nats)`, or `the nats source`."""
+    return f"source {name!r} ({type_})" if name and name != type_ else f"the {type_} source"

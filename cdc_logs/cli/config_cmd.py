@@ -1,7 +1,7 @@
 """`cdc-logs config validate|schema`.
 
-`validate` connects to nothing: it parses the config and checks that every destination's optional
-client (and a middleware's optional package) is installed (a missing one exits 2 naming the extra, as
+`validate` connects to nothing: it parses the config and checks that every source's and destination's
+optional client (and a middleware's optional package) is installed (a missing one exits 2 naming the extra, as
 `run` would), and that files a middleware names (audit_trail's private_key_file, a mask's salt_file)
 are readable and of the right kind.
 """
@@ -15,7 +15,7 @@ import orjson
 import typer
 
 from cdc_logs.configfile import json_schema, load_config
-from cdc_logs.extras import check_sink
+from cdc_logs.extras import check_sink, check_source
 from cdc_logs.observability.redact import redact
 
 app = typer.Typer(help="Validate a pipeline config or print its JSON Schema.", no_args_is_help=True)
@@ -25,6 +25,8 @@ app = typer.Typer(help="Validate a pipeline config or print its JSON Schema.", n
 def validate(config: Path = typer.Option(..., "-c", "--config", help="Pipeline YAML file.")) -> None:
     """Check a pipeline config without connecting to anything; exit 2 naming the bad field."""
     cfg = load_config(config)
+    for source in cfg.all_sources():  # a bus source's client (nats-py, pika, ...)
+        check_source(source.type, source.name)
     for sink in cfg.all_sinks():
         check_sink(sink.type, sink.name)
     for plugin in cfg.plugins.all():  # a middleware's optional package (anomaly_detection's scikit-learn)

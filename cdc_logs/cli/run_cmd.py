@@ -1,8 +1,9 @@
 """`cdc-logs run -c pipeline.yaml`: the long-running service (or a one-time / cron-scheduled drain).
 
 SIGINT/SIGTERM stop it gracefully: the batch in flight is written, its positions committed, then the
-process exits 0. `--http-port` (or `health_checks` in the config) serves /metrics, /health, /ready;
-the pipeline reports to a `PipelineStatus` whose thresholds come from `health_checks`.
+process exits 0. `--http-port` (or `health_checks` in the config) serves /metrics, /health, /ready,
+/status; its address (host:port) is recorded in the pipeline lock so that `cdc-logs status -c` finds
+it on any port. The pipeline reports to a `PipelineStatus` whose thresholds come from `health_checks`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from cdc_logs.observability import health
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.observability.metrics import Metrics
 from cdc_logs.observability.status import PipelineStatus
+from cdc_logs.offsets.lock import PipelineLock
 from cdc_logs.pipeline import Pipeline
 from cdc_logs.schedule import CronSchedule
 
@@ -48,9 +50,9 @@ def run(
 
     # Handlers go in before the lock: a signal that comes while it is taken still stops gracefully.
     # One run per pipeline: a second one would deliver every change twice (exit 3 naming the holder).
-    with stop_signals(on_stop), lock_pipeline(cfg.offsets, cfg.name):
+    with stop_signals(on_stop), lock_pipeline(cfg.offsets, cfg.name) as lock:
         if not stop.is_set():
-            _run(cfg, http_port, limit, stop, current)
+            _run(cfg, http_port, limit, stop, current, lock)
 
 
 def _run(
@@ -59,6 +61,7 @@ def _run(
     limit: int | None,
     stop: threading.Event,
     current: list[Pipeline],
+    lock: PipelineLock,
 ) -> None:
     metrics = Metrics(cfg.name)
     status = PipelineStatus(health_thresholds(cfg.health_checks))
@@ -67,6 +70,9 @@ def _run(
     if port:
         server = health.serve(port, metrics, status, cfg.health_checks.host)
         log.info("http endpoints up", port=port, paths="/metrics /health /ready /status")
+        host = cfg.health_checks.host
+        host = f"[{host}]" if ":" in host else host  # an IPv6 address
+        lock.advertise(f"{host}:{server.server_address[1]}")  # for `cdc-logs status -c` (any port)
     try:
         if cfg.sync.mode == "cron":
             _run_cron(cfg, metrics, status, stop, current)

@@ -1,13 +1,14 @@
 """`cdc-logs status -c pipeline.yaml`: one table per source: position, lag, snapshot progress, the
 destinations' backlog and the last error.
 
-From the running service's `/status` endpoint (observability/health.py) when it answers: at `--url`,
-or at `health_checks.host:port` of the config when `enabled`. Otherwise from the offset store: the
-committed positions and when they were committed, and it says so; for sources that can tell (Postgres slot,
-MariaDB/MySQL binlog) the lag in bytes is measured from the server as the running service would
-(the reader's `lag_probe`, on a short-lived connection). No backlog or errors: those live in the
-running process. Everything printed goes through `redact`: names are free text, and errors can quote
-what a server said.
+From the running service's `/status` endpoint (observability/health.py) when it answers: at `--url`;
+else at the address the running `cdc-logs run` recorded in the pipeline lock file (any `--http-port`;
+sqlite/file offset stores), then at `health_checks.host:port` of the config when `enabled`. Otherwise
+from the offset store: the committed positions and when they were committed, and it says so; for sources
+that can tell (Postgres slot, MariaDB/MySQL binlog) the lag in bytes is measured from the server as the
+running service would (the reader's `lag_probe`, on a short-lived connection). No backlog or errors:
+those live in the running process. Everything printed goes through `redact`: names are free text, and
+errors can quote what a server said.
 
 Exit status: 0 when something was read (the live view, or the offset store's view, which says plainly
 that the service is not running); 1 when nothing could be read: the service does not answer and no
@@ -29,7 +30,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cdc_logs.build import build_offsets, build_reader, source_name
+from cdc_logs.build import build_offsets, build_reader, recorded_http, source_name
 from cdc_logs.config import PipelineConfig
 from cdc_logs.configfile import load_config
 from cdc_logs.configmodel import SourceConfigBase
@@ -46,18 +47,24 @@ def status(
     url: str | None = typer.Option(
         None,
         "--url",
-        help="Base URL of the running service's HTTP endpoints (default: health_checks of the config, "
-        "when enabled), e.g. http://127.0.0.1:9000.",
+        help="Base URL of the running service's HTTP endpoints (default: the address the running "
+        "service recorded in its pipeline lock, else health_checks of the config when enabled), e.g. "
+        "http://127.0.0.1:9000.",
     ),
     as_json: bool = typer.Option(False, "--json", help="JSON for scripts."),
 ) -> None:
     """Show each source's position, lag, snapshot progress, the destinations' backlog and the last error."""
     cfg = load_config(config)
-    base = url or default_url(cfg)
     body: dict[str, Any] | None = None
-    problem = "no --url given and health_checks is not enabled in the config"
-    if base:
+    problem = "no --url given, no running service recorded its address, and health_checks is not enabled"
+    problems = []
+    for base in [url] if url else candidate_urls(cfg):
         body, problem = fetch_status(base)
+        if body is not None:
+            break
+        problems.append(problem)
+    if body is None and problems:
+        problem = "; ".join(problems)
     if body is None:
         body = offline_status(cfg, problem)
     if as_json:
@@ -88,6 +95,21 @@ def default_url(cfg: PipelineConfig) -> str | None:
         return None
     host = "127.0.0.1" if health.host in ("0.0.0.0", "::", "") else health.host
     return f"http://{host}:{health.port}"
+
+
+def candidate_urls(cfg: PipelineConfig) -> list[str]:
+    """Where a running service may answer, without --url: the address `run` recorded in the pipeline
+    lock (it knows its `--http-port`; a hint, the run may have died), then the config's health_checks."""
+    urls = []
+    recorded = recorded_http(cfg.offsets, cfg.name)
+    if recorded:
+        host, _, port = recorded.rpartition(":")
+        host = "127.0.0.1" if host in ("0.0.0.0", "[::]", "") else host  # listening on every interface
+        urls.append(f"http://{host}:{port}")
+    configured = default_url(cfg)
+    if configured and configured not in urls:
+        urls.append(configured)
+    return urls
 
 
 def fetch_status(base: str) -> tuple[dict[str, Any] | None, str]:

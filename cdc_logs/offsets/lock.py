@@ -5,12 +5,15 @@ overwrite each other's offsets. `run` (and `offsets set|reset`, which must not m
 pipeline) take this lock first; the second one is refused (`LOCKED`, exit 3) naming the holder.
 
 * sqlite / file offset stores: an exclusive `flock` on `<store path>.<pipeline>.lock`, which holds the
-  holder's pid, host and start time. The kernel releases a flock when its process dies, also on
-  `kill -9`, so a stale lock needs no clean-up: the next run takes it over (and logs whose it was).
+  holder's pid, host and start time, and once its HTTP endpoints are up their address (`http`:
+  host:port, for `cdc-logs status`; never a secret). The kernel releases a flock when its process
+  dies, also on `kill -9`, so a stale lock needs no clean-up: the next run takes it over (and logs
+  whose it was).
 * postgres offset store: a session-level advisory lock (`pg_try_advisory_lock`) on a hash of the
   offsets table and the pipeline name, held by a connection of its own; the server releases it when
   that connection ends. Its `application_name` carries the holder's pid and host, so a refused run can
-  name them.
+  name them. It records no HTTP address: `status` then finds the service at `--url` or at the
+  config's `health_checks`.
 
 `tail` keeps its offsets in memory and takes no lock.
 """
@@ -70,6 +73,10 @@ def _describe(holder: dict[str, Any]) -> str:
 class PipelineLock:
     """Held while a pipeline runs; `release()` (or leaving the `with` block) lets it go."""
 
+    def advertise(self, http: str) -> None:
+        """Record where the holder serves its HTTP endpoints (`host:port`), where `status` can read it.
+        Only lock files can; the Postgres advisory lock records nothing."""
+
     def release(self) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
@@ -89,6 +96,7 @@ class FileLock(PipelineLock):
         self.path = Path(path)
         self.pipeline = pipeline
         self._fd: int | None = None
+        self._holder: dict[str, Any] = {}
 
     @staticmethod
     def path_for(store: str | Path, pipeline: str) -> Path:
@@ -127,11 +135,34 @@ class FileLock(PipelineLock):
             log.info(
                 "took over the pipeline lock of a run that did not exit cleanly", previous=_describe(previous)
             )
-        data = orjson.dumps(_holder())
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, data, 0)
         self._fd = fd
+        self._holder = _holder()
+        self._write(self._holder)
         return self
+
+    def _write(self, holder: dict[str, Any]) -> None:
+        assert self._fd is not None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, orjson.dumps(holder), 0)
+
+    def advertise(self, http: str) -> None:
+        if self._fd is not None:
+            self._holder = {**self._holder, "http": http}
+            self._write(self._holder)
+
+    @staticmethod
+    def recorded(path: Path) -> dict[str, Any]:
+        """What the lock file at `path` says of its holder ({} when there is none or it is empty: not
+        running, or stopped cleanly). Read without locking: a reader must never block a run. After a
+        `kill -9` it still names the dead holder, so a caller must treat it as a hint."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return {}
+        try:
+            return FileLock._read_holder(fd)
+        finally:
+            os.close(fd)
 
     @staticmethod
     def _read_holder(fd: int, wait_s: float = 0.0) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from cdc_logs import connect_schema, registry
 from cdc_logs.configmodel import TOPIC_TEMPLATE, SinkConfigBase, secret
 from cdc_logs.envelope import ChangeEvent, Op, dumps
 from cdc_logs.errors import CdcError, ErrorKind
-from cdc_logs.extras import need
+from cdc_logs.extras import destination_label, need
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.observability.redact import redact
 from cdc_logs.sinks.base import Sink
@@ -480,10 +480,10 @@ class KafkaSinkConfig(SinkConfigBase):
 
 @registry.sink(KafkaSinkConfig, capabilities={"log", "ordered"})
 def build(cfg: KafkaSinkConfig, ctx: registry.BuildContext) -> KafkaSink:
-    need("confluent_kafka", "kafka")
+    need("confluent_kafka", "kafka", destination_label(cfg.type, cfg.name))
     encoder = None
     if cfg.avro:
-        need("fastavro", "kafka")
+        need("fastavro", "kafka", destination_label(cfg.type, cfg.name))
         from cdc_logs.sinks.kafka_avro import AvroEncoder, SchemaRegistry
 
         assert cfg.schema_registry_url is not None

@@ -34,7 +34,7 @@ from cdc_logs import registry
 from cdc_logs.configmodel import SinkConfigBase, secret
 from cdc_logs.envelope import ChangeEvent
 from cdc_logs.errors import CdcError, ErrorKind
-from cdc_logs.extras import need
+from cdc_logs.extras import destination_label, need
 from cdc_logs.observability.redact import redact
 from cdc_logs.sinks.base import Sink
 from cdc_logs.sinks.routing import check_template, position_text, render
@@ -289,7 +289,7 @@ class MqttSinkConfig(SinkConfigBase):
 
 @registry.sink(MqttSinkConfig, capabilities={"log"})
 def build(cfg: MqttSinkConfig, ctx: registry.BuildContext) -> MqttSink:
-    need("paho", "mqtt")
+    need("paho", "mqtt", destination_label(cfg.type, cfg.name))
     return MqttSink(
         cfg.url,
         topic=cfg.topic,

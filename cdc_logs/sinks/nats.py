@@ -36,7 +36,7 @@ from cdc_logs import registry
 from cdc_logs.configmodel import TOPIC_TEMPLATE, SinkConfigBase, secret
 from cdc_logs.envelope import ChangeEvent
 from cdc_logs.errors import CdcError, ErrorKind
-from cdc_logs.extras import need
+from cdc_logs.extras import destination_label, need
 from cdc_logs.observability.redact import redact
 from cdc_logs.sinks.base import Sink
 from cdc_logs.sinks.dedup import EventIds
@@ -281,7 +281,7 @@ class NatsSinkConfig(SinkConfigBase):
 
 @registry.sink(NatsSinkConfig, capabilities={"log", "ordered", "dedup_ids"})
 def build(cfg: NatsSinkConfig, ctx: registry.BuildContext) -> NatsSink:
-    need("nats", "nats")
+    need("nats", "nats", destination_label(cfg.type, cfg.name))
     return NatsSink(
         cfg.url,
         subject=cfg.subject,

@@ -35,7 +35,7 @@ from cdc_logs import registry
 from cdc_logs.configmodel import SinkConfigBase, secret
 from cdc_logs.envelope import ChangeEvent
 from cdc_logs.errors import CdcError, ErrorKind
-from cdc_logs.extras import need
+from cdc_logs.extras import destination_label, need
 from cdc_logs.observability.redact import redact
 from cdc_logs.sinks.base import Sink
 from cdc_logs.sinks.dedup import EventIds
@@ -281,7 +281,7 @@ class PulsarSinkConfig(SinkConfigBase):
 
 @registry.sink(PulsarSinkConfig, capabilities={"log", "ordered", "dedup_ids"})
 def build(cfg: PulsarSinkConfig, ctx: registry.BuildContext) -> PulsarSink:
-    need("pulsar", "pulsar")
+    need("pulsar", "pulsar", destination_label(cfg.type, cfg.name))
     return PulsarSink(
         cfg.service_url,
         topic=cfg.topic,

@@ -37,7 +37,7 @@ from cdc_logs import registry
 from cdc_logs.configmodel import SinkConfigBase
 from cdc_logs.envelope import ChangeEvent
 from cdc_logs.errors import CdcError, ErrorKind
-from cdc_logs.extras import need
+from cdc_logs.extras import destination_label, need
 from cdc_logs.observability.redact import redact
 from cdc_logs.sinks.base import Sink
 from cdc_logs.sinks.dedup import EventIds
@@ -343,7 +343,7 @@ class RabbitMQSinkConfig(SinkConfigBase):
 
 @registry.sink(RabbitMQSinkConfig, capabilities={"log", "ordered", "dedup_ids"})
 def build(cfg: RabbitMQSinkConfig, ctx: registry.BuildContext) -> RabbitMQSink:
-    need("pika", "rabbitmq")
+    need("pika", "rabbitmq", destination_label(cfg.type, cfg.name))
     return RabbitMQSink(
         cfg.amqp_url(),
         exchange=cfg.exchange,

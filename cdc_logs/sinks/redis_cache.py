@@ -28,7 +28,7 @@ from cdc_logs import registry
 from cdc_logs.configmodel import TOPIC_TEMPLATE, secret
 from cdc_logs.envelope import ChangeEvent, Op, dumps
 from cdc_logs.errors import CdcError, ErrorKind
-from cdc_logs.extras import need
+from cdc_logs.extras import destination_label, need
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.sinks.base import Sink
 from cdc_logs.sinks.redis_stream import RedisConnection, connect_redis, redis_error
@@ -183,7 +183,7 @@ class RedisCacheSinkConfig(RedisConnection):
 
 @registry.sink(RedisCacheSinkConfig, capabilities={"state", "ordered"})
 def build(cfg: RedisCacheSinkConfig, ctx: registry.BuildContext) -> RedisCacheSink:
-    need("redis", "redis")
+    need("redis", "redis", destination_label(cfg.type, cfg.name))
     return RedisCacheSink(
         cfg.redis_url(),
         password=secret(cfg.password),

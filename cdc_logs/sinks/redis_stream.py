@@ -35,7 +35,7 @@ from cdc_logs import registry
 from cdc_logs.configmodel import TOPIC_TEMPLATE, SinkConfigBase, secret
 from cdc_logs.envelope import ChangeEvent
 from cdc_logs.errors import CdcError, ErrorKind
-from cdc_logs.extras import need
+from cdc_logs.extras import destination_label, need
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.observability.redact import redact
 from cdc_logs.sinks.base import Sink
@@ -274,7 +274,7 @@ class RedisStreamSinkConfig(RedisConnection):
 
 @registry.sink(RedisStreamSinkConfig, capabilities={"log", "ordered", "replay_guard"})
 def build(cfg: RedisStreamSinkConfig, ctx: registry.BuildContext) -> RedisStreamSink:
-    need("redis", "redis")
+    need("redis", "redis", destination_label(cfg.type, cfg.name))
     return RedisStreamSink(
         cfg.redis_url(),
         password=secret(cfg.password),

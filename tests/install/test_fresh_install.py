@@ -215,6 +215,31 @@ def test_run_refuses_a_destination_whose_client_is_missing(fresh: Fresh, tmp_pat
     assert not (tmp_path / "app.db").exists(), "nothing may be touched before the config is refused"
 
 
+# bus source -> its connection fields (each secret in them must never be printed); before the test
+# below, which installs the nats extra into the shared venv
+SOURCES = {
+    "redis_stream": "url: redis://localhost:1/0, password: hunter2, stream_name: s",
+    "rabbitmq": "url: 'amqp://u:hunter2@localhost:1/', queue: q",
+    "nats": "url: nats://localhost:1, password: hunter2, stream: S",
+    "mqtt": "broker: mqtt://localhost:1, password: hunter2, topics: [t]",
+    "pulsar": "service_url: pulsar://localhost:1, topic: t, subscription_name: s, auth_token: hunter2",
+}
+
+
+def test_validate_and_run_name_a_bus_source_whose_client_is_missing(fresh: Fresh, tmp_path: Path) -> None:
+    for type_, fields in SOURCES.items():
+        config = tmp_path / f"source-{type_}.yaml"
+        config.write_text(f"source: {{name: bus, type: {type_}, {fields}}}\ndestination: {{type: stdout}}\n")
+        commands = [("config", "validate")] + ([("run",)] if type_ == "redis_stream" else [])
+        for command in commands:
+            result = fresh.run(*command, "-c", str(config), cwd=tmp_path)
+            assert_names_the_extra(result, EXTRA[type_])
+            assert f"source 'bus' ({type_}) needs the Python package" in result.stderr, (
+                command,
+                result.stderr,
+            )
+
+
 def test_validate_names_each_missing_extra_and_its_fix_works(fresh: Fresh, tmp_path: Path) -> None:
     fixes = {}
     for type_ in OPTIONAL:

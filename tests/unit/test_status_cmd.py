@@ -3,9 +3,12 @@ and that no secret reaches either."""
 
 from __future__ import annotations
 
+import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -245,3 +248,81 @@ def test_status_shows_which_capture_mode_auto_chose() -> None:
         "sources": {"pg": {**LIVE["sources"]["pg"], "capture": {"mode": "auto", "chosen": "log"}}},
     }
     assert "auto: chose log" in _text(logged) and "cannot see" not in _text(logged)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_status_finds_a_run_on_any_http_port(tmp_path: Path) -> None:
+    """`run --http-port N` records host:port in its pipeline lock; `status -c` (no --url) reads it. It
+    used to try only the config's health_checks and report the running service as not running."""
+    db = tmp_path / "app.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+        conn.execute("INSERT INTO users VALUES (1, 'ada')")
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(f"""
+name: anyport
+source: {{type: sqlite, name: app, path: {db}, tables: [users]}}
+destination: {{type: file, path: {tmp_path / "out.jsonl"}}}
+offsets: {{type: sqlite, path: {tmp_path / "offsets.db"}}}
+""")
+    port = _free_port()
+    run = subprocess.Popen(
+        [sys.executable, "-m", "cdc_logs", "run", "-c", str(config), "--http-port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert run.poll() is None, run.stderr.read() if run.stderr else ""
+            done = _cli("status", "-c", str(config), "--json")
+            body = orjson.loads(done.stdout) if done.returncode == 0 else {}
+            if body.get("origin") == "service":
+                break
+            assert time.monotonic() < deadline, (done.stdout, done.stderr)
+            time.sleep(0.2)
+        assert body["url"] == f"http://127.0.0.1:{port}/status" and body["pipeline"] == "anyport"
+        shown = _cli("status", "-c", str(config))
+        assert shown.returncode == 0 and "not running" not in shown.stdout
+        assert f"(from http://127.0.0.1:{port}/status)" in shown.stdout
+        # --url still wins: pointed elsewhere, status does not fall back to the recorded address.
+        elsewhere = _cli("status", "-c", str(config), "--url", "http://127.0.0.1:9", "--json")
+        assert orjson.loads(elsewhere.stdout)["origin"] == "offsets"
+    finally:
+        run.send_signal(signal.SIGINT)
+        run.communicate(timeout=30)
+    assert run.returncode == 0
+    stopped = _cli("status", "-c", str(config), "--json")  # a clean exit leaves no address behind
+    body = orjson.loads(stopped.stdout)
+    assert body["origin"] == "offsets" and "no running service recorded its address" in body["note"]
+
+
+def test_a_dead_runs_recorded_address_is_only_a_hint(tmp_path: Path) -> None:
+    """After a kill -9 the lock file still names the address: status tries it, says so, and shows the
+    offset store."""
+    db = tmp_path / "app.db"
+    sqlite3.connect(db).close()
+    offsets = tmp_path / "offsets.db"
+    SqliteOffsetStore(offsets).save("dead", "app", Watermark("s", (3,)))
+    port = _free_port()
+    lock = tmp_path / "offsets.db.dead.lock"
+    lock.write_bytes(orjson.dumps({"pid": 999_999_999, "host": "h", "http": f"0.0.0.0:{port}"}))
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(f"""
+name: dead
+source: {{type: sqlite, name: app, path: {db}, tables: [t]}}
+destination: {{type: stdout}}
+offsets: {{type: sqlite, path: {offsets}}}
+""")
+    done = _cli("status", "-c", str(config), "--json")
+    assert done.returncode == 0, done.stderr
+    body = orjson.loads(done.stdout)
+    assert body["origin"] == "offsets"
+    assert f"the service does not answer at http://127.0.0.1:{port}/status" in body["note"]

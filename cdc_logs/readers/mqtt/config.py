@@ -200,9 +200,9 @@ class MqttSourceConfig(MessageFormatConfig, SourceConfigBase):
 
 @registry.source(MqttSourceConfig)
 def build(cfg: MqttSourceConfig, ctx: registry.BuildContext) -> Reader:
-    from cdc_logs.extras import need
+    from cdc_logs.extras import need, source_label
 
-    need("paho", "mqtt", what="the mqtt source")
+    need("paho", "mqtt", source_label(cfg.type, cfg.name))
     from cdc_logs.readers.mqtt.reader import MqttReader, MqttSettings
 
     source = cfg.name or cfg.type

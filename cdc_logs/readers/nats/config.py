@@ -173,9 +173,9 @@ class NatsSourceConfig(MessageFormatConfig, SourceConfigBase):
 
 @registry.source(NatsSourceConfig)
 def build(cfg: NatsSourceConfig, ctx: registry.BuildContext) -> Reader:
-    from cdc_logs.extras import need
+    from cdc_logs.extras import need, source_label
 
-    need("nats", "nats", what="the nats source")
+    need("nats", "nats", source_label(cfg.type, cfg.name))
     from cdc_logs.readers.nats.reader import NatsReader, NatsSettings
 
     source = cfg.name or cfg.type

@@ -10,7 +10,7 @@ from pydantic import ConfigDict, Field, SecretStr, field_validator, model_valida
 from cdc_logs import registry
 from cdc_logs.configmodel import SourceConfigBase, secret
 from cdc_logs.dsn import check_url
-from cdc_logs.extras import need
+from cdc_logs.extras import need, source_label
 from cdc_logs.readers.base import Reader
 from cdc_logs.readers.messages import MessageFormatConfig
 
@@ -137,7 +137,7 @@ class PulsarSourceConfig(SourceConfigBase, MessageFormatConfig):
 
 @registry.source(PulsarSourceConfig)
 def build(cfg: PulsarSourceConfig, ctx: registry.BuildContext) -> Reader:
-    need("pulsar", "pulsar", "the pulsar source")
+    need("pulsar", "pulsar", source_label(cfg.type, cfg.name))
     from cdc_logs.readers.pulsar.reader import PulsarReader
 
     return PulsarReader(

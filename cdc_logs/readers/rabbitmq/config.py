@@ -12,7 +12,7 @@ from pydantic import ConfigDict, Field, SecretStr, field_validator, model_valida
 from cdc_logs import registry
 from cdc_logs.configmodel import SourceConfigBase
 from cdc_logs.dsn import check_url
-from cdc_logs.extras import need
+from cdc_logs.extras import need, source_label
 from cdc_logs.readers.base import Reader
 from cdc_logs.readers.messages import MessageFormatConfig
 
@@ -173,7 +173,7 @@ def parameters(cfg: RabbitMQSourceConfig) -> tuple[Any, str]:
 
 @registry.source(RabbitMQSourceConfig)
 def build(cfg: RabbitMQSourceConfig, ctx: registry.BuildContext) -> Reader:
-    need("pika", "rabbitmq", "the rabbitmq source")
+    need("pika", "rabbitmq", source_label(cfg.type, cfg.name))
     from cdc_logs.readers.rabbitmq.reader import RabbitMQReader, Topology
 
     params, where = parameters(cfg)

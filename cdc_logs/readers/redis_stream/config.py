@@ -11,7 +11,7 @@ from cdc_logs import registry
 from cdc_logs.configmodel import SourceConfigBase, secret
 from cdc_logs.dsn import check_url
 from cdc_logs.errors import CdcError, ErrorKind
-from cdc_logs.extras import need
+from cdc_logs.extras import need, source_label
 from cdc_logs.observability.redact import redact
 from cdc_logs.readers.base import Reader
 from cdc_logs.readers.messages import MessageFormatConfig
@@ -210,7 +210,7 @@ def connector(cfg: RedisStreamSourceConfig, timeout_s: float) -> tuple[Any, str]
 
 @registry.source(RedisStreamSourceConfig)
 def build(cfg: RedisStreamSourceConfig, ctx: registry.BuildContext) -> Reader:
-    need("redis", "redis", "the redis_stream source")
+    need("redis", "redis", source_label(cfg.type, cfg.name))
     import uuid
 
     from cdc_logs.readers.redis_stream.entries import EntryReading
