@@ -140,17 +140,6 @@ def lock_pipeline(cfg: OffsetsConfig, pipeline: str) -> PipelineLock:
     return FileLock(FileLock.path_for(offsets_path(cfg, pipeline), pipeline), pipeline).acquire()
 
 
-def recorded_http(cfg: OffsetsConfig, pipeline: str) -> str | None:
-    """The `host:port` a running `cdc-logs run` of this pipeline recorded in its lock file (None with
-    a Postgres offset store, or when none is recorded). A hint: the run may have died since."""
-    from cdc_logs.offsets.lock import FileLock
-
-    if cfg.type == "postgres":
-        return None
-    http = FileLock.recorded(FileLock.path_for(offsets_path(cfg, pipeline), pipeline)).get("http")
-    return http if isinstance(http, str) and http else None
-
-
 # -- the pipeline ----------------------------------------------------------------------------------
 def health_thresholds(health: HealthConfig) -> HealthThresholds:
     return HealthThresholds(

@@ -30,7 +30,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cdc_logs.build import build_offsets, build_reader, recorded_http, source_name
+from cdc_logs.build import build_offsets, build_reader, offsets_path, source_name
 from cdc_logs.config import PipelineConfig
 from cdc_logs.configfile import load_config
 from cdc_logs.configmodel import SourceConfigBase
@@ -40,6 +40,17 @@ from cdc_logs.observability.redact import redact
 from cdc_logs.position import Position
 
 TIMEOUT_S = 3.0
+
+
+def recorded_http(cfg: Any, pipeline: str) -> str | None:
+    """The `host:port` a running `cdc-logs run` of this pipeline recorded in its lock file (None with
+    a Postgres offset store, or when none is recorded). A hint: the run may have died since."""
+    from cdc_logs.offsets.lock import FileLock
+
+    if cfg.type == "postgres":
+        return None
+    http = FileLock.recorded(FileLock.path_for(offsets_path(cfg, pipeline), pipeline)).get("http")
+    return http if isinstance(http, str) and http else None
 
 
 def status(
