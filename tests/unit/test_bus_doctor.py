@@ -9,6 +9,7 @@ import importlib
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -97,3 +98,12 @@ def test_nats_subject_overlap() -> None:
     assert not _collide("orders.a", "orders.a.b")
     assert not _collide("users.>", "orders.>")
     assert not _collide("orders", "orders.>")
+
+
+def test_nats_no_server_fails_at_once() -> None:
+    from cdc_logs.readers.nats.doctor import check_source as nats_checks
+
+    started = time.monotonic()
+    [check] = nats_checks(config("nats", url=f"nats://127.0.0.1:{closed_port()}"), pipeline="p")
+    assert (check.name, check.ok) == ("server", False) and check.fix and "url" in check.fix
+    assert time.monotonic() - started < 5  # nats-py's defaults retry for 10 s

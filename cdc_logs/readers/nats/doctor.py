@@ -39,7 +39,11 @@ async def _checks(s: Any, *, durable: str | None, stored: Position | None, timeo
 
     where = _hosts(s.url)
     try:
-        nc = await connect(s, "cdc-logs doctor", allow_reconnect=False, connect_timeout=timeout)
+        # Each server tried twice, 0.2 s apart (nats-py: 0 attempts means forever), the whole bounded.
+        options = {"allow_reconnect": False, "max_reconnect_attempts": 1, "reconnect_time_wait": 0.2}
+        nc = await asyncio.wait_for(
+            connect(s, "cdc-logs doctor", connect_timeout=timeout, **options), 2 * timeout + 1
+        )
     except Exception as exc:
         return [
             Check(
