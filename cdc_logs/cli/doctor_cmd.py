@@ -12,6 +12,7 @@ this module finds them from the registry, and only dispatches and prints.
 from __future__ import annotations
 
 import importlib
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -61,13 +62,15 @@ def doctor(
         if source or dsn:
             raise CdcError(ErrorKind.USAGE, "-c and --source/--dsn exclude each other", "pass one of them")
         sections = _configured_sources(config)
+        pipeline = _pipeline_name(config)
     else:
+        pipeline = None
         sections = [("", _flag_source(source, dsn, [*table, *collection]), _flag_position(source, gtid))]
     failed = total = warned = 0
     for title, cfg, stored in sections:
         if len(sections) > 1:
             print(redact(f"[{title}]"))
-        for check in _checks_of(cfg, stored):
+        for check in _checks_of(cfg, stored, pipeline):
             total += 1
             failed += not check.ok
             warned += check.ok and check.warning
@@ -87,10 +90,13 @@ def _print(check: Check) -> None:
         print(redact(f"     fix: {check.fix}"))
 
 
-def _checks_of(cfg: Any, stored: Position | CdcError | None) -> list[Check]:
+def _checks_of(cfg: Any, stored: Position | CdcError | None, pipeline: str | None = None) -> list[Check]:
     """The reader's own checks: `check_source` in the doctor module beside its config module."""
     if isinstance(stored, CdcError):
-        return [Check("stored position", False, stored.message, stored.hint), *_checks_of(cfg, None)]
+        return [
+            Check("stored position", False, stored.message, stored.hint),
+            *_checks_of(cfg, None, pipeline),
+        ]
     component = registry.for_config(cfg)
     package = component.module.rpartition(".")[0]
     try:
@@ -106,7 +112,16 @@ def _checks_of(cfg: Any, stored: Position | CdcError | None) -> list[Check]:
                 "see the source's page in docs/sources/ for its requirements",
             )
         ]
+    if "pipeline" in inspect.signature(module.check_source).parameters:
+        # The event buses' default consumer names (durable, group, client id) include the pipeline's.
+        return list(module.check_source(cfg, stored, pipeline=pipeline))
     return list(module.check_source(cfg, stored))
+
+
+def _pipeline_name(path: Path) -> str:
+    from cdc_logs.configfile import load_config
+
+    return str(load_config(path).name)
 
 
 def _configured_sources(path: Path) -> list[tuple[str, Any, Position | CdcError | None]]:

@@ -26,3 +26,16 @@ class Check:
 
 def warn(name: str, detail: str, fix: str) -> Check:
     return Check(name, True, detail, fix, warning=True)
+
+
+def missing_client(module: str, extra: str, what: str) -> Check | None:
+    """A failing check naming `pip install 'cdc-logs[extra]'` when the optional client `module` is not
+    installed (the event-bus sources' doctors), else None."""
+    from cdc_logs.errors import CdcError
+    from cdc_logs.extras import need
+
+    try:
+        need(module, extra, what)
+    except CdcError as exc:
+        return Check(f"{extra} client", False, exc.message, exc.hint)
+    return None

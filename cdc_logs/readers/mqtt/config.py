@@ -198,32 +198,35 @@ class MqttSourceConfig(MessageFormatConfig, SourceConfigBase):
         return self
 
 
+def settings(cfg: MqttSourceConfig, pipeline: str, temporary: bool = False) -> Any:
+    """The reader's `MqttSettings` for `cfg` (the run's, and the doctor's with `temporary`)."""
+    from cdc_logs.readers.mqtt.reader import MqttSettings
+
+    source = cfg.name or cfg.type
+    return MqttSettings(
+        broker=cfg.broker,
+        topics=tuple(cfg.topics),
+        tables=tuple(cfg.tables.items()),
+        client_id=cfg.client_id or f"cdc-logs.{pipeline}.{source}",
+        username=cfg.username,
+        password=secret(cfg.password),
+        protocol_version=cfg.protocol_version,
+        session_expiry_s=cfg.session_expiry_s,
+        receive_maximum=cfg.receive_maximum,
+        keepalive_s=cfg.keepalive_s,
+        ca_file=cfg.ca_file,
+        cert_file=cfg.cert_file,
+        key_file=cfg.key_file,
+        connect_timeout_s=cfg.connect_timeout_s,
+        temporary=temporary,
+    )
+
+
 @registry.source(MqttSourceConfig)
 def build(cfg: MqttSourceConfig, ctx: registry.BuildContext) -> Reader:
     from cdc_logs.extras import need, source_label
 
     need("paho", "mqtt", source_label(cfg.type, cfg.name))
-    from cdc_logs.readers.mqtt.reader import MqttReader, MqttSettings
+    from cdc_logs.readers.mqtt.reader import MqttReader
 
-    source = cfg.name or cfg.type
-    return MqttReader(
-        MqttSettings(
-            broker=cfg.broker,
-            topics=tuple(cfg.topics),
-            tables=tuple(cfg.tables.items()),
-            client_id=cfg.client_id or f"cdc-logs.{ctx.pipeline}.{source}",
-            username=cfg.username,
-            password=secret(cfg.password),
-            protocol_version=cfg.protocol_version,
-            session_expiry_s=cfg.session_expiry_s,
-            receive_maximum=cfg.receive_maximum,
-            keepalive_s=cfg.keepalive_s,
-            ca_file=cfg.ca_file,
-            cert_file=cfg.cert_file,
-            key_file=cfg.key_file,
-            connect_timeout_s=cfg.connect_timeout_s,
-            temporary=ctx.temporary,
-        ),
-        cfg.mapping(),
-        pipeline=ctx.pipeline,
-    )
+    return MqttReader(settings(cfg, ctx.pipeline, ctx.temporary), cfg.mapping(), pipeline=ctx.pipeline)

@@ -166,6 +166,20 @@ class MqttReader(Reader):
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def open(self) -> None:
+        self._open(subscribe=True)
+
+    def probe(self) -> bool:
+        """Connect and disconnect, subscribing to nothing (`cdc-logs doctor`): only for a reader with
+        throwaway settings (`temporary`: a clean session under a client id of its own), so the
+        pipeline's session is neither taken over nor cleaned. Whether the broker kept a session."""
+        if not self.settings.temporary:
+            raise CdcError(ErrorKind.INTERNAL, "MqttReader.probe() with the pipeline's session", None)
+        self._open(subscribe=False)
+        present = self._session_present
+        self.close()
+        return present
+
+    def _open(self, *, subscribe: bool) -> None:
         import paho.mqtt.client as mqtt
 
         self._stop.clear()
@@ -203,10 +217,13 @@ class MqttReader(Reader):
         self._client = client
         try:
             self._connect(client, v5)
-            self._subscribe(client, v5)
+            if subscribe:
+                self._subscribe(client, v5)
         except BaseException:
             self._drop_client()
             raise
+        if not subscribe:
+            return
         log.info(
             "mqtt session opened",
             broker=self._server,

@@ -171,33 +171,36 @@ class NatsSourceConfig(MessageFormatConfig, SourceConfigBase):
         return self
 
 
+def settings(cfg: NatsSourceConfig, pipeline: str, temporary: bool = False) -> Any:
+    """The reader's `NatsSettings` for `cfg` (the run's and the doctor's: the same durable default)."""
+    from cdc_logs.readers.nats.reader import NatsSettings
+
+    source = cfg.name or cfg.type
+    durable = cfg.durable or re.sub(r"[.*>\s]", "_", f"cdc-logs-{pipeline}-{source}")
+    return NatsSettings(
+        url=cfg.url,
+        stream=cfg.stream,
+        subject=cfg.subject,
+        durable=durable,
+        deliver_policy=cfg.deliver_policy,
+        start_sequence=cfg.start_sequence,
+        start_time=cfg.start_time,
+        ack_wait_s=cfg.ack_wait_s,
+        max_ack_pending=cfg.max_ack_pending,
+        fetch_batch=cfg.fetch_batch,
+        user=cfg.user,
+        password=secret(cfg.password),
+        token=secret(cfg.token),
+        connect_timeout_s=cfg.connect_timeout_s,
+        temporary=temporary,
+    )
+
+
 @registry.source(NatsSourceConfig)
 def build(cfg: NatsSourceConfig, ctx: registry.BuildContext) -> Reader:
     from cdc_logs.extras import need, source_label
 
     need("nats", "nats", source_label(cfg.type, cfg.name))
-    from cdc_logs.readers.nats.reader import NatsReader, NatsSettings
+    from cdc_logs.readers.nats.reader import NatsReader
 
-    source = cfg.name or cfg.type
-    durable = cfg.durable or re.sub(r"[.*>\s]", "_", f"cdc-logs-{ctx.pipeline}-{source}")
-    return NatsReader(
-        NatsSettings(
-            url=cfg.url,
-            stream=cfg.stream,
-            subject=cfg.subject,
-            durable=durable,
-            deliver_policy=cfg.deliver_policy,
-            start_sequence=cfg.start_sequence,
-            start_time=cfg.start_time,
-            ack_wait_s=cfg.ack_wait_s,
-            max_ack_pending=cfg.max_ack_pending,
-            fetch_batch=cfg.fetch_batch,
-            user=cfg.user,
-            password=secret(cfg.password),
-            token=secret(cfg.token),
-            connect_timeout_s=cfg.connect_timeout_s,
-            temporary=ctx.temporary,
-        ),
-        cfg.mapping(),
-        pipeline=ctx.pipeline,
-    )
+    return NatsReader(settings(cfg, ctx.pipeline, ctx.temporary), cfg.mapping(), pipeline=ctx.pipeline)

@@ -130,20 +130,10 @@ class NatsReader(Reader):
             ) from exc
 
     async def _open(self) -> None:
-        import nats
         from nats.js.errors import NotFoundError
 
         s = self.settings
-        auth = {k: v for k, v in {"user": s.user, "password": s.password, "token": s.token}.items() if v}
-        self._nc = await nats.connect(
-            s.url,
-            connect_timeout=s.connect_timeout_s,
-            max_reconnect_attempts=5,
-            allow_reconnect=True,
-            name=f"cdc-logs {self.pipeline}",
-            error_cb=_client_error,
-            **auth,
-        )
+        self._nc = await connect(s, f"cdc-logs {self.pipeline}")
         self._js = self._nc.jetstream(timeout=s.connect_timeout_s)
         try:
             info = await self._js.stream_info(s.stream)
@@ -447,6 +437,23 @@ class NatsReader(Reader):
             if len(self._mappings) < 100_000:
                 self._mappings[subject] = mapping
         return mapping
+
+
+async def connect(s: NatsSettings, name: str, **options: Any) -> Any:
+    """A nats-py connection as the source makes it (servers, auth, timeout); `options` override."""
+    import nats
+
+    auth = {k: v for k, v in {"user": s.user, "password": s.password, "token": s.token}.items() if v}
+    kwargs: dict[str, Any] = {
+        "connect_timeout": s.connect_timeout_s,
+        "max_reconnect_attempts": 5,
+        "allow_reconnect": True,
+        "name": name,
+        "error_cb": _client_error,
+        **auth,
+        **options,
+    }
+    return await nats.connect(s.url, **kwargs)
 
 
 async def _client_error(exc: Exception) -> None:
