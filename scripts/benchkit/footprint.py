@@ -7,7 +7,8 @@ Tail, two ways, from process start to the first envelope line on its stdout (`--
                 the moment the process starts, and the first one committed after its slot exists is
                 printed, so this includes creating the slot (and up to 50 ms of waiting for a row).
 Big transaction: one `INSERT ... SELECT generate_series(1, N)` in a slot made before it, drained by
-`cdc-logs run` into the null sink with `--limit N`; peak RSS = the kernel's ru_maxrss of that process
+`cdc-logs run` into the null sink with `--limit N`; peak RSS = that process's VmHWM (proc.py says why not
+ru_maxrss)
 (Python, the reader's transaction buffer - 32 MiB, then disk - and the batches).
 """
 
@@ -139,7 +140,7 @@ def big_transaction(ctx: Context) -> list[Result]:
     run = CdcRun(ctx.cleanup, ctx.workdir / "big", config, limit=n)
     fin = run.check(run.wait(timeout=120 + n / 2000), "big transaction")
     entry = fin.log("discarded") or {}
-    note = f"one transaction of {n:,} rows through `cdc-logs run` -> null; ru_maxrss of the process"
+    note = f"one transaction of {n:,} rows through `cdc-logs run` -> null; VmHWM of the process"
     if n < 1_000_000:
         note += f" (--quick: {n:,} rows, not 1,000,000)"
     return [

@@ -1,5 +1,13 @@
 """`cdc-logs run` (and `cdc-logs tail`) as a subprocess, as users start them: a YAML file, JSON logs on
-stderr, the exit status; peak RSS from the kernel (wait4's ru_maxrss) and the current RSS from /proc."""
+stderr, the exit status; the peak RSS (VmHWM) and the current RSS (VmRSS) from /proc.
+
+Not wait4's ru_maxrss: Linux carries the high-water mark of the memory a process had before exec into
+it, and Python starts children with vfork, so a child's ru_maxrss is at least the RSS of the bench
+process that started it (checked here: a child whose own VmHWM was 11 MB reported 311 MB after its
+parent had touched 300 MB). That made the big transaction's peak read ~290 MB whenever earlier cases
+had grown the bench process. VmHWM belongs to the process's own memory after exec; it is sampled
+every 20 ms while the process lives, and never decreases, so the last sample is the peak up to then.
+"""
 
 from __future__ import annotations
 
@@ -67,6 +75,9 @@ class CdcRun:
         )
         self._reader = threading.Thread(target=self._read_logs, daemon=True)
         self._reader.start()
+        self._hwm_kb = 0
+        self._sampler = threading.Thread(target=self._sample_hwm, daemon=True)
+        self._sampler.start()
         self._done: Finished | None = None
         cleanup.add(f"cdc-logs run pid {self.proc.pid}", self.kill)
 
@@ -81,6 +92,19 @@ class CdcRun:
                 self.logs.append(json.loads(line))
             except ValueError:
                 self._stderr_tail = [*self._stderr_tail[-40:], line.rstrip()]
+
+    def _sample_hwm(self) -> None:
+        path = f"/proc/{self.proc.pid}/status"
+        while self.proc.returncode is None:
+            try:
+                with open(path) as status:
+                    text = status.read()
+            except OSError:
+                return  # ended (or reaped)
+            if "Z (zombie)" in text or "VmHWM:" not in text:
+                return  # exited: a zombie has no memory left to report
+            self._hwm_kb = max(self._hwm_kb, int(text.split("VmHWM:")[1].split()[0]))
+            time.sleep(0.02)
 
     def alive(self) -> None:
         """Raises when the process has ended (for a run that should keep going)."""
@@ -119,7 +143,9 @@ class CdcRun:
         ended = time.time()
         self.proc.returncode = os.waitstatus_to_exitcode(status)
         self._reader.join(5)
-        self._done = Finished(self.proc.returncode, self.spawned_at, ended, usage.ru_maxrss / 1024, self.logs)
+        self._sampler.join(5)
+        del usage  # its ru_maxrss includes this process's own memory (see the module docstring)
+        self._done = Finished(self.proc.returncode, self.spawned_at, ended, self._hwm_kb / 1024, self.logs)
         return self._done
 
     def check(self, finished: Finished, what: str) -> Finished:
