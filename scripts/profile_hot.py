@@ -110,12 +110,12 @@ def make_sink(kind: str, out: str | None, topic: str):  # type: ignore[no-untype
     )
 
 
-def drain_pg(dsn: str, sink_kind: str, out: str | None, encode: bool) -> None:
+def drain_pg(dsn: str, sink_kind: str, out: str | None, encode: bool, decode: str = "auto") -> None:
     from cdc_logs.readers.postgres.reader import PostgresReader
 
     start, rows, _ = (int(x) for x in START_FILE.read_text().split())
     reader = PostgresReader(dsn, [f"public.{TABLE}"], pipeline_name="bench", slot=SLOT, publication=PUB,
-                            heartbeat_interval_s=0)  # fmt: skip
+                            heartbeat_interval_s=0, decode_process=decode)  # fmt: skip
     topic = f"perf_prof_{uuid.uuid4().hex[:6]}"
     sink = make_sink(sink_kind, out, topic) if sink_kind != "none" else None  # imports: not timed
     started, cpu0 = time.perf_counter(), cpu()
@@ -241,6 +241,7 @@ def main() -> int:
     )
     parser.add_argument("--json", action="store_true", help="with --sink none: serialize each event")
     parser.add_argument("--out")
+    parser.add_argument("--decode", choices=["auto", "on", "off"], default="auto", help="pg: decode_process")
     args = parser.parse_args()
     cdc_logging.configure("warning")
     if args.what == "setup-pg":
@@ -252,7 +253,7 @@ def main() -> int:
     elif args.what == "cleanup-pg":
         cleanup_pg(args.dsn)
     else:
-        drain_pg(args.dsn, args.sink or "discard", args.out, args.json)
+        drain_pg(args.dsn, args.sink or "discard", args.out, args.json, args.decode)
     return 0
 
 

@@ -112,6 +112,14 @@ class PostgresSourceConfig(SourceConfigBase):
     messages: bool = Field(
         True, description="Emit pg_logical_emit_message() messages as op m events; false drops them."
     )
+    decode_process: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Decode pgoutput in a second process, so reading the stream and decoding it use two "
+        "cores. `auto`: from the first transaction boundary after 5,000 changes arrived back to back (a "
+        "backlog), so a quiet pipeline runs one process; `on`: from the start; `off`: never. Output and "
+        "positions are the same either way.",
+        examples=["off"],
+    )
     max_tx_memory_bytes: int = Field(
         32 * 1024 * 1024,
         ge=0,
@@ -280,6 +288,7 @@ def build(cfg: PostgresSourceConfig, ctx: registry.BuildContext) -> Reader:
         binary=cfg.binary,
         messages=cfg.messages,
         max_tx_memory_bytes=cfg.max_tx_memory_bytes,
+        decode_process=cfg.decode_process,
         logical_decoding_work_mem=cfg.logical_decoding_work_mem,
         signal_table=cfg.signal_data_collection,
         incremental_chunk_size=cfg.incremental_snapshot_chunk_size,

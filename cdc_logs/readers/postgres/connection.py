@@ -316,6 +316,11 @@ class ReplicationStream:
         self._feedback_thread.start()
 
     # -- streaming -----------------------------------------------------------------------------
+    @property
+    def socket(self) -> int:
+        """The connection's socket descriptor, to wait on it together with others."""
+        return int(self.conn.pgconn.socket)
+
     def read(self, timeout: float) -> XLogData | Keepalive | None:
         """The next walsender message, or None when none arrived within `timeout` seconds."""
         if self._feedback_error is not None:

@@ -98,11 +98,31 @@ class EventBuilder:
         self._learn_types = learn_types
         self._facts_lookup = facts_lookup
         self._rels: dict[int, _Rel] = {}
+        self._types: dict[int, Type] = {}  # the Type messages seen, for export_state
         self.tx: TxState | None = None
 
     # -- schema ------------------------------------------------------------------------------------
     def on_type(self, msg: Type) -> None:
+        self._types[msg.oid] = msg
         self.registry.learn_type(msg)
+
+    def export_state(self) -> list[Any]:
+        """What this builder learned from the stream (Type and Relation messages, and each relation's
+        key and column facts as looked up then), for a builder in the decode process to start from."""
+        rels = [(r.relation, r.key, r.identity, r.facts) for r in self._rels.values()]
+        return [list(self._types.values()), rels]
+
+    def import_state(self, state: list[Any]) -> None:
+        """Start from another builder's `export_state()`; user types are looked up again (catalog)."""
+        types, rels = state
+        for msg in types:
+            self.on_type(msg)
+        for relation, key, identity, facts in rels:
+            if self._learn_types is not None:
+                self._learn_types(relation)
+            self._rels[relation.oid] = _Rel(
+                relation, key, identity, facts=facts, qualified=relation.qualified_name
+            )
 
     def on_relation(self, msg: Relation) -> None:
         """A (new) description of a relation: drop its converter, look up its key again."""

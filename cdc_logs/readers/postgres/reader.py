@@ -51,6 +51,7 @@ from cdc_logs.readers.postgres.connection import (
     quote_ident,
 )
 from cdc_logs.readers.postgres.convert import EventBuilder
+from cdc_logs.readers.postgres.decode_process import DecodeProcess
 from cdc_logs.readers.postgres.incremental import IncrementalFilter
 from cdc_logs.readers.postgres.pgoutput import Relation
 from cdc_logs.readers.postgres.schema import ColumnFacts
@@ -60,6 +61,10 @@ from cdc_logs.readers.postgres.types import TypeRegistry
 from cdc_logs.readers.postgres.walproto import Keepalive
 
 log = get_logger(__name__)
+
+# XLogData messages read back to back (the socket never ran dry) before decoding moves to a second
+# process: a backlog of a few hundred milliseconds, never a lightly loaded stream (decode_process.py).
+DECODE_PROCESS_AFTER = 5_000
 
 
 class PostgresReader(Reader):
@@ -90,6 +95,7 @@ class PostgresReader(Reader):
         incremental_chunk_size: int = 1024,
         incremental_parallel: int = 1,
         snapshot_new_tables: bool = False,
+        decode_process: str = "auto",
     ) -> None:
         if not tables and not all_tables:
             raise CdcError(ErrorKind.CONFIG, "the postgres source needs tables", "add `--table schema.t`")
@@ -119,6 +125,8 @@ class PostgresReader(Reader):
         self.incremental_chunk_size = incremental_chunk_size
         self.incremental_parallel = incremental_parallel
         self.snapshot_new_tables = snapshot_new_tables
+        self.decode_process = decode_process
+        self._decoding: ChangeStream | DecodeProcess | None = None
         self._isnap: IncrementalFilter | None = None
         self._meta: psycopg.Connection[Any] | None = None
         self._meta_lock = threading.RLock()
@@ -408,6 +416,7 @@ class PostgresReader(Reader):
         if tables is not None and self.signal_table:
             tables.add(self.signal_table)
         changes = ChangeStream(builder, buffers, self._system_id, tables=tables, messages=self.messages)
+        self._decoding = changes
         isnap = self._isnap = self._incremental(builder, changes, start)
         assert self._meta is not None
         opts = plugin_options(
@@ -416,10 +425,13 @@ class PostgresReader(Reader):
         repl.start(self.slot, lsn, opts)
         log.info("postgres streaming", slot=self.slot, start=format_lsn(lsn), proto=opts["proto_version"])
         changes.last_boundary = lsn
+        if self.decode_process == "on":
+            self._decoding = self._start_decode_process(builder, changes)
         if isnap.snapshots.chunk_due():
             isnap.read_chunk()  # a snapshot the resume point carries, or tables new to the config
         next_tick = time.monotonic() + self.idle_tick_s
         next_heartbeat = time.monotonic() + self.heartbeat_interval_s
+        busy = 0  # XLogData messages read in a row without the socket running dry
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
@@ -429,8 +441,17 @@ class PostgresReader(Reader):
                 if now >= next_tick:
                     yield None
                     next_tick = time.monotonic() + self.idle_tick_s
+                if self._decoding is not changes:
+                    for item in self._remote_step(repl):
+                        if isnap.passthrough(item):
+                            yield item
+                        else:
+                            yield from isnap.process(item)
+                        next_tick = time.monotonic() + self.idle_tick_s
+                    continue
                 msg = repl.read(min(self.idle_tick_s, 0.25))
                 if msg is None:
+                    busy = 0
                     continue
                 if type(msg) is Keepalive:
                     if not changes.in_flight and self._committed >= changes.last_boundary:
@@ -444,8 +465,53 @@ class PostgresReader(Reader):
                     else:
                         yield from isnap.process(change)
                     next_tick = time.monotonic() + self.idle_tick_s
+                busy += 1
+                if busy >= DECODE_PROCESS_AFTER and self.decode_process != "off" and not changes.in_flight:
+                    # A backlog, at a transaction boundary: decoding moves to the second core.
+                    self._decoding = self._start_decode_process(builder, changes)
         finally:
             buffers.clear()
+            if self._decoding is not changes and self._decoding is not None:
+                self._decoding.close()  # type: ignore[union-attr]
+            self._decoding = None
+
+    def _start_decode_process(self, builder: EventBuilder, changes: ChangeStream) -> DecodeProcess:
+        return DecodeProcess(
+            {
+                "dsn": self.dsn,
+                "pipeline": self.pipeline_name,
+                "db": builder.db,
+                "binary": self.binary,
+                "server": changes.server,
+                "tables": None if changes.tables is None else sorted(changes.tables),
+                "messages": self.messages,
+                "max_tx_memory_bytes": self.max_tx_memory_bytes,
+                "last_boundary": changes.last_boundary,
+                "state": builder.export_state(),
+            }
+        )
+
+    def _remote_step(self, repl: ReplicationStream) -> list[Any]:
+        """One round with the decode process: send what the socket has (without waiting), then take the
+        items that are back (waiting on both the socket and the process when there is neither)."""
+        remote = self._decoding
+        assert isinstance(remote, DecodeProcess)
+        got = False
+        while not remote.full:
+            msg = repl.read(0.0)
+            if msg is None:
+                break
+            got = True
+            if type(msg) is Keepalive:
+                if not remote.in_flight and self._committed >= remote.last_boundary:
+                    repl.idle_confirm(msg)
+                if msg.reply_requested:
+                    repl.send_status()
+                continue
+            remote.submit(msg.wal_start, msg.payload)  # type: ignore[union-attr]
+        remote.flush()
+        wait = 0.0 if got else min(self.idle_tick_s, 0.25)
+        return remote.take(wait, None if remote.full else repl.socket)
 
     def _incremental(
         self, builder: EventBuilder, changes: ChangeStream, start: Lsn | None
@@ -464,7 +530,7 @@ class PostgresReader(Reader):
             chunk_size=self.incremental_chunk_size,
             parallel=self.incremental_parallel,
             record_captured=self.snapshot_new_tables,
-            lsn=lambda: changes.last_boundary,
+            lsn=lambda: (self._decoding or changes).last_boundary,
         )
         isnap.resume(start)
         return isnap

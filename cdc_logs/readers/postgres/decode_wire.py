@@ -1,0 +1,209 @@
+"""What crosses the pipe between the Postgres reader and its decode process (decode_process.py).
+
+Both directions are frames: a 4-byte big-endian length, then one codec byte and the body. The codec
+is `marshal` (C speed, no classes) when every value is a plain Python value, and `pickle` otherwise
+(a converter that produced a Decimal or a date, a position with incremental-snapshot state): the
+choice is made per frame, so the rare odd value costs only its own frame.
+
+Items (ChangeEvent, Heartbeat, Undecodable, WindowMark) travel as tuples of their fields, not as
+pickled objects: pickling a slotted dataclass graph cost ~7.5 us per event and unpickling ~4 us,
+where the tuples cost ~1 us each way (measured on 10,000 Postgres events; docs/benchmarks.md,
+Profile). A table's `TableSchema` is shared by reference in the reader (sinks compare it by
+identity), so it is sent once, under a number, and every event after names the number.
+"""
+
+from __future__ import annotations
+
+import marshal
+import pickle
+import struct
+from typing import Any
+
+from cdc_logs.envelope import ChangeEvent, Heartbeat, Op, SourceInfo, Transaction, Undecodable
+from cdc_logs.errors import CdcError, ErrorKind
+from cdc_logs.position import Lsn, Position
+from cdc_logs.readers.postgres.changes import Item, WindowMark
+from cdc_logs.schema import TableSchema
+
+HEADER = struct.Struct(">I")
+_MARSHAL, _PICKLE = b"M", b"P"
+_OPS = {op._value_: op for op in Op}
+
+
+def frame(message: Any) -> bytes:
+    """One frame: length, codec, body."""
+    try:
+        body = _MARSHAL + marshal.dumps(message)
+    except ValueError:  # a value marshal does not know (Decimal, datetime, a dataclass)
+        body = _PICKLE + pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return HEADER.pack(len(body)) + body
+
+
+def unframe(body: bytes | memoryview) -> Any:
+    """The message of one frame's body (without its length)."""
+    codec = bytes(body[:1])
+    if codec == _MARSHAL:
+        return marshal.loads(body[1:])
+    if codec == _PICKLE:
+        return pickle.loads(body[1:])
+    raise CdcError(ErrorKind.INTERNAL, f"the decode process sent a frame of unknown codec {codec!r}")
+
+
+class Frames:
+    """Splits a byte stream into frame bodies as its bytes arrive."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buf = self._buf
+        buf += data
+        out: list[bytes] = []
+        start = 0
+        while len(buf) - start >= 4:
+            (size,) = HEADER.unpack_from(buf, start)
+            if len(buf) - start - 4 < size:
+                break
+            out.append(bytes(buf[start + 4 : start + 4 + size]))
+            start += 4 + size
+        if start:
+            del buf[:start]
+        return out
+
+    @property
+    def partial(self) -> bool:
+        return bool(self._buf)
+
+
+# -- items -> tuples (in the decode process) ------------------------------------------------------
+class ItemEncoder:
+    """Encodes items; remembers which schemas the other side already has."""
+
+    def __init__(self) -> None:
+        self._schemas: dict[int, int] = {}  # id(schema) -> its number on the wire
+        self._keep: list[TableSchema] = []  # keeps the numbered objects alive (ids stay unique)
+
+    def encode(self, item: Item) -> tuple[Any, ...]:
+        kind = type(item)
+        if kind is ChangeEvent:
+            return self._event(item)  # type: ignore[arg-type]
+        if kind is Heartbeat:
+            assert isinstance(item, Heartbeat)
+            return ("h", _position(item.position), item.boundary)
+        if kind is Undecodable:
+            assert isinstance(item, Undecodable)
+            return (
+                "x",
+                _position(item.position),
+                item.table,
+                item.reason,
+                item.boundary,
+                item.raw,
+                item.hint,
+            )
+        if kind is WindowMark:
+            assert isinstance(item, WindowMark)
+            return (
+                "w",
+                item.chunk,
+                item.opening,
+                _position(item.at),
+                _position(item.position),
+                item.boundary,
+            )
+        raise CdcError(ErrorKind.INTERNAL, f"the decode process cannot send a {kind.__name__}")
+
+    def _event(self, event: ChangeEvent) -> tuple[Any, ...]:
+        src = event.source
+        tx = event.transaction
+        schema = event.schema
+        schema_ref: Any = None
+        if schema is not None:
+            number = self._schemas.get(id(schema))
+            if number is None:
+                number = self._schemas[id(schema)] = len(self._keep)
+                self._keep.append(schema)
+                schema_ref = (number, pickle.dumps(schema, protocol=pickle.HIGHEST_PROTOCOL))
+            else:
+                schema_ref = number
+        return (
+            "e",
+            event.op._value_,
+            (src.connector, src.name, src.db, src.table, src.schema, src.ts_ms, src.snapshot, src.extra),
+            event.before,
+            event.after,
+            event.key,
+            event.ts_ms,
+            None if tx is None else (tx.id, tx.total_order, tx.data_collection_order),
+            event.unchanged,
+            _position(event.position),
+            event.boundary,
+            event.content,
+            schema_ref,
+            event.key_change,
+        )
+
+
+def _position(position: Position | None) -> Any:
+    if position is None:
+        return None
+    if type(position) is Lsn and not position.incremental and not position.captured:
+        return (position.server, position.lsn, position.change, position.event)
+    return position  # rare (incremental-snapshot state): the frame falls back to pickle
+
+
+# -- tuples -> items (in the reader) --------------------------------------------------------------
+class ItemDecoder:
+    """Rebuilds items; one TableSchema object per schema number, as the reader would share it."""
+
+    def __init__(self) -> None:
+        self._schemas: list[TableSchema] = []
+
+    def decode(self, data: tuple[Any, ...]) -> Item:
+        tag = data[0]
+        if tag == "e":
+            return self._event(data)
+        if tag == "h":
+            return Heartbeat(_lsn(data[1]), data[2])
+        if tag == "x":
+            return Undecodable(_lsn(data[1]), data[2], data[3], boundary=data[4], raw=data[5], hint=data[6])
+        if tag == "w":
+            return WindowMark(data[1], data[2], _lsn(data[3]), _lsn(data[4]), data[5])
+        raise CdcError(ErrorKind.INTERNAL, f"the decode process sent an item of unknown kind {tag!r}")
+
+    def _event(self, data: tuple[Any, ...]) -> ChangeEvent:
+        (_, op, src, before, after, key, ts_ms, tx, unchanged, position, boundary, content, ref, kc) = data
+        schema: TableSchema | None = None
+        if ref is not None:
+            if isinstance(ref, tuple):
+                number, blob = ref
+                if number != len(self._schemas):
+                    raise CdcError(
+                        ErrorKind.INTERNAL, "the decode process numbered a table schema out of order"
+                    )
+                self._schemas.append(pickle.loads(blob))
+                ref = number
+            schema = self._schemas[ref]
+        connector, name, db, table, schema_name, src_ts, snapshot, extra = src
+        return ChangeEvent(
+            _OPS[op],
+            SourceInfo(connector, name, db, table, schema_name, src_ts, snapshot, extra),
+            before,
+            after,
+            key,
+            ts_ms,
+            None if tx is None else Transaction(tx[0], tx[1], tx[2]),
+            unchanged,
+            _lsn(position),
+            boundary,
+            content,
+            schema=schema,
+            key_change=kc,
+        )
+
+
+def _lsn(data: Any) -> Any:
+    if data is None or isinstance(data, Position):
+        return data
+    server, lsn, change, event = data
+    return Lsn(server, lsn, change, event=event)
