@@ -102,6 +102,12 @@ class TableSchema:
         # What the columns say, for caches keyed by content (equal copies, e.g. unpickled, share it).
         object.__setattr__(self, "fingerprint", hash((self.db, self.schema, self.table, self.columns)))
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt through __init__, so the fingerprint is this process's hash of the columns: string
+        # hashes differ between processes (PYTHONHASHSEED), and a copy from a spool file or the decode
+        # process must key the same caches as an equal schema made here.
+        return (TableSchema, (self.db, self.schema, self.table, self.columns, self.version))
+
     def column(self, name: str) -> Column | None:
         return self._by_name.get(name)
 

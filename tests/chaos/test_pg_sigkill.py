@@ -117,10 +117,30 @@ def workload_table(pg_dsn: str, unique_name: str) -> Iterator[tuple[str, str]]: 
             db.execute(f"DROP TABLE IF EXISTS {table}")
 
 
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (the decode process of a run with decode_process: on)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+@pytest.mark.parametrize("decode", ["auto", "on"])  # inline decoding, and the decode process
 def test_sigkill_at_random_points_loses_nothing(
     pg_dsn: str,  # noqa: F811
     workload_table: tuple[str, str],
     tmp_path: Path,
+    decode: str,
 ) -> None:
     table, slot = workload_table
     rng = random.Random(int(os.environ.get("CDC_CHAOS_SEED", "20261129")))
@@ -137,6 +157,7 @@ source:
   snapshot: false
   heartbeat_interval_ms: 500
   status_interval_ms: 500
+  decode_process: {decode}
 destination: {{type: file, path: {out}}}
 offsets: {{type: sqlite, path: {tmp_path / "offsets.db"}}}
 sync:
@@ -151,13 +172,19 @@ sync:
     writer = threading.Thread(target=_writer, args=(pg_dsn, table, expected, done, rng.random()), daemon=True)
     writer.start()
 
-    proc, kills = first, 0
+    proc, kills, orphans_seen = first, 0, 0
     try:
         while kills < KILLS:
             time.sleep(rng.uniform(0.2, 0.8))
+            children = _children(proc.pid)
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
             kills += 1
+            orphans_seen += len(children)
+            deadline = time.monotonic() + 10
+            while not all(_gone(child) for child in children):  # a decode process ends with its run
+                assert time.monotonic() < deadline, "a decode process outlived its killed run"
+                time.sleep(0.05)
             proc = _start(config, tmp_path)
         writer.join(120)
         assert done.is_set(), "the workload did not finish"
@@ -176,3 +203,5 @@ sync:
     missing = expected - _seen(out)
     assert not missing, f"{len(missing)} changes lost, e.g. {sorted(missing, key=str)[:10]}"
     assert len(expected) >= CHANGES * 0.9  # inserts/updates/deletes of distinct keys, as recorded
+    if decode == "on":  # the first run streams when killed; later ones may die still starting
+        assert orphans_seen >= 1, "no run had its decode process when killed: the test proves nothing"

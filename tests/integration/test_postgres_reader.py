@@ -393,15 +393,21 @@ def test_snapshot_resumes_by_chunk_after_a_crash(
 # -- large transactions --------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("decode_process", ["auto", "on"])  # inline, and the decode process
 def test_streamed_large_transactions_come_out_whole_and_aborted_ones_leave_nothing(
-    pg_dsn: str, db: Any, cleanup: list[str], unique_name: str
+    pg_dsn: str, db: Any, cleanup: list[str], unique_name: str, decode_process: str
 ) -> None:
     t = make_table(db, cleanup, unique_name, "id int PRIMARY KEY, v text")
     slot = f"cdc_logs_{unique_name}"
     # logical_decoding_work_mem is a session setting of the walsender: 64kB makes the server stream
     # these transactions without touching the server's configuration; 256 kB of our memory spills.
     reader = reader_for(
-        pg_dsn, [t], slot=slot, logical_decoding_work_mem="64kB", max_tx_memory_bytes=256 * 1024
+        pg_dsn,
+        [t],
+        slot=slot,
+        logical_decoding_work_mem="64kB",
+        max_tx_memory_bytes=256 * 1024,
+        decode_process=decode_process,
     )
     payload = "x" * 50
     try:
@@ -436,13 +442,21 @@ def test_streamed_large_transactions_come_out_whole_and_aborted_ones_leave_nothi
 # -- heartbeats, slots, servers --------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("decode_process", ["auto", "on"])  # inline, and the decode process
 def test_heartbeats_advance_confirmed_flush_while_only_uncaptured_tables_are_written(
-    pg_dsn: str, db: Any, cleanup: list[str], unique_name: str
+    pg_dsn: str, db: Any, cleanup: list[str], unique_name: str, decode_process: str
 ) -> None:
     captured = make_table(db, cleanup, f"{unique_name}_c", "id int PRIMARY KEY")
     other = make_table(db, cleanup, f"{unique_name}_o", "id int PRIMARY KEY, v text")
     slot = f"cdc_logs_{unique_name}"
-    reader = reader_for(pg_dsn, [captured], slot=slot, heartbeat_interval_s=0.3, status_interval_s=0.5)
+    reader = reader_for(
+        pg_dsn,
+        [captured],
+        slot=slot,
+        heartbeat_interval_s=0.3,
+        status_interval_s=0.5,
+        decode_process=decode_process,
+    )
 
     def flushed() -> int:
         row = db.execute(
@@ -471,13 +485,21 @@ def test_heartbeats_advance_confirmed_flush_while_only_uncaptured_tables_are_wri
     assert flushed() >= written > start
 
 
+@pytest.mark.parametrize("decode_process", ["auto", "on"])  # inline, and the decode process
 def test_an_idle_slot_is_confirmed_from_keepalives_without_heartbeats(
-    pg_dsn: str, db: Any, cleanup: list[str], unique_name: str
+    pg_dsn: str, db: Any, cleanup: list[str], unique_name: str, decode_process: str
 ) -> None:
     captured = make_table(db, cleanup, f"{unique_name}_c", "id int PRIMARY KEY")
     other = make_table(db, cleanup, f"{unique_name}_o", "id int PRIMARY KEY")
     slot = f"cdc_logs_{unique_name}"
-    reader = reader_for(pg_dsn, [captured], slot=slot, heartbeat_interval_s=0, status_interval_s=0.5)
+    reader = reader_for(
+        pg_dsn,
+        [captured],
+        slot=slot,
+        heartbeat_interval_s=0,
+        status_interval_s=0.5,
+        decode_process=decode_process,
+    )
     query = "SELECT confirmed_flush_lsn - '0/0' FROM pg_replication_slots WHERE slot_name = %s"
     try:
         stream = started(reader)
@@ -595,15 +617,16 @@ class Collect(Sink):
         pass
 
 
+@pytest.mark.parametrize("decode_process", ["auto", "on"])  # inline, and the decode process
 def test_reconnect_after_the_walsender_is_terminated_loses_nothing(
-    pg_dsn: str, db: Any, cleanup: list[str], unique_name: str, tmp_path: Path
+    pg_dsn: str, db: Any, cleanup: list[str], unique_name: str, decode_process: str, tmp_path: Path
 ) -> None:
     t = make_table(db, cleanup, unique_name, "id int PRIMARY KEY")
     slot = f"cdc_logs_{unique_name}"
     sink = Collect()
     pipeline = Pipeline(
         "p",
-        {"pg": reader_for(pg_dsn, [t], slot=slot, heartbeat_interval_s=1)},
+        {"pg": reader_for(pg_dsn, [t], slot=slot, heartbeat_interval_s=1, decode_process=decode_process)},
         [sink],
         SqliteOffsetStore(tmp_path / "offsets.db"),
         batch=BatchPolicy(max_events=50, max_wait_s=0.05),

@@ -799,3 +799,17 @@ def test_offsets_dsn_is_checked_without_echoing_it(tmp_path: Path) -> None:
         load_config(write(tmp_path, text), env={})
     assert "offsets.dsn: the Postgres DSN's port is not valid" in info.value.message
     assert "s3cret" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("written", "read"), [("on", "on"), ("off", "off"), ('"auto"', "auto"), ("true", "on")]
+)
+def test_postgres_decode_process_takes_yamls_bare_on_and_off(tmp_path: Path, written: str, read: str) -> None:
+    text = f"""
+    name: p
+    source: {{type: pg, dsn: "dbname=x", tables: [public.t], decode_process: {written}}}
+    destination: {{type: stdout}}
+    """
+    assert load(tmp_path, text).source.decode_process == read  # type: ignore[union-attr]
+    err = config_error(tmp_path, text.replace(f"decode_process: {written}", "decode_process: sometimes"))
+    assert "decode_process" in err.message

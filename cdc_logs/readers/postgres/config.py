@@ -224,6 +224,12 @@ class PostgresSourceConfig(SourceConfigBase):
             raise ValueError(problem)  # never the value: it holds the password
         return value
 
+    @field_validator("decode_process", mode="before")
+    @classmethod
+    def _decode_process(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `on` / `off` as a boolean: take it as the word the user wrote.
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
     @field_validator("slot")
     @classmethod
     def _slot_name(cls, value: str | None) -> str | None:

@@ -112,6 +112,10 @@ class EventBuilder:
         rels = [(r.relation, r.key, r.identity, r.facts) for r in self._rels.values()]
         return [list(self._types.values()), rels]
 
+    def schemas(self) -> list[TableSchema]:
+        """The table schemas made so far (one per relation whose changes were converted)."""
+        return [r.schema for r in self._rels.values() if r.schema is not None]
+
     def import_state(self, state: list[Any]) -> None:
         """Start from another builder's `export_state()`; user types are looked up again (catalog)."""
         types, rels = state

@@ -29,12 +29,14 @@ import subprocess
 import sys
 import threading
 from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.readers.postgres.changes import Item
 from cdc_logs.readers.postgres.decode_wire import Frames, ItemDecoder, frame, unframe
+from cdc_logs.schema import TableSchema
 
 log = get_logger(__name__)
 
@@ -49,7 +51,7 @@ _DIED_HINT = (
 class DecodeProcess:
     """A running decode process; see the module docstring."""
 
-    def __init__(self, settings: dict[str, Any]) -> None:
+    def __init__(self, settings: dict[str, Any], known: Iterable[TableSchema] = ()) -> None:
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "cdc_logs.readers.postgres.decode_worker"],
             stdin=subprocess.PIPE,
@@ -60,7 +62,7 @@ class DecodeProcess:
         self._out_fd = self._proc.stdout.fileno()
         os.set_blocking(self._out_fd, False)
         self._frames = Frames()
-        self._decoder = ItemDecoder()
+        self._decoder = ItemDecoder(known)
         self._batch: list[tuple[int, bytes]] = []
         self._sent = 0  # batches sent
         self._answered = 0  # batches fully answered

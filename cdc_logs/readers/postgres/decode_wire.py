@@ -17,6 +17,7 @@ from __future__ import annotations
 import marshal
 import pickle
 import struct
+from collections.abc import Iterable
 from typing import Any
 
 from cdc_logs.envelope import ChangeEvent, Heartbeat, Op, SourceInfo, Transaction, Undecodable
@@ -154,10 +155,13 @@ def _position(position: Position | None) -> Any:
 
 # -- tuples -> items (in the reader) --------------------------------------------------------------
 class ItemDecoder:
-    """Rebuilds items; one TableSchema object per schema number, as the reader would share it."""
+    """Rebuilds items; one TableSchema object per schema number, as the reader would share it.
+    `known`: the schemas the reader made before the process took over; an equal one arriving is
+    replaced by the reader's own object, so a table's version keeps one identity across the switch."""
 
-    def __init__(self) -> None:
+    def __init__(self, known: Iterable[TableSchema] = ()) -> None:
         self._schemas: list[TableSchema] = []
+        self._known = {_content(schema): schema for schema in known}
 
     def decode(self, data: tuple[Any, ...]) -> Item:
         tag = data[0]
@@ -181,7 +185,8 @@ class ItemDecoder:
                     raise CdcError(
                         ErrorKind.INTERNAL, "the decode process numbered a table schema out of order"
                     )
-                self._schemas.append(pickle.loads(blob))
+                received: TableSchema = pickle.loads(blob)
+                self._schemas.append(self._known.get(_content(received), received))
                 ref = number
             schema = self._schemas[ref]
         connector, name, db, table, schema_name, src_ts, snapshot, extra = src
@@ -200,6 +205,10 @@ class ItemDecoder:
             schema=schema,
             key_change=kc,
         )
+
+
+def _content(schema: TableSchema) -> tuple[Any, ...]:
+    return (schema.db, schema.schema, schema.table, schema.columns, schema.version)
 
 
 def _lsn(data: Any) -> Any:

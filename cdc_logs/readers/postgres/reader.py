@@ -488,7 +488,8 @@ class PostgresReader(Reader):
                 "max_tx_memory_bytes": self.max_tx_memory_bytes,
                 "last_boundary": changes.last_boundary,
                 "state": builder.export_state(),
-            }
+            },
+            known=builder.schemas(),
         )
 
     def _remote_step(self, repl: ReplicationStream) -> list[Any]:
