@@ -106,6 +106,14 @@ def _drain(dsn: str, slot: str, start: int, table: str, decode: str) -> tuple[li
             if item is None or (isinstance(item, Heartbeat) and not items):
                 continue  # the start heartbeat
             items.append(item)
+            if len(items) == 500 and decode == "auto":
+                # The process was spawned after 50 changes; the reader decodes inline until it is up,
+                # which a drain this short could outrun: wait for it (the stream is paused meanwhile).
+                process = reader._spawned
+                assert process is not None, "no decode process was started after a backlog"
+                while not process.ready:
+                    assert time.monotonic() < deadline, "the decode process never came up"
+                    time.sleep(0.05)
             if sentinel(item):
                 return items, served
     finally:
@@ -162,9 +170,10 @@ def test_the_decode_process_gives_the_same_items_as_inline_decoding(
     kinds = {item.to_dict()["op"] for item in inline if isinstance(item, ChangeEvent)}
     assert kinds == {"c", "u", "d", "t", "m"}
     assert any(item.unchanged for item in inline if isinstance(item, ChangeEvent))  # TOAST was exercised
-    # One schema object per table version, as the inline reader shares it (sinks compare by identity).
+    # Sinks compare schemas by identity: the switch must not add objects (inline makes one per Relation
+    # message; the process's equal ones are mapped onto the reader's own).
     versions = {id(e.schema) for e in remote if isinstance(e, ChangeEvent) and e.schema is not None}
-    assert len(versions) == len({id(e.schema) for e in inline if isinstance(e, ChangeEvent) and e.schema})
+    assert len(versions) <= len({id(e.schema) for e in inline if isinstance(e, ChangeEvent) and e.schema})
 
 
 def _settings(dsn: str, **extra: Any) -> dict[str, Any]:
@@ -177,8 +186,6 @@ def _settings(dsn: str, **extra: Any) -> dict[str, Any]:
         "tables": None,
         "messages": True,
         "max_tx_memory_bytes": 1 << 20,
-        "last_boundary": 0,
-        "state": [[], []],
     }
     settings.update(extra)
     return settings
@@ -205,6 +212,7 @@ def test_a_decode_error_in_the_process_is_raised_as_inline_at_its_place(pg_dsn: 
         list(stream.feed(1, commit_without_begin))
     process = DecodeProcess(_settings(pg_dsn))
     try:
+        process.begin([[], []], 0, ())
         process.submit(0, b"Y" + (9).to_bytes(4, "big") + b"public\x00t\x00")
         process.submit(1, commit_without_begin)
         process.flush()

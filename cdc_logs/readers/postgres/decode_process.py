@@ -51,7 +51,7 @@ _DIED_HINT = (
 class DecodeProcess:
     """A running decode process; see the module docstring."""
 
-    def __init__(self, settings: dict[str, Any], known: Iterable[TableSchema] = ()) -> None:
+    def __init__(self, settings: dict[str, Any]) -> None:
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "cdc_logs.readers.postgres.decode_worker"],
             stdin=subprocess.PIPE,
@@ -62,21 +62,40 @@ class DecodeProcess:
         self._out_fd = self._proc.stdout.fileno()
         os.set_blocking(self._out_fd, False)
         self._frames = Frames()
-        self._decoder = ItemDecoder(known)
+        self._decoder = ItemDecoder()
+        self.started = False  # begin() was called: the child decodes from then on
+        self._up = False  # the child said it is ready (imports done, catalog connected)
         self._batch: list[tuple[int, bytes]] = []
         self._sent = 0  # batches sent
         self._answered = 0  # batches fully answered
         self._ready: deque[Item] = deque()
         self._error: CdcError | None = None
         self.in_flight_remote = False
-        self.last_boundary = int(settings["last_boundary"])
+        self.last_boundary = 0
         self._writes: queue.Queue[bytes | None] = queue.Queue()
         self._writer = threading.Thread(target=self._write_loop, name="pg-decode-writer", daemon=True)
         self._writer.start()
         self._writes.put(frame(("init", settings)))
-        log.info("postgres decoding in a second process", pid=self._proc.pid)
 
     # -- reader side -------------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        """The child has started up (without waiting: the reader decodes inline meanwhile)."""
+        if not self._up:
+            self._receive()
+            if self._error is not None:
+                raise self._error
+        return self._up
+
+    def begin(self, state: list[Any], last_boundary: int, known: Iterable[TableSchema]) -> None:
+        """Hand decoding over at a transaction boundary: the relations and types the reader's builder
+        learned (`EventBuilder.export_state`), and the schemas it made (kept as the same objects)."""
+        self._decoder = ItemDecoder(known)
+        self.last_boundary = last_boundary
+        self.started = True
+        self._writes.put(frame(("start", state, last_boundary)))
+        log.info("postgres decoding in a second process", pid=self._proc.pid)
+
     @property
     def fileno(self) -> int:
         return self._out_fd
@@ -134,7 +153,9 @@ class DecodeProcess:
 
     def _handle(self, message: tuple[Any, ...]) -> None:
         tag = message[0]
-        if tag == "items":
+        if tag == "ready":
+            self._up = True
+        elif tag == "items":
             _, _seq, items, done, in_flight, last_boundary = message
             decode = self._decoder.decode
             self._ready.extend(decode(item) for item in items)

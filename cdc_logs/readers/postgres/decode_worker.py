@@ -6,10 +6,16 @@ feedback, keepalives, incremental snapshots) and sends the raw XLogData payloads
 process runs the same `ChangeStream` the reader runs inline (decode, value conversion, envelope
 building) and answers each batch with the items it made, in order, followed by its stream state.
 
-  in:  ("init", settings)             once: the relations and types the reader had already seen
-       ("feed", n, [(lsn, payload)])   a batch of XLogData payloads
-  out: ("items", n, [item...], done, in_flight, last_boundary)   one or more per batch
+  in:  ("init", settings)                  once, at spawn: connection and stream settings
+       ("start", state, last_boundary)     once, at a transaction boundary: the relations and types
+                                           the reader had already seen (EventBuilder.export_state)
+       ("feed", n, [(lsn, payload)])        a batch of XLogData payloads
+  out: ("ready",)                                                 after init (imports, catalog connection)
+       ("items", n, [item...], done, in_flight, last_boundary)   one or more per batch
        ("error", n, kind, message, hint)                         then the process ends
+
+The reader spawns it when a backlog shows and keeps decoding inline until "ready" comes back, so the
+start-up of a Python process is never a pause in the stream.
 
 The catalog lookups the builder needs (primary keys, user types, column facts) go through a
 connection of its own. It ignores SIGINT and SIGTERM: the reader decides when to stop, and ends it by
@@ -73,7 +79,7 @@ class _Worker:
             learn_types=learn,
             facts_lookup=facts,
         )
-        builder.import_state(settings["state"])
+        self.builder = builder
         tables = settings["tables"]
         self.changes = ChangeStream(
             builder,
@@ -82,8 +88,11 @@ class _Worker:
             tables=None if tables is None else set(tables),
             messages=settings["messages"],
         )
-        self.changes.last_boundary = settings["last_boundary"]
         self.encoder = ItemEncoder()
+
+    def start(self, state: list[Any], last_boundary: int) -> None:
+        self.builder.import_state(state)
+        self.changes.last_boundary = last_boundary
 
     def feed(self, seq: int, batch: list[tuple[int, bytes]]) -> None:
         changes, encode = self.changes, self.encoder.encode
@@ -117,6 +126,11 @@ def main() -> int:
                 message = unframe(body)
                 if message[0] == "init":
                     worker = _Worker(message[1])
+                    _write(frame(("ready",)))
+                elif message[0] == "start":
+                    if worker is None:
+                        raise CdcError(ErrorKind.INTERNAL, "the decode process was started before its init")
+                    worker.start(message[1], message[2])
                 elif message[0] == "feed":
                     if worker is None:
                         raise CdcError(ErrorKind.INTERNAL, "the decode process was fed before its init")

@@ -127,6 +127,7 @@ class PostgresReader(Reader):
         self.snapshot_new_tables = snapshot_new_tables
         self.decode_process = decode_process
         self._decoding: ChangeStream | DecodeProcess | None = None
+        self._spawned: DecodeProcess | None = None  # the decode process, once started (decode_process.py)
         self._isnap: IncrementalFilter | None = None
         self._meta: psycopg.Connection[Any] | None = None
         self._meta_lock = threading.RLock()
@@ -425,8 +426,10 @@ class PostgresReader(Reader):
         repl.start(self.slot, lsn, opts)
         log.info("postgres streaming", slot=self.slot, start=format_lsn(lsn), proto=opts["proto_version"])
         changes.last_boundary = lsn
+        spawned: DecodeProcess | None = None  # started, not yet decoding (auto: until it is ready)
         if self.decode_process == "on":
-            self._decoding = self._start_decode_process(builder, changes)
+            spawned = self._spawned = self._spawn_decode_process(builder, changes)
+            self._decoding = self._hand_over(spawned, builder, changes)
         if isnap.snapshots.chunk_due():
             isnap.read_chunk()  # a snapshot the resume point carries, or tables new to the config
         next_tick = time.monotonic() + self.idle_tick_s
@@ -466,16 +469,19 @@ class PostgresReader(Reader):
                         yield from isnap.process(change)
                     next_tick = time.monotonic() + self.idle_tick_s
                 busy += 1
-                if busy >= DECODE_PROCESS_AFTER and self.decode_process != "off" and not changes.in_flight:
-                    # A backlog, at a transaction boundary: decoding moves to the second core.
-                    self._decoding = self._start_decode_process(builder, changes)
+                if spawned is None:
+                    if busy >= DECODE_PROCESS_AFTER and self.decode_process == "auto":
+                        spawned = self._spawned = self._spawn_decode_process(builder, changes)  # a backlog
+                elif not changes.in_flight and spawned.ready:
+                    # Started up while we decoded inline; at a transaction boundary it takes over.
+                    self._decoding = self._hand_over(spawned, builder, changes)
         finally:
             buffers.clear()
-            if self._decoding is not changes and self._decoding is not None:
-                self._decoding.close()  # type: ignore[union-attr]
-            self._decoding = None
+            if spawned is not None:
+                spawned.close()
+            self._decoding = self._spawned = None
 
-    def _start_decode_process(self, builder: EventBuilder, changes: ChangeStream) -> DecodeProcess:
+    def _spawn_decode_process(self, builder: EventBuilder, changes: ChangeStream) -> DecodeProcess:
         return DecodeProcess(
             {
                 "dsn": self.dsn,
@@ -486,11 +492,13 @@ class PostgresReader(Reader):
                 "tables": None if changes.tables is None else sorted(changes.tables),
                 "messages": self.messages,
                 "max_tx_memory_bytes": self.max_tx_memory_bytes,
-                "last_boundary": changes.last_boundary,
-                "state": builder.export_state(),
-            },
-            known=builder.schemas(),
+            }
         )
+
+    @staticmethod
+    def _hand_over(process: DecodeProcess, builder: EventBuilder, changes: ChangeStream) -> DecodeProcess:
+        process.begin(builder.export_state(), changes.last_boundary, builder.schemas())
+        return process
 
     def _remote_step(self, repl: ReplicationStream) -> list[Any]:
         """One round with the decode process: send what the socket has (without waiting), then take the
