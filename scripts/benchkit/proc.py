@@ -7,6 +7,7 @@ process that started it (checked here: a child whose own VmHWM was 11 MB reporte
 parent had touched 300 MB). That made the big transaction's peak read ~290 MB whenever earlier cases
 had grown the bench process. VmHWM belongs to the process's own memory after exec; it is sampled
 every 20 ms while the process lives, and never decreases, so the last sample is the peak up to then.
+A child process of the run (the Postgres reader's decode process) counts too: its own peak is added.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 import yaml
 
 from benchkit.cleanup import Cleanup
+from benchkit.stack import child_pids
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -94,16 +96,16 @@ class CdcRun:
                 self._stderr_tail = [*self._stderr_tail[-40:], line.rstrip()]
 
     def _sample_hwm(self) -> None:
-        path = f"/proc/{self.proc.pid}/status"
+        # The run's peak plus its children's (the Postgres decode process): each one's own VmHWM, summed,
+        # an upper bound of what the two held at once.
+        children: dict[int, int] = {}
         while self.proc.returncode is None:
-            try:
-                with open(path) as status:
-                    text = status.read()
-            except OSError:
-                return  # ended (or reaped)
-            if "Z (zombie)" in text or "VmHWM:" not in text:
+            own = _hwm_kb(self.proc.pid)
+            if own is None:
                 return  # exited: a zombie has no memory left to report
-            self._hwm_kb = max(self._hwm_kb, int(text.split("VmHWM:")[1].split()[0]))
+            for child in child_pids(self.proc.pid):
+                children[child] = max(children.get(child, 0), _hwm_kb(child) or 0)
+            self._hwm_kb = max(self._hwm_kb, own + sum(children.values()))
             time.sleep(0.02)
 
     def alive(self) -> None:
@@ -161,6 +163,18 @@ class CdcRun:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.proc.pid, signal.SIGKILL)
             self.wait(10)
+
+
+def _hwm_kb(pid: int) -> int | None:
+    """A process's VmHWM in kB; None once it has ended."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            text = status.read()
+    except OSError:
+        return None  # ended (or reaped)
+    if "Z (zombie)" in text or "VmHWM:" not in text:
+        return None
+    return int(text.split("VmHWM:")[1].split()[0])
 
 
 class FirstWrite:

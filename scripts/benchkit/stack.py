@@ -286,11 +286,28 @@ def running_connectors(connect_url: str) -> list[str]:
 
 # -- processes --------------------------------------------------------------------------------------
 def rss_mb(pid: int) -> float:
-    """Resident set size (VmRSS) of a process, in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+    """Resident set size (VmRSS) of a process and its child processes (the Postgres reader's decode
+    process, when one runs), in MB."""
+    total = 0
+    for one in (pid, *child_pids(pid)):
+        for line in Path(f"/proc/{one}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+                break
+        else:
+            if one == pid:
+                raise RuntimeError(f"no VmRSS for pid {pid}")
+    return total / 1024
+
+
+def child_pids(pid: int) -> list[int]:
+    """The live child processes of `pid` (Linux: /proc/<pid>/task/<tid>/children)."""
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                found += [int(c) for c in (task / "children").read_text().split()]
+    return found
 
 
 def connect_worker_pid() -> int | None:
