@@ -38,6 +38,14 @@ _SCALARS = (str, int, float, bool, type(None))
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 
+def position_type(kind: str) -> type[Position]:
+    """The position class registered under `kind` (e.g. "pg_lsn", "binlog")."""
+    try:
+        return _TYPES[kind]
+    except KeyError:
+        raise CdcError(ErrorKind.CONFIG, f"unknown position type {kind!r}") from None
+
+
 def _field_names(cls: type) -> tuple[str, ...]:
     names = _FIELD_NAMES.get(cls)
     if names is None:

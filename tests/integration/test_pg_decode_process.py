@@ -222,7 +222,7 @@ def test_a_decode_error_in_the_process_is_raised_as_inline_at_its_place(pg_dsn: 
         process.close()
     assert remote.value.kind is inline.value.kind is ErrorKind.DECODE
     assert remote.value.message == inline.value.message
-    assert process._proc.returncode == 0  # it reported, then ended by itself
+    assert process._child._proc.returncode == 0  # it reported, then ended by itself
 
 
 def test_a_killed_decode_process_makes_the_pipeline_resume_without_losing_a_row(
@@ -251,7 +251,7 @@ def test_a_killed_decode_process_makes_the_pipeline_resume_without_losing_a_row(
 
     def child() -> int | None:
         current = reader._decoding
-        return current._proc.pid if isinstance(current, DecodeProcess) else None
+        return current.pid if isinstance(current, DecodeProcess) else None
 
     killed: list[int] = []
     try:
@@ -284,7 +284,7 @@ import sys, time
 from cdc_logs.readers.postgres.decode_process import DecodeProcess
 from tests.integration.test_pg_decode_process import _settings
 process = DecodeProcess(_settings(sys.argv[1]))
-print("child", process._proc.pid, flush=True)
+print("child", process.pid, flush=True)
 time.sleep(60)
 """
 

@@ -1,18 +1,16 @@
-"""The reader's side of the decode process (decode_worker.py): use both cores while a backlog drains.
+"""The Postgres reader's side of its decode process (decode_worker.py): two cores while a backlog drains.
 
-One Python thread cannot read the stream, decode pgoutput, convert values, build envelopes, and run
-the pipeline and its sinks faster than one core allows (the GIL). While the slot holds a backlog, the
-reader hands decoding to a child process: the reader thread reads the socket and sends raw XLogData
-payloads in batches; the child decodes and answers with the items; the reader rebuilds them and
-yields them in the order they were read, exactly as the inline `ChangeStream` would have.
+The reader thread reads the socket and sends raw XLogData payloads in batches; the child decodes them
+with the same `ChangeStream` the reader runs inline and answers with the items; the reader rebuilds
+them (readers/wire.py) and yields them in the order they were read, as inline decoding would have.
 
-The reader starts it (reader.py, `decode_process: auto`) only once a backlog shows, at a transaction
-boundary, so a quiet or lightly loaded pipeline never pays for a second process, its memory or a
-hop of latency; once started it serves until the stream ends.
+The reader (reader.py, `decode_process: auto`) spawns it once a backlog shows and keeps decoding
+inline until the child is up; then, at a transaction boundary, hands over what its builder learned
+(`begin`). A quiet or lightly loaded pipeline never pays for a second process, its memory, or a hop
+of latency; once it has taken over, the process serves until the stream ends.
 
 Flow control: at most `MAX_BATCHES` batches are outstanding; past that the reader stops reading the
-socket until answers come, and the server's own flow control holds the rest. Writes to the child
-happen on a writer thread so the reader never blocks on a full pipe while the child blocks on one too.
+socket until answers come, and the server's own flow control holds the rest.
 
 Failure: an error the child hits (a DECODE error, a lost catalog connection) is raised here at the
 same place in the stream as inline; a child that dies is a CONNECTION error, so the pipeline reopens
@@ -21,21 +19,15 @@ the reader and resumes from its committed position (nothing is lost, nothing con
 
 from __future__ import annotations
 
-import contextlib
-import os
-import queue
-import select
-import subprocess
-import sys
-import threading
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
-from cdc_logs.errors import CdcError, ErrorKind
+from cdc_logs.errors import CdcError
 from cdc_logs.observability.logging import get_logger
 from cdc_logs.readers.postgres.changes import Item
-from cdc_logs.readers.postgres.decode_wire import Frames, ItemDecoder, frame, unframe
+from cdc_logs.readers.wire import ItemDecoder
+from cdc_logs.readers.worker_process import WorkerProcess, error_of
 from cdc_logs.schema import TableSchema
 
 log = get_logger(__name__)
@@ -43,41 +35,28 @@ log = get_logger(__name__)
 BATCH_MESSAGES = 256  # XLogData payloads per batch sent
 MAX_BATCHES = 8  # batches sent and not yet answered, at most
 READY_ITEMS = 2048  # items rebuilt and not yet taken, at most (more wait in the pipe)
-_DIED_HINT = (
-    "the pipeline reopens the source and resumes from its last commit; if it repeats, set decode_process: off"
-)
 
 
 class DecodeProcess:
     """A running decode process; see the module docstring."""
 
     def __init__(self, settings: dict[str, Any]) -> None:
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "cdc_logs.readers.postgres.decode_worker"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            close_fds=True,
-        )
-        assert self._proc.stdin is not None and self._proc.stdout is not None
-        self._out_fd = self._proc.stdout.fileno()
-        os.set_blocking(self._out_fd, False)
-        self._frames = Frames()
+        self._child = WorkerProcess("cdc_logs.readers.postgres.decode_worker")
         self._decoder = ItemDecoder()
-        self.started = False  # begin() was called: the child decodes from then on
-        self._up = False  # the child said it is ready (imports done, catalog connected)
         self._batch: list[tuple[int, bytes]] = []
         self._sent = 0  # batches sent
         self._answered = 0  # batches fully answered
         self._ready: deque[Item] = deque()
         self._error: CdcError | None = None
+        self._up = False  # the child said it is ready (imports done, catalog connected)
         self.in_flight_remote = False
         self.last_boundary = 0
-        self._writes: queue.Queue[bytes | None] = queue.Queue()
-        self._writer = threading.Thread(target=self._write_loop, name="pg-decode-writer", daemon=True)
-        self._writer.start()
-        self._writes.put(frame(("init", settings)))
+        self._child.send(("init", settings))
 
-    # -- reader side -------------------------------------------------------------------------------
+    @property
+    def pid(self) -> int:
+        return self._child.pid
+
     @property
     def ready(self) -> bool:
         """The child has started up (without waiting: the reader decodes inline meanwhile)."""
@@ -92,13 +71,8 @@ class DecodeProcess:
         learned (`EventBuilder.export_state`), and the schemas it made (kept as the same objects)."""
         self._decoder = ItemDecoder(known)
         self.last_boundary = last_boundary
-        self.started = True
-        self._writes.put(frame(("start", state, last_boundary)))
-        log.info("postgres decoding in a second process", pid=self._proc.pid)
-
-    @property
-    def fileno(self) -> int:
-        return self._out_fd
+        self._child.send(("start", state, last_boundary))
+        log.info("postgres decoding in a second process", pid=self._child.pid)
 
     @property
     def full(self) -> bool:
@@ -119,7 +93,7 @@ class DecodeProcess:
         """Send the partial batch (the socket has nothing more right now)."""
         if self._batch:
             self._sent += 1
-            self._writes.put(frame(("feed", self._sent, self._batch)))
+            self._child.send(("feed", self._sent, self._batch))
             self._batch = []
 
     def take(self, timeout: float, also: int | None = None) -> list[Item]:
@@ -127,11 +101,8 @@ class DecodeProcess:
         descriptor `also` (the replication socket) is readable."""
         if not self._ready:
             self._receive()
-            if not self._ready and self._error is None and timeout > 0:
-                fds = [self._out_fd] if also is None else [self._out_fd, also]
-                ready, _, _ = select.select(fds, [], [], timeout)
-                if self._out_fd in ready:
-                    self._receive()
+            if not self._ready and self._error is None and timeout > 0 and self._child.wait(timeout, also):
+                self._receive()
         items = list(self._ready)
         self._ready.clear()
         if not items and self._error is not None:
@@ -139,69 +110,26 @@ class DecodeProcess:
         return items
 
     def _receive(self) -> None:
-        # Bounded: a big transaction's items keep coming while they are read; the rest waits in the pipe.
-        while self._error is None and len(self._ready) < READY_ITEMS:
-            try:
-                data = os.read(self._out_fd, 1 << 20)
-            except BlockingIOError:
-                return
-            if not data:
-                self._error = self._died()
-                return
-            for body in self._frames.feed(data):
-                self._handle(unframe(body))
-
-    def _handle(self, message: tuple[Any, ...]) -> None:
-        tag = message[0]
-        if tag == "ready":
-            self._up = True
-        elif tag == "items":
-            _, _seq, items, done, in_flight, last_boundary = message
-            decode = self._decoder.decode
-            self._ready.extend(decode(item) for item in items)
-            self.last_boundary = last_boundary
-            if done:
-                self._answered += 1
-                self.in_flight_remote = in_flight
-        elif tag == "error":
-            _, _seq, kind, text, hint = message
-            self._error = CdcError(ErrorKind(kind), text, hint)
-        else:
-            self._error = CdcError(ErrorKind.INTERNAL, f"the decode process sent an unknown message {tag!r}")
-
-    def _died(self) -> CdcError:
-        code = self._proc.poll()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            code = self._proc.wait(1.0)
-        return CdcError(
-            ErrorKind.CONNECTION, f"the decode process ended unexpectedly (exit code {code})", _DIED_HINT
-        )
-
-    # -- writer thread -----------------------------------------------------------------------------
-    def _write_loop(self) -> None:
-        stdin = self._proc.stdin
-        assert stdin is not None
-        while True:
-            data = self._writes.get()
-            if data is None:
-                break
-            try:
-                stdin.write(data)
-                stdin.flush()
-            except (BrokenPipeError, OSError, ValueError):
-                break  # the child is gone: the reader sees its stdout end
-        with contextlib.suppress(OSError, ValueError):
-            stdin.close()
+        if self._error is not None:
+            return
+        try:
+            for message in self._child.receive(limit=READY_ITEMS // 256):
+                tag = message[0]
+                if tag == "items":
+                    _, _seq, items, done, in_flight, last_boundary = message
+                    decode = self._decoder.decode
+                    self._ready.extend(decode(item) for item in items)
+                    self.last_boundary = last_boundary
+                    if done:
+                        self._answered += 1
+                        self.in_flight_remote = in_flight
+                elif tag == "ready":
+                    self._up = True
+                elif tag == "error":
+                    self._error = error_of(message)
+                    return  # its end follows: the error is what the reader must see
+        except CdcError as exc:
+            self._error = exc
 
     def close(self) -> None:
-        """End the child: stdin closes (it exits on EOF); killed if it does not within a moment."""
-        self._writes.put(None)
-        self._writer.join(2.0)
-        try:
-            self._proc.wait(2.0)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait(2.0)
-        with contextlib.suppress(OSError):
-            assert self._proc.stdout is not None
-            self._proc.stdout.close()
+        self._child.close()

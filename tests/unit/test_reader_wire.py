@@ -1,4 +1,4 @@
-"""decode_wire: items survive the trip to the decode process and back field for field, frames split
+"""readers/wire.py: items survive the trip to a decode process and back field for field, frames split
 correctly however the bytes arrive, and a table schema keeps one identity per version."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from cdc_logs.envelope import ChangeEvent, Heartbeat, Op, SourceInfo, Transactio
 from cdc_logs.errors import CdcError
 from cdc_logs.position import Lsn
 from cdc_logs.readers.postgres.changes import WindowMark
-from cdc_logs.readers.postgres.decode_wire import Frames, ItemDecoder, ItemEncoder, frame, unframe
+from cdc_logs.readers.wire import Frames, ItemDecoder, ItemEncoder, frame, unframe
 from cdc_logs.schema import Column, TableSchema
 
 
@@ -130,7 +130,7 @@ def test_an_unpickled_schema_has_this_processes_fingerprint(tmp_path: Path) -> N
     fan-out spool written before a restart) must key the same caches as an equal schema made here."""
     blob = tmp_path / "schema.pickle"
     code = (
-        "import pickle, sys; from tests.unit.test_pg_decode_wire import _schema; "
+        "import pickle, sys; from tests.unit.test_reader_wire import _schema; "
         "open(sys.argv[1], 'wb').write(pickle.dumps(_schema()))"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
@@ -139,3 +139,24 @@ def test_an_unpickled_schema_has_this_processes_fingerprint(tmp_path: Path) -> N
     other = pickle.loads(blob.read_bytes())
     assert other.fingerprint == _schema().fingerprint
     assert other.column("id") is not None and other.key == ("id",)
+
+
+def test_every_readers_position_type_comes_back_equal_with_its_state() -> None:
+    from cdc_logs.position import BinlogPosition, Position
+
+    positions: list[Position] = [
+        Lsn("sys", 100, 50, event=3),
+        Lsn("sys", 100, incremental='{"t":1}', captured=("public.a", "public.b")),
+        BinlogPosition(
+            "mariadb:server_id=1,domain_id=0", file="b.000001", pos=4, gtid="0-1-42", flavor="mariadb"
+        ),
+        BinlogPosition("mysql:uuid", file="b.1", pos=9, gtid="uuid:1-5", event=2, snapshot_pending=True),
+    ]
+    items = [Heartbeat(p) for p in positions]
+    items.append(
+        Undecodable(positions[2], "db.t", "bad", raw=b"x", hint="fix it", origin={"topic": "t", "offset": 3})
+    )
+    back = _trip(items)
+    for a, b in zip(items, back, strict=True):
+        _same(a, b)
+        assert type(a.position) is type(b.position) and a.position.__dict__ == b.position.__dict__  # type: ignore[attr-defined]

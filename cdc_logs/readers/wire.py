@@ -1,15 +1,20 @@
-"""What crosses the pipe between the Postgres reader and its decode process (decode_process.py).
+"""What crosses the pipe between a reader and its decode process (readers/worker_process.py).
 
 Both directions are frames: a 4-byte big-endian length, then one codec byte and the body. The codec
 is `marshal` (C speed, no classes) when every value is a plain Python value, and `pickle` otherwise
-(a converter that produced a Decimal or a date, a position with incremental-snapshot state): the
-choice is made per frame, so the rare odd value costs only its own frame.
+(a converter that produced a Decimal or a date, a position holding a dataclass): the choice is made
+per frame, so the rare odd value costs only its own frame.
 
-Items (ChangeEvent, Heartbeat, Undecodable, WindowMark) travel as tuples of their fields, not as
-pickled objects: pickling a slotted dataclass graph cost ~7.5 us per event and unpickling ~4 us,
-where the tuples cost ~1 us each way (measured on 10,000 Postgres events; docs/benchmarks.md,
-Profile). A table's `TableSchema` is shared by reference in the reader (sinks compare it by
-identity), so it is sent once, under a number, and every event after names the number.
+Items (ChangeEvent, Heartbeat, Undecodable) travel as tuples of their fields, not as pickled
+objects: pickling a slotted dataclass graph cost ~7.5 us per event and unpickling ~4 us, where the
+tuples cost ~1 us each way (measured on 10,000 Postgres events; docs/benchmarks.md, Profile). A
+position travels as its type and its instance dict (positions are frozen dataclasses without
+slots), so every reader's position type works unchanged. Any other item (the Postgres reader's
+incremental snapshot watermark) is sent as the object itself, and its frame is pickled.
+
+A table's `TableSchema` is shared by reference in a reader (sinks compare it by identity), so it is
+sent once, under a number, and every event after names the number. An event's JSON is not sent:
+transforms run on the reader's side, before the envelope is first serialized.
 """
 
 from __future__ import annotations
@@ -22,8 +27,7 @@ from typing import Any
 
 from cdc_logs.envelope import ChangeEvent, Heartbeat, Op, SourceInfo, Transaction, Undecodable
 from cdc_logs.errors import CdcError, ErrorKind
-from cdc_logs.position import Lsn, Position
-from cdc_logs.readers.postgres.changes import Item, WindowMark
+from cdc_logs.position import Position, position_type
 from cdc_logs.schema import TableSchema
 
 HEADER = struct.Struct(">I")
@@ -84,35 +88,16 @@ class ItemEncoder:
         self._schemas: dict[int, int] = {}  # id(schema) -> its number on the wire
         self._keep: list[TableSchema] = []  # keeps the numbered objects alive (ids stay unique)
 
-    def encode(self, item: Item) -> tuple[Any, ...]:
+    def encode(self, item: Any) -> tuple[Any, ...]:
         kind = type(item)
         if kind is ChangeEvent:
-            return self._event(item)  # type: ignore[arg-type]
+            return self._event(item)
         if kind is Heartbeat:
-            assert isinstance(item, Heartbeat)
             return ("h", _position(item.position), item.boundary)
         if kind is Undecodable:
-            assert isinstance(item, Undecodable)
-            return (
-                "x",
-                _position(item.position),
-                item.table,
-                item.reason,
-                item.boundary,
-                item.raw,
-                item.hint,
-            )
-        if kind is WindowMark:
-            assert isinstance(item, WindowMark)
-            return (
-                "w",
-                item.chunk,
-                item.opening,
-                _position(item.at),
-                _position(item.position),
-                item.boundary,
-            )
-        raise CdcError(ErrorKind.INTERNAL, f"the decode process cannot send a {kind.__name__}")
+            position = _position(item.position)
+            return ("x", position, item.table, item.reason, item.boundary, item.raw, item.hint, item.origin)
+        return ("o", item)  # rare kinds, as they are: the frame is pickled
 
     def _event(self, event: ChangeEvent) -> tuple[Any, ...]:
         src = event.source
@@ -142,15 +127,14 @@ class ItemEncoder:
             event.content,
             schema_ref,
             event.key_change,
+            event.text_documents,
+            event.update_description,
+            event.whole_row,
         )
 
 
 def _position(position: Position | None) -> Any:
-    if position is None:
-        return None
-    if type(position) is Lsn and not position.incremental and not position.captured:
-        return (position.server, position.lsn, position.change, position.event)
-    return position  # rare (incremental-snapshot state): the frame falls back to pickle
+    return None if position is None else (position.kind, position.__dict__)
 
 
 # -- tuples -> items (in the reader) --------------------------------------------------------------
@@ -163,20 +147,22 @@ class ItemDecoder:
         self._schemas: list[TableSchema] = []
         self._known = {_content(schema): schema for schema in known}
 
-    def decode(self, data: tuple[Any, ...]) -> Item:
+    def decode(self, data: tuple[Any, ...]) -> Any:
         tag = data[0]
         if tag == "e":
             return self._event(data)
         if tag == "h":
-            return Heartbeat(_lsn(data[1]), data[2])
+            return Heartbeat(_rebuild(data[1]), data[2])
         if tag == "x":
-            return Undecodable(_lsn(data[1]), data[2], data[3], boundary=data[4], raw=data[5], hint=data[6])
-        if tag == "w":
-            return WindowMark(data[1], data[2], _lsn(data[3]), _lsn(data[4]), data[5])
+            position, table, reason, boundary, raw, hint, origin = data[1:]
+            return Undecodable(_rebuild(position), table, reason, boundary, raw, hint, origin)
+        if tag == "o":
+            return data[1]
         raise CdcError(ErrorKind.INTERNAL, f"the decode process sent an item of unknown kind {tag!r}")
 
     def _event(self, data: tuple[Any, ...]) -> ChangeEvent:
-        (_, op, src, before, after, key, ts_ms, tx, unchanged, position, boundary, content, ref, kc) = data
+        (_, op, src, before, after, key, ts_ms, tx, unchanged, position, boundary, content, ref, *rest) = data
+        key_change, text_documents, update_description, whole_row = rest
         schema: TableSchema | None = None
         if ref is not None:
             if isinstance(ref, tuple):
@@ -199,11 +185,14 @@ class ItemDecoder:
             ts_ms,
             None if tx is None else Transaction(tx[0], tx[1], tx[2]),
             unchanged,
-            _lsn(position),
+            _rebuild(position),
             boundary,
             content,
             schema=schema,
-            key_change=kc,
+            text_documents=text_documents,
+            update_description=update_description,
+            whole_row=whole_row,
+            key_change=key_change,
         )
 
 
@@ -211,8 +200,12 @@ def _content(schema: TableSchema) -> tuple[Any, ...]:
     return (schema.db, schema.schema, schema.table, schema.columns, schema.version)
 
 
-def _lsn(data: Any) -> Any:
-    if data is None or isinstance(data, Position):
-        return data
-    server, lsn, change, event = data
-    return Lsn(server, lsn, change, event=event)
+def _rebuild(data: Any) -> Any:
+    """A position from (kind, instance dict): a frozen dataclass filled without __init__, as
+    Position.at_event copies one."""
+    if data is None:
+        return None
+    kind, state = data
+    position = object.__new__(position_type(kind))
+    position.__dict__.update(state)
+    return position
