@@ -10,9 +10,17 @@ for sources also the lag guard `max_lag` / `on_max_lag`, observability/lag.py).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 from cdc_logs.dsn import check_bootstrap, check_url
 from cdc_logs.route import RouteConfig
@@ -136,3 +144,12 @@ class SinkConfigBase(ConfigModel):
 
 def secret(value: SecretStr | None) -> str | None:
     return value.get_secret_value() if value is not None else None
+
+
+def _on_off_word(value: Any) -> Any:
+    # YAML 1.1 reads a bare `on` / `off` as a boolean: take it as the word the user wrote.
+    return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+
+#: A source's `decode_process` setting (Postgres, MySQL/MariaDB): readers/worker_process.py.
+DecodeProcessMode = Annotated[Literal["auto", "on", "off"], BeforeValidator(_on_off_word)]

@@ -159,7 +159,7 @@ def cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def drain_mysql(dsn: str, rows: int, encode: bool, sink_kind: str) -> None:
+def drain_mysql(dsn: str, rows: int, encode: bool, sink_kind: str, decode: str = "auto") -> None:
     """Load `rows` rows into a fresh MariaDB table (10 per transaction) and drain them with the reader."""
     import pymysql
 
@@ -186,7 +186,11 @@ def drain_mysql(dsn: str, rows: int, encode: bool, sink_kind: str) -> None:
                     [v for row in values for v in row],
                 )
         reader = MysqlReader(
-            settings, [f"{settings.database}.{table}"], pipeline_name="bench", temporary=True
+            settings,
+            [f"{settings.database}.{table}"],
+            pipeline_name="bench",
+            temporary=True,
+            decode_process=decode,
         )
         topic = f"perf_prof_{uuid.uuid4().hex[:6]}"
         sink = make_sink(sink_kind, None, topic) if sink_kind != "none" else None  # imports: not timed
@@ -249,7 +253,7 @@ def main() -> int:
     elif args.what == "raw-pg":
         drain_raw(args.dsn)
     elif args.what == "mysql":
-        drain_mysql(os.environ["CDC_MARIADB_DSN"], args.rows, args.json, args.sink or "none")
+        drain_mysql(os.environ["CDC_MARIADB_DSN"], args.rows, args.json, args.sink or "none", args.decode)
     elif args.what == "cleanup-pg":
         cleanup_pg(args.dsn)
     else:

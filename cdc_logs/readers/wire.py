@@ -133,6 +133,16 @@ class ItemEncoder:
         )
 
 
+def encode_position(position: Position | None) -> Any:
+    """A position as (kind, instance dict), for a frame."""
+    return None if position is None else (position.kind, position.__dict__)
+
+
+def decode_position(data: Any) -> Any:
+    """The position of `encode_position`'s value."""
+    return _rebuild(data)
+
+
 def _position(position: Position | None) -> Any:
     return None if position is None else (position.kind, position.__dict__)
 

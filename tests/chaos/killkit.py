@@ -892,3 +892,22 @@ def check_exact(name: str, log: Sequence[Ident], committed: Committed, start: in
 def seed() -> int:
     value = os.environ.get("CDC_CHAOS_SEED", "").strip()
     return int(value) if value else random.SystemRandom().randrange(1, 10**9)
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (a run's decode process: readers/worker_process.py)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+def ended(pid: int) -> bool:
+    """The process is gone, or a zombie (it has ended; its parent has not reaped it)."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True

@@ -24,6 +24,8 @@ import pytest
 
 from cdc_logs.offsets.sqlite import SqliteOffsetStore
 from cdc_logs.readers.mysql.connection import parse_dsn
+from tests.chaos.killkit import child_pids as _children
+from tests.chaos.killkit import ended as _gone
 from tests.integration.conftest import require_env
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
@@ -86,7 +88,8 @@ def _events(out: Path) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in out.read_bytes().splitlines()]
 
 
-def test_sigkill_at_random_points_loses_nothing_and_resumes_by_gtid(tmp_path: Path) -> None:
+@pytest.mark.parametrize("decode", ["auto", "on"])  # decode_process: on runs the binlog in a second process
+def test_sigkill_at_random_points_loses_nothing_and_resumes_by_gtid(tmp_path: Path, decode: str) -> None:
     dsn = require_env("CDC_MARIADB_DSN")
     rng = random.Random(int(os.environ.get("CDC_CHAOS_SEED", "20261129")))
     table = "mr_chaos_" + uuid.uuid4().hex[:8]
@@ -100,7 +103,13 @@ def test_sigkill_at_random_points_loses_nothing_and_resumes_by_gtid(tmp_path: Pa
     config.write_text(
         f"""
 name: {name}
-source: {{type: mariadb, dsn: "{dsn}", tables: [test.{table}], snapshot: false, heartbeat_interval_ms: 500}}
+source:
+  type: mariadb
+  dsn: "{dsn}"
+  tables: [test.{table}]
+  snapshot: false
+  heartbeat_interval_ms: 500
+  decode_process: {decode}
 destination: {{type: file, path: {out}}}
 offsets: {{type: sqlite, path: {offsets}}}
 sync:
@@ -121,6 +130,7 @@ sync:
         writer = threading.Thread(target=_writer, args=(dsn, table, done, rng, made), daemon=True)
         writer.start()
         logs = []
+        decode_processes = 0
         for kill in range(1, KILLS + 1):
             # Kill while it streams: wait (bounded) until this run has started its source, whatever the
             # machine's load makes start-up cost, then at a random point.
@@ -132,13 +142,21 @@ sync:
             ):
                 time.sleep(0.05)
             time.sleep(rng.uniform(0.2, 1.5))
+            children = _children(proc.pid)
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
+            decode_processes += len(children)
+            deadline = time.monotonic() + 10
+            while not all(_gone(child) for child in children):  # a decode process ends with its run
+                assert time.monotonic() < deadline, "a decode process outlived its killed run"
+                time.sleep(0.05)
             proc, log = _start(config, tmp_path, kill)
             logs.append(log)
         writer.join(120)
         assert done.is_set(), "the workload did not finish"
         assert any(n for op, n in made if op == "c")
+        if decode == "on":
+            assert decode_processes >= 1, "no run had its decode process when killed: the test proves nothing"
 
         # Let the last run catch up with a final marker row, then stop it gracefully (SIGTERM commits).
         with db.cursor() as cur:

@@ -23,6 +23,8 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.chaos.killkit import child_pids as _children
+from tests.chaos.killkit import ended as _gone
 from tests.integration.conftest import pg_dsn, unique_name  # noqa: F401 - fixtures, used by name
 
 psycopg = pytest.importorskip("psycopg")
@@ -115,24 +117,6 @@ def workload_table(pg_dsn: str, unique_name: str) -> Iterator[tuple[str, str]]: 
                 db.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
             db.execute(f'DROP PUBLICATION IF EXISTS "{slot}"')
             db.execute(f"DROP TABLE IF EXISTS {table}")
-
-
-def _children(pid: int) -> list[int]:
-    """The processes whose parent is `pid` (the decode process of a run with decode_process: on)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    found.append(int(entry.name))
-    return found
-
-
-def _gone(pid: int) -> bool:
-    try:
-        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
 
 
 @pytest.mark.parametrize("decode", ["auto", "on"])  # inline decoding, and the decode process

@@ -55,6 +55,12 @@ def sql(db: pymysql.connections.Connection, *statements: str) -> None:
             cur.execute(statement)
 
 
+@pytest.fixture(params=["off", "on"])
+def decode(request: pytest.FixtureRequest) -> str:
+    """decode_process: the binlog stream on a thread of the reader's process, or in a second process."""
+    return str(request.param)
+
+
 def make_reader(dsn: str, tables: list[str], **kw: Any) -> MysqlReader:
     kw.setdefault("pipeline_name", "mr-test")
     kw.setdefault("heartbeat_s", 1.0)
@@ -96,7 +102,9 @@ def collect(
     return events, beats
 
 
-def test_tail_prints_insert_update_delete_with_gtid(mariadb_dsn: str, db: Any, table: str) -> None:
+def test_tail_prints_insert_update_delete_with_gtid(
+    mariadb_dsn: str, db: Any, table: str, decode: str
+) -> None:
     sql(db, f"CREATE TABLE {table} (id INT PRIMARY KEY, email VARCHAR(50))")
     proc = subprocess.Popen(
         [
@@ -164,9 +172,9 @@ def test_multi_statement_transaction_shares_one_id(mariadb_dsn: str, db: Any, ta
     assert events[3].key == {"id": 2} and events[4].key == {"id": 3}
 
 
-def test_alter_table_mid_stream_column_names(mariadb_dsn: str, db: Any, table: str) -> None:
+def test_alter_table_mid_stream_column_names(mariadb_dsn: str, db: Any, table: str, decode: str) -> None:
     sql(db, f"CREATE TABLE {table} (id INT PRIMARY KEY, a INT, b VARCHAR(5))")
-    reader = make_reader(mariadb_dsn, [f"test.{table}"])
+    reader = make_reader(mariadb_dsn, [f"test.{table}"], decode_process=decode)
 
     def work() -> None:
         sql(
@@ -250,7 +258,7 @@ TYPES_EXPECTED = {
 }
 
 
-def test_types_round_trip_binlog_and_snapshot(mariadb_dsn: str, db: Any, table: str) -> None:
+def test_types_round_trip_binlog_and_snapshot(mariadb_dsn: str, db: Any, table: str, decode: str) -> None:
     sql(
         db,
         "SET time_zone = '+00:00'",
@@ -258,12 +266,12 @@ def test_types_round_trip_binlog_and_snapshot(mariadb_dsn: str, db: Any, table: 
         f"INSERT INTO {table} VALUES {TYPES_ROW}",
     )
     # Snapshot path (text protocol) first: the row is there already.
-    reader = make_reader(mariadb_dsn, [f"test.{table}"], snapshot=True)
+    reader = make_reader(mariadb_dsn, [f"test.{table}"], decode_process=decode, snapshot=True)
     snap, _ = collect(reader, None, lambda ev: len(ev) >= 1)
     assert orjson.loads(dumps(snap[0].after)) == TYPES_EXPECTED
     assert snap[0].op.value == "r" and snap[0].source.snapshot == "last" and snap[0].boundary
     # Binlog path: insert the same values again under another id.
-    reader = make_reader(mariadb_dsn, [f"test.{table}"])
+    reader = make_reader(mariadb_dsn, [f"test.{table}"], decode_process=decode)
     row2 = TYPES_ROW.replace("(1, -128", "(2, -128", 1)
     events, _ = collect(
         reader,
@@ -322,9 +330,11 @@ def test_snapshot_with_concurrent_writes_rebuilds_select_star(mariadb_dsn: str, 
     assert state == truth
 
 
-def test_resume_by_gtid_after_restart(mariadb_dsn: str, db: Any, table: str) -> None:
+def test_resume_by_gtid_after_restart(mariadb_dsn: str, db: Any, table: str, decode: str) -> None:
     sql(db, f"CREATE TABLE {table} (id INT PRIMARY KEY)")
-    reader = make_reader(mariadb_dsn, [f"test.{table}"], temporary=False, pipeline_name="mr-resume")
+    reader = make_reader(
+        mariadb_dsn, [f"test.{table}"], decode_process=decode, temporary=False, pipeline_name="mr-resume"
+    )
     first, _ = collect(
         reader,
         None,
@@ -342,15 +352,17 @@ def test_resume_by_gtid_after_restart(mariadb_dsn: str, db: Any, table: str) -> 
         f"DELETE FROM {table} WHERE id = 1",
         "COMMIT",
     )
-    reader = make_reader(mariadb_dsn, [f"test.{table}"], temporary=False, pipeline_name="mr-resume")
+    reader = make_reader(
+        mariadb_dsn, [f"test.{table}"], decode_process=decode, temporary=False, pipeline_name="mr-resume"
+    )
     assert reader.server_identity() == committed.server
     again, _ = collect(reader, committed, lambda ev: len(ev) >= 3)
     assert [(e.op.value, (e.key or {})["id"]) for e in again] == [("c", 3), ("c", 4), ("d", 1)]
 
 
-def test_lost_position_is_an_error_not_a_loop(mariadb_dsn: str, db: Any, table: str) -> None:
+def test_lost_position_is_an_error_not_a_loop(mariadb_dsn: str, db: Any, table: str, decode: str) -> None:
     sql(db, f"CREATE TABLE {table} (id INT PRIMARY KEY)")
-    reader = make_reader(mariadb_dsn, [f"test.{table}"])
+    reader = make_reader(mariadb_dsn, [f"test.{table}"], decode_process=decode)
     server = reader.server_identity()
     with db.cursor() as cur:
         cur.execute("SELECT @@gtid_binlog_pos")
@@ -384,10 +396,10 @@ def test_lost_position_is_an_error_not_a_loop(mariadb_dsn: str, db: Any, table: 
         stream.close()
 
 
-def test_duplicate_server_id_is_a_config_error(mariadb_dsn: str, db: Any, table: str) -> None:
+def test_duplicate_server_id_is_a_config_error(mariadb_dsn: str, db: Any, table: str, decode: str) -> None:
     sql(db, f"CREATE TABLE {table} (id INT PRIMARY KEY)")
-    reader = make_reader(mariadb_dsn, [f"test.{table}"], server_id=3_999_000_777)
-    other = make_reader(mariadb_dsn, [f"test.{table}"], server_id=3_999_000_777)
+    reader = make_reader(mariadb_dsn, [f"test.{table}"], decode_process=decode, server_id=3_999_000_777)
+    other = make_reader(mariadb_dsn, [f"test.{table}"], decode_process=decode, server_id=3_999_000_777)
     # The server keeps the newest client with an id and drops the older one (error 4052). Which of the
     # two registers first is up to the scheduler on a busy machine: the dropped one must fail with a
     # config error naming server_id, whichever it is.

@@ -23,6 +23,7 @@ import threading
 import zlib
 from collections.abc import Generator, Iterator
 from dataclasses import replace
+from typing import Any
 
 import pymysql
 
@@ -42,12 +43,16 @@ from cdc_logs.readers.mysql.connection import (
     query_one,
 )
 from cdc_logs.readers.mysql.convert import BinlogConverter
+from cdc_logs.readers.mysql.decode_process import BinlogProcess
 from cdc_logs.readers.mysql.gtid import MariadbGtidPosition, MysqlGtidSet
 from cdc_logs.readers.mysql.incremental import IncrementalFilter
 from cdc_logs.readers.mysql.snapshot import Snapshot
 
 log = get_logger(__name__)
 
+# Binlog bytes past the start position that make `decode_process: auto` run the stream in a second
+# process (~10,000 small row changes): a run catching up, not one following a live binlog.
+BACKLOG_BYTES = 1 << 20
 SERVER_ID_BASE = 1_000_000_000  # far above the ids people give their servers (1, 2, 100...)
 
 
@@ -141,6 +146,7 @@ class MysqlReader(Reader):
         incremental_chunk_size: int = 1024,
         incremental_parallel: int = 1,
         snapshot_new_tables: bool = False,
+        decode_process: str = "auto",
     ) -> None:
         if flavor not in ("mysql", "mariadb"):
             raise CdcError(ErrorKind.CONFIG, f"unknown flavor {flavor!r}", 'use "mysql" or "mariadb"')
@@ -167,7 +173,8 @@ class MysqlReader(Reader):
         self._isnap: IncrementalFilter | None = None
         self._server: str | None = None
         self._stop = threading.Event()
-        self._stream: BinlogStream | None = None
+        self.decode_process = decode_process
+        self._stream: BinlogStream | BinlogProcess | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     def open(self) -> None:
@@ -267,14 +274,14 @@ class MysqlReader(Reader):
             position = self._check_start(start)
         # The signal table is read from the binlog like a captured table (its rows never go out).
         read = set(self.tables) | ({self.signal_table} if self.signal_table else set())
-        converter = BinlogConverter(
-            flavor=self.flavor,
-            connector=self.connector,
-            pipeline_name=self.pipeline_name,
-            start=position,
-            tables=read,
-            heartbeat_s=self.heartbeat_s,
-        )
+        converter_args: dict[str, Any] = {
+            "flavor": self.flavor,
+            "connector": self.connector,
+            "pipeline_name": self.pipeline_name,
+            "start": position,
+            "tables": read,
+            "heartbeat_s": self.heartbeat_s,
+        }
         isnap = self._isnap = IncrementalFilter(
             self.settings,
             self.tables,
@@ -287,19 +294,27 @@ class MysqlReader(Reader):
             record_captured=self.snapshot_new_tables,
         )
         isnap.resume(start if isinstance(start, BinlogPosition) and not start.snapshot_pending else None)
-        stream = BinlogStream(
-            self.settings,
-            converter,
-            server_id=self.server_id,
-            flavor=self.flavor,
-            only_schemas=sorted({db for db, _ in read}),
-            only_tables=sorted({t for _, t in read}),
-            heartbeat_s=self.heartbeat_s,
-            max_reconnects=self.max_reconnects,
-        )
+        stream_args: dict[str, Any] = {
+            "settings": self.settings,
+            "server_id": self.server_id,
+            "flavor": self.flavor,
+            "only_schemas": sorted({db for db, _ in read}),
+            "only_tables": sorted({t for _, t in read}),
+            "heartbeat_s": self.heartbeat_s,
+            "max_reconnects": self.max_reconnects,
+        }
+        end = self._binlog_end()
+        stream: BinlogStream | BinlogProcess
+        # `state`: what the loop below reads of the converter (server idle, position): the converter on
+        # our thread, or its mirror when it runs in the decode process.
+        state: BinlogConverter | BinlogProcess
+        if self.decode_process == "on" or (self.decode_process == "auto" and _backlog(position, end)):
+            stream = state = BinlogProcess(stream_args, converter_args)
+        else:
+            state = BinlogConverter(**converter_args)
+            stream = BinlogStream(handler=state, **stream_args)
         self._stream = stream
         log.info("binlog streaming", server_id=self.server_id, gtid=position.gtid, file=position.file)
-        end = self._binlog_end()
         caught_up = False
         stream.start()
         try:
@@ -313,7 +328,7 @@ class MysqlReader(Reader):
                 # large binlog, or skipping other tables' transactions, and a one_time run would end
                 # having delivered nothing. Looked at before the poll: the items of the transaction
                 # that reached the end are queued by then.
-                reached = caught_up or converter.server_idle or _at_or_after(converter.position, end)
+                reached = caught_up or state.server_idle or _at_or_after(state.position, end)
                 items = stream.poll(self.idle_tick_s)
                 if items is None:
                     caught_up = reached
@@ -514,6 +529,19 @@ class MysqlReader(Reader):
         from cdc_logs.readers.mysql.lag import BinlogLagProbe
 
         return BinlogLagProbe(self.settings)
+
+
+def _backlog(position: BinlogPosition, end: tuple[str, int]) -> bool:
+    """Whether the binlog holds more than `BACKLOG_BYTES` past `position` (or a later file): a backlog
+    worth a second core. A start at a configured GTID has no file: its place is unknown, and a run
+    told where to start is catching up. An unknown end counts as no backlog."""
+    if not end[0]:
+        return False
+    if not position.file:
+        return True
+    if end[0] != position.file:
+        return end[0] > position.file
+    return end[1] - (position.pos or 0) > BACKLOG_BYTES
 
 
 def _at_or_after(position: BinlogPosition, end: tuple[str, int]) -> bool:

@@ -8,7 +8,7 @@ from typing import Any, Literal, Self
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from cdc_logs import registry
-from cdc_logs.configmodel import SourceConfigBase
+from cdc_logs.configmodel import DecodeProcessMode, SourceConfigBase
 from cdc_logs.readers.base import Reader
 from cdc_logs.readers.capture import (
     CAPTURE_DESCRIPTION,
@@ -112,7 +112,7 @@ class PostgresSourceConfig(SourceConfigBase):
     messages: bool = Field(
         True, description="Emit pg_logical_emit_message() messages as op m events; false drops them."
     )
-    decode_process: Literal["auto", "on", "off"] = Field(
+    decode_process: DecodeProcessMode = Field(
         "auto",
         description="Decode pgoutput in a second process, so reading the stream and decoding it use two "
         "cores. `auto`: from the first transaction boundary after 5,000 changes arrived back to back (a "
@@ -223,12 +223,6 @@ class PostgresSourceConfig(SourceConfigBase):
         if problem is not None:
             raise ValueError(problem)  # never the value: it holds the password
         return value
-
-    @field_validator("decode_process", mode="before")
-    @classmethod
-    def _decode_process(cls, value: Any) -> Any:
-        # YAML 1.1 reads a bare `on` / `off` as a boolean: take it as the word the user wrote.
-        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
     @field_validator("slot")
     @classmethod
