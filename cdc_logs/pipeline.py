@@ -141,6 +141,9 @@ class Pipeline:
         self.sinks = list(sinks)
         self.offsets = offsets
         self.transforms = list(transforms)
+        if not self.transforms:  # events leave as the readers built them (stages reset what they change)
+            for each in readers.values():
+                each.serialize_early()
         self._stages = StageRunner(stages, state_dir, name)  # batch middleware (stages.py)
         self._mid_transaction: dict[str, bool] = {}  # source -> its last event read is not a boundary
         self._read_mid_transaction: dict[str, bool] = {}  # the same, up to the last item taken (_loop)

@@ -92,6 +92,11 @@ class Reader(ABC):
     def stream(self, start: Position | None) -> Iterator[StreamItem]:
         """Yield changes after `start` (or a snapshot then changes when `start` is None)."""
 
+    def serialize_early(self) -> None:  # noqa: B027 - optional hook
+        """Called by a pipeline without transforms: its events are serialized exactly as the reader
+        built them, so a reader that builds them in another process (readers/worker_process.py) may
+        serialize them there too (`ChangeEvent.encoded`), off the pipeline's core."""
+
     def commit(self, position: Position) -> None:  # noqa: B027 - optional hook
         """Everything up to `position` is durable downstream; the source may discard it."""
 

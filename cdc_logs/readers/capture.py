@@ -205,6 +205,7 @@ class CaptureReader(Reader):
         self.caveats: list[str] = []
         self._lock = threading.Lock()
         self._tentative = False  # auto chose the log only because the checks could not connect
+        self._serialize_early = False
 
     def _choose(self) -> Reader:
         with self._lock:
@@ -238,8 +239,15 @@ class CaptureReader(Reader):
                 self.inner = self._log_reader()
                 if self.mode == "auto":
                     log.info("capturing from the change log", source=self.source, capture="auto")
+            if self._serialize_early:
+                self.inner.serialize_early()
             # The chosen reader's own attributes (heartbeat interval, connector) are read through us.
             return self.inner
+
+    def serialize_early(self) -> None:
+        self._serialize_early = True
+        if self.inner is not None:
+            self.inner.serialize_early()
 
     def capture_info(self) -> dict[str, Any]:
         return {

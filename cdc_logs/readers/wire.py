@@ -13,7 +13,8 @@ slots), so every reader's position type works unchanged. Any other item (the Pos
 incremental snapshot watermark) is sent as the object itself, and its frame is pickled.
 
 A table's `TableSchema` is shared by reference in a reader (sinks compare it by identity), so it is
-sent once, under a number, and every event after names the number. An event's JSON is not sent:
+sent once, under a number, and every event after names the number. An event's JSON (`encoded`) is
+sent when the process made it: only for a pipeline without transforms (Reader.serialize_early), as
 transforms run on the reader's side, before the envelope is first serialized.
 """
 
@@ -130,6 +131,7 @@ class ItemEncoder:
             event.text_documents,
             event.update_description,
             event.whole_row,
+            event.encoded,
         )
 
 
@@ -172,7 +174,7 @@ class ItemDecoder:
 
     def _event(self, data: tuple[Any, ...]) -> ChangeEvent:
         (_, op, src, before, after, key, ts_ms, tx, unchanged, position, boundary, content, ref, *rest) = data
-        key_change, text_documents, update_description, whole_row = rest
+        key_change, text_documents, update_description, whole_row, encoded = rest
         schema: TableSchema | None = None
         if ref is not None:
             if isinstance(ref, tuple):
@@ -202,6 +204,7 @@ class ItemDecoder:
             text_documents=text_documents,
             update_description=update_description,
             whole_row=whole_row,
+            encoded=encoded,
             key_change=key_change,
         )
 

@@ -29,8 +29,9 @@ FRAMES_PER_POLL = 16  # frames rebuilt per poll, at most (a big transaction's re
 class BinlogProcess:
     """The binlog stream in a child process; see the module docstring."""
 
-    def __init__(self, stream: dict[str, Any], converter: dict[str, Any]) -> None:
-        self._settings = {"stream": stream, "converter": converter}
+    def __init__(self, stream: dict[str, Any], converter: dict[str, Any], *, serialize: bool = False) -> None:
+        # serialize: the pipeline has no transforms, so the child also writes each event's JSON.
+        self._settings = {"stream": stream, "converter": converter, "serialize": serialize}
         self._child: WorkerProcess | None = None
         self._decoder = ItemDecoder()
         self._error: CdcError | None = None

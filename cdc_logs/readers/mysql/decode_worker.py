@@ -18,6 +18,7 @@ import sys
 import threading
 from typing import Any
 
+from cdc_logs.envelope import ChangeEvent
 from cdc_logs.readers.mysql.connection import BinlogStream, _Failure
 from cdc_logs.readers.mysql.convert import BinlogConverter
 from cdc_logs.readers.wire import ItemEncoder, encode_position
@@ -29,8 +30,9 @@ FLUSH_ITEMS = 256  # a frame at latest every this many items, else at each trans
 class _FramedStream(BinlogStream):
     """A BinlogStream whose item lists go to the reader's process in frames instead of a queue."""
 
-    def __init__(self, channel: Channel, converter: BinlogConverter, **kwargs: Any) -> None:
+    def __init__(self, channel: Channel, converter: BinlogConverter, serialize: bool, **kwargs: Any) -> None:
         super().__init__(handler=converter, **kwargs)
+        self.serialize = serialize  # the pipeline has no transforms: each event's JSON is made here
         self.channel = channel
         self.converter = converter
         self.encoder = ItemEncoder()
@@ -44,6 +46,10 @@ class _FramedStream(BinlogStream):
             self.channel.send(("error", error.kind._value_, error.message, error.hint))
             return True
         encode = self.encoder.encode
+        if self.serialize:
+            for event in item:
+                if type(event) is ChangeEvent:
+                    event.to_json()  # cached in the event, sent with it: off the pipeline's core
         self.pending.extend(encode(i) for i in item)
         # A frame per transaction (its last item is a boundary) or per FLUSH_ITEMS: the reader gets
         # whole transactions without waiting, and a big one in bounded frames (the pipe holds the rest
@@ -66,7 +72,7 @@ class _Handler:
         if message[0] == "init" and self.stream is None:
             settings = message[1]
             converter = BinlogConverter(**settings["converter"])
-            self.stream = _FramedStream(channel, converter, **settings["stream"])
+            self.stream = _FramedStream(channel, converter, bool(settings["serialize"]), **settings["stream"])
             self.stream.start()
 
 

@@ -174,7 +174,11 @@ class MysqlReader(Reader):
         self._server: str | None = None
         self._stop = threading.Event()
         self.decode_process = decode_process
+        self._serialize_early = False
         self._stream: BinlogStream | BinlogProcess | None = None
+
+    def serialize_early(self) -> None:
+        self._serialize_early = True
 
     # -- lifecycle -------------------------------------------------------------------------------
     def open(self) -> None:
@@ -309,7 +313,7 @@ class MysqlReader(Reader):
         # our thread, or its mirror when it runs in the decode process.
         state: BinlogConverter | BinlogProcess
         if self.decode_process == "on" or (self.decode_process == "auto" and _backlog(position, end)):
-            stream = state = BinlogProcess(stream_args, converter_args)
+            stream = state = BinlogProcess(stream_args, converter_args, serialize=self._serialize_early)
         else:
             state = BinlogConverter(**converter_args)
             stream = BinlogStream(handler=state, **stream_args)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from cdc_logs.envelope import ChangeEvent
 from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.readers.wire import ItemEncoder
 from cdc_logs.readers.worker_process import Channel, serve
@@ -72,6 +73,7 @@ class _Worker:
             messages=settings["messages"],
         )
         self.encoder = ItemEncoder()
+        self.serialize = bool(settings.get("serialize"))  # the pipeline has no transforms: JSON here
         self.started = False
 
     def start(self, state: list[Any], last_boundary: int) -> None:
@@ -80,10 +82,12 @@ class _Worker:
         self.started = True
 
     def feed(self, channel: Channel, seq: int, batch: list[tuple[int, bytes]]) -> None:
-        changes, encode = self.changes, self.encoder.encode
+        changes, encode, serialize = self.changes, self.encoder.encode, self.serialize
         out: list[tuple[Any, ...]] = []
         for lsn, payload in batch:
             for item in changes.feed(lsn, payload):
+                if serialize and type(item) is ChangeEvent:
+                    item.to_json()  # cached in the event, sent with it: off the pipeline's core
                 out.append(encode(item))
                 if len(out) >= ITEMS_PER_FRAME:
                     channel.send(("items", seq, out, False, True, changes.last_boundary))

@@ -128,6 +128,7 @@ class PostgresReader(Reader):
         self.decode_process = decode_process
         self._decoding: ChangeStream | DecodeProcess | None = None
         self._spawned: DecodeProcess | None = None  # the decode process, once started (decode_process.py)
+        self._serialize_early = False
         self._isnap: IncrementalFilter | None = None
         self._meta: psycopg.Connection[Any] | None = None
         self._meta_lock = threading.RLock()
@@ -140,6 +141,9 @@ class PostgresReader(Reader):
         self._publication_created = False
         self._stop = threading.Event()
         self._committed = 0
+
+    def serialize_early(self) -> None:
+        self._serialize_early = True
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def open(self) -> None:
@@ -492,6 +496,7 @@ class PostgresReader(Reader):
                 "tables": None if changes.tables is None else sorted(changes.tables),
                 "messages": self.messages,
                 "max_tx_memory_bytes": self.max_tx_memory_bytes,
+                "serialize": self._serialize_early,
             }
         )
 
