@@ -74,8 +74,9 @@ def test_install_replaces_the_library_pieces_once() -> None:
     binlog_values.require()
     assert row_event.RowsEvent._RowsEvent__read_time2 is binlog_values._read_time2  # type: ignore[attr-defined]
     assert row_event.RowsEvent.charset_to_encoding("cp1252") == "cdc_logs_mysql_latin1"
-    init: Any = row_event.TableMapEvent.__init__
-    assert not hasattr(init.__wrapped__, "__wrapped__"), "wrapped twice"
+    init: Any = row_event.TableMapEvent.__init__  # table_maps' cache around binlog_values' corrections
+    assert init.__qualname__.startswith("cached.") and init.__wrapped__.__qualname__.startswith("_wrap_")
+    assert not hasattr(init.__wrapped__.__wrapped__, "__wrapped__"), "wrapped twice"
 
 
 def test_a_library_without_the_pieces_to_correct_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

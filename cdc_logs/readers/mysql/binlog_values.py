@@ -46,6 +46,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cdc_logs.errors import CdcError, ErrorKind
+from cdc_logs.readers.mysql import table_maps
 
 _TIMEF_INT_OFS = 0x800000  # the offset of the 3-byte integer part (TIMEF_INT_OFS)
 _TIMEF_OFS = 0x800000000000  # the offset of the 6-byte packed value of TIME(5..6) (TIMEF_OFS)
@@ -261,7 +262,7 @@ def install() -> list[str]:
         rows._RowsEvent__read_time2 = _read_time2
         rows.charset_to_encoding = staticmethod(_charset_to_encoding)
         table_map._read_type_values = _read_type_values
-        table_map.__init__ = _wrap_table_map_init(table_map.__init__)
+        table_map.__init__ = table_maps.cached(_wrap_table_map_init(table_map.__init__))
         _installed = True
         return []
 
