@@ -201,6 +201,10 @@ def one_round(ctx: Context, rnd: int) -> dict[str, dict[str, float]]:
     first, last = _kafka_window(ctx, topics["dbz"], rows)
     st.delete_connector(s.connect_url, name)
     out["dbz"] = {"rate": rate_between(rows, first, last), "startup": first - created}
+    # This round's slots are done with: dropped now, so the rounds of a full run (best of 3, ten
+    # slots each) stay within the server's max_replication_slots (the stack's is 20).
+    for slot in (*slots.values(), slots["raw"] + "0"):
+        st.drop_slot(s.pg_dsn, slot)
     return out
 
 
