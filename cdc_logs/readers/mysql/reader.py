@@ -11,9 +11,11 @@ or `mariadb:server_id=<n>,domain_id=<d>`, stored with every offset and compared 
   then resumes by GTID (`auto_position`); a stored position marked `snapshot_pending` (a snapshot
   cut short) takes the snapshot again, then resumes from that position (see `_snapshot`).
 
-The binlog is read by connection.BinlogStream on its own thread; this generator polls its queue and
-yields `None` ticks while idle, so `stop()` ends it within `idle_tick_s`. Checkpoints happen only at
-transaction ends (convert.py marks the last event of each transaction as the boundary).
+The binlog is read by connection.BinlogStream on its own thread, or, when the run starts behind
+(`decode_process`), in a second process (decode_process.py) that runs the same stream; this generator
+polls either and yields `None` ticks while idle, so `stop()` ends it within `idle_tick_s`.
+Checkpoints happen only at transaction ends (convert.py marks the last event of each transaction as
+the boundary).
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@ open transaction, everything yielded committed), keepalives are confirmed as the
 heartbeat message (`pg_logical_emit_message`, every `heartbeat_interval_s`) gives the pipeline a
 position to commit, so a slot whose tables are quiet does not pin WAL.
 
+While a backlog drains, decoding moves to a second process (`decode_process`, decode_process.py):
+this thread keeps the connection and sends it the raw messages, and yields what comes back, in order.
+
 `temporary=True` (tail without a slot name): a TEMPORARY slot, which the server drops with the
 connection; when the publication is missing, one of our own, dropped by `close()`. An existing
 publication is used as it is; cdc-logs alters or drops only what it created (ownership.py), and
