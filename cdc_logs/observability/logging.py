@@ -27,8 +27,13 @@ def _redact_processor(
     return event_dict
 
 
+_current = ("info", "console")  # as last configured: a reader's helper process is set up the same way
+
+
 def configure(level: str = "info", fmt: str = "console") -> None:
     """Set up structlog to write to stderr as `console` (human) or `json` lines."""
+    global _current
+    _current = (level, fmt)
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
@@ -48,6 +53,11 @@ def configure(level: str = "info", fmt: str = "console") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+
+
+def current() -> tuple[str, str]:
+    """(level, format) as last configured."""
+    return _current
 
 
 def get_logger(name: str) -> Any:

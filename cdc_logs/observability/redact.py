@@ -109,6 +109,11 @@ def register(value: object) -> None:
             _known = tuple(sorted(set(_known) | fresh, key=len, reverse=True))
 
 
+def known() -> tuple[str, ...]:
+    """The secret values registered so far (for a helper process to mask the same ones)."""
+    return _known
+
+
 def register_text(text: object) -> None:
     """Register the secrets embedded in a DSN, URL, JDBC URL, JAAS config or `key=value` string.
 

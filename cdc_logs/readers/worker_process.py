@@ -12,8 +12,10 @@ together with another descriptor (the reader's own socket). A child that ends wi
 CONNECTION error (retried: the pipeline reopens the reader and resumes from its last commit).
 
 The child end (`serve()`): frames get stdout's pipe to themselves (anything else printed to stdout
-goes to stderr); SIGINT and SIGTERM are ignored, because the reader decides when to stop: it closes
-stdin, which also happens when the reader's process dies, however it died.
+goes to stderr); its first message sets its logs up as the reader's process has them (level, format,
+the secrets to mask; it shares that process's stderr). SIGINT and SIGTERM are ignored, because the
+reader decides when to stop: it closes stdin, which also happens when the reader's process dies,
+however it died.
 """
 
 from __future__ import annotations
@@ -30,7 +32,18 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from cdc_logs.errors import CdcError, ErrorKind
+from cdc_logs.observability import logging as cdc_logging
+from cdc_logs.observability import redact
 from cdc_logs.readers.wire import Frames, frame, unframe
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask; a container's limit set that way counts)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
 
 DIED_HINT = (
     "the pipeline reopens the source and resumes from its last commit; if it repeats, set decode_process: off"
@@ -54,6 +67,8 @@ class WorkerProcess:
         self._writes: queue.Queue[bytes | None] = queue.Queue()
         self._writer = threading.Thread(target=self._write_loop, name=f"{module}-writer", daemon=True)
         self._writer.start()
+        # First, the child logs as this process does: the same level and format, the same secrets masked.
+        self.send(("setup", {"log": cdc_logging.current(), "secrets": list(redact.known())}))
 
     @property
     def pid(self) -> int:
@@ -151,13 +166,25 @@ def serve(handle: Callable[[Channel, Any], None]) -> int:
             if not data:
                 return 0  # the reader closed stdin (or died): done
             for body in frames.feed(data):
-                handle(channel, unframe(body))
+                message = unframe(body)
+                if message[0] == "setup":
+                    _setup(message[1])
+                else:
+                    handle(channel, message)
     except CdcError as exc:
         channel.send(("error", exc.kind._value_, exc.message, exc.hint))
     except Exception as exc:  # a decode bug must reach the reader with its name, not end us silently
         reason = f"the decode process failed: {type(exc).__name__}: {exc}"
         channel.send(("error", ErrorKind.INTERNAL._value_, reason, "rerun with --debug and report it"))
     return 0
+
+
+def _setup(settings: dict[str, Any]) -> None:
+    level, fmt = settings["log"]
+    cdc_logging.configure(level, fmt)
+    cdc_logging.install_stderr()
+    for secret in settings["secrets"]:
+        redact.register(secret)
 
 
 def error_of(message: tuple[Any, ...]) -> CdcError:

@@ -175,3 +175,51 @@ def test_a_killed_decode_process_makes_the_pipeline_resume_without_losing_a_row(
         runner.join(30)
     assert ids == set(range(1, 301)), f"lost: {sorted(set(range(1, 301)) - ids)[:20]}"
     assert len(killed) == 2
+
+
+@pytest.mark.parametrize("level", ["info", "warning"])
+def test_the_decode_process_logs_as_the_run_does(
+    mariadb_dsn: str,
+    db: Any,  # noqa: F811
+    tables: list[str],
+    tmp_path: Path,
+    level: str,
+) -> None:
+    """Its own lines (the converter logs DDL at info) in the run's format and level, on its stderr."""
+    import subprocess
+    import sys
+
+    import orjson
+
+    table = tables[0]
+    sql(db, f"CREATE TABLE {table} (id INT PRIMARY KEY)")
+    gtid = _gtid(db)
+    sql(db, f"INSERT INTO {table} VALUES (1)", f"ALTER TABLE {table} ADD COLUMN v INT",
+            f"INSERT INTO {table} VALUES (2, 2)")  # fmt: skip
+    config = {
+        "name": f"md-log-{uuid.uuid4().hex[:6]}",
+        "source": {"type": "mariadb", "dsn": mariadb_dsn, "tables": [f"test.{table}"],
+                   "binlog_config": {"gtid_set": gtid}, "decode_process": "on"},
+        "destination": {"type": "file", "path": str(tmp_path / "out.jsonl")},
+        "offsets": {"type": "sqlite", "path": str(tmp_path / "offsets.db")},
+    }  # fmt: skip
+    path = tmp_path / "p.yaml"
+    path.write_bytes(orjson.dumps(config))
+    run = subprocess.run(
+        [sys.executable, "-m", "cdc_logs", "--log-format", "json", "--log-level", level,
+         "run", "-c", str(path), "--limit", "2"],
+        capture_output=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr.decode()[-2000:]
+    lines = [orjson.loads(line) for line in run.stderr.splitlines()]  # every line JSON, the child's too
+    ddl = [line for line in lines if "DDL in the binlog" in line.get("event", "")]
+    assert (len(ddl) == 1) if level == "info" else not ddl, lines
+    assert all(line["level"] != "info" for line in lines) or level == "info"
+    password = parse_dsn_password(mariadb_dsn)
+    assert not password or password.encode() not in run.stderr
+
+
+def parse_dsn_password(dsn: str) -> str:
+    from cdc_logs.readers.mysql.connection import parse_dsn
+
+    return parse_dsn(dsn).password

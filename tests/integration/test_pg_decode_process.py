@@ -43,6 +43,21 @@ from tests.integration.test_postgres_reader import (  # noqa: E402
 pytestmark = pytest.mark.integration
 
 
+def test_auto_keeps_decoding_inline_on_a_machine_with_too_few_cpus(
+    pg_dsn: str,
+    db: Any,  # noqa: F811
+    two_slots: tuple[str, str, str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    table, other, slot_a, _ = two_slots
+    start = _slot_at_same_point(db, slot_a)
+    _workload(db, table.removeprefix("public."), other.removeprefix("public."))
+    monkeypatch.setattr(reader_module, "DECODE_PROCESS_AFTER", 50)
+    monkeypatch.setattr(reader_module, "DECODE_PROCESS_MIN_CPUS", 10**6)
+    items, served = _drain(pg_dsn, slot_a, start, table, "auto", wait=False)
+    assert not served and len(items) > 4000
+
+
 def _slot_at_same_point(db: Any, *slots: str) -> int:  # noqa: F811
     for slot in slots:
         db.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
@@ -82,7 +97,9 @@ def g_amount() -> str:
     return "(g * 1.25)::numeric(12,2)"
 
 
-def _drain(dsn: str, slot: str, start: int, table: str, decode: str) -> tuple[list[Any], bool]:
+def _drain(
+    dsn: str, slot: str, start: int, table: str, decode: str, wait: bool = True
+) -> tuple[list[Any], bool]:
     """Every item from `start` up to the sentinel row; and whether the decode process served."""
     reader = PostgresReader(
         dsn,
@@ -106,7 +123,7 @@ def _drain(dsn: str, slot: str, start: int, table: str, decode: str) -> tuple[li
             if item is None or (isinstance(item, Heartbeat) and not items):
                 continue  # the start heartbeat
             items.append(item)
-            if len(items) == 500 and decode == "auto":
+            if len(items) == 500 and decode == "auto" and wait:
                 # The process was spawned after 50 changes; the reader decodes inline until it is up,
                 # which a drain this short could outrun: wait for it (the stream is paused meanwhile).
                 process = reader._spawned
@@ -160,8 +177,10 @@ def test_the_decode_process_gives_the_same_items_as_inline_decoding(
     start = _slot_at_same_point(db, slot_a, slot_b)
     _workload(db, table.removeprefix("public."), other.removeprefix("public."))
     inline, inline_served = _drain(pg_dsn, slot_a, start, table, "off")
-    # auto: the switch comes at the first transaction boundary after 50 changes, in mid-stream.
+    # auto: the switch comes at the first transaction boundary after 50 changes, in mid-stream (given
+    # the CPUs: this machine may have fewer than auto asks for).
     monkeypatch.setattr(reader_module, "DECODE_PROCESS_AFTER", 50)
+    monkeypatch.setattr(reader_module, "DECODE_PROCESS_MIN_CPUS", 1)
     remote, remote_served = _drain(pg_dsn, slot_b, start, table, decode)
     assert not inline_served and remote_served
     assert len(remote) == len(inline) > 4000

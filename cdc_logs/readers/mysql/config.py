@@ -144,9 +144,8 @@ class MysqlSourceConfig(SourceConfigBase):
         "auto",
         description="Read and convert the binlog in a second process, so parsing and the pipeline use "
         "two cores. `auto`: when the run starts more than 1 MiB of binlog behind its end, or at a "
-        "configured GTID (catching up); "
-        "`on`: always; `off`: never (a thread of the pipeline's process). Output and positions are the "
-        "same either way.",
+        "configured GTID (catching up); `on`: always; `off`: never (a thread of the pipeline's process). "
+        "YAML's true/false (yes/no) mean on/off. Output and positions are the same either way.",
         examples=["off"],
     )
     binlog_config: MysqlBinlogConfig | None = Field(

@@ -115,9 +115,10 @@ class PostgresSourceConfig(SourceConfigBase):
     decode_process: DecodeProcessMode = Field(
         "auto",
         description="Decode pgoutput in a second process, so reading the stream and decoding it use two "
-        "cores. `auto`: from the first transaction boundary after 5,000 changes arrived back to back (a "
-        "backlog), so a quiet pipeline runs one process; `on`: from the start; `off`: never. Output and "
-        "positions are the same either way.",
+        "cores. `auto`: on a machine with at least 4 usable CPUs, from the first transaction boundary after "
+        "5,000 changes arrived back to back (a backlog), so a quiet pipeline runs one process; `on`: from "
+        "the start; `off`: never. YAML's true/false (yes/no) mean on/off. Output and positions are the "
+        "same either way.",
         examples=["off"],
     )
     max_tx_memory_bytes: int = Field(

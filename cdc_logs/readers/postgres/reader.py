@@ -62,12 +62,17 @@ from cdc_logs.readers.postgres.snapshot import Snapshot
 from cdc_logs.readers.postgres.txbuffer import StreamBuffers
 from cdc_logs.readers.postgres.types import TypeRegistry
 from cdc_logs.readers.postgres.walproto import Keepalive
+from cdc_logs.readers.worker_process import usable_cpus
 
 log = get_logger(__name__)
 
 # XLogData messages read back to back (the socket never ran dry) before decoding moves to a second
 # process: a backlog of a few hundred milliseconds, never a lightly loaded stream (decode_process.py).
 DECODE_PROCESS_AFTER = 5_000
+# `auto` splits only with this many usable CPUs: the walsender, this process and the decode process
+# each want one, and on 2 cores shared with the database the split's own CPU (~4-5 us per change) cost
+# as much as it freed, or more under load (docs/benchmarks.md, Profile).
+DECODE_PROCESS_MIN_CPUS = 4
 
 
 class PostgresReader(Reader):
@@ -132,6 +137,7 @@ class PostgresReader(Reader):
         self._decoding: ChangeStream | DecodeProcess | None = None
         self._spawned: DecodeProcess | None = None  # the decode process, once started (decode_process.py)
         self._serialize_early = False
+        self._cpus_to_split = usable_cpus() >= DECODE_PROCESS_MIN_CPUS
         self._isnap: IncrementalFilter | None = None
         self._meta: psycopg.Connection[Any] | None = None
         self._meta_lock = threading.RLock()
@@ -477,7 +483,7 @@ class PostgresReader(Reader):
                     next_tick = time.monotonic() + self.idle_tick_s
                 busy += 1
                 if spawned is None:
-                    if busy >= DECODE_PROCESS_AFTER and self.decode_process == "auto":
+                    if busy >= DECODE_PROCESS_AFTER and self.decode_process == "auto" and self._cpus_to_split:
                         spawned = self._spawned = self._spawn_decode_process(builder, changes)  # a backlog
                 elif not changes.in_flight and spawned.ready:
                     # Started up while we decoded inline; at a transaction boundary it takes over.
