@@ -480,6 +480,27 @@ class SqliteCase(SourceCase):
             conn.close()
 
 
+class PostgresDecodeCase(PostgresCase):
+    """The Postgres reader with its decode process from the start (`decode_process: on`): the snapshot
+    rows from the reader, the stream through the second process (readers/postgres/decode_process.py)."""
+
+    name = "postgres_decode"
+    log_marker = "postgres decoding in a second process"  # the run's log proves the process served
+
+    def config(self, run: Run) -> dict[str, Any]:
+        return {**super().config(run), "decode_process": "on"}
+
+
+class MariadbDecodeCase(MariadbCase):
+    """The MariaDB reader with the binlog stream in its decode process (`decode_process: on`)."""
+
+    name = "mariadb_decode"
+    log_marker = "binlog decoding in a second process"
+
+    def config(self, run: Run) -> dict[str, Any]:
+        return {**super().config(run), "decode_process": "on"}
+
+
 def make_source(name: str, servers: dict[str, str], run: Run) -> SourceCase:
     if name == "oracle":  # no server: the workload as LogMiner rows, replayed (oracle_redo.py)
         from tests.matrix.oracle_redo import OracleReplayCase
@@ -491,8 +512,12 @@ def make_source(name: str, servers: dict[str, str], run: Run) -> SourceCase:
         return PollCase(servers["pg"])
     if name == "postgres":
         return PostgresCase(servers["pg"])
+    if name == "postgres_decode":
+        return PostgresDecodeCase(servers["pg"])
     if name == "mariadb":
         return MariadbCase(servers["mariadb"])
+    if name == "mariadb_decode":
+        return MariadbDecodeCase(servers["mariadb"])
     if name == "mongo":
         return MongoCase(servers["mongo"])
     return DebeziumCase(servers["pg"], servers["kafka"], servers["connect"])

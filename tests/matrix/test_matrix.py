@@ -49,7 +49,18 @@ from tests.matrix.sources import (
     make_source,
 )
 
-SOURCES = ("sqlite", "poll", "postgres", "mariadb", "debezium", "oracle", "mongo")
+# postgres_decode / mariadb_decode: the same readers with decode_process: on (a second process).
+SOURCES = (
+    "sqlite",
+    "poll",
+    "postgres",
+    "postgres_decode",
+    "mariadb",
+    "mariadb_decode",
+    "debezium",
+    "oracle",
+    "mongo",
+)
 SINKS = (
     "sql_postgres",
     "sql_mariadb",
@@ -267,6 +278,8 @@ CELLS = [(source, sink) for source in SOURCES for sink in SINKS]
 @pytest.mark.parametrize(("source", "sink"), CELLS, ids=[f"{a}-{b}" for a, b in CELLS])
 def test_cell(source: str, sink: str, outcomes: Callable[[str], Outcome]) -> None:
     outcome = outcomes(source)
+    marker = getattr(outcome.case, "log_marker", None)
+    assert marker is None or marker in outcome.log, f"no {marker!r} in the run's log"
     expected = _canon_state(outcome, outcome.source_state, envelope=False)
     model = _canon_state(outcome, outcome.model.state, envelope=False)
     assert expected == model, "the workload did not leave the source as modelled:\n" + _diff(model, expected)
