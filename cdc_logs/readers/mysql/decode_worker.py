@@ -15,10 +15,10 @@ with the converter's state the reader looks at (server idle, position after the 
 from __future__ import annotations
 
 import sys
-import threading
 from typing import Any
 
 from cdc_logs.envelope import ChangeEvent
+from cdc_logs.errors import CdcError, ErrorKind
 from cdc_logs.readers.mysql.connection import BinlogStream, _Failure
 from cdc_logs.readers.mysql.convert import BinlogConverter
 from cdc_logs.readers.wire import ItemEncoder, encode_position
@@ -37,7 +37,6 @@ class _FramedStream(BinlogStream):
         self.converter = converter
         self.encoder = ItemEncoder()
         self.pending: list[tuple[Any, ...]] = []
-        self.lock = threading.Lock()
 
     def _put(self, item: list[Any] | _Failure) -> bool:
         if isinstance(item, _Failure):
@@ -69,11 +68,12 @@ class _Handler:
         self.stream: _FramedStream | None = None
 
     def __call__(self, channel: Channel, message: Any) -> None:
-        if message[0] == "init" and self.stream is None:
-            settings = message[1]
-            converter = BinlogConverter(**settings["converter"])
-            self.stream = _FramedStream(channel, converter, bool(settings["serialize"]), **settings["stream"])
-            self.stream.start()
+        if message[0] != "init" or self.stream is not None:
+            raise CdcError(ErrorKind.INTERNAL, f"the binlog decode process got {message[0]!r} out of order")
+        settings = message[1]
+        converter = BinlogConverter(**settings["converter"])
+        self.stream = _FramedStream(channel, converter, bool(settings["serialize"]), **settings["stream"])
+        self.stream.start()
 
 
 if __name__ == "__main__":
