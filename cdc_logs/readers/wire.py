@@ -94,9 +94,9 @@ class ItemEncoder:
         if kind is ChangeEvent:
             return self._event(item)
         if kind is Heartbeat:
-            return ("h", _position(item.position), item.boundary)
+            return ("h", encode_position(item.position), item.boundary)
         if kind is Undecodable:
-            position = _position(item.position)
+            position = encode_position(item.position)
             return ("x", position, item.table, item.reason, item.boundary, item.raw, item.hint, item.origin)
         return ("o", item)  # rare kinds, as they are: the frame is pickled
 
@@ -123,7 +123,7 @@ class ItemEncoder:
             event.ts_ms,
             None if tx is None else (tx.id, tx.total_order, tx.data_collection_order),
             event.unchanged,
-            _position(event.position),
+            encode_position(event.position),
             event.boundary,
             event.content,
             schema_ref,
@@ -137,15 +137,6 @@ class ItemEncoder:
 
 def encode_position(position: Position | None) -> Any:
     """A position as (kind, instance dict), for a frame."""
-    return None if position is None else (position.kind, position.__dict__)
-
-
-def decode_position(data: Any) -> Any:
-    """The position of `encode_position`'s value."""
-    return _rebuild(data)
-
-
-def _position(position: Position | None) -> Any:
     return None if position is None else (position.kind, position.__dict__)
 
 
@@ -164,10 +155,10 @@ class ItemDecoder:
         if tag == "e":
             return self._event(data)
         if tag == "h":
-            return Heartbeat(_rebuild(data[1]), data[2])
+            return Heartbeat(decode_position(data[1]), data[2])
         if tag == "x":
             position, table, reason, boundary, raw, hint, origin = data[1:]
-            return Undecodable(_rebuild(position), table, reason, boundary, raw, hint, origin)
+            return Undecodable(decode_position(position), table, reason, boundary, raw, hint, origin)
         if tag == "o":
             return data[1]
         raise CdcError(ErrorKind.INTERNAL, f"the decode process sent an item of unknown kind {tag!r}")
@@ -197,7 +188,7 @@ class ItemDecoder:
             ts_ms,
             None if tx is None else Transaction(tx[0], tx[1], tx[2]),
             unchanged,
-            _rebuild(position),
+            decode_position(position),
             boundary,
             content,
             schema=schema,
@@ -213,8 +204,8 @@ def _content(schema: TableSchema) -> tuple[Any, ...]:
     return (schema.db, schema.schema, schema.table, schema.columns, schema.version)
 
 
-def _rebuild(data: Any) -> Any:
-    """A position from (kind, instance dict): a frozen dataclass filled without __init__, as
+def decode_position(data: Any) -> Any:
+    """The position of `encode_position`'s value: a frozen dataclass filled without __init__, as
     Position.at_event copies one."""
     if data is None:
         return None

@@ -34,7 +34,7 @@ log = get_logger(__name__)
 
 BATCH_MESSAGES = 256  # XLogData payloads per batch sent
 MAX_BATCHES = 8  # batches sent and not yet answered, at most
-READY_ITEMS = 2048  # items rebuilt and not yet taken, at most (more wait in the pipe)
+FRAMES_PER_TAKE = 8  # frames (up to 512 items each) rebuilt per take, at most (more wait in the pipe)
 
 
 class DecodeProcess:
@@ -113,7 +113,7 @@ class DecodeProcess:
         if self._error is not None:
             return
         try:
-            for message in self._child.receive(limit=READY_ITEMS // 256):
+            for message in self._child.receive(limit=FRAMES_PER_TAKE):
                 tag = message[0]
                 if tag == "items":
                     _, _seq, items, done, in_flight, last_boundary = message
