@@ -46,6 +46,7 @@ from cdc_logs.observability.logging import get_logger
 from cdc_logs.position import BinlogPosition
 from cdc_logs.readers.mysql import binlog_values, types
 from cdc_logs.readers.mysql.gtid import MariadbGtidPosition, MysqlGtidSet, parse_gtid_text
+from cdc_logs.readers.mysql.row_images import RowImages
 from cdc_logs.readers.mysql.schema import binlog_schema
 from cdc_logs.schema import TableSchema
 
@@ -124,6 +125,7 @@ class _TableShape:
     zero_dates: list[tuple[str, types.Converter]] = field(default_factory=list)
     schema: TableSchema | None = None
     signature: list[dict[str, Any]] = field(default_factory=list)  # the columns' attributes, copied
+    images: RowImages | None = None  # this definition's row parser; None: the library parses the rows
 
 
 @dataclass(slots=True)
@@ -323,7 +325,8 @@ class BinlogConverter:
         )
         self._in_row_event = 0  # events made from this row event so far
         self._schema = shape.schema
-        for index, row in enumerate(event.rows):
+        rows = shape.images.rows(event) if shape.images is not None else None
+        for index, row in enumerate(event.rows if rows is None else rows):
             extra = {"server_id": server_id, "gtid": gtid, "file": self._file, "pos": start_pos, "row": index}
             source = SourceInfo(self.connector, self.pipeline_name, schema, table, ts_ms=ts_ms, extra=extra)
             try:
@@ -452,7 +455,8 @@ class BinlogConverter:
             if column.is_primary:
                 key.append(column.name)
         schema = binlog_schema(event.columns, name[0], name[1], self.flavor)
-        shape = _TableShape(event.columns, converters, sets, key, zero_dates, schema)
+        images = RowImages.for_columns(event.columns, ignore_decode_errors=bool(event._ignore_decode_errors))
+        shape = _TableShape(event.columns, converters, sets, key, zero_dates, schema, images=images)
         shape.signature = [dict(column.__dict__) for column in event.columns]
         self._shapes[name] = shape
         return shape
