@@ -21,6 +21,7 @@ however it died.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import queue
 import select
@@ -49,6 +50,11 @@ DIED_HINT = (
     "the pipeline reopens the source and resumes from its last commit; if it repeats, set decode_process: off"
 )
 
+# Both pipes, enlarged from Linux's 64 KiB (up to fs.pipe-max-size, 1 MiB by default, for any user):
+# the child decodes ahead while this process is busy (e.g. writing a batch to the sink) instead of
+# blocking after ~150 rows, and a burst of raw messages for it does not stall the writer thread.
+PIPE_BYTES = 1 << 20
+
 
 class WorkerProcess:
     """The parent's end of a child process speaking frames; see the module docstring."""
@@ -63,6 +69,9 @@ class WorkerProcess:
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self.fileno = self._proc.stdout.fileno()
         os.set_blocking(self.fileno, False)
+        for pipe in (self.fileno, self._proc.stdin.fileno()):
+            with contextlib.suppress(OSError, AttributeError):  # a smaller pipe only waits more often
+                fcntl.fcntl(pipe, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         self._frames = Frames()
         self._writes: queue.Queue[bytes | None] = queue.Queue()
         self._writer = threading.Thread(target=self._write_loop, name=f"{module}-writer", daemon=True)
