@@ -189,3 +189,68 @@ def test_partial_images_mark_absent_columns_as_the_library_does(
         if "cols bitmap" in (row.get("none_sources") or row.get("before_none_sources") or {}).values()
     ]
     assert absent, "MINIMAL row images should leave columns out of the before image"
+
+
+def test_the_reader_itself_never_calls_the_library_row_parser_for_covered_tables(
+    mariadb_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reader's own path (its connection wrapper, its TABLE_MAP handling) reaches the parser: were
+    the packet in another state, it would quietly fall back to the library, and this fails."""
+    from pymysqlreplication.row_event import RowsEvent
+
+    from cdc_logs.envelope import ChangeEvent
+    from cdc_logs.readers.mysql.reader import MysqlReader
+
+    def refuse(self: Any) -> None:
+        raise AssertionError(f"the library parsed the rows of {self.schema}.{self.table}")
+
+    monkeypatch.setattr(RowsEvent, "_fetch_rows", refuse)
+    db = _connect_admin(mariadb_dsn)
+    table = "ri_" + uuid.uuid4().hex[:8] + "_reader"
+    try:
+        with db.cursor() as cur:
+            cur.execute(
+                f"CREATE TABLE test.{table} (id INT PRIMARY KEY, name VARCHAR(20), price DECIMAL(8,2))"
+            )
+        reader = MysqlReader(
+            parse_dsn(mariadb_dsn),
+            [f"test.{table}"],
+            pipeline_name="row-images",
+            heartbeat_s=1.0,
+            temporary=True,
+            decode_process="off",  # in this process, where the library's parser is refused
+        )
+        reader.open()
+        seen: list[dict[str, Any]] = []
+        acted = False
+        deadline = time.monotonic() + 60
+        try:
+            for item in reader.stream(None):
+                if not acted:
+                    acted = True
+                    with db.cursor() as cur:
+                        cur.execute(f"INSERT INTO test.{table} VALUES (1, 'a', 1.50), (2, NULL, -2.25)")
+                        cur.execute(f"UPDATE test.{table} SET price = 3 WHERE id = 1")
+                        cur.execute(f"DELETE FROM test.{table} WHERE id = 2")
+                if isinstance(item, ChangeEvent):
+                    seen.append({"op": item.op._value_, "before": item.before, "after": item.after})
+                    if len(seen) == 4:
+                        break
+                assert time.monotonic() < deadline, f"timed out after {len(seen)} events"
+        finally:
+            reader.stop()
+            reader.close()
+        assert seen == [
+            {"op": "c", "before": None, "after": {"id": 1, "name": "a", "price": "1.50"}},
+            {"op": "c", "before": None, "after": {"id": 2, "name": None, "price": "-2.25"}},
+            {
+                "op": "u",
+                "before": {"id": 1, "name": "a", "price": "1.50"},
+                "after": {"id": 1, "name": "a", "price": "3.00"},
+            },
+            {"op": "d", "before": {"id": 2, "name": None, "price": "-2.25"}, "after": None},
+        ]
+    finally:
+        with db.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS test.{table}")
+        db.close()
