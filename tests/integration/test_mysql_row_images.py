@@ -60,7 +60,7 @@ def strictly_equal(a: Any, b: Any) -> bool:
     if type(a) is not type(b):
         return False
     if isinstance(a, dict):
-        return a.keys() == b.keys() and all(strictly_equal(a[k], b[k]) for k in a)
+        return list(a) == list(b) and all(strictly_equal(a[k], b[k]) for k in a)  # key order too
     if isinstance(a, list | tuple):
         return len(a) == len(b) and all(strictly_equal(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, Decimal):

@@ -154,6 +154,20 @@ def test_columns_left_out_of_a_partial_image_are_none_by_the_bitmap() -> None:
         ),
         ("an incomplete event", _event(WriteRowsEvent, ROW_A, complete=False)),
         ("another column count", _event(WriteRowsEvent, ROW_A, columns=COLUMNS[:4])),
+        ("rows the library has parsed already", _event(WriteRowsEvent, ROW_A, _RowsEvent__rows=[{}])),
+        (
+            "no column present, bytes left: no end",
+            _event(DeleteRowsEvent, b"\x00\x00", columns_present_bitmap=b"\x00"),
+        ),
+        (
+            "a codec that is not a text codec",
+            _event(
+                WriteRowsEvent,
+                b"\x00\x02ab",
+                columns=[Column(type=FIELD_TYPE.VARCHAR, name="v", max_length=10, character_set_name="hex")],
+                columns_present_bitmap=b"\x01",
+            ),
+        ),
     ],
 )
 def test_what_it_cannot_read_cleanly_is_left_to_the_library(case: str, event: Any) -> None:
@@ -163,7 +177,7 @@ def test_what_it_cannot_read_cleanly_is_left_to_the_library(case: str, event: An
             read_bytes=10,
             _BinLogPacketWrapper__data_buffer=b"\x80",
         )
-    parser = RowImages.for_columns(COLUMNS)
+    parser = RowImages.for_columns(event.columns if len(event.columns) != 4 else COLUMNS)
     assert parser is not None
     assert parser.rows(event) is None, case
 

@@ -28,7 +28,7 @@ import struct
 from decimal import Decimal
 from typing import Any, Final
 
-from pymysqlreplication.constants import FIELD_TYPE
+from pymysqlreplication.constants import FIELD_TYPE, NONE_SOURCE
 from pymysqlreplication.row_event import DeleteRowsEvent, RowsEvent, UpdateRowsEvent, WriteRowsEvent
 
 from cdc_logs.readers.mysql.binlog_values import time2_micros
@@ -63,8 +63,9 @@ _FIXED: Final = {
 }
 _DECIMAL_BYTES: Final = (0, 1, 1, 2, 2, 3, 3, 4, 4, 4)  # bytes for 0..8 leftover digits
 _EPOCH: Final = dt.datetime(1970, 1, 1)
-_NULL, _COLS_BITMAP, _OUT_OF_DATE = "null", "cols bitmap", "out of date range"
-_OUT_OF_DATETIME2, _EMPTY_SET = "out of datetime2 range", "empty set"
+# The library's reasons for a None (`none_sources`), as it words them.
+_NULL, _COLS_BITMAP, _OUT_OF_DATE = NONE_SOURCE.NULL, NONE_SOURCE.COLS_BITMAP, NONE_SOURCE.OUT_OF_DATE_RANGE
+_OUT_OF_DATETIME2, _EMPTY_SET = NONE_SOURCE.OUT_OF_DATETIME2_RANGE, NONE_SOURCE.EMPTY_SET
 
 
 class _Unsupported(Exception):
@@ -157,7 +158,7 @@ class RowImages:
         """The parser for these library columns, or None when one of them is not covered."""
         try:
             layout = [_column(c, "ignore" if ignore_decode_errors else "strict") for c in columns]
-        except (_Unsupported, AttributeError, TypeError, ValueError):
+        except Exception:  # whatever it cannot lay out, the library still parses
             return None
         return cls(layout, ignore_decode_errors)
 
@@ -180,6 +181,7 @@ class RowImages:
             out: list[dict[str, Any]] = []
             pos = 0
             while pos < end:
+                began = pos
                 values, sources, pos = self._image(buf, pos, present)
                 if update:
                     after, after_sources, pos = self._image(buf, pos, after_present)
@@ -193,10 +195,14 @@ class RowImages:
                     )
                 else:
                     out.append({"values": values, "none_sources": sources})
+                if pos == began:
+                    return None  # an image of no bytes (no column present): it would never end
             if pos != end:
                 return None
             return out
         except (ValueError, IndexError, OverflowError, struct.error, UnicodeError, ArithmeticError):
+            return None
+        except LookupError:  # a codec that is not a text codec: the library keeps the bytes
             return None
 
     def _image(self, buf: bytes, pos: int, present: bytes) -> tuple[dict[str, Any], dict[str, str], int]:
@@ -331,6 +337,8 @@ def _payload(event: Any) -> tuple[bytes | None, int]:
     packet is not in the state the library leaves a rows event in after reading its header."""
     if not getattr(event, "complete", False) or getattr(event, "_processed", True) is False:
         return None, 0
+    if getattr(event, "_RowsEvent__rows", None) is not None:
+        return None, 0  # the library has parsed them already (its packet is read to the end)
     wrapper = event.packet
     if getattr(wrapper, "_BinLogPacketWrapper__data_buffer", None) != b"":
         return None, 0
