@@ -146,7 +146,17 @@ health_checks:
             except OSError:
                 return False
 
+        def streaming() -> bool:
+            with psycopg.connect(pg_dsn, autocommit=True) as db:
+                row = db.execute(
+                    "SELECT active FROM pg_replication_slots WHERE slot_name = %s", (table,)
+                ).fetchone()
+            return bool(row and row[0])
+
         _until(up, 60, "/ready 200 at start")
+        # /ready answers once the pipeline runs; the new slot is made on its reader thread just after,
+        # and rows committed before it exists are not in it (a loaded CI machine showed the gap).
+        _until(streaming, 60, "the new slot streaming")
         insert(1, 10)
         _until(lambda: client.xlen("changes") == 10, 30, "the first changes in Redis")
         _until(lambda: get("/ready")[0] == 200, 30, "/ready 200 with the sink up")
