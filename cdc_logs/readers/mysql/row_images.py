@@ -178,13 +178,14 @@ class RowImages:
             update = kind is UpdateRowsEvent
             present = event.columns_present_bitmap
             after_present = event.columns_present_bitmap2 if update else b""
+            nulls, after_nulls = _null_bitmap_size(present), _null_bitmap_size(after_present)  # per event
             out: list[dict[str, Any]] = []
             pos = 0
             while pos < end:
                 began = pos
-                values, sources, pos = self._image(buf, pos, present)
+                values, sources, pos = self._image(buf, pos, present, nulls)
                 if update:
-                    after, after_sources, pos = self._image(buf, pos, after_present)
+                    after, after_sources, pos = self._image(buf, pos, after_present, after_nulls)
                     out.append(
                         {
                             "before_values": values,
@@ -205,11 +206,12 @@ class RowImages:
         except LookupError:  # a codec that is not a text codec: the library keeps the bytes
             return None
 
-    def _image(self, buf: bytes, pos: int, present: bytes) -> tuple[dict[str, Any], dict[str, str], int]:
+    def _image(
+        self, buf: bytes, pos: int, present: bytes, nulls: int
+    ) -> tuple[dict[str, Any], dict[str, str], int]:
         """One row image: the null bitmap (one bit per present column), then the non-null values."""
         nulls_at = pos
-        # As the library sizes it: the bits set in the whole columns-present bitmap.
-        pos += (int.from_bytes(present, "little").bit_count() + 7) >> 3
+        pos += nulls
         if pos > len(buf):
             raise ValueError("truncated null bitmap")
         values: dict[str, Any] = {}
@@ -330,6 +332,12 @@ class RowImages:
         if pos > len(buf):
             raise ValueError("row past the end")
         return values, sources, pos
+
+
+def _null_bitmap_size(present: bytes) -> int:
+    """Bytes of a row image's null bitmap, as the library sizes it: the bits set in the whole
+    columns-present bitmap (one null bit per present column)."""
+    return (int.from_bytes(present, "little").bit_count() + 7) >> 3
 
 
 def _payload(event: Any) -> tuple[bytes | None, int]:
